@@ -1,0 +1,81 @@
+import { z } from 'zod';
+
+/**
+ * The `networks` part of the configuration: what a watcher follows and how.
+ * It lives beside the watchers because they read it; `src/config` composes it.
+ */
+
+const decimalString = z
+  .string()
+  .regex(/^\d+(\.\d+)?$/, 'must be a decimal string of digits, such as "0.15"');
+
+const positiveInt = z.number().int().positive();
+
+const priceSourceSchema = z.union([
+  z.object({ fixed: decimalString }),
+  z.object({
+    chainlink: z.object({
+      network: z.string(),
+      feed: z.string(),
+      maxAgeS: positiveInt.default(3600),
+    }),
+  }),
+]);
+
+const assetSchema = z.object({
+  symbol: z.string().min(1),
+  /** Ledger currency code; defaults to the symbol. */
+  currency: z.string().optional(),
+  contract: z.string().optional(),
+  native: z.boolean().default(false),
+  decimals: z.number().int().min(0).max(36),
+  price: priceSourceSchema,
+  /** Deposits below this amount (in the asset) are recorded as ignored. */
+  minDeposit: decimalString.default('0'),
+});
+
+const confirmationsSchema = z.union([
+  z.number().int().min(0),
+  z.literal('finalized'),
+  z.literal('solidified'),
+]);
+
+const networkCommon = {
+  name: z.string().regex(/^[a-z0-9-]+$/, 'must be lower case, such as "ethereum"'),
+  confirmations: confirmationsSchema,
+  pollIntervalMs: positiveInt.default(4000),
+  maxBlockRange: positiveInt.default(1000),
+  /** How far behind its cursor the watcher re-reads block hashes to find reorgs. */
+  reorgDepthMax: positiveInt.default(128),
+  rpcTimeoutMs: positiveInt.default(10_000),
+  rpcRetries: z.number().int().min(0).max(20).default(4),
+  /** Where scanning begins on first start; defaults to the head at that moment. */
+  startBlock: z.number().int().min(0).optional(),
+  /** Outgoing transfers to these addresses are sweeps to our treasury. */
+  treasuryAddresses: z.array(z.string()).default([]),
+  assets: z.array(assetSchema).min(1),
+};
+
+const evmNetworkSchema = z.object({
+  ...networkCommon,
+  kind: z.literal('evm'),
+  chainId: positiveInt,
+  rpcUrls: z.array(z.string().min(1)).min(1),
+});
+
+const tronNetworkSchema = z.object({
+  ...networkCommon,
+  kind: z.literal('tron'),
+  fullHost: z.string().min(1),
+  /** Extra TronGrid-compatible hosts tried when the first fails. */
+  fallbackHosts: z.array(z.string().min(1)).default([]),
+  apiKey: z.string().optional(),
+});
+
+export const networkSchema = z.discriminatedUnion('kind', [evmNetworkSchema, tronNetworkSchema]);
+
+export type NetworkConfig = z.infer<typeof networkSchema>;
+export type EvmNetworkConfig = z.infer<typeof evmNetworkSchema>;
+export type TronNetworkConfig = z.infer<typeof tronNetworkSchema>;
+export type AssetConfig = z.infer<typeof assetSchema>;
+export type PriceSourceConfig = z.infer<typeof priceSourceSchema>;

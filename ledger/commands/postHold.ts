@@ -1,0 +1,141 @@
+import { hashRequest, type PrepareContext, type PreparedCommand } from '../command.js';
+import {
+  CurrencyMismatchError,
+  HoldExceededError,
+  HoldNotFoundError,
+  HoldNotPendingError,
+  InvalidAmountError,
+} from '../errors.js';
+import { Decimal, parseAmount, ZERO, type AmountInput } from '../money.js';
+import { available } from '../state.js';
+import { checkKind } from './postEntry.js';
+
+export interface PostHoldParameters {
+  holdId: string;
+  /** The actual amount, zero up to the hold (or above it with `allowOverHold`). */
+  amount: AmountInput;
+  /**
+   * Allow posting more than was held. The excess is taken from the debit account's
+   * available balance; whatever it cannot cover is debited to `shortfallAccount`.
+   */
+  allowOverHold?: boolean;
+  /** Where an uncovered excess is booked (`assets:receivables:customers:42`). Required with allowOverHold. */
+  shortfallAccount?: string;
+  kind?: string;
+  description?: string;
+  metadata?: Record<string, unknown>;
+}
+
+export interface PostHoldResult {
+  holdId: string;
+  /** The entry that moved the money; null when the posted amount was zero. */
+  entryId: string | null;
+  postedAmount: Decimal;
+  /** The part of the amount the debit account could not cover (booked to shortfallAccount). */
+  shortfall: Decimal;
+  /** True when the hold had already been posted for this amount. */
+  replayed: boolean;
+}
+
+/**
+ * Settles a hold for the actual amount: posts it from the debit to the credit account and
+ * releases the rest of the hold. Posting the same hold again for the same amount returns the
+ * first result; any other second resolution is a HoldNotPendingError.
+ */
+export async function preparePostHold(
+  context: PrepareContext,
+  params: PostHoldParameters,
+): Promise<PreparedCommand<PostHoldResult>> {
+  const amount = parseAmount(params.amount, { scale: 36, allowZero: true });
+  const kind = params.kind ?? 'hold.post';
+  checkKind(kind);
+  let shortfallAccount: { id: string; currency: string } | null = null;
+  if (params.allowOverHold && params.shortfallAccount) {
+    shortfallAccount = await context.resolveAccount(params.shortfallAccount, {
+      create: true,
+      currency: 'USD',
+    });
+  }
+  if (params.allowOverHold && !params.shortfallAccount) {
+    throw new InvalidAmountError('shortfallAccount', 'is required with allowOverHold');
+  }
+  return {
+    type: 'postHold',
+    idempotencyKey: null,
+    requestHash: hashRequest('postHold', { holdId: params.holdId, amount }),
+    accountIds: shortfallAccount ? [shortfallAccount.id] : [],
+    holdIds: [params.holdId],
+    reverseEntryIds: [],
+    plan({ state }) {
+      const hold = state.holds.get(params.holdId);
+      if (!hold) throw new HoldNotFoundError(params.holdId);
+      if (hold.status === 'posted' && hold.postedAmount?.eq(amount)) {
+        return {
+          holdId: hold.id,
+          entryId: hold.entryId,
+          postedAmount: hold.postedAmount,
+          shortfall: hold.shortfall ?? ZERO,
+          replayed: true,
+        };
+      }
+      if (hold.status !== 'pending') throw new HoldNotPendingError(hold.id, hold.status);
+      if (hold.overdue) throw new HoldNotPendingError(hold.id, 'expired');
+      const scale = context.scaleOf(hold.currency);
+      if (amount.decimalPlaces() > scale) {
+        throw new InvalidAmountError(
+          'amount',
+          `has ${amount.decimalPlaces()} fractional digits; ${hold.currency} allows at most ${scale}`,
+        );
+      }
+      if (amount.gt(hold.amount) && !params.allowOverHold) {
+        throw new HoldExceededError(hold.id, hold.amount.toString(), amount.toString());
+      }
+      const debit = state.account(hold.debitAccountId);
+      let covered = amount;
+      if (amount.gt(hold.amount) && debit.noNegative) {
+        const canCover = Decimal.max(available(debit).add(hold.amount), ZERO);
+        covered = Decimal.min(amount, canCover);
+      }
+      const shortfall = amount.sub(covered);
+      const postings: Array<{ accountId: string; amount: Decimal }> = [];
+      if (!covered.isZero()) postings.push({ accountId: hold.debitAccountId, amount: covered });
+      if (!shortfall.isZero()) {
+        if (!shortfallAccount)
+          throw new InvalidAmountError('shortfallAccount', 'is required with allowOverHold');
+        if (shortfallAccount.currency !== hold.currency) {
+          throw new CurrencyMismatchError(
+            params.shortfallAccount!,
+            shortfallAccount.currency,
+            hold.currency,
+          );
+        }
+        postings.push({ accountId: shortfallAccount.id, amount: shortfall });
+      }
+      if (!amount.isZero())
+        postings.push({ accountId: hold.creditAccountId, amount: amount.neg() });
+      const { entryId } = state.apply({
+        pending: [
+          { accountId: hold.debitAccountId, debits: hold.amount.neg(), credits: ZERO },
+          { accountId: hold.creditAccountId, debits: ZERO, credits: hold.amount.neg() },
+        ],
+        ...(amount.isZero()
+          ? {}
+          : {
+              entry: {
+                kind,
+                description: params.description ?? '',
+                metadata: { ...hold.metadata, ...params.metadata },
+                reversesEntryId: null,
+                holdId: hold.id,
+                effectiveAt: null,
+                postings,
+              },
+            }),
+        resolveHold: { id: hold.id, status: 'posted', postedAmount: amount, shortfall },
+      });
+      return { holdId: hold.id, entryId, postedAmount: amount, shortfall, replayed: false };
+    },
+    encode: (result) => result,
+    replay: (stored) => stored as PostHoldResult,
+  };
+}

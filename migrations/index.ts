@@ -1,0 +1,13 @@
+import type { Migration } from 'kysely';
+import * as ledger from './2026-11-27T0001_ledger.js';
+import * as users from './2026-11-27T0002_users.js';
+
+/**
+ * Every migration, by name; applied in name order. A new schema step is a new dated file
+ * listed here (test/migrations.test.ts checks nothing is left out). Never edit one that
+ * has landed.
+ */
+export const migrations: Record<string, Migration> = {
+  '2026-11-27T0001_ledger': ledger,
+  '2026-11-27T0002_users': users,
+};

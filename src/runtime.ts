@@ -1,0 +1,62 @@
+import { PostgresLedger } from '../ledger/index.js';
+import { currencyTable } from './config/load.js';
+import type { Config } from './config/schema.js';
+import { openDatabase, type DatabaseHandle } from './db/connect.js';
+import { migrateToLatest } from './db/migrate.js';
+import { createLogger, type Logger } from './log.js';
+
+/** Everything a role needs, opened once: the composition root of the service. */
+export interface Runtime {
+  config: Config;
+  database: DatabaseHandle;
+  ledger: PostgresLedger;
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+export interface OpenRuntimeParameters {
+  config: Config;
+  logger?: Logger;
+  /** Apply pending migrations first (default true). */
+  migrate?: boolean;
+}
+
+export async function openRuntime(params: OpenRuntimeParameters): Promise<Runtime> {
+  const { config } = params;
+  const logger = params.logger ?? createLogger(config.log.level);
+  const database = await openDatabase({
+    config,
+    onLog: (line) => logger.debug({ component: 'embedded-postgres' }, line),
+  });
+  if (database.embedded)
+    logger.info(
+      { dir: config.database.embedded.dir },
+      'using the embedded PostgreSQL (set DATABASE_URL to use another)',
+    );
+  try {
+    if (params.migrate ?? true) {
+      const { applied } = await migrateToLatest(database.db);
+      if (applied.length > 0) logger.info({ applied }, 'migrations applied');
+    }
+    const ledger = new PostgresLedger({
+      pool: database.pool,
+      currencies: currencyTable(config),
+      batchMaxSize: config.ledger.batchMaxSize,
+      batchConcurrency: config.ledger.batchConcurrency,
+    });
+    await ledger.init();
+    return {
+      config,
+      database,
+      ledger,
+      logger,
+      async close() {
+        await ledger.close();
+        await database.close();
+      },
+    };
+  } catch (error) {
+    await database.close();
+    throw error;
+  }
+}
