@@ -1,0 +1,132 @@
+/**
+ * The one interface every chain family implements (EVM via viem, Tron via tronweb). The
+ * deposit pipeline (scan, confirm, credit, reorg) is written once against it.
+ *
+ * Conventions:
+ * - Block numbers, amounts in base units and timestamps are `bigint`.
+ * - Addresses and hashes are in the adapter's canonical form, produced by
+ *   `normalizeAddress` / returned by `scan`: EVM lower-case `0x...` hex; Tron base58 `T...`
+ *   addresses and lower-case 64-hex transaction ids and block ids without `0x`.
+ * - Every RPC call has a timeout, retries with backoff and fails over across the network's
+ *   endpoints; a method that still cannot answer throws (an `RpcUnavailableError`), it never
+ *   returns a partial or empty answer in place of an error.
+ */
+
+export interface BlockRef {
+  number: bigint;
+  hash: string;
+  parentHash: string;
+  /** Seconds since the epoch. */
+  timestamp: bigint;
+}
+
+export interface ChainHead {
+  /** The newest block the endpoint serves. */
+  latest: BlockRef;
+  /**
+   * The newest block the network treats as final: EVM `finalized` block tag, Tron's
+   * latest solidified block. Null where the node has no such notion.
+   */
+  finalized: bigint | null;
+}
+
+/** An asset the network's config accepts. */
+export interface TrackedAsset {
+  symbol: string;
+  /** Ledger currency code (the symbol unless the config says otherwise). */
+  currency: string;
+  native: boolean;
+  /** Canonical contract address; null for the native coin. */
+  contract: string | null;
+  decimals: number;
+}
+
+export interface ObservedTransfer {
+  txHash: string;
+  /**
+   * Identity of the transfer within its transaction's block: the EVM log index, or for
+   * Tron the index of the Transfer log within the transaction's receipt. -1 for a native
+   * coin transfer (the transaction's own value).
+   */
+  logIndex: number;
+  blockNumber: bigint;
+  blockHash: string;
+  blockTimestamp: bigint;
+  /** Contract that emitted the transfer (canonical form); null for the native coin. */
+  contract: string | null;
+  /** The accepted asset it is, or null for a token we do not accept (recorded as ignored). */
+  asset: TrackedAsset | null;
+  from: string;
+  to: string;
+  amountBaseUnits: bigint;
+  /** False when the transaction failed (EVM receipt status reverted; Tron receipt not SUCCESS). */
+  success: boolean;
+  /**
+   * Network fee the sender paid for the whole transaction, in the native coin's base units
+   * (EVM gasUsed x effectiveGasPrice; Tron receipt fee in sun). Set for transfers whose
+   * `from` is one of the watched addresses (outgoing sweeps), else null.
+   */
+  feeBaseUnits: bigint | null;
+}
+
+export interface ScanParameters {
+  fromBlock: bigint;
+  toBlock: bigint;
+  /** Canonical addresses to watch: transfers to or from any of them are returned. */
+  addresses: ReadonlySet<string>;
+}
+
+export interface ScanResult {
+  /** Transfers in [fromBlock, toBlock] to or from a watched address, any contract, in chain order. */
+  transfers: ObservedTransfer[];
+  /** The block at `toBlock` as the endpoint that answered the scan saw it. */
+  toBlockRef: BlockRef;
+}
+
+export interface BalanceAt {
+  amountBaseUnits: bigint;
+  /** The block the balance is as of (Tron answers only at its head: this says which). */
+  blockNumber: bigint;
+}
+
+export interface ChainAdapter {
+  readonly network: string;
+  readonly kind: 'evm' | 'tron';
+  readonly assets: ReadonlyArray<TrackedAsset>;
+  /**
+   * Checks the endpoints serve the configured chain (EVM chain id) and every token's
+   * `decimals()` equals the config; throws a clear error naming the asset otherwise.
+   */
+  verify(): Promise<void>;
+  getHead(): Promise<ChainHead>;
+  /** The canonical block at a height, or null when the chain is not that high. */
+  getBlock(number: bigint): Promise<BlockRef | null>;
+  scan(params: ScanParameters): Promise<ScanResult>;
+  /** Balance of one address in one accepted asset, at `blockNumber` where the chain can answer that. */
+  getBalance(address: string, asset: TrackedAsset, blockNumber: bigint | null): Promise<BalanceAt>;
+  /** Canonical form of an address; throws on an address that is not one of this chain's. */
+  normalizeAddress(address: string): string;
+  close(): Promise<void>;
+}
+
+/** Every endpoint failed (after retries and failover). The caller retries later, never skips. */
+export class RpcUnavailableError extends Error {
+  override name = 'RpcUnavailableError';
+  constructor(
+    readonly network: string,
+    readonly method: string,
+    readonly attempts: number,
+    cause: unknown,
+  ) {
+    super(`${network}: ${method} failed on every endpoint after ${attempts} attempts: ${errorText(cause)}`, { cause });
+  }
+}
+
+/** The node disagrees with the config (wrong chain, wrong decimals); the watcher refuses to run. */
+export class ChainConfigError extends Error {
+  override name = 'ChainConfigError';
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message.split('\n')[0]! : String(error);
+}
