@@ -16,3 +16,26 @@ export async function openLedger(
   await ledger.init();
   return ledger;
 }
+
+/** Row counts of every ledger table: a refused operation must leave them unchanged. */
+export async function ledgerRowCounts(pool: pg.Pool): Promise<Record<string, number>> {
+  const { rows } = await pool.query<Record<string, string>>(`
+    select (select count(*) from ledger_entries) as entries,
+           (select count(*) from ledger_postings) as postings,
+           (select count(*) from ledger_holds) as holds,
+           (select count(*) from ledger_idempotency) as idempotency,
+           (select count(*) from ledger_accounts) as accounts,
+           (select coalesce(sum(version), 0) from ledger_accounts) as versions`);
+  return Object.fromEntries(Object.entries(rows[0]!).map(([k, v]) => [k, Number(v)]));
+}
+
+/** Gives a customer a starting balance through a promotion entry. */
+export async function fund(ledger: PostgresLedger, userId: string, amount: string): Promise<void> {
+  await ledger.postEntry({
+    kind: 'adjustment',
+    postings: [
+      { account: 'expenses:promotions', amount },
+      { account: `liabilities:customers:${userId}`, amount: `-${amount}` },
+    ],
+  });
+}

@@ -1,0 +1,208 @@
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import {
+  CurrencyMismatchError,
+  Decimal,
+  InvalidAccountError,
+  InvalidAmountError,
+  InvalidEntryError,
+  UnbalancedEntryError,
+  UnknownAccountError,
+  UnknownCurrencyError,
+  type PostgresLedger,
+} from '../../ledger/index.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { fund, ledgerRowCounts, openLedger } from '../support/ledger.js';
+
+let database: TestDatabase;
+let ledger: PostgresLedger;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  ledger = await openLedger(database.pool);
+  await fund(ledger, 'bad', '10');
+});
+afterAll(async () => {
+  await ledger.close();
+  await database.drop();
+});
+
+const transfer = (amount: unknown, credit: unknown = undefined) => ({
+  kind: 'adjustment',
+  postings: [
+    { account: 'expenses:promotions', amount: amount as string },
+    { account: 'liabilities:customers:bad', amount: (credit ?? `-${String(amount)}`) as string },
+  ],
+});
+
+const cases: Array<[string, () => Promise<unknown>, new (...args: never[]) => Error, RegExp]> = [
+  [
+    'a JSON number instead of a decimal string',
+    () => ledger.postEntry(transfer(5, '-5')),
+    InvalidAmountError,
+    /not a JSON number/,
+  ],
+  ['NaN', () => ledger.postEntry(transfer('NaN')), InvalidAmountError, /not a decimal string/],
+  ['1e999', () => ledger.postEntry(transfer('1e999')), InvalidAmountError, /not a decimal string/],
+  [
+    'a Decimal that is not finite',
+    () => ledger.postEntry(transfer(new Decimal(Infinity), new Decimal(-Infinity))),
+    InvalidAmountError,
+    /finite/,
+  ],
+  [
+    'an empty string',
+    () => ledger.postEntry(transfer('', '-1')),
+    InvalidAmountError,
+    /not a decimal string/,
+  ],
+  [
+    'a hex string',
+    () => ledger.postEntry(transfer('0x10', '-16')),
+    InvalidAmountError,
+    /not a decimal string/,
+  ],
+  ['a zero posting', () => ledger.postEntry(transfer('0', '0')), InvalidAmountError, /zero/],
+  [
+    'a negative hold',
+    () =>
+      ledger.createHold({
+        debitAccount: 'liabilities:customers:bad',
+        creditAccount: 'revenue:usage',
+        amount: '-1',
+      }),
+    InvalidAmountError,
+    /negative/,
+  ],
+  [
+    'a zero hold',
+    () =>
+      ledger.createHold({
+        debitAccount: 'liabilities:customers:bad',
+        creditAccount: 'revenue:usage',
+        amount: '0',
+      }),
+    InvalidAmountError,
+    /zero/,
+  ],
+  [
+    '19 fractional digits in USD',
+    () => ledger.postEntry(transfer('0.0000000000000000001')),
+    InvalidAmountError,
+    /19 fractional digits; USD allows at most 18/,
+  ],
+  [
+    '7 fractional digits in USDT',
+    () =>
+      ledger.postEntry({
+        kind: 'deposit',
+        postings: [
+          { account: 'assets:custody:tron:USDT:Tbad', amount: '1.0000001', currency: 'USDT' },
+          { account: 'equity:trading:USDT', amount: '-1.0000001' },
+        ],
+      }),
+    InvalidAmountError,
+    /USDT allows at most 6/,
+  ],
+  [
+    'an unknown currency',
+    () =>
+      ledger.postEntry({
+        kind: 'deposit',
+        postings: [
+          { account: 'assets:custody:tron:DOGE:Tbad', amount: '1', currency: 'DOGE' },
+          { account: 'equity:trading:DOGE', amount: '-1' },
+        ],
+      }),
+    UnknownCurrencyError,
+    /unknown currency "DOGE"/,
+  ],
+  [
+    'a currency that differs from the account',
+    () =>
+      ledger.postEntry({
+        kind: 'x',
+        postings: [
+          { account: 'liabilities:customers:bad', amount: '1', currency: 'USDT' },
+          { account: 'expenses:promotions', amount: '-1' },
+        ],
+      }),
+    CurrencyMismatchError,
+    /holds USD, not USDT/,
+  ],
+  [
+    'unbalanced postings',
+    () => ledger.postEntry(transfer('1', '-2')),
+    UnbalancedEntryError,
+    /do not balance/,
+  ],
+  [
+    'one posting',
+    () =>
+      ledger.postEntry({ kind: 'x', postings: [{ account: 'expenses:promotions', amount: '1' }] }),
+    InvalidEntryError,
+    /at least two/,
+  ],
+  [
+    'an account outside the chart',
+    () =>
+      ledger.postEntry({
+        kind: 'x',
+        postings: [
+          { account: 'assets:cash', amount: '1' },
+          { account: 'expenses:promotions', amount: '-1' },
+        ],
+      }),
+    UnknownAccountError,
+    /unknown account "assets:cash"/,
+  ],
+  [
+    'a malformed account code',
+    () =>
+      ledger.postEntry({
+        kind: 'x',
+        postings: [
+          { account: "liabilities:customers:1'; drop table users; --", amount: '1' },
+          { account: 'expenses:promotions', amount: '-1' },
+        ],
+      }),
+    InvalidAccountError,
+    /not an account code/,
+  ],
+  [
+    'an unknown account that must already exist',
+    () =>
+      ledger.postEntry({
+        ...transfer('1'),
+        createAccounts: false,
+        postings: [
+          { account: 'liabilities:customers:nobody', amount: '1' },
+          { account: 'expenses:promotions', amount: '-1' },
+        ],
+      }),
+    UnknownAccountError,
+    /unknown account/,
+  ],
+  [
+    'a kind with spaces',
+    () => ledger.postEntry({ ...transfer('1'), kind: 'two words' }),
+    InvalidEntryError,
+    /kind/,
+  ],
+];
+
+test.each(cases)(
+  '%s is a typed error and writes nothing',
+  async (_name, run, errorType, message) => {
+    const before = await ledgerRowCounts(database.pool);
+    const error = await run().then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(errorType);
+    expect(String((error as Error).message)).toMatch(message);
+    expect(typeof (error as { code: unknown }).code).toBe('string');
+    const after = await ledgerRowCounts(database.pool);
+    // An account named correctly may be created on demand; no entry, posting, hold or key is written.
+    expect({ ...after, accounts: 0 }).toEqual({ ...before, accounts: 0 });
+  },
+);

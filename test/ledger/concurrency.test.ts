@@ -1,0 +1,140 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { InsufficientFundsError, type PostgresLedger } from '../../ledger/index.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { fund, openLedger } from '../support/ledger.js';
+
+let database: TestDatabase;
+let ledger: PostgresLedger;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  ledger = await openLedger(database.pool);
+});
+afterAll(async () => {
+  await ledger.close();
+  await database.drop();
+});
+
+/** Separate ledgers, each with its own pool: the holds race in the database, not in one queue. */
+async function openLedgers(count: number, batchMaxSize: number): Promise<PostgresLedger[]> {
+  return Promise.all(
+    Array.from({ length: count }, () =>
+      openLedger(database.newPool(3), { batchMaxSize, batchConcurrency: 3 }),
+    ),
+  );
+}
+
+/** Samples the account's available balance while the race runs; it must never dip below zero. */
+function watchAvailable(account: string): { stop(): Promise<string[]> } {
+  const seen: string[] = [];
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const { rows } = await database.pool.query<{ available: string }>(
+        `select credits_posted - debits_posted - debits_pending as available from ledger_accounts where code = $1`,
+        [account],
+      );
+      if (rows[0]) seen.push(rows[0].available);
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return seen;
+    },
+  };
+}
+
+describe.each([
+  { mode: 'one transaction per operation', batchMaxSize: 1 },
+  { mode: 'group commit', batchMaxSize: 500 },
+])('no double spend ($mode)', ({ batchMaxSize }) => {
+  test('200 parallel holds of 1.00 against 50.00 from 20 connections pools: exactly 50 succeed', async () => {
+    const user = `race-${batchMaxSize}`;
+    const account = `liabilities:customers:${user}`;
+    await fund(ledger, user, '50.00');
+    const ledgers = await openLedgers(20, batchMaxSize);
+    const watcher = watchAvailable(account);
+    const results = await Promise.allSettled(
+      Array.from({ length: 200 }, (_, i) =>
+        ledgers[i % ledgers.length]!.createHold({
+          debitAccount: account,
+          creditAccount: 'revenue:usage',
+          amount: '1.00',
+        }),
+      ),
+    );
+    const seen = await watcher.stop();
+    const succeeded = results.filter((r) => r.status === 'fulfilled');
+    const refused = results.filter((r) => r.status === 'rejected');
+    expect(succeeded).toHaveLength(50);
+    expect(refused).toHaveLength(150);
+    for (const r of refused)
+      expect((r as PromiseRejectedResult).reason).toBeInstanceOf(InsufficientFundsError);
+    const balance = await ledger.getBalance(account);
+    expect([balance.posted, balance.held, balance.available].map(String)).toEqual([
+      '50',
+      '50',
+      '0',
+    ]);
+    expect(seen.length).toBeGreaterThan(0);
+    expect(seen.filter((available) => available.startsWith('-'))).toEqual([]);
+    expect(await ledger.checkBalances()).toEqual([]);
+    await Promise.all(ledgers.map((l) => l.close()));
+  });
+});
+
+test('parallel transfers in opposite directions between the same accounts never surface a deadlock', async () => {
+  await fund(ledger, 'ping', '1000');
+  await fund(ledger, 'pong', '1000');
+  const ledgers = await openLedgers(8, 1);
+  const transfer = (l: PostgresLedger, from: string, to: string) =>
+    l.postEntry({
+      kind: 'transfer',
+      postings: [
+        { account: `liabilities:customers:${from}`, amount: '1' },
+        { account: `liabilities:customers:${to}`, amount: '-1' },
+      ],
+    });
+  const results = await Promise.allSettled(
+    Array.from({ length: 400 }, (_, i) => {
+      const l = ledgers[i % ledgers.length]!;
+      return i % 2 === 0 ? transfer(l, 'ping', 'pong') : transfer(l, 'pong', 'ping');
+    }),
+  );
+  expect(
+    results
+      .filter((r) => r.status === 'rejected')
+      .map((r) => String((r as PromiseRejectedResult).reason)),
+  ).toEqual([]);
+  expect((await ledger.getBalance('liabilities:customers:ping')).posted.toString()).toBe('1000');
+  expect((await ledger.getBalance('liabilities:customers:pong')).posted.toString()).toBe('1000');
+  expect(await ledger.checkBalances()).toEqual([]);
+  await Promise.all(ledgers.map((l) => l.close()));
+});
+
+test('many hold-post pairs on one hot account keep running balances gap-free and exact', async () => {
+  await fund(ledger, 'hot', '100');
+  const ledgers = await openLedgers(4, 500);
+  await Promise.all(
+    Array.from({ length: 400 }, async (_, i) => {
+      const l = ledgers[i % ledgers.length]!;
+      const { holdId } = await l.createHold({
+        debitAccount: 'liabilities:customers:hot',
+        creditAccount: 'revenue:usage',
+        amount: '0.2',
+      });
+      await l.postHold({ holdId, amount: '0.1' });
+    }),
+  );
+  const balance = await ledger.getBalance('liabilities:customers:hot');
+  expect(balance.posted.toString()).toBe('60');
+  const { rows } = await database.pool.query<{ versions: string; max: string; ok: boolean }>(
+    `select count(*) as versions, max(account_version) as max,
+            bool_and(balance_after = (select sum(amount) from ledger_postings q where q.account_id = p.account_id and q.account_version <= p.account_version)) as ok
+       from ledger_postings p join ledger_accounts a on a.id = p.account_id where a.code = 'liabilities:customers:hot'`,
+  );
+  expect(rows[0]).toEqual({ versions: '401', max: '401', ok: true });
+  await Promise.all(ledgers.map((l) => l.close()));
+});

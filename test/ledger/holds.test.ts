@@ -1,0 +1,227 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import {
+  HoldExceededError,
+  HoldNotFoundError,
+  HoldNotPendingError,
+  InsufficientFundsError,
+  type PostgresLedger,
+} from '../../ledger/index.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { fund, ledgerRowCounts, openLedger } from '../support/ledger.js';
+
+let database: TestDatabase;
+let ledger: PostgresLedger;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  ledger = await openLedger(database.pool);
+});
+afterAll(async () => {
+  await ledger.close();
+  await database.drop();
+});
+
+const hold = (user: string, amount: string, extra: { expiresAt?: Date } = {}) =>
+  ledger.createHold({
+    debitAccount: `liabilities:customers:${user}`,
+    creditAccount: 'revenue:usage',
+    amount,
+    ...extra,
+  });
+
+async function balanceOf(user: string) {
+  const b = await ledger.getBalance(`liabilities:customers:${user}`);
+  return {
+    posted: b.posted.toString(),
+    held: b.held.toString(),
+    available: b.available.toString(),
+  };
+}
+
+describe('two-phase holds', () => {
+  test('a hold reduces available at once and posted not at all', async () => {
+    await fund(ledger, 'h1', '10');
+    await hold('h1', '3.333333333333333333');
+    expect(await balanceOf('h1')).toEqual({
+      posted: '10',
+      held: '3.333333333333333333',
+      available: '6.666666666666666667',
+    });
+  });
+
+  test('posting less than the hold charges the actual amount and releases the rest', async () => {
+    await fund(ledger, 'h2', '10');
+    const { holdId } = await hold('h2', '4');
+    const result = await ledger.postHold({ holdId, amount: '0.000000000001' });
+    expect(result.postedAmount.toString()).toBe('0.000000000001');
+    expect(await balanceOf('h2')).toEqual({
+      posted: '9.999999999999',
+      held: '0',
+      available: '9.999999999999',
+    });
+    const revenue = await ledger.getBalance('revenue:usage');
+    expect(revenue.held.toString()).toBe('0');
+    const entry = await ledger.getEntry(result.entryId!);
+    expect(entry?.holdId).toBe(holdId);
+    expect(entry?.postings.map((p) => [p.account, p.amount.toString()])).toEqual([
+      ['liabilities:customers:h2', '0.000000000001'],
+      ['revenue:usage', '-0.000000000001'],
+    ]);
+  });
+
+  test('posting exactly the hold charges all of it', async () => {
+    await fund(ledger, 'h3', '2');
+    const { holdId } = await hold('h3', '2');
+    await ledger.postHold({ holdId, amount: '2' });
+    expect(await balanceOf('h3')).toEqual({ posted: '0', held: '0', available: '0' });
+  });
+
+  test('posting zero charges nothing and writes no entry', async () => {
+    await fund(ledger, 'h4', '2');
+    const { holdId } = await hold('h4', '1');
+    const result = await ledger.postHold({ holdId, amount: '0' });
+    expect(result.entryId).toBeNull();
+    expect(await balanceOf('h4')).toEqual({ posted: '2', held: '0', available: '2' });
+    expect((await ledger.getHold(holdId))?.status).toBe('posted');
+  });
+
+  test('posting more than the hold is refused unless allowed', async () => {
+    await fund(ledger, 'h5', '5');
+    const { holdId } = await hold('h5', '1');
+    await expect(ledger.postHold({ holdId, amount: '1.5' })).rejects.toThrow(HoldExceededError);
+    expect((await ledger.getHold(holdId))?.status).toBe('pending');
+  });
+
+  test('an allowed excess comes from the available balance when it can', async () => {
+    await fund(ledger, 'h6', '5');
+    const { holdId } = await hold('h6', '1');
+    const result = await ledger.postHold({
+      holdId,
+      amount: '1.5',
+      allowOverHold: true,
+      shortfallAccount: 'assets:receivables:customers:h6',
+    });
+    expect(result.shortfall.toString()).toBe('0');
+    expect(await balanceOf('h6')).toEqual({ posted: '3.5', held: '0', available: '3.5' });
+  });
+
+  test('an excess the balance cannot cover is booked as a shortfall, never dropped', async () => {
+    await fund(ledger, 'h7', '1');
+    const { holdId } = await hold('h7', '0.8');
+    const result = await ledger.postHold({
+      holdId,
+      amount: '1.25',
+      allowOverHold: true,
+      shortfallAccount: 'assets:receivables:customers:h7',
+    });
+    expect(result.shortfall.toString()).toBe('0.25');
+    expect(await balanceOf('h7')).toEqual({ posted: '0', held: '0', available: '0' });
+    const receivable = await ledger.getBalance('assets:receivables:customers:h7');
+    expect(receivable.posted.toString()).toBe('0.25');
+    const entry = await ledger.getEntry(result.entryId!);
+    expect(entry?.postings.map((p) => [p.account, p.amount.toString()])).toEqual([
+      ['liabilities:customers:h7', '1'],
+      ['assets:receivables:customers:h7', '0.25'],
+      ['revenue:usage', '-1.25'],
+    ]);
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+
+  test('a hold is resolved once: posting again with the same amount replays, anything else is refused', async () => {
+    await fund(ledger, 'h8', '3');
+    const { holdId } = await hold('h8', '1');
+    const first = await ledger.postHold({ holdId, amount: '0.5' });
+    const before = await ledgerRowCounts(database.pool);
+    const again = await ledger.postHold({ holdId, amount: '0.5' });
+    expect(again).toMatchObject({ entryId: first.entryId, replayed: true });
+    await expect(ledger.postHold({ holdId, amount: '0.6' })).rejects.toThrow(HoldNotPendingError);
+    await expect(ledger.voidHold({ holdId })).rejects.toThrow(HoldNotPendingError);
+    expect(await ledgerRowCounts(database.pool)).toEqual(before);
+  });
+
+  test('voiding releases the whole hold and posts nothing; voiding twice is harmless', async () => {
+    await fund(ledger, 'h9', '3');
+    const { holdId } = await hold('h9', '2');
+    await ledger.voidHold({ holdId });
+    expect(await ledger.voidHold({ holdId })).toEqual({ holdId, replayed: true });
+    expect(await balanceOf('h9')).toEqual({ posted: '3', held: '0', available: '3' });
+    await expect(ledger.postHold({ holdId, amount: '1' })).rejects.toThrow(HoldNotPendingError);
+  });
+
+  test('a hold past its deadline expires, releasing what it held; it cannot be posted after', async () => {
+    await fund(ledger, 'h10', '3');
+    const past = new Date(Date.now() - 1000);
+    const overdue = await hold('h10', '2', { expiresAt: past });
+    const live = await hold('h10', '0.5', { expiresAt: new Date(Date.now() + 3_600_000) });
+    await expect(ledger.postHold({ holdId: overdue.holdId, amount: '1' })).rejects.toThrow(
+      /expired/,
+    );
+    const { expiredHoldIds } = await ledger.expireHolds();
+    expect(expiredHoldIds).toContain(overdue.holdId);
+    expect(expiredHoldIds).not.toContain(live.holdId);
+    expect(await balanceOf('h10')).toEqual({ posted: '3', held: '0.5', available: '2.5' });
+    expect((await ledger.getHold(overdue.holdId))?.status).toBe('expired');
+    expect((await ledger.expireHolds()).expiredHoldIds).toEqual([]);
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+
+  test('a hold larger than the available balance is refused', async () => {
+    await fund(ledger, 'h11', '1');
+    await expect(hold('h11', '1.000000000000000001')).rejects.toThrow(InsufficientFundsError);
+  });
+
+  test('an unknown hold id is a clear error', async () => {
+    await expect(
+      ledger.postHold({ holdId: '01234567-89ab-7def-8123-456789abcdef', amount: '1' }),
+    ).rejects.toThrow(HoldNotFoundError);
+    await expect(ledger.voidHold({ holdId: 'not-a-uuid' })).rejects.toThrow(HoldNotFoundError);
+  });
+});
+
+describe('reversals', () => {
+  test('a reversal mirrors the entry, links to it, and happens once', async () => {
+    await fund(ledger, 'r1', '10');
+    const { entryId } = await ledger.postEntry({
+      kind: 'adjustment',
+      postings: [
+        { account: 'expenses:promotions', amount: '4' },
+        { account: 'liabilities:customers:r1', amount: '-4' },
+      ],
+    });
+    const reversal = await ledger.reverseEntry({ entryId });
+    const entry = await ledger.getEntry(reversal.entryId);
+    expect(entry?.reversesEntryId).toBe(entryId);
+    expect(entry?.postings.map((p) => [p.account, p.amount.toString()])).toEqual([
+      ['expenses:promotions', '-4'],
+      ['liabilities:customers:r1', '4'],
+    ]);
+    expect((await balanceOf('r1')).posted).toBe('10');
+    await expect(ledger.reverseEntry({ entryId })).rejects.toThrow(/already reversed/);
+  });
+
+  test('reversing a deposit the customer already spent books the shortfall to a receivable', async () => {
+    const { entryId } = await ledger.postEntry({
+      kind: 'deposit',
+      postings: [
+        { account: 'assets:custody:tron:USDT:Trev', amount: '100', currency: 'USDT' },
+        { account: 'equity:trading:USDT', amount: '-100' },
+        { account: 'equity:trading:USD', amount: '100' },
+        { account: 'liabilities:customers:r2', amount: '-100' },
+      ],
+    });
+    const { holdId } = await hold('r2', '70');
+    await ledger.postHold({ holdId, amount: '70' });
+    await expect(ledger.reverseEntry({ entryId })).rejects.toThrow(InsufficientFundsError);
+    const reversal = await ledger.reverseEntry({
+      entryId,
+      shortfallAccounts: { 'liabilities:customers:r2': 'assets:receivables:customers:r2' },
+    });
+    expect(reversal.shortfalls).toEqual({ 'assets:receivables:customers:r2': '70' });
+    expect(await balanceOf('r2')).toEqual({ posted: '0', held: '0', available: '0' });
+    expect((await ledger.getBalance('assets:custody:tron:USDT:Trev')).posted.toString()).toBe('0');
+    expect((await ledger.getBalance('assets:receivables:customers:r2')).posted.toString()).toBe(
+      '70',
+    );
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+});

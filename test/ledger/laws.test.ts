@@ -1,0 +1,252 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import {
+  IdempotencyConflictError,
+  InsufficientFundsError,
+  UnbalancedEntryError,
+  type PostgresLedger,
+} from '../../ledger/index.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { fund, ledgerRowCounts, openLedger } from '../support/ledger.js';
+
+let database: TestDatabase;
+let ledger: PostgresLedger;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  ledger = await openLedger(database.pool);
+});
+afterAll(async () => {
+  await ledger.close();
+  await database.drop();
+});
+
+describe('law 1: every entry balances per currency', () => {
+  test('the ledger refuses unbalanced postings and writes nothing', async () => {
+    await fund(ledger, 'law1', '10');
+    const before = await ledgerRowCounts(database.pool);
+    await expect(
+      ledger.postEntry({
+        kind: 'adjustment',
+        postings: [
+          { account: 'expenses:promotions', amount: '5' },
+          { account: 'liabilities:customers:law1', amount: '-4.99' },
+        ],
+      }),
+    ).rejects.toThrow(UnbalancedEntryError);
+    expect(await ledgerRowCounts(database.pool)).toEqual(before);
+  });
+
+  test('balanced in one currency is not enough: each currency balances on its own', async () => {
+    await expect(
+      ledger.postEntry({
+        kind: 'deposit',
+        postings: [
+          { account: 'assets:custody:tron:USDT:Tlaw1', amount: '5', currency: 'USDT' },
+          { account: 'liabilities:customers:law1', amount: '-5' },
+        ],
+      }),
+    ).rejects.toThrow(/do not balance/);
+  });
+
+  test('the database itself refuses an unbalanced entry written around the ledger code', async () => {
+    const client = await database.pool.connect();
+    try {
+      await client.query('begin');
+      const { rows } = await client.query<{ id: string }>(
+        `select id from ledger_accounts where code in ('expenses:promotions', 'liabilities:customers:law1') order by code`,
+      );
+      await client.query(
+        `insert into ledger_entries (id, kind) values ('00000000-0000-7000-8000-000000000001', 'forged')`,
+      );
+      await expect(
+        client.query(
+          `insert into ledger_postings (entry_id, account_id, currency, amount, account_version, balance_after)
+           values ('00000000-0000-7000-8000-000000000001', $1, 'USD', 7, 999, 0),
+                  ('00000000-0000-7000-8000-000000000001', $2, 'USD', -6, 999, 0)`,
+          [rows[0]!.id, rows[1]!.id],
+        ),
+      ).rejects.toThrow(/does not balance/);
+    } finally {
+      await client.query('rollback');
+      client.release();
+    }
+  });
+
+  test('an entry with a single posting is refused at commit', async () => {
+    const client = await database.pool.connect();
+    try {
+      await client.query('begin');
+      await client.query(
+        `insert into ledger_entries (id, kind) values ('00000000-0000-7000-8000-000000000002', 'forged')`,
+      );
+      await expect(client.query('commit')).rejects.toThrow(/at least two/);
+    } finally {
+      client.release();
+    }
+  });
+});
+
+describe('law 2: entries and postings are append-only', () => {
+  for (const statement of [
+    `update ledger_postings set amount = amount * 2`,
+    `delete from ledger_postings`,
+    `update ledger_entries set description = 'edited'`,
+    `delete from ledger_entries`,
+    `truncate ledger_postings cascade`,
+    `truncate ledger_entries cascade`,
+    `update ledger_idempotency set result = '{}'`,
+    `delete from ledger_holds`,
+  ]) {
+    test(`the database refuses: ${statement}`, async () => {
+      await fund(ledger, 'law2', '1');
+      const before = await ledgerRowCounts(database.pool);
+      await expect(database.pool.query(statement)).rejects.toThrow(/append-only/);
+      expect(await ledgerRowCounts(database.pool)).toEqual(before);
+    });
+  }
+
+  test('a resolved hold cannot be changed again', async () => {
+    await fund(ledger, 'law2h', '3');
+    const { holdId } = await ledger.createHold({
+      debitAccount: 'liabilities:customers:law2h',
+      creditAccount: 'revenue:usage',
+      amount: '1',
+    });
+    await ledger.postHold({ holdId, amount: '1' });
+    await expect(
+      database.pool.query(`update ledger_holds set status = 'voided' where id = $1`, [holdId]),
+    ).rejects.toThrow(/only a pending hold/);
+    await expect(
+      database.pool.query(`update ledger_holds set amount = 100 where id = $1`, [holdId]),
+    ).rejects.toThrow(/only a pending hold/);
+  });
+});
+
+describe('law 3: a cached balance equals the sum of its postings and live holds', () => {
+  test('after a mixed history the check finds nothing', async () => {
+    await fund(ledger, 'law3', '100');
+    const a = await ledger.createHold({
+      debitAccount: 'liabilities:customers:law3',
+      creditAccount: 'revenue:usage',
+      amount: '10',
+    });
+    const b = await ledger.createHold({
+      debitAccount: 'liabilities:customers:law3',
+      creditAccount: 'revenue:usage',
+      amount: '7',
+    });
+    await ledger.createHold({
+      debitAccount: 'liabilities:customers:law3',
+      creditAccount: 'revenue:usage',
+      amount: '1.5',
+    });
+    await ledger.postHold({ holdId: a.holdId, amount: '3.25' });
+    await ledger.voidHold({ holdId: b.holdId });
+    expect(await ledger.checkBalances()).toEqual([]);
+    const balance = await ledger.getBalance('liabilities:customers:law3');
+    expect([balance.posted, balance.held, balance.available].map(String)).toEqual([
+      '96.75',
+      '1.5',
+      '95.25',
+    ]);
+  });
+
+  test('the check names an account whose cached total was altered behind the ledger', async () => {
+    await fund(ledger, 'law3x', '20');
+    await database.pool.query(
+      `update ledger_accounts set credits_posted = credits_posted + 0.000001 where code = 'liabilities:customers:law3x'`,
+    );
+    const mismatches = await ledger.checkBalances();
+    expect(mismatches).toEqual([
+      {
+        account: 'liabilities:customers:law3x',
+        currency: 'USD',
+        field: 'credits_posted',
+        cached: '20.000001',
+        recomputed: '20',
+      },
+    ]);
+    await database.pool.query(
+      `update ledger_accounts set credits_posted = credits_posted - 0.000001 where code = 'liabilities:customers:law3x'`,
+    );
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+});
+
+describe('law 4: a no-overdraft account never goes below zero', () => {
+  test('a debit larger than the available balance is refused, nothing written', async () => {
+    await fund(ledger, 'law4', '5');
+    await ledger.createHold({
+      debitAccount: 'liabilities:customers:law4',
+      creditAccount: 'revenue:usage',
+      amount: '4',
+    });
+    const before = await ledgerRowCounts(database.pool);
+    await expect(
+      ledger.postEntry({
+        kind: 'adjustment',
+        postings: [
+          { account: 'liabilities:customers:law4', amount: '1.000000000000000001' },
+          { account: 'expenses:promotions', amount: '-1.000000000000000001' },
+        ],
+      }),
+    ).rejects.toThrow(InsufficientFundsError);
+    expect(await ledgerRowCounts(database.pool)).toEqual(before);
+  });
+
+  test('the database constraint holds even for writes around the ledger code', async () => {
+    await fund(ledger, 'law4db', '5');
+    await expect(
+      database.pool.query(
+        `update ledger_accounts set debits_posted = 6 where code = 'liabilities:customers:law4db'`,
+      ),
+    ).rejects.toThrow(/ledger_accounts_no_negative/);
+  });
+});
+
+describe('law 5: idempotency', () => {
+  const request = (amount: string) => ({
+    kind: 'adjustment',
+    idempotencyKey: 'law5-key',
+    postings: [
+      { account: 'expenses:promotions', amount },
+      { account: 'liabilities:customers:law5', amount: `-${amount}` },
+    ],
+  });
+
+  test('the same key and request returns the first result and writes nothing', async () => {
+    const first = await ledger.postEntry(request('2.5'));
+    const before = await ledgerRowCounts(database.pool);
+    const again = await ledger.postEntry(request('2.50'));
+    expect(again).toEqual({ entryId: first.entryId, replayed: true });
+    expect(await ledgerRowCounts(database.pool)).toEqual(before);
+    expect(String((await ledger.getBalance('liabilities:customers:law5')).posted)).toBe('2.5');
+  });
+
+  test('the same key with a different request is a conflict', async () => {
+    const before = await ledgerRowCounts(database.pool);
+    await expect(ledger.postEntry(request('3'))).rejects.toThrow(IdempotencyConflictError);
+    expect(await ledgerRowCounts(database.pool)).toEqual(before);
+  });
+
+  test('the same key sent at once from separate connections writes once', async () => {
+    const ledgers = await Promise.all(
+      Array.from({ length: 8 }, () => openLedger(database.newPool(2))),
+    );
+    const results = await Promise.all(
+      ledgers.map((l) =>
+        l.postEntry({
+          kind: 'adjustment',
+          idempotencyKey: 'law5-race',
+          postings: [
+            { account: 'expenses:promotions', amount: '1' },
+            { account: 'liabilities:customers:law5race', amount: '-1' },
+          ],
+        }),
+      ),
+    );
+    expect(new Set(results.map((r) => r.entryId)).size).toBe(1);
+    expect(results.filter((r) => !r.replayed)).toHaveLength(1);
+    expect(String((await ledger.getBalance('liabilities:customers:law5race')).posted)).toBe('1');
+  });
+});

@@ -1,0 +1,265 @@
+/* eslint-disable @typescript-eslint/no-explicit-any -- results differ per operation */
+import fc from 'fast-check';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { Decimal, LedgerError, type PostgresLedger } from '../../ledger/index.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { openLedger } from '../support/ledger.js';
+
+/**
+ * Random sequences of credits, holds, posts, voids, expiries and reversals, run against the
+ * real ledger and against a few lines of in-memory model of the same rules. After every step
+ * the outcome (done or refused, and why) must agree; at the end every balance must agree and
+ * the cached balances must equal the postings.
+ */
+
+let database: TestDatabase;
+let ledger: PostgresLedger;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  ledger = await openLedger(database.pool);
+});
+afterAll(async () => {
+  await ledger.close();
+  await database.drop();
+});
+
+type Op =
+  | { type: 'credit'; user: number; cents: number }
+  | { type: 'hold'; user: number; cents: number; overdue: boolean }
+  | { type: 'post'; hold: number; cents: number; allowOver: boolean }
+  | { type: 'void'; hold: number }
+  | { type: 'expire' }
+  | { type: 'reverse'; entry: number };
+
+const USERS = 3;
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  fc.record({
+    type: fc.constant('credit' as const),
+    user: fc.nat(USERS - 1),
+    cents: fc.integer({ min: 1, max: 5_000 }),
+  }),
+  fc.record({
+    type: fc.constant('hold' as const),
+    user: fc.nat(USERS - 1),
+    cents: fc.integer({ min: 1, max: 3_000 }),
+    overdue: fc.boolean(),
+  }),
+  fc.record({
+    type: fc.constant('post' as const),
+    hold: fc.nat(30),
+    cents: fc.integer({ min: 0, max: 3_500 }),
+    allowOver: fc.boolean(),
+  }),
+  fc.record({ type: fc.constant('void' as const), hold: fc.nat(30) }),
+  fc.constant({ type: 'expire' as const }),
+  fc.record({ type: fc.constant('reverse' as const), entry: fc.nat(30) }),
+);
+
+interface ModelHold {
+  id: string;
+  user: number;
+  amount: Decimal;
+  status: 'pending' | 'posted' | 'voided' | 'expired';
+  overdue: boolean;
+  posted?: Decimal;
+}
+interface ModelEntry {
+  id: string;
+  /** Change of the customer's posted balance the entry made. */
+  userDelta: Map<number, Decimal>;
+  reversed: boolean;
+}
+
+let run = 0;
+
+test('the ledger agrees with an in-memory model of its rules', async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.array(opArb, { minLength: 5, maxLength: 40 }), async (ops) => {
+      run += 1;
+      const code = (user: number) => `liabilities:customers:p${run}u${user}`;
+      const receivable = (user: number) => `assets:receivables:customers:p${run}u${user}`;
+      const posted = Array.from({ length: USERS }, () => new Decimal(0));
+      const owed = Array.from({ length: USERS }, () => new Decimal(0));
+      const held = () => {
+        const sums = Array.from({ length: USERS }, () => new Decimal(0));
+        for (const h of holds)
+          if (h.status === 'pending') sums[h.user] = sums[h.user]!.add(h.amount);
+        return sums;
+      };
+      const available = (user: number) => posted[user]!.sub(held()[user]!);
+      const holds: ModelHold[] = [];
+      const entries: ModelEntry[] = [];
+
+      for (const op of ops) {
+        const step = plan(op);
+        const outcome = await step.execute().then(
+          (result) => {
+            step.onSuccess?.(result);
+            return 'ok';
+          },
+          (e: unknown) => {
+            if (e instanceof LedgerError) return e.code;
+            throw e;
+          },
+        );
+        expect(outcome, JSON.stringify(op)).toBe(step.expected);
+      }
+
+      for (let user = 0; user < USERS; user += 1) {
+        const balance = await ledger.getBalance(code(user)).catch(() => null);
+        expect(balance?.posted.toString() ?? '0').toBe(posted[user]!.toString());
+        expect(balance?.held.toString() ?? '0').toBe(held()[user]!.toString());
+        const debt = await ledger.getBalance(receivable(user)).catch(() => null);
+        expect(debt?.posted.toString() ?? '0').toBe(owed[user]!.toString());
+      }
+      expect(await ledger.checkBalances()).toEqual([]);
+
+      /** The model's verdict on an operation, the call to the ledger, and the model's update when it succeeds. */
+      function plan(op: Op): {
+        expected: string;
+        execute(): Promise<any>;
+        onSuccess?(result: any): void;
+      } {
+        const amount = (cents: number) => new Decimal(cents).div(100);
+        const missing = '00000000-0000-7000-8000-00000000dead';
+        switch (op.type) {
+          case 'credit':
+            return {
+              expected: 'ok',
+              execute: () =>
+                ledger.postEntry({
+                  kind: 'adjustment',
+                  postings: [
+                    { account: 'expenses:promotions', amount: amount(op.cents) },
+                    { account: code(op.user), amount: amount(op.cents).neg() },
+                  ],
+                }),
+              onSuccess({ entryId }) {
+                posted[op.user] = posted[op.user]!.add(amount(op.cents));
+                entries.push({
+                  id: entryId,
+                  userDelta: new Map([[op.user, amount(op.cents)]]),
+                  reversed: false,
+                });
+              },
+            };
+          case 'hold':
+            return {
+              expected: available(op.user).gte(amount(op.cents)) ? 'ok' : 'insufficient_funds',
+              execute: () =>
+                ledger.createHold({
+                  debitAccount: code(op.user),
+                  creditAccount: 'revenue:usage',
+                  amount: amount(op.cents),
+                  expiresAt: new Date(Date.now() + (op.overdue ? -60_000 : 3_600_000)),
+                }),
+              onSuccess({ holdId }) {
+                holds.push({
+                  id: holdId,
+                  user: op.user,
+                  amount: amount(op.cents),
+                  status: 'pending',
+                  overdue: op.overdue,
+                });
+              },
+            };
+          case 'post': {
+            const hold = holds[op.hold];
+            const value = amount(op.cents);
+            if (!hold)
+              return {
+                expected: 'hold_not_found',
+                execute: () => ledger.postHold({ holdId: missing, amount: value }),
+              };
+            const replay = hold.status === 'posted' && hold.posted!.eq(value);
+            let expected = 'ok';
+            if (!replay && (hold.status !== 'pending' || hold.overdue))
+              expected = 'hold_not_pending';
+            else if (!replay && value.gt(hold.amount) && !op.allowOver) expected = 'hold_exceeded';
+            const canCover = Decimal.max(available(hold.user).add(hold.amount), 0);
+            const covered = value.gt(hold.amount) ? Decimal.min(value, canCover) : value;
+            return {
+              expected,
+              execute: () =>
+                ledger.postHold({
+                  holdId: hold.id,
+                  amount: value,
+                  ...(op.allowOver
+                    ? { allowOverHold: true, shortfallAccount: receivable(hold.user) }
+                    : {}),
+                }),
+              onSuccess(result) {
+                if (replay) return;
+                expect(result.shortfall.toString()).toBe(value.sub(covered).toString());
+                hold.status = 'posted';
+                hold.posted = value;
+                posted[hold.user] = posted[hold.user]!.sub(covered);
+                owed[hold.user] = owed[hold.user]!.add(value.sub(covered));
+                if (result.entryId && value.eq(covered)) {
+                  entries.push({
+                    id: result.entryId,
+                    userDelta: new Map([[hold.user, covered.neg()]]),
+                    reversed: false,
+                  });
+                }
+              },
+            };
+          }
+          case 'void': {
+            const hold = holds[op.hold];
+            const expected = !hold
+              ? 'hold_not_found'
+              : ['pending', 'voided'].includes(hold.status)
+                ? 'ok'
+                : 'hold_not_pending';
+            return {
+              expected,
+              execute: () => ledger.voidHold({ holdId: hold?.id ?? missing }),
+              onSuccess() {
+                hold!.status = 'voided';
+              },
+            };
+          }
+          case 'expire': {
+            const overdue = holds.filter((h) => h.status === 'pending' && h.overdue);
+            return {
+              expected: 'ok',
+              execute: () => ledger.expireHolds(),
+              onSuccess({ expiredHoldIds }) {
+                const mine = new Set(holds.map((h) => h.id));
+                expect(expiredHoldIds.filter((id: string) => mine.has(id)).sort()).toEqual(
+                  overdue.map((h) => h.id).sort(),
+                );
+                for (const h of overdue) h.status = 'expired';
+              },
+            };
+          }
+          case 'reverse': {
+            const entry = entries[op.entry];
+            let expected = 'ok';
+            if (!entry) expected = 'entry_not_found';
+            else if (entry.reversed) expected = 'already_reversed';
+            else if (
+              [...entry.userDelta].some(
+                ([user, delta]) => delta.isPositive() && available(user).lt(delta),
+              )
+            ) {
+              expected = 'insufficient_funds';
+            }
+            return {
+              expected,
+              execute: () => ledger.reverseEntry({ entryId: entry?.id ?? missing }),
+              onSuccess() {
+                entry!.reversed = true;
+                for (const [user, delta] of entry!.userDelta)
+                  posted[user] = posted[user]!.sub(delta);
+              },
+            };
+          }
+        }
+      }
+    }),
+    { numRuns: 40 },
+  );
+});
