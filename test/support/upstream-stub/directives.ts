@@ -1,0 +1,125 @@
+/**
+ * Directives let a test steer the stub through the real SDK: they ride inside the prompt
+ * (`"hello [[tokens=3]] [[cached=2]]"`), so the request the gateway forwards is the one
+ * the test wrote. The exact semantics are documented in ../upstream-stub.ts.
+ */
+
+/** What the stub does with one request; every field absent means "the default". */
+export interface StubBehaviour {
+  /** Visible completion tokens wanted (still capped by max_tokens / max_completion_tokens). */
+  tokens?: number;
+  /** `usage.prompt_tokens_details.cached_tokens` (clamped to the prompt tokens). */
+  cachedTokens?: number;
+  /** `usage.completion_tokens_details.reasoning_tokens`, added to completion_tokens. */
+  reasoningTokens?: number;
+  /** Replaces the computed prompt tokens. */
+  promptTokens?: number;
+  /** Answer with this HTTP status and an OpenAI error body instead of a completion. */
+  failStatus?: number;
+  /** Accept the request and never send a status line, until the client goes away. */
+  stall?: boolean;
+  /** Send this many SSE events (headers only, when not streaming), then go silent. */
+  stallAfterChunks?: number;
+  /** 200 with a body that is not JSON; in a stream, a broken `data:` line. */
+  malformed?: boolean;
+  /** Leave `usage` out, even when the client asked for it. */
+  noUsage?: boolean;
+  /** Wait before answering; in a stream, before every event. */
+  delayMs?: number;
+}
+
+// Bounds keep a typo (`[[tokens=1000000000]]`) from turning into a hung test run.
+export const MAX_TOKENS_DIRECTIVE = 100_000;
+export const MAX_DELAY_MS = 60_000;
+
+type DirectiveSpec =
+  | { range: readonly [number, number]; set: (behaviour: StubBehaviour, value: number) => void }
+  | { range?: undefined; set: (behaviour: StubBehaviour) => void };
+
+const COUNT: readonly [number, number] = [0, MAX_TOKENS_DIRECTIVE];
+
+const DIRECTIVES: Readonly<Record<string, DirectiveSpec>> = {
+  tokens: { range: COUNT, set: (b, v) => void (b.tokens = v) },
+  cached: { range: COUNT, set: (b, v) => void (b.cachedTokens = v) },
+  reasoning: { range: COUNT, set: (b, v) => void (b.reasoningTokens = v) },
+  'prompt-tokens': { range: COUNT, set: (b, v) => void (b.promptTokens = v) },
+  fail: { range: [400, 599], set: (b, v) => void (b.failStatus = v) },
+  stall: { set: (b) => void (b.stall = true) },
+  'stall-after': { range: COUNT, set: (b, v) => void (b.stallAfterChunks = v) },
+  malformed: { set: (b) => void (b.malformed = true) },
+  'no-usage': { set: (b) => void (b.noUsage = true) },
+  delay: { range: [0, MAX_DELAY_MS], set: (b, v) => void (b.delayMs = v) },
+};
+
+/** Directives that mean something for an embeddings request. */
+export const EMBEDDING_DIRECTIVES: ReadonlySet<string> = new Set([
+  'prompt-tokens',
+  'fail',
+  'stall',
+  'malformed',
+  'no-usage',
+  'delay',
+]);
+
+const DIRECTIVE_PATTERN = /\[\[([a-z-]+)(?:=([^\]]*))?\]\]/g;
+
+export type ParseDirectivesResult =
+  { ok: true; behaviour: StubBehaviour; names: string[] } | { ok: false; message: string };
+
+/**
+ * Reads every `[[name]]` / `[[name=value]]` in `text`. An unknown name or a bad value is an
+ * error, not something to ignore: a test with a typo should fail loudly, not pass quietly.
+ */
+export function parseDirectives(text: string): ParseDirectivesResult {
+  const behaviour: StubBehaviour = {};
+  const names: string[] = [];
+  if (!text.includes('[[')) return { ok: true, behaviour, names };
+  for (const match of text.matchAll(DIRECTIVE_PATTERN)) {
+    const name = match[1] ?? '';
+    const raw = match[2];
+    const spec = DIRECTIVES[name];
+    if (!spec) return { ok: false, message: `Unknown stub directive [[${name}]].` };
+    if (!spec.range) {
+      if (raw !== undefined)
+        return { ok: false, message: `Stub directive [[${name}]] takes no value.` };
+      spec.set(behaviour);
+    } else {
+      const value = raw === undefined || !/^\d+$/.test(raw) ? Number.NaN : Number(raw);
+      const [min, max] = spec.range;
+      if (!Number.isSafeInteger(value) || value < min || value > max) {
+        return {
+          ok: false,
+          message: `Stub directive [[${name}=${raw ?? ''}]] needs an integer from ${min} to ${max}.`,
+        };
+      }
+      spec.set(behaviour, value);
+    }
+    names.push(name);
+  }
+  return { ok: true, behaviour, names };
+}
+
+/** The text of a message's content: a string, or the `text` of its text parts. */
+export function contentText(content: unknown): string {
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return '';
+  let text = '';
+  for (const part of content as unknown[]) {
+    if (typeof part === 'object' && part !== null && 'text' in part) {
+      const partText: unknown = part.text;
+      if (typeof partText === 'string') text += partText;
+    }
+  }
+  return text;
+}
+
+/** The text of the last message whose role is `user`, or '' when there is none. */
+export function lastUserText(messages: readonly unknown[]): string {
+  for (let index = messages.length - 1; index >= 0; index--) {
+    const message = messages[index];
+    if (typeof message === 'object' && message !== null && 'role' in message) {
+      if (message.role === 'user') return contentText((message as { content?: unknown }).content);
+    }
+  }
+  return '';
+}
