@@ -35,6 +35,12 @@ export interface PreparedCommand<Result> {
   readonly reverseEntryIds: readonly string[];
   /** For the expiry command: how many overdue holds to lock. */
   readonly expireLimit?: number;
+  /**
+   * The no-overdraft account whose available balance the command may lower, when known
+   * before the batch: commands on the same such account run in the same lane of the
+   * batcher, one batch after another, instead of racing each other.
+   */
+  readonly partitionKey?: string;
   plan(context: BatchContext): Result;
   /** The JSON stored with the idempotency key; `replay` turns it back into a result. */
   encode(result: Result): unknown;

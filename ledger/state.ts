@@ -46,11 +46,18 @@ export interface EntryRow {
 
 export interface PostingRow {
   entryId: string;
+  /** Position within the entry, from 1. */
+  line: number;
   accountId: string;
   currency: string;
   amount: Decimal;
-  accountVersion: bigint;
-  balanceAfter: Decimal;
+  /**
+   * How many of this batch's postings on the same account come after this one, and their
+   * sum: the database derives the posting's account version and running balance from the
+   * account's totals after the batch (it may have moved since the batch read it).
+   */
+  laterCount: number;
+  laterSum: Decimal;
 }
 
 export interface HoldRow {
@@ -98,8 +105,18 @@ export class BatchState {
   /** Pre-existing holds this batch resolves. */
   readonly resolvedHolds = new Map<string, HoldState>();
   readonly touchedAccounts = new Set<string>();
+  /**
+   * Accounts whose available balance this batch lowers. Their totals must still be what the
+   * batch read when it writes (else the batch retries): for every other account the batch's
+   * changes are safe to add to whatever the totals have become.
+   */
+  readonly guardedAccounts = new Set<string>();
+  /** The totals as read, before any command of the batch. */
+  readonly initial: ReadonlyMap<string, AccountState>;
 
-  constructor(readonly accounts: Map<string, AccountState>) {}
+  constructor(readonly accounts: Map<string, AccountState>) {
+    this.initial = new Map([...accounts].map(([id, account]) => [id, { ...account }]));
+  }
 
   account(id: string): AccountState {
     const account = this.accounts.get(id);
@@ -145,9 +162,11 @@ export class BatchState {
         'pending total below zero',
       );
     }
+    const lowered: string[] = [];
     for (const account of next.values()) {
-      if (account.noNegative && available(account).isNegative()) {
-        const before = this.account(account.id);
+      const before = this.account(account.id);
+      if (!account.noNegative || !available(account).lt(available(before))) continue;
+      if (available(account).isNegative()) {
         const required = available(before).sub(available(account));
         throw new InsufficientFundsError(
           account.code,
@@ -155,6 +174,7 @@ export class BatchState {
           required.toString(),
         );
       }
+      lowered.push(account.id);
     }
 
     // Checked: now make it so.
@@ -163,7 +183,7 @@ export class BatchState {
       entryId = change.entry.id ?? uuidv7();
       const { postings, ...row } = change.entry;
       this.entries.push({ ...row, id: entryId });
-      for (const posting of postings) {
+      for (const [i, posting] of postings.entries()) {
         const account = this.account(posting.accountId);
         account.version += 1n;
         if (posting.amount.isPositive())
@@ -171,11 +191,12 @@ export class BatchState {
         else account.creditsPosted = account.creditsPosted.sub(posting.amount);
         this.postings.push({
           entryId,
+          line: i + 1,
           accountId: account.id,
           currency: account.currency,
           amount: posting.amount,
-          accountVersion: account.version,
-          balanceAfter: account.debitsPosted.sub(account.creditsPosted),
+          laterCount: 0,
+          laterSum: ZERO,
         });
       }
     }
@@ -185,6 +206,7 @@ export class BatchState {
       account.creditsPending = account.creditsPending.add(adjustment.credits);
     }
     for (const id of next.keys()) this.touchedAccounts.add(id);
+    for (const id of lowered) this.guardedAccounts.add(id);
 
     if (change.newHold) {
       const row: HoldRow = {
@@ -207,6 +229,18 @@ export class BatchState {
       else this.resolvedHolds.set(id, hold);
     }
     return { entryId };
+  }
+}
+
+/** Fills each posting's `laterCount` and `laterSum` once the batch is planned. */
+export function countLaterPostings(postings: PostingRow[]): void {
+  const seen = new Map<string, { count: number; sum: Decimal }>();
+  for (let i = postings.length - 1; i >= 0; i -= 1) {
+    const posting = postings[i]!;
+    const after = seen.get(posting.accountId) ?? { count: 0, sum: ZERO };
+    posting.laterCount = after.count;
+    posting.laterSum = after.sum;
+    seen.set(posting.accountId, { count: after.count + 1, sum: after.sum.add(posting.amount) });
   }
 }
 

@@ -80,6 +80,8 @@ export async function up(db: Kysely<any>): Promise<void> {
     create table ledger_postings (
       id bigint generated always as identity primary key,
       entry_id uuid not null references ledger_entries (id),
+      -- Position of the posting within its entry: 1, 2, 3...
+      line smallint not null check (line > 0),
       account_id bigint not null,
       currency text not null,
       amount numeric not null check (amount <> 0),
@@ -90,7 +92,7 @@ export async function up(db: Kysely<any>): Promise<void> {
       foreign key (account_id, currency) references ledger_accounts (id, currency),
       unique (account_id, account_version)
     );
-    create index ledger_postings_entry on ledger_postings (entry_id);
+    create unique index ledger_postings_entry on ledger_postings (entry_id, line);
 
     create table ledger_idempotency (
       key text primary key check (length(key) between 1 and 255),
@@ -136,26 +138,66 @@ export async function up(db: Kysely<any>): Promise<void> {
       referencing new table as new_postings
       for each statement execute function ledger_check_postings_balance();
 
-    -- At commit, each new entry has at least two postings and balances as a whole.
-    create function ledger_check_entry_complete() returns trigger language plpgsql as $$
+    -- Each new entry has at least two postings and balances as a whole. An entry and its
+    -- postings are therefore written by one statement (the ledger writes a whole batch as
+    -- one statement of data-modifying CTEs, and this trigger sees all of it).
+    create function ledger_check_entries_complete() returns trigger language plpgsql as $$
     declare
-      posting_count integer;
-      bad_currency text;
+      bad record;
     begin
-      select count(*) into posting_count from ledger_postings where entry_id = new.id;
-      if posting_count < 2 then
-        raise exception 'entry % has % postings; an entry needs at least two', new.id, posting_count
+      select e.id, count(p.id) as postings into bad
+        from new_entries e left join ledger_postings p on p.entry_id = e.id
+       group by e.id having count(p.id) < 2 limit 1;
+      if found then
+        raise exception 'entry % has % postings; an entry needs at least two, written with it', bad.id, bad.postings
           using errcode = 'check_violation';
       end if;
-      select currency into bad_currency from ledger_postings where entry_id = new.id
-        group by currency having sum(amount) <> 0 limit 1;
+      select p.entry_id, p.currency into bad
+        from new_entries e join ledger_postings p on p.entry_id = e.id
+       group by p.entry_id, p.currency having sum(p.amount) <> 0 limit 1;
       if found then
-        raise exception 'entry % does not balance in %', new.id, bad_currency using errcode = 'check_violation';
+        raise exception 'entry % does not balance in %', bad.entry_id, bad.currency using errcode = 'check_violation';
       end if;
       return null;
     end $$;
-    create constraint trigger ledger_entries_complete after insert on ledger_entries
-      deferrable initially deferred for each row execute function ledger_check_entry_complete();
+    create trigger ledger_entries_complete after insert on ledger_entries
+      referencing new table as new_entries
+      for each statement execute function ledger_check_entries_complete();
+
+    -- Applies a batch's changes to account totals, one account at a time in the order given
+    -- (the ledger sorts by id, so concurrent batches lock accounts in the same order and never
+    -- deadlock). A guarded account must still hold the totals the batch planned against;
+    -- otherwise the whole statement fails with serialization_failure and the batch retries.
+    create function ledger_apply_account_deltas(
+      p_ids bigint[], p_debits numeric[], p_credits numeric[], p_debits_pending numeric[],
+      p_credits_pending numeric[], p_postings bigint[], p_guarded boolean[],
+      p_was_debits numeric[], p_was_credits numeric[], p_was_debits_pending numeric[], p_was_credits_pending numeric[])
+    returns table (account_id bigint, version bigint, balance numeric) language plpgsql as $$
+    declare
+      i integer;
+    begin
+      for i in 1 .. coalesce(array_length(p_ids, 1), 0) loop
+        update ledger_accounts a
+           set debits_posted = a.debits_posted + p_debits[i],
+               credits_posted = a.credits_posted + p_credits[i],
+               debits_pending = a.debits_pending + p_debits_pending[i],
+               credits_pending = a.credits_pending + p_credits_pending[i],
+               version = a.version + p_postings[i]
+         where a.id = p_ids[i]
+           and (not p_guarded[i] or (a.debits_posted = p_was_debits[i] and a.credits_posted = p_was_credits[i]
+                and a.debits_pending = p_was_debits_pending[i] and a.credits_pending = p_was_credits_pending[i]))
+        returning a.id, a.version, a.debits_posted - a.credits_posted into account_id, version, balance;
+        if not found then
+          raise exception 'account % changed since the batch read it', p_ids[i] using errcode = 'serialization_failure';
+        end if;
+        return next;
+      end loop;
+    end $$;
+
+    create function ledger_conflict(what text) returns integer language plpgsql as $$
+    begin
+      raise exception '% changed since the batch read it', what using errcode = 'serialization_failure';
+    end $$;
 
     -- A hold changes once: from pending to posted, voided or expired. Nothing else moves.
     create function ledger_check_hold_transition() returns trigger language plpgsql as $$
@@ -183,6 +225,7 @@ export async function down(db: Kysely<any>): Promise<void> {
     drop table ledger_idempotency;
     drop table ledger_accounts;
     drop table ledger_currencies;
-    drop function ledger_refuse_change, ledger_check_postings_balance, ledger_check_entry_complete, ledger_check_hold_transition;
+    drop function ledger_refuse_change, ledger_check_postings_balance, ledger_check_entries_complete, ledger_check_hold_transition,
+      ledger_apply_account_deltas, ledger_conflict;
   `.execute(db);
 }

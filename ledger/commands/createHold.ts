@@ -56,6 +56,7 @@ export async function prepareCreateHold(
     : null;
   return {
     type: 'createHold',
+    ...(debit.noNegative ? { partitionKey: debit.id } : {}),
     idempotencyKey: key,
     requestHash,
     accountIds: [debit.id, credit.id],

@@ -48,8 +48,13 @@ export async function preparePostEntry(
     });
   }
   checkKind(params.kind);
-  const postings: Array<{ accountId: string; account: string; currency: string; amount: Decimal }> =
-    [];
+  const postings: Array<{
+    accountId: string;
+    account: string;
+    currency: string;
+    amount: Decimal;
+    noNegative: boolean;
+  }> = [];
   for (const [i, posting] of params.postings.entries()) {
     const account = await context.resolveAccount(posting.account, {
       ...(posting.currency ? { currency: posting.currency } : {}),
@@ -69,9 +74,11 @@ export async function preparePostEntry(
       account: account.code,
       currency: account.currency,
       amount,
+      noNegative: account.noNegative,
     });
   }
   const key = params.idempotencyKey ?? null;
+  const guarded = postings.find((p) => p.noNegative);
   const requestHash = key
     ? hashRequest('postEntry', {
         postings: postings.map((p) => ({ account: p.account, amount: p.amount })),
@@ -83,6 +90,7 @@ export async function preparePostEntry(
     : null;
   return {
     type: 'postEntry',
+    ...(guarded ? { partitionKey: guarded.accountId } : {}),
     idempotencyKey: key,
     requestHash,
     accountIds: postings.map((p) => p.accountId),

@@ -1,15 +1,24 @@
 import type pg from 'pg';
 import type { PreparedCommand } from '../command.js';
-import { executeBatch, type CommandOutcome } from './executeBatch.js';
+import { executeBatch, type BatchMode, type CommandOutcome } from './executeBatch.js';
 
 export interface BatcherOptions {
-  /** Most commands in one transaction. */
+  /** Most commands in one batch. */
   maxSize: number;
-  /** Transactions in flight at once. */
+  /** Lanes: batches in flight at once. */
   concurrency: number;
-  /** Whole-batch retries on serialization failures, deadlocks and key races. */
+  /** Whole-batch retries on conflicts, deadlocks and key races. */
   maxRetries?: number;
-  onBatch?: (info: { size: number; attempts: number; durationMs: number }) => void;
+  /** Optimistic attempts before a batch falls back to locking. */
+  optimisticAttempts?: number;
+  onBatch?: (info: BatchInfo) => void;
+}
+
+export interface BatchInfo {
+  size: number;
+  attempts: number;
+  mode: BatchMode;
+  durationMs: number;
 }
 
 interface Waiting {
@@ -18,32 +27,44 @@ interface Waiting {
   reject(error: unknown): void;
 }
 
+interface Lane {
+  queue: Waiting[];
+  busy: boolean;
+}
+
 /**
- * Group commit: commands that arrive while transactions are in flight wait in a queue and
- * go together in the next transaction, so that many callers share one commit (and one
- * fsync) without any of them waiting on a timer. With `maxSize` 1 each command is its own
- * transaction.
+ * Group commit. Commands wait in a lane's queue while that lane's batch is in flight and go
+ * together in its next batch, so many callers share one write and one commit (one fsync)
+ * without anyone waiting on a timer. Commands that may lower the same no-overdraft
+ * account share a lane (they would only race each other); the others take the shortest
+ * queue. With `maxSize` 1 each command is its own batch.
  */
 export class Batcher {
-  private readonly queue: Waiting[] = [];
-  private inFlight = 0;
+  private readonly lanes: Lane[];
   private scheduled = false;
+  private inFlight = 0;
   private drainWaiters: Array<() => void> = [];
 
   constructor(
     private readonly pool: pg.Pool,
     private readonly options: BatcherOptions,
-  ) {}
+  ) {
+    this.lanes = Array.from({ length: Math.max(1, options.concurrency) }, () => ({
+      queue: [],
+      busy: false,
+    }));
+  }
 
   submit<Result>(command: PreparedCommand<Result>): Promise<Result> {
     return new Promise<Result>((resolve, reject) => {
-      this.queue.push({ command, resolve: resolve as (value: unknown) => void, reject });
+      const lane = this.laneFor(command);
+      lane.queue.push({ command, resolve: resolve as (value: unknown) => void, reject });
       if (!this.scheduled) {
         this.scheduled = true;
         // Let every command submitted in this turn of the event loop join the batch.
         setImmediate(() => {
           this.scheduled = false;
-          this.pump();
+          for (const l of this.lanes) this.pump(l);
         });
       }
     });
@@ -51,45 +72,60 @@ export class Batcher {
 
   /** Resolves when nothing is queued or in flight. */
   drain(): Promise<void> {
-    if (this.queue.length === 0 && this.inFlight === 0) return Promise.resolve();
+    if (this.idle()) return Promise.resolve();
     return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
 
-  private pump(): void {
-    while (this.inFlight < this.options.concurrency && this.queue.length > 0) {
-      const free = this.options.concurrency - this.inFlight;
-      // Spread a backlog across free connections; never exceed maxSize.
-      const size = Math.min(this.options.maxSize, Math.ceil(this.queue.length / free));
-      const batch = this.queue.splice(0, size);
-      this.inFlight += 1;
-      void this.run(batch).finally(() => {
-        this.inFlight -= 1;
-        this.pump();
-        if (this.queue.length === 0 && this.inFlight === 0) {
-          for (const resolve of this.drainWaiters.splice(0)) resolve();
-        }
-      });
+  private idle(): boolean {
+    return this.inFlight === 0 && this.lanes.every((l) => l.queue.length === 0);
+  }
+
+  private laneFor(command: PreparedCommand<unknown>): Lane {
+    if (command.partitionKey !== undefined)
+      return this.lanes[hash(command.partitionKey) % this.lanes.length]!;
+    let best = this.lanes[0]!;
+    for (const lane of this.lanes) {
+      const load = lane.queue.length + (lane.busy ? 1 : 0);
+      if (load < best.queue.length + (best.busy ? 1 : 0)) best = lane;
     }
+    return best;
+  }
+
+  private pump(lane: Lane): void {
+    if (lane.busy || lane.queue.length === 0) return;
+    const batch = lane.queue.splice(0, this.options.maxSize);
+    lane.busy = true;
+    this.inFlight += 1;
+    void this.run(batch).finally(() => {
+      lane.busy = false;
+      this.inFlight -= 1;
+      this.pump(lane);
+      if (this.idle()) for (const resolve of this.drainWaiters.splice(0)) resolve();
+    });
   }
 
   private async run(batch: Waiting[]): Promise<void> {
     const started = performance.now();
-    const maxRetries = this.options.maxRetries ?? 8;
-    let attempts = 0;
-    for (;;) {
-      attempts += 1;
+    const maxRetries = this.options.maxRetries ?? 30;
+    const optimisticAttempts = this.options.optimisticAttempts ?? 3;
+    for (let attempt = 1; ; attempt += 1) {
+      const mode: BatchMode = attempt <= optimisticAttempts ? 'optimistic' : 'locking';
       try {
-        const outcomes = await this.execute(batch.map((w) => w.command));
+        const outcomes = await this.execute(
+          batch.map((w) => w.command),
+          mode,
+        );
         this.options.onBatch?.({
           size: batch.length,
-          attempts,
+          attempts: attempt,
+          mode,
           durationMs: performance.now() - started,
         });
         settle(batch, outcomes);
         return;
       } catch (error) {
-        if (isRetriable(error) && attempts <= maxRetries) {
-          await sleep(Math.random() * Math.min(50, 2 ** attempts));
+        if (isRetriable(error) && attempt <= maxRetries) {
+          await sleep(Math.random() * Math.min(100, 2 ** attempt));
           continue;
         }
         if (batch.length > 1) {
@@ -103,13 +139,17 @@ export class Batcher {
     }
   }
 
-  private async execute(commands: Array<PreparedCommand<unknown>>): Promise<CommandOutcome[]> {
+  private async execute(
+    commands: Array<PreparedCommand<unknown>>,
+    mode: BatchMode,
+  ): Promise<CommandOutcome[]> {
     const client = await this.pool.connect();
     let broken = false;
     try {
-      return await executeBatch(client, commands);
+      return await executeBatch(client, commands, mode);
     } catch (error) {
-      broken = !isDatabaseError(error);
+      // A connection that failed mid-way (not a refusal from the server) is not reused.
+      broken = typeof (error as { code?: unknown }).code !== 'string';
       throw error;
     } finally {
       client.release(broken);
@@ -127,7 +167,7 @@ function settle(batch: Waiting[], outcomes: CommandOutcome[]): void {
 
 /** SQLSTATEs worth running the whole batch again for. */
 const RETRIABLE = new Set([
-  '40001', // serialization_failure
+  '40001', // serialization_failure: an optimistic batch lost the race
   '40P01', // deadlock_detected
   '55P03', // lock_not_available
   '23505', // unique_violation: another process wrote the same idempotency key or reversal first
@@ -138,8 +178,10 @@ function isRetriable(error: unknown): boolean {
   return typeof code === 'string' && RETRIABLE.has(code);
 }
 
-function isDatabaseError(error: unknown): boolean {
-  return typeof (error as { code?: unknown }).code === 'string';
+function hash(text: string): number {
+  let h = 0;
+  for (let i = 0; i < text.length; i += 1) h = (h * 31 + text.charCodeAt(i)) | 0;
+  return Math.abs(h);
 }
 
 function sleep(ms: number): Promise<void> {

@@ -455,7 +455,7 @@ export class PostgresLedger {
       .innerJoin('ledger_accounts as a', 'a.id', 'p.account_id')
       .select(['a.code', 'p.currency', 'p.amount'])
       .where('p.entry_id', '=', id)
-      .orderBy('p.id')
+      .orderBy('p.line')
       .execute();
     return {
       id: entry.id,

@@ -45,6 +45,7 @@ export interface LedgerTables {
   ledger_postings: {
     id: Generated<string>;
     entry_id: string;
+    line: number;
     account_id: string;
     currency: string;
     amount: string;

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { inject } from 'vitest';
-import { TEMPLATE_DATABASE, withDatabase } from './global-setup.js';
+import { withDatabase } from './global-setup.js';
 
 export interface TestDatabase {
   url: string;
@@ -15,11 +15,12 @@ export interface TestDatabase {
 /** A fresh, migrated database for one test file (a copy of the template). */
 export async function createTestDatabase(): Promise<TestDatabase> {
   const adminUrl = inject('pgAdminUrl');
-  const name = `lingxi_t_${randomBytes(6).toString('hex')}`;
+  const template = inject('pgTemplate');
+  const name = `${template.replace(/_template$/, '')}_${randomBytes(4).toString('hex')}`;
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
   try {
-    await admin.query(`create database ${name} template ${TEMPLATE_DATABASE}`);
+    await admin.query(`create database ${name} template ${template}`);
   } finally {
     await admin.end();
   }

@@ -9,7 +9,10 @@ import { migrateToLatest } from '../../src/db/migrate.js';
  * local server), otherwise the embedded one. The migrations run once into a template
  * database; each test file then gets a fresh copy of it (see test/support/db.ts).
  */
-export const TEMPLATE_DATABASE = 'lingxi_test_template';
+const RUN = `${Math.floor(Date.now() / 1000)}_${process.pid}`;
+/** Databases are named lingxi_t_<epoch seconds>_...: runs may overlap, so only old ones are swept. */
+export const TEMPLATE_DATABASE = `lingxi_t_${RUN}_template`;
+const STALE_AFTER_S = 3 * 3600;
 
 let embedded: EmbeddedServer | null = null;
 
@@ -25,16 +28,15 @@ export default async function setup(project: TestProject): Promise<() => Promise
   }
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
-  await admin.query(
-    `select pg_terminate_backend(pid) from pg_stat_activity where datname like 'lingxi_t_%' or datname = $1`,
-    [TEMPLATE_DATABASE],
+  const { rows } = await admin.query<{ datname: string }>(
+    `select datname from pg_database where datname like 'lingxi\\_t\\_%'`,
   );
-  const stale = await admin.query<{ datname: string }>(
-    `select datname from pg_database where datname like 'lingxi_t_%' or datname = $1`,
-    [TEMPLATE_DATABASE],
-  );
-  for (const row of stale.rows)
-    await admin.query(`drop database if exists ${pg.escapeIdentifier(row.datname)}`);
+  const cutoff = Date.now() / 1000 - STALE_AFTER_S;
+  for (const { datname } of rows) {
+    const started = Number(/^lingxi_t_(\d+)_/.exec(datname)?.[1] ?? 0);
+    if (started < cutoff)
+      await admin.query(`drop database if exists ${pg.escapeIdentifier(datname)} with (force)`);
+  }
   await admin.query(`create database ${TEMPLATE_DATABASE}`);
   await admin.end();
 
@@ -45,8 +47,19 @@ export default async function setup(project: TestProject): Promise<() => Promise
   await db.destroy();
 
   project.provide('pgAdminUrl', adminUrl);
+  project.provide('pgTemplate', TEMPLATE_DATABASE);
   return async () => {
-    await embedded?.stop();
+    const cleanup = new pg.Client({ connectionString: adminUrl });
+    await cleanup.connect();
+    await cleanup
+      .query(`drop database if exists ${TEMPLATE_DATABASE} with (force)`)
+      .catch(() => {});
+    // Another run may share the embedded server: leave it up while its databases exist.
+    const others = await cleanup.query(
+      `select 1 from pg_database where datname like 'lingxi\\_t\\_%'`,
+    );
+    await cleanup.end();
+    if (others.rowCount === 0) await embedded?.stop();
   };
 }
 
@@ -59,5 +72,6 @@ export function withDatabase(url: string, database: string): string {
 declare module 'vitest' {
   export interface ProvidedContext {
     pgAdminUrl: string;
+    pgTemplate: string;
   }
 }

@@ -1,0 +1,113 @@
+/**
+ * bench:ledger: hold+post pairs per second and pair latency, group commit vs the naive way.
+ *   (a) spread over 10,000 customer accounts, (b) all on one hot account,
+ *   at 1, 16 and 64 concurrent callers. Results go to stdout as a Markdown table.
+ * Uses DATABASE_URL's server (default: the local PostgreSQL at 127.0.0.1:5432).
+ * BENCH_SECONDS (default 5) sets the length of each cell.
+ */
+import pg from 'pg';
+import { PostgresLedger } from '../ledger/index.js';
+import { closedLoop, fmt, freshDatabase, type LoadResult } from './support.js';
+import { NaiveLedger } from './naive-ledger.js';
+
+const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
+const ACCOUNTS = 10_000;
+const CONCURRENCY = [1, 16, 64];
+
+const url = await freshDatabase('lingxi_bench_ledger');
+const setupPool = new pg.Pool({ connectionString: url, max: 8 });
+const setup = new PostgresLedger({ pool: setupPool, currencies: [{ code: 'USD', scale: 18 }] });
+await setup.init();
+
+console.error(`funding ${ACCOUNTS} accounts...`);
+const customer = (i: number) => `liabilities:customers:${i}`;
+await Promise.all(
+  Array.from({ length: ACCOUNTS + 1 }, (_, i) =>
+    setup.postEntry({
+      kind: 'adjustment',
+      postings: [
+        { account: 'expenses:promotions', amount: '1000000' },
+        { account: customer(i), amount: '-1000000' },
+      ],
+    }),
+  ),
+);
+const ids = await Promise.all(
+  Array.from({ length: ACCOUNTS + 1 }, (_, i) =>
+    setup.resolveAccount(customer(i)).then((a) => a.id),
+  ),
+);
+const revenueId = (await setup.resolveAccount('revenue:usage', { create: true })).id;
+const HOT = ACCOUNTS; // the account funded last is the hot one
+
+interface Row {
+  mode: string;
+  case: string;
+  callers: number;
+  result: LoadResult;
+}
+const rows: Row[] = [];
+
+for (const scenario of ['spread', 'hot'] as const) {
+  for (const callers of CONCURRENCY) {
+    const pick = (caller: number, i: number) =>
+      scenario === 'hot' ? HOT : (caller * 7919 + i * 104_729) % ACCOUNTS;
+
+    const pool = new pg.Pool({ connectionString: url, max: 8 });
+    const ledger = new PostgresLedger({
+      pool,
+      currencies: [{ code: 'USD', scale: 18 }],
+      batchMaxSize: 500,
+      batchConcurrency: 4,
+    });
+    await ledger.init();
+    const grouped = await closedLoop(callers, SECONDS, async (caller, i) => {
+      const { holdId } = await ledger.createHold({
+        debitAccount: customer(pick(caller, i)),
+        creditAccount: 'revenue:usage',
+        amount: '0.01',
+      });
+      await ledger.postHold({ holdId, amount: '0.005' });
+    });
+    await ledger.close();
+    await pool.end();
+    rows.push({ mode: 'group commit', case: scenario, callers, result: grouped });
+    console.error(`group commit ${scenario} x${callers}: ${fmt(grouped.perSecond, 0)} pairs/s`);
+
+    const naivePool = new pg.Pool({ connectionString: url, max: Math.min(callers, 64) });
+    const naive = new NaiveLedger(naivePool);
+    const baseline = await closedLoop(callers, SECONDS, async (caller, i) => {
+      const holdId = await naive.createHold(ids[pick(caller, i)]!, revenueId, '0.01');
+      await naive.postHold(holdId, '0.005');
+    });
+    await naivePool.end();
+    rows.push({ mode: 'naive', case: scenario, callers, result: baseline });
+    console.error(`naive ${scenario} x${callers}: ${fmt(baseline.perSecond, 0)} pairs/s`);
+  }
+}
+
+const mismatches = await setup.checkBalances();
+await setup.close();
+await setupPool.end();
+
+console.log(
+  `| case | callers | group commit pairs/s | p50 ms | p99 ms | naive pairs/s | p50 ms | p99 ms | speed-up |`,
+);
+console.log(`|---|---:|---:|---:|---:|---:|---:|---:|---:|`);
+for (const scenario of ['spread', 'hot']) {
+  for (const callers of CONCURRENCY) {
+    const g = rows.find(
+      (r) => r.mode === 'group commit' && r.case === scenario && r.callers === callers,
+    )!.result;
+    const n = rows.find(
+      (r) => r.mode === 'naive' && r.case === scenario && r.callers === callers,
+    )!.result;
+    console.log(
+      `| ${scenario} | ${callers} | ${fmt(g.perSecond, 0)} | ${fmt(g.p50Ms, 2)} | ${fmt(g.p99Ms, 2)} | ${fmt(n.perSecond, 0)} | ${fmt(n.p50Ms, 2)} | ${fmt(n.p99Ms, 2)} | ${fmt(g.perSecond / n.perSecond, 1)}x |`,
+    );
+  }
+}
+const errors = rows.reduce((sum, r) => sum + r.result.errors, 0);
+console.log(
+  `\nerrors: ${errors}; balance check after the run: ${mismatches.length === 0 ? 'exact' : `${mismatches.length} mismatches`}`,
+);

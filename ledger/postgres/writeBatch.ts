@@ -1,0 +1,115 @@
+import type pg from 'pg';
+import type { BatchState } from '../state.js';
+import type { IdempotencyRecord } from './readBatchInputs.js';
+
+/**
+ * Writes every row of a planned batch in one statement: data-modifying CTEs, each fed by
+ * unnest() of arrays. Account totals move by the batch's deltas through
+ * `ledger_apply_account_deltas` (in id order; guarded accounts must be unchanged since the
+ * read), and resolved holds must still be pending: if either changed, the statement fails
+ * with serialization_failure and nothing of the batch is written.
+ *
+ * Outside a transaction this statement is the batch's commit.
+ */
+export async function writeBatch(
+  client: pg.PoolClient,
+  state: BatchState,
+  newKeys: Map<string, IdempotencyRecord>,
+): Promise<void> {
+  const parts: string[] = [];
+  const values: unknown[] = [];
+  const param = (value: unknown, type: string): string => {
+    values.push(value);
+    return `$${values.length}::${type}`;
+  };
+  const column = <T>(rows: T[], type: string, pick: (row: T) => unknown) =>
+    param(rows.map(pick), type);
+
+  const touched = [...state.touchedAccounts]
+    .map((id) => ({
+      now: state.account(id),
+      was: state.initial.get(id)!,
+      guarded: state.guardedAccounts.has(id),
+    }))
+    .sort((a, b) => (BigInt(a.now.id) < BigInt(b.now.id) ? -1 : 1));
+  if (touched.length > 0) {
+    parts.push(`w_accounts as (select * from ledger_apply_account_deltas(
+      ${column(touched, 'bigint[]', (a) => a.now.id)},
+      ${column(touched, 'numeric[]', (a) => a.now.debitsPosted.sub(a.was.debitsPosted).toString())},
+      ${column(touched, 'numeric[]', (a) => a.now.creditsPosted.sub(a.was.creditsPosted).toString())},
+      ${column(touched, 'numeric[]', (a) => a.now.debitsPending.sub(a.was.debitsPending).toString())},
+      ${column(touched, 'numeric[]', (a) => a.now.creditsPending.sub(a.was.creditsPending).toString())},
+      ${column(touched, 'bigint[]', (a) => (a.now.version - a.was.version).toString())},
+      ${column(touched, 'boolean[]', (a) => a.guarded)},
+      ${column(touched, 'numeric[]', (a) => a.was.debitsPosted.toString())},
+      ${column(touched, 'numeric[]', (a) => a.was.creditsPosted.toString())},
+      ${column(touched, 'numeric[]', (a) => a.was.debitsPending.toString())},
+      ${column(touched, 'numeric[]', (a) => a.was.creditsPending.toString())}))`);
+  }
+
+  const newHolds = [...state.newHolds.values()];
+  if (newHolds.length > 0) {
+    parts.push(`w_new_holds as (insert into ledger_holds (id, debit_account_id, credit_account_id, currency, amount,
+        expires_at, metadata, status, posted_amount, shortfall, entry_id, resolved_at)
+      select id, d, c, cur, amt, exp, meta, st, pa, sf, ent, case when st = 'pending' then null else now() end
+        from unnest(${column(newHolds, 'uuid[]', (h) => h.id)}, ${column(newHolds, 'bigint[]', (h) => h.debitAccountId)},
+          ${column(newHolds, 'bigint[]', (h) => h.creditAccountId)}, ${column(newHolds, 'text[]', (h) => h.currency)},
+          ${column(newHolds, 'numeric[]', (h) => h.amount.toString())}, ${column(newHolds, 'timestamptz[]', (h) => h.expiresAt)},
+          ${column(newHolds, 'jsonb[]', (h) => JSON.stringify(h.metadata))}, ${column(newHolds, 'text[]', (h) => h.status)},
+          ${column(newHolds, 'numeric[]', (h) => h.postedAmount?.toString() ?? null)},
+          ${column(newHolds, 'numeric[]', (h) => h.shortfall?.toString() ?? null)},
+          ${column(newHolds, 'uuid[]', (h) => h.entryId)})
+        as t(id, d, c, cur, amt, exp, meta, st, pa, sf, ent))`);
+  }
+
+  if (state.entries.length > 0) {
+    const e = state.entries;
+    parts.push(`w_entries as (insert into ledger_entries (id, kind, description, metadata, reverses_entry_id, hold_id, effective_at)
+      select id, kind, descr, meta, rev, hold, coalesce(eff, now())
+        from unnest(${column(e, 'uuid[]', (x) => x.id)}, ${column(e, 'text[]', (x) => x.kind)},
+          ${column(e, 'text[]', (x) => x.description)}, ${column(e, 'jsonb[]', (x) => JSON.stringify(x.metadata))},
+          ${column(e, 'uuid[]', (x) => x.reversesEntryId)}, ${column(e, 'uuid[]', (x) => x.holdId)},
+          ${column(e, 'timestamptz[]', (x) => x.effectiveAt)})
+        as t(id, kind, descr, meta, rev, hold, eff))`);
+  }
+
+  if (state.postings.length > 0) {
+    const p = state.postings;
+    parts.push(`w_postings as (insert into ledger_postings (entry_id, line, account_id, currency, amount, account_version, balance_after)
+      select t.entry_id, t.line, t.account_id, t.currency, t.amount, u.version - t.later_count, u.balance - t.later_sum
+        from unnest(${column(p, 'uuid[]', (x) => x.entryId)}, ${column(p, 'int[]', (x) => x.line)},
+          ${column(p, 'bigint[]', (x) => x.accountId)},
+          ${column(p, 'text[]', (x) => x.currency)}, ${column(p, 'numeric[]', (x) => x.amount.toString())},
+          ${column(p, 'bigint[]', (x) => x.laterCount)}, ${column(p, 'numeric[]', (x) => x.laterSum.toString())})
+          as t(entry_id, line, account_id, currency, amount, later_count, later_sum)
+        join w_accounts u on u.account_id = t.account_id)`);
+  }
+
+  const resolved = [...state.resolvedHolds.values()];
+  if (resolved.length > 0) {
+    parts.push(`w_resolved as (update ledger_holds h
+        set status = t.st, posted_amount = t.pa, shortfall = t.sf, entry_id = t.ent, resolved_at = now()
+      from unnest(${column(resolved, 'uuid[]', (h) => h.id)}, ${column(resolved, 'text[]', (h) => h.status)},
+        ${column(resolved, 'numeric[]', (h) => h.postedAmount?.toString() ?? null)},
+        ${column(resolved, 'numeric[]', (h) => h.shortfall?.toString() ?? null)},
+        ${column(resolved, 'uuid[]', (h) => h.entryId)}) as t(id, st, pa, sf, ent)
+      where h.id = t.id and h.status = 'pending'
+      returning h.id)`);
+  }
+
+  if (newKeys.size > 0) {
+    const k = [...newKeys];
+    parts.push(`w_keys as (insert into ledger_idempotency (key, request_hash, result)
+      select * from unnest(${column(k, 'text[]', ([key]) => key)}, ${column(k, 'text[]', ([, r]) => r.requestHash)},
+        ${column(k, 'jsonb[]', ([, r]) => JSON.stringify(r.result))}))`);
+  }
+
+  if (parts.length === 0) return;
+  const checks = [
+    touched.length > 0 ? '(select count(*) from w_accounts)' : '0',
+    resolved.length > 0
+      ? `(select case when count(*) <> ${resolved.length} then ledger_conflict('a hold') else count(*) end from w_resolved)`
+      : '0',
+  ];
+  await client.query(`with ${parts.join(',\n')} select ${checks.join(', ')}`, values);
+}
