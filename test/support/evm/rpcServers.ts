@@ -36,6 +36,15 @@ export async function startFailingRpcServer(status = 500): Promise<TestRpcServer
   return listen(server, methods);
 }
 
+/** Accepts requests and never answers them: for timeouts. */
+export async function startHangingRpcServer(): Promise<TestRpcServer> {
+  const methods: string[] = [];
+  const server = createServer((request) => {
+    void readCalls(request).then((calls) => methods.push(...calls.map((call) => call.method)));
+  });
+  return listen(server, methods);
+}
+
 /**
  * Forwards JSON-RPC (single and batch) to `targetUrl`; a call for which `intercept` returns
  * an answer gets that answer instead and never reaches the node.
