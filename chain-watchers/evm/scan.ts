@@ -1,0 +1,490 @@
+import {
+  BaseError,
+  HttpRequestError,
+  LimitExceededRpcError,
+  ResponseBodyTooLargeError,
+  RpcRequestError,
+  TimeoutError,
+  hexToBigInt,
+  hexToNumber,
+  toHex,
+  type Hex,
+  type PublicClient,
+  type RpcLog,
+  type RpcTransactionReceipt,
+} from 'viem';
+import type {
+  BlockRef,
+  ObservedTransfer,
+  ScanParameters,
+  ScanResult,
+  TrackedAsset,
+} from '../adapter.js';
+import {
+  blockRefOf,
+  getBlockRef,
+  getBlockWithTransactions,
+  mapInChunks,
+  type RpcBlockWithTransactions,
+} from './blocks.js';
+
+/** keccak256("Transfer(address,address,uint256)"): ERC-20 and ERC-721 share it. */
+export const TRANSFER_TOPIC = '0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef';
+
+export interface ScanTransfersParameters extends ScanParameters {
+  assets: ReadonlyArray<TrackedAsset>;
+  /** Watched addresses per `eth_getLogs` topic filter. */
+  addressChunkSize: number;
+  /** Blocks or receipts fetched per JSON-RPC batch. */
+  batchSize: number;
+  /** `eth_getLogs` filters in flight at once. */
+  logQueryConcurrency: number;
+  logPlanner: TransferLogPlanner;
+}
+
+/**
+ * How Transfer logs are asked for:
+ * - `topics`: filters on the watched addresses (topic2 = to, then topic1 = from), 2 queries
+ *   per `addressChunkSize` addresses. The node does the matching.
+ * - `all-transfers`: every Transfer log of the range (topic0 only), matched here. One query
+ *   (split while the provider refuses the range); cheap on quiet chains, heavy on busy ones.
+ * - `auto` (default): topic filters for up to one chunk of addresses; beyond that, try the
+ *   whole range unfiltered once, and if the provider refuses it or it holds more than
+ *   `maxAllTransfersLogs`, use topic filters for the next `topicsOnlyScansAfterDense` scans.
+ *   Nodes that match topics by scanning every log (ganache does) are far faster this way.
+ */
+export type TransferLogQueryMode = 'auto' | 'topics' | 'all-transfers';
+
+/** Remembers, per network, whether asking for every Transfer log of a range is cheap. */
+export class TransferLogPlanner {
+  private topicsOnlyScansLeft = 0;
+
+  constructor(
+    readonly mode: TransferLogQueryMode,
+    private readonly maxAllTransfersLogs = 10_000,
+    private readonly topicsOnlyScansAfterDense = 100,
+  ) {}
+
+  shouldTryAllTransfers(manyAddresses: boolean): boolean {
+    if (this.mode !== 'auto' || !manyAddresses) return false;
+    if (this.topicsOnlyScansLeft > 0) {
+      this.topicsOnlyScansLeft--;
+      return false;
+    }
+    return true;
+  }
+
+  /** The count of logs an unfiltered query returned, or null when the provider refused it. */
+  recordAllTransfers(logCount: number | null): void {
+    if (logCount === null || logCount > this.maxAllTransfersLogs) {
+      this.topicsOnlyScansLeft = this.topicsOnlyScansAfterDense;
+    }
+  }
+}
+
+/** The endpoint changed its answer in the middle of a scan (a reorg, or a load balancer). */
+export class InconsistentScanError extends Error {
+  override name = 'InconsistentScanError';
+}
+
+/** The endpoint does not serve a block the scan needs (it lags). */
+export class BlockNotServedError extends Error {
+  override name = 'BlockNotServedError';
+}
+
+interface Candidate {
+  transfer: ObservedTransfer;
+  transactionIndex: number;
+  /** The block's timestamp is still to be read from its header. */
+  needsBlock: boolean;
+  /** The transaction's receipt is needed (native status, or the fee of an outgoing transfer). */
+  needsReceipt: boolean;
+}
+
+/**
+ * All transfers in [fromBlock, toBlock] to or from a watched address, on one endpoint:
+ * ERC-20 `Transfer` logs of any contract (topic filters on `to`, then on `from`), and when a
+ * native asset is configured, the value of every transaction in the range. The block at
+ * `toBlock` is read before and checked after, from the same endpoint, so the transfers and
+ * `toBlockRef` describe one chain. The caller checks the range and the addresses first
+ * (`assertScanParameters`): anything thrown in here is blamed on the endpoint.
+ *
+ * @example await scanTransfers(client, { fromBlock: 100n, toBlock: 199n, addresses, assets, ... })
+ */
+export async function scanTransfers(
+  client: PublicClient,
+  params: ScanTransfersParameters,
+): Promise<ScanResult> {
+  const { fromBlock, toBlock } = params;
+  const toBlockRef = await getBlockRef(client, toBlock);
+  if (!toBlockRef)
+    throw new BlockNotServedError(`the endpoint does not serve block ${toBlock} yet`);
+
+  const watched = [...params.addresses].sort();
+  if (watched.length === 0) return { transfers: [], toBlockRef };
+  const watchedSet = new Set(watched);
+  const assetsByContract = new Map(
+    params.assets.flatMap((asset) => (asset.contract ? [[asset.contract, asset] as const] : [])),
+  );
+  const nativeAsset = params.assets.find((asset) => asset.native) ?? null;
+
+  const logs = await getTransferLogs(client, params, watched);
+  const candidates = new Map<string, Candidate>();
+  for (const log of logs) {
+    const candidate = candidateFromLog(log, watchedSet, assetsByContract);
+    if (candidate) candidates.set(`${candidate.transfer.txHash}:${log.logIndex}`, candidate);
+  }
+
+  const blocks = new Map<bigint, BlockRef>();
+  if (nativeAsset) {
+    const bodies = await getBlockRange(client, fromBlock, toBlock, params.batchSize);
+    assertChainOfBlocks(bodies, toBlockRef);
+    for (const body of bodies) {
+      const ref = blockRefOf(body);
+      blocks.set(ref.number, ref);
+      for (const candidate of nativeCandidates(body, ref, nativeAsset, watchedSet)) {
+        candidates.set(`${candidate.transfer.txHash}:-1`, candidate);
+      }
+    }
+  }
+
+  await fillBlocks(client, [...candidates.values()], blocks, params.batchSize);
+  await fillReceipts(client, [...candidates.values()], watchedSet, params.batchSize);
+
+  if (!nativeAsset) {
+    // Without the full chain of bodies, re-read the last block: unchanged means no reorg
+    // reached the range while it was being read.
+    const after = await getBlockRef(client, toBlock);
+    if (after?.hash !== toBlockRef.hash) {
+      throw new InconsistentScanError(`block ${toBlock} changed during the scan`);
+    }
+  }
+
+  const transfers = [...candidates.values()]
+    .sort(
+      (a, b) =>
+        compareBigInt(a.transfer.blockNumber, b.transfer.blockNumber) ||
+        a.transactionIndex - b.transactionIndex ||
+        a.transfer.logIndex - b.transfer.logIndex,
+    )
+    .map((candidate) => candidate.transfer);
+  return { transfers, toBlockRef };
+}
+
+/** A scan's range is ordered and its addresses canonical; a caller's mistake, never retried. */
+export function assertScanParameters(params: ScanParameters): void {
+  if (params.fromBlock < 0n || params.toBlock < params.fromBlock) {
+    throw new RangeError(
+      `scan range [${params.fromBlock}, ${params.toBlock}] is empty or negative`,
+    );
+  }
+  for (const address of params.addresses) {
+    if (!/^0x[0-9a-f]{40}$/.test(address)) {
+      throw new TypeError(`watched address "${address}" is not canonical (use normalizeAddress)`);
+    }
+  }
+}
+
+async function getTransferLogs(
+  client: PublicClient,
+  params: ScanTransfersParameters,
+  watched: string[],
+): Promise<RpcLog[]> {
+  const { fromBlock, toBlock, logPlanner } = params;
+  if (logPlanner.mode === 'all-transfers') {
+    return getLogsSplitting(client, [TRANSFER_TOPIC], fromBlock, toBlock);
+  }
+  if (logPlanner.shouldTryAllTransfers(watched.length > params.addressChunkSize)) {
+    try {
+      const logs = await client.request({
+        method: 'eth_getLogs',
+        params: [
+          { fromBlock: toHex(fromBlock), toBlock: toHex(toBlock), topics: [TRANSFER_TOPIC] },
+        ],
+      });
+      logPlanner.recordAllTransfers(logs.length);
+      return logs;
+    } catch (error) {
+      if (!isRangeRefusal(error)) throw error;
+      logPlanner.recordAllTransfers(null);
+    }
+  }
+  const filters: Array<Array<Hex | Hex[] | null>> = [];
+  for (let start = 0; start < watched.length; start += params.addressChunkSize) {
+    const topics = watched.slice(start, start + params.addressChunkSize).map(addressTopic);
+    filters.push([TRANSFER_TOPIC, null, topics]); // to a watched address
+    filters.push([TRANSFER_TOPIC, topics]); // from a watched address
+  }
+  const results: RpcLog[][] = [];
+  for (let start = 0; start < filters.length; start += params.logQueryConcurrency) {
+    const group = filters.slice(start, start + params.logQueryConcurrency);
+    results.push(
+      ...(await Promise.all(
+        group.map((topics) => getLogsSplitting(client, topics, fromBlock, toBlock)),
+      )),
+    );
+  }
+  return results.flat();
+}
+
+/**
+ * `eth_getLogs`, halving the block range (or using the range the provider suggests) while
+ * the provider refuses it as too large or too many results.
+ */
+async function getLogsSplitting(
+  client: PublicClient,
+  topics: Array<Hex | Hex[] | null>,
+  fromBlock: bigint,
+  toBlock: bigint,
+): Promise<RpcLog[]> {
+  try {
+    return await client.request({
+      method: 'eth_getLogs',
+      params: [{ fromBlock: toHex(fromBlock), toBlock: toHex(toBlock), topics }],
+    });
+  } catch (error) {
+    if (fromBlock === toBlock || !isRangeRefusal(error)) throw error;
+    const suggested = suggestedRangeEnd(error);
+    const middle =
+      suggested !== null && suggested >= fromBlock && suggested < toBlock
+        ? suggested
+        : fromBlock + (toBlock - fromBlock) / 2n;
+    const first = await getLogsSplitting(client, topics, fromBlock, middle);
+    const second = await getLogsSplitting(client, topics, middle + 1n, toBlock);
+    return [...first, ...second];
+  }
+}
+
+const RANGE_REFUSAL =
+  /range|too many|more than|limit|exceed|too large|too wide|response size|results/i;
+
+/** A provider's "ask for fewer blocks" answer (-32005 and its many spellings), not a fault. */
+export function isRangeRefusal(error: unknown): boolean {
+  if (!(error instanceof BaseError)) return false;
+  if (error.walk((cause) => cause instanceof TimeoutError)) return false;
+  if (error.walk((cause) => cause instanceof LimitExceededRpcError)) return true;
+  if (error.walk((cause) => cause instanceof ResponseBodyTooLargeError)) return true;
+  const http = error.walk((cause) => cause instanceof HttpRequestError);
+  if (http instanceof HttpRequestError) return http.status === 413;
+  const rpc = error.walk((cause) => cause instanceof RpcRequestError);
+  if (!(rpc instanceof RpcRequestError)) return false;
+  if (rpc.code === 429 || rpc.code === -32007) return false; // rate limits: fail over instead
+  return RANGE_REFUSAL.test(rpc.details);
+}
+
+/** Infura, Alchemy and others name a range that would work: "[0x1, 0x2]" or data {from, to}. */
+function suggestedRangeEnd(error: unknown): bigint | null {
+  if (!(error instanceof BaseError)) return null;
+  const rpc = error.walk((cause) => cause instanceof RpcRequestError);
+  if (!(rpc instanceof RpcRequestError)) return null;
+  const data = rpc.data as { to?: unknown } | undefined;
+  if (data && typeof data.to === 'string' && /^0x[0-9a-f]+$/i.test(data.to)) {
+    return hexToBigInt(data.to as Hex);
+  }
+  const match = /\[\s*(0x[0-9a-f]+)\s*,\s*(0x[0-9a-f]+)\s*\]/i.exec(rpc.details);
+  return match ? hexToBigInt(match[2] as Hex) : null;
+}
+
+function candidateFromLog(
+  log: RpcLog,
+  watched: ReadonlySet<string>,
+  assetsByContract: ReadonlyMap<string, TrackedAsset>,
+): Candidate | null {
+  // ERC-721 Transfer has the same signature with the token id as a third topic: not money.
+  if (log.removed || log.topics.length !== 3 || log.topics[0] !== TRANSFER_TOPIC) return null;
+  if (!/^0x[0-9a-fA-F]{64}$/.test(log.data)) return null;
+  if (log.blockNumber === null || log.blockHash === null || log.transactionHash === null) {
+    return null; // pending
+  }
+  if (log.logIndex === null || log.transactionIndex === null) return null;
+  const from = topicAddress(log.topics[1]!);
+  const to = topicAddress(log.topics[2]!);
+  if (!watched.has(from) && !watched.has(to)) return null;
+  const contract = log.address.toLowerCase();
+  const timestamp = (log as { blockTimestamp?: Hex }).blockTimestamp;
+  return {
+    transfer: {
+      txHash: log.transactionHash.toLowerCase(),
+      logIndex: hexToNumber(log.logIndex),
+      blockNumber: hexToBigInt(log.blockNumber),
+      blockHash: log.blockHash.toLowerCase(),
+      // Newer nodes put the block's timestamp on the log; otherwise it comes from the header.
+      blockTimestamp: timestamp ? hexToBigInt(timestamp) : 0n,
+      contract,
+      asset: assetsByContract.get(contract) ?? null,
+      from,
+      to,
+      amountBaseUnits: hexToBigInt(log.data as Hex),
+      // A reverted transaction leaves no logs; the receipt is read for outgoing ones anyway.
+      success: true,
+      feeBaseUnits: null,
+    },
+    transactionIndex: hexToNumber(log.transactionIndex),
+    needsBlock: !timestamp,
+    needsReceipt: watched.has(from),
+  };
+}
+
+function nativeCandidates(
+  body: RpcBlockWithTransactions,
+  ref: BlockRef,
+  asset: TrackedAsset,
+  watched: ReadonlySet<string>,
+): Candidate[] {
+  const candidates: Candidate[] = [];
+  for (const tx of body.transactions) {
+    if (!tx.to || tx.transactionIndex === null) continue; // contract creation
+    const value = hexToBigInt(tx.value);
+    if (value === 0n) continue;
+    const from = tx.from.toLowerCase();
+    const to = tx.to.toLowerCase();
+    if (!watched.has(from) && !watched.has(to)) continue;
+    candidates.push({
+      transfer: {
+        txHash: tx.hash.toLowerCase(),
+        logIndex: -1,
+        blockNumber: ref.number,
+        blockHash: ref.hash,
+        blockTimestamp: ref.timestamp,
+        contract: null,
+        asset,
+        from,
+        to,
+        amountBaseUnits: value,
+        success: false, // until the receipt says otherwise
+        feeBaseUnits: null,
+      },
+      transactionIndex: hexToNumber(tx.transactionIndex),
+      needsBlock: false,
+      needsReceipt: true,
+    });
+  }
+  return candidates;
+}
+
+async function getBlockRange(
+  client: PublicClient,
+  fromBlock: bigint,
+  toBlock: bigint,
+  batchSize: number,
+): Promise<RpcBlockWithTransactions[]> {
+  const numbers: bigint[] = [];
+  for (let number = fromBlock; number <= toBlock; number++) numbers.push(number);
+  return mapInChunks(numbers, batchSize, async (number) => {
+    const body = await getBlockWithTransactions(client, number);
+    if (!body) throw new BlockNotServedError(`the endpoint does not serve block ${number}`);
+    return body;
+  });
+}
+
+/** Each block's parent is the block before it, and the last is the scan's `toBlockRef`. */
+function assertChainOfBlocks(bodies: RpcBlockWithTransactions[], toBlockRef: BlockRef): void {
+  for (let index = 1; index < bodies.length; index++) {
+    if (bodies[index]!.parentHash.toLowerCase() !== bodies[index - 1]!.hash?.toLowerCase()) {
+      throw new InconsistentScanError(
+        `block ${hexToBigInt(bodies[index]!.number!)} does not follow the block before it`,
+      );
+    }
+  }
+  const last = bodies[bodies.length - 1];
+  if (last?.hash?.toLowerCase() !== toBlockRef.hash) {
+    throw new InconsistentScanError(`block ${toBlockRef.number} changed during the scan`);
+  }
+}
+
+/** Block hash and timestamp for every log-based candidate; the header must match the log. */
+async function fillBlocks(
+  client: PublicClient,
+  candidates: Candidate[],
+  blocks: Map<bigint, BlockRef>,
+  batchSize: number,
+): Promise<void> {
+  const waiting = candidates.filter((candidate) => candidate.needsBlock);
+  const missing = [
+    ...new Set(
+      waiting
+        .map((candidate) => candidate.transfer.blockNumber)
+        .filter((number) => !blocks.has(number)),
+    ),
+  ];
+  const fetched = await mapInChunks(missing, batchSize, (number) => getBlockRef(client, number));
+  for (const [index, ref] of fetched.entries()) {
+    if (!ref) throw new BlockNotServedError(`the endpoint does not serve block ${missing[index]}`);
+    blocks.set(ref.number, ref);
+  }
+  for (const { transfer } of candidates) {
+    const ref = blocks.get(transfer.blockNumber);
+    // Not read: the log carried its own timestamp and no block bodies were needed.
+    if (!ref) continue;
+    if (ref.hash !== transfer.blockHash) {
+      throw new InconsistentScanError(
+        `logs of block ${transfer.blockNumber} came from ${transfer.blockHash}, the block is now ${ref.hash}`,
+      );
+    }
+    transfer.blockTimestamp = ref.timestamp;
+  }
+}
+
+/** Status for native transfers; status and fee for transfers from a watched address. */
+async function fillReceipts(
+  client: PublicClient,
+  candidates: Candidate[],
+  watched: ReadonlySet<string>,
+  batchSize: number,
+): Promise<void> {
+  const hashes = [
+    ...new Set(
+      candidates
+        .filter((candidate) => candidate.needsReceipt)
+        .map((candidate) => candidate.transfer.txHash),
+    ),
+  ];
+  const receipts = await mapInChunks(hashes, batchSize, async (hash) => {
+    const receipt = await client.request({
+      method: 'eth_getTransactionReceipt',
+      params: [hash as Hex],
+    });
+    if (!receipt) throw new InconsistentScanError(`no receipt for transaction ${hash}`);
+    return receipt;
+  });
+  const byHash = new Map(
+    receipts.map((receipt) => [receipt.transactionHash.toLowerCase(), receipt]),
+  );
+  for (const candidate of candidates) {
+    if (!candidate.needsReceipt) continue;
+    const transfer = candidate.transfer;
+    const receipt = byHash.get(transfer.txHash)!;
+    if (receipt.blockHash.toLowerCase() !== transfer.blockHash) {
+      throw new InconsistentScanError(
+        `receipt of ${transfer.txHash} is in block ${receipt.blockHash}, not ${transfer.blockHash}`,
+      );
+    }
+    transfer.success = receipt.status === '0x1';
+    if (watched.has(transfer.from)) {
+      // The fee is the transaction sender's; a transferFrom paid by someone else cost us nothing.
+      transfer.feeBaseUnits = receipt.from.toLowerCase() === transfer.from ? feeOf(receipt) : 0n;
+    }
+  }
+}
+
+/** gasUsed x effectiveGasPrice, plus the L1 data fee OP-stack chains put on the receipt. */
+function feeOf(receipt: RpcTransactionReceipt): bigint {
+  const price = receipt.effectiveGasPrice ?? (receipt as { gasPrice?: Hex }).gasPrice;
+  if (!price) {
+    throw new InconsistentScanError(`receipt of ${receipt.transactionHash} has no gas price`);
+  }
+  const l1Fee = (receipt as { l1Fee?: Hex | null }).l1Fee;
+  return hexToBigInt(receipt.gasUsed) * hexToBigInt(price) + (l1Fee ? hexToBigInt(l1Fee) : 0n);
+}
+
+function addressTopic(address: string): Hex {
+  return `0x000000000000000000000000${address.slice(2)}`;
+}
+
+function topicAddress(topic: Hex): string {
+  return `0x${topic.slice(26)}`.toLowerCase();
+}
+
+function compareBigInt(a: bigint, b: bigint): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
