@@ -1,0 +1,127 @@
+import { BaseError, type Address, type PublicClient } from 'viem';
+import { Decimal } from '../../ledger/index.js';
+import { PriceUnavailableError, type PriceQuote, type PriceSource } from '../prices.js';
+import { normalizeEvmAddress } from '../evm/assets.js';
+import type { EvmAdapter } from '../evm/createEvmAdapter.js';
+
+/** The two functions of Chainlink's AggregatorV3Interface a quote needs. */
+export const aggregatorV3Abi = [
+  {
+    type: 'function',
+    name: 'decimals',
+    stateMutability: 'view',
+    inputs: [],
+    outputs: [{ name: '', type: 'uint8' }],
+  },
+  {
+    type: 'function',
+    name: 'latestRoundData',
+    stateMutability: 'view',
+    inputs: [],
+    outputs: [
+      { name: 'roundId', type: 'uint80' },
+      { name: 'answer', type: 'int256' },
+      { name: 'startedAt', type: 'uint256' },
+      { name: 'updatedAt', type: 'uint256' },
+      { name: 'answeredInRound', type: 'uint80' },
+    ],
+  },
+] as const;
+
+export interface ChainlinkPriceSourceParameters {
+  /**
+   * The feed's network: its EVM adapter (timeouts, retries, failover) or a bare viem client.
+   * All reads of one quote go to one endpoint.
+   */
+  chain: Pick<EvmAdapter, 'withClient'> | PublicClient;
+  /** Aggregator (or proxy) address. */
+  feed: string;
+  /** Oldest round accepted, in seconds before the quoted block's timestamp. */
+  maxAgeS: number;
+  /** Name of the feed's network, stored in the quote's details. */
+  network?: string;
+}
+
+/**
+ * USD rate from a Chainlink AggregatorV3 feed, read at a block of the feed's network:
+ * rate = answer / 10^decimals, exactly. Refuses (PriceUnavailableError) an answer <= 0, a
+ * round not yet complete, a round older than `maxAgeS` at that block, or a feed it cannot
+ * read.
+ *
+ * @example
+ * const eth = createChainlinkPriceSource({ chain: ethereumAdapter, feed: '0x5f4e...8419', maxAgeS: 3900 });
+ * const { rate, details } = await eth.quote(19_000_000n);
+ */
+export function createChainlinkPriceSource(params: ChainlinkPriceSourceParameters): PriceSource {
+  if (!Number.isInteger(params.maxAgeS) || params.maxAgeS <= 0) {
+    throw new RangeError(
+      `maxAgeS must be a positive whole number of seconds, not ${params.maxAgeS}`,
+    );
+  }
+  const feed = normalizeEvmAddress(params.feed) as Address;
+  const run = <T>(work: (client: PublicClient) => Promise<T>): Promise<T> =>
+    'withClient' in params.chain
+      ? params.chain.withClient('chainlink.latestRoundData', work)
+      : work(params.chain);
+
+  async function quote(blockNumber: bigint | null): Promise<PriceQuote> {
+    let read;
+    try {
+      read = await run(async (client) => {
+        const at = blockNumber ?? (await client.getBlockNumber({ cacheTime: 0 }));
+        const [decimals, round, block] = await Promise.all([
+          client.readContract({
+            address: feed,
+            abi: aggregatorV3Abi,
+            functionName: 'decimals',
+            blockNumber: at,
+          }),
+          client.readContract({
+            address: feed,
+            abi: aggregatorV3Abi,
+            functionName: 'latestRoundData',
+            blockNumber: at,
+          }),
+          client.getBlock({ blockNumber: at }),
+        ]);
+        return { at, decimals, round, blockTimestamp: block.timestamp };
+      });
+    } catch (error) {
+      const reason = error instanceof BaseError ? error.shortMessage : String(error);
+      throw new PriceUnavailableError(`Chainlink feed ${feed} could not be read: ${reason}`, {
+        cause: error,
+      });
+    }
+    const [roundId, answer, , updatedAt] = read.round;
+    if (answer <= 0n) {
+      throw new PriceUnavailableError(
+        `Chainlink feed ${feed} answered ${answer} in round ${roundId} at block ${read.at}: not a price`,
+      );
+    }
+    if (updatedAt === 0n) {
+      throw new PriceUnavailableError(`Chainlink feed ${feed} round ${roundId} is not complete`);
+    }
+    const ageS = read.blockTimestamp - updatedAt;
+    if (ageS > BigInt(params.maxAgeS)) {
+      throw new PriceUnavailableError(
+        `Chainlink feed ${feed} round ${roundId} is ${ageS} s old at block ${read.at}; at most ${params.maxAgeS} s is accepted`,
+      );
+    }
+    const rate = new Decimal(answer.toString()).div(new Decimal(10).pow(read.decimals));
+    return {
+      rate,
+      source: 'chainlink',
+      details: {
+        ...(params.network === undefined ? {} : { network: params.network }),
+        feed,
+        roundId: roundId.toString(),
+        answer: answer.toString(),
+        decimals: String(read.decimals),
+        updatedAt: updatedAt.toString(),
+        blockNumber: read.at.toString(),
+      },
+    };
+  }
+
+  return { quote };
+}
