@@ -103,8 +103,8 @@ interface Candidate {
 
 /**
  * All transfers in [fromBlock, toBlock] to or from a watched address, on one endpoint:
- * ERC-20 `Transfer` logs of any contract (topic filters on `to`, then on `from`), and when a
- * native asset is configured, the value of every transaction in the range. The block at
+ * ERC-20 `Transfer` logs of any contract (see TransferLogQueryMode for how they are asked
+ * for), and when a native asset is configured, the value of every transaction in the range. The block at
  * `toBlock` is read before and checked after, from the same endpoint, so the transfers and
  * `toBlockRef` describe one chain. The caller checks the range and the addresses first
  * (`assertScanParameters`): anything thrown in here is blamed on the endpoint.
@@ -132,7 +132,14 @@ export async function scanTransfers(
   const candidates = new Map<string, Candidate>();
   for (const log of logs) {
     const candidate = candidateFromLog(log, watchedSet, assetsByContract);
-    if (candidate) candidates.set(`${candidate.transfer.txHash}:${log.logIndex}`, candidate);
+    if (!candidate) continue;
+    const { blockNumber } = candidate.transfer;
+    if (blockNumber < fromBlock || blockNumber > toBlock) {
+      throw new InconsistentScanError(
+        `asked for logs of [${fromBlock}, ${toBlock}], got block ${blockNumber}`,
+      );
+    }
+    candidates.set(`${candidate.transfer.txHash}:${log.logIndex}`, candidate);
   }
 
   const blocks = new Map<bigint, BlockRef>();
