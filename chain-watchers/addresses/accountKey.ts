@@ -31,6 +31,21 @@ export interface AccountKey {
  * is refused loudly; the message never repeats the key.
  */
 export function parseAccountKey(xpub: string, family: ChainFamily): AccountKey {
+  // Parsing and deriving the receive chain is most of the cost of one address: keep the few
+  // keys a process is configured with.
+  const cacheKey = `${family}:${xpub}`;
+  const cached = parsedKeys.get(cacheKey);
+  if (cached) return cached;
+  const key = parseUncached(xpub, family);
+  if (parsedKeys.size >= PARSED_KEYS_MAX) parsedKeys.clear();
+  parsedKeys.set(cacheKey, key);
+  return key;
+}
+
+const PARSED_KEYS_MAX = 16;
+const parsedKeys = new Map<string, AccountKey>();
+
+function parseUncached(xpub: string, family: ChainFamily): AccountKey {
   const label = `the ${family === 'evm' ? 'EVM' : 'Tron'} extended public key`;
   const text = xpub.trim();
   if (text === '') throw new InvalidExtendedKeyError(`${label} is empty`);
