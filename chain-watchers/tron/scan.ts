@@ -334,6 +334,10 @@ function transfersOf(
     ];
   }
   if (call.type !== 'TriggerSmartContract' || info === null) return [];
+  if (info.receiptResult === null) {
+    // Every contract call has a VM result; without one, "failed" would be a guess.
+    throw new TronEndpointError('malformed', `receipt of ${tx.txID} has no receipt.result`);
+  }
 
   const success = info.receiptResult === 'SUCCESS' && !info.failed;
   const transfers: ObservedTransfer[] = [];
