@@ -20,6 +20,7 @@ export {
   type AccountSpec,
 } from './chart.js';
 export { isUuid } from './ids.js';
+export type { Attachment, AttachmentColumnType } from './attachments.js';
 export type { PostEntryParameters, PostEntryResult } from './commands/postEntry.js';
 export type { CreateHoldParameters, CreateHoldResult } from './commands/createHold.js';
 export type { PostHoldParameters, PostHoldResult } from './commands/postHold.js';
@@ -35,3 +36,4 @@ export {
   type BalanceMismatch,
 } from './postgres/ledger.js';
 export type { LedgerTables } from './postgres/tables.js';
+export type { BatchInfo } from './postgres/batcher.js';

@@ -7,6 +7,7 @@ import {
 } from './errors.js';
 import { Decimal, ZERO } from './money.js';
 import { normalSide, type AccountInfo, type HoldStatus } from './types.js';
+import type { Attachment } from './attachments.js';
 
 /** An account as locked for a batch: the cached totals the batch will move. */
 export interface AccountState extends AccountInfo {
@@ -111,6 +112,8 @@ export class BatchState {
    * changes are safe to add to whatever the totals have become.
    */
   readonly guardedAccounts = new Set<string>();
+  /** Rows of the callers' own tables committed with the batch. */
+  readonly attachments: Attachment[] = [];
   /** The totals as read, before any command of the batch. */
   readonly initial: ReadonlyMap<string, AccountState>;
 

@@ -1,6 +1,8 @@
 import type { Migration } from 'kysely';
 import * as ledger from './2026-11-27T0001_ledger.js';
 import * as users from './2026-11-27T0002_users.js';
+import * as gateway from './2026-11-27T0003_gateway.js';
+import * as admin from './2026-11-27T0004_admin.js';
 
 /**
  * Every migration, by name; applied in name order. A new schema step is a new dated file
@@ -10,4 +12,6 @@ import * as users from './2026-11-27T0002_users.js';
 export const migrations: Record<string, Migration> = {
   '2026-11-27T0001_ledger': ledger,
   '2026-11-27T0002_users': users,
+  '2026-11-27T0003_gateway': gateway,
+  '2026-11-27T0004_admin': admin,
 };

@@ -4,6 +4,7 @@ import type { Config } from './config/schema.js';
 import { openDatabase, type DatabaseHandle } from './db/connect.js';
 import { migrateToLatest } from './db/migrate.js';
 import { createLogger, type Logger } from './log.js';
+import { Metrics } from './metrics.js';
 
 /** Everything a role needs, opened once: the composition root of the service. */
 export interface Runtime {
@@ -11,6 +12,7 @@ export interface Runtime {
   database: DatabaseHandle;
   ledger: PostgresLedger;
   logger: Logger;
+  metrics: Metrics;
   close(): Promise<void>;
 }
 
@@ -38,11 +40,23 @@ export async function openRuntime(params: OpenRuntimeParameters): Promise<Runtim
       const { applied } = await migrateToLatest(database.db);
       if (applied.length > 0) logger.info({ applied }, 'migrations applied');
     }
+    const metrics = new Metrics(async () => {
+      const row = await database.db
+        .selectFrom('ledger_holds')
+        .select((eb) => eb.fn.countAll<string>().as('open'))
+        .where('status', '=', 'pending')
+        .executeTakeFirstOrThrow();
+      return Number(row.open);
+    });
     const ledger = new PostgresLedger({
       pool: database.pool,
       currencies: currencyTable(config),
       batchMaxSize: config.ledger.batchMaxSize,
       batchConcurrency: config.ledger.batchConcurrency,
+      onBatch: (batch) => {
+        metrics.ledgerBatchSize.observe(batch.size);
+        metrics.ledgerBatchDuration.observe({ mode: batch.mode }, batch.durationMs / 1000);
+      },
     });
     await ledger.init();
     return {
@@ -50,6 +64,7 @@ export async function openRuntime(params: OpenRuntimeParameters): Promise<Runtim
       database,
       ledger,
       logger,
+      metrics,
       async close() {
         await ledger.close();
         await database.close();

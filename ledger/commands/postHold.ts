@@ -9,6 +9,7 @@ import {
 import { Decimal, parseAmount, ZERO, type AmountInput } from '../money.js';
 import { available } from '../state.js';
 import { checkKind } from './postEntry.js';
+import type { Attachment } from '../attachments.js';
 
 export interface PostHoldParameters {
   holdId: string;
@@ -24,6 +25,8 @@ export interface PostHoldParameters {
   kind?: string;
   description?: string;
   metadata?: Record<string, unknown>;
+  /** Rows to commit with the posting (see Attachment); not written on a replay. */
+  attach?: (outcome: Omit<PostHoldResult, 'replayed'>) => Attachment[];
 }
 
 export interface PostHoldResult {
@@ -133,7 +136,9 @@ export async function preparePostHold(
             }),
         resolveHold: { id: hold.id, status: 'posted', postedAmount: amount, shortfall },
       });
-      return { holdId: hold.id, entryId, postedAmount: amount, shortfall, replayed: false };
+      const outcome = { holdId: hold.id, entryId, postedAmount: amount, shortfall };
+      if (params.attach) state.attachments.push(...params.attach(outcome));
+      return { ...outcome, replayed: false };
     },
     encode: (result) => result,
     replay: (stored) => stored as PostHoldResult,

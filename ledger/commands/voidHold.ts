@@ -1,9 +1,12 @@
 import { hashRequest, type PreparedCommand } from '../command.js';
 import { HoldNotFoundError, HoldNotPendingError } from '../errors.js';
 import { ZERO } from '../money.js';
+import type { Attachment } from '../attachments.js';
 
 export interface VoidHoldParameters {
   holdId: string;
+  /** Rows to commit with the release (see Attachment); not written on a replay. */
+  attach?: (outcome: { holdId: string }) => Attachment[];
 }
 
 export interface VoidHoldResult {
@@ -17,7 +20,7 @@ export function prepareVoidHold(params: VoidHoldParameters): PreparedCommand<Voi
   return {
     type: 'voidHold',
     idempotencyKey: null,
-    requestHash: hashRequest('voidHold', params),
+    requestHash: hashRequest('voidHold', { holdId: params.holdId }),
     accountIds: [],
     holdIds: [params.holdId],
     reverseEntryIds: [],
@@ -33,6 +36,7 @@ export function prepareVoidHold(params: VoidHoldParameters): PreparedCommand<Voi
         ],
         resolveHold: { id: hold.id, status: 'voided', postedAmount: null, shortfall: null },
       });
+      if (params.attach) state.attachments.push(...params.attach({ holdId: hold.id }));
       return { holdId: hold.id, replayed: false };
     },
     encode: (result) => result,

@@ -44,7 +44,7 @@ import {
   type Hold,
   type HoldStatus,
 } from '../types.js';
-import { Batcher } from './batcher.js';
+import { Batcher, type BatchInfo } from './batcher.js';
 import { isUuid } from '../ids.js';
 import type { LedgerTables } from './tables.js';
 
@@ -57,7 +57,8 @@ export interface PostgresLedgerOptions {
   batchMaxSize?: number;
   /** Transactions in flight at once. Default 4. */
   batchConcurrency?: number;
-  onBatch?: (info: { size: number; attempts: number; durationMs: number }) => void;
+  /** Called after every batch (for metrics). */
+  onBatch?: (info: BatchInfo) => void;
 }
 
 export interface AccountEntryLine {

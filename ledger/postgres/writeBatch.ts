@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type { BatchState } from '../state.js';
 import type { IdempotencyRecord } from './readBatchInputs.js';
+import { attachmentInserts } from '../attachments.js';
 
 /**
  * Writes every row of a planned batch in one statement: data-modifying CTEs, each fed by
@@ -103,6 +104,8 @@ export async function writeBatch(
       select * from unnest(${column(k, 'text[]', ([key]) => key)}, ${column(k, 'text[]', ([, r]) => r.requestHash)},
         ${column(k, 'jsonb[]', ([, r]) => JSON.stringify(r.result))}))`);
   }
+
+  attachmentInserts(state.attachments, param).forEach((insert, i) => parts.push(`w_attached_${i} as (${insert})`));
 
   if (parts.length === 0) return;
   const checks = [

@@ -1,7 +1,9 @@
 import { Command, CommanderError } from 'commander';
 import { LedgerError } from '../../ledger/index.js';
 import { adjustBalance } from '../billing/adjustBalance.js';
-import { accounts } from '../billing/accounts.js';
+import { getUserBalance } from '../billing/getUserBalance.js';
+import { trialBalanceJson } from '../billing/trialBalance.js';
+import { createApiKey } from '../keys/apiKeys.js';
 import { ConfigError, loadConfig, type LoadedConfig } from '../config/load.js';
 import { migrateToLatest } from '../db/migrate.js';
 import { AppError } from '../errors.js';
@@ -170,7 +172,7 @@ export function buildProgram(io: CliIo = defaultIo): Command {
     .action(async (options: { user: string }, command: Command) => {
       const balance = await withRuntime(command, async (runtime) => {
         await requireUser(runtime.database.db, options.user);
-        return getUserBalance(runtime, options.user);
+        return getUserBalance(runtime.ledger, options.user);
       });
       out(command).data(
         balance,
@@ -178,26 +180,41 @@ export function buildProgram(io: CliIo = defaultIo): Command {
       );
     });
 
+  const keys = program.command('keys').description('manage API keys');
+  keys
+    .command('create')
+    .description('create an API key for a user; the key is shown once, only its hash is stored')
+    .requiredOption('--user <id>', 'user id')
+    .option('--name <name>', 'a name to recognise the key by')
+    .option('--spend-limit <usd>', 'most USD the key may spend in total')
+    .option('--models <ids>', 'comma-separated model ids the key may use')
+    .action(
+      async (
+        options: { user: string; name?: string; spendLimit?: string; models?: string },
+        command: Command,
+      ) => {
+        const key = await withRuntime(command, async (runtime) => {
+          await requireUser(runtime.database.db, options.user);
+          return createApiKey(runtime.database.db, {
+            userId: options.user,
+            name: options.name,
+            spendLimitUsd: options.spendLimit,
+            allowedModels: options.models?.split(',').map((m) => m.trim()),
+          });
+        });
+        out(command).data(
+          { id: key.id, key: key.key },
+          `${key.key}\n(key ${key.id}; shown once, keep it now)`,
+        );
+      },
+    );
+
   program
     .command('trial-balance')
     .description('debits and credits per account and currency; every currency nets to zero')
     .action(async (_options, command: Command) => {
       const trial = await withRuntime(command, (runtime) => runtime.ledger.trialBalance());
-      const json = {
-        accounts: trial.accounts.map((a) => ({
-          account: a.account,
-          currency: a.currency,
-          debit: a.debit.toString(),
-          credit: a.credit.toString(),
-          balance: a.balance.toString(),
-        })),
-        totals: trial.totals.map((t) => ({
-          currency: t.currency,
-          debit: t.debit.toString(),
-          credit: t.credit.toString(),
-          net: t.net.toString(),
-        })),
-      };
+      const json = trialBalanceJson(trial);
       const human = [
         formatTable(
           ['account', 'currency', 'debit', 'credit', 'balance'],
@@ -213,19 +230,6 @@ export function buildProgram(io: CliIo = defaultIo): Command {
     });
 
   return program;
-}
-
-/** The user's balance in the contract's shape. */
-export async function getUserBalance(runtime: Runtime, userId: string) {
-  const code = accounts.customer(userId);
-  const found = await runtime.ledger.listBalances(code);
-  const balance = found.find((b) => b.account === code);
-  return {
-    currency: 'USD',
-    available: balance?.available.toString() ?? '0',
-    posted: balance?.posted.toString() ?? '0',
-    held: balance?.held.toString() ?? '0',
-  };
 }
 
 /** Runs the CLI and returns the exit code. */

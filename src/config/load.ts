@@ -63,9 +63,10 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env):
   const missing = new Map<string, string>();
   const substituted = substituteEnv(raw, [], env, missing);
   if (env['DATABASE_URL'] && isRecord(substituted)) {
-    // DATABASE_URL always wins: it is how operators and CI point the service at a server.
+    // DATABASE_URL is how operators and CI point the service at a server, unless the file names one itself.
     const database = isRecord(substituted['database']) ? substituted['database'] : {};
-    substituted['database'] = { ...database, url: env['DATABASE_URL'] };
+    if (database['url'] === undefined)
+      substituted['database'] = { ...database, url: env['DATABASE_URL'] };
   }
   const result = configSchema.safeParse(substituted);
   if (!result.success) {

@@ -74,7 +74,9 @@ const rateLimitSchema = z
 const gatewaySchema = z
   .object({
     rateLimit: rateLimitSchema,
-    /** How long a hold outlives the upstream timeout before it may be expired. */
+    /** A call (a stream included) is cut off after this long. */
+    maxCallDurationMs: positiveInt.default(600_000),
+    /** How long a hold outlives the longest possible call before it may be expired. */
     holdGraceMs: positiveInt.default(300_000),
     /** Upper bound on tokens a prompt may have: used by the cost estimate. */
     bytesPerTokenMin: z.number().positive().default(1),

@@ -1,5 +1,7 @@
-import type { Generated } from 'kysely';
+import type { ColumnType, Generated } from 'kysely';
 import type { LedgerTables } from '../../ledger/index.js';
+
+type Timestamp = ColumnType<Date, Date | string, Date | string>;
 
 /** Every table the application reads through Kysely. One interface per table, declared once. */
 export interface Database extends LedgerTables {
@@ -10,5 +12,77 @@ export interface Database extends LedgerTables {
     status: Generated<string>;
     created_at: Generated<Date>;
     updated_at: Generated<Date>;
+  };
+  api_keys: {
+    id: string;
+    user_id: string;
+    name: Generated<string>;
+    prefix: string;
+    key_hash: string;
+    spend_limit_usd: string | null;
+    spent_usd: Generated<string>;
+    reserved_usd: Generated<string>;
+    allowed_models: string[] | null;
+    created_at: Generated<Date>;
+    last_used_at: Timestamp | null;
+    revoked_at: Timestamp | null;
+  };
+  model_prices: {
+    id: Generated<string>;
+    model_id: string;
+    provider: string;
+    upstream_model: string;
+    input_per_1m: string;
+    cached_input_per_1m: string;
+    output_per_1m: string;
+    reasoning_per_1m: string;
+    effective_from: Generated<Date>;
+  };
+  usage_records: {
+    id: Generated<string>;
+    request_id: string;
+    key_id: string | null;
+    user_id: string;
+    endpoint: string;
+    model: string;
+    provider: string | null;
+    price_id: string | null;
+    stream: boolean;
+    prompt_tokens: string;
+    cached_tokens: string;
+    completion_tokens: string;
+    reasoning_tokens: string;
+    cost_usd: string;
+    shortfall_usd: string;
+    estimated: boolean;
+    hold_id: string | null;
+    entry_id: string | null;
+    started_at: Timestamp;
+    first_byte_at: Timestamp | null;
+    finished_at: Timestamp;
+    latency_ms: number;
+    http_status: number;
+    outcome: string;
+    client_ip: string | null;
+    user_agent: string | null;
+  };
+  http_idempotency: {
+    key: string;
+    method: string;
+    path: string;
+    request_hash: string;
+    status: number | null;
+    response: ColumnType<unknown, string | null, string | null>;
+    created_at: Generated<Date>;
+  };
+  audit_log: {
+    id: Generated<string>;
+    at: Generated<Date>;
+    actor: string;
+    action: string;
+    target: string | null;
+    details: ColumnType<Record<string, unknown>, string, never>;
+    ip: string | null;
+    request_id: string | null;
   };
 }

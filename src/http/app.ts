@@ -1,21 +1,33 @@
 import Koa from 'koa';
-import type { Runtime } from '../runtime.js';
+import type Router from '@koa/router';
+import type { Services } from '../services.js';
 import { errorMiddleware } from './errors.js';
 import { requestContext } from './requestId.js';
+import { adminRoutes } from './routes/admin/index.js';
 import { healthRoutes } from './routes/health.js';
+import { metricsRoutes } from './routes/metrics.js';
+import { v1Routes } from './routes/v1.js';
 
 export interface HttpAppOptions {
   isShuttingDown?: () => boolean;
 }
 
 /** The Koa app: request id and errors first, then one router per resource. */
-export function createHttpApp(runtime: Runtime, options: HttpAppOptions = {}): Koa {
+export function createHttpApp(services: Services, options: HttpAppOptions = {}): Koa {
+  const { runtime } = services;
   const app = new Koa({ proxy: runtime.config.http.trustProxy });
   app.silent = true;
-  app.use(requestContext(runtime.logger));
+  app.use(requestContext(runtime.logger, runtime.metrics));
   app.use(errorMiddleware);
-  const health = healthRoutes(runtime, options.isShuttingDown);
-  app.use(health.routes());
-  app.use(health.allowedMethods());
+  const routers: Router[] = [
+    healthRoutes(runtime, options.isShuttingDown),
+    metricsRoutes(runtime.metrics),
+    v1Routes(services),
+    adminRoutes(services),
+  ];
+  for (const router of routers) {
+    app.use(router.routes());
+    app.use(router.allowedMethods());
+  }
   return app;
 }

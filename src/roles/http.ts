@@ -1,12 +1,17 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createHttpApp } from '../http/app.js';
+import { createServices, type Services } from '../services.js';
 import type { Runtime } from '../runtime.js';
 
 export interface HttpRole {
   server: Server;
   url: string;
-  /** Stops taking requests, lets those in flight finish (up to `graceMs`), then closes. */
+  services: Services;
+  /**
+   * Stops taking requests (readiness turns 503), lets those in flight finish (up to
+   * `graceMs`), waits for stream settlements, then closes.
+   */
   stop(graceMs?: number): Promise<void>;
 }
 
@@ -15,24 +20,31 @@ export async function startHttpRole(
   runtime: Runtime,
   overrides: { port?: number; host?: string } = {},
 ): Promise<HttpRole> {
+  const services = await createServices(runtime);
   let shuttingDown = false;
-  const app = createHttpApp(runtime, { isShuttingDown: () => shuttingDown });
+  const app = createHttpApp(services, { isShuttingDown: () => shuttingDown });
   const server = createServer(app.callback());
   server.keepAliveTimeout = 65_000;
   const host = overrides.host ?? runtime.config.http.host;
   const port = overrides.port ?? runtime.config.http.port;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
-  });
+  } catch (error) {
+    await services.close();
+    throw error;
+  }
   const address = server.address() as AddressInfo;
   const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
   return {
     server,
     url,
+    services,
     async stop(graceMs = 10_000) {
       shuttingDown = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -40,6 +52,7 @@ export async function startHttpRole(
       const timer = setTimeout(() => server.closeAllConnections(), graceMs);
       await closed;
       clearTimeout(timer);
+      await services.close();
     },
   };
 }

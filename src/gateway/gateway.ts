@@ -1,0 +1,538 @@
+import type { Writable } from 'node:stream';
+import { createParser, type EventSourceMessage } from 'eventsource-parser';
+import { Decimal } from '../../ledger/index.js';
+import type { Config, ModelConfig, ProviderConfig } from '../config/schema.js';
+import { AppError, notFound } from '../errors.js';
+import type { ApiCaller } from '../keys/keyAuthenticator.js';
+import type { WorkTracker } from '../lifecycle.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { CallOutcome, CallRecord, HeldCall, Meter } from './meter.js';
+import { costOf, maxCostOf, priceJson, type PriceVersion, type TokenUsage } from './pricing.js';
+import type { RateLimiter } from './rateLimiter.js';
+import {
+  chatRequestSchema,
+  embeddingRequestSchema,
+  parseRequest,
+  type ChatRequest,
+} from './requests.js';
+import {
+  embeddingTokensUpperBound,
+  estimateTokens,
+  messagesText,
+  promptTokensUpperBound,
+} from './tokens.js';
+import { postUpstream, readUsage, UpstreamError, type UpstreamCall } from './upstream.js';
+
+/** One API call as the HTTP layer hands it over. */
+export interface GatewayCall {
+  requestId: string;
+  caller: ApiCaller;
+  body: unknown;
+  clientIp: string | null;
+  userAgent: string | null;
+  startedAt: Date;
+  /** Aborted when the client goes away. */
+  clientSignal: AbortSignal;
+}
+
+export type GatewayResponse =
+  | { kind: 'json'; status: number; headers: Record<string, string>; body: unknown }
+  | {
+      kind: 'stream';
+      headers: Record<string, string>;
+      /** Writes the SSE frames to `sink`, ends it, and settles the call; never throws. */
+      pump(sink: Writable): Promise<void>;
+    };
+
+interface Model {
+  config: ModelConfig;
+  provider: ProviderConfig;
+  price: PriceVersion;
+}
+
+const ZERO_USAGE: TokenUsage = {
+  promptTokens: 0n,
+  cachedTokens: 0n,
+  completionTokens: 0n,
+  reasoningTokens: 0n,
+};
+
+/**
+ * The metering gateway: for each call, price it, hold the most it can cost, forward it,
+ * meter the real usage and settle the hold for exactly what it cost. Upstream failures
+ * release the hold and answer in OpenAI's error shape; nothing is charged for them.
+ */
+export class Gateway {
+  private readonly models = new Map<string, Model>();
+
+  constructor(
+    private readonly deps: {
+      config: Config;
+      prices: Map<string, PriceVersion>;
+      meter: Meter;
+      rateLimiter: RateLimiter;
+      metrics: Metrics;
+      logger: Logger;
+      work: WorkTracker;
+    },
+  ) {
+    const providers = new Map(deps.config.providers.map((p) => [p.name, p]));
+    for (const model of deps.config.models) {
+      const provider = providers.get(model.provider)!;
+      const price = deps.prices.get(model.id)!;
+      this.models.set(model.id, { config: model, provider, price });
+    }
+  }
+
+  /** GET /v1/models: the priced models, with their prices. */
+  listModels() {
+    return {
+      object: 'list',
+      data: [...this.models.values()].map((m) => ({
+        id: m.config.id,
+        object: 'model',
+        created: Math.floor(new Date('2026-01-01T00:00:00Z').getTime() / 1000),
+        owned_by: m.provider.name,
+        type: m.config.kind,
+        pricing: priceJson(m.price),
+      })),
+    };
+  }
+
+  async chatCompletion(call: GatewayCall): Promise<GatewayResponse> {
+    const body = parseRequest(chatRequestSchema, call.body);
+    const model = this.modelFor(body.model, call.caller, 'chat');
+    const requested = body.max_completion_tokens ?? body.max_tokens ?? null;
+    if (requested !== null && requested > model.config.maxOutputTokensLimit) {
+      const param = body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
+      throw new AppError(
+        'invalid_request',
+        `${param}: at most ${model.config.maxOutputTokensLimit} for ${model.config.id}`,
+        { param },
+      );
+    }
+    const outputTokensMax =
+      BigInt(requested ?? model.config.maxOutputTokensDefault) * BigInt(body.n ?? 1);
+    const promptTokensMax = promptTokensUpperBound(body);
+    const stream = body.stream === true;
+    const record = this.newRecord(call, model, 'chat.completions', stream);
+    const held = await this.admit(call, model, record, promptTokensMax, outputTokensMax);
+
+    const upstreamBody: Record<string, unknown> = { ...body, model: model.price.upstreamModel };
+    // A cap upstream must honour, so the call cannot cost more than was held.
+    if (requested === null) upstreamBody['max_tokens'] = model.config.maxOutputTokensDefault;
+    if (stream)
+      upstreamBody['stream_options'] = { ...(body.stream_options ?? {}), include_usage: true };
+
+    let upstream: UpstreamCall;
+    try {
+      upstream = await postUpstream({
+        provider: model.provider,
+        path: '/chat/completions',
+        body: upstreamBody,
+        signal: call.clientSignal,
+        headersTimeoutMs: model.provider.timeoutMs,
+      });
+    } catch (error) {
+      return this.failed(error, held, record);
+    }
+    record.firstByteAt = upstream.firstByteAt;
+    this.deps.metrics.upstreamDuration.observe(
+      { provider: model.provider.name },
+      (upstream.firstByteAt.getTime() - call.startedAt.getTime()) / 1000,
+    );
+    if (stream) return this.streamed(body, model, held, record, upstream);
+
+    let json: Record<string, unknown>;
+    try {
+      json = await this.readJson(upstream, model.provider.timeoutMs);
+    } catch (error) {
+      return this.failed(error, held, record);
+    }
+    const usage = readUsage(json['usage']);
+    record.usage = usage ?? {
+      promptTokens: estimateTokens(messagesText(body.messages)),
+      cachedTokens: 0n,
+      completionTokens: estimateTokens(choicesText(json['choices'])),
+      reasoningTokens: 0n,
+    };
+    record.estimated = usage === null;
+    const cost = costOf(record.usage, model.price);
+    await this.settle(held, cost, record, 200, 'ok');
+    if (json['model'] === model.price.upstreamModel) json['model'] = model.config.id;
+    return { kind: 'json', status: 200, headers: { 'x-lingxi-cost': cost.toString() }, body: json };
+  }
+
+  async embedding(call: GatewayCall): Promise<GatewayResponse> {
+    const body = parseRequest(embeddingRequestSchema, call.body);
+    const model = this.modelFor(body.model, call.caller, 'embedding');
+    const promptTokensMax = embeddingTokensUpperBound(body.input);
+    const record = this.newRecord(call, model, 'embeddings', false);
+    const held = await this.admit(call, model, record, promptTokensMax, 0n);
+    let upstream: UpstreamCall;
+    let json: Record<string, unknown>;
+    try {
+      upstream = await postUpstream({
+        provider: model.provider,
+        path: '/embeddings',
+        body: { ...body, model: model.price.upstreamModel },
+        signal: call.clientSignal,
+        headersTimeoutMs: model.provider.timeoutMs,
+      });
+      record.firstByteAt = upstream.firstByteAt;
+      json = await this.readJson(upstream, model.provider.timeoutMs);
+    } catch (error) {
+      return this.failed(error, held, record);
+    }
+    const usage = readUsage(json['usage']);
+    const estimatedPrompt = estimateTokens(
+      Array.isArray(body.input) ? body.input.join('\n') : String(body.input),
+    );
+    record.usage = usage
+      ? { ...usage, completionTokens: 0n, reasoningTokens: 0n }
+      : { ...ZERO_USAGE, promptTokens: estimatedPrompt };
+    record.estimated = usage === null;
+    const cost = costOf(record.usage, model.price);
+    await this.settle(held, cost, record, 200, 'ok');
+    if (json['model'] === model.price.upstreamModel) json['model'] = model.config.id;
+    return { kind: 'json', status: 200, headers: { 'x-lingxi-cost': cost.toString() }, body: json };
+  }
+
+  private modelFor(id: string, caller: ApiCaller, kind: 'chat' | 'embedding'): Model {
+    const model = this.models.get(id);
+    if (!model || model.config.kind !== kind) {
+      throw notFound(
+        `The model \`${id}\` does not exist or you do not have access to it.`,
+        'model_not_found',
+        'model',
+      );
+    }
+    if (caller.allowedModels && !caller.allowedModels.includes(id)) {
+      throw new AppError('model_not_allowed', `this API key may not use \`${id}\``, {
+        status: 403,
+        param: 'model',
+      });
+    }
+    return model;
+  }
+
+  private newRecord(
+    call: GatewayCall,
+    model: Model,
+    endpoint: CallRecord['endpoint'],
+    stream: boolean,
+  ): CallRecord {
+    return {
+      requestId: call.requestId,
+      caller: call.caller,
+      endpoint,
+      model: model.config.id,
+      provider: model.provider.name,
+      priceId: model.price.id,
+      stream,
+      usage: ZERO_USAGE,
+      estimated: false,
+      startedAt: call.startedAt,
+      firstByteAt: null,
+      finishedAt: call.startedAt,
+      httpStatus: 0,
+      outcome: 'ok',
+      clientIp: call.clientIp,
+      userAgent: call.userAgent,
+    };
+  }
+
+  /** Rate limit, then hold the most the call can cost. Refusals are recorded, then thrown. */
+  private async admit(
+    call: GatewayCall,
+    model: Model,
+    record: CallRecord,
+    promptTokensMax: bigint,
+    outputTokensMax: bigint,
+  ): Promise<HeldCall> {
+    const maxCost = maxCostOf(promptTokensMax, outputTokensMax, model.price);
+    try {
+      this.deps.rateLimiter.take(call.caller.keyId, Number(promptTokensMax + outputTokensMax));
+      const holdMs =
+        model.provider.timeoutMs +
+        this.deps.config.gateway.maxCallDurationMs +
+        this.deps.config.gateway.holdGraceMs;
+      return await this.deps.meter.hold({
+        caller: call.caller,
+        requestId: call.requestId,
+        model: model.config.id,
+        maxCost,
+        expiresAt: new Date(Date.now() + holdMs),
+      });
+    } catch (error) {
+      if (error instanceof AppError && (error.status === 402 || error.status === 429)) {
+        const outcome: CallOutcome =
+          error.status === 429
+            ? 'rate_limited'
+            : error.code === 'spend_limit_exceeded'
+              ? 'spend_limit'
+              : 'insufficient_balance';
+        this.finish(record, error.status, outcome);
+        await this.deps.meter
+          .recordRefused(record)
+          .catch((e: unknown) =>
+            this.deps.logger.error({ err: e }, 'could not record a refused call'),
+          );
+      }
+      throw error;
+    }
+  }
+
+  private async readJson(
+    upstream: UpstreamCall,
+    deadlineMs: number,
+  ): Promise<Record<string, unknown>> {
+    const timer = setTimeout(() => upstream.abort('timeout'), deadlineMs);
+    let text: string;
+    try {
+      text = await upstream.response.text();
+    } catch {
+      if (upstream.stoppedBy === 'timeout')
+        throw new UpstreamError(
+          'timeout',
+          `upstream did not finish its answer within ${deadlineMs} ms`,
+        );
+      if (upstream.stoppedBy === 'aborted')
+        throw new UpstreamError('aborted', 'the client went away');
+      throw new UpstreamError('unreachable', 'upstream closed the connection mid-answer');
+    } finally {
+      clearTimeout(timer);
+    }
+    try {
+      const json: unknown = JSON.parse(text);
+      if (typeof json === 'object' && json !== null && !Array.isArray(json))
+        return json as Record<string, unknown>;
+    } catch {
+      // fall through
+    }
+    throw new UpstreamError(
+      'malformed',
+      'upstream answered with something that is not a JSON object',
+    );
+  }
+
+  /** Releases the hold for a call that failed before anything was generated, and says why. */
+  private async failed(
+    error: unknown,
+    held: HeldCall,
+    record: CallRecord,
+  ): Promise<GatewayResponse> {
+    if (!(error instanceof UpstreamError)) {
+      this.finish(record, 500, 'upstream_error');
+      await this.deps.meter
+        .release(held, record)
+        .catch((e: unknown) => this.deps.logger.error({ err: e }, 'could not release a hold'));
+      throw error;
+    }
+    const status = error.kind === 'timeout' ? 504 : error.kind === 'aborted' ? 499 : 502;
+    const outcome: CallOutcome =
+      error.kind === 'timeout'
+        ? 'upstream_timeout'
+        : error.kind === 'malformed'
+          ? 'upstream_malformed'
+          : error.kind === 'aborted'
+            ? 'client_disconnected'
+            : 'upstream_error';
+    this.finish(record, status, outcome);
+    await this.deps.meter.release(held, record);
+    const code = error.kind === 'timeout' ? 'upstream_timeout' : 'upstream_error';
+    return {
+      kind: 'json',
+      status,
+      headers: { 'x-lingxi-cost': '0' },
+      body: {
+        error: {
+          message: `${error.message}; nothing was charged`,
+          type: 'api_error',
+          code,
+          param: null,
+        },
+      },
+    };
+  }
+
+  private async settle(
+    held: HeldCall,
+    cost: Decimal,
+    record: CallRecord,
+    status: number,
+    outcome: CallOutcome,
+  ): Promise<void> {
+    this.finish(record, status, outcome);
+    await this.deps.meter.settle(held, cost, record);
+    this.deps.metrics.chargedUsd.inc({ model: record.model }, cost.toNumber());
+  }
+
+  private finish(record: CallRecord, status: number, outcome: CallOutcome): void {
+    record.finishedAt = new Date();
+    record.httpStatus = status;
+    record.outcome = outcome;
+    const labels = { endpoint: record.endpoint, model: record.model };
+    this.deps.metrics.calls.inc({ ...labels, outcome });
+    this.deps.metrics.callDuration.observe(
+      { ...labels, stream: String(record.stream) },
+      (record.finishedAt.getTime() - record.startedAt.getTime()) / 1000,
+    );
+  }
+
+  /**
+   * Passes upstream's SSE events to the client as they arrive, hides the usage chunk from a
+   * client that did not ask for it, and settles when the stream ends however it ends: for
+   * the reported usage, or for an estimate of what was generated (marked estimated).
+   */
+  private streamed(
+    body: ChatRequest,
+    model: Model,
+    held: HeldCall,
+    record: CallRecord,
+    upstream: UpstreamCall,
+  ): GatewayResponse {
+    const clientWantsUsage = body.stream_options?.include_usage === true;
+    const idleMs = model.provider.timeoutMs;
+    const pump = async (sink: Writable): Promise<void> => {
+      let text = '';
+      let usage: TokenUsage | null = null;
+      let done = false;
+      let malformed = false;
+      let clientGone = false;
+      sink.on('close', () => {
+        if (!sink.writableFinished) {
+          clientGone = true;
+          upstream.abort('aborted');
+        }
+      });
+      const write = async (frame: string) => {
+        if (clientGone || sink.destroyed) return;
+        if (!sink.write(frame))
+          await new Promise((resolve) => sink.once('drain', resolve).once('close', resolve));
+      };
+      const frames: string[] = [];
+      const parser = createParser({
+        onEvent(event: EventSourceMessage) {
+          if (event.data === '[DONE]') {
+            done = true;
+            return;
+          }
+          let chunk: Record<string, unknown>;
+          try {
+            chunk = JSON.parse(event.data) as Record<string, unknown>;
+          } catch {
+            malformed = true;
+            return;
+          }
+          const choices = Array.isArray(chunk['choices']) ? (chunk['choices'] as unknown[]) : [];
+          text += choicesText(choices);
+          let rewrite = false;
+          if (chunk['usage'] != null) {
+            usage = readUsage(chunk['usage']) ?? usage;
+            if (!clientWantsUsage) {
+              if (choices.length === 0) return;
+              delete chunk['usage'];
+              rewrite = true;
+            }
+          }
+          if (
+            chunk['model'] === model.price.upstreamModel &&
+            model.price.upstreamModel !== model.config.id
+          ) {
+            chunk['model'] = model.config.id;
+            rewrite = true;
+          }
+          frames.push(`data: ${rewrite ? JSON.stringify(chunk) : event.data}\n\n`);
+        },
+      });
+      let idle: NodeJS.Timeout | undefined;
+      const armIdle = () => {
+        clearTimeout(idle);
+        idle = setTimeout(() => upstream.abort('timeout'), idleMs);
+      };
+      let failure: CallOutcome | null = null;
+      const deadline = setTimeout(
+        () => upstream.abort('timeout'),
+        this.deps.config.gateway.maxCallDurationMs,
+      );
+      try {
+        armIdle();
+        const decoder = new TextDecoder();
+        for await (const bytes of upstream.response.body as unknown as AsyncIterable<Uint8Array>) {
+          armIdle();
+          parser.feed(decoder.decode(bytes, { stream: true }));
+          for (const frame of frames.splice(0)) await write(frame);
+          if (malformed || done) break;
+        }
+        if (malformed) failure = 'upstream_malformed';
+        else if (!done && !clientGone) failure = 'upstream_error';
+      } catch {
+        failure = clientGone
+          ? null
+          : upstream.stoppedBy === 'timeout'
+            ? 'upstream_timeout'
+            : 'upstream_error';
+      } finally {
+        clearTimeout(idle);
+        clearTimeout(deadline);
+      }
+      if (clientGone) failure = null;
+      if (failure && !clientGone) {
+        const message =
+          failure === 'upstream_timeout' ? 'upstream stopped sending' : 'upstream stream failed';
+        await write(
+          `data: ${JSON.stringify({ error: { message: `${message}; charged only for what was generated`, type: 'api_error', code: failure, param: null } })}\n\n`,
+        );
+      }
+      if (!failure && !clientGone) await write('data: [DONE]\n\n');
+      if (!sink.destroyed) sink.end();
+
+      const finalUsage: TokenUsage = usage ?? {
+        promptTokens: estimateTokens(messagesText(body.messages)),
+        cachedTokens: 0n,
+        completionTokens: estimateTokens(text),
+        reasoningTokens: 0n,
+      };
+      record.usage = finalUsage;
+      record.estimated = usage === null;
+      const outcome: CallOutcome = clientGone ? 'client_disconnected' : (failure ?? 'ok');
+      const nothingGenerated = usage === null && text === '';
+      try {
+        if (nothingGenerated && outcome !== 'ok') {
+          this.finish(record, 200, outcome);
+          await this.deps.meter.release(held, record);
+        } else {
+          await this.settle(held, costOf(finalUsage, model.price), record, 200, outcome);
+        }
+      } catch (error) {
+        this.deps.logger.error(
+          { err: error, requestId: record.requestId },
+          'could not settle a streamed call; its hold will expire',
+        );
+      }
+    };
+    return {
+      kind: 'stream',
+      headers: {
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache',
+        'x-accel-buffering': 'no',
+      },
+      pump: (sink) => this.deps.work.track(pump(sink)),
+    };
+  }
+}
+
+/** The text of chat choices: `message.content` of an answer, `delta.content` of a chunk. */
+function choicesText(choices: unknown): string {
+  if (!Array.isArray(choices)) return '';
+  let text = '';
+  for (const choice of choices) {
+    const c = choice as { message?: { content?: unknown }; delta?: { content?: unknown } };
+    const content = c.delta?.content ?? c.message?.content;
+    if (typeof content === 'string') text += content;
+  }
+  return text;
+}

@@ -1,0 +1,252 @@
+import { sql, type Kysely } from 'kysely';
+import {
+  Decimal,
+  InsufficientFundsError,
+  type Attachment,
+  type PostgresLedger,
+} from '../../ledger/index.js';
+import { accounts } from '../billing/accounts.js';
+import type { Database } from '../db/schema.js';
+import { AppError } from '../errors.js';
+import type { ApiCaller } from '../keys/keyAuthenticator.js';
+import type { TokenUsage } from './pricing.js';
+
+/** How a call ended, as recorded on its usage record. */
+export type CallOutcome =
+  | 'ok'
+  | 'client_disconnected'
+  | 'upstream_error'
+  | 'upstream_timeout'
+  | 'upstream_malformed'
+  | 'insufficient_balance'
+  | 'spend_limit'
+  | 'rate_limited';
+
+/** Everything a usage record holds: numbers and timestamps, never the prompt or the completion. */
+export interface CallRecord {
+  requestId: string;
+  caller: ApiCaller;
+  endpoint: 'chat.completions' | 'embeddings';
+  model: string;
+  provider: string | null;
+  priceId: string | null;
+  stream: boolean;
+  usage: TokenUsage;
+  estimated: boolean;
+  startedAt: Date;
+  firstByteAt: Date | null;
+  finishedAt: Date;
+  httpStatus: number;
+  outcome: CallOutcome;
+  clientIp: string | null;
+  userAgent: string | null;
+}
+
+export interface HeldCall {
+  holdId: string;
+  maxCost: Decimal;
+  /** Amount reserved against the key's spend limit (zero when it has none). */
+  reserved: Decimal;
+}
+
+const USAGE_COLUMNS = {
+  request_id: 'text',
+  key_id: 'uuid',
+  user_id: 'bigint',
+  endpoint: 'text',
+  model: 'text',
+  provider: 'text',
+  price_id: 'bigint',
+  stream: 'boolean',
+  prompt_tokens: 'bigint',
+  cached_tokens: 'bigint',
+  completion_tokens: 'bigint',
+  reasoning_tokens: 'bigint',
+  cost_usd: 'numeric',
+  shortfall_usd: 'numeric',
+  estimated: 'boolean',
+  hold_id: 'uuid',
+  entry_id: 'uuid',
+  started_at: 'timestamptz',
+  first_byte_at: 'timestamptz',
+  finished_at: 'timestamptz',
+  latency_ms: 'integer',
+  http_status: 'integer',
+  outcome: 'text',
+  client_ip: 'text',
+  user_agent: 'text',
+} as const;
+
+/**
+ * Money for API calls: holds the most a call can cost before it goes upstream, then settles
+ * the hold for the exact cost (or releases it when nothing is charged). The usage record is
+ * committed in the same statement as the ledger change, so the sum of usage costs always
+ * equals the revenue postings.
+ */
+export class Meter {
+  constructor(
+    private readonly ledger: PostgresLedger,
+    private readonly db: Kysely<Database>,
+  ) {}
+
+  /** Holds `maxCost` on the caller's balance; 402 when the balance or the key's spend limit cannot cover it. */
+  async hold(params: {
+    caller: ApiCaller;
+    requestId: string;
+    model: string;
+    maxCost: Decimal;
+    expiresAt: Date;
+  }): Promise<HeldCall> {
+    const { caller, maxCost } = params;
+    let reserved = new Decimal(0);
+    if (caller.spendLimitUsd !== null) {
+      const ok = await sql<{ id: string }>`
+        update api_keys set reserved_usd = reserved_usd + ${maxCost.toString()}::numeric
+         where id = ${caller.keyId} and spent_usd + reserved_usd + ${maxCost.toString()}::numeric <= spend_limit_usd
+        returning id`.execute(this.db);
+      if (ok.rows.length === 0) {
+        throw new AppError(
+          'spend_limit_exceeded',
+          `this key's spend limit of ${caller.spendLimitUsd} USD does not cover this call (up to ${maxCost.toString()} USD)`,
+          {
+            status: 402,
+            type: 'insufficient_quota',
+          },
+        );
+      }
+      reserved = maxCost;
+    }
+    try {
+      const { holdId } = await this.ledger.createHold({
+        debitAccount: accounts.customer(caller.userId),
+        creditAccount: accounts.usageRevenue,
+        amount: maxCost,
+        expiresAt: params.expiresAt,
+        metadata: { requestId: params.requestId, keyId: caller.keyId, model: params.model },
+      });
+      return { holdId, maxCost, reserved };
+    } catch (error) {
+      await this.releaseReservation(caller, reserved, new Decimal(0));
+      if (error instanceof InsufficientFundsError) {
+        const available = String(error.details['available'] ?? '0');
+        throw new AppError(
+          'insufficient_balance',
+          `insufficient balance: this call may cost up to ${maxCost.toString()} USD and ${available} USD is available; top up to continue`,
+          { status: 402, type: 'insufficient_quota' },
+        );
+      }
+      throw error;
+    }
+  }
+
+  /** Charges exactly `cost` against the hold and commits the usage record with it. */
+  async settle(
+    held: HeldCall,
+    cost: Decimal,
+    record: CallRecord,
+  ): Promise<{ entryId: string | null; shortfall: Decimal }> {
+    const result = await this.ledger.postHold({
+      holdId: held.holdId,
+      amount: cost,
+      allowOverHold: true,
+      shortfallAccount: accounts.receivable(record.caller.userId),
+      kind: 'usage',
+      description: `${record.endpoint} ${record.model}`,
+      metadata: {
+        requestId: record.requestId,
+        model: record.model,
+        keyId: record.caller.keyId,
+        priceId: record.priceId,
+      },
+      attach: (outcome) => [
+        usageAttachment(record, {
+          cost,
+          shortfall: outcome.shortfall,
+          holdId: held.holdId,
+          entryId: outcome.entryId,
+        }),
+      ],
+    });
+    await this.releaseReservation(record.caller, held.reserved, cost);
+    return { entryId: result.entryId, shortfall: result.shortfall };
+  }
+
+  /** Releases the hold (nothing charged) and commits the usage record saying why. */
+  async release(held: HeldCall, record: CallRecord): Promise<void> {
+    await this.ledger.voidHold({
+      holdId: held.holdId,
+      attach: () => [
+        usageAttachment(record, {
+          cost: new Decimal(0),
+          shortfall: new Decimal(0),
+          holdId: held.holdId,
+          entryId: null,
+        }),
+      ],
+    });
+    await this.releaseReservation(record.caller, held.reserved, new Decimal(0));
+  }
+
+  /** A call refused before any hold (402, 429): recorded, nothing charged. */
+  async recordRefused(record: CallRecord): Promise<void> {
+    const { row } = usageAttachment(record, {
+      cost: new Decimal(0),
+      shortfall: new Decimal(0),
+      holdId: null,
+      entryId: null,
+    });
+    await this.db
+      .insertInto('usage_records')
+      .values(row as never)
+      .execute();
+  }
+
+  private async releaseReservation(
+    caller: ApiCaller,
+    reserved: Decimal,
+    cost: Decimal,
+  ): Promise<void> {
+    if (caller.spendLimitUsd === null) return;
+    await sql`update api_keys set reserved_usd = greatest(reserved_usd - ${reserved.toString()}::numeric, 0),
+                 spent_usd = spent_usd + ${cost.toString()}::numeric where id = ${caller.keyId}`.execute(
+      this.db,
+    );
+  }
+}
+
+function usageAttachment(
+  record: CallRecord,
+  money: { cost: Decimal; shortfall: Decimal; holdId: string | null; entryId: string | null },
+): Attachment {
+  return {
+    table: 'usage_records',
+    columns: USAGE_COLUMNS,
+    row: {
+      request_id: record.requestId,
+      key_id: record.caller.keyId,
+      user_id: record.caller.userId,
+      endpoint: record.endpoint,
+      model: record.model,
+      provider: record.provider,
+      price_id: record.priceId,
+      stream: record.stream,
+      prompt_tokens: record.usage.promptTokens.toString(),
+      cached_tokens: record.usage.cachedTokens.toString(),
+      completion_tokens: record.usage.completionTokens.toString(),
+      reasoning_tokens: record.usage.reasoningTokens.toString(),
+      cost_usd: money.cost.toString(),
+      shortfall_usd: money.shortfall.toString(),
+      estimated: record.estimated,
+      hold_id: money.holdId,
+      entry_id: money.entryId,
+      started_at: record.startedAt,
+      first_byte_at: record.firstByteAt,
+      finished_at: record.finishedAt,
+      latency_ms: Math.max(0, Math.round(record.finishedAt.getTime() - record.startedAt.getTime())),
+      http_status: record.httpStatus,
+      outcome: record.outcome,
+      client_ip: record.clientIp,
+      user_agent: record.userAgent?.slice(0, 512) ?? null,
+    },
+  };
+}

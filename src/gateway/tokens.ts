@@ -1,0 +1,72 @@
+/**
+ * Token bounds and estimates without a tokenizer.
+ *
+ * Upper bound: a token is at least one byte of text, so a prompt has at most as many tokens
+ * as the UTF-8 bytes of its JSON (which also covers roles, names and per-message overhead),
+ * plus a fixed allowance per image, whose cost does not show in its URL's length.
+ *
+ * Estimate (used only when upstream sent no usage, and then the usage record says so):
+ * about four bytes of text per token, rounded up.
+ */
+
+export const IMAGE_TOKENS_MAX = 3_000;
+const FIXED_OVERHEAD_TOKENS = 16;
+
+export function promptTokensUpperBound(body: Record<string, unknown>): bigint {
+  const relevant = {
+    messages: body['messages'],
+    tools: body['tools'],
+    functions: body['functions'],
+    tool_choice: body['tool_choice'],
+    response_format: body['response_format'],
+  };
+  const json = JSON.stringify(relevant);
+  const images = countImages(body['messages']);
+  return BigInt(
+    Buffer.byteLength(json, 'utf8') + images * IMAGE_TOKENS_MAX + FIXED_OVERHEAD_TOKENS,
+  );
+}
+
+/** Embedding input: strings count their bytes; token-id arrays count their length. */
+export function embeddingTokensUpperBound(input: unknown): bigint {
+  const items = Array.isArray(input) ? input : [input];
+  let total = 0;
+  for (const item of items) {
+    if (typeof item === 'string') total += Buffer.byteLength(item, 'utf8');
+    else if (typeof item === 'number') total += 1;
+    else if (Array.isArray(item)) total += item.length;
+  }
+  return BigInt(total + FIXED_OVERHEAD_TOKENS);
+}
+
+export function estimateTokens(text: string): bigint {
+  return BigInt(Math.ceil(Buffer.byteLength(text, 'utf8') / 4));
+}
+
+/** The text of a chat request's messages (for an estimate of its prompt tokens). */
+export function messagesText(messages: unknown): string {
+  if (!Array.isArray(messages)) return '';
+  const parts: string[] = [];
+  for (const message of messages) {
+    const content = (message as { content?: unknown }).content;
+    if (typeof content === 'string') parts.push(content);
+    else if (Array.isArray(content)) {
+      for (const part of content)
+        if (typeof (part as { text?: unknown }).text === 'string')
+          parts.push((part as { text: string }).text);
+    }
+  }
+  return parts.join('\n');
+}
+
+function countImages(messages: unknown): number {
+  if (!Array.isArray(messages)) return 0;
+  let images = 0;
+  for (const message of messages) {
+    const content = (message as { content?: unknown }).content;
+    if (Array.isArray(content))
+      for (const part of content)
+        if ((part as { type?: unknown }).type === 'image_url') images += 1;
+  }
+  return images;
+}

@@ -1,0 +1,22 @@
+import Router from '@koa/router';
+import type { Services } from '../../../services.js';
+import { requireAdmin } from '../../middleware/auth.js';
+import { idempotency } from '../../middleware/idempotency.js';
+import { jsonBody } from '../../middleware/jsonBody.js';
+import { adminLedgerRoutes } from './ledger.js';
+import { adminUserRoutes } from './users.js';
+
+/** /admin: the operator's API, behind the admin token; every POST honours Idempotency-Key. */
+export function adminRoutes(services: Services): Router {
+  const { config, database } = services.runtime;
+  const router = new Router({ prefix: '/admin' });
+  router.use(
+    requireAdmin(config.adminToken),
+    jsonBody(config.http.bodyLimitBytes),
+    idempotency(database.db),
+  );
+  for (const child of [adminUserRoutes(services), adminLedgerRoutes(services)]) {
+    router.use(child.routes(), child.allowedMethods());
+  }
+  return router;
+}

@@ -1,0 +1,81 @@
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import { audit } from '../../../audit.js';
+import { adjustBalance } from '../../../billing/adjustBalance.js';
+import { getUserBalance } from '../../../billing/getUserBalance.js';
+import { createApiKey } from '../../../keys/apiKeys.js';
+import type { Services } from '../../../services.js';
+import { createUser, requireUser } from '../../../users/createUser.js';
+
+/** /admin/users: create users, their keys and balance adjustments; read balances. */
+export function adminUserRoutes(services: Services): Router {
+  const { runtime } = services;
+  const { db } = runtime.database;
+  const router = new Router({ prefix: '/users' });
+  const record = (ctx: Context, action: string, target: string, details: Record<string, unknown>) =>
+    audit(db, {
+      actor: ctx.state['actor'],
+      action,
+      target,
+      details,
+      ip: ctx.ip,
+      requestId: ctx.state['requestId'],
+    });
+
+  router.post('/', async (ctx) => {
+    const body = ctx.state['body'] as { telegramId?: unknown; username?: unknown };
+    const user = await createUser(db, {
+      telegramId: body.telegramId as string,
+      username: (body.username as string | undefined) ?? null,
+    });
+    await record(ctx, 'user.create', `user:${user.id}`, { telegramId: String(body.telegramId) });
+    ctx.status = 201;
+    ctx.body = user;
+  });
+
+  router.post('/:id/keys', async (ctx) => {
+    const user = await requireUser(db, ctx.params['id']!);
+    const body = ctx.state['body'] as {
+      name?: unknown;
+      spendLimitUsd?: unknown;
+      allowedModels?: unknown;
+    };
+    const key = await createApiKey(db, {
+      userId: user.id,
+      name: body.name as string | undefined,
+      spendLimitUsd: body.spendLimitUsd,
+      allowedModels: body.allowedModels,
+    });
+    await record(ctx, 'key.create', `user:${user.id}`, { keyId: key.id, name: key.name });
+    ctx.status = 201;
+    ctx.body = key;
+  });
+
+  router.post('/:id/adjustments', async (ctx) => {
+    const user = await requireUser(db, ctx.params['id']!);
+    const body = ctx.state['body'] as { amount?: unknown; reason?: unknown };
+    const idempotencyKey = ctx.get('idempotency-key') || undefined;
+    const result = await adjustBalance(runtime.ledger, {
+      userId: user.id,
+      amount: body.amount,
+      reason: body.reason,
+      idempotencyKey,
+      actor: ctx.state['actor'],
+    });
+    if (!result.replayed)
+      await record(ctx, 'balance.adjust', `user:${user.id}`, {
+        amount: body.amount,
+        reason: body.reason,
+        entryId: result.entryId,
+      });
+    ctx.status = 201;
+    ctx.body = { entryId: result.entryId, balance: await getUserBalance(runtime.ledger, user.id) };
+  });
+
+  router.get('/:id/balance', async (ctx) => {
+    const user = await requireUser(db, ctx.params['id']!);
+    ctx.body = await getUserBalance(runtime.ledger, user.id);
+  });
+
+  return router;
+}

@@ -1,0 +1,158 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { sql, type Kysely } from 'kysely';
+import { v7 as uuidv7 } from 'uuid';
+import { parseAmount } from '../../ledger/index.js';
+import type { Database } from '../db/schema.js';
+import { badRequest, notFound } from '../errors.js';
+
+/** Keys look like `lx-` + 43 base64url characters (32 random bytes). */
+const KEY_PREFIX = 'lx-';
+const KEY_PATTERN = /^lx-[A-Za-z0-9_-]{43}$/;
+
+export interface CreateApiKeyParameters {
+  userId: string;
+  name?: string | null | undefined;
+  /** USD the key may spend in total, as a decimal string. */
+  spendLimitUsd?: unknown;
+  /** Model ids the key may call; all when absent. */
+  allowedModels?: unknown;
+}
+
+export interface CreatedApiKey {
+  id: string;
+  /** The secret: shown once, never stored. */
+  key: string;
+  prefix: string;
+  name: string;
+  spendLimitUsd: string | null;
+  allowedModels: string[] | null;
+  createdAt: string;
+}
+
+export function hashApiKey(key: string): string {
+  return createHash('sha256').update(key).digest('hex');
+}
+
+/** Creates an API key for a user; only its hash is stored. */
+export async function createApiKey(
+  db: Kysely<Database>,
+  params: CreateApiKeyParameters,
+): Promise<CreatedApiKey> {
+  const name = params.name ?? '';
+  if (typeof name !== 'string' || name.length > 100)
+    throw badRequest('name must be a text of at most 100 characters', 'name');
+  const spendLimit =
+    params.spendLimitUsd === undefined || params.spendLimitUsd === null
+      ? null
+      : parseAmount(params.spendLimitUsd, { scale: 18, currency: 'USD', field: 'spendLimitUsd' });
+  let allowedModels: string[] | null = null;
+  if (params.allowedModels !== undefined && params.allowedModels !== null) {
+    if (
+      !Array.isArray(params.allowedModels) ||
+      params.allowedModels.length > 100 ||
+      !params.allowedModels.every((m) => typeof m === 'string' && m.length > 0 && m.length <= 200)
+    ) {
+      throw badRequest('allowedModels must be a list of model ids', 'allowedModels');
+    }
+    allowedModels = params.allowedModels as string[];
+  }
+  const key = `${KEY_PREFIX}${randomBytes(32).toString('base64url')}`;
+  const row = await db
+    .insertInto('api_keys')
+    .values({
+      id: uuidv7(),
+      user_id: params.userId,
+      name,
+      prefix: key.slice(0, 10),
+      key_hash: hashApiKey(key),
+      spend_limit_usd: spendLimit?.toString() ?? null,
+      allowed_models: allowedModels,
+    })
+    .returning(['id', 'prefix', 'name', 'created_at'])
+    .executeTakeFirstOrThrow();
+  return {
+    id: row.id,
+    key,
+    prefix: row.prefix,
+    name: row.name,
+    spendLimitUsd: spendLimit?.toString() ?? null,
+    allowedModels,
+    createdAt: row.created_at.toISOString(),
+  };
+}
+
+export interface ApiKeySummary {
+  id: string;
+  name: string;
+  prefix: string;
+  spendLimitUsd: string | null;
+  spentUsd: string;
+  allowedModels: string[] | null;
+  createdAt: string;
+  lastUsedAt: string | null;
+  revokedAt: string | null;
+}
+
+export async function listApiKeys(db: Kysely<Database>, userId: string): Promise<ApiKeySummary[]> {
+  const rows = await db
+    .selectFrom('api_keys')
+    .selectAll()
+    .where('user_id', '=', userId)
+    .orderBy('created_at', 'desc')
+    .execute();
+  return rows.map((row) => ({
+    id: row.id,
+    name: row.name,
+    prefix: row.prefix,
+    spendLimitUsd: row.spend_limit_usd,
+    spentUsd: row.spent_usd,
+    allowedModels: row.allowed_models,
+    createdAt: row.created_at.toISOString(),
+    lastUsedAt: row.last_used_at ? new Date(row.last_used_at).toISOString() : null,
+    revokedAt: row.revoked_at ? new Date(row.revoked_at).toISOString() : null,
+  }));
+}
+
+/** Revokes one of a user's keys; it stops working at once (see KeyAuthenticator). */
+export async function revokeApiKey(
+  db: Kysely<Database>,
+  params: { userId: string; keyId: string },
+): Promise<{ id: string; revokedAt: string }> {
+  if (!/^[0-9a-f-]{36}$/i.test(params.keyId)) throw notFound('no such key', 'key_not_found', 'id');
+  const row = await db
+    .updateTable('api_keys')
+    .set({ revoked_at: new Date() })
+    .where('id', '=', params.keyId)
+    .where('user_id', '=', params.userId)
+    .where('revoked_at', 'is', null)
+    .returning(['id', 'revoked_at'])
+    .executeTakeFirst();
+  if (!row) {
+    const existing = await db
+      .selectFrom('api_keys')
+      .select(['id', 'revoked_at'])
+      .where('id', '=', params.keyId)
+      .where('user_id', '=', params.userId)
+      .executeTakeFirst();
+    if (!existing) throw notFound('no such key', 'key_not_found', 'id');
+    return { id: existing.id, revokedAt: new Date(existing.revoked_at!).toISOString() };
+  }
+  await notifyKeyChange(db);
+  return { id: row.id, revokedAt: new Date(row.revoked_at!).toISOString() };
+}
+
+/** Tells every gateway process to forget cached keys (revocation, suspension). */
+export async function notifyKeyChange(db: Kysely<Database>): Promise<void> {
+  await sql`select pg_notify('lingxi_keys', 'changed')`.execute(db);
+}
+
+/** A well-formed key string, compared without leaking timing. */
+export function looksLikeApiKey(candidate: string): boolean {
+  return KEY_PATTERN.test(candidate);
+}
+
+export function hashesEqual(a: string, b: string): boolean {
+  const x = Buffer.from(a, 'hex');
+  const y = Buffer.from(b, 'hex');
+  return x.length === y.length && timingSafeEqual(x, y);
+}

@@ -1,0 +1,151 @@
+import type { Kysely } from 'kysely';
+import pg from 'pg';
+import type { Database } from '../db/schema.js';
+import { AppError, unauthorized } from '../errors.js';
+import type { Logger } from '../log.js';
+import { hashApiKey, hashesEqual, looksLikeApiKey } from './apiKeys.js';
+
+export interface ApiCaller {
+  keyId: string;
+  userId: string;
+  allowedModels: string[] | null;
+  spendLimitUsd: string | null;
+}
+
+interface Cached {
+  caller: ApiCaller;
+  keyHash: string;
+  expiresAt: number;
+}
+
+const CACHE_TTL_MS = 60_000;
+const CACHE_MAX = 50_000;
+
+/**
+ * Looks up API keys by the SHA-256 of the key (one indexed lookup, never the key itself),
+ * and caches what it found for a minute. A revocation or a suspension sends NOTIFY
+ * `lingxi_keys`, which empties every process's cache at once; while the LISTEN connection
+ * is down nothing is cached, so a revoked key never outlives its revocation by more than
+ * the notification's trip.
+ */
+export class KeyAuthenticator {
+  private readonly cache = new Map<string, Cached>();
+  private listener: pg.Client | null = null;
+  private listening = false;
+  private closed = false;
+  private readonly lastUsedWritten = new Map<string, number>();
+
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly databaseUrl: string,
+    private readonly logger: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.listen();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.listening = false;
+    await this.listener?.end().catch(() => {});
+  }
+
+  /** The caller behind `Authorization: Bearer <key>`; 401 `invalid_api_key` otherwise. */
+  async authenticate(authorization: string | undefined): Promise<ApiCaller> {
+    const key = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? '')?.[1];
+    if (!key) throw unauthorized('missing API key: send "Authorization: Bearer <key>"');
+    if (!looksLikeApiKey(key)) throw unauthorized('invalid API key');
+    const keyHash = hashApiKey(key);
+    const cached = this.cache.get(keyHash);
+    if (
+      cached &&
+      cached.expiresAt > Date.now() &&
+      this.listening &&
+      hashesEqual(cached.keyHash, keyHash)
+    ) {
+      this.touch(cached.caller.keyId);
+      return cached.caller;
+    }
+    const row = await this.db
+      .selectFrom('api_keys as k')
+      .innerJoin('users as u', 'u.id', 'k.user_id')
+      .select([
+        'k.id',
+        'k.user_id',
+        'k.key_hash',
+        'k.allowed_models',
+        'k.spend_limit_usd',
+        'k.revoked_at',
+        'u.status',
+      ])
+      .where('k.key_hash', '=', keyHash)
+      .executeTakeFirst();
+    if (!row || !hashesEqual(row.key_hash, keyHash)) throw unauthorized('invalid API key');
+    if (row.revoked_at) throw unauthorized('this API key was revoked', 'invalid_api_key');
+    if (row.status !== 'active') {
+      throw new AppError('account_suspended', `this account is ${row.status}`, {
+        status: 403,
+        type: 'invalid_request_error',
+      });
+    }
+    const caller: ApiCaller = {
+      keyId: row.id,
+      userId: row.user_id,
+      allowedModels: row.allowed_models,
+      spendLimitUsd: row.spend_limit_usd,
+    };
+    if (this.listening) {
+      if (this.cache.size >= CACHE_MAX) this.cache.clear();
+      this.cache.set(keyHash, { caller, keyHash, expiresAt: Date.now() + CACHE_TTL_MS });
+    }
+    this.touch(caller.keyId);
+    return caller;
+  }
+
+  /** Forgets every cached key (also done on NOTIFY lingxi_keys). */
+  invalidate(): void {
+    this.cache.clear();
+  }
+
+  /** Records last use at most once a minute per key, off the request path. */
+  private touch(keyId: string): void {
+    const now = Date.now();
+    if ((this.lastUsedWritten.get(keyId) ?? 0) > now - 60_000) return;
+    this.lastUsedWritten.set(keyId, now);
+    void this.db
+      .updateTable('api_keys')
+      .set({ last_used_at: new Date(now) })
+      .where('id', '=', keyId)
+      .execute()
+      .catch((error: unknown) => this.logger.warn({ err: error }, 'could not record key use'));
+  }
+
+  private async listen(): Promise<void> {
+    if (this.closed) return;
+    const client = new pg.Client({ connectionString: this.databaseUrl });
+    const reconnect = () => {
+      if (!this.listening && this.listener !== client) return;
+      this.listening = false;
+      this.invalidate();
+      if (!this.closed) setTimeout(() => void this.listen().catch(() => {}), 1000).unref();
+    };
+    client.on('error', reconnect);
+    client.on('end', reconnect);
+    client.on('notification', () => this.invalidate());
+    try {
+      await client.connect();
+      await client.query('listen lingxi_keys');
+      this.listener = client;
+      this.invalidate();
+      this.listening = true;
+    } catch (error) {
+      this.logger.warn(
+        { err: error },
+        'key cache disabled: cannot LISTEN for key changes; retrying',
+      );
+      await client.end().catch(() => {});
+      if (!this.closed) setTimeout(() => void this.listen().catch(() => {}), 1000).unref();
+    }
+  }
+}

@@ -1,0 +1,73 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Prometheus metrics of one process, served at GET /metrics. */
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly httpRequests = new Counter({
+    name: 'lingxi_http_requests_total',
+    help: 'HTTP requests by route and status',
+    labelNames: ['method', 'route', 'status'] as const,
+    registers: [this.registry],
+  });
+
+  readonly calls = new Counter({
+    name: 'lingxi_gateway_calls_total',
+    help: 'API calls by model and outcome',
+    labelNames: ['endpoint', 'model', 'outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly callDuration = new Histogram({
+    name: 'lingxi_gateway_call_duration_seconds',
+    help: 'Whole API call, request to last byte',
+    labelNames: ['endpoint', 'model', 'stream'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+    registers: [this.registry],
+  });
+
+  readonly upstreamDuration = new Histogram({
+    name: 'lingxi_gateway_upstream_first_byte_seconds',
+    help: 'Time from sending upstream to its response headers',
+    labelNames: ['provider'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+
+  /** Observability only: the exact amounts are in the ledger; a float here is fine. */
+  readonly chargedUsd = new Counter({
+    name: 'lingxi_gateway_charged_usd_total',
+    help: 'USD charged for API calls (approximate float; the ledger is exact)',
+    labelNames: ['model'] as const,
+    registers: [this.registry],
+  });
+
+  readonly ledgerBatchSize = new Histogram({
+    name: 'lingxi_ledger_batch_size',
+    help: 'Ledger operations per database write',
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
+    registers: [this.registry],
+  });
+
+  readonly ledgerBatchDuration = new Histogram({
+    name: 'lingxi_ledger_batch_duration_seconds',
+    help: 'Ledger batch from taking the queue to commit, retries included',
+    labelNames: ['mode'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [this.registry],
+  });
+
+  readonly holdsOpen: Gauge;
+
+  constructor(countOpenHolds: () => Promise<number>) {
+    collectDefaultMetrics({ register: this.registry, prefix: 'lingxi_' });
+    this.holdsOpen = new Gauge({
+      name: 'lingxi_ledger_holds_open',
+      help: 'Pending holds (all processes), read at scrape time',
+      registers: [this.registry],
+      async collect() {
+        this.set(await countOpenHolds());
+      },
+    });
+  }
+}

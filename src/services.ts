@@ -1,0 +1,52 @@
+import { Gateway } from './gateway/gateway.js';
+import { Meter } from './gateway/meter.js';
+import { syncPrices } from './gateway/pricing.js';
+import { RateLimiter } from './gateway/rateLimiter.js';
+import { KeyAuthenticator } from './keys/keyAuthenticator.js';
+import { WorkTracker } from './lifecycle.js';
+import type { Runtime } from './runtime.js';
+
+/** The domain services the http role serves, built once on a runtime. */
+export interface Services {
+  runtime: Runtime;
+  keys: KeyAuthenticator;
+  meter: Meter;
+  gateway: Gateway;
+  /** Work that outlives its request (stream settlements); drained on shutdown. */
+  work: WorkTracker;
+  close(): Promise<void>;
+}
+
+export async function createServices(runtime: Runtime): Promise<Services> {
+  const { config, database, ledger, logger, metrics } = runtime;
+  const prices = await syncPrices(database.db, config.models);
+  const keys = new KeyAuthenticator(database.db, database.url, logger);
+  await keys.start();
+  const meter = new Meter(ledger, database.db);
+  const work = new WorkTracker();
+  const gateway = new Gateway({
+    config,
+    prices,
+    meter,
+    rateLimiter: new RateLimiter(config.gateway.rateLimit),
+    metrics,
+    logger,
+    work,
+  });
+  return {
+    runtime,
+    keys,
+    meter,
+    gateway,
+    work,
+    async close() {
+      const drained = await work.drain(15_000);
+      if (!drained)
+        logger.warn(
+          { pending: work.size },
+          'shutdown: some calls were still settling; their holds will expire',
+        );
+      await keys.close();
+    },
+  };
+}

@@ -1,0 +1,179 @@
+import OpenAI from 'openai';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { Decimal } from '../../ledger/index.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { admin, startTestService, userWithKey, type TestService } from '../support/service.js';
+import {
+  countPromptTokens,
+  startUpstreamStub,
+  type UpstreamStub,
+} from '../support/upstream-stub.js';
+import { expectedCost, gatewayConfig, MODELS, sdk } from './fixtures.js';
+
+let database: TestDatabase;
+let stub: UpstreamStub;
+let service: TestService;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  stub = await startUpstreamStub({ apiKey: 'upstream-secret' });
+  service = await startTestService({ databaseUrl: database.url, config: gatewayConfig(stub.url) });
+});
+afterAll(async () => {
+  await service?.stop();
+  await stub?.close();
+  await database?.drop();
+});
+
+async function settled() {
+  await stub.waitForIdle();
+  await service.http.services.work.drain(5000);
+}
+
+async function state(userId: string) {
+  await settled();
+  const { body } = await admin<{ available: string; held: string }>(
+    service,
+    'GET',
+    `/users/${userId}/balance`,
+  );
+  const { rows } = await database.pool.query(
+    `select outcome, http_status, cost_usd::text as cost, estimated, completion_tokens::text as completion
+       from usage_records where user_id = $1 order by id`,
+    [userId],
+  );
+  const pending = await database.pool.query(
+    `select count(*)::int as n from ledger_holds h join ledger_accounts a on a.id = h.debit_account_id
+      where a.code = $1 and h.status = 'pending'`,
+    [`liabilities:customers:${userId}`],
+  );
+  return {
+    available: body.available,
+    held: body.held,
+    pendingHolds: pending.rows[0].n as number,
+    rows,
+  };
+}
+
+const ask = (content: string) => [{ role: 'user' as const, content }];
+
+test('upstream 500: a 502 in OpenAI shape, nothing charged, nothing held, the row says why', async () => {
+  const { userId, apiKey } = await userWithKey(service, { telegramId: 2001, balance: '1' });
+  const error = await sdk(service.url, apiKey)
+    .chat.completions.create({ model: 'gpt-4o-mini', messages: ask('boom [[fail=500]]') })
+    .catch((e: unknown) => e);
+  expect(error).toBeInstanceOf(OpenAI.APIError);
+  expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(502);
+  expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe('upstream_error');
+  expect(await state(userId)).toEqual({
+    available: '1',
+    held: '0',
+    pendingHolds: 0,
+    rows: [
+      { outcome: 'upstream_error', http_status: 502, cost: '0', estimated: false, completion: '0' },
+    ],
+  });
+});
+
+test('upstream timeout: a 504, nothing charged, nothing held', async () => {
+  const { userId, apiKey } = await userWithKey(service, { telegramId: 2002, balance: '1' });
+  const error = await sdk(service.url, apiKey)
+    .chat.completions.create({ model: 'gpt-4o-mini', messages: ask('wait [[stall]]') })
+    .catch((e: unknown) => e);
+  expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(504);
+  expect(await state(userId)).toMatchObject({
+    available: '1',
+    held: '0',
+    pendingHolds: 0,
+    rows: [{ outcome: 'upstream_timeout', http_status: 504, cost: '0' }],
+  });
+});
+
+test('malformed upstream JSON: a 502, nothing charged, nothing held', async () => {
+  const { userId, apiKey } = await userWithKey(service, { telegramId: 2003, balance: '1' });
+  const error = await sdk(service.url, apiKey)
+    .chat.completions.create({ model: 'gpt-4o-mini', messages: ask('garble [[malformed]]') })
+    .catch((e: unknown) => e);
+  expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(502);
+  expect(await state(userId)).toMatchObject({
+    available: '1',
+    pendingHolds: 0,
+    rows: [{ outcome: 'upstream_malformed', cost: '0' }],
+  });
+});
+
+test('a client that disconnects mid-stream: upstream is aborted, what was generated is charged (estimated), nothing stays held', async () => {
+  const { userId, apiKey } = await userWithKey(service, { telegramId: 2004, balance: '1' });
+  const controller = new AbortController();
+  const stream = await sdk(service.url, apiKey).chat.completions.create(
+    { model: 'gpt-4o-mini', messages: ask('long story [[tokens=200]] [[delay=20]]'), stream: true },
+    { signal: controller.signal },
+  );
+  let received = '';
+  let chunks = 0;
+  for await (const chunk of stream) {
+    received += chunk.choices[0]?.delta?.content ?? '';
+    chunks += 1;
+    if (chunks === 6) controller.abort();
+  }
+  const after = await state(userId);
+  const upstream = stub.requests.find((r) => JSON.stringify(r.body).includes('long story'))!;
+  expect(upstream.clientDisconnected).toBe(true);
+  expect(upstream.chunksSent).toBeLessThan(100);
+  expect(after.pendingHolds).toBe(0);
+  expect(after.held).toBe('0');
+  expect(after.rows).toHaveLength(1);
+  const row = after.rows[0]!;
+  expect(row).toMatchObject({ outcome: 'client_disconnected', estimated: true, http_status: 200 });
+  // Charged for the text that was generated before the disconnect: at least what the client saw.
+  expect(Number(row.completion)).toBeGreaterThanOrEqual(Math.ceil(Buffer.byteLength(received) / 4));
+  expect(new Decimal(row.cost).gt(0)).toBe(true);
+  expect(after.available).toBe(new Decimal(1).sub(row.cost).toString());
+});
+
+test('an upstream that fails mid-stream: the client gets an error event, is charged for what was generated', async () => {
+  const { userId, apiKey } = await userWithKey(service, { telegramId: 2005, balance: '1' });
+  const stream = await sdk(service.url, apiKey).chat.completions.create({
+    model: 'gpt-4o-mini',
+    messages: ask('partial [[tokens=50]] [[stall-after=4]]'),
+    stream: true,
+  });
+  let received = '';
+  const error = await (async () => {
+    for await (const chunk of stream) received += chunk.choices[0]?.delta?.content ?? '';
+  })().catch((e: unknown) => e);
+  expect(String(error)).toMatch(/upstream stopped sending/);
+  expect(received).toBe('tok0 tok1 tok2 ');
+  const after = await state(userId);
+  expect(after.pendingHolds).toBe(0);
+  expect(after.rows).toMatchObject([{ outcome: 'upstream_timeout', estimated: true }]);
+  expect(after.available).toBe(new Decimal(1).sub(after.rows[0].cost).toString());
+});
+
+test('an upstream stream without usage is settled on an estimate and marked so', async () => {
+  const { userId, apiKey } = await userWithKey(service, { telegramId: 2006, balance: '1' });
+  const messages = ask('quiet [[tokens=8]] [[no-usage]]');
+  const stream = await sdk(service.url, apiKey).chat.completions.create({
+    model: 'gpt-4o-mini',
+    messages,
+    stream: true,
+  });
+  for await (const _chunk of stream) void _chunk;
+  const after = await state(userId);
+  const text = Array.from({ length: 8 }, (_, i) => `tok${i} `).join('');
+  const estimatedPrompt = Math.ceil(Buffer.byteLength('quiet [[tokens=8]] [[no-usage]]') / 4);
+  const cost = expectedCost(MODELS.mini, {
+    prompt: estimatedPrompt,
+    completion: Math.ceil(Buffer.byteLength(text) / 4),
+  });
+  expect(after.rows).toEqual([
+    {
+      outcome: 'ok',
+      http_status: 200,
+      cost: cost.toString(),
+      estimated: true,
+      completion: String(Math.ceil(text.length / 4)),
+    },
+  ]);
+  expect(countPromptTokens({ messages })).toBeGreaterThan(0);
+});

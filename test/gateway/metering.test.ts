@@ -1,0 +1,216 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { Decimal } from '../../ledger/index.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { admin, startTestService, userWithKey, type TestService } from '../support/service.js';
+import {
+  countPromptTokens,
+  startUpstreamStub,
+  type UpstreamStub,
+} from '../support/upstream-stub.js';
+import { expectedCost, gatewayConfig, MODELS, sdk } from './fixtures.js';
+
+let database: TestDatabase;
+let stub: UpstreamStub;
+let service: TestService;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  stub = await startUpstreamStub({ apiKey: 'upstream-secret' });
+  service = await startTestService({ databaseUrl: database.url, config: gatewayConfig(stub.url) });
+});
+afterAll(async () => {
+  await service?.stop();
+  await stub?.close();
+  await database?.drop();
+});
+
+async function balance(userId: string) {
+  const { body } = await admin<{ available: string; posted: string; held: string }>(
+    service,
+    'GET',
+    `/users/${userId}/balance`,
+  );
+  return body;
+}
+
+async function usageRows(userId: string) {
+  const { rows } = await database.pool.query(
+    `select request_id, model, prompt_tokens::text, cached_tokens::text, completion_tokens::text, reasoning_tokens::text,
+            cost_usd::text, estimated, outcome, http_status, stream, price_id::text, entry_id, client_ip, user_agent, latency_ms
+       from usage_records where user_id = $1 order by id`,
+    [userId],
+  );
+  return rows;
+}
+
+describe('non-streaming calls through the official SDK', () => {
+  test('the balance drops by exactly tokens x prices, and the cost header says so', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 1001, balance: '5' });
+    const client = sdk(service.url, apiKey);
+    const messages = [
+      { role: 'system' as const, content: 'You are terse.' },
+      { role: 'user' as const, content: 'Say hello [[tokens=37]] [[cached=5]]' },
+    ];
+    const { data, response } = await client.chat.completions
+      .create({ model: 'gpt-4o-mini', messages })
+      .withResponse();
+    const prompt = countPromptTokens({ messages });
+    expect(data.usage).toMatchObject({ prompt_tokens: prompt, completion_tokens: 37 });
+    expect(data.model).toBe('gpt-4o-mini');
+    const cost = expectedCost(MODELS.mini, { prompt, cached: 5, completion: 37 });
+    expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
+    expect(response.headers.get('x-request-id')).toMatch(/^req_/);
+    expect(await balance(userId)).toEqual({
+      currency: 'USD',
+      available: new Decimal(5).sub(cost).toString(),
+      posted: new Decimal(5).sub(cost).toString(),
+      held: '0',
+    });
+    const [row] = await usageRows(userId);
+    expect(row).toMatchObject({
+      model: 'gpt-4o-mini',
+      prompt_tokens: String(prompt),
+      cached_tokens: '5',
+      completion_tokens: '37',
+      cost_usd: cost.toString(),
+      estimated: false,
+      outcome: 'ok',
+      http_status: 200,
+      stream: false,
+      client_ip: '127.0.0.1',
+    });
+    expect(row.user_agent).toMatch(/OpenAI\/JS/);
+    expect(row.entry_id).toBeTruthy();
+  });
+
+  test('twelve-decimal prices with cached and reasoning tokens are charged to the last digit', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 1002, balance: '1' });
+    const client = sdk(service.url, apiKey);
+    let total = new Decimal(0);
+    for (const [tokens, cached, reasoning] of [
+      [1, 0, 0],
+      [250, 7, 11],
+      [3, 3, 2],
+    ] as const) {
+      const messages = [
+        {
+          role: 'user' as const,
+          content: `q [[tokens=${tokens}]] [[cached=${cached}]] [[reasoning=${reasoning}]]`,
+        },
+      ];
+      const { data, response } = await client.chat.completions
+        .create({ model: 'precise', messages, max_completion_tokens: 300 })
+        .withResponse();
+      const prompt = countPromptTokens({ messages });
+      const cost = expectedCost(MODELS.precise, {
+        prompt,
+        cached: Math.min(cached, prompt),
+        completion: tokens + reasoning,
+        reasoning,
+      });
+      expect(data.usage?.completion_tokens).toBe(tokens + reasoning);
+      expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
+      total = total.add(cost);
+    }
+    expect(total.decimalPlaces()).toBeGreaterThan(12);
+    expect((await balance(userId)).available).toBe(new Decimal(1).sub(total).toString());
+  });
+});
+
+describe('streaming calls', () => {
+  test('chunks arrive as they are generated; the usage chunk reaches only a client that asked for it', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 1003, balance: '5' });
+    const client = sdk(service.url, apiKey);
+    const messages = [{ role: 'user' as const, content: 'count [[tokens=12]] [[delay=5]]' }];
+    const prompt = countPromptTokens({ messages });
+
+    const plain = await client.chat.completions.create({
+      model: 'gpt-4o-mini',
+      messages,
+      stream: true,
+    });
+    let text = '';
+    let sawUsage = false;
+    const arrivals: number[] = [];
+    for await (const chunk of plain) {
+      arrivals.push(performance.now());
+      text += chunk.choices[0]?.delta?.content ?? '';
+      if (chunk.usage) sawUsage = true;
+    }
+    expect(text).toBe(Array.from({ length: 12 }, (_, i) => `tok${i} `).join(''));
+    expect(sawUsage).toBe(false);
+    // Passed through as generated, not buffered: with 5 ms between upstream chunks, they arrive spread out.
+    expect(arrivals[arrivals.length - 1]! - arrivals[0]!).toBeGreaterThan(30);
+
+    const withUsage = await client.chat.completions.create({
+      model: 'gpt-4o-mini',
+      messages,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let usage: unknown = null;
+    for await (const chunk of withUsage) if (chunk.usage) usage = chunk.usage;
+    expect(usage).toMatchObject({ prompt_tokens: prompt, completion_tokens: 12 });
+
+    await stub.waitForIdle();
+    await service.http.services.work.drain(5000);
+    const cost = expectedCost(MODELS.mini, { prompt, completion: 12 });
+    expect(await balance(userId)).toMatchObject({
+      available: new Decimal(5).sub(cost.mul(2)).toString(),
+      held: '0',
+    });
+    const rows = await usageRows(userId);
+    expect(rows.map((r) => [r.stream, r.cost_usd, r.estimated, r.outcome])).toEqual([
+      [true, cost.toString(), false, 'ok'],
+      [true, cost.toString(), false, 'ok'],
+    ]);
+    // Upstream was always asked for usage, whatever the client asked.
+    const upstreamBodies = stub.requests
+      .filter((r) => r.path === '/v1/chat/completions')
+      .slice(-2)
+      .map((r) => r.body as Record<string, unknown>);
+    for (const body of upstreamBodies)
+      expect(body['stream_options']).toEqual({ include_usage: true });
+  });
+});
+
+describe('other endpoints', () => {
+  test('embeddings are metered on prompt tokens', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 1004, balance: '1' });
+    const client = sdk(service.url, apiKey);
+    const { data, response } = await client.embeddings
+      .create({ model: 'text-embedding-3-small', input: ['alpha beta', 'gamma'] })
+      .withResponse();
+    expect(data.data).toHaveLength(2);
+    const cost = new Decimal(data.usage.prompt_tokens).mul(MODELS.embed.input).div(1_000_000);
+    expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
+    expect((await balance(userId)).available).toBe(new Decimal(1).sub(cost).toString());
+  });
+
+  test('GET /v1/models lists the priced models with their prices', async () => {
+    const { apiKey } = await userWithKey(service, { telegramId: 1005 });
+    const models = await sdk(service.url, apiKey).models.list();
+    const ids = models.data.map((m) => m.id);
+    expect(ids).toEqual(['gpt-4o-mini', 'precise', 'text-embedding-3-small']);
+    const precise = models.data.find((m) => m.id === 'precise') as unknown as {
+      pricing: Record<string, string>;
+    };
+    expect(precise.pricing).toMatchObject({
+      currency: 'USD',
+      input: '0.123456789012',
+      cached_input: '0.000000000001',
+      output: '3.141592653589',
+      reasoning: '7.000000000007',
+    });
+  });
+
+  test('GET /metrics reports requests, latency, charges and open holds', async () => {
+    const text = await (await fetch(`${service.url}/metrics`)).text();
+    expect(text).toMatch(
+      /lingxi_gateway_calls_total\{endpoint="chat.completions",model="gpt-4o-mini",outcome="ok"\} \d+/,
+    );
+    expect(text).toMatch(/lingxi_gateway_call_duration_seconds_bucket/);
+    expect(text).toMatch(/lingxi_gateway_charged_usd_total\{model="gpt-4o-mini"\} [0-9.e-]+/);
+    expect(text).toMatch(/lingxi_ledger_holds_open 0/);
+  });
+});
