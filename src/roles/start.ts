@@ -2,6 +2,14 @@ import type { LoadedConfig } from '../config/load.js';
 import { openRuntime, type Runtime } from '../runtime.js';
 import { startHttpRole, type HttpRole } from './http.js';
 
+/** Which roles a process runs (architecture.md: a role is a deployment choice). */
+export interface RoleSelection {
+  http?: boolean;
+  /** `all` or a list of network names. */
+  watchers?: 'all' | string[];
+  cron?: boolean;
+}
+
 export interface StartedRoles {
   runtime: Runtime;
   http: HttpRole | null;
@@ -10,7 +18,7 @@ export interface StartedRoles {
 
 export interface StartRolesParameters {
   loaded: LoadedConfig;
-  roles: { http?: boolean };
+  roles: RoleSelection;
   port?: number;
 }
 
@@ -26,13 +34,16 @@ export async function startRoles(params: StartRolesParameters): Promise<StartedR
   if (config.providers.length === 0)
     logger.info('no model providers configured: /v1 answers model_not_found');
   if (config.networks.length === 0) logger.info('no networks configured: no deposits are watched');
+  const stops: Array<() => Promise<void>> = [];
   let http: HttpRole | null = null;
   try {
     if (params.roles.http) {
       http = await startHttpRole(runtime, params.port === undefined ? {} : { port: params.port });
+      stops.push(() => http!.stop());
       logger.info({ url: http.url }, `http listening on ${http.url}`);
     }
   } catch (error) {
+    for (const stop of stops.reverse()) await stop().catch(() => {});
     await runtime.close();
     throw error;
   }
@@ -40,7 +51,7 @@ export async function startRoles(params: StartRolesParameters): Promise<StartedR
     runtime,
     http,
     async stop() {
-      await http?.stop();
+      for (const stop of stops.reverse()) await stop();
       await runtime.close();
     },
   };

@@ -1,0 +1,47 @@
+import type { Command } from 'commander';
+import { AppError } from '../../errors.js';
+import { startRoles, type RoleSelection } from '../../roles/start.js';
+import type { CliContext } from '../context.js';
+
+/** `lingxi start` / `serve`: the long-running roles. They stop on SIGINT or SIGTERM. */
+export function registerRoleCommands(program: Command, cli: CliContext): void {
+  const run = (roles: RoleSelection) => async (options: { port?: string }, command: Command) => {
+    const started = await startRoles({
+      loaded: cli.config(command),
+      roles,
+      ...(options.port !== undefined ? { port: parsePort(options.port) } : {}),
+    });
+    await waitForSignal();
+    started.runtime.logger.info('shutting down');
+    await started.stop();
+  };
+  program
+    .command('start')
+    .description('run every role in one process (http, watchers, cron)')
+    .option('--port <port>', 'http port (overrides http.port)')
+    .action(run({ http: true, watchers: 'all', cron: true }));
+  program
+    .command('serve')
+    .description('run the http role: gateway, account, admin and dashboard')
+    .option('--port <port>', 'http port (overrides http.port)')
+    .action(run({ http: true }));
+}
+
+function parsePort(text: string): number {
+  const port = Number(text);
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new AppError('invalid_port', `--port ${text} is not a port number`);
+  return port;
+}
+
+export function waitForSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      process.off('SIGINT', done);
+      process.off('SIGTERM', done);
+      resolve();
+    };
+    process.on('SIGINT', done);
+    process.on('SIGTERM', done);
+  });
+}

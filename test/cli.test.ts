@@ -1,0 +1,111 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { runCli } from '../src/cli/main.js';
+import { createTestDatabase, type TestDatabase } from './support/db.js';
+
+let database: TestDatabase;
+let configFile: string;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  configFile = join(mkdtempSync(join(tmpdir(), 'lingxi-cli-')), 'lingxi.config.json');
+  writeFileSync(configFile, JSON.stringify({ database: { url: database.url } }));
+});
+afterAll(async () => {
+  await database?.drop();
+});
+
+/** Runs `lingxi <args> --config <file>` in-process and captures what a shell would see. */
+async function lingxi(...args: string[]) {
+  let stdout = '';
+  let stderr = '';
+  const code = await runCli([...args, '--config', configFile], {
+    stdout: (text) => (stdout += text),
+    stderr: (text) => (stderr += text),
+  });
+  return { code, stdout, stderr, json: () => JSON.parse(stdout) as Record<string, unknown> };
+}
+
+test('users, credits, balances and the trial balance, with the contract --json shapes and exit codes', async () => {
+  const user = await lingxi(
+    'users',
+    'create',
+    '--telegram-id',
+    '777',
+    '--username',
+    'alice',
+    '--json',
+  );
+  expect(user.code).toBe(0);
+  const id = user.json()['id'] as string;
+  expect(id).toMatch(/^\d+$/);
+
+  const credit = await lingxi(
+    'credit',
+    '--user',
+    id,
+    '--amount',
+    '12.5',
+    '--reason',
+    'welcome',
+    '--idempotency-key',
+    'w1',
+    '--json',
+  );
+  expect(credit.code).toBe(0);
+  expect(credit.json()).toEqual({ entryId: expect.stringMatching(/^[0-9a-f-]{36}$/) });
+  const again = await lingxi(
+    'credit',
+    '--user',
+    id,
+    '--amount',
+    '12.5',
+    '--reason',
+    'welcome',
+    '--idempotency-key',
+    'w1',
+    '--json',
+  );
+  expect(again.json()).toEqual(credit.json());
+
+  expect((await lingxi('balance', '--user', id, '--json')).json()).toEqual({
+    currency: 'USD',
+    available: '12.5',
+    posted: '12.5',
+    held: '0',
+  });
+
+  const key = await lingxi('keys', 'create', '--user', id, '--name', 'laptop', '--json');
+  expect(key.json()).toEqual({ id: expect.any(String), key: expect.stringMatching(/^lx-/) });
+
+  const trial = (await lingxi('trial-balance', '--json')).json() as {
+    accounts: unknown[];
+    totals: unknown[];
+  };
+  expect(trial.accounts).toContainEqual({
+    account: `liabilities:customers:${id}`,
+    currency: 'USD',
+    debit: '0',
+    credit: '12.5',
+    balance: '-12.5',
+  });
+  expect(trial.totals).toEqual([{ currency: 'USD', debit: '12.5', credit: '12.5', net: '0' }]);
+});
+
+test('a refusal exits 1 with a one-line reason; bad usage exits 2', async () => {
+  const user = (await lingxi('users', 'create', '--telegram-id', '778', '--json')).json()[
+    'id'
+  ] as string;
+  const overdraw = await lingxi('credit', '--user', user, '--amount', '-1', '--reason', 'x');
+  expect(overdraw.code).toBe(1);
+  expect(overdraw.stderr).toMatch(/^lingxi: .*has 0 available, 1 required\n$/);
+  const duplicate = await lingxi('users', 'create', '--telegram-id', '778');
+  expect(duplicate.code).toBe(1);
+  const badAmount = await lingxi('credit', '--user', user, '--amount', '1e5', '--reason', 'x');
+  expect(badAmount.code).toBe(2);
+  expect(badAmount.stderr).toMatch(/not a decimal string/);
+  expect((await lingxi('balance')).code).toBe(2);
+  expect((await lingxi('balance', '--user', '99999')).code).toBe(2);
+});
