@@ -53,6 +53,11 @@ const networkCommon = {
   startBlock: z.number().int().min(0).optional(),
   /** Outgoing transfers to these addresses are sweeps to our treasury. */
   treasuryAddresses: z.array(z.string()).default([]),
+  /**
+   * Ledger currency of the coin that pays network fees (ETH, BNB, POL, TRX). Defaults to the
+   * native asset's currency when one is configured, else ETH on EVM and TRX on Tron.
+   */
+  nativeCurrency: z.string().optional(),
   assets: z.array(assetSchema).min(1),
 };
 
@@ -79,3 +84,11 @@ export type EvmNetworkConfig = z.infer<typeof evmNetworkSchema>;
 export type TronNetworkConfig = z.infer<typeof tronNetworkSchema>;
 export type AssetConfig = z.infer<typeof assetSchema>;
 export type PriceSourceConfig = z.infer<typeof priceSourceSchema>;
+
+/** The currency network fees are paid in (see `nativeCurrency`). */
+export function feeCurrencyOf(network: NetworkConfig): string {
+  if (network.nativeCurrency) return network.nativeCurrency;
+  const native = network.assets.find((a) => a.native);
+  if (native) return native.currency ?? native.symbol;
+  return network.kind === 'evm' ? 'ETH' : 'TRX';
+}

@@ -24,6 +24,14 @@ export const DEFAULT_CHART: ReadonlyArray<AccountTemplate> = [
     currency: { fixed: 'USD' },
     noNegative: true,
   },
+  // An erased user's remaining balance: still owed, no longer attributable to a person
+  // (docs/privacy.md). Moved here by the erasure entry; never spent by the service.
+  {
+    pattern: new RegExp(`^liabilities:unclaimed:(?<user>${SEGMENT})$`),
+    type: 'liability',
+    currency: { fixed: 'USD' },
+    noNegative: true,
+  },
   {
     pattern: new RegExp(
       `^assets:custody:(?<network>${SEGMENT}):(?<asset>${SEGMENT}):(?<address>${SEGMENT})$`,
@@ -107,3 +115,16 @@ export function accountSpecFromChart(
   }
   throw new UnknownAccountError(code);
 }
+
+/** Account codes of the chart, built in one place (architecture.md, chart of accounts). */
+export const accountCodes = {
+  customer: (userId: string) => `liabilities:customers:${userId}`,
+  receivable: (userId: string) => `assets:receivables:customers:${userId}`,
+  custody: (network: string, asset: string, address: string) =>
+    `assets:custody:${network}:${asset}:${address}`,
+  trading: (currency: string) => `equity:trading:${currency}`,
+  usageRevenue: 'revenue:usage',
+  promotions: 'expenses:promotions',
+  losses: 'expenses:losses',
+  networkFees: (network: string) => `expenses:network-fees:${network}`,
+} as const;

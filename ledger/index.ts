@@ -15,6 +15,7 @@ export * from './errors.js';
 export * from './types.js';
 export {
   DEFAULT_CHART,
+  accountCodes,
   accountSpecFromChart,
   type AccountTemplate,
   type AccountSpec,
@@ -34,6 +35,7 @@ export {
   type AccountEntryLine,
   type TrialBalance,
   type BalanceMismatch,
+  type LedgerTransaction,
 } from './postgres/ledger.js';
 export type { LedgerTables } from './postgres/tables.js';
 export type { BatchInfo } from './postgres/batcher.js';

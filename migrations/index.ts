@@ -3,6 +3,9 @@ import * as ledger from './2026-11-27T0001_ledger.js';
 import * as users from './2026-11-27T0002_users.js';
 import * as gateway from './2026-11-27T0003_gateway.js';
 import * as admin from './2026-11-27T0004_admin.js';
+import * as deposits from './2026-11-27T0005_deposits.js';
+import * as seals from './2026-11-27T0006_seals.js';
+import * as accounts from './2026-11-27T0007_accounts.js';
 
 /**
  * Every migration, by name; applied in name order. A new schema step is a new dated file
@@ -14,4 +17,7 @@ export const migrations: Record<string, Migration> = {
   '2026-11-27T0002_users': users,
   '2026-11-27T0003_gateway': gateway,
   '2026-11-27T0004_admin': admin,
+  '2026-11-27T0005_deposits': deposits,
+  '2026-11-27T0006_seals': seals,
+  '2026-11-27T0007_accounts': accounts,
 };

@@ -57,6 +57,20 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly watcherHead = new Gauge({
+    name: 'lingxi_watcher_head_block',
+    help: 'Latest block the watcher saw, per network',
+    labelNames: ['network'] as const,
+    registers: [this.registry],
+  });
+
+  readonly depositsCredited = new Counter({
+    name: 'lingxi_watcher_deposits_credited_total',
+    help: 'Deposits credited, per network',
+    labelNames: ['network'] as const,
+    registers: [this.registry],
+  });
+
   readonly holdsOpen: Gauge;
 
   constructor(countOpenHolds: () => Promise<number>) {

@@ -15,8 +15,10 @@ export type CommandOutcome = { ok: true; value: unknown } | { ok: false; error: 
  *   while that statement runs.
  * - `locking`: the classic way, for a batch that keeps losing the optimistic race: a
  *   transaction that locks holds and accounts (in id order) before it plans.
+ * - `caller-transaction`: like `locking`, inside a transaction the caller opened and will
+ *   commit, so the ledger change commits (or not) with the caller's own rows.
  */
-export type BatchMode = 'optimistic' | 'locking';
+export type BatchMode = 'optimistic' | 'locking' | 'caller-transaction';
 
 /**
  * Runs a batch of prepared commands: reads what they need, plans each in order against that
@@ -32,6 +34,12 @@ export async function executeBatch(
 ): Promise<CommandOutcome[]> {
   if (mode === 'optimistic') {
     const inputs = await readBatchInputs(client, commands, { lock: false });
+    const { outcomes, state, newKeys } = planBatch(commands, inputs);
+    await writeBatch(client, state, newKeys);
+    return outcomes;
+  }
+  if (mode === 'caller-transaction') {
+    const inputs = await readBatchInputs(client, commands, { lock: true });
     const { outcomes, state, newKeys } = planBatch(commands, inputs);
     await writeBatch(client, state, newKeys);
     return outcomes;

@@ -32,7 +32,12 @@ import {
   type VoidHoldParameters,
   type VoidHoldResult,
 } from '../commands/voidHold.js';
-import { CurrencyMismatchError, UnknownAccountError, UnknownCurrencyError } from '../errors.js';
+import {
+  CurrencyMismatchError,
+  UnknownAccountError,
+  UnknownCurrencyError,
+  type LedgerError,
+} from '../errors.js';
 import { Decimal } from '../money.js';
 import { available, held, posted } from '../state.js';
 import {
@@ -45,6 +50,7 @@ import {
   type HoldStatus,
 } from '../types.js';
 import { Batcher, type BatchInfo } from './batcher.js';
+import { executeBatch } from './executeBatch.js';
 import { isUuid } from '../ids.js';
 import type { LedgerTables } from './tables.js';
 
@@ -59,6 +65,15 @@ export interface PostgresLedgerOptions {
   batchConcurrency?: number;
   /** Called after every batch (for metrics). */
   onBatch?: (info: BatchInfo) => void;
+}
+
+/** Ledger writes that join the caller's transaction (see PostgresLedger.within). */
+export interface LedgerTransaction {
+  /** One write for all; each result is the entry or the LedgerError that refused it. */
+  postEntries(entries: PostEntryParameters[]): Promise<Array<PostEntryResult | LedgerError>>;
+  reverseEntries(
+    reversals: ReverseEntryParameters[],
+  ): Promise<Array<ReverseEntryResult | LedgerError>>;
 }
 
 export interface AccountEntryLine {
@@ -229,6 +244,32 @@ export class PostgresLedger {
   /** Records the mirror of an entry, linked to it. */
   async reverseEntry(params: ReverseEntryParameters): Promise<ReverseEntryResult> {
     return this.submit(await prepareReverseEntry(this.prepareContext, params));
+  }
+
+  /**
+   * Ledger writes inside a transaction the caller has open on `client`: they lock what they
+   * touch, and commit or roll back with the caller's own rows (a deposit credited together
+   * with its deposit row and the watcher's cursor). Each call is one write; a refused
+   * command throws its LedgerError and writes nothing, leaving the transaction usable.
+   */
+  within(client: pg.PoolClient): LedgerTransaction {
+    const run = async <Result>(
+      commands: Array<PreparedCommand<Result>>,
+    ): Promise<Array<Result | LedgerError>> => {
+      if (commands.length === 0) return [];
+      const outcomes = await executeBatch(
+        client,
+        commands as Array<PreparedCommand<unknown>>,
+        'caller-transaction',
+      );
+      return outcomes.map((o) => (o.ok ? (o.value as Result) : (o.error as LedgerError)));
+    };
+    return {
+      postEntries: async (entries) =>
+        run(await Promise.all(entries.map((p) => preparePostEntry(this.prepareContext, p)))),
+      reverseEntries: async (reversals) =>
+        run(await Promise.all(reversals.map((p) => prepareReverseEntry(this.prepareContext, p)))),
+    };
   }
 
   /** Waits for queued writes, then stops taking new ones' connections. */

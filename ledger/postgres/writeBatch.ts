@@ -105,7 +105,9 @@ export async function writeBatch(
         ${column(k, 'jsonb[]', ([, r]) => JSON.stringify(r.result))}))`);
   }
 
-  attachmentInserts(state.attachments, param).forEach((insert, i) => parts.push(`w_attached_${i} as (${insert})`));
+  attachmentInserts(state.attachments, param).forEach((insert, i) =>
+    parts.push(`w_attached_${i} as (${insert})`),
+  );
 
   if (parts.length === 0) return;
   const checks = [

@@ -1,10 +1,11 @@
 import type { ColumnType, Generated } from 'kysely';
 import type { LedgerTables } from '../../ledger/index.js';
+import type { WatcherTables } from '../../chain-watchers/pipeline/tables.js';
 
 type Timestamp = ColumnType<Date, Date | string, Date | string>;
 
 /** Every table the application reads through Kysely. One interface per table, declared once. */
-export interface Database extends LedgerTables {
+export interface Database extends LedgerTables, WatcherTables {
   users: {
     id: Generated<string>;
     telegram_id: string | null;
@@ -12,6 +13,41 @@ export interface Database extends LedgerTables {
     status: Generated<string>;
     created_at: Generated<Date>;
     updated_at: Generated<Date>;
+    first_name: string | null;
+    last_name: string | null;
+    photo_url: string | null;
+    last_login_at: Timestamp | null;
+    suspended_at: Timestamp | null;
+    suspension_reason: string | null;
+    erased_at: Timestamp | null;
+  };
+  sessions: {
+    id: string;
+    user_id: string;
+    token_hash: string;
+    method: 'telegram' | 'dev';
+    created_at: Generated<Date>;
+    expires_at: Timestamp;
+    last_used_at: Timestamp | null;
+    revoked_at: Timestamp | null;
+  };
+  telegram_login_replays: {
+    payload_hash: string;
+    expires_at: Timestamp;
+  };
+  usage_daily: {
+    /** `date`: pg reads it as a local-midnight Date, so queries read it with to_char. */
+    day: ColumnType<Date, string, string>;
+    user_id: string;
+    model: string;
+    calls: string;
+    prompt_tokens: string;
+    cached_tokens: string;
+    completion_tokens: string;
+    reasoning_tokens: string;
+    cost_usd: string;
+    shortfall_usd: string;
+    outcomes: ColumnType<Record<string, number>, string, string>;
   };
   api_keys: {
     id: string;
@@ -84,5 +120,19 @@ export interface Database extends LedgerTables {
     details: ColumnType<Record<string, unknown>, string, never>;
     ip: string | null;
     request_id: string | null;
+  };
+  ledger_seals: {
+    seal: string;
+    /** xid8 as text. */
+    from_tx_id: string;
+    to_tx_id: string;
+    entry_count: string;
+    first_entry_id: string;
+    last_entry_id: string;
+    entries_hash: string;
+    previous_hash: string;
+    hash: string;
+    algorithm: string;
+    created_at: Generated<Date>;
   };
 }

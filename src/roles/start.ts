@@ -1,6 +1,7 @@
 import type { LoadedConfig } from '../config/load.js';
 import { openRuntime, type Runtime } from '../runtime.js';
 import { startHttpRole, type HttpRole } from './http.js';
+import { startWatcherRole } from './watch.js';
 
 /** Which roles a process runs (architecture.md: a role is a deployment choice). */
 export interface RoleSelection {
@@ -41,6 +42,11 @@ export async function startRoles(params: StartRolesParameters): Promise<StartedR
       http = await startHttpRole(runtime, params.port === undefined ? {} : { port: params.port });
       stops.push(() => http!.stop());
       logger.info({ url: http.url }, `http listening on ${http.url}`);
+    }
+    if (params.roles.watchers && config.networks.length > 0) {
+      const watchers = await startWatcherRole(runtime, params.roles.watchers);
+      stops.push(() => watchers.stop());
+      logger.info({ networks: watchers.networks }, `watching ${watchers.networks.join(', ')}`);
     }
   } catch (error) {
     for (const stop of stops.reverse()) await stop().catch(() => {});

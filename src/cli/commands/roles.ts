@@ -5,16 +5,18 @@ import type { CliContext } from '../context.js';
 
 /** `lingxi start` / `serve`: the long-running roles. They stop on SIGINT or SIGTERM. */
 export function registerRoleCommands(program: Command, cli: CliContext): void {
-  const run = (roles: RoleSelection) => async (options: { port?: string }, command: Command) => {
-    const started = await startRoles({
-      loaded: cli.config(command),
-      roles,
-      ...(options.port !== undefined ? { port: parsePort(options.port) } : {}),
-    });
-    await waitForSignal();
-    started.runtime.logger.info('shutting down');
-    await started.stop();
-  };
+  const run =
+    (roles: RoleSelection) =>
+    async (options: { port?: string; network?: string[] }, command: Command) => {
+      const started = await startRoles({
+        loaded: cli.config(command),
+        roles: options.network?.length ? { ...roles, watchers: options.network } : roles,
+        ...(options.port !== undefined ? { port: parsePort(options.port) } : {}),
+      });
+      await waitForSignal();
+      started.runtime.logger.info('shutting down');
+      await started.stop();
+    };
   program
     .command('start')
     .description('run every role in one process (http, watchers, cron)')
@@ -25,6 +27,17 @@ export function registerRoleCommands(program: Command, cli: CliContext): void {
     .description('run the http role: gateway, account, admin and dashboard')
     .option('--port <port>', 'http port (overrides http.port)')
     .action(run({ http: true }));
+  program
+    .command('watch')
+    .description(
+      'run the watcher role: follow networks, credit confirmed deposits (one active per network)',
+    )
+    .option(
+      '--network <name>',
+      'a network of the config (repeatable; default: all)',
+      (value: string, previous: string[] = []) => [...previous, value],
+    )
+    .action(run({ watchers: 'all' }));
 }
 
 function parsePort(text: string): number {

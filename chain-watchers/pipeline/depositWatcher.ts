@@ -1,0 +1,779 @@
+import { Kysely, PostgresDialect, sql } from 'kysely';
+import type pg from 'pg';
+import {
+  accountCodes,
+  Decimal,
+  fromBaseUnits,
+  LedgerError,
+  type PostEntryParameters,
+  type PostgresLedger,
+} from '../../ledger/index.js';
+import type { BlockRef, ChainAdapter, ChainHead, ObservedTransfer } from '../adapter.js';
+import { feeCurrencyOf, type NetworkConfig } from '../config.js';
+import type { PriceQuote, PriceSource } from '../prices.js';
+import { watchedAddresses, type AddressFamily } from './depositAddresses.js';
+import type { WatcherTables } from './tables.js';
+
+export interface WatcherLogger {
+  debug(details: object, message: string): void;
+  info(details: object, message: string): void;
+  warn(details: object, message: string): void;
+  error(details: object, message: string): void;
+}
+
+export interface DepositWatcherOptions {
+  network: NetworkConfig;
+  adapter: ChainAdapter;
+  ledger: PostgresLedger;
+  pool: pg.Pool;
+  /** Price of each accepted asset, by symbol. */
+  priceSources: ReadonlyMap<string, PriceSource>;
+  logger: WatcherLogger;
+}
+
+export interface IterationReport {
+  head: bigint;
+  /** Highest block with the network's required confirmations. */
+  safeHeight: bigint;
+  scanned: { from: bigint; to: bigint } | null;
+  /** Set when the chain changed under the cursor: scanning restarted after this block. */
+  forkPoint: bigint | null;
+  recorded: number;
+  credited: number;
+  orphaned: number;
+  reversed: number;
+  ignored: number;
+  booked: number;
+  /** The cursor reached the head: the next iteration can wait a poll interval. */
+  caughtUp: boolean;
+}
+
+/** USD has 18 fractional digits; amount x rate is rounded half-even to them, the residue kept on the entry. */
+const USD_SCALE = 18;
+
+/**
+ * Follows one network: scans bounded block ranges for transfers to or from our addresses,
+ * records each, credits a deposit once it has the network's confirmations, books sweeps, and
+ * rewinds to the fork point when the chain changes under it. Everything an iteration learns
+ * is committed in one database transaction (deposit rows, ledger entries, cursor), so a
+ * crash loses the iteration and a restart repeats it, crediting nothing twice: a deposit is
+ * unique on (network, transaction, log index) and its entry on the same idempotency key.
+ *
+ * RPC work happens before the transaction opens; a failed call fails the iteration, which
+ * is retried later from the same cursor: no block range is ever skipped.
+ */
+export class DepositWatcher {
+  readonly network: NetworkConfig;
+  private readonly family: AddressFamily;
+  private readonly feeCurrency: string;
+  private readonly assetsBySymbol: Map<string, NetworkConfig['assets'][number]>;
+  private readonly treasury: Set<string>;
+
+  constructor(private readonly options: DepositWatcherOptions) {
+    this.network = options.network;
+    this.family = options.network.kind === 'evm' ? 'evm' : 'tron';
+    this.feeCurrency = feeCurrencyOf(options.network);
+    this.assetsBySymbol = new Map(options.network.assets.map((a) => [a.symbol, a]));
+    this.treasury = new Set(
+      options.network.treasuryAddresses.map((a) => options.adapter.normalizeAddress(a)),
+    );
+  }
+
+  /** One poll: head, reorg check, one bounded scan, confirmations, credits; one commit. */
+  async runOnce(): Promise<IterationReport> {
+    const { adapter, pool } = this.options;
+    const network = this.network.name;
+    const head = await adapter.getHead();
+    const safeHeight = this.safeHeightOf(head);
+    const report: IterationReport = {
+      head: head.latest.number,
+      safeHeight,
+      scanned: null,
+      forkPoint: null,
+      recorded: 0,
+      credited: 0,
+      orphaned: 0,
+      reversed: 0,
+      ignored: 0,
+      booked: 0,
+      caughtUp: false,
+    };
+
+    const db = this.db(pool);
+    let cursor = await this.loadCursor(db, head);
+    if (cursor.number >= 0n) {
+      const canonical = await adapter.getBlock(cursor.number);
+      if (!canonical || canonical.hash !== cursor.hash) {
+        const forkPoint = await this.findForkPoint(db, cursor.number);
+        this.options.logger.warn(
+          { network, cursor: String(cursor.number), forkPoint: String(forkPoint) },
+          'chain reorganised under the cursor; rescanning from the fork point',
+        );
+        report.forkPoint = forkPoint;
+        const forkBlock = forkPoint >= 0n ? await adapter.getBlock(forkPoint) : null;
+        cursor = { number: forkPoint, hash: forkBlock?.hash ?? '' };
+      }
+    }
+
+    // Addresses are read after the head: a deposit in any block up to that head was sent to an
+    // address assigned before it, so it is in this set.
+    const addresses = await watchedAddresses(db, this.family);
+    const from = cursor.number + 1n;
+    const to = min(head.latest.number, from + BigInt(this.network.maxBlockRange) - 1n);
+    let transfers: ObservedTransfer[] = [];
+    let newCursor = cursor;
+    if (from <= to) {
+      const result = await adapter.scan({
+        fromBlock: from,
+        toBlock: to,
+        addresses: new Set(addresses.keys()),
+      });
+      transfers = result.transfers;
+      newCursor = { number: result.toBlockRef.number, hash: result.toBlockRef.hash };
+      report.scanned = { from, to };
+    }
+    report.caughtUp = newCursor.number >= head.latest.number;
+    const creditHeight = min(safeHeight, newCursor.number);
+    const quotes = await this.quotePrices(db, transfers, addresses, creditHeight);
+
+    const client = await pool.connect();
+    try {
+      await client.query('begin');
+      // One iteration at a time per network, even if two watchers ever ran at once.
+      await client.query('select pg_advisory_xact_lock(hashtext($1))', [
+        `lingxi:watcher-iteration:${network}`,
+      ]);
+      const tx = this.db(client);
+      if (report.forkPoint !== null) await this.markForRecheck(tx, report.forkPoint);
+      report.recorded = await this.record(tx, transfers, addresses);
+      const vanished = await this.settleRechecks(tx, client, newCursor.number);
+      report.orphaned = vanished.orphaned;
+      report.reversed = vanished.reversed;
+      await this.updateConfirmations(tx, head.latest.number);
+      const credit = await this.credit(tx, client, creditHeight, head.latest.number, quotes);
+      report.credited = credit.credited;
+      report.ignored = credit.ignored;
+      report.booked = await this.bookOutgoing(tx, client, creditHeight);
+      await this.saveCursor(tx, newCursor);
+      await client.query('commit');
+    } catch (error) {
+      await client.query('rollback').catch(() => {});
+      throw error;
+    } finally {
+      client.release();
+    }
+    for (const line of [
+      report.credited && `credited ${report.credited} deposits`,
+      report.reversed && `reversed ${report.reversed} credited deposits that a reorg removed`,
+    ]) {
+      if (!line) continue;
+      const level = report.reversed ? 'error' : 'info';
+      this.options.logger[level]({ network, head: String(report.head) }, line);
+    }
+    return report;
+  }
+
+  private safeHeightOf(head: ChainHead): bigint {
+    const required = this.network.confirmations;
+    if (typeof required === 'number')
+      return head.latest.number - BigInt(Math.max(required, 1)) + 1n;
+    // `finalized` / `solidified`: what the network says is final; nothing when it says nothing.
+    return head.finalized ?? -1n;
+  }
+
+  private confirmationsRequired(): string {
+    return String(this.network.confirmations);
+  }
+
+  private async loadCursor(
+    db: Kysely<WatcherTables>,
+    head: ChainHead,
+  ): Promise<{ number: bigint; hash: string }> {
+    const row = await db
+      .selectFrom('watcher_cursors')
+      .select(['block_number', 'block_hash'])
+      .where('network', '=', this.network.name)
+      .executeTakeFirst();
+    if (row) return { number: BigInt(row.block_number), hash: row.block_hash };
+    // First start: from the configured block, or from the head at this moment.
+    const start =
+      this.network.startBlock !== undefined ? BigInt(this.network.startBlock) : head.latest.number;
+    const before = start - 1n;
+    const block = before >= 0n ? await this.options.adapter.getBlock(before) : null;
+    return { number: before, hash: block?.hash ?? '' };
+  }
+
+  /** The newest checkpoint still on the canonical chain; scanning resumes after it. */
+  private async findForkPoint(db: Kysely<WatcherTables>, cursorNumber: bigint): Promise<bigint> {
+    const checkpoints = await db
+      .selectFrom('watcher_checkpoints')
+      .select(['block_number', 'block_hash'])
+      .where('network', '=', this.network.name)
+      .where('block_number', '<', cursorNumber.toString())
+      .orderBy('block_number', 'desc')
+      .limit(this.network.reorgDepthMax)
+      .execute();
+    for (const checkpoint of checkpoints) {
+      const canonical: BlockRef | null = await this.options.adapter.getBlock(
+        BigInt(checkpoint.block_number),
+      );
+      if (canonical?.hash === checkpoint.block_hash) return BigInt(checkpoint.block_number);
+    }
+    const floor =
+      this.network.startBlock !== undefined ? BigInt(this.network.startBlock) - 1n : -1n;
+    const fallback = max(floor, cursorNumber - BigInt(this.network.reorgDepthMax));
+    this.options.logger.error(
+      { network: this.network.name, fallback: String(fallback) },
+      'no checkpoint matches the chain within reorgDepthMax; rescanning from there',
+    );
+    return fallback;
+  }
+
+  /** After a reorg, every transfer above the fork point must be seen again on the new chain. */
+  private async markForRecheck(tx: Kysely<WatcherTables>, forkPoint: bigint): Promise<void> {
+    const network = this.network.name;
+    await tx
+      .updateTable('deposits')
+      .set({ needs_recheck: true, updated_at: new Date() })
+      .where('network', '=', network)
+      .where('block_number', '>', forkPoint.toString())
+      .where('status', 'not in', ['orphaned', 'reversed'])
+      .execute();
+    await tx
+      .updateTable('outgoing_transfers')
+      .set({ needs_recheck: true, updated_at: new Date() })
+      .where('network', '=', network)
+      .where('block_number', '>', forkPoint.toString())
+      .where('status', '<>', 'orphaned')
+      .execute();
+    await tx
+      .deleteFrom('watcher_checkpoints')
+      .where('network', '=', network)
+      .where('block_number', '>', forkPoint.toString())
+      .execute();
+  }
+
+  /** Records what a scan saw: deposits (to our addresses) and outgoing transfers (from them). */
+  private async record(
+    tx: Kysely<WatcherTables>,
+    transfers: ObservedTransfer[],
+    addresses: Map<string, string>,
+  ): Promise<number> {
+    const network = this.network.name;
+    const incoming = transfers.filter((t) => addresses.has(t.to));
+    const outgoing = transfers.filter((t) => addresses.has(t.from));
+    for (const chunk of chunks(incoming, 500)) {
+      await tx
+        .insertInto('deposits')
+        .values(
+          chunk.map((t) => {
+            const asset = t.asset;
+            const config = asset ? this.assetsBySymbol.get(asset.symbol) : undefined;
+            const amount = asset ? fromBaseUnits(t.amountBaseUnits, asset.decimals) : null;
+            const ignoreReason = !t.success
+              ? 'the transaction failed'
+              : !asset
+                ? `not an accepted asset (contract ${t.contract ?? 'native'})`
+                : config && amount!.lt(config.minDeposit)
+                  ? `below the minimum of ${config.minDeposit} ${asset.symbol}`
+                  : null;
+            return {
+              network,
+              tx_hash: t.txHash,
+              log_index: t.logIndex,
+              user_id: addresses.get(t.to)!,
+              address: t.to,
+              from_address: t.from,
+              contract: t.contract,
+              asset: asset?.symbol ?? null,
+              currency: asset?.currency ?? null,
+              decimals: asset?.decimals ?? null,
+              amount_base_units: t.amountBaseUnits.toString(),
+              amount: amount?.toString() ?? null,
+              block_number: t.blockNumber.toString(),
+              block_hash: t.blockHash,
+              block_time: new Date(Number(t.blockTimestamp) * 1000),
+              status: ignoreReason ? 'ignored' : 'seen',
+              confirmations: 0,
+              confirmations_required: this.confirmationsRequired(),
+              ignore_reason: ignoreReason,
+            };
+          }),
+        )
+        .onConflict((oc) =>
+          oc.columns(['network', 'tx_hash', 'log_index']).doUpdateSet({
+            block_number: sql`excluded.block_number`,
+            block_hash: sql`excluded.block_hash`,
+            block_time: sql`excluded.block_time`,
+            needs_recheck: false,
+            // An orphaned transfer mined again on the new chain starts over.
+            status: sql`case when deposits.status = 'orphaned' then excluded.status else deposits.status end`,
+            updated_at: new Date(),
+          }),
+        )
+        .execute();
+    }
+    for (const chunk of chunks(outgoing, 500)) {
+      await tx
+        .insertInto('outgoing_transfers')
+        .values(
+          chunk.map((t) => ({
+            network,
+            tx_hash: t.txHash,
+            log_index: t.logIndex,
+            from_address: t.from,
+            to_address: t.to,
+            contract: t.contract,
+            asset: t.asset?.symbol ?? null,
+            currency: t.asset?.currency ?? null,
+            amount_base_units: t.amountBaseUnits.toString(),
+            amount: t.asset ? fromBaseUnits(t.amountBaseUnits, t.asset.decimals).toString() : null,
+            fee_base_units: t.feeBaseUnits?.toString() ?? null,
+            block_number: t.blockNumber.toString(),
+            block_hash: t.blockHash,
+            block_time: new Date(Number(t.blockTimestamp) * 1000),
+            kind: this.treasury.has(t.to) ? ('sweep' as const) : ('unexpected' as const),
+            status: t.success ? 'seen' : 'failed',
+          })),
+        )
+        .onConflict((oc) =>
+          oc.columns(['network', 'tx_hash', 'log_index']).doUpdateSet({
+            block_number: sql`excluded.block_number`,
+            block_hash: sql`excluded.block_hash`,
+            needs_recheck: false,
+            status: sql`case when outgoing_transfers.status = 'orphaned' then excluded.status else outgoing_transfers.status end`,
+            updated_at: new Date(),
+          }),
+        )
+        .execute();
+    }
+    return incoming.length + outgoing.length;
+  }
+
+  /**
+   * Transfers above a fork point that the rescan has passed without seeing again are gone:
+   * not yet credited, they are orphaned; already credited, they are reversed (with the part
+   * the customer already spent booked as a receivable) and reported at error level.
+   */
+  private async settleRechecks(
+    tx: Kysely<WatcherTables>,
+    client: pg.PoolClient,
+    scannedTo: bigint,
+  ): Promise<{ orphaned: number; reversed: number }> {
+    const network = this.network.name;
+    const gone = await tx
+      .selectFrom('deposits')
+      .select(['id', 'status', 'entry_id', 'user_id', 'tx_hash', 'log_index'])
+      .where('network', '=', network)
+      .where('needs_recheck', '=', true)
+      .where('block_number', '<=', scannedTo.toString())
+      .execute();
+    const credited = gone.filter((d) => d.status === 'credited' && d.entry_id);
+    const reversals = await this.options.ledger.within(client).reverseEntries(
+      credited.map((d) => ({
+        entryId: d.entry_id!,
+        kind: 'deposit.reversal',
+        description: `deposit ${d.tx_hash}:${d.log_index} on ${network} was removed by a reorg`,
+        metadata: { reason: 'reorg', chain: { network, txHash: d.tx_hash, logIndex: d.log_index } },
+        shortfallAccounts: {
+          [accountCodes.customer(d.user_id!)]: accountCodes.receivable(d.user_id!),
+        },
+        idempotencyKey: `deposit-reversal:${network}:${d.tx_hash}:${d.log_index}`,
+      })),
+    );
+    for (const [i, deposit] of credited.entries()) {
+      const result = reversals[i]!;
+      if (result instanceof LedgerError) throw result;
+      await tx
+        .updateTable('deposits')
+        .set({
+          status: 'reversed',
+          reversal_entry_id: result.entryId,
+          needs_recheck: false,
+          updated_at: new Date(),
+        })
+        .where('id', '=', deposit.id)
+        .execute();
+      this.options.logger.error(
+        {
+          network,
+          txHash: deposit.tx_hash,
+          logIndex: deposit.log_index,
+          reversal: result.entryId,
+          shortfalls: result.shortfalls,
+        },
+        'a credited deposit was reorged away and has been reversed',
+      );
+    }
+    const orphans = gone
+      .filter((d) => d.status !== 'credited' && d.status !== 'reversed')
+      .map((d) => d.id);
+    if (orphans.length > 0) {
+      await tx
+        .updateTable('deposits')
+        .set({ status: 'orphaned', needs_recheck: false, updated_at: new Date() })
+        .where('id', 'in', orphans)
+        .execute();
+    }
+
+    const goneOut = await tx
+      .selectFrom('outgoing_transfers')
+      .select(['id', 'status', 'entry_id'])
+      .where('network', '=', network)
+      .where('needs_recheck', '=', true)
+      .where('block_number', '<=', scannedTo.toString())
+      .execute();
+    const bookedOut = goneOut.filter((o) => o.status === 'booked' && o.entry_id);
+    const outReversals = await this.options.ledger
+      .within(client)
+      .reverseEntries(
+        bookedOut.map((o) => ({
+          entryId: o.entry_id!,
+          kind: 'sweep.reversal',
+          metadata: { reason: 'reorg' },
+          idempotencyKey: `sweep-reversal:${o.id}`,
+        })),
+      );
+    for (const result of outReversals) if (result instanceof LedgerError) throw result;
+    if (goneOut.length > 0) {
+      await tx
+        .updateTable('outgoing_transfers')
+        .set({ status: 'orphaned', needs_recheck: false, updated_at: new Date() })
+        .where(
+          'id',
+          'in',
+          goneOut.map((o) => o.id),
+        )
+        .execute();
+    }
+    return { orphaned: orphans.length, reversed: credited.length };
+  }
+
+  private async updateConfirmations(tx: Kysely<WatcherTables>, latest: bigint): Promise<void> {
+    await sql`
+      update deposits set confirmations = greatest(0, ${latest.toString()}::bigint - block_number + 1)::int,
+             status = case when status = 'seen' then 'confirming' else status end, updated_at = now()
+       where network = ${this.network.name} and status in ('seen', 'confirming')`.execute(tx);
+  }
+
+  /** Prices every asset that may be credited now, at the block that confirmed it (memoised). */
+  private async quotePrices(
+    db: Kysely<WatcherTables>,
+    transfers: ObservedTransfer[],
+    addresses: Map<string, string>,
+    creditHeight: bigint,
+  ): Promise<Map<string, PriceQuote>> {
+    const due = await db
+      .selectFrom('deposits')
+      .select(['asset', 'block_number'])
+      .where('network', '=', this.network.name)
+      .where('status', 'in', ['seen', 'confirming'])
+      .where('needs_recheck', '=', false)
+      .where('block_number', '<=', creditHeight.toString())
+      .execute();
+    const wanted = due.map((d) => ({ asset: d.asset!, block: BigInt(d.block_number) }));
+    for (const t of transfers) {
+      if (t.asset && t.success && addresses.has(t.to) && t.blockNumber <= creditHeight)
+        wanted.push({ asset: t.asset.symbol, block: t.blockNumber });
+    }
+    const quotes = new Map<string, PriceQuote>();
+    for (const { asset, block } of wanted) {
+      const at = this.confirmingBlock(block, creditHeight);
+      const key = priceKey(asset, at);
+      if (quotes.has(key)) continue;
+      const source = this.options.priceSources.get(asset);
+      if (!source) throw new Error(`no price source for ${asset} on ${this.network.name}`);
+      quotes.set(key, await source.quote(at));
+    }
+    return quotes;
+  }
+
+  /** The block at which a deposit reached its required confirmations. */
+  private confirmingBlock(block: bigint, creditHeight: bigint): bigint {
+    const required = this.network.confirmations;
+    if (typeof required !== 'number') return creditHeight;
+    return min(block + BigInt(Math.max(required, 1)) - 1n, creditHeight);
+  }
+
+  /** Credits every deposit with its confirmations: custody and trading legs, the rate on the entry. */
+  private async credit(
+    tx: Kysely<WatcherTables>,
+    client: pg.PoolClient,
+    creditHeight: bigint,
+    latest: bigint,
+    quotes: Map<string, PriceQuote>,
+  ): Promise<{ credited: number; ignored: number }> {
+    const network = this.network.name;
+    const due = await tx
+      .selectFrom('deposits')
+      .selectAll()
+      .where('network', '=', network)
+      .where('status', 'in', ['seen', 'confirming'])
+      .where('needs_recheck', '=', false)
+      .where('block_number', '<=', creditHeight.toString())
+      .orderBy('block_number')
+      .orderBy('id')
+      .forUpdate()
+      .execute();
+    const entries: PostEntryParameters[] = [];
+    const credited: Array<{ id: string; quote: PriceQuote; usd: Decimal }> = [];
+    let ignored = 0;
+    for (const deposit of due) {
+      const quote = quotes.get(
+        priceKey(deposit.asset!, this.confirmingBlock(BigInt(deposit.block_number), creditHeight)),
+      );
+      if (!quote) continue; // priced in the next iteration
+      const amount = new Decimal(deposit.amount!);
+      const exact = amount.mul(quote.rate);
+      const usd = exact.toDecimalPlaces(USD_SCALE, Decimal.ROUND_HALF_EVEN);
+      if (usd.isZero()) {
+        await tx
+          .updateTable('deposits')
+          .set({
+            status: 'ignored',
+            ignore_reason: 'worth less than the smallest USD unit',
+            updated_at: new Date(),
+          })
+          .where('id', '=', deposit.id)
+          .execute();
+        ignored += 1;
+        continue;
+      }
+      const currency = deposit.currency!;
+      entries.push({
+        kind: 'deposit',
+        description: `${amount.toString()} ${deposit.asset} deposit on ${network}`,
+        effectiveAt: deposit.block_time ? new Date(deposit.block_time) : new Date(),
+        idempotencyKey: `deposit:${network}:${deposit.tx_hash}:${deposit.log_index}`,
+        metadata: {
+          userId: deposit.user_id,
+          asset: deposit.asset,
+          amount: amount.toString(),
+          rate: quote.rate.toString(),
+          rateSource: quote.source,
+          priceDetails: quote.details,
+          ...(exact.eq(usd) ? {} : { usdRoundingResidue: exact.sub(usd).toString() }),
+          chain: {
+            network,
+            txHash: deposit.tx_hash,
+            logIndex: deposit.log_index,
+            blockNumber: deposit.block_number,
+            blockHash: deposit.block_hash,
+          },
+        },
+        postings: [
+          {
+            account: accountCodes.custody(network, deposit.asset!, deposit.address),
+            amount,
+            currency,
+          },
+          { account: accountCodes.trading(currency), amount: amount.neg() },
+          { account: accountCodes.trading('USD'), amount: usd },
+          { account: accountCodes.customer(deposit.user_id!), amount: usd.neg() },
+        ],
+      });
+      credited.push({ id: deposit.id, quote, usd });
+    }
+    const results = await this.options.ledger.within(client).postEntries(entries);
+    for (const [i, deposit] of credited.entries()) {
+      const result = results[i]!;
+      if (result instanceof LedgerError) throw result;
+      await tx
+        .updateTable('deposits')
+        .set({
+          status: 'credited',
+          entry_id: result.entryId,
+          rate: deposit.quote.rate.toString(),
+          rate_source: deposit.quote.source,
+          rate_details: JSON.stringify(deposit.quote.details),
+          amount_usd: deposit.usd.toString(),
+          credited_at: new Date(),
+          confirmations: sql`greatest(0, ${latest.toString()}::bigint - block_number + 1)::int`,
+          updated_at: new Date(),
+        })
+        .where('id', '=', deposit.id)
+        .execute();
+    }
+    return { credited: credited.length, ignored };
+  }
+
+  /**
+   * Books confirmed transfers out of our addresses: a sweep to the treasury moves custody to
+   * custody; the network fee (once per transaction) goes to expenses:network-fees. A transfer
+   * to anyone else is left unbooked for reconciliation to report.
+   */
+  private async bookOutgoing(
+    tx: Kysely<WatcherTables>,
+    client: pg.PoolClient,
+    creditHeight: bigint,
+  ): Promise<number> {
+    const network = this.network.name;
+    const due = await tx
+      .selectFrom('outgoing_transfers')
+      .selectAll()
+      .where('network', '=', network)
+      .where('status', 'in', ['seen', 'failed'])
+      .where('entry_id', 'is', null)
+      .where('needs_recheck', '=', false)
+      .where('block_number', '<=', creditHeight.toString())
+      .orderBy('block_number')
+      .orderBy('id')
+      .forUpdate()
+      .execute();
+    if (due.length === 0) return 0;
+    const entries: PostEntryParameters[] = [];
+    const booked: string[] = [];
+    const feeByTx = new Map<string, { from: string; fee: bigint; blockTime: Date | null }>();
+    for (const transfer of due) {
+      const fee = transfer.fee_base_units ? BigInt(transfer.fee_base_units) : 0n;
+      const known = feeByTx.get(transfer.tx_hash);
+      if (fee > (known?.fee ?? 0n))
+        feeByTx.set(transfer.tx_hash, {
+          from: transfer.from_address,
+          fee,
+          blockTime: transfer.block_time ? new Date(transfer.block_time) : null,
+        });
+      if (transfer.kind !== 'sweep' || transfer.status !== 'seen' || !transfer.asset) continue;
+      const amount = new Decimal(transfer.amount!);
+      entries.push({
+        kind: 'sweep',
+        description: `sweep of ${amount.toString()} ${transfer.asset} to the treasury on ${network}`,
+        effectiveAt: transfer.block_time ? new Date(transfer.block_time) : new Date(),
+        idempotencyKey: `sweep:${network}:${transfer.tx_hash}:${transfer.log_index}`,
+        metadata: {
+          chain: {
+            network,
+            txHash: transfer.tx_hash,
+            logIndex: transfer.log_index,
+            blockNumber: transfer.block_number,
+          },
+        },
+        postings: [
+          {
+            account: accountCodes.custody(network, transfer.asset, transfer.to_address),
+            amount,
+            currency: transfer.currency!,
+          },
+          {
+            account: accountCodes.custody(network, transfer.asset, transfer.from_address),
+            amount: amount.neg(),
+            currency: transfer.currency!,
+          },
+        ],
+      });
+      booked.push(transfer.id);
+    }
+    const feeSymbol = this.network.assets.find((a) => a.native)?.symbol ?? this.feeCurrency;
+    const feeDecimals =
+      this.network.assets.find((a) => a.native)?.decimals ?? (this.network.kind === 'evm' ? 18 : 6);
+    for (const [txHash, { from, fee, blockTime }] of feeByTx) {
+      if (fee === 0n) continue;
+      const amount = fromBaseUnits(fee, feeDecimals);
+      entries.push({
+        kind: 'network-fee',
+        description: `network fee of ${amount.toString()} ${this.feeCurrency} for ${txHash} on ${network}`,
+        effectiveAt: blockTime ?? new Date(),
+        idempotencyKey: `network-fee:${network}:${txHash}`,
+        metadata: { chain: { network, txHash } },
+        postings: [
+          { account: accountCodes.networkFees(network), amount, currency: this.feeCurrency },
+          {
+            account: accountCodes.custody(network, feeSymbol, from),
+            amount: amount.neg(),
+            currency: this.feeCurrency,
+          },
+        ],
+      });
+    }
+    const results = await this.options.ledger.within(client).postEntries(entries);
+    for (const result of results) if (result instanceof LedgerError) throw result;
+    for (const [i, id] of booked.entries()) {
+      await tx
+        .updateTable('outgoing_transfers')
+        .set({
+          status: 'booked',
+          entry_id: (results[i] as { entryId: string }).entryId,
+          updated_at: new Date(),
+        })
+        .where('id', '=', id)
+        .execute();
+    }
+    const rest = due.filter((t) => !booked.includes(t.id)).map((t) => t.id);
+    if (rest.length > 0) {
+      await tx
+        .updateTable('outgoing_transfers')
+        .set({
+          status: sql`case when status = 'failed' then 'failed' else 'unbooked' end`,
+          updated_at: new Date(),
+        })
+        .where('id', 'in', rest)
+        .execute();
+    }
+    return entries.length;
+  }
+
+  private async saveCursor(
+    tx: Kysely<WatcherTables>,
+    cursor: { number: bigint; hash: string },
+  ): Promise<void> {
+    const network = this.network.name;
+    if (cursor.number < 0n) return;
+    await tx
+      .insertInto('watcher_cursors')
+      .values({ network, block_number: cursor.number.toString(), block_hash: cursor.hash })
+      .onConflict((oc) =>
+        oc
+          .column('network')
+          .doUpdateSet({
+            block_number: cursor.number.toString(),
+            block_hash: cursor.hash,
+            updated_at: new Date(),
+          }),
+      )
+      .execute();
+    await tx
+      .insertInto('watcher_checkpoints')
+      .values({ network, block_number: cursor.number.toString(), block_hash: cursor.hash })
+      .onConflict((oc) =>
+        oc.columns(['network', 'block_number']).doUpdateSet({ block_hash: cursor.hash }),
+      )
+      .execute();
+    const keepFrom = cursor.number - BigInt(this.network.reorgDepthMax) * 4n;
+    await tx
+      .deleteFrom('watcher_checkpoints')
+      .where('network', '=', network)
+      .where('block_number', '<', keepFrom.toString())
+      .execute();
+  }
+
+  /** Kysely over a pool, or over one connection (the iteration's transaction). */
+  private db(connection: pg.Pool | pg.PoolClient): Kysely<WatcherTables> {
+    if ('totalCount' in connection)
+      return new Kysely<WatcherTables>({ dialect: new PostgresDialect({ pool: connection }) });
+    // Kysely asks a pool for a connection and releases it after each query: hand it this
+    // transaction's connection every time, and never let it go.
+    const client = { query: connection.query.bind(connection), release: () => {} };
+    const single = { connect: async () => client, end: async () => {} };
+    return new Kysely<WatcherTables>({
+      dialect: new PostgresDialect({ pool: single as unknown as pg.Pool }),
+    });
+  }
+}
+
+function priceKey(asset: string, block: bigint): string {
+  return `${asset}@${block}`;
+}
+
+function min(a: bigint, b: bigint): bigint {
+  return a < b ? a : b;
+}
+
+function max(a: bigint, b: bigint): bigint {
+  return a > b ? a : b;
+}
+
+function chunks<T>(items: T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}

@@ -1,0 +1,316 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import type { Address } from 'viem';
+import { Decimal, type PostgresLedger } from '../../ledger/index.js';
+import { networkSchema, type EvmNetworkConfig } from '../../chain-watchers/config.js';
+import { createEvmAdapter } from '../../chain-watchers/evm/createEvmAdapter.js';
+import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
+import { assignDepositAddress } from '../../chain-watchers/pipeline/depositAddresses.js';
+import { createPriceSources } from '../../chain-watchers/pipeline/createWatcher.js';
+import { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
+import { startDevnet, type Devnet } from '../support/evm/devnet.js';
+import { startFailingRpcServer } from '../support/evm/rpcServers.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { openLedger } from '../support/ledger.js';
+import { Kysely, PostgresDialect } from 'kysely';
+import type { WatcherTables } from '../../chain-watchers/pipeline/tables.js';
+
+const MNEMONIC = 'test test test test test test test test test test test junk';
+const xpubs = mnemonicToAccountXpubs(MNEMONIC);
+const quiet = { debug() {}, info() {}, warn() {}, error() {} };
+
+let devnet: Devnet;
+let database: TestDatabase;
+let ledger: PostgresLedger;
+let db: Kysely<WatcherTables>;
+let usdt: Address;
+let dai: Address;
+let fakeUsdt: Address;
+let feed: Address;
+let alice: { id: string; address: Address };
+let bob: { id: string; address: Address };
+
+async function newUser(telegramId: number) {
+  const { rows } = await database.pool.query<{ id: string }>(
+    'insert into users (telegram_id) values ($1) returning id',
+    [telegramId],
+  );
+  const id = rows[0]!.id;
+  const { address } = await assignDepositAddress(db, { userId: id, family: 'evm', xpubs });
+  return { id, address: address as Address };
+}
+
+function network(overrides: Record<string, unknown> = {}): EvmNetworkConfig {
+  return networkSchema.parse({
+    kind: 'evm',
+    name: 'devnet',
+    chainId: 1337,
+    rpcUrls: [devnet.url],
+    confirmations: 3,
+    pollIntervalMs: 100,
+    rpcTimeoutMs: 2000,
+    rpcRetries: 1,
+    startBlock: 1,
+    assets: [
+      { symbol: 'USDT', contract: usdt, decimals: 6, price: { fixed: '1' }, minDeposit: '1' },
+      { symbol: 'DAI', contract: dai, decimals: 18, price: { fixed: '0.9995' } },
+      {
+        symbol: 'ETH',
+        native: true,
+        decimals: 18,
+        price: { chainlink: { network: 'devnet', feed, maxAgeS: 100_000 } },
+      },
+    ],
+    ...overrides,
+  }) as EvmNetworkConfig;
+}
+
+function watcher(config = network()) {
+  const adapter = createEvmAdapter(config, { logger: quiet });
+  return new DepositWatcher({
+    network: config,
+    adapter,
+    ledger,
+    pool: database.pool,
+    priceSources: createPriceSources(config, new Map([[config.name, adapter]])),
+    logger: quiet,
+  });
+}
+
+async function depositRows() {
+  const { rows } = await database.pool.query(
+    `select user_id, asset, amount::text, status, confirmations, amount_usd::text, rate::text, rate_source, ignore_reason, tx_hash, log_index
+       from deposits order by id`,
+  );
+  return rows;
+}
+
+async function usdBalance(userId: string): Promise<string> {
+  const balance = await ledger.getBalance(`liabilities:customers:${userId}`).catch(() => null);
+  return balance?.posted.toString() ?? '0';
+}
+
+beforeAll(async () => {
+  devnet = await startDevnet();
+  database = await createTestDatabase();
+  ledger = await openLedger(database.pool, {});
+  await database.pool.query(
+    `insert into ledger_currencies (code, scale) values ('DAI', 18) on conflict do nothing`,
+  );
+  await ledger.init();
+  db = new Kysely<WatcherTables>({ dialect: new PostgresDialect({ pool: database.newPool(2) }) });
+  usdt = await devnet.deployToken(6, { symbol: 'USDT' });
+  dai = await devnet.deployToken(18, { symbol: 'DAI' });
+  fakeUsdt = await devnet.deployToken(6, { symbol: 'USDT' });
+  feed = await devnet.deployAggregator(8, 'ETH / USD');
+  await devnet.setRound(feed, 312_345_678_901n, await devnet.blockTimestamp());
+  const funder = devnet.account(0);
+  await devnet.mint(usdt, funder.address, 1_000_000_000_000n);
+  await devnet.mint(dai, funder.address, 10n ** 24n);
+  await devnet.mint(fakeUsdt, funder.address, 1_000_000_000_000n);
+  alice = await newUser(9001);
+  bob = await newUser(9002);
+});
+afterAll(async () => {
+  await db?.destroy();
+  await ledger?.close();
+  await database?.drop();
+  await devnet?.close();
+});
+
+describe('EVM deposits', () => {
+  test('USDT (6 decimals), DAI (18) and ETH to two users are each credited once, exactly, after 3 confirmations', async () => {
+    const funder = devnet.account(0);
+    const w = watcher();
+    await w.runOnce();
+    await devnet.transferToken(usdt, funder, alice.address, 25_500_000n); // 25.5 USDT
+    await devnet.transferToken(dai, funder, alice.address, 1_234_567_890_123_456_789n); // 1.234567890123456789 DAI
+    const eth = await devnet.sendEth(funder, bob.address, 1_500_000_000_000_000n); // 0.0015 ETH
+    // Instamine: one block each. The USDT block has 3 confirmations at once, DAI 2, ETH 1.
+    let report = await w.runOnce();
+    expect(report.credited).toBe(1);
+    expect((await depositRows()).map((d) => [d.asset, d.status, d.confirmations])).toEqual([
+      ['USDT', 'credited', 3],
+      ['DAI', 'confirming', 2],
+      ['ETH', 'confirming', 1],
+    ]);
+    await devnet.mine(1);
+    report = await w.runOnce();
+    expect((await depositRows()).map((d) => [d.asset, d.status])).toEqual([
+      ['USDT', 'credited'],
+      ['DAI', 'credited'],
+      ['ETH', 'confirming'],
+    ]);
+    await devnet.mine(1);
+    report = await w.runOnce();
+    expect(report.credited).toBe(1);
+    const rows = await depositRows();
+    expect(rows.map((d) => [d.asset, d.amount, d.status, d.rate_source])).toEqual([
+      ['USDT', '25.5', 'credited', 'fixed'],
+      ['DAI', '1.234567890123456789', 'credited', 'fixed'],
+      ['ETH', '0.0015', 'credited', 'chainlink'],
+    ]);
+    // ETH at 3123.45678901 USD: 0.0015 x 3123.45678901 = 4.685185183515 exactly.
+    expect(rows[2].rate).toBe('3123.45678901');
+    expect(rows[2].amount_usd).toBe('4.685185183515');
+    // DAI at 0.9995: 1.234567890123456789 x 0.9995 = 1.2339506061783950... rounded half-even to 18 digits.
+    const daiUsd = new Decimal('1.234567890123456789')
+      .mul('0.9995')
+      .toDecimalPlaces(18, Decimal.ROUND_HALF_EVEN);
+    expect(rows[1].amount_usd).toBe(daiUsd.toString());
+    expect(await usdBalance(alice.id)).toBe(new Decimal('25.5').add(daiUsd).toString());
+    expect(await usdBalance(bob.id)).toBe('4.685185183515');
+    const entry = await ledger.getEntry(
+      (await database.pool.query(`select entry_id from deposits where asset = 'ETH'`)).rows[0]
+        .entry_id,
+    );
+    expect(entry?.postings.map((p) => [p.account, p.currency, p.amount.toString()])).toEqual([
+      [`assets:custody:devnet:ETH:${bob.address}`, 'ETH', '0.0015'],
+      ['equity:trading:ETH', 'ETH', '-0.0015'],
+      ['equity:trading:USD', 'USD', '4.685185183515'],
+      [`liabilities:customers:${bob.id}`, 'USD', '-4.685185183515'],
+    ]);
+    expect(entry?.metadata).toMatchObject({
+      rate: '3123.45678901',
+      rateSource: 'chainlink',
+      chain: { network: 'devnet', txHash: eth.txHash, logIndex: -1 },
+    });
+    expect((entry?.metadata['priceDetails'] as Record<string, string>)['feed']).toBe(feed);
+
+    // More iterations credit nothing twice.
+    await devnet.mine(5);
+    await w.runOnce();
+    await watcher().runOnce();
+    expect((await depositRows()).filter((d) => d.status === 'credited')).toHaveLength(3);
+    expect(await usdBalance(bob.id)).toBe('4.685185183515');
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+
+  test('a token with the same symbol from another contract is recorded as ignored, never credited', async () => {
+    const w = watcher();
+    await w.runOnce();
+    const before = await usdBalance(alice.id);
+    const sent = await devnet.transferToken(
+      fakeUsdt,
+      devnet.account(0),
+      alice.address,
+      99_000_000n,
+    );
+    await devnet.mine(5);
+    await w.runOnce();
+    const row = (await depositRows()).find((d) => d.tx_hash === sent.txHash);
+    expect(row).toMatchObject({ status: 'ignored', asset: null });
+    expect(row?.ignore_reason).toMatch(/not an accepted asset/);
+    expect(await usdBalance(alice.id)).toBe(before);
+  });
+
+  test('a deposit below the minimum is recorded as ignored', async () => {
+    const w = watcher();
+    await w.runOnce();
+    const sent = await devnet.transferToken(usdt, devnet.account(0), bob.address, 999_999n);
+    await devnet.mine(5);
+    await w.runOnce();
+    expect((await depositRows()).find((d) => d.tx_hash === sent.txHash)).toMatchObject({
+      status: 'ignored',
+      ignore_reason: 'below the minimum of 1 USDT',
+    });
+  });
+
+  test('a reverted transfer is not credited', async () => {
+    const w = watcher();
+    await w.runOnce();
+    const before = await usdBalance(bob.id);
+    const refuser = devnet.account(1);
+    await devnet.setTransfersBlocked(usdt, true);
+    const failed = await devnet.transferToken(usdt, devnet.account(0), bob.address, 5_000_000n, {
+      gas: 200_000n,
+    });
+    await devnet.setTransfersBlocked(usdt, false);
+    const failedEth = await devnet.sendEth(refuser, bob.address, 10n ** 15n);
+    expect(failed.status).toBe('reverted');
+    await devnet.mine(5);
+    await w.runOnce();
+    const rows = await depositRows();
+    expect(rows.find((d) => d.tx_hash === failed.txHash)).toBeUndefined();
+    // The ETH one succeeded (bob's address accepts ETH): it is credited; the reverted token transfer left no trace.
+    expect(rows.find((d) => d.tx_hash === failedEth.txHash)?.status).toBe('credited');
+    expect(new Decimal(await usdBalance(bob.id)).sub(before).toString()).toBe(
+      new Decimal('0.001').mul('3123.45678901').toString(),
+    );
+  });
+
+  test('a deposit reorged away before its confirmations is orphaned and never credited', async () => {
+    const w = watcher();
+    await w.runOnce();
+    const before = await usdBalance(alice.id);
+    const snapshot = await devnet.snapshot();
+    const doomed = await devnet.transferToken(usdt, devnet.account(0), alice.address, 7_000_000n);
+    await devnet.mine(1);
+    await w.runOnce();
+    expect((await depositRows()).find((d) => d.tx_hash === doomed.txHash)?.status).toBe(
+      'confirming',
+    );
+    // A different chain at the same heights: the transfer is gone.
+    await devnet.revert(snapshot);
+    await devnet.mine(3, { increaseTimeS: 7 });
+    const report = await w.runOnce();
+    expect(report.forkPoint).not.toBeNull();
+    await devnet.mine(3);
+    await w.runOnce();
+    expect((await depositRows()).find((d) => d.tx_hash === doomed.txHash)?.status).toBe('orphaned');
+    expect(await usdBalance(alice.id)).toBe(before);
+  });
+
+  test('a credited deposit that a deep reorg removes is reversed, the spent part booked as a receivable', async () => {
+    const w = watcher();
+    await w.runOnce();
+    const before = new Decimal(await usdBalance(bob.id));
+    const snapshot = await devnet.snapshot();
+    const doomed = await devnet.transferToken(usdt, devnet.account(0), bob.address, 40_000_000n);
+    await devnet.mine(4);
+    await w.runOnce();
+    expect((await depositRows()).find((d) => d.tx_hash === doomed.txHash)?.status).toBe('credited');
+    // Bob spends part of it before the reorg.
+    const spend = before.add(30);
+    await ledger.postEntry({
+      kind: 'adjustment',
+      postings: [
+        { account: `liabilities:customers:${bob.id}`, amount: spend.toString() },
+        { account: 'expenses:promotions', amount: spend.neg().toString() },
+      ],
+    });
+    await devnet.revert(snapshot);
+    await devnet.mine(8, { increaseTimeS: 11 });
+    for (let i = 0; i < 3; i += 1) await w.runOnce();
+    const row = (
+      await database.pool.query(
+        `select status, reversal_entry_id from deposits where tx_hash = $1`,
+        [doomed.txHash],
+      )
+    ).rows[0];
+    expect(row.status).toBe('reversed');
+    const reversal = await ledger.getEntry(row.reversal_entry_id);
+    expect(reversal?.postings.map((p) => [p.account, p.amount.toString()])).toEqual([
+      [`assets:custody:devnet:USDT:${bob.address}`, '-40'],
+      ['equity:trading:USDT', '40'],
+      ['equity:trading:USD', '-40'],
+      [`liabilities:customers:${bob.id}`, '10'],
+      [`assets:receivables:customers:${bob.id}`, '30'],
+    ]);
+    expect(await usdBalance(bob.id)).toBe('0');
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+
+  test('an RPC endpoint that fails is passed over: deposits are still credited', async () => {
+    const failing = await startFailingRpcServer(500);
+    try {
+      const w = watcher(network({ rpcUrls: [failing.url, devnet.url] }));
+      await w.runOnce();
+      const sent = await devnet.transferToken(usdt, devnet.account(0), alice.address, 3_000_000n);
+      await devnet.mine(4);
+      await w.runOnce();
+      expect((await depositRows()).find((d) => d.tx_hash === sent.txHash)?.status).toBe('credited');
+    } finally {
+      await failing.close();
+    }
+  });
+});
