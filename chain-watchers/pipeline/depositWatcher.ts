@@ -145,11 +145,12 @@ export class DepositWatcher {
       ]);
       const tx = this.db(client);
       if (report.forkPoint !== null) await this.markForRecheck(tx, report.forkPoint);
-      report.recorded = await this.record(tx, transfers, addresses);
+      // Deposits recorded before this iteration now count as confirming; new ones start as seen.
+      await this.updateConfirmations(tx, head.latest.number);
+      report.recorded = await this.record(tx, transfers, addresses, head.latest.number);
       const vanished = await this.settleRechecks(tx, client, newCursor.number);
       report.orphaned = vanished.orphaned;
       report.reversed = vanished.reversed;
-      await this.updateConfirmations(tx, head.latest.number);
       const credit = await this.credit(tx, client, creditHeight, head.latest.number, quotes);
       report.credited = credit.credited;
       report.ignored = credit.ignored;
@@ -258,6 +259,7 @@ export class DepositWatcher {
     tx: Kysely<WatcherTables>,
     transfers: ObservedTransfer[],
     addresses: Map<string, string>,
+    latest: bigint,
   ): Promise<number> {
     const network = this.network.name;
     const incoming = transfers.filter((t) => addresses.has(t.to));
@@ -294,7 +296,7 @@ export class DepositWatcher {
               block_hash: t.blockHash,
               block_time: new Date(Number(t.blockTimestamp) * 1000),
               status: ignoreReason ? 'ignored' : 'seen',
-              confirmations: 0,
+              confirmations: Number(max(0n, latest - t.blockNumber + 1n)),
               confirmations_required: this.confirmationsRequired(),
               ignore_reason: ignoreReason,
             };

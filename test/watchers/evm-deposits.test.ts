@@ -130,8 +130,8 @@ describe('EVM deposits', () => {
     expect(report.credited).toBe(1);
     expect((await depositRows()).map((d) => [d.asset, d.status, d.confirmations])).toEqual([
       ['USDT', 'credited', 3],
-      ['DAI', 'confirming', 2],
-      ['ETH', 'confirming', 1],
+      ['DAI', 'seen', 2],
+      ['ETH', 'seen', 1],
     ]);
     await devnet.mine(1);
     report = await w.runOnce();
@@ -247,7 +247,7 @@ describe('EVM deposits', () => {
     await devnet.mine(1);
     await w.runOnce();
     expect((await depositRows()).find((d) => d.tx_hash === doomed.txHash)?.status).toBe(
-      'confirming',
+      'seen',
     );
     // A different chain at the same heights: the transfer is gone.
     await devnet.revert(snapshot);

@@ -140,9 +140,10 @@ test('two watchers at once: one is active, the other stands by and takes over wh
   const first = startWatcher();
   const second = startWatcher();
   await until(async () => (await credited()) > 20, 60_000, 'the first credits');
+  await until(() => [first, second].some((w) => w.log.some((l) => l.includes('watcher active'))), 30_000, 'an active watcher');
   const active = first.log.some((l) => l.includes('watcher active')) ? first : second;
   const standby = active === first ? second : first;
-  expect(standby.log.some((l) => l.includes('standing by'))).toBe(true);
+  await until(() => standby.log.some((l) => l.includes('standing by')), 30_000, 'the other to stand by');
   expect(standby.log.some((l) => l.includes('watcher active'))).toBe(false);
 
   await kill(active);

@@ -1,0 +1,184 @@
+import { Kysely, PostgresDialect } from 'kysely';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
+import { networkSchema, type TronNetworkConfig } from '../../chain-watchers/config.js';
+import { createPriceSources } from '../../chain-watchers/pipeline/createWatcher.js';
+import { assignDepositAddress } from '../../chain-watchers/pipeline/depositAddresses.js';
+import { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
+import type { WatcherTables } from '../../chain-watchers/pipeline/tables.js';
+import { createTronAdapter } from '../../chain-watchers/tron/createTronAdapter.js';
+import type { PostgresLedger } from '../../ledger/index.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { openLedger } from '../support/ledger.js';
+import { MAINNET_USDT, type TokenContract } from '../support/tron-sim/chain.js';
+import { startTronSimulator, type TronSimulator } from '../support/tron-sim/server.js';
+
+/** The same scenarios as EVM, through the real tronweb client against the TronGrid simulator. */
+
+const xpubs = mnemonicToAccountXpubs('test test test test test test test test test test test junk');
+const quiet = { debug() {}, info() {}, warn() {}, error() {} };
+const SOLIDITY_LAG = 19;
+
+let sim: TronSimulator;
+let fallback: TronSimulator;
+let database: TestDatabase;
+let ledger: PostgresLedger;
+let db: Kysely<WatcherTables>;
+let sender: string;
+let fakeUsdt: TokenContract;
+let alice: { id: string; address: string };
+let bob: { id: string; address: string };
+
+function network(overrides: Record<string, unknown> = {}): TronNetworkConfig {
+  return networkSchema.parse({
+    kind: 'tron',
+    name: 'tron',
+    confirmations: 'solidified',
+    fullHost: sim.url,
+    apiKey: 'test-key',
+    rpcTimeoutMs: 2000,
+    rpcRetries: 2,
+    pollIntervalMs: 100,
+    startBlock: sim.chain.headNumber,
+    treasuryAddresses: [sim.chain.account('treasury')],
+    assets: [{ symbol: 'USDT', contract: MAINNET_USDT, decimals: 6, price: { fixed: '1' }, minDeposit: '1' }],
+    ...overrides,
+  }) as TronNetworkConfig;
+}
+
+const adapters: Array<{ close(): Promise<void> }> = [];
+function watcher(config = network()) {
+  const adapter = createTronAdapter(config, { requestsPerSecond: 1000, retryBaseDelayMs: 5, retryMaxDelayMs: 50, demoteMs: 50, logger: quiet });
+  adapters.push(adapter);
+  return new DepositWatcher({ network: config, adapter, ledger, pool: database.pool, priceSources: createPriceSources(config, new Map([[config.name, adapter]])), logger: quiet });
+}
+
+async function newUser(telegramId: number) {
+  const { rows } = await database.pool.query<{ id: string }>('insert into users (telegram_id) values ($1) returning id', [telegramId]);
+  const id = rows[0]!.id;
+  return { id, address: (await assignDepositAddress(db, { userId: id, family: 'tron', xpubs })).address };
+}
+
+async function deposit(txId: string) {
+  const { rows } = await database.pool.query(`select status, amount::text, amount_usd::text, ignore_reason, confirmations from deposits where tx_hash = $1`, [txId]);
+  return rows[0];
+}
+
+async function posted(userId: string): Promise<string> {
+  return (await ledger.getBalance(`liabilities:customers:${userId}`).catch(() => null))?.posted.toString() ?? '0';
+}
+
+beforeAll(async () => {
+  sim = await startTronSimulator({ chainOptions: { solidityLag: SOLIDITY_LAG } });
+  fallback = await startTronSimulator({ chain: sim.chain });
+  database = await createTestDatabase();
+  ledger = await openLedger(database.pool);
+  await database.pool.query(`insert into ledger_currencies (code, scale) values ('TRX', 6) on conflict do nothing`);
+  await ledger.init();
+  db = new Kysely<WatcherTables>({ dialect: new PostgresDialect({ pool: database.newPool(2) }) });
+  sender = sim.chain.account('sender');
+  sim.chain.mintToken(sim.chain.usdt, sender, 10n ** 15n);
+  sim.chain.setTrxBalance(sender, 10n ** 12n);
+  fakeUsdt = sim.chain.deployToken({ symbol: 'USDT', decimals: 6 });
+  sim.chain.mintToken(fakeUsdt, sender, 10n ** 15n);
+  sim.chain.produceBlocks(3);
+  alice = await newUser(8001);
+  bob = await newUser(8002);
+});
+afterAll(async () => {
+  for (const adapter of adapters) await adapter.close();
+  await db?.destroy();
+  await ledger?.close();
+  await database?.drop();
+  await fallback?.close();
+  await sim?.close();
+});
+
+describe('Tron deposits', () => {
+  test('USDT to two users is credited once, exactly, when its block is solidified', async () => {
+    const w = watcher();
+    await w.runOnce();
+    const a = sim.chain.transferToken({ token: sim.chain.usdt, from: sender, to: alice.address, amount: 12_345_678n });
+    const b = sim.chain.transferToken({ token: sim.chain.usdt, from: sender, to: bob.address, amount: 100_000_000n });
+    sim.chain.produceBlocks(1);
+    await w.runOnce();
+    expect((await deposit(a)).status).toBe('seen');
+    sim.chain.produceBlocks(SOLIDITY_LAG - 1);
+    await w.runOnce();
+    expect((await deposit(a)).status).toBe('confirming');
+    sim.chain.produceBlocks(1);
+    await w.runOnce();
+    expect(await deposit(a)).toMatchObject({ status: 'credited', amount: '12.345678', amount_usd: '12.345678' });
+    expect(await deposit(b)).toMatchObject({ status: 'credited', amount: '100', amount_usd: '100' });
+    sim.chain.produceBlocks(5);
+    await w.runOnce();
+    await watcher().runOnce();
+    expect(await posted(alice.id)).toBe('12.345678');
+    expect(await posted(bob.id)).toBe('100');
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+
+  test('a token with the same symbol from another contract is ignored; so is a failed transfer', async () => {
+    const w = watcher();
+    await w.runOnce();
+    const before = await posted(alice.id);
+    const fake = sim.chain.transferToken({ token: fakeUsdt, from: sender, to: alice.address, amount: 50_000_000n });
+    const failed = sim.chain.transferToken({ token: sim.chain.usdt, from: sender, to: alice.address, amount: 5_000_000n, fail: true });
+    sim.chain.produceBlocks(SOLIDITY_LAG + 2);
+    await w.runOnce();
+    expect(await deposit(fake)).toMatchObject({ status: 'ignored' });
+    expect((await deposit(fake)).ignore_reason).toMatch(/not an accepted asset/);
+    expect(await deposit(failed)).toMatchObject({ status: 'ignored', ignore_reason: 'the transaction failed' });
+    expect(await posted(alice.id)).toBe(before);
+  });
+
+  test('a deposit reorged away before it is solidified is orphaned, never credited', async () => {
+    const w = watcher();
+    await w.runOnce();
+    const before = await posted(bob.id);
+    const doomed = sim.chain.transferToken({ token: sim.chain.usdt, from: sender, to: bob.address, amount: 9_000_000n });
+    sim.chain.produceBlocks(2);
+    await w.runOnce();
+    expect((await deposit(doomed)).status).toBe('seen');
+    sim.chain.reorg(3);
+    sim.chain.produceBlocks(4);
+    const report = await w.runOnce();
+    expect(report.forkPoint).not.toBeNull();
+    sim.chain.produceBlocks(SOLIDITY_LAG + 2);
+    await w.runOnce();
+    expect((await deposit(doomed)).status).toBe('orphaned');
+    expect(await posted(bob.id)).toBe(before);
+  });
+
+  test('a sweep to the treasury moves custody to custody and books the energy fee', async () => {
+    const w = watcher();
+    await w.runOnce();
+    sim.chain.setTrxBalance(alice.address, 100_000_000n);
+    const sweep = sim.chain.transferToken({ token: sim.chain.usdt, from: alice.address, to: sim.chain.account('treasury'), amount: 10_000_000n });
+    sim.chain.produceBlocks(SOLIDITY_LAG + 2);
+    await w.runOnce();
+    const { rows } = await database.pool.query(`select kind, status, fee_base_units::text as fee from outgoing_transfers where tx_hash = $1`, [sweep]);
+    expect(rows[0]).toMatchObject({ kind: 'sweep', status: 'booked' });
+    const treasury = await ledger.getBalance(`assets:custody:tron:USDT:${sim.chain.account('treasury')}`);
+    expect(treasury.posted.toString()).toBe('10');
+    const custody = await ledger.getBalance(`assets:custody:tron:USDT:${alice.address}`);
+    expect(custody.posted.toString()).toBe('2.345678');
+    const fees = await ledger.getBalance('expenses:network-fees:tron');
+    expect(fees.currency).toBe('TRX');
+    expect(fees.posted.mul(1_000_000).toString()).toBe(rows[0].fee);
+  });
+
+  test('a rate-limiting first host and a dead one: the watcher fails over and credits', async () => {
+    sim.rateLimit({ perSecond: 1, status: 429 });
+    try {
+      const w = watcher(network({ fullHost: 'http://127.0.0.1:9', fallbackHosts: [sim.url, fallback.url], rpcRetries: 3 }));
+      await w.runOnce();
+      const tx = sim.chain.transferToken({ token: sim.chain.usdt, from: sender, to: alice.address, amount: 2_000_000n });
+      sim.chain.produceBlocks(SOLIDITY_LAG + 2);
+      await w.runOnce();
+      expect((await deposit(tx)).status).toBe('credited');
+    } finally {
+      sim.rateLimit(null);
+    }
+  });
+});
