@@ -113,7 +113,12 @@ export const configSchema = z.object({
     .prefault({}),
   networks: z.array(networkSchema).default([]),
   telegram: z
-    .object({ botToken: z.string().optional(), maxAuthAgeS: positiveInt.default(86_400) })
+    .object({
+      botToken: z.string().optional(),
+      maxAuthAgeS: positiveInt.default(86_400),
+      /** How far in the future a login's auth_date may be (clock skew) before it is refused. */
+      maxClockSkewS: positiveInt.max(3600).default(60),
+    })
     .prefault({}),
   retention: z
     .object({ usageLogDays: positiveInt.default(90), requestMetaDays: positiveInt.default(30) })

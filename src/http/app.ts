@@ -4,7 +4,9 @@ import type { Services } from '../services.js';
 import { errorMiddleware } from './errors.js';
 import { requestContext } from './requestId.js';
 import { adminRoutes } from './routes/admin/index.js';
+import { authRoutes } from './routes/auth.js';
 import { healthRoutes } from './routes/health.js';
+import { meRoutes } from './routes/me/index.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { v1Routes } from './routes/v1.js';
 
@@ -24,6 +26,8 @@ export function createHttpApp(services: Services, options: HttpAppOptions = {}):
     metricsRoutes(runtime.metrics),
     v1Routes(services),
     adminRoutes(services),
+    authRoutes(services),
+    meRoutes(services),
   ];
   for (const router of routers) {
     app.use(router.routes());

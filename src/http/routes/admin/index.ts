@@ -3,6 +3,8 @@ import type { Services } from '../../../services.js';
 import { requireAdmin } from '../../middleware/auth.js';
 import { idempotency } from '../../middleware/idempotency.js';
 import { jsonBody } from '../../middleware/jsonBody.js';
+import { adminAccountRoutes } from './accounts.js';
+import { adminAuditLogRoutes } from './auditLog.js';
 import { adminLedgerRoutes } from './ledger.js';
 import { adminUserRoutes } from './users.js';
 
@@ -15,7 +17,12 @@ export function adminRoutes(services: Services): Router {
     jsonBody(config.http.bodyLimitBytes),
     idempotency(database.db),
   );
-  for (const child of [adminUserRoutes(services), adminLedgerRoutes(services)]) {
+  for (const child of [
+    adminUserRoutes(services),
+    adminLedgerRoutes(services),
+    adminAccountRoutes(services),
+    adminAuditLogRoutes(services),
+  ]) {
     router.use(child.routes(), child.allowedMethods());
   }
   return router;

@@ -1,0 +1,158 @@
+import { sql, type Kysely } from 'kysely';
+import { Decimal, InsufficientFundsError, type PostgresLedger } from '../../ledger/index.js';
+import { audit } from '../audit.js';
+import { accounts } from '../billing/accounts.js';
+import { getUserBalance } from '../billing/getUserBalance.js';
+import type { Database } from '../db/schema.js';
+import { AppError, badRequest, conflict } from '../errors.js';
+import { notifyKeyChange } from '../keys/apiKeys.js';
+
+/** The exact words the body's `confirm` must hold, so a stray DELETE erases nothing. */
+export const ERASURE_CONFIRMATION = 'erase my account';
+
+/** Where an erased user's remaining balance goes (ledger/chart.ts, docs/privacy.md). */
+export const unclaimedAccount = (userId: string) => `liabilities:unclaimed:${userId}`;
+
+export interface EraseAccountParameters {
+  userId: string;
+  /** Must equal ERASURE_CONFIRMATION. */
+  confirm: unknown;
+  now: Date;
+}
+
+export interface EraseAccountResult {
+  id: string;
+  status: 'erased';
+  erasedAt: string;
+  keysRevoked: number;
+  sessionsEnded: number;
+  usageRowsScrubbed: number;
+  /** The remaining balance, moved to liabilities:unclaimed:{id}; null entry when it was zero. */
+  unclaimedBalance: { amount: string; currency: 'USD'; account: string; entryId: string | null };
+}
+
+/**
+ * Erases a user (DELETE /api/me). In one transaction: Telegram id, username, names and photo
+ * URL are removed, the user row stays with status 'erased' (so ledger account codes still
+ * resolve), every API key is revoked and its name cleared, every session is deleted, and the
+ * user's usage rows lose client_ip and user_agent. Then the keys' caches are told (NOTIFY),
+ * and the remaining available balance is moved by a ledger entry from
+ * liabilities:customers:{id} to liabilities:unclaimed:{id}: still owed, no longer tied to a
+ * person. Ledger tables are only appended to, never changed.
+ *
+ * Refused (409 `calls_in_flight`, nothing changed) while API calls hold part of the balance.
+ */
+export async function eraseAccount(
+  db: Kysely<Database>,
+  ledger: PostgresLedger,
+  params: EraseAccountParameters,
+): Promise<EraseAccountResult> {
+  if (params.confirm !== ERASURE_CONFIRMATION)
+    throw badRequest(
+      `erasure is permanent: send {"confirm": "${ERASURE_CONFIRMATION}"} to confirm it`,
+      'confirm',
+      'confirmation_required',
+    );
+  const { userId, now } = params;
+  const before = await getUserBalance(ledger, userId);
+  if (!new Decimal(before.held).isZero())
+    throw conflict(
+      'API calls are still in flight on this account; erase it once they have finished',
+      'calls_in_flight',
+    );
+
+  const changed = await db.transaction().execute(async (trx) => {
+    const user = await trx
+      .selectFrom('users')
+      .select('status')
+      .where('id', '=', userId)
+      .forUpdate()
+      .executeTakeFirstOrThrow();
+    if (user.status === 'erased') throw conflict('this account was already erased', 'user_erased');
+    await trx
+      .updateTable('users')
+      .set({
+        status: 'erased',
+        telegram_id: null,
+        username: null,
+        first_name: null,
+        last_name: null,
+        photo_url: null,
+        suspension_reason: null,
+        erased_at: now,
+        updated_at: now,
+      })
+      .where('id', '=', userId)
+      .execute();
+    const keys = await trx
+      .updateTable('api_keys')
+      .set({ revoked_at: sql`coalesce(revoked_at, ${now}::timestamptz)`, name: '' })
+      .where('user_id', '=', userId)
+      .returning(sql<boolean>`revoked_at = ${now}::timestamptz`.as('now_revoked'))
+      .execute();
+    const sessions = await trx
+      .deleteFrom('sessions')
+      .where('user_id', '=', userId)
+      .executeTakeFirst();
+    const usage = await trx
+      .updateTable('usage_records')
+      .set({ client_ip: null, user_agent: null })
+      .where('user_id', '=', userId)
+      .where((eb) => eb.or([eb('client_ip', 'is not', null), eb('user_agent', 'is not', null)]))
+      .executeTakeFirst();
+    return {
+      keysRevoked: keys.filter((k) => k.now_revoked).length,
+      sessionsEnded: Number(sessions.numDeletedRows),
+      usageRowsScrubbed: Number(usage.numUpdatedRows),
+    };
+  });
+  await notifyKeyChange(db);
+
+  const unclaimed = await moveToUnclaimed(ledger, userId);
+  await audit(db, {
+    actor: `user:${userId}`,
+    action: 'account.erase',
+    target: `user:${userId}`,
+    details: { ...changed, unclaimedUsd: unclaimed.amount, entryId: unclaimed.entryId },
+  });
+  return {
+    id: userId,
+    status: 'erased',
+    erasedAt: now.toISOString(),
+    ...changed,
+    unclaimedBalance: { ...unclaimed, currency: 'USD', account: unclaimedAccount(userId) },
+  };
+}
+
+async function moveToUnclaimed(
+  ledger: PostgresLedger,
+  userId: string,
+): Promise<{ amount: string; entryId: string | null }> {
+  // A call authorised just before the keys were revoked may take a hold between our read and
+  // our entry; read again and retry a few times. What such a call releases later stays in
+  // the customer account: still a liability, as the rule says (docs/privacy.md).
+  for (let attempt = 1; ; attempt += 1) {
+    const amount = new Decimal((await getUserBalance(ledger, userId)).available);
+    if (amount.lte(0)) return { amount: '0', entryId: null };
+    try {
+      const { entryId } = await ledger.postEntry({
+        kind: 'erasure',
+        description: 'account erased: remaining balance kept as unclaimed',
+        metadata: { userId, rule: 'unclaimed-liability' },
+        postings: [
+          { account: accounts.customer(userId), amount },
+          { account: unclaimedAccount(userId), amount: amount.neg() },
+        ],
+      });
+      return { amount: amount.toString(), entryId };
+    } catch (error) {
+      if (!(error instanceof InsufficientFundsError) || attempt === 3) {
+        throw new AppError(
+          'erasure_incomplete',
+          'the account was erased but its balance could not be moved yet; it stays owed to the account',
+          { status: 500, cause: error },
+        );
+      }
+    }
+  }
+}

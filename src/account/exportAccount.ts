@@ -1,0 +1,208 @@
+import { sql, type Kysely } from 'kysely';
+import type { PostgresLedger } from '../../ledger/index.js';
+import { listSessions } from '../auth/sessions.js';
+import { getUserBalance } from '../billing/getUserBalance.js';
+import type { Database } from '../db/schema.js';
+import { listApiKeys } from '../keys/apiKeys.js';
+import { toEntry } from './listAuditLog.js';
+import { iso } from './params.js';
+import { getAdminUserView } from './profile.js';
+import { getStatementSummary, statementLinePages } from './statement.js';
+
+export const EXPORT_FORMAT = 'lingxi-account-export/1';
+
+const PAGE = 1000;
+/** Tables exported in their own section (or never: secrets), not in `other`. */
+const SECTIONED = new Set(['users', 'api_keys', 'sessions', 'usage_records', 'usage_daily']);
+/** Columns never exported: hashes of secrets. */
+const SECRET_COLUMNS = new Set(['key_hash', 'token_hash', 'payload_hash']);
+/** Rows per table of the `other` section at most. */
+const OTHER_ROWS_MAX = 10_000;
+
+/**
+ * Everything held about a user, as one JSON document (GET /api/me/export): the profile, the
+ * balance, API keys and sessions (without their hashes), every ledger line of the balance,
+ * every usage row (with the request metadata still kept) and daily usage aggregate, the audit
+ * entries about or by the user, and the rows of any other table with a `user_id` column
+ * (deposit addresses, deposits...). Written a page at a time: memory stays constant.
+ */
+export async function* exportAccount(
+  db: Kysely<Database>,
+  ledger: PostgresLedger,
+  userId: string,
+  now: Date,
+): AsyncGenerator<string> {
+  const head = {
+    format: EXPORT_FORMAT,
+    exportedAt: now.toISOString(),
+    profile: await getAdminUserView(db, userId),
+    balance: await getUserBalance(ledger, userId),
+    keys: await listApiKeys(db, userId),
+    sessions: await listSessions(db, userId),
+  };
+  const json = JSON.stringify(head);
+  yield json.slice(0, -1);
+
+  const summary = await getStatementSummary(db, { userId });
+  const ledgerHead = JSON.stringify(summary).slice(0, -1);
+  yield `,"ledger":${ledgerHead},"lines":`;
+  yield* jsonArray(statementLinePages(db, { userId }));
+  yield '}';
+
+  yield ',"usage":';
+  yield* jsonArray(usagePages(db, userId));
+  yield ',"usageDaily":';
+  yield* jsonArray(usageDailyPages(db, userId));
+  yield ',"auditLog":';
+  yield* jsonArray(auditPages(db, userId));
+  yield ',"other":{';
+  let first = true;
+  for (const table of await otherUserTables(db)) {
+    const rows = await otherRows(db, table, userId);
+    yield `${first ? '' : ','}${JSON.stringify(table)}:${JSON.stringify(rows)}`;
+    first = false;
+  }
+  yield '}}';
+}
+
+async function* jsonArray(pages: AsyncIterable<unknown[]>): AsyncGenerator<string> {
+  yield '[';
+  let first = true;
+  for await (const page of pages) {
+    if (page.length === 0) continue;
+    yield (first ? '' : ',') + page.map((item) => JSON.stringify(item)).join(',');
+    first = false;
+  }
+  yield ']';
+}
+
+async function* usagePages(db: Kysely<Database>, userId: string): AsyncGenerator<unknown[]> {
+  let after = '0';
+  for (;;) {
+    const rows = await db
+      .selectFrom('usage_records')
+      .selectAll()
+      .where('user_id', '=', userId)
+      .where('id', '>', after)
+      .orderBy('id')
+      .limit(PAGE)
+      .execute();
+    yield rows.map((row) => ({
+      id: row.id,
+      requestId: row.request_id,
+      keyId: row.key_id,
+      endpoint: row.endpoint,
+      model: row.model,
+      provider: row.provider,
+      stream: row.stream,
+      promptTokens: row.prompt_tokens,
+      cachedTokens: row.cached_tokens,
+      completionTokens: row.completion_tokens,
+      reasoningTokens: row.reasoning_tokens,
+      costUsd: row.cost_usd,
+      shortfallUsd: row.shortfall_usd,
+      estimated: row.estimated,
+      entryId: row.entry_id,
+      startedAt: iso(row.started_at),
+      firstByteAt: iso(row.first_byte_at),
+      finishedAt: iso(row.finished_at),
+      latencyMs: row.latency_ms,
+      httpStatus: row.http_status,
+      outcome: row.outcome,
+      clientIp: row.client_ip,
+      userAgent: row.user_agent,
+    }));
+    if (rows.length < PAGE) return;
+    after = rows[rows.length - 1]!.id;
+  }
+}
+
+async function* usageDailyPages(db: Kysely<Database>, userId: string): AsyncGenerator<unknown[]> {
+  let after: [string, string] = ['0001-01-01', ''];
+  for (;;) {
+    const rows = await db
+      .selectFrom('usage_daily')
+      .select([
+        sql<string>`to_char(day, 'YYYY-MM-DD')`.as('day_text'),
+        'model',
+        'calls',
+        'prompt_tokens',
+        'cached_tokens',
+        'completion_tokens',
+        'reasoning_tokens',
+        'cost_usd',
+        'shortfall_usd',
+        'outcomes',
+      ])
+      .where('user_id', '=', userId)
+      .where(sql<boolean>`(day, model) > (${after[0]}::date, ${after[1]})`)
+      .orderBy('day')
+      .orderBy('model')
+      .limit(PAGE)
+      .execute();
+    yield rows.map((row) => ({
+      day: row.day_text,
+      model: row.model,
+      calls: row.calls,
+      promptTokens: row.prompt_tokens,
+      cachedTokens: row.cached_tokens,
+      completionTokens: row.completion_tokens,
+      reasoningTokens: row.reasoning_tokens,
+      costUsd: row.cost_usd,
+      shortfallUsd: row.shortfall_usd,
+      outcomes: row.outcomes,
+    }));
+    if (rows.length < PAGE) return;
+    const last = rows[rows.length - 1]!;
+    after = [last.day_text, last.model];
+  }
+}
+
+async function* auditPages(db: Kysely<Database>, userId: string): AsyncGenerator<unknown[]> {
+  const subject = `user:${userId}`;
+  let after = '0';
+  for (;;) {
+    const rows = await db
+      .selectFrom('audit_log')
+      .selectAll()
+      .where((eb) => eb.or([eb('target', '=', subject), eb('actor', '=', subject)]))
+      .where('id', '>', after)
+      .orderBy('id')
+      .limit(PAGE)
+      .execute();
+    yield rows.map(toEntry);
+    if (rows.length < PAGE) return;
+    after = rows[rows.length - 1]!.id;
+  }
+}
+
+/** Other tables of ours that hold rows per user (found by their `user_id` column). */
+async function otherUserTables(db: Kysely<Database>): Promise<string[]> {
+  const { rows } = await sql<{ table_name: string }>`
+    select c.table_name from information_schema.columns c
+      join information_schema.tables t on t.table_schema = c.table_schema and t.table_name = c.table_name
+     where c.table_schema = current_schema() and c.column_name = 'user_id' and t.table_type = 'BASE TABLE'
+     order by c.table_name`.execute(db);
+  return rows
+    .map((r) => r.table_name)
+    .filter((name) => !SECTIONED.has(name) && !name.startsWith('ledger_'));
+}
+
+async function otherRows(
+  db: Kysely<Database>,
+  table: string,
+  userId: string,
+): Promise<{ rows: Record<string, unknown>[]; truncated: boolean }> {
+  const { rows } = await sql<Record<string, unknown>>`
+    select * from ${sql.table(table)} where user_id = ${userId} order by 1 limit ${OTHER_ROWS_MAX + 1}`.execute(
+    db,
+  );
+  const kept = rows.slice(0, OTHER_ROWS_MAX).map((row) =>
+    Object.fromEntries(
+      Object.entries(row)
+        .filter(([column]) => !SECRET_COLUMNS.has(column))
+        .map(([column, value]) => [column, value instanceof Date ? value.toISOString() : value]),
+    ),
+  );
+  return { rows: kept, truncated: rows.length > OTHER_ROWS_MAX };
+}

@@ -1,0 +1,120 @@
+import { sql, type Kysely } from 'kysely';
+import type { Database } from '../db/schema.js';
+import { encodeCursor, iso } from './params.js';
+
+export interface ListUsageParameters {
+  userId: string;
+  /** started_at at or after. */
+  from?: Date;
+  /** started_at before. */
+  to?: Date;
+  model?: string;
+  limit: number;
+  /** From a previous page's nextCursor: [startedAt (UTC, microseconds), id]. */
+  cursor?: string[];
+}
+
+/** One API call as the user sees it: numbers and times, never a prompt or a completion. */
+export interface UsageItem {
+  id: string;
+  requestId: string;
+  keyId: string | null;
+  endpoint: string;
+  model: string;
+  provider: string | null;
+  stream: boolean;
+  promptTokens: string;
+  cachedTokens: string;
+  completionTokens: string;
+  reasoningTokens: string;
+  costUsd: string;
+  shortfallUsd: string;
+  estimated: boolean;
+  startedAt: string;
+  finishedAt: string;
+  latencyMs: number;
+  httpStatus: number;
+  outcome: string;
+}
+
+export interface ListUsageResult {
+  data: UsageItem[];
+  nextCursor: string | null;
+}
+
+/** Cursor parts: the row's started_at to the microsecond, and its id. */
+export const USAGE_CURSOR = [/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/, /^\d{1,18}$/];
+
+/** A user's usage records, newest first (started_at, then id), one page at a time. */
+export async function listUsage(
+  db: Kysely<Database>,
+  params: ListUsageParameters,
+): Promise<ListUsageResult> {
+  let query = db
+    .selectFrom('usage_records')
+    .select([
+      'id',
+      'request_id',
+      'key_id',
+      'endpoint',
+      'model',
+      'provider',
+      'stream',
+      'prompt_tokens',
+      'cached_tokens',
+      'completion_tokens',
+      'reasoning_tokens',
+      'cost_usd',
+      'shortfall_usd',
+      'estimated',
+      'started_at',
+      'finished_at',
+      'latency_ms',
+      'http_status',
+      'outcome',
+      sql<string>`to_char(started_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`.as(
+        'started_key',
+      ),
+    ])
+    .where('user_id', '=', params.userId)
+    .orderBy('started_at', 'desc')
+    .orderBy('id', 'desc')
+    .limit(params.limit + 1);
+  if (params.from) query = query.where('started_at', '>=', params.from);
+  if (params.to) query = query.where('started_at', '<', params.to);
+  if (params.model !== undefined) query = query.where('model', '=', params.model);
+  if (params.cursor) {
+    const [startedAt, id] = params.cursor as [string, string];
+    query = query.where(
+      sql<boolean>`(started_at, id) < (${startedAt}::timestamptz, ${id}::bigint)`,
+    );
+  }
+  const rows = await query.execute();
+  const page = rows.slice(0, params.limit);
+  const last = page[page.length - 1];
+  return {
+    data: page.map((row) => ({
+      id: row.id,
+      requestId: row.request_id,
+      keyId: row.key_id,
+      endpoint: row.endpoint,
+      model: row.model,
+      provider: row.provider,
+      stream: row.stream,
+      promptTokens: row.prompt_tokens,
+      cachedTokens: row.cached_tokens,
+      completionTokens: row.completion_tokens,
+      reasoningTokens: row.reasoning_tokens,
+      costUsd: row.cost_usd,
+      shortfallUsd: row.shortfall_usd,
+      estimated: row.estimated,
+      startedAt: iso(row.started_at)!,
+      finishedAt: iso(row.finished_at)!,
+      latencyMs: row.latency_ms,
+      httpStatus: row.http_status,
+      outcome: row.outcome,
+    })),
+    nextCursor:
+      rows.length > params.limit && last ? encodeCursor([last.started_key, last.id]) : null,
+  };
+}

@@ -1,0 +1,86 @@
+import { badRequest } from '../errors.js';
+
+/** A query string value as Koa gives it. */
+export type QueryValue = string | string[] | undefined;
+
+const DATE_ONLY = /^\d{4}-\d{2}-\d{2}$/;
+const DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
+
+/** One value of a query parameter, or undefined; a repeated parameter is a 400. */
+export function single(value: QueryValue, param: string): string | undefined {
+  if (Array.isArray(value)) throw badRequest(`give ${param} once`, param);
+  return value === '' ? undefined : value;
+}
+
+/** `YYYY-MM-DD` (UTC midnight) or an ISO 8601 time with a zone, such as `2026-11-27T10:00:00Z`. */
+export function parseTime(value: QueryValue, param: string): Date | undefined {
+  const text = single(value, param);
+  if (text === undefined) return undefined;
+  if (text.length > 40 || !(DATE_ONLY.test(text) || DATE_TIME.test(text)))
+    throw badRequest(
+      `${param} must be a date (2026-11-27) or an ISO 8601 time with a zone (2026-11-27T10:00:00Z)`,
+      param,
+    );
+  const time = new Date(DATE_ONLY.test(text) ? `${text}T00:00:00Z` : text);
+  if (Number.isNaN(time.getTime())) throw badRequest(`${param} is not a valid time`, param);
+  return time;
+}
+
+/** A time range: `from` inclusive, `to` exclusive; `from` must come before `to`. */
+export function parseRange(query: { from?: QueryValue; to?: QueryValue }): {
+  from?: Date;
+  to?: Date;
+} {
+  const from = parseTime(query.from, 'from');
+  const to = parseTime(query.to, 'to');
+  if (from && to && from.getTime() >= to.getTime())
+    throw badRequest('from must be before to', 'from');
+  return { ...(from ? { from } : {}), ...(to ? { to } : {}) };
+}
+
+/** A page size between 1 and `max`. */
+export function parseLimit(value: QueryValue, defaultLimit: number, max: number): number {
+  const text = single(value, 'limit');
+  if (text === undefined) return defaultLimit;
+  if (!/^\d{1,6}$/.test(text) || Number(text) < 1 || Number(text) > max)
+    throw badRequest(`limit must be a whole number from 1 to ${max}`, 'limit');
+  return Number(text);
+}
+
+/** Printable ASCII text of bounded length (no control characters), or undefined. */
+export function parseText(value: QueryValue, param: string, maxLength: number): string | undefined {
+  const text = single(value, param);
+  if (text === undefined) return undefined;
+  if (text.length > maxLength || !/^[\x20-\x7e]+$/.test(text))
+    throw badRequest(`${param} must be printable text of at most ${maxLength} characters`, param);
+  return text;
+}
+
+/** A cursor made by `encodeCursor`, checked against `pattern` part by part. */
+export function decodeCursor(value: QueryValue, patterns: RegExp[]): string[] | undefined {
+  const text = single(value, 'cursor');
+  if (text === undefined) return undefined;
+  const invalid = () => badRequest('cursor is not one this API gave out', 'cursor');
+  if (text.length > 200 || !/^[A-Za-z0-9_-]+$/.test(text)) throw invalid();
+  let parts: unknown;
+  try {
+    parts = JSON.parse(Buffer.from(text, 'base64url').toString('utf8'));
+  } catch {
+    throw invalid();
+  }
+  if (
+    !Array.isArray(parts) ||
+    parts.length !== patterns.length ||
+    !parts.every((part, i) => typeof part === 'string' && patterns[i]!.test(part))
+  )
+    throw invalid();
+  return parts as string[];
+}
+
+export function encodeCursor(parts: string[]): string {
+  return Buffer.from(JSON.stringify(parts), 'utf8').toString('base64url');
+}
+
+export function iso(value: Date | string | null): string | null {
+  return value === null ? null : new Date(value).toISOString();
+}

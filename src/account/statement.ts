@@ -1,0 +1,262 @@
+import { sql, type Kysely } from 'kysely';
+import { Decimal } from '../../ledger/index.js';
+import { accounts } from '../billing/accounts.js';
+import type { Database } from '../db/schema.js';
+
+export interface StatementParameters {
+  userId: string;
+  /** Lines booked (entry created_at) at or after. */
+  from?: Date;
+  /** Lines booked before. */
+  to?: Date;
+}
+
+/** One ledger line of the user's balance: positive amounts grow it, negative ones spend it. */
+export interface StatementLine {
+  /** The line's place in the account's history (1, 2, 3...). */
+  sequence: string;
+  entryId: string;
+  kind: string;
+  description: string;
+  createdAt: string;
+  effectiveAt: string;
+  amount: string;
+  runningBalance: string;
+  reversesEntryId: string | null;
+  metadata: Record<string, unknown>;
+}
+
+export interface StatementSummary {
+  account: string;
+  currency: 'USD';
+  from: string | null;
+  to: string | null;
+  /** The balance before the first line of the range. */
+  openingBalance: string;
+  /** The balance after the last line of the range. */
+  closingBalance: string;
+  totalIn: string;
+  totalOut: string;
+  lineCount: number;
+}
+
+export interface StatementPage extends StatementSummary {
+  lines: StatementLine[];
+  /** Pass back as `cursor` for the next (later) lines; null on the last page. */
+  nextCursor: string | null;
+}
+
+interface AccountRef {
+  id: string;
+  sign: 1 | -1;
+}
+
+/**
+ * The user's statement: the ledger lines of `liabilities:customers:{id}` booked in the range,
+ * oldest first, each with the running balance after it, plus opening and closing balances.
+ * Lines come `limit` at a time; `cursor` is the previous page's nextCursor.
+ */
+export async function getStatement(
+  db: Kysely<Database>,
+  params: StatementParameters & { limit: number; cursor?: string },
+): Promise<StatementPage> {
+  const account = await findAccount(db, params.userId);
+  const summary = await summarise(db, account, params);
+  if (!account) return { ...summary, lines: [], nextCursor: null };
+  const rows = await readLines(db, account, params, params.cursor ?? '0', params.limit + 1);
+  const lines = rows.slice(0, params.limit);
+  return {
+    ...summary,
+    lines,
+    nextCursor: rows.length > params.limit ? lines[lines.length - 1]!.sequence : null,
+  };
+}
+
+/** Opening and closing balances and totals of the range, without the lines. */
+export async function getStatementSummary(
+  db: Kysely<Database>,
+  params: StatementParameters,
+): Promise<StatementSummary> {
+  return summarise(db, await findAccount(db, params.userId), params);
+}
+
+export const STATEMENT_CSV_HEADER = [
+  'sequence',
+  'created_at',
+  'effective_at',
+  'entry_id',
+  'kind',
+  'description',
+  'amount',
+  'running_balance',
+  'currency',
+] as const;
+
+const CSV_PAGE = 1000;
+
+/**
+ * The statement as CSV (RFC 4180, "\n" line ends), oldest line first, read from the database
+ * a page at a time so memory stays constant. The same books give the same bytes.
+ */
+export async function* statementCsv(
+  db: Kysely<Database>,
+  params: StatementParameters,
+): AsyncGenerator<string> {
+  yield `${STATEMENT_CSV_HEADER.join(',')}\n`;
+  for await (const lines of statementLinePages(db, params)) {
+    yield lines
+      .map(
+        (line) =>
+          [
+            line.sequence,
+            line.createdAt,
+            line.effectiveAt,
+            line.entryId,
+            csvText(line.kind),
+            csvText(line.description),
+            line.amount,
+            line.runningBalance,
+            'USD',
+          ].join(',') + '\n',
+      )
+      .join('');
+  }
+}
+
+/** Every statement line of the range, oldest first, a page (at most 1000 lines) at a time. */
+export async function* statementLinePages(
+  db: Kysely<Database>,
+  params: StatementParameters,
+): AsyncGenerator<StatementLine[]> {
+  const account = await findAccount(db, params.userId);
+  if (!account) return;
+  let after = '0';
+  for (;;) {
+    const lines = await readLines(db, account, params, after, CSV_PAGE);
+    if (lines.length > 0) yield lines;
+    if (lines.length < CSV_PAGE) return;
+    after = lines[lines.length - 1]!.sequence;
+  }
+}
+
+/** A text field for CSV: quoted when needed; a leading = + - @ is defused for spreadsheets. */
+export function csvText(value: string): string {
+  const safe = /^[=+\-@\t\r]/.test(value) ? `'${value}` : value;
+  return /[",\n\r]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe;
+}
+
+async function findAccount(db: Kysely<Database>, userId: string): Promise<AccountRef | null> {
+  const row = await db
+    .selectFrom('ledger_accounts')
+    .select(['id', 'type'])
+    .where('code', '=', accounts.customer(userId))
+    .executeTakeFirst();
+  if (!row) return null;
+  return { id: row.id, sign: row.type === 'asset' || row.type === 'expense' ? 1 : -1 };
+}
+
+async function readLines(
+  db: Kysely<Database>,
+  account: AccountRef,
+  params: StatementParameters,
+  afterSequence: string,
+  limit: number,
+): Promise<StatementLine[]> {
+  let query = db
+    .selectFrom('ledger_postings as p')
+    .innerJoin('ledger_entries as e', 'e.id', 'p.entry_id')
+    .select([
+      'p.account_version',
+      'p.amount',
+      'p.balance_after',
+      'e.id',
+      'e.kind',
+      'e.description',
+      'e.metadata',
+      'e.reverses_entry_id',
+      'e.created_at',
+      'e.effective_at',
+    ])
+    .where('p.account_id', '=', account.id)
+    .where('p.account_version', '>', afterSequence)
+    .orderBy('p.account_version', 'asc')
+    .limit(limit);
+  if (params.from) query = query.where('e.created_at', '>=', params.from);
+  if (params.to) query = query.where('e.created_at', '<', params.to);
+  const rows = await query.execute();
+  return rows.map((row) => ({
+    sequence: row.account_version,
+    entryId: row.id,
+    kind: row.kind,
+    description: row.description,
+    createdAt: row.created_at.toISOString(),
+    effectiveAt: row.effective_at.toISOString(),
+    amount: new Decimal(row.amount).mul(account.sign).toString(),
+    runningBalance: new Decimal(row.balance_after).mul(account.sign).toString(),
+    reversesEntryId: row.reverses_entry_id,
+    metadata: row.metadata,
+  }));
+}
+
+async function summarise(
+  db: Kysely<Database>,
+  account: AccountRef | null,
+  params: StatementParameters,
+): Promise<StatementSummary> {
+  const base = {
+    account: accounts.customer(params.userId),
+    currency: 'USD' as const,
+    from: params.from?.toISOString() ?? null,
+    to: params.to?.toISOString() ?? null,
+  };
+  if (!account)
+    return {
+      ...base,
+      openingBalance: '0',
+      closingBalance: '0',
+      totalIn: '0',
+      totalOut: '0',
+      lineCount: 0,
+    };
+  const from = params.from ?? null;
+  const to = params.to ?? null;
+  const { rows } = await sql<{
+    lines: string;
+    first_before: string | null;
+    last_after: string | null;
+    debits: string | null;
+    credits: string | null;
+    before: string | null;
+  }>`
+    with r as (
+      select p.account_version, p.amount, p.balance_after
+        from ledger_postings p join ledger_entries e on e.id = p.entry_id
+       where p.account_id = ${account.id}
+         and (${from}::timestamptz is null or e.created_at >= ${from}::timestamptz)
+         and (${to}::timestamptz is null or e.created_at < ${to}::timestamptz)
+    )
+    select (select count(*) from r) as lines,
+           (select balance_after - amount from r order by account_version asc limit 1) as first_before,
+           (select balance_after from r order by account_version desc limit 1) as last_after,
+           (select sum(amount) filter (where amount > 0) from r) as debits,
+           (select -sum(amount) filter (where amount < 0) from r) as credits,
+           (select p.balance_after from ledger_postings p join ledger_entries e on e.id = p.entry_id
+             where p.account_id = ${account.id}
+               and ${from}::timestamptz is not null and e.created_at < ${from}::timestamptz
+             order by p.account_version desc limit 1) as before`.execute(db);
+  const row = rows[0]!;
+  const signed = (value: string | null) => new Decimal(value ?? 0).mul(account.sign);
+  const opening = row.first_before !== null ? signed(row.first_before) : signed(row.before);
+  const closing = row.last_after !== null ? signed(row.last_after) : opening;
+  // On a credit-normal account credits grow the balance.
+  const [grow, shrink] =
+    account.sign === -1 ? [row.credits, row.debits] : [row.debits, row.credits];
+  return {
+    ...base,
+    openingBalance: opening.toString(),
+    closingBalance: closing.toString(),
+    totalIn: new Decimal(grow ?? 0).toString(),
+    totalOut: new Decimal(shrink ?? 0).toString(),
+    lineCount: Number(row.lines),
+  };
+}

@@ -1,0 +1,61 @@
+import type { Kysely } from 'kysely';
+import type { Database } from '../db/schema.js';
+import { badRequest, conflict } from '../errors.js';
+import { notifyKeyChange } from '../keys/apiKeys.js';
+import { readUser, toAdminView, type AdminUserView } from './profile.js';
+
+export interface SetSuspensionParameters {
+  userId: string;
+  suspended: boolean;
+  reason: unknown;
+  now: Date;
+}
+
+export interface SetSuspensionResult {
+  user: AdminUserView;
+  /** False when the user already was in the asked state (nothing written). */
+  changed: boolean;
+}
+
+/**
+ * Suspends or reinstates a user. A suspension stops the user's keys and sessions at once:
+ * sessions are checked against the user row on every request, and NOTIFY lingxi_keys empties
+ * every process's key cache. Nothing is revoked, so reinstating brings them back. An erased
+ * user cannot be suspended or reinstated (409 `user_erased`).
+ */
+export async function setSuspension(
+  db: Kysely<Database>,
+  params: SetSuspensionParameters,
+): Promise<SetSuspensionResult> {
+  const { reason } = params;
+  if (typeof reason !== 'string' || reason.trim() === '' || reason.length > 500)
+    throw badRequest('reason must be a text of 1-500 characters', 'reason');
+  const current = await readUser(db, params.userId);
+  if (current.status === 'erased')
+    throw conflict('this user was erased; there is nothing to suspend', 'user_erased');
+  const from = params.suspended ? 'active' : 'suspended';
+  const updated = await db
+    .updateTable('users')
+    .set(
+      params.suspended
+        ? {
+            status: 'suspended',
+            suspended_at: params.now,
+            suspension_reason: reason.trim(),
+            updated_at: params.now,
+          }
+        : { status: 'active', suspended_at: null, suspension_reason: null, updated_at: params.now },
+    )
+    .where('id', '=', params.userId)
+    .where('status', '=', from)
+    .returningAll()
+    .executeTakeFirst();
+  if (!updated) {
+    const now = await readUser(db, params.userId);
+    if (now.status === 'erased')
+      throw conflict('this user was erased; there is nothing to suspend', 'user_erased');
+    return { user: toAdminView(now), changed: false };
+  }
+  await notifyKeyChange(db);
+  return { user: toAdminView(updated), changed: true };
+}

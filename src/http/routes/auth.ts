@@ -1,0 +1,91 @@
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import { revokeSession } from '../../auth/sessions.js';
+import {
+  devSignInDisabled,
+  signInDev,
+  signInWithTelegram,
+  telegramNotConfigured,
+  type SignInResult,
+} from '../../auth/signIn.js';
+import { AppError, badRequest } from '../../errors.js';
+import type { Services } from '../../services.js';
+import { accountAuth, currentAccount } from '../middleware/accountAuth.js';
+import { jsonBody } from '../middleware/jsonBody.js';
+import { objectBody } from '../objectBody.js';
+
+/**
+ * /api/auth: sign in with Telegram (a session token out), sign out. Without a bot token the
+ * Telegram route answers 503 and a development sign-in exists instead, for loopback clients
+ * only; with a bot token that route does not exist at all.
+ */
+export function authRoutes(services: Services): Router {
+  const { config, database, logger } = services.runtime;
+  const { db } = database;
+  const router = new Router({ prefix: '/api/auth' });
+  router.use(jsonBody(config.http.bodyLimitBytes));
+
+  router.post('/telegram', async (ctx) => {
+    if (!config.telegram.botToken) throw telegramNotConfigured();
+    const result = await signInWithTelegram(db, config, ctx.state['body'], new Date());
+    answerSignIn(ctx, result);
+  });
+
+  if (!config.telegram.botToken) {
+    logger.warn(
+      'telegram.botToken is not set: Telegram sign-in is off and POST /api/auth/dev signs in any Telegram id from loopback clients',
+    );
+    router.post('/dev', async (ctx) => {
+      // Checked again per request: the route must never work with a bot token configured.
+      if (config.telegram.botToken) throw devSignInDisabled();
+      if (!isLoopback(ctx.ip))
+        throw new AppError(
+          'dev_sign_in_local_only',
+          'the development sign-in only answers clients on this machine',
+          { status: 403 },
+        );
+      const body = objectBody(ctx);
+      const result = await signInDev(
+        db,
+        config,
+        { telegramId: body['telegramId'], username: body['username'] },
+        new Date(),
+      );
+      answerSignIn(ctx, result);
+    });
+  }
+
+  router.post('/logout', accountAuth(services), async (ctx) => {
+    const account = currentAccount(ctx);
+    if (account.via !== 'session' || !account.sessionId)
+      throw badRequest(
+        'logout signs out a session token; revoke an API key with DELETE /api/me/keys/:id',
+        null,
+        'not_a_session',
+      );
+    ctx.body = await revokeSession(db, {
+      sessionId: account.sessionId,
+      userId: account.userId,
+      now: new Date(),
+    });
+  });
+
+  return router;
+}
+
+function answerSignIn(ctx: Context, result: SignInResult): void {
+  ctx.set('cache-control', 'no-store');
+  ctx.status = 200;
+  ctx.body = {
+    token: result.token,
+    tokenType: 'Bearer',
+    sessionId: result.sessionId,
+    expiresAt: result.expiresAt,
+    userId: result.userId,
+    created: result.created,
+  };
+}
+
+function isLoopback(ip: string): boolean {
+  return ip === '::1' || ip.startsWith('127.') || ip.startsWith('::ffff:127.');
+}

@@ -1,0 +1,69 @@
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import { audit } from '../../../audit.js';
+import { conflict } from '../../../errors.js';
+import { createApiKey, listApiKeys, revokeApiKey } from '../../../keys/apiKeys.js';
+import type { Services } from '../../../services.js';
+import { objectBody } from '../../objectBody.js';
+import { currentAccount, requireUnrestricted } from '../../middleware/accountAuth.js';
+
+/** Active keys a user may hold at once. */
+const ACTIVE_KEYS_MAX = 100;
+
+/** GET/POST /api/me/keys, DELETE /api/me/keys/:id: the user's own API keys. */
+export function meKeyRoutes(services: Services): Router {
+  const { db } = services.runtime.database;
+  const router = new Router({ prefix: '/keys' });
+  const record = (ctx: Context, action: string, details: Record<string, unknown>) => {
+    const { userId } = currentAccount(ctx);
+    // No IP: the audit log cannot be erased, so it holds no personal data of users.
+    return audit(db, {
+      actor: `user:${userId}`,
+      action,
+      target: `user:${userId}`,
+      details,
+      requestId: ctx.state['requestId'],
+    });
+  };
+
+  router.get('/', async (ctx) => {
+    ctx.body = { data: await listApiKeys(db, currentAccount(ctx).userId) };
+  });
+
+  router.post('/', async (ctx) => {
+    const account = currentAccount(ctx);
+    requireUnrestricted(account, 'create keys');
+    const active = await db
+      .selectFrom('api_keys')
+      .select((eb) => eb.fn.countAll<string>().as('n'))
+      .where('user_id', '=', account.userId)
+      .where('revoked_at', 'is', null)
+      .executeTakeFirstOrThrow();
+    if (Number(active.n) >= ACTIVE_KEYS_MAX)
+      throw conflict(
+        `an account holds at most ${ACTIVE_KEYS_MAX} active keys; revoke one first`,
+        'too_many_keys',
+      );
+    const body = objectBody(ctx);
+    const key = await createApiKey(db, {
+      userId: account.userId,
+      name: body['name'] as string | undefined,
+      spendLimitUsd: body['spendLimitUsd'],
+      allowedModels: body['allowedModels'],
+    });
+    await record(ctx, 'key.create', { keyId: key.id });
+    ctx.set('cache-control', 'no-store');
+    ctx.status = 201;
+    ctx.body = key;
+  });
+
+  router.delete('/:id', async (ctx) => {
+    const account = currentAccount(ctx);
+    requireUnrestricted(account, 'revoke keys');
+    const result = await revokeApiKey(db, { userId: account.userId, keyId: ctx.params['id']! });
+    await record(ctx, 'key.revoke', { keyId: result.id });
+    ctx.body = result;
+  });
+
+  return router;
+}

@@ -1,0 +1,359 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { Decimal } from '../../ledger/index.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { admin, startTestService, userWithKey, type TestService } from '../support/service.js';
+import { startUpstreamStub, type UpstreamStub } from '../support/upstream-stub.js';
+import { gatewayConfig, sdk } from '../gateway/fixtures.js';
+import { call, devSignIn, expectErrorShape } from './support.js';
+
+let database: TestDatabase;
+let stub: UpstreamStub;
+let service: TestService;
+let session: { token: string; userId: string };
+let apiKey: string;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  stub = await startUpstreamStub({ apiKey: 'upstream-secret' });
+  service = await startTestService({ databaseUrl: database.url, config: gatewayConfig(stub.url) });
+  ({ apiKey } = await userWithKey(service, { telegramId: 7001, balance: '10' }));
+  session = await devSignIn(service, 7001, 'grace');
+  const client = sdk(service.url, apiKey);
+  for (const [model, tokens] of [
+    ['gpt-4o-mini', 5],
+    ['precise', 7],
+    ['gpt-4o-mini', 3],
+  ] as const) {
+    await client.chat.completions.create({
+      model,
+      messages: [{ role: 'user', content: `hello [[tokens=${tokens}]]` }],
+    });
+  }
+  await client.embeddings.create({ model: 'text-embedding-3-small', input: 'embed me' });
+  await service.http.services.work.drain(5000);
+});
+afterAll(async () => {
+  await service?.stop();
+  await stub?.close();
+  await database?.drop();
+});
+
+interface UsagePage {
+  data: Array<
+    Record<string, unknown> & { id: string; model: string; costUsd: string; startedAt: string }
+  >;
+  nextCursor: string | null;
+}
+
+describe('GET /api/me and /api/me/balance', () => {
+  test('an API key and a session of the same user see the same account', async () => {
+    const byKey = await call<Record<string, unknown>>(service, 'GET', '/api/me', { token: apiKey });
+    const bySession = await call<Record<string, unknown>>(service, 'GET', '/api/me', {
+      token: session.token,
+    });
+    expect(byKey.status).toBe(200);
+    expect(byKey.body['id']).toBe(session.userId);
+    expect(byKey.body['auth']).toMatchObject({ via: 'api_key' });
+    expect(bySession.body['auth']).toMatchObject({ via: 'session' });
+    const balance = await call<Record<string, string>>(service, 'GET', '/api/me/balance', {
+      token: session.token,
+    });
+    expect(balance.body).toEqual(byKey.body['balance']);
+    expect(Object.keys(balance.body).sort()).toEqual(['available', 'currency', 'held', 'posted']);
+    const adminView = await admin(service, 'GET', `/users/${session.userId}/balance`);
+    expect(balance.body).toEqual(adminView.body);
+    expect(new Decimal(balance.body['posted']!).lt(10)).toBe(true);
+  });
+});
+
+describe('GET /api/me/usage', () => {
+  test('newest first, cursor-paginated, never a prompt', async () => {
+    const all = await call<UsagePage>(service, 'GET', '/api/me/usage', { token: session.token });
+    expect(all.status).toBe(200);
+    expect(all.body.data).toHaveLength(4);
+    expect(all.body.nextCursor).toBeNull();
+    expect(JSON.stringify(all.body)).not.toContain('hello');
+    expect(JSON.stringify(all.body)).not.toContain('embed me');
+    const started = all.body.data.map((row) => row.startedAt);
+    expect([...started].sort().reverse()).toEqual(started);
+    expect(all.body.data[0]!.model).toBe('text-embedding-3-small');
+
+    const pages: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: { body: UsagePage } = await call<UsagePage>(
+        service,
+        'GET',
+        `/api/me/usage?limit=1${cursor ? `&cursor=${cursor}` : ''}`,
+        { token: session.token },
+      );
+      pages.push(...page.body.data.map((row) => row.id));
+      cursor = page.body.nextCursor;
+    } while (cursor && pages.length < 10);
+    expect(pages).toEqual(all.body.data.map((row) => row.id));
+
+    const mini = await call<UsagePage>(service, 'GET', '/api/me/usage?model=gpt-4o-mini', {
+      token: apiKey,
+    });
+    expect(mini.body.data.map((row) => row.model)).toEqual(['gpt-4o-mini', 'gpt-4o-mini']);
+    const future = await call<UsagePage>(service, 'GET', '/api/me/usage?from=2999-01-01', {
+      token: apiKey,
+    });
+    expect(future.body.data).toEqual([]);
+    const past = await call<UsagePage>(service, 'GET', '/api/me/usage?to=2000-01-01T00:00:00Z', {
+      token: apiKey,
+    });
+    expect(past.body.data).toEqual([]);
+  });
+
+  test('bad parameters are 400s naming the parameter', async () => {
+    for (const [query, param] of [
+      ['limit=0', 'limit'],
+      ['limit=501', 'limit'],
+      ['limit=abc', 'limit'],
+      ['from=yesterday', 'from'],
+      ['from=2026-02-01&to=2026-01-01', 'from'],
+      ['cursor=not-a-cursor', 'cursor'],
+      ['cursor=WyJ4IiwiMSJd', 'cursor'],
+      ['model=a%0d%0aSet-Cookie:%20x=1', 'model'],
+      ['limit=1&limit=2', 'limit'],
+    ] as const) {
+      const result = await call<{ error: { param: string } }>(
+        service,
+        'GET',
+        `/api/me/usage?${query}`,
+        { token: apiKey },
+      );
+      expect(result.status, query).toBe(400);
+      expectErrorShape(result.body, 'invalid_request');
+      expect(result.body.error.param).toBe(param);
+    }
+  });
+});
+
+describe('GET /api/me/statement', () => {
+  test('ledger lines with running balance, opening and closing balances', async () => {
+    const result = await call<{
+      account: string;
+      openingBalance: string;
+      closingBalance: string;
+      totalIn: string;
+      totalOut: string;
+      lineCount: number;
+      lines: Array<{ amount: string; runningBalance: string; kind: string }>;
+      nextCursor: string | null;
+    }>(service, 'GET', '/api/me/statement', { token: session.token });
+    expect(result.status).toBe(200);
+    const statement = result.body;
+    expect(statement.account).toBe(`liabilities:customers:${session.userId}`);
+    expect(statement.openingBalance).toBe('0');
+    expect(statement.lines.map((l) => l.kind)).toEqual([
+      'adjustment',
+      'usage',
+      'usage',
+      'usage',
+      'usage',
+    ]);
+    expect(statement.lines[0]).toMatchObject({ amount: '10', runningBalance: '10' });
+    let running = new Decimal(statement.openingBalance);
+    for (const line of statement.lines) {
+      running = running.add(line.amount);
+      expect(line.runningBalance).toBe(running.toString());
+    }
+    const balance = await call<{ posted: string }>(service, 'GET', '/api/me/balance', {
+      token: session.token,
+    });
+    expect(statement.closingBalance).toBe(balance.body.posted);
+    expect(new Decimal(statement.totalIn).sub(statement.totalOut).toString()).toBe(
+      statement.closingBalance,
+    );
+
+    // Pages of two lines give the same lines.
+    const first = await call<typeof statement>(service, 'GET', '/api/me/statement?limit=2', {
+      token: session.token,
+    });
+    expect(first.body.lines).toEqual(statement.lines.slice(0, 2));
+    const second = await call<typeof statement>(
+      service,
+      'GET',
+      `/api/me/statement?limit=2&cursor=${first.body.nextCursor}`,
+      { token: session.token },
+    );
+    expect(second.body.lines).toEqual(statement.lines.slice(2, 4));
+    expect(second.body.closingBalance).toBe(statement.closingBalance);
+
+    const empty = await call<typeof statement>(
+      service,
+      'GET',
+      '/api/me/statement?from=2999-01-01',
+      { token: session.token },
+    );
+    expect(empty.body).toMatchObject({
+      lines: [],
+      lineCount: 0,
+      openingBalance: statement.closingBalance,
+      closingBalance: statement.closingBalance,
+    });
+  });
+
+  test('CSV: the same lines, deterministic bytes', async () => {
+    const json = await call<{
+      lines: Array<{ sequence: string; amount: string; runningBalance: string }>;
+    }>(service, 'GET', '/api/me/statement', { token: session.token });
+    const csv = await call(service, 'GET', '/api/me/statement?format=csv', { token: apiKey });
+    expect(csv.status).toBe(200);
+    expect(csv.headers.get('content-type')).toMatch(/^text\/csv/);
+    const rows = csv.text.trimEnd().split('\n');
+    expect(rows[0]).toBe(
+      'sequence,created_at,effective_at,entry_id,kind,description,amount,running_balance,currency',
+    );
+    expect(rows).toHaveLength(json.body.lines.length + 1);
+    rows.slice(1).forEach((row, i) => {
+      const cells = row.split(',');
+      const line = json.body.lines[i]!;
+      expect(cells[0]).toBe(line.sequence);
+      expect(cells[6]).toBe(line.amount);
+      expect(cells[7]).toBe(line.runningBalance);
+      expect(cells[8]).toBe('USD');
+    });
+    const again = await call(service, 'GET', '/api/me/statement?format=csv', { token: apiKey });
+    expect(again.text).toBe(csv.text);
+    const bad = await call(service, 'GET', '/api/me/statement?format=xml', { token: apiKey });
+    expect(bad.status).toBe(400);
+    expectErrorShape(bad.body, 'invalid_request');
+  });
+
+  test('a spreadsheet formula in a description is defused in the CSV', async () => {
+    const other = await userWithKey(service, { telegramId: 7002 });
+    await admin(service, 'POST', `/users/${other.userId}/adjustments`, {
+      amount: '1',
+      reason: '=HYPERLINK("http://evil.example","click")',
+    });
+    const csv = await call(service, 'GET', '/api/me/statement?format=csv', { token: other.apiKey });
+    expect(csv.text).toContain(`"'=HYPERLINK(""http://evil.example"",""click"")"`);
+  });
+});
+
+describe('/api/me/keys', () => {
+  test('create (secret shown once), list without secrets, revoke (stops working at once)', async () => {
+    const created = await call<{ id: string; key: string; name: string }>(
+      service,
+      'POST',
+      '/api/me/keys',
+      { token: session.token, body: { name: 'laptop' } },
+    );
+    expect(created.status).toBe(201);
+    expect(created.body.key).toMatch(/^lx-/);
+    const list = await call<{ data: Array<Record<string, unknown>> }>(
+      service,
+      'GET',
+      '/api/me/keys',
+      {
+        token: session.token,
+      },
+    );
+    expect(list.body.data.map((k) => k['id'])).toContain(created.body.id);
+    expect(JSON.stringify(list.body)).not.toContain(created.body.key);
+    expect(JSON.stringify(list.body)).not.toMatch(/[0-9a-f]{64}/);
+
+    const models = await sdk(service.url, created.body.key).models.list();
+    expect(models.data.length).toBeGreaterThan(0);
+
+    const revoked = await call<{ id: string; revokedAt: string }>(
+      service,
+      'DELETE',
+      `/api/me/keys/${created.body.id}`,
+      { token: session.token },
+    );
+    expect(revoked.status).toBe(200);
+    expect(revoked.body.id).toBe(created.body.id);
+    const after = await call(service, 'GET', '/api/me', { token: created.body.key });
+    expect(after.status).toBe(401);
+    expectErrorShape(after.body, 'invalid_api_key');
+    const v1 = await call(service, 'GET', '/v1/models', { token: created.body.key });
+    expect(v1.status).toBe(401);
+  });
+
+  test('Idempotency-Key: a repeated create makes one key and does not show the secret again', async () => {
+    const headers = { 'idempotency-key': 'create-ci-key' };
+    const first = await call<{ id: string; key: string }>(service, 'POST', '/api/me/keys', {
+      token: session.token,
+      body: { name: 'ci' },
+      headers,
+    });
+    const second = await call<{ id: string; key: string | null }>(service, 'POST', '/api/me/keys', {
+      token: session.token,
+      body: { name: 'ci' },
+      headers,
+    });
+    expect(second.body.id).toBe(first.body.id);
+    expect(second.body.key).toBeNull();
+    expect(second.headers.get('idempotent-replayed')).toBe('true');
+  });
+
+  test('a key with a spend limit cannot mint keys, revoke keys or erase the account', async () => {
+    const limited = await call<{ id: string; key: string }>(service, 'POST', '/api/me/keys', {
+      token: session.token,
+      body: { name: 'limited', spendLimitUsd: '1' },
+    });
+    const before = await database.pool.query('select count(*)::int as n from api_keys');
+    for (const [method, path, body] of [
+      ['POST', '/api/me/keys', { name: 'escape' }],
+      ['DELETE', `/api/me/keys/${limited.body.id}`, undefined],
+      ['DELETE', '/api/me', { confirm: 'erase my account' }],
+    ] as const) {
+      const result = await call(service, method, path, {
+        token: limited.body.key,
+        ...(body ? { body } : {}),
+      });
+      expect(result.status).toBe(403);
+      expectErrorShape(result.body, 'key_restricted');
+    }
+    const after = await database.pool.query('select count(*)::int as n from api_keys');
+    expect(after.rows[0].n).toBe(before.rows[0].n);
+    // It may still read the account.
+    expect((await call(service, 'GET', '/api/me/usage', { token: limited.body.key })).status).toBe(
+      200,
+    );
+  });
+});
+
+describe('GET /api/me/export', () => {
+  test('everything held about the user, in one JSON document, without secrets or hashes', async () => {
+    const result = await call<Record<string, unknown>>(service, 'GET', '/api/me/export', {
+      token: session.token,
+    });
+    expect(result.status).toBe(200);
+    expect(result.headers.get('content-disposition')).toMatch(/attachment/);
+    const document = result.body as {
+      format: string;
+      profile: { id: string; telegramId: string };
+      balance: unknown;
+      keys: unknown[];
+      sessions: unknown[];
+      ledger: { lines: unknown[]; closingBalance: string };
+      usage: Array<{ clientIp: string | null }>;
+      usageDaily: unknown[];
+      auditLog: Array<{ action: string }>;
+      other: Record<string, unknown>;
+    };
+    expect(document.format).toBe('lingxi-account-export/1');
+    expect(document.profile).toMatchObject({ id: session.userId, telegramId: '7001' });
+    expect(document.keys.length).toBeGreaterThanOrEqual(1);
+    expect(document.sessions.length).toBeGreaterThanOrEqual(1);
+    expect(document.ledger.lines).toHaveLength(5);
+    expect(document.usage).toHaveLength(4);
+    expect(document.usage[0]!.clientIp).toMatch(/127\.0\.0\.1/);
+    expect(document.auditLog.map((e) => e.action)).toEqual(
+      expect.arrayContaining(['user.create', 'key.create', 'balance.adjust']),
+    );
+    const text = result.text;
+    expect(text).not.toContain(session.token);
+    expect(text).not.toContain(apiKey);
+    expect(text).not.toMatch(/key_hash|token_hash|keyHash|tokenHash/);
+    const { rows } = await database.pool.query(
+      `select key_hash from api_keys union all select token_hash from sessions`,
+    );
+    for (const { key_hash } of rows) expect(text).not.toContain(key_hash);
+  });
+});

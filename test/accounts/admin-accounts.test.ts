@@ -1,0 +1,218 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { admin, startTestService, userWithKey, type TestService } from '../support/service.js';
+import { startUpstreamStub, type UpstreamStub } from '../support/upstream-stub.js';
+import { gatewayConfig } from '../gateway/fixtures.js';
+import { call, devSignIn, expectErrorShape } from './support.js';
+
+let database: TestDatabase;
+let stub: UpstreamStub;
+let service: TestService;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  stub = await startUpstreamStub({ apiKey: 'upstream-secret' });
+  service = await startTestService({ databaseUrl: database.url, config: gatewayConfig(stub.url) });
+});
+afterAll(async () => {
+  await service?.stop();
+  await stub?.close();
+  await database?.drop();
+});
+
+interface AuditPage {
+  data: Array<{
+    id: string;
+    at: string;
+    actor: string;
+    action: string;
+    target: string | null;
+    details: Record<string, unknown>;
+    ip: string | null;
+    requestId: string | null;
+  }>;
+  nextCursor: string | null;
+}
+
+describe('looking users up', () => {
+  test('by id, by Telegram id and by username (case-insensitive)', async () => {
+    const { userId, keyId } = await userWithKey(service, { telegramId: 6001, balance: '3' });
+    await devSignIn(service, 6001, 'Dora_Explorer');
+    const byId = await admin<Record<string, unknown>>(service, 'GET', `/users/${userId}`);
+    expect(byId.status).toBe(200);
+    expect(byId.body).toMatchObject({
+      id: userId,
+      telegramId: '6001',
+      username: 'Dora_Explorer',
+      status: 'active',
+      suspendedAt: null,
+      erasedAt: null,
+      balance: { currency: 'USD', available: '3', posted: '3', held: '0' },
+    });
+    expect((byId.body['keys'] as Array<{ id: string }>).map((k) => k.id)).toEqual([keyId]);
+    expect(JSON.stringify(byId.body)).not.toMatch(/[0-9a-f]{64}/);
+
+    const byTelegram = await admin<{ data: Array<{ id: string }> }>(
+      service,
+      'GET',
+      '/users?telegramId=6001',
+    );
+    expect(byTelegram.body.data.map((u) => u.id)).toEqual([userId]);
+    const byName = await admin<{ data: Array<{ id: string }> }>(
+      service,
+      'GET',
+      '/users?username=@dora_explorer',
+    );
+    expect(byName.body.data.map((u) => u.id)).toEqual([userId]);
+    const none = await admin<{ data: unknown[] }>(service, 'GET', '/users?telegramId=424242');
+    expect(none.body.data).toEqual([]);
+  });
+
+  test('unknown users are 404s; a lookup needs exactly one criterion', async () => {
+    for (const id of ['999999', 'abc', '0']) {
+      const result = await admin(service, 'GET', `/users/${id}`);
+      expect(result.status).toBe(404);
+      expectErrorShape(result.body, 'user_not_found');
+    }
+    for (const query of ['', '?telegramId=1&username=x', '?telegramId=-1', '?username=a%20b']) {
+      const result = await admin(service, 'GET', `/users${query}`);
+      expect(result.status, query).toBe(400);
+      expectErrorShape(result.body, 'invalid_request');
+    }
+  });
+});
+
+describe('suspension', () => {
+  test("stops the user's keys and sessions at once, and reinstating brings them back", async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 6101, balance: '1' });
+    const { token } = await devSignIn(service, 6101);
+    // Warm the key cache: suspension must reach it by NOTIFY.
+    expect((await call(service, 'GET', '/v1/models', { token: apiKey })).status).toBe(200);
+    expect((await call(service, 'GET', '/api/me', { token: apiKey })).status).toBe(200);
+
+    const missingReason = await admin(service, 'POST', `/users/${userId}/suspend`, {});
+    expect(missingReason.status).toBe(400);
+    expectErrorShape(missingReason.body, 'invalid_request');
+
+    const suspended = await admin<Record<string, unknown>>(
+      service,
+      'POST',
+      `/users/${userId}/suspend`,
+      {
+        reason: 'chargeback investigation',
+      },
+    );
+    expect(suspended.status).toBe(200);
+    expect(suspended.body).toMatchObject({
+      id: userId,
+      status: 'suspended',
+      suspensionReason: 'chargeback investigation',
+      changed: true,
+    });
+    await expect
+      .poll(async () => (await call(service, 'GET', '/v1/models', { token: apiKey })).status, {
+        timeout: 2000,
+      })
+      .toBe(403);
+    for (const credential of [apiKey, token]) {
+      for (const route of ['/api/me', '/api/me/balance', '/api/me/keys']) {
+        const result = await call(service, 'GET', route, { token: credential });
+        expect(result.status).toBe(403);
+        expectErrorShape(result.body, 'account_suspended');
+      }
+    }
+    const again = await admin<{ changed: boolean }>(service, 'POST', `/users/${userId}/suspend`, {
+      reason: 'twice',
+    });
+    expect(again.body.changed).toBe(false);
+
+    const reinstated = await admin<Record<string, unknown>>(
+      service,
+      'POST',
+      `/users/${userId}/unsuspend`,
+      {
+        reason: 'resolved',
+      },
+    );
+    expect(reinstated.body).toMatchObject({ status: 'active', suspendedAt: null, changed: true });
+    expect((await call(service, 'GET', '/api/me', { token })).status).toBe(200);
+    expect((await call(service, 'GET', '/v1/models', { token: apiKey })).status).toBe(200);
+  });
+
+  test('honours Idempotency-Key like every admin POST', async () => {
+    const { userId } = await userWithKey(service, { telegramId: 6102 });
+    const send = () =>
+      fetch(`${service.url}/admin/users/${userId}/suspend`, {
+        method: 'POST',
+        headers: {
+          authorization: 'Bearer test-admin-token-0123456789',
+          'content-type': 'application/json',
+          'idempotency-key': 'suspend-6102',
+        },
+        body: JSON.stringify({ reason: 'abuse' }),
+      });
+    const first = await send();
+    const second = await send();
+    expect(second.headers.get('idempotent-replayed')).toBe('true');
+    expect(await second.json()).toEqual(await first.json());
+    const log = await admin<AuditPage>(
+      service,
+      'GET',
+      `/audit-log?target=user:${userId}&action=user.suspend`,
+    );
+    expect(log.body.data).toHaveLength(1);
+  });
+});
+
+describe('the audit log', () => {
+  test('records every admin action with who, what, when, from where; pages newest first', async () => {
+    const { userId } = await userWithKey(service, { telegramId: 6201, balance: '2' });
+    await admin(service, 'POST', `/users/${userId}/suspend`, { reason: 'check' });
+    await admin(service, 'GET', `/users/${userId}`);
+    const page = await admin<AuditPage>(service, 'GET', `/audit-log?target=user:${userId}`);
+    expect(page.status).toBe(200);
+    expect(page.body.data.map((e) => e.action)).toEqual([
+      'user.read',
+      'user.suspend',
+      'key.create',
+      'balance.adjust',
+      'user.create',
+    ]);
+    for (const entry of page.body.data) {
+      expect(entry.actor).toBe('admin');
+      expect(entry.ip).toMatch(/127\.0\.0\.1/);
+      expect(entry.requestId).toMatch(/^req_/);
+      expect(Date.now() - Date.parse(entry.at)).toBeLessThan(60_000);
+    }
+    expect(page.body.data[1]!.details).toMatchObject({ reason: 'check' });
+
+    const ids: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const next: { body: AuditPage } = await admin<AuditPage>(
+        service,
+        'GET',
+        `/audit-log?limit=2&target=user:${userId}${cursor ? `&cursor=${cursor}` : ''}`,
+      );
+      ids.push(...next.body.data.map((e) => e.id));
+      cursor = next.body.nextCursor;
+    } while (cursor);
+    expect(ids).toEqual(page.body.data.map((e) => e.id));
+
+    const reads = await admin<AuditPage>(service, 'GET', '/audit-log?action=audit_log.read');
+    expect(reads.body.data.length).toBeGreaterThan(0);
+    for (const bad of ['limit=0', 'limit=1001', 'cursor=abc']) {
+      const result = await admin(service, 'GET', `/audit-log?${bad}`);
+      expect(result.status).toBe(400);
+      expectErrorShape(result.body, 'invalid_request');
+    }
+  });
+
+  test('the database refuses to change or delete an audit entry', async () => {
+    await expect(database.pool.query(`update audit_log set actor = 'nobody'`)).rejects.toThrow(
+      /append-only/,
+    );
+    await expect(database.pool.query(`delete from audit_log`)).rejects.toThrow(/append-only/);
+    await expect(database.pool.query(`truncate audit_log`)).rejects.toThrow(/append-only/);
+  });
+});

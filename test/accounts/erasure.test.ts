@@ -1,0 +1,227 @@
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { Decimal } from '../../ledger/index.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { ledgerRowCounts } from '../support/ledger.js';
+import { admin, startTestService, userWithKey, type TestService } from '../support/service.js';
+import { startUpstreamStub, type UpstreamStub } from '../support/upstream-stub.js';
+import { gatewayConfig, sdk } from '../gateway/fixtures.js';
+import { call, devSignIn, expectErrorShape, rowCounts } from './support.js';
+
+let database: TestDatabase;
+let stub: UpstreamStub;
+let service: TestService;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  stub = await startUpstreamStub({ apiKey: 'upstream-secret' });
+  service = await startTestService({ databaseUrl: database.url, config: gatewayConfig(stub.url) });
+});
+afterAll(async () => {
+  await service?.stop();
+  await stub?.close();
+  await database?.drop();
+});
+
+const CONFIRM = { confirm: 'erase my account' };
+
+async function customerWithHistory(telegramId: number, username: string) {
+  const { userId, apiKey } = await userWithKey(service, {
+    telegramId,
+    balance: '10',
+    key: { name: `${username}'s laptop` },
+  });
+  const { token } = await devSignIn(service, telegramId, username);
+  await sdk(service.url, apiKey).chat.completions.create({
+    model: 'gpt-4o-mini',
+    messages: [{ role: 'user', content: 'hello [[tokens=4]]' }],
+  });
+  await service.http.services.work.drain(5000);
+  return { userId, apiKey, token };
+}
+
+async function trialBalanceNets() {
+  const { body } = await admin<{ totals: Array<{ net: string }> }>(
+    service,
+    'GET',
+    '/trial-balance',
+  );
+  return body.totals.every((t) => t.net === '0');
+}
+
+test('a DELETE without the confirmation erases nothing', async () => {
+  const { token } = await customerWithHistory(5101, 'careful');
+  const before = await rowCounts(database.pool);
+  for (const body of [undefined, {}, { confirm: 'yes' }, { confirm: 'ERASE MY ACCOUNT' }, 'null']) {
+    const result = await call(service, 'DELETE', '/api/me', {
+      token,
+      ...(body === undefined ? {} : { body }),
+    });
+    expect(result.status).toBe(400);
+    expectErrorShape(result.body, 'confirmation_required');
+  }
+  expect(await rowCounts(database.pool)).toEqual(before);
+  expect((await call(service, 'GET', '/api/me', { token })).status).toBe(200);
+});
+
+test('erasure removes personal data, revokes access at once, and keeps the books whole', async () => {
+  const { userId, apiKey, token } = await customerWithHistory(5201, 'leaving_user');
+  const other = await customerWithHistory(5202, 'staying_user');
+  const { token: secondSession } = await devSignIn(service, 5201);
+  // Warm the key cache: erasure must reach it by NOTIFY.
+  expect((await call(service, 'GET', '/v1/models', { token: apiKey })).status).toBe(200);
+  const balanceBefore = await call<{ available: string; posted: string }>(
+    service,
+    'GET',
+    '/api/me/balance',
+    { token },
+  );
+  const remaining = balanceBefore.body.available;
+  expect(new Decimal(remaining).gt(0)).toBe(true);
+  const ledgerBefore = await ledgerRowCounts(database.pool);
+  const usageBefore = await database.pool.query(
+    'select id, cost_usd::text, entry_id from usage_records where user_id = $1 order by id',
+    [userId],
+  );
+
+  const result = await call<Record<string, unknown>>(service, 'DELETE', '/api/me', {
+    token,
+    body: CONFIRM,
+  });
+  expect(result.status).toBe(200);
+  expect(result.body).toMatchObject({
+    id: userId,
+    status: 'erased',
+    keysRevoked: 1,
+    sessionsEnded: 2,
+    usageRowsScrubbed: 1,
+    unclaimedBalance: {
+      amount: remaining,
+      currency: 'USD',
+      account: `liabilities:unclaimed:${userId}`,
+      entryId: expect.stringMatching(/^[0-9a-f-]{36}$/),
+    },
+  });
+
+  // Keys and sessions stop at once.
+  for (const credential of [apiKey, token, secondSession]) {
+    const me = await call(service, 'GET', '/api/me', { token: credential });
+    expect(me.status).toBe(401);
+  }
+  expect((await call(service, 'GET', '/v1/models', { token: apiKey })).status).toBe(401);
+
+  // Personal data is gone; the row stays so the account codes still resolve.
+  const { rows: users } = await database.pool.query('select * from users where id = $1', [userId]);
+  expect(users[0]).toMatchObject({
+    status: 'erased',
+    telegram_id: null,
+    username: null,
+    first_name: null,
+    last_name: null,
+    photo_url: null,
+  });
+  const { rows: keys } = await database.pool.query(
+    'select name, revoked_at from api_keys where user_id = $1',
+    [userId],
+  );
+  expect(keys.every((k) => k.name === '' && k.revoked_at !== null)).toBe(true);
+  const { rows: sessions } = await database.pool.query(
+    'select 1 from sessions where user_id = $1',
+    [userId],
+  );
+  expect(sessions).toEqual([]);
+  const { rows: usage } = await database.pool.query(
+    'select id, cost_usd::text, entry_id, client_ip, user_agent from usage_records where user_id = $1 order by id',
+    [userId],
+  );
+  expect(usage.map(({ id, cost_usd, entry_id }) => ({ id, cost_usd, entry_id }))).toEqual(
+    usageBefore.rows,
+  );
+  expect(usage.every((u) => u.client_ip === null && u.user_agent === null)).toBe(true);
+  const stored = JSON.stringify(
+    (
+      await database.pool.query(
+        'select * from users, api_keys where users.id = $1 and api_keys.user_id = users.id',
+        [userId],
+      )
+    ).rows,
+  );
+  expect(stored).not.toContain('leaving_user');
+  expect(stored).not.toContain('5201');
+
+  // The books: one new entry of two postings; the balance moved to the unclaimed liability.
+  const ledgerAfter = await ledgerRowCounts(database.pool);
+  expect(ledgerAfter.entries).toBe(ledgerBefore.entries! + 1);
+  expect(ledgerAfter.postings).toBe(ledgerBefore.postings! + 2);
+  const customer = await admin<{ posted: string; available: string }>(
+    service,
+    'GET',
+    `/users/${userId}/balance`,
+  );
+  expect(customer.body).toMatchObject({ posted: '0', available: '0' });
+  const { rows: unclaimed } = await database.pool.query(
+    `select credits_posted - debits_posted as balance, type from ledger_accounts where code = $1`,
+    [`liabilities:unclaimed:${userId}`],
+  );
+  expect(new Decimal(unclaimed[0].balance).toString()).toBe(remaining);
+  expect(unclaimed[0].type).toBe('liability');
+  expect(await trialBalanceNets()).toBe(true);
+  expect(await service.runtime.ledger.checkBalances()).toEqual([]);
+
+  // The admin still finds the account by id, marked erased; the audit log says who and when.
+  const view = await admin<Record<string, unknown>>(service, 'GET', `/users/${userId}`);
+  expect(view.body).toMatchObject({ status: 'erased', telegramId: null, username: null });
+  expect(view.body['erasedAt']).toEqual(expect.any(String));
+  const log = await admin<{ data: Array<{ action: string; actor: string; ip: string | null }> }>(
+    service,
+    'GET',
+    `/audit-log?action=account.erase&target=user:${userId}`,
+  );
+  expect(log.body.data).toEqual([
+    expect.objectContaining({ action: 'account.erase', actor: `user:${userId}`, ip: null }),
+  ]);
+
+  // The other customer is untouched.
+  expect((await call(service, 'GET', '/api/me', { token: other.token })).status).toBe(200);
+  expect((await call(service, 'GET', '/api/me', { token: other.apiKey })).status).toBe(200);
+
+  // The same Telegram account signing in again starts a new, empty account.
+  const fresh = await devSignIn(service, 5201);
+  expect(fresh.userId).not.toBe(userId);
+  const freshBalance = await call<{ posted: string }>(service, 'GET', '/api/me/balance', {
+    token: fresh.token,
+  });
+  expect(freshBalance.body.posted).toBe('0');
+});
+
+test('an account with nothing left erases without a ledger entry', async () => {
+  const { token } = await devSignIn(service, 5301, 'empty');
+  const ledgerBefore = await ledgerRowCounts(database.pool);
+  const result = await call<{ unclaimedBalance: { amount: string; entryId: string | null } }>(
+    service,
+    'DELETE',
+    '/api/me',
+    { token, body: CONFIRM },
+  );
+  expect(result.status).toBe(200);
+  expect(result.body.unclaimedBalance).toMatchObject({ amount: '0', entryId: null });
+  expect(await ledgerRowCounts(database.pool)).toEqual(ledgerBefore);
+});
+
+test('erasure waits for calls in flight: 409, nothing changed', async () => {
+  const { userId, token } = await customerWithHistory(5401, 'busy');
+  const hold = await service.runtime.ledger.createHold({
+    debitAccount: `liabilities:customers:${userId}`,
+    creditAccount: 'revenue:usage',
+    amount: '1',
+    expiresAt: new Date(Date.now() + 60_000),
+  });
+  const before = await rowCounts(database.pool);
+  const result = await call(service, 'DELETE', '/api/me', { token, body: CONFIRM });
+  expect(result.status).toBe(409);
+  expectErrorShape(result.body, 'calls_in_flight');
+  expect(await rowCounts(database.pool)).toEqual(before);
+  await service.runtime.ledger.voidHold({ holdId: hold.holdId });
+  const retry = await call(service, 'DELETE', '/api/me', { token, body: CONFIRM });
+  expect(retry.status).toBe(200);
+  expect(await trialBalanceNets()).toBe(true);
+});
