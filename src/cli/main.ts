@@ -5,6 +5,7 @@ import { AppError } from '../errors.js';
 import { toErrorResponse } from '../http/errors.js';
 import { registerDatabaseCommands } from './commands/database.js';
 import { registerLedgerCommands } from './commands/ledger.js';
+import { registerPrivacyCommands } from './commands/privacy.js';
 import { registerRoleCommands } from './commands/roles.js';
 import { registerUserCommands } from './commands/users.js';
 import { createCliContext, type CliIo } from './context.js';
@@ -43,6 +44,7 @@ export function buildProgram(io: CliIo = defaultIo): Command {
   registerRoleCommands(program, cli);
   registerUserCommands(program, cli);
   registerLedgerCommands(program, cli);
+  registerPrivacyCommands(program, cli);
   return program;
 }
 

@@ -1,0 +1,33 @@
+import type { Command } from 'commander';
+import { runRetention } from '../../privacy/retention.js';
+import type { CliContext } from '../context.js';
+
+/** `lingxi retention run`: the retention policy of docs/privacy.md, once. */
+export function registerPrivacyCommands(program: Command, cli: CliContext): void {
+  const retention = program.command('retention').description('the data retention policy');
+  retention
+    .command('run')
+    .description(
+      'scrub request metadata and roll old usage rows into daily aggregates (retention.* in the config)',
+    )
+    .option('--now <iso>', 'act as if it were this time (for catching up or testing)')
+    .action(async (options: { now?: string }, command: Command) => {
+      const now = options.now === undefined ? new Date() : new Date(options.now);
+      if (Number.isNaN(now.getTime()))
+        throw new Error(`--now must be an ISO 8601 time, not "${options.now}"`);
+      const result = await cli.withRuntime(command, (runtime) =>
+        runRetention(runtime.database.db, runtime.config, now),
+      );
+      cli
+        .out(command)
+        .data(
+          result,
+          [
+            `request metadata removed from ${result.scrubbedRows} usage rows (finished before ${result.requestMetaCutoff})`,
+            `${result.rolledUpRows} usage rows rolled into ${result.aggregatesTouched} daily aggregates (finished before ${result.usageLogCutoff})`,
+            `${result.prunedSessions} ended sessions and ${result.prunedLoginReplays} expired Telegram login hashes deleted`,
+            ...(result.complete ? [] : ['stopped at the per-run bound; run again to continue']),
+          ].join('\n'),
+        );
+    });
+}

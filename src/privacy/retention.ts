@@ -1,0 +1,148 @@
+import { sql, type Kysely } from 'kysely';
+import type { Config } from '../config/schema.js';
+import type { Database } from '../db/schema.js';
+
+export interface RunRetentionOptions {
+  /** Rows changed per statement. Default 5000. */
+  batchSize?: number;
+  /** Statements per step and run at most; the next run continues. Default 1000. */
+  maxBatches?: number;
+}
+
+export interface RunRetentionResult {
+  /** Usage rows that finished before this lost client_ip and user_agent. */
+  requestMetaCutoff: string;
+  /** Usage rows that finished before this were rolled up into usage_daily and deleted. */
+  usageLogCutoff: string;
+  scrubbedRows: number;
+  rolledUpRows: number;
+  /** usage_daily rows created or added to. */
+  aggregatesTouched: number;
+  prunedLoginReplays: number;
+  prunedSessions: number;
+  /** False when a bound stopped the run early; the next run continues where it stopped. */
+  complete: boolean;
+}
+
+const DAY_MS = 86_400_000;
+
+/**
+ * The retention policy (docs/privacy.md), as one job:
+ * 1. usage rows older than `retention.requestMetaDays` lose client_ip and user_agent;
+ * 2. usage rows older than `retention.usageLogDays` are summed into `usage_daily` (per UTC day
+ *    of finished_at, user and model) and deleted, in one statement per batch, so the usage
+ *    cost total (usage_records plus usage_daily, see chargedUsageTotal) never changes and law 7
+ *    holds at every instant;
+ * 3. Telegram login hashes past their freshness window and sessions that ended more than
+ *    `requestMetaDays` ago are deleted.
+ * Ledger tables and usage_daily are never deleted from. Safe to run concurrently with itself
+ * (rows are taken with SKIP LOCKED) and with the gateway writing new usage rows.
+ */
+export async function runRetention(
+  db: Kysely<Database>,
+  config: Pick<Config, 'retention'>,
+  now: Date,
+  options: RunRetentionOptions = {},
+): Promise<RunRetentionResult> {
+  const batchSize = options.batchSize ?? 5000;
+  const maxBatches = options.maxBatches ?? 1000;
+  if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 100_000)
+    throw new RangeError('batchSize must be 1-100000');
+  const metaCutoff = new Date(now.getTime() - config.retention.requestMetaDays * DAY_MS);
+  const usageCutoff = new Date(now.getTime() - config.retention.usageLogDays * DAY_MS);
+  let complete = true;
+
+  let scrubbedRows = 0;
+  for (let batch = 0; ; batch += 1) {
+    if (batch === maxBatches) {
+      complete = false;
+      break;
+    }
+    const { rows } = await sql<{ n: string }>`
+      with scrubbed as (
+        update usage_records set client_ip = null, user_agent = null
+         where id in (select id from usage_records
+                       where finished_at < ${metaCutoff} and (client_ip is not null or user_agent is not null)
+                       order by id limit ${batchSize} for update skip locked)
+        returning 1)
+      select count(*) as n from scrubbed`.execute(db);
+    const n = Number(rows[0]!.n);
+    scrubbedRows += n;
+    if (n < batchSize) break;
+  }
+
+  let rolledUpRows = 0;
+  let aggregatesTouched = 0;
+  for (let batch = 0; ; batch += 1) {
+    if (batch === maxBatches) {
+      complete = false;
+      break;
+    }
+    const { rows } = await sql<{ moved: string; touched: string }>`
+      with moved as (
+        delete from usage_records
+         where id in (select id from usage_records where finished_at < ${usageCutoff}
+                       order by id limit ${batchSize} for update skip locked)
+        returning finished_at, user_id, model, outcome, prompt_tokens, cached_tokens,
+                  completion_tokens, reasoning_tokens, cost_usd, shortfall_usd
+      ), per_outcome as (
+        select (finished_at at time zone 'UTC')::date as day, user_id, model, outcome,
+               count(*) as calls, sum(prompt_tokens) as prompt_tokens, sum(cached_tokens) as cached_tokens,
+               sum(completion_tokens) as completion_tokens, sum(reasoning_tokens) as reasoning_tokens,
+               sum(cost_usd) as cost_usd, sum(shortfall_usd) as shortfall_usd
+          from moved group by 1, 2, 3, 4
+      ), per_day as (
+        select day, user_id, model, sum(calls) as calls, sum(prompt_tokens) as prompt_tokens,
+               sum(cached_tokens) as cached_tokens, sum(completion_tokens) as completion_tokens,
+               sum(reasoning_tokens) as reasoning_tokens, sum(cost_usd) as cost_usd,
+               sum(shortfall_usd) as shortfall_usd, jsonb_object_agg(outcome, calls) as outcomes
+          from per_outcome group by 1, 2, 3
+      ), touched as (
+        insert into usage_daily (day, user_id, model, calls, prompt_tokens, cached_tokens,
+                                 completion_tokens, reasoning_tokens, cost_usd, shortfall_usd, outcomes)
+        select day, user_id, model, calls, prompt_tokens, cached_tokens, completion_tokens,
+               reasoning_tokens, cost_usd, shortfall_usd, outcomes from per_day
+        on conflict (day, user_id, model) do update set
+          calls = usage_daily.calls + excluded.calls,
+          prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens,
+          cached_tokens = usage_daily.cached_tokens + excluded.cached_tokens,
+          completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens,
+          reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens,
+          cost_usd = usage_daily.cost_usd + excluded.cost_usd,
+          shortfall_usd = usage_daily.shortfall_usd + excluded.shortfall_usd,
+          outcomes = (select jsonb_object_agg(key, total) from (
+                        select key, sum(value::bigint) as total
+                          from (select * from jsonb_each_text(usage_daily.outcomes)
+                                union all select * from jsonb_each_text(excluded.outcomes)) each_outcome
+                         group by key) summed)
+        returning 1
+      )
+      select (select count(*) from moved) as moved, (select count(*) from touched) as touched`.execute(
+      db,
+    );
+    const moved = Number(rows[0]!.moved);
+    rolledUpRows += moved;
+    aggregatesTouched += Number(rows[0]!.touched);
+    if (moved < batchSize) break;
+  }
+
+  const replays = await db
+    .deleteFrom('telegram_login_replays')
+    .where('expires_at', '<', now)
+    .executeTakeFirst();
+  const sessions = await db
+    .deleteFrom('sessions')
+    .where(sql<boolean>`least(revoked_at, expires_at) < ${metaCutoff}`)
+    .executeTakeFirst();
+
+  return {
+    requestMetaCutoff: metaCutoff.toISOString(),
+    usageLogCutoff: usageCutoff.toISOString(),
+    scrubbedRows,
+    rolledUpRows,
+    aggregatesTouched,
+    prunedLoginReplays: Number(replays.numDeletedRows),
+    prunedSessions: Number(sessions.numDeletedRows),
+    complete,
+  };
+}
