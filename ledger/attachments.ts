@@ -1,7 +1,8 @@
 import { assert } from './errors.js';
 
 /** Column types an attachment may use (PostgreSQL type names). */
-export type AttachmentColumnType = 'text' | 'bigint' | 'integer' | 'numeric' | 'uuid' | 'timestamptz' | 'boolean' | 'jsonb';
+export type AttachmentColumnType =
+  'text' | 'bigint' | 'integer' | 'numeric' | 'uuid' | 'timestamptz' | 'boolean' | 'jsonb';
 
 /**
  * A row of the caller's own table written in the same statement, hence the same commit,
@@ -36,7 +37,9 @@ export function attachmentInserts(
     for (const [name] of columns) assert(IDENTIFIER.test(name), `attachment column name ${name}`);
     const key = columns.map(([n, t]) => `${n}:${t}`).join(',');
     for (const other of group) {
-      const otherKey = Object.entries(other.columns).map(([n, t]) => `${n}:${t}`).join(',');
+      const otherKey = Object.entries(other.columns)
+        .map(([n, t]) => `${n}:${t}`)
+        .join(',');
       assert(otherKey === key, `attachments to ${table} declare different columns`);
     }
     const arrays = columns.map(([name, type]) =>
@@ -45,7 +48,9 @@ export function attachmentInserts(
         `${type}[]`,
       ),
     );
-    parts.push(`insert into ${table} (${columns.map(([n]) => n).join(', ')}) select * from unnest(${arrays.join(', ')})`);
+    parts.push(
+      `insert into ${table} (${columns.map(([n]) => n).join(', ')}) select * from unnest(${arrays.join(', ')})`,
+    );
   }
   return parts;
 }

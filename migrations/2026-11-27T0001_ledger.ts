@@ -172,7 +172,9 @@ export async function up(db: Kysely<any>): Promise<void> {
       p_ids bigint[], p_debits numeric[], p_credits numeric[], p_debits_pending numeric[],
       p_credits_pending numeric[], p_postings bigint[], p_guarded boolean[],
       p_was_debits numeric[], p_was_credits numeric[], p_was_debits_pending numeric[], p_was_credits_pending numeric[])
-    returns table (account_id bigint, version bigint, balance numeric) language plpgsql as $$
+    returns table (account_id bigint, version bigint, balance numeric, debits_posted numeric, credits_posted numeric,
+      debits_pending numeric, credits_pending numeric) language plpgsql as $$
+    #variable_conflict use_column
     declare
       i integer;
     begin
@@ -186,7 +188,9 @@ export async function up(db: Kysely<any>): Promise<void> {
          where a.id = p_ids[i]
            and (not p_guarded[i] or (a.debits_posted = p_was_debits[i] and a.credits_posted = p_was_credits[i]
                 and a.debits_pending = p_was_debits_pending[i] and a.credits_pending = p_was_credits_pending[i]))
-        returning a.id, a.version, a.debits_posted - a.credits_posted into account_id, version, balance;
+        returning a.id, a.version, a.debits_posted - a.credits_posted, a.debits_posted, a.credits_posted,
+          a.debits_pending, a.credits_pending
+          into account_id, version, balance, debits_posted, credits_posted, debits_pending, credits_pending;
         if not found then
           raise exception 'account % changed since the batch read it', p_ids[i] using errcode = 'serialization_failure';
         end if;

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type { PreparedCommand } from '../command.js';
 import { executeBatch, type BatchMode, type CommandOutcome } from './executeBatch.js';
+import type { KnownState } from './knownState.js';
 
 export interface BatcherOptions {
   /** Most commands in one batch. */
@@ -12,6 +13,8 @@ export interface BatcherOptions {
   /** Optimistic attempts before a batch falls back to locking. */
   optimisticAttempts?: number;
   onBatch?: (info: BatchInfo) => void;
+  /** What this process knows of accounts and holds, to skip reads (see KnownState). */
+  known?: KnownState;
 }
 
 export interface BatchInfo {
@@ -124,6 +127,8 @@ export class Batcher {
         settle(batch, outcomes);
         return;
       } catch (error) {
+        // What the batch assumed may be stale: its retry reads afresh.
+        this.options.known?.forget(batch.map((w) => w.command));
         if (isRetriable(error) && attempt <= maxRetries) {
           await sleep(Math.random() * Math.min(100, 2 ** attempt));
           continue;
@@ -146,7 +151,7 @@ export class Batcher {
     const client = await this.pool.connect();
     let broken = false;
     try {
-      return await executeBatch(client, commands, mode);
+      return await executeBatch(client, commands, mode, this.options.known);
     } catch (error) {
       // A connection that failed mid-way (not a refusal from the server) is not reused.
       broken = typeof (error as { code?: unknown }).code !== 'string';

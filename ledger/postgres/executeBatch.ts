@@ -3,6 +3,7 @@ import type { BatchContext, PreparedCommand } from '../command.js';
 import { IdempotencyConflictError, LedgerError } from '../errors.js';
 import { BatchState, countLaterPostings } from '../state.js';
 import { readBatchInputs, type BatchInputs, type IdempotencyRecord } from './readBatchInputs.js';
+import type { KnownState } from './knownState.js';
 import { writeBatch } from './writeBatch.js';
 
 export type CommandOutcome = { ok: true; value: unknown } | { ok: false; error: unknown };
@@ -21,9 +22,10 @@ export type CommandOutcome = { ok: true; value: unknown } | { ok: false; error: 
 export type BatchMode = 'optimistic' | 'locking' | 'caller-transaction';
 
 /**
- * Runs a batch of prepared commands: reads what they need, plans each in order against that
- * state, and writes every row of the batch in one statement. A command that is refused
- * (insufficient funds, a conflict...) gets its error and writes nothing; the others go ahead.
+ * Runs a batch of prepared commands: reads what they need (or, with `known` and nothing
+ * unknown to it, takes it from memory), plans each in order against that state, and writes
+ * every row of the batch in one statement. A command that is refused (insufficient funds,
+ * a conflict...) gets its error and writes nothing; the others go ahead.
  *
  * Throws only for database errors (after rolling back); the batcher decides to retry.
  */
@@ -31,14 +33,21 @@ export async function executeBatch(
   client: pg.PoolClient,
   commands: ReadonlyArray<PreparedCommand<unknown>>,
   mode: BatchMode,
+  known?: KnownState,
 ): Promise<CommandOutcome[]> {
   if (mode === 'optimistic') {
-    const inputs = await readBatchInputs(client, commands, { lock: false });
+    let inputs = known?.inputsFor(commands) ?? null;
+    if (!inputs) {
+      inputs = await readBatchInputs(client, commands, { lock: false });
+      known?.rememberRead(inputs);
+    }
     const { outcomes, state, newKeys } = planBatch(commands, inputs);
-    await writeBatch(client, state, newKeys);
+    const totals = await writeBatch(client, state, newKeys);
+    known?.rememberWrite(state, totals);
     return outcomes;
   }
   if (mode === 'caller-transaction') {
+    // The caller may still roll back: nothing of this is remembered.
     const inputs = await readBatchInputs(client, commands, { lock: true });
     const { outcomes, state, newKeys } = planBatch(commands, inputs);
     await writeBatch(client, state, newKeys);
@@ -48,8 +57,9 @@ export async function executeBatch(
   try {
     const inputs = await readBatchInputs(client, commands, { lock: true });
     const { outcomes, state, newKeys } = planBatch(commands, inputs);
-    await writeBatch(client, state, newKeys);
+    const totals = await writeBatch(client, state, newKeys);
     await client.query('commit');
+    known?.rememberWrite(state, totals);
     return outcomes;
   } catch (error) {
     await client.query('rollback').catch(() => {});

@@ -51,6 +51,7 @@ import {
 } from '../types.js';
 import { Batcher, type BatchInfo } from './batcher.js';
 import { executeBatch } from './executeBatch.js';
+import { KnownState } from './knownState.js';
 import { isUuid } from '../ids.js';
 import type { LedgerTables } from './tables.js';
 
@@ -146,6 +147,7 @@ export class PostgresLedger {
     );
     this.chart = options.chart ?? DEFAULT_CHART;
     this.batcher = new Batcher(options.pool, {
+      known: new KnownState(),
       maxSize: options.batchMaxSize ?? 500,
       concurrency: options.batchConcurrency ?? 4,
       ...(options.onBatch ? { onBatch: options.onBatch } : {}),

@@ -50,7 +50,7 @@ interface ReadRequest {
 
 const HOLD_COLUMNS = `id, debit_account_id::text as debit_account_id, credit_account_id::text as credit_account_id,
   currency, amount::text as amount, status, metadata, posted_amount::text as posted_amount, shortfall::text as shortfall,
-  entry_id, (expires_at is not null and expires_at <= clock_timestamp()) as overdue`;
+  entry_id, expires_at, (expires_at is not null and expires_at <= clock_timestamp()) as overdue`;
 const ACCOUNT_COLUMNS = `id::text as id, code, type, currency, no_negative, debits_posted::text as debits_posted,
   credits_posted::text as credits_posted, debits_pending::text as debits_pending,
   credits_pending::text as credits_pending, version::text as version`;
@@ -177,6 +177,7 @@ interface HoldRow {
   posted_amount: string | null;
   shortfall: string | null;
   entry_id: string | null;
+  expires_at: string | Date | null;
   overdue: boolean;
 }
 
@@ -215,7 +216,7 @@ function holdFromRow(row: HoldRow): HoldState {
     currency: row.currency,
     amount: new Decimal(row.amount),
     status: row.status,
-    expiresAt: null,
+    expiresAt: row.expires_at === null ? null : new Date(row.expires_at),
     postedAmount: row.posted_amount === null ? null : new Decimal(row.posted_amount),
     shortfall: row.shortfall === null ? null : new Decimal(row.shortfall),
     entryId: row.entry_id,

@@ -2,6 +2,8 @@ import type pg from 'pg';
 import type { BatchState } from '../state.js';
 import type { IdempotencyRecord } from './readBatchInputs.js';
 import { attachmentInserts } from '../attachments.js';
+import { Decimal } from '../money.js';
+import type { AccountTotals } from './knownState.js';
 
 /**
  * Writes every row of a planned batch in one statement: data-modifying CTEs, each fed by
@@ -16,7 +18,7 @@ export async function writeBatch(
   client: pg.PoolClient,
   state: BatchState,
   newKeys: Map<string, IdempotencyRecord>,
-): Promise<void> {
+): Promise<AccountTotals[]> {
   const parts: string[] = [];
   const values: unknown[] = [];
   const param = (value: unknown, type: string): string => {
@@ -109,12 +111,27 @@ export async function writeBatch(
     parts.push(`w_attached_${i} as (${insert})`),
   );
 
-  if (parts.length === 0) return;
-  const checks = [
-    touched.length > 0 ? '(select count(*) from w_accounts)' : '0',
+  if (parts.length === 0) return [];
+  const holdCheck =
     resolved.length > 0
       ? `(select case when count(*) <> ${resolved.length} then ledger_conflict('a hold') else count(*) end from w_resolved)`
-      : '0',
-  ];
-  await client.query(`with ${parts.join(',\n')} select ${checks.join(', ')}`, values);
+      : '0';
+  const accounts =
+    touched.length > 0
+      ? `(select json_agg(json_build_object('id', account_id::text, 'version', version::text,
+           'debitsPosted', debits_posted::text, 'creditsPosted', credits_posted::text,
+           'debitsPending', debits_pending::text, 'creditsPending', credits_pending::text)) from w_accounts)`
+      : `'[]'::json`;
+  const { rows } = await client.query<{ accounts: Array<Record<string, string>>; holds: string }>(
+    `with ${parts.join(',\n')} select ${accounts} as accounts, ${holdCheck} as holds`,
+    values,
+  );
+  return rows[0]!.accounts.map((row) => ({
+    id: row['id']!,
+    version: BigInt(row['version']!),
+    debitsPosted: new Decimal(row['debitsPosted']!),
+    creditsPosted: new Decimal(row['creditsPosted']!),
+    debitsPending: new Decimal(row['debitsPending']!),
+    creditsPending: new Decimal(row['creditsPending']!),
+  }));
 }

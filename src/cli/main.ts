@@ -4,6 +4,8 @@ import { ConfigError } from '../config/load.js';
 import { AppError } from '../errors.js';
 import { toErrorResponse } from '../http/errors.js';
 import { registerDatabaseCommands } from './commands/database.js';
+import { registerDepositCommands } from './commands/deposits.js';
+import { registerExportCommands } from './commands/export.js';
 import { registerLedgerCommands } from './commands/ledger.js';
 import { registerPrivacyCommands } from './commands/privacy.js';
 import { registerRoleCommands } from './commands/roles.js';
@@ -44,7 +46,9 @@ export function buildProgram(io: CliIo = defaultIo): Command {
   registerRoleCommands(program, cli);
   registerUserCommands(program, cli);
   registerLedgerCommands(program, cli);
+  registerExportCommands(program, cli);
   registerPrivacyCommands(program, cli);
+  registerDepositCommands(program, cli);
   return program;
 }
 

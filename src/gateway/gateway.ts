@@ -22,7 +22,7 @@ import {
   messagesText,
   promptTokensUpperBound,
 } from './tokens.js';
-import { postUpstream, readUsage, UpstreamError, type UpstreamCall } from './upstream.js';
+import { postUpstream, readText, readUsage, UpstreamError, type UpstreamCall } from './upstream.js';
 
 /** One API call as the HTTP layer hands it over. */
 export interface GatewayCall {
@@ -291,7 +291,7 @@ export class Gateway {
     const timer = setTimeout(() => upstream.abort('timeout'), deadlineMs);
     let text: string;
     try {
-      text = await upstream.response.text();
+      text = await readText(upstream.body);
     } catch {
       if (upstream.stoppedBy === 'timeout')
         throw new UpstreamError(
@@ -460,7 +460,7 @@ export class Gateway {
       try {
         armIdle();
         const decoder = new TextDecoder();
-        for await (const bytes of upstream.response.body as unknown as AsyncIterable<Uint8Array>) {
+        for await (const bytes of upstream.body) {
           armIdle();
           parser.feed(decoder.decode(bytes, { stream: true }));
           for (const frame of frames.splice(0)) await write(frame);

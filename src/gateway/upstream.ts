@@ -1,3 +1,5 @@
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { ProviderConfig } from '../config/schema.js';
 
 export class UpstreamError extends Error {
@@ -13,18 +15,24 @@ export class UpstreamError extends Error {
 
 /** An upstream call in flight: its response, and a way to stop it (which also ends its body). */
 export interface UpstreamCall {
-  response: Response;
+  status: number;
+  /** The response body as it arrives. */
+  body: AsyncIterable<Buffer>;
   firstByteAt: Date;
   abort(reason: 'timeout' | 'aborted'): void;
   /** Why it was stopped, if it was. */
   readonly stoppedBy: 'timeout' | 'aborted' | null;
 }
 
+// Keep-alive connections to each provider, reused across calls.
+const httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 1024, scheduling: 'lifo' });
+const httpsAgent = new HttpsAgent({ keepAlive: true, maxSockets: 1024, scheduling: 'lifo' });
+
 /**
- * POSTs JSON to a provider. `headersTimeoutMs` bounds the wait for response headers; after
- * that the caller bounds the body (a deadline for a JSON answer, an idle gap for a stream)
- * and may `abort` at any time; the client's signal (client gone, shutdown) aborts too.
- * Non-2xx answers are an UpstreamError carrying upstream's message.
+ * POSTs JSON to a provider over a keep-alive connection. `headersTimeoutMs` bounds the wait
+ * for response headers; after that the caller bounds the body (a deadline for a JSON answer,
+ * an idle gap for a stream) and may `abort` at any time; the client's signal (client gone,
+ * shutdown) aborts too. Non-2xx answers are an UpstreamError carrying upstream's message.
  */
 export async function postUpstream(params: {
   provider: ProviderConfig;
@@ -34,27 +42,37 @@ export async function postUpstream(params: {
   headersTimeoutMs: number;
 }): Promise<UpstreamCall> {
   const { provider } = params;
-  const controller = new AbortController();
+  const url = new URL(`${provider.baseUrl.replace(/\/+$/, '')}${params.path}`);
+  const payload = JSON.stringify(params.body);
+  const secure = url.protocol === 'https:';
   let stoppedBy: 'timeout' | 'aborted' | null = null;
+  let response: IncomingMessage | null = null;
+
+  const req = (secure ? httpsRequest : httpRequest)(url, {
+    method: 'POST',
+    agent: secure ? httpsAgent : httpAgent,
+    headers: {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(payload),
+      accept: 'application/json, text/event-stream',
+      ...(provider.apiKey ? { authorization: `Bearer ${provider.apiKey}` } : {}),
+    },
+  });
   const abort = (reason: 'timeout' | 'aborted') => {
     stoppedBy ??= reason;
-    controller.abort();
+    req.destroy(new Error(reason));
+    response?.destroy(new Error(reason));
   };
   const onClientAbort = () => abort('aborted');
   params.signal.addEventListener('abort', onClientAbort, { once: true });
-  if (params.signal.aborted) abort('aborted');
   const headersTimer = setTimeout(() => abort('timeout'), params.headersTimeoutMs);
-  let response: Response;
+
   try {
-    response = await fetch(`${provider.baseUrl.replace(/\/+$/, '')}${params.path}`, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/json',
-        accept: 'application/json, text/event-stream',
-        ...(provider.apiKey ? { authorization: `Bearer ${provider.apiKey}` } : {}),
-      },
-      body: JSON.stringify(params.body),
-      signal: controller.signal,
+    response = await new Promise<IncomingMessage>((resolve, reject) => {
+      req.once('response', resolve);
+      req.once('error', reject);
+      if (params.signal.aborted) abort('aborted');
+      req.end(payload);
     });
   } catch (error) {
     params.signal.removeEventListener('abort', onClientAbort);
@@ -72,9 +90,10 @@ export async function postUpstream(params: {
     clearTimeout(headersTimer);
   }
   const firstByteAt = new Date();
-  if (response.status < 200 || response.status >= 300) {
-    const text = await response.text().catch(() => '');
-    params.signal.removeEventListener('abort', onClientAbort);
+  response.once('close', () => params.signal.removeEventListener('abort', onClientAbort));
+  const status = response.statusCode ?? 0;
+  if (status < 200 || status >= 300) {
+    const text = await readText(response).catch(() => '');
     let message = text.slice(0, 300);
     try {
       const parsed = JSON.parse(text) as { error?: { message?: unknown } };
@@ -82,20 +101,25 @@ export async function postUpstream(params: {
     } catch {
       // not JSON: keep the start of the text
     }
-    throw new UpstreamError(
-      'status',
-      `${provider.name} answered ${response.status}: ${message}`,
-      response.status,
-    );
+    throw new UpstreamError('status', `${provider.name} answered ${status}: ${message}`, status);
   }
+  const body = response;
   return {
-    response,
+    status,
+    body,
     firstByteAt,
     abort,
     get stoppedBy() {
       return stoppedBy;
     },
   };
+}
+
+/** The whole body as UTF-8 text. */
+export async function readText(body: AsyncIterable<Buffer>): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of body) chunks.push(chunk);
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 /** Upstream usage numbers, read defensively: anything not a non-negative integer is 0. */

@@ -1,0 +1,117 @@
+import type { Kysely } from 'kysely';
+import {
+  assignDepositAddress,
+  type AddressFamily,
+} from '../../chain-watchers/pipeline/depositAddresses.js';
+import type { WatcherTables } from '../../chain-watchers/pipeline/tables.js';
+import type { Config } from '../config/schema.js';
+import type { Database } from '../db/schema.js';
+import { AppError, badRequest } from '../errors.js';
+
+export interface DepositAddressView {
+  network: string;
+  address: string;
+  derivationPath: string;
+  assets: Array<{ symbol: string; contract: string | null; decimals: number; minDeposit: string }>;
+  confirmations: string;
+}
+
+/**
+ * The user's deposit address on every configured network (one EVM address serves all EVM
+ * networks), assigned on first request.
+ */
+export async function getDepositAddresses(
+  db: Kysely<Database>,
+  config: Config,
+  userId: string,
+): Promise<DepositAddressView[]> {
+  const watcherDb = db as unknown as Kysely<WatcherTables>;
+  const byFamily = new Map<AddressFamily, { address: string; derivationPath: string }>();
+  const views: DepositAddressView[] = [];
+  for (const network of config.networks) {
+    const family: AddressFamily = network.kind === 'evm' ? 'evm' : 'tron';
+    const xpub = family === 'evm' ? config.wallets.evmXpub : config.wallets.tronXpub;
+    if (!xpub) {
+      throw new AppError(
+        'deposits_not_configured',
+        `deposits on ${network.name} are not configured (no wallets.${family}Xpub)`,
+        { status: 503 },
+      );
+    }
+    let address = byFamily.get(family);
+    if (!address) {
+      address = await assignDepositAddress(watcherDb, { userId, family, xpubs: config.wallets });
+      byFamily.set(family, address);
+    }
+    views.push({
+      network: network.name,
+      address: address.address,
+      derivationPath: address.derivationPath,
+      assets: network.assets.map((a) => ({
+        symbol: a.symbol,
+        contract: a.contract ?? null,
+        decimals: a.decimals,
+        minDeposit: a.minDeposit,
+      })),
+      confirmations: String(network.confirmations),
+    });
+  }
+  return views;
+}
+
+export interface DepositView {
+  id: string;
+  network: string;
+  asset: string | null;
+  amount: string | null;
+  txHash: string;
+  logIndex: number;
+  blockNumber: string;
+  confirmations: number;
+  confirmationsRequired: string;
+  status: string;
+  amountUsd: string | null;
+  rate: string | null;
+  rateSource: string | null;
+  ignoreReason: string | null;
+  firstSeenAt: string;
+  creditedAt: string | null;
+}
+
+/** A user's deposits, newest first; `cursor` is the last id of the previous page. */
+export async function listDeposits(
+  db: Kysely<Database>,
+  params: { userId?: string; network?: string; limit?: number; cursor?: string | null },
+): Promise<{ data: DepositView[]; nextCursor: string | null }> {
+  const limit = Math.min(Math.max(params.limit ?? 50, 1), 200);
+  if (params.cursor && !/^\d{1,18}$/.test(params.cursor))
+    throw badRequest('cursor is not one this API gave out', 'cursor');
+  let query = db
+    .selectFrom('deposits')
+    .selectAll()
+    .orderBy('id', 'desc')
+    .limit(limit + 1);
+  if (params.userId) query = query.where('user_id', '=', params.userId);
+  if (params.network) query = query.where('network', '=', params.network);
+  if (params.cursor) query = query.where('id', '<', params.cursor);
+  const rows = await query.execute();
+  const data = rows.slice(0, limit).map((row) => ({
+    id: row.id,
+    network: row.network,
+    asset: row.asset,
+    amount: row.amount,
+    txHash: row.tx_hash,
+    logIndex: row.log_index,
+    blockNumber: row.block_number,
+    confirmations: row.confirmations,
+    confirmationsRequired: row.confirmations_required,
+    status: row.status,
+    amountUsd: row.amount_usd,
+    rate: row.rate,
+    rateSource: row.rate_source,
+    ignoreReason: row.ignore_reason,
+    firstSeenAt: row.first_seen_at.toISOString(),
+    creditedAt: row.credited_at ? new Date(row.credited_at).toISOString() : null,
+  }));
+  return { data, nextCursor: rows.length > limit ? data[data.length - 1]!.id : null };
+}
