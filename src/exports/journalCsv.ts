@@ -1,0 +1,62 @@
+import { csvLine } from './csv.js';
+import { entryChainReference, entryRate } from './journalEntries.js';
+import type { JournalWriterContext } from './streamJournal.js';
+
+/** The columns of the CSV journal, in order. */
+export const JOURNAL_CSV_COLUMNS = [
+  'entry_id',
+  'timestamp',
+  'account',
+  'debit',
+  'credit',
+  'currency',
+  'rate',
+  'rate_source',
+  'description',
+  'chain_ref',
+  'line',
+  'kind',
+  'reverses_entry_id',
+  'seal',
+] as const;
+
+/**
+ * One line per posting. `timestamp` is the entry's time on the export's basis (ISO 8601,
+ * UTC, microseconds); a positive amount is a debit, a negative one a credit (written
+ * without its sign); the other column is empty. `rate`/`rate_source` come from the entry's
+ * metadata (USD per unit of the asset), `chain_ref` is `network:txHash:logIndex` for chain
+ * events, and `seal` is the number of the seal that covers the entry (empty until sealed).
+ */
+export async function* journalCsv(context: JournalWriterContext): AsyncGenerator<string> {
+  yield csvLine(JOURNAL_CSV_COLUMNS);
+  const effective = context.filter.basis === 'effective';
+  for await (const entries of context.entries()) {
+    let chunk = '';
+    for (const entry of entries) {
+      const { rate, rateSource } = entryRate(entry);
+      const chain = entryChainReference(entry);
+      const timestamp = effective ? entry.effectiveAt : entry.createdAt;
+      const seal = entry.seal === null ? '' : String(entry.seal);
+      for (const posting of entry.postings) {
+        const credit = posting.amount.startsWith('-');
+        chunk += csvLine([
+          entry.id,
+          timestamp,
+          posting.account,
+          credit ? '' : posting.amount,
+          credit ? posting.amount.slice(1) : '',
+          posting.currency,
+          rate,
+          rateSource,
+          entry.description,
+          chain,
+          String(posting.line),
+          entry.kind,
+          entry.reversesEntryId ?? '',
+          seal,
+        ]);
+      }
+    }
+    yield chunk;
+  }
+}
