@@ -1,0 +1,183 @@
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import type { PostgresLedger } from '../../ledger/index.js';
+import { runCli } from '../../src/cli/main.js';
+import { streamJournal } from '../../src/exports/streamJournal.js';
+import { streamTrialBalanceCsv } from '../../src/exports/trialBalanceCsv.js';
+import { buildBook, sealEverything, type Book } from '../support/book.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { openLedger } from '../support/ledger.js';
+import { ADMIN_TOKEN, startTestService, type TestService } from '../support/service.js';
+import { collect, scratchDir, tool } from './tools.js';
+
+let database: TestDatabase;
+let ledger: PostgresLedger;
+let book: Book;
+let service: TestService;
+let dir: string;
+let configFile: string;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  ledger = await openLedger(database.pool);
+  book = await buildBook(database.pool, ledger);
+  await sealEverything(database.pool);
+  service = await startTestService({ databaseUrl: database.url });
+  dir = scratchDir();
+  configFile = join(dir, 'lingxi.config.json');
+  writeFileSync(configFile, JSON.stringify({ database: { url: database.url } }));
+});
+afterAll(async () => {
+  await service?.stop();
+  await ledger.close();
+  await database.drop();
+});
+
+async function lingxi(...args: string[]) {
+  let stdout = '';
+  let stderr = '';
+  const code = await runCli([...args, '--config', configFile], {
+    stdout: (text) => (stdout += text),
+    stderr: (text) => (stderr += text),
+  });
+  return { code, stdout, stderr };
+}
+
+async function get(path: string, token: string | null = ADMIN_TOKEN) {
+  const response = await fetch(`${service.url}/admin${path}`, {
+    headers: token ? { authorization: `Bearer ${token}` } : {},
+  });
+  return { status: response.status, headers: response.headers, text: await response.text() };
+}
+
+describe('lingxi export', () => {
+  test('journal to stdout and to --out FILE: the same bytes as the library', async () => {
+    const expected = await collect(streamJournal(database.pool, { format: 'beancount' }));
+    const stdout = await lingxi('export', 'journal', '--format', 'beancount');
+    expect(stdout).toMatchObject({ code: 0, stderr: '' });
+    expect(stdout.stdout).toBe(expected);
+
+    const file = join(dir, 'journal.beancount');
+    const toFile = await lingxi(
+      'export',
+      'journal',
+      '--format',
+      'beancount',
+      '--out',
+      file,
+      '--json',
+    );
+    expect(toFile.code).toBe(0);
+    expect(JSON.parse(toFile.stdout)).toEqual({ file, bytes: Buffer.byteLength(expected) });
+    expect(readFileSync(file, 'utf8')).toBe(expected);
+    expect(existsSync(`${file}.partial`)).toBe(false);
+    await tool('bean-check', [file]);
+  });
+
+  test('filters, the hledger format and the other exports', async () => {
+    const file = join(dir, 'bob.journal');
+    const result = await lingxi(
+      'export',
+      'journal',
+      '--format',
+      'hledger',
+      '--account',
+      `liabilities:customers:${book.bob}`,
+      '--from',
+      '2000-01-01',
+      '--out',
+      file,
+    );
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/^wrote \d+ bytes to /);
+    await tool('hledger', ['-f', file, 'check', '--strict']);
+    expect(readFileSync(file, 'utf8')).toContain(book.entries.bobEthDeposit);
+    expect(readFileSync(file, 'utf8')).not.toContain(book.entries.aliceUsdtDeposit);
+
+    const trial = await lingxi('export', 'trial-balance');
+    expect(trial.stdout).toBe(await collect(streamTrialBalanceCsv(database.pool)));
+    const statement = await lingxi('export', 'statement', '--user', book.alice);
+    expect(statement.stdout.split('\n')[0]).toBe(
+      'timestamp,entry_id,kind,description,amount,balance,currency,rate,rate_source,chain_ref',
+    );
+    const seals = await lingxi('export', 'seals');
+    expect(JSON.parse(seals.stdout.split('\n')[0]!)).toMatchObject({
+      seal: 1,
+      algorithm: 'lingxi-seal-v1',
+    });
+  });
+
+  test('bad usage exits 2 with a one-line reason', async () => {
+    const format = await lingxi('export', 'journal', '--format', 'xlsx');
+    expect(format.code).toBe(2);
+    expect(format.stderr).toMatch(/xlsx/);
+    const from = await lingxi('export', 'journal', '--format', 'csv', '--from', 'last tuesday');
+    expect(from).toMatchObject({ code: 2, stdout: '' });
+    expect(from.stderr).toMatch(/^lingxi: from must be an ISO 8601 date/);
+    const user = await lingxi('export', 'statement', '--user', '424242');
+    expect(user.code).toBe(2);
+    expect(user.stderr).toMatch(/user 424242 does not exist/);
+  });
+});
+
+describe('GET /admin/exports', () => {
+  test('journal: streamed, the same bytes as the CLI, with a content type per format', async () => {
+    for (const [format, type] of [
+      ['csv', 'text/csv'],
+      ['jsonl', 'application/x-ndjson'],
+      ['hledger', 'text/plain'],
+      ['beancount', 'text/plain'],
+    ] as const) {
+      const response = await get(`/exports/journal?format=${format}&to=2100-01-01`);
+      expect(response.status).toBe(200);
+      expect(response.headers.get('content-type')).toContain(type);
+      expect(response.headers.get('content-disposition')).toMatch(
+        /attachment; filename="lingxi-journal\./,
+      );
+      expect(response.text).toBe(
+        (await lingxi('export', 'journal', '--format', format, '--to', '2100-01-01')).stdout,
+      );
+    }
+    const filtered = await get(`/exports/journal?format=csv&account=expenses:network-fees`);
+    expect(filtered.text.trimEnd().split('\n')).toHaveLength(1 + 3 + 4);
+  });
+
+  test('trial balance, statement and seals', async () => {
+    const trial = await get('/exports/trial-balance');
+    expect(trial.status).toBe(200);
+    expect(trial.text).toBe(await collect(streamTrialBalanceCsv(database.pool)));
+    const statement = await get(`/exports/statement?user=${book.bob}`);
+    expect(statement.status).toBe(200);
+    expect(statement.text).toContain(book.entries.reversal);
+    expect((await get(`/exports/statement?user=9999999`)).status).toBe(404);
+    const seals = await get('/exports/seals');
+    expect(seals.status).toBe(200);
+    expect(seals.text).toMatch(/"hash":"[0-9a-f]{64}"/);
+  });
+
+  test('bad requests answer in the contract error shape; the admin token is required', async () => {
+    const format = await get('/exports/journal?format=pdf');
+    expect(format.status).toBe(400);
+    expect(JSON.parse(format.text)).toEqual({
+      error: {
+        message: 'format must be one of csv, jsonl, hledger, beancount',
+        type: 'invalid_request_error',
+        code: 'invalid_request',
+        param: 'format',
+      },
+    });
+    const from = await get('/exports/journal?format=csv&from=soon');
+    expect(from.status).toBe(400);
+    expect(JSON.parse(from.text).error.param).toBe('from');
+    expect((await get('/exports/journal?format=csv', null)).status).toBe(401);
+    const { rows } = await database.pool.query<{
+      action: string;
+      details: Record<string, unknown>;
+    }>(`select action, details from audit_log where action like 'export.%' order by id`);
+    expect(rows[0]).toMatchObject({
+      action: 'export.journal',
+      details: { format: 'csv', to: '2100-01-01' },
+    });
+  });
+});
