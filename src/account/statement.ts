@@ -80,48 +80,7 @@ export async function getStatementSummary(
   return summarise(db, await findAccount(db, params.userId), params);
 }
 
-export const STATEMENT_CSV_HEADER = [
-  'sequence',
-  'created_at',
-  'effective_at',
-  'entry_id',
-  'kind',
-  'description',
-  'amount',
-  'running_balance',
-  'currency',
-] as const;
-
-const CSV_PAGE = 1000;
-
-/**
- * The statement as CSV (RFC 4180, "\n" line ends), oldest line first, read from the database
- * a page at a time so memory stays constant. The same books give the same bytes.
- */
-export async function* statementCsv(
-  db: Kysely<Database>,
-  params: StatementParameters,
-): AsyncGenerator<string> {
-  yield `${STATEMENT_CSV_HEADER.join(',')}\n`;
-  for await (const lines of statementLinePages(db, params)) {
-    yield lines
-      .map(
-        (line) =>
-          [
-            line.sequence,
-            line.createdAt,
-            line.effectiveAt,
-            line.entryId,
-            csvText(line.kind),
-            csvText(line.description),
-            line.amount,
-            line.runningBalance,
-            'USD',
-          ].join(',') + '\n',
-      )
-      .join('');
-  }
-}
+const PAGE = 1000;
 
 /** Every statement line of the range, oldest first, a page (at most 1000 lines) at a time. */
 export async function* statementLinePages(
@@ -132,17 +91,11 @@ export async function* statementLinePages(
   if (!account) return;
   let after = '0';
   for (;;) {
-    const lines = await readLines(db, account, params, after, CSV_PAGE);
+    const lines = await readLines(db, account, params, after, PAGE);
     if (lines.length > 0) yield lines;
-    if (lines.length < CSV_PAGE) return;
+    if (lines.length < PAGE) return;
     after = lines[lines.length - 1]!.sequence;
   }
-}
-
-/** A text field for CSV: quoted when needed; a leading = + - @ is defused for spreadsheets. */
-export function csvText(value: string): string {
-  const safe = /^[=+\-@\t\r]/.test(value) ? `'${value}` : value;
-  return /[",\n\r]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe;
 }
 
 async function findAccount(db: Kysely<Database>, userId: string): Promise<AccountRef | null> {
