@@ -426,16 +426,14 @@ export class DepositWatcher {
       .where('block_number', '<=', scannedTo.toString())
       .execute();
     const bookedOut = goneOut.filter((o) => o.status === 'booked' && o.entry_id);
-    const outReversals = await this.options.ledger
-      .within(client)
-      .reverseEntries(
-        bookedOut.map((o) => ({
-          entryId: o.entry_id!,
-          kind: 'sweep.reversal',
-          metadata: { reason: 'reorg' },
-          idempotencyKey: `sweep-reversal:${o.id}`,
-        })),
-      );
+    const outReversals = await this.options.ledger.within(client).reverseEntries(
+      bookedOut.map((o) => ({
+        entryId: o.entry_id!,
+        kind: 'sweep.reversal',
+        metadata: { reason: 'reorg' },
+        idempotencyKey: `sweep-reversal:${o.id}`,
+      })),
+    );
     for (const result of outReversals) if (result instanceof LedgerError) throw result;
     if (goneOut.length > 0) {
       await tx
@@ -625,7 +623,10 @@ export class DepositWatcher {
     if (due.length === 0) return 0;
     const entries: PostEntryParameters[] = [];
     const booked: string[] = [];
-    const feeByTx = new Map<string, { from: string; fee: bigint; blockTime: Date | null }>();
+    const feeByTx = new Map<
+      string,
+      { from: string; fee: bigint; blockTime: Date | null; blockNumber: string }
+    >();
     for (const transfer of due) {
       const fee = transfer.fee_base_units ? BigInt(transfer.fee_base_units) : 0n;
       const known = feeByTx.get(transfer.tx_hash);
@@ -634,6 +635,7 @@ export class DepositWatcher {
           from: transfer.from_address,
           fee,
           blockTime: transfer.block_time ? new Date(transfer.block_time) : null,
+          blockNumber: transfer.block_number,
         });
       if (transfer.kind !== 'sweep' || transfer.status !== 'seen' || !transfer.asset) continue;
       const amount = new Decimal(transfer.amount!);
@@ -668,7 +670,7 @@ export class DepositWatcher {
     const feeSymbol = this.network.assets.find((a) => a.native)?.symbol ?? this.feeCurrency;
     const feeDecimals =
       this.network.assets.find((a) => a.native)?.decimals ?? (this.network.kind === 'evm' ? 18 : 6);
-    for (const [txHash, { from, fee, blockTime }] of feeByTx) {
+    for (const [txHash, { from, fee, blockTime, blockNumber }] of feeByTx) {
       if (fee === 0n) continue;
       const amount = fromBaseUnits(fee, feeDecimals);
       entries.push({
@@ -676,7 +678,7 @@ export class DepositWatcher {
         description: `network fee of ${amount.toString()} ${this.feeCurrency} for ${txHash} on ${network}`,
         effectiveAt: blockTime ?? new Date(),
         idempotencyKey: `network-fee:${network}:${txHash}`,
-        metadata: { chain: { network, txHash } },
+        metadata: { chain: { network, txHash, blockNumber } },
         postings: [
           { account: accountCodes.networkFees(network), amount, currency: this.feeCurrency },
           {
@@ -724,13 +726,11 @@ export class DepositWatcher {
       .insertInto('watcher_cursors')
       .values({ network, block_number: cursor.number.toString(), block_hash: cursor.hash })
       .onConflict((oc) =>
-        oc
-          .column('network')
-          .doUpdateSet({
-            block_number: cursor.number.toString(),
-            block_hash: cursor.hash,
-            updated_at: new Date(),
-          }),
+        oc.column('network').doUpdateSet({
+          block_number: cursor.number.toString(),
+          block_hash: cursor.hash,
+          updated_at: new Date(),
+        }),
       )
       .execute();
     await tx

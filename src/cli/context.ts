@@ -64,3 +64,8 @@ export function createCliContext(io: CliIo): CliContext {
   };
   return context;
 }
+
+/** Thrown by a command that ran fine but has findings (reconciliation): exit 1, no error text beyond its message. */
+export class FindingsExit extends Error {
+  override name = 'FindingsExit';
+}

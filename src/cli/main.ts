@@ -5,22 +5,18 @@ import { AppError } from '../errors.js';
 import { toErrorResponse } from '../http/errors.js';
 import { registerDatabaseCommands } from './commands/database.js';
 import { registerDepositCommands } from './commands/deposits.js';
+import { registerReconcileCommands } from './commands/reconcile.js';
 import { registerExportCommands } from './commands/export.js';
 import { registerLedgerCommands } from './commands/ledger.js';
 import { registerPrivacyCommands } from './commands/privacy.js';
 import { registerRoleCommands } from './commands/roles.js';
 import { registerUserCommands } from './commands/users.js';
-import { createCliContext, type CliIo } from './context.js';
+import { createCliContext, FindingsExit, type CliIo } from './context.js';
 
 export type { CliIo } from './context.js';
 
 /** Exit codes of the contract: 0 success, 1 a finding or refusal, 2 bad usage or error. */
 export const EXIT = { ok: 0, refused: 1, error: 2 } as const;
-
-/** A command that has a finding (reconciliation) sets this to exit 1 without an error. */
-export class FindingsExit extends Error {
-  override name = 'FindingsExit';
-}
 
 const defaultIo: CliIo = {
   stdout: (text) => process.stdout.write(text),
@@ -49,6 +45,7 @@ export function buildProgram(io: CliIo = defaultIo): Command {
   registerExportCommands(program, cli);
   registerPrivacyCommands(program, cli);
   registerDepositCommands(program, cli);
+  registerReconcileCommands(program, cli);
   return program;
 }
 

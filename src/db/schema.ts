@@ -102,6 +102,31 @@ export interface Database extends LedgerTables, WatcherTables {
     client_ip: string | null;
     user_agent: string | null;
   };
+  reconciliation_runs: {
+    id: Generated<string>;
+    started_at: Generated<Date>;
+    finished_at: Timestamp | null;
+    trigger: string;
+    status: string;
+    blocks: ColumnType<Record<string, string>, string, string>;
+    stats: ColumnType<Record<string, unknown>, string, string>;
+    error: string | null;
+  };
+  reconciliation_findings: {
+    id: Generated<string>;
+    run_id: string;
+    severity: string;
+    kind: string;
+    network: string | null;
+    asset: string | null;
+    address: string | null;
+    account: string | null;
+    currency: string | null;
+    expected: string | null;
+    actual: string | null;
+    difference: string | null;
+    details: ColumnType<Record<string, unknown>, string, string>;
+  };
   http_idempotency: {
     key: string;
     method: string;

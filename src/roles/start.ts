@@ -2,6 +2,7 @@ import type { LoadedConfig } from '../config/load.js';
 import { openRuntime, type Runtime } from '../runtime.js';
 import { startHttpRole, type HttpRole } from './http.js';
 import { startWatcherRole } from './watch.js';
+import { startCronRole } from './cron.js';
 
 /** Which roles a process runs (architecture.md: a role is a deployment choice). */
 export interface RoleSelection {
@@ -47,6 +48,10 @@ export async function startRoles(params: StartRolesParameters): Promise<StartedR
       const watchers = await startWatcherRole(runtime, params.roles.watchers);
       stops.push(() => watchers.stop());
       logger.info({ networks: watchers.networks }, `watching ${watchers.networks.join(', ')}`);
+    }
+    if (params.roles.cron) {
+      const jobs = startCronRole(runtime);
+      stops.push(() => jobs.stop());
     }
   } catch (error) {
     for (const stop of stops.reverse()) await stop().catch(() => {});

@@ -60,6 +60,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
     );
     await cleanup.end();
     if (others.rowCount === 0) await embedded?.stop();
+    else embedded?.detach();
   };
 }
 

@@ -38,6 +38,12 @@ export function registerRoleCommands(program: Command, cli: CliContext): void {
       (value: string, previous: string[] = []) => [...previous, value],
     )
     .action(run({ watchers: 'all' }));
+  program
+    .command('cron')
+    .description(
+      'run the cron role: reconciliation, hold expiry, sealing, retention (one active per job)',
+    )
+    .action(run({ cron: true }));
 }
 
 function parsePort(text: string): number {

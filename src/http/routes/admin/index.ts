@@ -7,6 +7,7 @@ import { adminAccountRoutes } from './accounts.js';
 import { adminAuditLogRoutes } from './auditLog.js';
 import { adminExportRoutes } from './exports.js';
 import { adminLedgerRoutes } from './ledger.js';
+import { adminReconciliationRoutes } from './reconciliations.js';
 import { adminUserRoutes } from './users.js';
 
 /** /admin: the operator's API, behind the admin token; every POST honours Idempotency-Key. */
@@ -24,6 +25,7 @@ export function adminRoutes(services: Services): Router {
     adminAccountRoutes(services),
     adminAuditLogRoutes(services),
     adminExportRoutes(services),
+    adminReconciliationRoutes(services),
   ]) {
     router.use(child.routes(), child.allowedMethods());
   }

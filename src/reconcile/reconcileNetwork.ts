@@ -1,0 +1,313 @@
+import { sql, type Kysely } from 'kysely';
+import type { ChainAdapter, TrackedAsset } from '../../chain-watchers/adapter.js';
+import type { NetworkConfig } from '../../chain-watchers/config.js';
+import { accountCodes, Decimal, fromBaseUnits } from '../../ledger/index.js';
+import type { Database } from '../db/schema.js';
+import type { Finding } from '../integrity/findings.js';
+
+/** A finding about a chain: which network, asset and address it concerns. */
+export interface ChainFinding extends Finding {
+  network: string;
+  asset?: string;
+  address?: string;
+}
+
+export interface NetworkReconciliation {
+  findings: ChainFinding[];
+  /** The block the balances were compared at. */
+  block: bigint;
+  stats: { addresses: number; balancesCompared: number; creditedChecked: number };
+}
+
+export interface ReconcileNetworkParameters {
+  db: Kysely<Database>;
+  network: NetworkConfig;
+  adapter: ChainAdapter;
+  /** How far back credited deposits are re-checked against the canonical chain (blocks). */
+  recheckBlocks?: number;
+}
+
+/**
+ * Chain against ledger for one network (law 8). For every asset and every address of ours
+ * (deposit addresses, and any custody account on the network, treasuries included), the
+ * on-chain balance at block B equals the custody account as of B, plus deposits the chain
+ * has that are still confirming, minus transfers out not yet booked; any difference is a
+ * finding with the numbers. B is the highest block both confirmed and scanned by the
+ * watcher (Tron answers balances only at its head: B is then that head). Also reported:
+ * deposits past their confirmations but not credited, credited deposits whose block is no
+ * longer on the canonical chain, deposits reversed after a reorg, and transfers out of our
+ * addresses to anyone but the treasury.
+ */
+export async function reconcileNetwork(
+  params: ReconcileNetworkParameters,
+): Promise<NetworkReconciliation> {
+  const { db, network, adapter } = params;
+  const name = network.name;
+  const findings: ChainFinding[] = [];
+  const head = await adapter.getHead();
+  const safe =
+    typeof network.confirmations === 'number'
+      ? head.latest.number - BigInt(Math.max(network.confirmations, 1)) + 1n
+      : (head.finalized ?? -1n);
+  const cursorRow = await db
+    .selectFrom('watcher_cursors')
+    .select('block_number')
+    .where('network', '=', name)
+    .executeTakeFirst();
+  const cursor = cursorRow ? BigInt(cursorRow.block_number) : null;
+  if (cursor === null) {
+    findings.push({
+      severity: 'warning',
+      kind: 'watcher_not_started',
+      network: name,
+      expected: null,
+      actual: null,
+      difference: null,
+      details: { head: head.latest.number.toString() },
+    });
+  }
+  const block = cursor === null ? safe : cursor < safe ? cursor : safe;
+
+  // Every (asset, address) pair we hold: deposit addresses times accepted assets, plus custody accounts already in the ledger.
+  const family = network.kind === 'evm' ? 'evm' : 'tron';
+  const addressRows = await db
+    .selectFrom('deposit_addresses')
+    .select('address')
+    .where('family', '=', family)
+    .execute();
+  const pairs = new Map<string, { asset: TrackedAsset; address: string }>();
+  for (const { address } of addressRows)
+    for (const asset of adapter.assets) pairs.set(`${asset.symbol}:${address}`, { asset, address });
+  const custodyRows = await db
+    .selectFrom('ledger_accounts')
+    .select('code')
+    .where('code', 'like', `assets:custody:${name}:%`)
+    .execute();
+  for (const { code } of custodyRows) {
+    const [, , , symbol, address] = code.split(':');
+    const asset = adapter.assets.find((a) => a.symbol === symbol);
+    if (asset && address) pairs.set(`${symbol}:${address}`, { asset, address });
+  }
+
+  let compared = 0;
+  for (const { asset, address } of pairs.values()) {
+    const onChain = await adapter.getBalance(address, asset, block);
+    const at = onChain.blockNumber;
+    const account = accountCodes.custody(name, asset.symbol, address);
+    const custody = await custodyAsOf(db, account, at);
+    const pendingIn = await pendingDeposits(db, name, address, asset.symbol, at);
+    const pendingOut = await pendingOutgoing(db, name, address, asset.symbol, at);
+    const actual = fromBaseUnits(onChain.amountBaseUnits, asset.decimals);
+    const expected = custody.add(pendingIn).sub(pendingOut);
+    compared += 1;
+    if (!actual.eq(expected)) {
+      findings.push({
+        severity: 'error',
+        kind: 'custody_mismatch',
+        network: name,
+        asset: asset.symbol,
+        address,
+        account,
+        currency: asset.currency,
+        expected: expected.toString(),
+        actual: actual.toString(),
+        difference: actual.sub(expected).toString(),
+        details: {
+          block: at.toString(),
+          custody: custody.toString(),
+          confirmingDeposits: pendingIn.toString(),
+          unbookedOutgoing: pendingOut.toString(),
+        },
+      });
+    }
+  }
+
+  // Past their confirmations and scanned, yet not credited: the watcher is stuck on them.
+  const stuck = await db
+    .selectFrom('deposits')
+    .select(['tx_hash', 'log_index', 'address', 'asset', 'amount', 'block_number', 'status'])
+    .where('network', '=', name)
+    .where('status', 'in', ['seen', 'confirming'])
+    .where('needs_recheck', '=', false)
+    .where('block_number', '<=', block.toString())
+    .limit(100)
+    .execute();
+  for (const d of stuck) {
+    findings.push({
+      severity: 'error',
+      kind: 'deposit_not_credited',
+      network: name,
+      ...(d.asset ? { asset: d.asset } : {}),
+      address: d.address,
+      expected: 'credited',
+      actual: d.status,
+      difference: d.amount,
+      details: { txHash: d.tx_hash, logIndex: d.log_index, blockNumber: d.block_number },
+    });
+  }
+
+  // Credited deposits must still be on the canonical chain (recent ones: older blocks are final).
+  const recheckFrom = head.latest.number - BigInt(params.recheckBlocks ?? 10_000);
+  const credited = await db
+    .selectFrom('deposits')
+    .select([
+      'tx_hash',
+      'log_index',
+      'address',
+      'asset',
+      'amount_usd',
+      'block_number',
+      'block_hash',
+    ])
+    .where('network', '=', name)
+    .where('status', '=', 'credited')
+    .where('block_number', '>', recheckFrom.toString())
+    .execute();
+  const canonical = new Map<string, string | null>();
+  for (const d of credited) {
+    if (!canonical.has(d.block_number))
+      canonical.set(d.block_number, (await adapter.getBlock(BigInt(d.block_number)))?.hash ?? null);
+    if (canonical.get(d.block_number) !== d.block_hash) {
+      findings.push({
+        severity: 'error',
+        kind: 'credited_deposit_not_canonical',
+        network: name,
+        ...(d.asset ? { asset: d.asset } : {}),
+        address: d.address,
+        expected: d.block_hash,
+        actual: canonical.get(d.block_number) ?? null,
+        difference: null,
+        details: {
+          txHash: d.tx_hash,
+          logIndex: d.log_index,
+          blockNumber: d.block_number,
+          creditedUsd: d.amount_usd,
+        },
+      });
+    }
+  }
+
+  const reversed = await db
+    .selectFrom('deposits')
+    .select(['tx_hash', 'log_index', 'address', 'asset', 'amount_usd', 'reversal_entry_id'])
+    .where('network', '=', name)
+    .where('status', '=', 'reversed')
+    .limit(100)
+    .execute();
+  for (const d of reversed) {
+    findings.push({
+      severity: 'error',
+      kind: 'deposit_reversed',
+      network: name,
+      ...(d.asset ? { asset: d.asset } : {}),
+      address: d.address,
+      expected: null,
+      actual: null,
+      difference: d.amount_usd ? `-${d.amount_usd}` : null,
+      details: {
+        txHash: d.tx_hash,
+        logIndex: d.log_index,
+        reversalEntryId: d.reversal_entry_id,
+        why: 'credited, then removed by a reorg',
+      },
+    });
+  }
+
+  const outflows = await db
+    .selectFrom('outgoing_transfers')
+    .select([
+      'tx_hash',
+      'log_index',
+      'from_address',
+      'to_address',
+      'asset',
+      'amount',
+      'block_number',
+    ])
+    .where('network', '=', name)
+    .where('status', '=', 'unbooked')
+    .limit(100)
+    .execute();
+  for (const o of outflows) {
+    findings.push({
+      severity: 'error',
+      kind: 'unexpected_outflow',
+      network: name,
+      ...(o.asset ? { asset: o.asset } : {}),
+      address: o.from_address,
+      expected: null,
+      actual: o.amount,
+      difference: o.amount ? `-${o.amount}` : null,
+      details: {
+        txHash: o.tx_hash,
+        logIndex: o.log_index,
+        to: o.to_address,
+        blockNumber: o.block_number,
+      },
+    });
+  }
+
+  return {
+    findings,
+    block,
+    stats: {
+      addresses: addressRows.length,
+      balancesCompared: compared,
+      creditedChecked: credited.length,
+    },
+  };
+}
+
+/** A custody account as of a block: postings of entries whose chain event is at or below it (a reversal counts at its original's block). */
+async function custodyAsOf(db: Kysely<Database>, account: string, block: bigint): Promise<Decimal> {
+  const { rows } = await sql<{ total: string }>`
+    select coalesce(sum(p.amount), 0)::text as total
+      from ledger_postings p
+      join ledger_accounts a on a.id = p.account_id
+      join ledger_entries e on e.id = p.entry_id
+      left join ledger_entries o on o.id = e.reverses_entry_id
+     where a.code = ${account}
+       and coalesce((e.metadata -> 'chain' ->> 'blockNumber')::numeric, (o.metadata -> 'chain' ->> 'blockNumber')::numeric, 0)
+           <= ${block.toString()}::numeric`.execute(db);
+  return new Decimal(rows[0]!.total);
+}
+
+async function pendingDeposits(
+  db: Kysely<Database>,
+  network: string,
+  address: string,
+  asset: string,
+  block: bigint,
+): Promise<Decimal> {
+  const row = await db
+    .selectFrom('deposits')
+    .select(sql<string>`coalesce(sum(amount), 0)::text`.as('total'))
+    .where('network', '=', network)
+    .where('address', '=', address)
+    .where('asset', '=', asset)
+    .where('status', 'in', ['seen', 'confirming'])
+    .where('needs_recheck', '=', false)
+    .where('block_number', '<=', block.toString())
+    .executeTakeFirstOrThrow();
+  return new Decimal(row.total);
+}
+
+async function pendingOutgoing(
+  db: Kysely<Database>,
+  network: string,
+  address: string,
+  asset: string,
+  block: bigint,
+): Promise<Decimal> {
+  const row = await db
+    .selectFrom('outgoing_transfers')
+    .select(sql<string>`coalesce(sum(amount), 0)::text`.as('total'))
+    .where('network', '=', network)
+    .where('from_address', '=', address)
+    .where('asset', '=', asset)
+    .where('status', '=', 'seen')
+    .where('needs_recheck', '=', false)
+    .where('block_number', '<=', block.toString())
+    .executeTakeFirstOrThrow();
+  return new Decimal(row.total);
+}

@@ -1,0 +1,248 @@
+import type { Address } from 'viem';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
+import { createAdapters, createWatcher } from '../../chain-watchers/pipeline/createWatcher.js';
+import type { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
+import type { ChainAdapter } from '../../chain-watchers/adapter.js';
+import { parseConfig } from '../../src/config/load.js';
+import { getDepositAddresses } from '../../src/deposits/deposits.js';
+import { createLogger } from '../../src/log.js';
+import { latestReconciliation, runReconciliation } from '../../src/reconcile/runReconciliation.js';
+import { openRuntime, type Runtime } from '../../src/runtime.js';
+import { createUser } from '../../src/users/createUser.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { startDevnet, type Devnet } from '../support/evm/devnet.js';
+
+/**
+ * Books that disagree with the chain on purpose, each found with the right numbers, and a
+ * clean book that produces no finding.
+ */
+
+const xpubs = mnemonicToAccountXpubs('test test test test test test test test test test test junk');
+let devnet: Devnet;
+let database: TestDatabase;
+let runtime: Runtime;
+let adapters: Map<string, ChainAdapter>;
+let watcher: DepositWatcher;
+let usdt: Address;
+let alice: { id: string; address: Address };
+let early: { id: string; address: Address };
+let unseenTransfer: string;
+
+async function user(telegramId: number) {
+  const { id } = await createUser(runtime.database.db, { telegramId });
+  const [view] = await getDepositAddresses(runtime.database.db, runtime.config, id);
+  return { id, address: view!.address as Address };
+}
+
+async function sync(blocks = 4) {
+  await devnet.mine(blocks);
+  for (let i = 0; i < 3; i += 1) await watcher.runOnce();
+}
+
+const reconcile = () => runReconciliation(runtime, { trigger: 'test', adapters });
+
+beforeAll(async () => {
+  devnet = await startDevnet();
+  database = await createTestDatabase();
+  usdt = await devnet.deployToken(6, { symbol: 'USDT' });
+  await devnet.mint(usdt, devnet.account(0).address, 10n ** 13n);
+  const config = parseConfig(
+    {
+      database: { url: database.url },
+      log: { level: 'silent' },
+      wallets: xpubs,
+      networks: [
+        {
+          kind: 'evm',
+          name: 'devnet',
+          chainId: 1337,
+          rpcUrls: [devnet.url],
+          confirmations: 2,
+          rpcTimeoutMs: 2000,
+          rpcRetries: 1,
+          assets: [{ symbol: 'USDT', contract: usdt, decimals: 6, price: { fixed: '1' } }],
+        },
+      ],
+    },
+    {},
+  );
+  runtime = await openRuntime({ config, logger: createLogger('silent') });
+  alice = await user(6001);
+  early = await user(6002);
+  // Sent before the watcher ever starts: no watcher sees it (it begins at the head).
+  unseenTransfer = (await devnet.transferToken(usdt, devnet.account(0), early.address, 4_200_000n))
+    .txHash;
+  await devnet.mine(1);
+  adapters = createAdapters(config.networks, createLogger('silent'));
+  watcher = createWatcher({
+    network: config.networks[0]!,
+    adapters,
+    ledger: runtime.ledger,
+    pool: runtime.database.pool,
+    logger: createLogger('silent'),
+  });
+  await watcher.runOnce();
+});
+afterAll(async () => {
+  for (const adapter of adapters?.values() ?? []) await adapter.close();
+  await runtime?.close();
+  await database?.drop();
+  await devnet?.close();
+});
+
+test('a transfer to one of our addresses that no watcher saw is a custody mismatch of exactly its amount', async () => {
+  await devnet.transferToken(usdt, devnet.account(0), alice.address, 10_000_000n);
+  await sync();
+  const run = await reconcile();
+  expect(run.status).toBe('findings');
+  expect(run.findings).toEqual([
+    {
+      severity: 'error',
+      kind: 'custody_mismatch',
+      network: 'devnet',
+      asset: 'USDT',
+      address: early.address,
+      account: `assets:custody:devnet:USDT:${early.address}`,
+      currency: 'USDT',
+      expected: '0',
+      actual: '4.2',
+      difference: '4.2',
+      details: expect.objectContaining({ custody: '0' }),
+    },
+  ]);
+  expect(unseenTransfer).toMatch(/^0x/);
+  // Stored, and readable as the latest run.
+  const latest = await latestReconciliation(runtime);
+  expect(latest?.runId).toBe(run.runId);
+  expect(latest?.findings).toHaveLength(1);
+});
+
+test('once the books are put right, a clean book produces no finding', async () => {
+  // The operator books the unseen deposit by hand: custody in, customer credited.
+  await runtime.ledger.postEntry({
+    kind: 'deposit',
+    metadata: {
+      chain: { network: 'devnet', txHash: unseenTransfer, logIndex: 0, blockNumber: '1' },
+      rate: '1',
+      rateSource: 'fixed',
+    },
+    postings: [
+      { account: `assets:custody:devnet:USDT:${early.address}`, amount: '4.2', currency: 'USDT' },
+      { account: 'equity:trading:USDT', amount: '-4.2' },
+      { account: 'equity:trading:USD', amount: '4.2' },
+      { account: `liabilities:customers:${early.id}`, amount: '-4.2' },
+    ],
+  });
+  const run = await reconcile();
+  expect(run.findings).toEqual([]);
+  expect(run.status).toBe('clean');
+  expect(Number(run.blocks['devnet'])).toBeGreaterThan(0);
+});
+
+test('a deposit past its confirmations that was never credited is found', async () => {
+  // What a stuck watcher leaves: a recorded deposit, scanned and confirmed long ago, still confirming.
+  const { rows } = await database.pool.query<{ block: string }>(
+    `select block_number::text as block from watcher_cursors`,
+  );
+  await database.pool.query(
+    `insert into deposits (network, tx_hash, log_index, user_id, address, from_address, contract, asset, currency, decimals,
+                           amount_base_units, amount, block_number, block_hash, status, confirmations, confirmations_required)
+     values ('devnet', '0xstuck', 0, $1, $2, '0xsomeone', $3, 'USDT', 'USDT', 6, 1000000, 1, $4, '0xhash', 'confirming', 2, '2')`,
+    [alice.id, alice.address, usdt.toLowerCase(), Number(rows[0]!.block) - 1],
+  );
+  const run = await reconcile();
+  expect(run.findings.find((f) => f.kind === 'deposit_not_credited')).toMatchObject({
+    network: 'devnet',
+    address: alice.address,
+    expected: 'credited',
+    actual: 'confirming',
+    difference: '1',
+    details: { txHash: '0xstuck', logIndex: 0 },
+  });
+  // The chain does not have it either: custody plus what is confirming is 1 more than the chain.
+  expect(run.findings.find((f) => f.kind === 'custody_mismatch')).toMatchObject({
+    address: alice.address,
+    difference: '-1',
+  });
+  await database.pool.query(`update deposits set status = 'orphaned' where tx_hash = '0xstuck'`);
+  expect((await reconcile()).findings).toEqual([]);
+});
+
+test('a credited deposit whose block is no longer canonical is found', async () => {
+  const snapshot = await devnet.snapshot();
+  const sent = await devnet.transferToken(usdt, devnet.account(0), alice.address, 2_500_000n);
+  await sync(3);
+  expect(
+    (await database.pool.query(`select status from deposits where tx_hash = $1`, [sent.txHash]))
+      .rows[0].status,
+  ).toBe('credited');
+  await devnet.revert(snapshot);
+  await devnet.mine(6, { increaseTimeS: 5 });
+  const run = await reconcile();
+  const kinds = run.findings.map((f) => f.kind);
+  expect(kinds).toContain('credited_deposit_not_canonical');
+  // The chain no longer has the 2.5 the custody account says it has.
+  expect(run.findings.find((f) => f.kind === 'custody_mismatch')).toMatchObject({
+    address: alice.address,
+    difference: '-2.5',
+  });
+  // The watcher then reverses it; the reversal is reported, the balances agree again.
+  await sync(2);
+  const after = await reconcile();
+  expect(after.findings.map((f) => f.kind)).toEqual(['deposit_reversed']);
+});
+
+test('a custody posting altered in a scratch database is found with the right numbers', async () => {
+  const client = await database.pool.connect();
+  try {
+    await client.query('alter table ledger_postings disable trigger ledger_postings_append_only');
+    await client.query(
+      `update ledger_postings set amount = amount - 1
+        where id = (select p.id from ledger_postings p join ledger_accounts a on a.id = p.account_id
+                     where a.code = $1 order by p.id limit 1)`,
+      [`assets:custody:devnet:USDT:${alice.address}`],
+    );
+    await client.query('alter table ledger_postings enable trigger ledger_postings_append_only');
+  } finally {
+    client.release();
+  }
+  const run = await reconcile();
+  const custody = run.findings.find((f) => f.kind === 'custody_mismatch');
+  expect(custody).toMatchObject({
+    address: alice.address,
+    expected: expect.any(String),
+    difference: '1',
+  });
+  // The ledger's own checks see the tampering too: the entry no longer balances and the cache disagrees.
+  const kinds = run.findings.map((f) => f.kind);
+  expect(kinds).toContain('entry_unbalanced');
+  expect(kinds).toContain('balance_mismatch');
+});
+
+test('lingxi reconcile --json prints the run and exits 1 while there are findings', async () => {
+  const { runCli } = await import('../../src/cli/main.js');
+  const { mkdtempSync, writeFileSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const file = join(mkdtempSync(join(tmpdir(), 'lingxi-reconcile-')), 'lingxi.config.json');
+  writeFileSync(
+    file,
+    JSON.stringify({
+      ...runtime.config,
+      database: { url: database.url },
+      log: { level: 'silent' },
+    }),
+  );
+  let stdout = '';
+  let stderr = '';
+  const code = await runCli(['reconcile', '--json', '--config', file], {
+    stdout: (t) => (stdout += t),
+    stderr: (t) => (stderr += t),
+  });
+  const printed = JSON.parse(stdout) as { runId: string; findings: Array<{ kind: string }> };
+  expect(code).toBe(1);
+  expect(printed.runId).toMatch(/^\d+$/);
+  expect(printed.findings.length).toBeGreaterThan(0);
+  expect(stderr).toMatch(/findings/);
+});
