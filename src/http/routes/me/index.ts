@@ -4,6 +4,7 @@ import { accountAuth } from '../../middleware/accountAuth.js';
 import { idempotency } from '../../middleware/idempotency.js';
 import { jsonBody } from '../../middleware/jsonBody.js';
 import { meAccountRoutes } from './account.js';
+import { meDepositRoutes } from './deposits.js';
 import { meKeyRoutes } from './keys.js';
 import { meStatementRoutes } from './statement.js';
 import { meUsageRoutes } from './usage.js';
@@ -22,6 +23,7 @@ export function meRoutes(services: Services): Router {
     meUsageRoutes(services),
     meStatementRoutes(services),
     meKeyRoutes(services),
+    meDepositRoutes(services),
   ]) {
     router.use(child.routes(), child.allowedMethods());
   }

@@ -1,0 +1,164 @@
+import type { Address } from 'viem';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
+import { deriveEvmAddress } from '../../chain-watchers/addresses/deriveEvmAddress.js';
+import { deriveTronAddress } from '../../chain-watchers/addresses/deriveTronAddress.js';
+import { createAdapters, createWatcher } from '../../chain-watchers/pipeline/createWatcher.js';
+import type { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
+import type { ChainAdapter } from '../../chain-watchers/adapter.js';
+import { createLogger } from '../../src/log.js';
+import { call, devSignIn } from '../accounts/support.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { startDevnet, type Devnet } from '../support/evm/devnet.js';
+import { startTestService, type TestService } from '../support/service.js';
+
+const xpubs = mnemonicToAccountXpubs('test test test test test test test test test test test junk');
+let devnet: Devnet;
+let database: TestDatabase;
+let service: TestService;
+let adapters: Map<string, ChainAdapter>;
+let watcher: DepositWatcher;
+let usdt: Address;
+
+beforeAll(async () => {
+  devnet = await startDevnet();
+  database = await createTestDatabase();
+  usdt = await devnet.deployToken(6, { symbol: 'USDT' });
+  await devnet.mint(usdt, devnet.account(0).address, 10n ** 12n);
+  const evm = (name: string) => ({
+    kind: 'evm',
+    name,
+    chainId: 1337,
+    rpcUrls: [devnet.url],
+    confirmations: 3,
+    assets: [
+      { symbol: 'USDT', contract: usdt, decimals: 6, price: { fixed: '1' }, minDeposit: '0.5' },
+    ],
+  });
+  service = await startTestService({
+    databaseUrl: database.url,
+    config: {
+      wallets: xpubs,
+      networks: [
+        evm('ethereum'),
+        evm('base'),
+        {
+          kind: 'tron',
+          name: 'tron',
+          fullHost: 'http://127.0.0.1:9',
+          confirmations: 'solidified',
+          assets: [
+            {
+              symbol: 'USDT',
+              contract: 'TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t',
+              decimals: 6,
+              price: { fixed: '1' },
+            },
+          ],
+        },
+      ] as never,
+    },
+  });
+  adapters = createAdapters(service.runtime.config.networks, createLogger('silent'));
+  watcher = createWatcher({
+    network: service.runtime.config.networks[0]!,
+    adapters,
+    ledger: service.runtime.ledger,
+    pool: service.runtime.database.pool,
+    logger: createLogger('silent'),
+  });
+  await watcher.runOnce();
+});
+afterAll(async () => {
+  for (const adapter of adapters?.values() ?? []) await adapter.close();
+  await service?.stop();
+  await database?.drop();
+  await devnet?.close();
+});
+
+test('each user gets their own deposit addresses: one EVM address for every EVM network, a Tron one, stable on every request', async () => {
+  const alice = await devSignIn(service, 4101);
+  const bob = await devSignIn(service, 4102);
+  const first = await call<
+    Array<{
+      network: string;
+      address: string;
+      derivationPath: string;
+      assets: Array<{ symbol: string }>;
+    }>
+  >(service, 'GET', '/api/me/deposit-addresses', { token: alice.token });
+  expect(first.status).toBe(200);
+  expect(first.body.map((a) => a.network)).toEqual(['ethereum', 'base', 'tron']);
+  const [ethereum, base, tron] = first.body;
+  expect(ethereum!.address).toBe(base!.address);
+  expect(ethereum!.derivationPath).toBe("m/44'/60'/0'/0/0");
+  expect(ethereum!.address).toBe(deriveEvmAddress(xpubs.evmXpub, 0).address.toLowerCase());
+  expect(tron!.address).toBe(deriveTronAddress(xpubs.tronXpub, 0).address);
+  expect(tron!.address).toMatch(/^T[1-9A-HJ-NP-Za-km-z]{33}$/);
+  expect(ethereum!.assets).toEqual([
+    { symbol: 'USDT', contract: usdt, decimals: 6, minDeposit: '0.5' },
+  ]);
+  const again = await call(service, 'GET', '/api/me/deposit-addresses', { token: alice.token });
+  expect(again.body).toEqual(first.body);
+  const other = await call<Array<{ address: string; derivationPath: string }>>(
+    service,
+    'GET',
+    '/api/me/deposit-addresses',
+    { token: bob.token },
+  );
+  expect(other.body[0]!.derivationPath).toBe("m/44'/60'/0'/0/1");
+  expect(other.body[0]!.address).not.toBe(ethereum!.address);
+});
+
+test('a deposit shows its state and confirmations as it confirms, then the credited USD and rate; other users never see it', async () => {
+  const alice = await devSignIn(service, 4101);
+  const bob = await devSignIn(service, 4102);
+  const [address] = (
+    await call<Array<{ address: Address }>>(service, 'GET', '/api/me/deposit-addresses', {
+      token: alice.token,
+    })
+  ).body;
+  const sent = await devnet.transferToken(usdt, devnet.account(0), address!.address, 33_330_000n);
+  await watcher.runOnce();
+  let page = await call<{ data: Array<Record<string, unknown>> }>(
+    service,
+    'GET',
+    '/api/me/deposits',
+    { token: alice.token },
+  );
+  expect(page.body.data).toEqual([
+    expect.objectContaining({
+      network: 'ethereum',
+      asset: 'USDT',
+      amount: '33.33',
+      txHash: sent.txHash,
+      status: 'seen',
+      confirmations: 1,
+      confirmationsRequired: '3',
+      amountUsd: null,
+    }),
+  ]);
+  await devnet.mine(1);
+  await watcher.runOnce();
+  page = await call(service, 'GET', '/api/me/deposits', { token: alice.token });
+  expect(page.body.data[0]).toMatchObject({ status: 'confirming', confirmations: 2 });
+  await devnet.mine(1);
+  await watcher.runOnce();
+  page = await call(service, 'GET', '/api/me/deposits', { token: alice.token });
+  expect(page.body.data[0]).toMatchObject({
+    status: 'credited',
+    confirmations: 3,
+    amountUsd: '33.33',
+    rate: '1',
+    rateSource: 'fixed',
+  });
+  expect(
+    (await call<{ available: string }>(service, 'GET', '/api/me/balance', { token: alice.token }))
+      .body.available,
+  ).toBe('33.33');
+  expect(
+    (await call<{ data: unknown[] }>(service, 'GET', '/api/me/deposits', { token: bob.token })).body
+      .data,
+  ).toEqual([]);
+  expect((await call(service, 'GET', '/api/me/deposits')).status).toBe(401);
+});
