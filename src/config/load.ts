@@ -79,6 +79,13 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env):
     throw new ConfigError(`${issue.message}${hint}`, path);
   }
   const config = result.data;
+  // A value that names an environment variable is wanted: an unset one is an error, not a
+  // silent default (an unset TELEGRAM_BOT_TOKEN must not turn dev sign-in on). The one
+  // exception is the database URL, whose documented fallback is the embedded server.
+  for (const [path, variable] of missing) {
+    if (path === 'database.url') continue;
+    throw new ConfigError(`environment variable ${variable} is not set`, path);
+  }
   checkReferences(config);
   return config;
 }
@@ -92,6 +99,20 @@ export function currencyTable(config: Config): Map<string, number> {
 
 function checkReferences(config: Config): void {
   const providers = new Set(config.providers.map((p) => p.name));
+  // A price per 1M tokens with more than (USD scale - 6) decimals would make per-token costs
+  // inexact; refuse it rather than round a charge.
+  const priceDigits = (currencyTable(config).get('USD') ?? 18) - 6;
+  config.models.forEach((model, i) => {
+    for (const [kind, price] of Object.entries(model.pricePer1M)) {
+      const decimals = price?.split('.')[1]?.length ?? 0;
+      if (decimals > priceDigits) {
+        throw new ConfigError(
+          `has ${decimals} decimals; at most ${priceDigits} keep every charge exact`,
+          `models[${i}].pricePer1M.${kind}`,
+        );
+      }
+    }
+  });
   const seenModels = new Set<string>();
   config.models.forEach((model, i) => {
     if (!providers.has(model.provider)) {

@@ -1,6 +1,7 @@
 import Router from '@koa/router';
 import { audit } from '../../../audit.js';
 import { notFound } from '../../../errors.js';
+import { objectBody } from '../../objectBody.js';
 import { latestReconciliation, runReconciliation } from '../../../reconcile/runReconciliation.js';
 import type { Services } from '../../../services.js';
 
@@ -9,7 +10,7 @@ export function adminReconciliationRoutes(services: Services): Router {
   const { runtime } = services;
   const router = new Router({ prefix: '/reconciliations' });
   router.post('/', async (ctx) => {
-    const body = ctx.state['body'] as { networks?: unknown };
+    const body = objectBody(ctx) as { networks?: unknown };
     const networks = Array.isArray(body.networks)
       ? body.networks.filter((n): n is string => typeof n === 'string')
       : undefined;

@@ -5,6 +5,7 @@ import { adjustBalance } from '../../../billing/adjustBalance.js';
 import { getUserBalance } from '../../../billing/getUserBalance.js';
 import { createApiKey } from '../../../keys/apiKeys.js';
 import type { Services } from '../../../services.js';
+import { objectBody } from '../../objectBody.js';
 import { createUser, requireUser } from '../../../users/createUser.js';
 
 /** /admin/users: create users, their keys and balance adjustments; read balances. */
@@ -23,7 +24,7 @@ export function adminUserRoutes(services: Services): Router {
     });
 
   router.post('/', async (ctx) => {
-    const body = ctx.state['body'] as { telegramId?: unknown; username?: unknown };
+    const body = objectBody(ctx) as { telegramId?: unknown; username?: unknown };
     const user = await createUser(db, {
       telegramId: body.telegramId as string,
       username: (body.username as string | undefined) ?? null,
@@ -35,7 +36,7 @@ export function adminUserRoutes(services: Services): Router {
 
   router.post('/:id/keys', async (ctx) => {
     const user = await requireUser(db, ctx.params['id']!);
-    const body = ctx.state['body'] as {
+    const body = objectBody(ctx) as {
       name?: unknown;
       spendLimitUsd?: unknown;
       allowedModels?: unknown;
@@ -53,7 +54,7 @@ export function adminUserRoutes(services: Services): Router {
 
   router.post('/:id/adjustments', async (ctx) => {
     const user = await requireUser(db, ctx.params['id']!);
-    const body = ctx.state['body'] as { amount?: unknown; reason?: unknown };
+    const body = objectBody(ctx) as { amount?: unknown; reason?: unknown };
     const idempotencyKey = ctx.get('idempotency-key') || undefined;
     const result = await adjustBalance(runtime.ledger, {
       userId: user.id,
