@@ -4,6 +4,7 @@ import { ConfigError } from '../config/load.js';
 import { AppError } from '../errors.js';
 import { toErrorResponse } from '../http/errors.js';
 import { registerDatabaseCommands } from './commands/database.js';
+import { registerDemoCommand } from './commands/demo.js';
 import { registerDepositCommands } from './commands/deposits.js';
 import { registerReconcileCommands } from './commands/reconcile.js';
 import { registerExportCommands } from './commands/export.js';
@@ -46,6 +47,7 @@ export function buildProgram(io: CliIo = defaultIo): Command {
   registerPrivacyCommands(program, cli);
   registerDepositCommands(program, cli);
   registerReconcileCommands(program, cli);
+  registerDemoCommand(program, cli);
   return program;
 }
 
