@@ -1,5 +1,6 @@
 import type { Address } from 'viem';
 import { afterAll, beforeAll, expect, test } from 'vitest';
+import { Decimal } from '../../ledger/index.js';
 import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
 import { createAdapters, createWatcher } from '../../chain-watchers/pipeline/createWatcher.js';
 import type { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
@@ -245,4 +246,98 @@ test('lingxi reconcile --json prints the run and exits 1 while there are finding
   expect(printed.runId).toMatch(/^\d+$/);
   expect(printed.findings.length).toBeGreaterThan(0);
   expect(stderr).toMatch(/findings/);
+});
+
+test('a sweep from a deposit address to the treasury is booked custody to custody with its fee, and the books still reconcile', async () => {
+  const { mnemonicToAccount, privateKeyToAccount } = await import('viem/accounts');
+  const { toHex } = await import('viem');
+  // The operator's signer for alice's deposit address (index 0): never held by the service.
+  const privateKey = toHex(
+    mnemonicToAccount('test test test test test test test test test test test junk', {
+      addressIndex: 0,
+    }).getHdKey().privateKey!,
+  );
+  const signer = { address: alice.address, privateKey, signer: privateKeyToAccount(privateKey) };
+  const treasury = '0x7e5f4552091a69125d5dfcb7b8c2659029395bdf' as Address;
+  const network = runtime.config.networks[0]!;
+  network.treasuryAddresses.push(treasury);
+  const sweeper = createWatcher({
+    network,
+    adapters,
+    ledger: runtime.ledger,
+    pool: runtime.database.pool,
+    logger: createLogger('silent'),
+  });
+
+  // Clear the earlier deliberate mismatches so that only the sweep is in question.
+  await sync(2);
+  const before = (await reconcile()).findings.filter(
+    (f) => f.kind === 'custody_mismatch' && f.address === alice.address,
+  );
+  const custodyBefore = await runtime.ledger.getBalance(
+    `assets:custody:devnet:USDT:${alice.address}`,
+  );
+  await devnet.sendEth(devnet.account(0), alice.address, 10n ** 17n);
+  const sweep = await devnet.transferToken(usdt, signer, treasury, 5_000_000n);
+  await devnet.mine(3);
+  for (let i = 0; i < 3; i += 1) await sweeper.runOnce();
+
+  const { rows } = await database.pool.query(
+    `select kind, status from outgoing_transfers where tx_hash = $1`,
+    [sweep.txHash],
+  );
+  expect(rows).toEqual([{ kind: 'sweep', status: 'booked' }]);
+  expect(
+    (await runtime.ledger.getBalance(`assets:custody:devnet:USDT:${treasury}`)).posted.toString(),
+  ).toBe('5');
+  expect(
+    (
+      await runtime.ledger.getBalance(`assets:custody:devnet:USDT:${alice.address}`)
+    ).posted.toString(),
+  ).toBe(custodyBefore.posted.sub(5).toString());
+  const fee = await runtime.ledger.getBalance('expenses:network-fees:devnet');
+  expect(fee.currency).toBe('ETH');
+  expect(fee.posted.toString()).toBe(
+    new Decimal(sweep.feeWei.toString()).div(10n ** 18n).toString(),
+  );
+  // The treasury's USDT matches its custody account; alice's address is no worse than before.
+  const after = await reconcile();
+  expect(
+    after.findings.filter((f) => f.kind === 'custody_mismatch' && f.address === treasury),
+  ).toEqual([]);
+  const difference = (findings: typeof before) => findings.map((f) => f.difference);
+  expect(
+    difference(
+      after.findings.filter((f) => f.kind === 'custody_mismatch' && f.address === alice.address),
+    ),
+  ).toEqual(difference(before));
+});
+
+test('error findings are posted to the alert webhook', async () => {
+  const { createServer } = await import('node:http');
+  const received: Array<{ runId: string; findings: Array<{ kind: string; severity: string }> }> =
+    [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (chunk: Buffer) => (body += chunk.toString()));
+    req.on('end', () => {
+      received.push(JSON.parse(body));
+      res.end('ok');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address() as { port: number };
+  const alerts = runtime.config.alerts as { webhookUrl?: string };
+  alerts.webhookUrl = `http://127.0.0.1:${address.port}/hook`;
+  try {
+    const run = await reconcile();
+    const errors = run.findings.filter((f) => f.severity === 'error');
+    expect(errors.length).toBeGreaterThan(0);
+    expect(received).toHaveLength(1);
+    expect(received[0]!.runId).toBe(run.runId);
+    expect(received[0]!.findings.map((f) => f.kind)).toEqual(errors.map((f) => f.kind));
+  } finally {
+    delete alerts.webhookUrl;
+    server.close();
+  }
 });
