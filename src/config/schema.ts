@@ -115,6 +115,14 @@ export const configSchema = z.object({
   telegram: z
     .object({
       botToken: z.string().optional(),
+      /** The bot's public username (no @): the dashboard's Login Widget needs it. */
+      botUsername: z
+        .string()
+        .regex(
+          /^[A-Za-z][A-Za-z0-9_]{3,31}$/,
+          'must be a bot username without @, such as "lingxi_bot"',
+        )
+        .optional(),
       maxAuthAgeS: positiveInt.default(86_400),
       /** How far in the future a login's auth_date may be (clock skew) before it is refused. */
       maxClockSkewS: positiveInt.max(3600).default(60),

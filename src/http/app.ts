@@ -5,6 +5,7 @@ import { errorMiddleware } from './errors.js';
 import { requestContext } from './requestId.js';
 import { adminRoutes } from './routes/admin/index.js';
 import { authRoutes } from './routes/auth.js';
+import { dashboardRoutes } from './routes/dashboard.js';
 import { healthRoutes } from './routes/health.js';
 import { meRoutes } from './routes/me/index.js';
 import { metricsRoutes } from './routes/metrics.js';
@@ -28,6 +29,7 @@ export function createHttpApp(services: Services, options: HttpAppOptions = {}):
     adminRoutes(services),
     authRoutes(services),
     meRoutes(services),
+    dashboardRoutes(services),
   ];
   for (const router of routers) {
     app.use(router.routes());
