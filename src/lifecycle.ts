@@ -21,10 +21,13 @@ export class WorkTracker {
     while (this.pending.size > 0) {
       const left = deadline - Date.now();
       if (left <= 0) return false;
+      let timer: NodeJS.Timeout | undefined;
       await Promise.race([
         Promise.allSettled([...this.pending]),
-        new Promise((resolve) => setTimeout(resolve, left)),
+        new Promise((resolve) => (timer = setTimeout(resolve, left))),
       ]);
+      // A timer left running would keep a stopping process alive until it fires.
+      clearTimeout(timer);
     }
     return true;
   }

@@ -16,6 +16,13 @@ const httpSchema = z
     bodyLimitBytes: positiveInt.default(1_048_576),
     /** Trust X-Forwarded-For for the client IP (only behind a proxy you run). */
     trustProxy: z.boolean().default(false),
+    /**
+     * After SIGTERM/SIGINT, how long the server keeps answering (with /readyz at 503) before
+     * it stops accepting connections: time for a load balancer to take it out of rotation.
+     */
+    shutdownDelayMs: z.number().int().min(0).max(300_000).default(0),
+    /** After that, how long requests in flight (streams included) may take to finish. */
+    shutdownGraceMs: z.number().int().min(0).max(3_600_000).default(30_000),
   })
   .prefault({});
 

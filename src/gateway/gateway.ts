@@ -277,7 +277,10 @@ export class Gateway {
         await this.deps.meter
           .recordRefused(record)
           .catch((e: unknown) =>
-            this.deps.logger.error({ err: e }, 'could not record a refused call'),
+            this.deps.logger.error(
+              { err: e, requestId: record.requestId },
+              'could not record a refused call',
+            ),
           );
       }
       throw error;
@@ -327,7 +330,12 @@ export class Gateway {
       this.finish(record, 500, 'upstream_error');
       await this.deps.meter
         .release(held, record)
-        .catch((e: unknown) => this.deps.logger.error({ err: e }, 'could not release a hold'));
+        .catch((e: unknown) =>
+          this.deps.logger.error(
+            { err: e, requestId: record.requestId },
+            'could not release a hold',
+          ),
+        );
       throw error;
     }
     const status = error.kind === 'timeout' ? 504 : error.kind === 'aborted' ? 499 : 502;

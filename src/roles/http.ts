@@ -9,8 +9,9 @@ export interface HttpRole {
   url: string;
   services: Services;
   /**
-   * Stops taking requests (readiness turns 503), lets those in flight finish (up to
-   * `graceMs`), waits for stream settlements, then closes.
+   * Stops taking requests (readiness turns 503 at once; the listener closes after
+   * `http.shutdownDelayMs`), lets those in flight finish (up to `graceMs`, default
+   * `http.shutdownGraceMs`), waits for stream settlements, then closes.
    */
   stop(graceMs?: number): Promise<void>;
 }
@@ -23,7 +24,12 @@ export async function startHttpRole(
   const services = await createServices(runtime);
   let shuttingDown = false;
   const app = createHttpApp(services, { isShuttingDown: () => shuttingDown });
-  const server = createServer(app.callback());
+  const handle = app.callback();
+  const server = createServer((req, res) => {
+    // While shutting down, every answer closes its connection: clients reconnect elsewhere.
+    if (shuttingDown) res.setHeader('connection', 'close');
+    void handle(req, res);
+  });
   server.keepAliveTimeout = 65_000;
   const host = overrides.host ?? runtime.config.http.host;
   const port = overrides.port ?? runtime.config.http.port;
@@ -45,12 +51,25 @@ export async function startHttpRole(
     server,
     url,
     services,
-    async stop(graceMs = 10_000) {
+    async stop(graceMs = runtime.config.http.shutdownGraceMs) {
+      const log = runtime.logger.child({ role: 'http' });
       shuttingDown = true;
+      const delayMs = runtime.config.http.shutdownDelayMs;
+      if (delayMs > 0) {
+        log.info({ delayMs }, 'shutdown: not ready (/readyz 503); still serving for a moment');
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+      }
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Idle keep-alive connections close now and as soon as any other one turns idle.
       server.closeIdleConnections();
-      const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+      const sweep = setInterval(() => server.closeIdleConnections(), 100);
+      const timer = setTimeout(() => {
+        log.warn({ graceMs }, 'shutdown: grace period over; cutting the connections still open');
+        server.closeAllConnections();
+      }, graceMs);
+      log.info({ graceMs }, 'shutdown: stopped accepting connections; finishing requests');
       await closed;
+      clearInterval(sweep);
       clearTimeout(timer);
       await services.close();
     },

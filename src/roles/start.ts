@@ -36,25 +36,25 @@ export async function startRoles(params: StartRolesParameters): Promise<StartedR
   if (config.providers.length === 0)
     logger.info('no model providers configured: /v1 answers model_not_found');
   if (config.networks.length === 0) logger.info('no networks configured: no deposits are watched');
-  const stops: Array<() => Promise<void>> = [];
+  const stops: Array<{ role: string; stop: () => Promise<void> }> = [];
   let http: HttpRole | null = null;
   try {
     if (params.roles.http) {
       http = await startHttpRole(runtime, params.port === undefined ? {} : { port: params.port });
-      stops.push(() => http!.stop());
+      stops.push({ role: 'http', stop: () => http!.stop() });
       logger.info({ url: http.url }, `http listening on ${http.url}`);
     }
     if (params.roles.watchers && config.networks.length > 0) {
       const watchers = await startWatcherRole(runtime, params.roles.watchers);
-      stops.push(() => watchers.stop());
+      stops.push({ role: 'watchers', stop: () => watchers.stop() });
       logger.info({ networks: watchers.networks }, `watching ${watchers.networks.join(', ')}`);
     }
     if (params.roles.cron) {
       const jobs = startCronRole(runtime);
-      stops.push(() => jobs.stop());
+      stops.push({ role: 'cron', stop: () => jobs.stop() });
     }
   } catch (error) {
-    for (const stop of stops.reverse()) await stop().catch(() => {});
+    for (const { stop } of stops.reverse()) await stop().catch(() => {});
     await runtime.close();
     throw error;
   }
@@ -62,8 +62,40 @@ export async function startRoles(params: StartRolesParameters): Promise<StartedR
     runtime,
     http,
     async stop() {
-      for (const stop of stops.reverse()) await stop();
-      await runtime.close();
+      await stopRoles(runtime, stops);
     },
   };
+}
+
+/**
+ * The shutdown order: every role stops taking work at once (http: readiness 503, then no
+ * new connections; watchers: no next iteration; cron: no next run) and finishes what it
+ * has (requests and stream settlements, the current iteration, the jobs running); then the
+ * ledger's batcher drains, the pool closes, and last an embedded server this process started
+ * stops (runtime.close).
+ */
+async function stopRoles(
+  runtime: Runtime,
+  stops: ReadonlyArray<{ role: string; stop: () => Promise<void> }>,
+): Promise<void> {
+  const { logger } = runtime;
+  const started = performance.now();
+  const elapsedMs = () => Math.round(performance.now() - started);
+  const outcomes = await Promise.allSettled(
+    stops.map(async ({ role, stop }) => {
+      await stop();
+      logger.info({ role, elapsedMs: elapsedMs() }, `shutdown: ${role} stopped`);
+    }),
+  );
+  outcomes.forEach((outcome, i) => {
+    if (outcome.status === 'rejected')
+      logger.error(
+        { role: stops[i]!.role, err: outcome.reason },
+        'shutdown: a role failed to stop',
+      );
+  });
+  await runtime.close();
+  logger.info({ elapsedMs: elapsedMs() }, 'shutdown: ledger drained, database closed');
+  if (outcomes.some((outcome) => outcome.status === 'rejected'))
+    throw new Error('some roles did not stop cleanly; see the log');
 }

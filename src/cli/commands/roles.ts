@@ -13,9 +13,19 @@ export function registerRoleCommands(program: Command, cli: CliContext): void {
         roles: options.network?.length ? { ...roles, watchers: options.network } : roles,
         ...(options.port !== undefined ? { port: parsePort(options.port) } : {}),
       });
-      await waitForSignal();
-      started.runtime.logger.info('shutting down');
-      await started.stop();
+      const signal = await waitForSignal();
+      const { logger } = started.runtime;
+      logger.info({ signal }, 'shutting down (a second signal exits at once)');
+      const force = (again: NodeJS.Signals) => {
+        logger.warn({ signal: again }, 'second signal: exiting without finishing the shutdown');
+        process.exit(again === 'SIGINT' ? 130 : 143);
+      };
+      process.once('SIGINT', force).once('SIGTERM', force);
+      try {
+        await started.stop();
+      } finally {
+        process.off('SIGINT', force).off('SIGTERM', force);
+      }
     };
   program
     .command('start')
@@ -53,12 +63,12 @@ function parsePort(text: string): number {
   return port;
 }
 
-export function waitForSignal(): Promise<void> {
+export function waitForSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
-    const done = () => {
+    const done = (signal: NodeJS.Signals) => {
       process.off('SIGINT', done);
       process.off('SIGTERM', done);
-      resolve();
+      resolve(signal);
     };
     process.on('SIGINT', done);
     process.on('SIGTERM', done);

@@ -2,6 +2,8 @@ import Router, { type RouterContext } from '@koa/router';
 import { sql } from 'kysely';
 import type { Runtime } from '../../runtime.js';
 
+const READINESS_DATABASE_TIMEOUT_MS = 2000;
+
 /** Liveness (`/livez`: the process answers), readiness and health (`/readyz`, `/healthz`: the database answers). */
 export function healthRoutes(
   runtime: Pick<Runtime, 'database'>,
@@ -17,12 +19,24 @@ export function healthRoutes(
       ctx.body = { status: 'shutting_down' };
       return;
     }
+    // A database that does not answer (a dead host, a full pool) must not hang the probe.
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), READINESS_DATABASE_TIMEOUT_MS);
+    });
     try {
-      await sql`select 1`.execute(runtime.database.db);
-      ctx.body = { status: 'ok', database: 'ok' };
+      const answer = await Promise.race([sql`select 1`.execute(runtime.database.db), timeout]);
+      if (answer === 'timeout') {
+        ctx.status = 503;
+        ctx.body = { status: 'unavailable', database: 'timeout' };
+      } else {
+        ctx.body = { status: 'ok', database: 'ok' };
+      }
     } catch {
       ctx.status = 503;
       ctx.body = { status: 'unavailable', database: 'unreachable' };
+    } finally {
+      clearTimeout(timer);
     }
   };
   router.get('/healthz', ready);
