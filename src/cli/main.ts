@@ -12,6 +12,7 @@ import { registerLedgerCommands } from './commands/ledger.js';
 import { registerPrivacyCommands } from './commands/privacy.js';
 import { registerRoleCommands } from './commands/roles.js';
 import { registerUserCommands } from './commands/users.js';
+import { registerDoctorCommand } from './commands/doctor.js';
 import { createCliContext, FindingsExit, type CliIo } from './context.js';
 
 export type { CliIo } from './context.js';
@@ -41,6 +42,7 @@ export function buildProgram(io: CliIo = defaultIo): Command {
   const cli = createCliContext(io);
   registerDatabaseCommands(program, cli);
   registerRoleCommands(program, cli);
+  registerDoctorCommand(program, cli);
   registerUserCommands(program, cli);
   registerLedgerCommands(program, cli);
   registerExportCommands(program, cli);

@@ -1,0 +1,214 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Address } from 'viem';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
+import { runCli } from '../../src/cli/main.js';
+import type { DoctorCheck } from '../../src/doctor/check.js';
+import type { DoctorReport } from '../../src/doctor/runDoctor.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { startDevnet, type Devnet } from '../support/evm/devnet.js';
+import { DEAD_RPC_URL } from '../support/evm/rpcServers.js';
+import { startUpstreamStub, type UpstreamStub } from '../support/upstream-stub.js';
+
+/**
+ * `lingxi doctor` against a real devnet (a token with the configured decimals, one whose
+ * decimals the config gets wrong, a dead endpoint, a node on another chain), the model stub
+ * (with the right key and a wrong one) and a test database.
+ */
+
+const MNEMONIC = 'test test test test test test test test test test test junk';
+const ADMIN_TOKEN = 'doctor-admin-token-0123456789abcdefghijkl';
+
+let devnet: Devnet;
+let usdt: Address;
+let usdc: Address;
+let stub: UpstreamStub;
+let database: TestDatabase;
+let dir: string;
+
+beforeAll(async () => {
+  [devnet, stub, database] = await Promise.all([
+    startDevnet({ accounts: 1 }),
+    startUpstreamStub({ apiKey: 'upstream-secret' }),
+    createTestDatabase(),
+  ]);
+  usdt = await devnet.deployToken(6, { symbol: 'USDT' });
+  // On chain 18 decimals; the config below says 6 (BSC's USDT trap, in miniature).
+  usdc = await devnet.deployToken(18, { symbol: 'USDC' });
+  dir = mkdtempSync(join(tmpdir(), 'lingxi-doctor-'));
+});
+afterAll(async () => {
+  await Promise.all([devnet?.close(), stub?.close(), database?.drop()]);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function devnetNetwork(name: string, params: { chainId?: number; rpcUrls: string[] }) {
+  return {
+    name,
+    kind: 'evm',
+    chainId: params.chainId ?? 1337,
+    rpcUrls: params.rpcUrls,
+    confirmations: 2,
+    rpcTimeoutMs: 3000,
+    assets: [
+      { symbol: 'USDT', contract: usdt, decimals: 6, price: { fixed: '1' } },
+      { symbol: 'ETH', native: true, decimals: 18, price: { fixed: '3000' } },
+    ],
+  };
+}
+
+function baseConfig(overrides: Record<string, unknown> = {}) {
+  const xpubs = mnemonicToAccountXpubs(MNEMONIC);
+  return {
+    database: { url: database.url, poolSize: 2 },
+    adminToken: ADMIN_TOKEN,
+    providers: [{ name: 'stub', baseUrl: stub.url, apiKey: 'upstream-secret', timeoutMs: 3000 }],
+    models: [
+      {
+        id: 'gpt-4o-mini',
+        provider: 'stub',
+        upstreamModel: 'gpt-4o-mini',
+        pricePer1M: { input: '0.15', output: '0.6' },
+      },
+    ],
+    wallets: { evmXpub: xpubs.evmXpub },
+    networks: [devnetNetwork('devnet', { rpcUrls: [devnet.url] })],
+    telegram: { botToken: '7000000001:AAE_test-bot-token-0123456789abcdefghij' },
+    ...overrides,
+  };
+}
+
+async function doctor(config: unknown, ...flags: string[]) {
+  const file = join(dir, `config-${Math.random().toString(36).slice(2)}.json`);
+  writeFileSync(file, JSON.stringify(config));
+  let stdout = '';
+  let stderr = '';
+  const code = await runCli(['doctor', '--config', file, '--timeout', '5000', ...flags], {
+    stdout: (text) => (stdout += text),
+    stderr: (text) => (stderr += text),
+  });
+  return { code, stdout, stderr, file };
+}
+
+function find(report: DoctorReport, area: string, fragment: string): DoctorCheck {
+  const found = report.checks.find((c) => c.area === area && c.message.includes(fragment));
+  if (!found) throw new Error(`no ${area} check with "${fragment}": ${JSON.stringify(report)}`);
+  return found;
+}
+
+test('a healthy deployment: every check ok, exit 0, plain words for people', async () => {
+  const { code, stdout, stderr, file } = await doctor(baseConfig());
+  expect(stderr).toBe('');
+  expect(code).toBe(0);
+  expect(stdout).toContain(`ok    config`);
+  expect(stdout).toContain(`${file} is valid: 1 provider, 1 model, 1 network`);
+  expect(stdout).toMatch(/ok +database +PostgreSQL \d+/);
+  expect(stdout).toMatch(/schema up to date: all \d+ migrations applied/);
+  expect(stdout).toMatch(/ok +devnet +http:\/\/127\.0\.0\.1:\d+: chain id 1337, head \d+/);
+  expect(stdout).toContain(`USDT contract ${usdt}: decimals() is 6, as configured`);
+  expect(stdout).toMatch(/ok +provider stub +http:\/\/127\.0\.0\.1:\d+ answers with the key/);
+  expect(stdout).toMatch(/ok +wallet evm +wallets\.evmXpub is an xpub \(for devnet\)/);
+  // The first address of the test mnemonic, as every wallet derives it.
+  expect(stdout).toContain("m/44'/60'/0'/0/0, is 0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266");
+  expect(stdout).toMatch(/ok +admin token +set, 41 characters/);
+  expect(stdout).toMatch(/ok +telegram +bot token set \(bot id 7000000001\)/);
+  expect(stdout).not.toMatch(/^(warn|FAIL)/m);
+  expect(stdout.trimEnd()).toMatch(/\d+ checks ok, 0 warnings, 0 failures: ready to run$/);
+});
+
+test('a wrong-decimals token, a dead endpoint, another chain and a refused key fail with a fix each; exit 1', async () => {
+  const config = baseConfig({
+    providers: [
+      { name: 'stub', baseUrl: stub.url, apiKey: 'upstream-secret', timeoutMs: 3000 },
+      { name: 'revoked', baseUrl: stub.url, apiKey: 'sk-revoked', timeoutMs: 3000 },
+    ],
+    networks: [
+      {
+        ...devnetNetwork('devnet', { rpcUrls: [devnet.url, DEAD_RPC_URL] }),
+        assets: [
+          { symbol: 'USDT', contract: usdt, decimals: 6, price: { fixed: '1' } },
+          { symbol: 'USDC', contract: usdc, decimals: 6, price: { fixed: '1' } },
+        ],
+      },
+      devnetNetwork('mainnet', { chainId: 1, rpcUrls: [devnet.url] }),
+    ],
+    telegram: {},
+  });
+  const { code, stdout, stderr } = await doctor(config, '--json');
+  expect(code).toBe(1);
+  expect(stderr).toMatch(/^lingxi: doctor: \d+ checks failed\n$/);
+  const report = JSON.parse(stdout) as DoctorReport;
+  expect(report.ok).toBe(false);
+
+  expect(find(report, 'devnet', 'endpoint 1').status).toBe('ok');
+  expect(find(report, 'devnet', `USDT contract ${usdt}`).status).toBe('ok');
+  const decimals = find(report, 'devnet', 'USDC');
+  expect(decimals).toMatchObject({ status: 'fail' });
+  expect(decimals.message).toContain('has 18 decimals on chain, but the config says 6');
+  expect(decimals.fix).toContain('"decimals"');
+
+  const dead = find(report, 'devnet', 'endpoint 2 http://127.0.0.1:9');
+  expect(dead.status).toBe('fail');
+  expect(dead.message).toContain('no answer');
+  expect(dead.fix).toContain('networks "devnet" rpcUrls[1]');
+
+  const otherChain = find(report, 'mainnet', '');
+  expect(otherChain.status).toBe('fail');
+  expect(otherChain.message).toContain('chain id 1337');
+  expect(otherChain.fix).toContain("network's chainId (1)");
+
+  expect(find(report, 'provider stub', 'answers with the key').status).toBe('ok');
+  expect(find(report, 'provider revoked', 'refused the API key (HTTP 401)').status).toBe('fail');
+  expect(find(report, 'telegram', 'no bot token').status).toBe('warn');
+
+  // No secret reaches the report: neither the provider keys nor the admin token.
+  expect(stdout).not.toContain('upstream-secret');
+  expect(stdout).not.toContain('sk-revoked');
+  expect(stdout).not.toContain(ADMIN_TOKEN);
+  expect(report.counts.fail).toBe(report.checks.filter((c) => c.status === 'fail').length);
+  expect(report.counts.fail).toBe(4);
+});
+
+test('an extended private key is refused; a missing xpub for a network is a failure', async () => {
+  const xprv =
+    'xprv9s21ZrQH143K3QTDL4LXw2F7HEK3wJUD2nW2nRk4stbPy6cq3jPPqjiChkVvvNKmPGJxWUtg6LnF5kejMRNNU3TGtRBeJgk33yuGBxrMPHi';
+  const { code, stdout } = await doctor(
+    baseConfig({
+      wallets: { evmXpub: xprv },
+      networks: [
+        devnetNetwork('devnet', { rpcUrls: [devnet.url] }),
+        {
+          name: 'tron',
+          kind: 'tron',
+          fullHost: DEAD_RPC_URL,
+          confirmations: 'solidified',
+          rpcTimeoutMs: 2000,
+          assets: [{ symbol: 'TRX', native: true, decimals: 6, price: { fixed: '0.1' } }],
+        },
+      ],
+    }),
+    '--json',
+  );
+  expect(code).toBe(1);
+  const report = JSON.parse(stdout) as DoctorReport;
+  const refused = find(report, 'wallet evm', 'PRIVATE');
+  expect(refused.status).toBe('fail');
+  expect(refused.fix).toContain('treat the key as exposed');
+  expect(stdout).not.toContain(xprv.slice(4, 30));
+  expect(find(report, 'wallet tron', 'wallets.tronXpub is not set').status).toBe('fail');
+  expect(find(report, 'tron', 'no answer').status).toBe('fail');
+});
+
+test('a config that does not load is one failure naming the field; nothing else runs', async () => {
+  const { code, stdout } = await doctor(
+    baseConfig({ adminToken: 'short', networks: [] }),
+    '--json',
+  );
+  expect(code).toBe(1);
+  const report = JSON.parse(stdout) as DoctorReport;
+  expect(report.checks).toHaveLength(1);
+  expect(report.checks[0]).toMatchObject({ area: 'config', status: 'fail' });
+  expect(report.checks[0]!.message).toContain('adminToken');
+});
