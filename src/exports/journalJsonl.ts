@@ -1,4 +1,4 @@
-import { canonicalEntry, canonicalJson } from '../integrity/canonical.js';
+import { canonicalEntryLine } from '../integrity/canonical.js';
 import type { JournalWriterContext } from './streamJournal.js';
 
 /**
@@ -10,7 +10,7 @@ export async function* journalJsonl(context: JournalWriterContext): AsyncGenerat
   for await (const entries of context.entries()) {
     let chunk = '';
     for (const entry of entries) {
-      chunk += `${canonicalJson({ ...canonicalEntry(entry), seal: entry.seal })}\n`;
+      chunk += `${canonicalEntryLine(entry, { seal: entry.seal })}\n`;
     }
     yield chunk;
   }

@@ -10,7 +10,7 @@ import { withSnapshot } from './snapshot.js';
 export function streamSealsJsonl(pool: pg.Pool): AsyncGenerator<string> {
   return withSnapshot(pool, async function* (reader) {
     for await (const rows of reader.pages<SealRow>(
-      `select ${SEAL_COLUMNS} from ledger_seals order by seal`,
+      `select ${SEAL_COLUMNS} from ledger_seals order by ledger_seals.seal`,
     )) {
       yield rows.map((row) => `${canonicalJson(sealFromRow(row))}\n`).join('');
     }

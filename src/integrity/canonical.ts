@@ -55,7 +55,19 @@ export function canonicalEntry(entry: JournalEntry): Record<string, unknown> {
   };
 }
 
-/** The line a seal hashes for an entry: canonical JSON of {@link canonicalEntry}. */
-export function canonicalEntryLine(entry: JournalEntry): string {
-  return canonicalJson(canonicalEntry(entry));
+/**
+ * The line a seal hashes for an entry: exactly `canonicalJson(canonicalEntry(entry))`
+ * (with `seal` when asked, for the JSONL export), written field by field in canonical key
+ * order, because this runs once per entry over the whole journal.
+ */
+export function canonicalEntryLine(entry: JournalEntry, seal?: { seal: number | null }): string {
+  const q = JSON.stringify;
+  let line = `{"createdAt":${q(entry.createdAt)},"description":${q(entry.description)},"effectiveAt":${q(entry.effectiveAt)},"holdId":${entry.holdId === null ? 'null' : q(entry.holdId)},"id":${q(entry.id)},"kind":${q(entry.kind)},"metadata":${canonicalJson(entry.metadata)},"postings":[`;
+  entry.postings.forEach((p, i) => {
+    if (!Number.isSafeInteger(p.line)) throw new TypeError(`posting line ${String(p.line)}`);
+    line += `${i === 0 ? '' : ','}{"account":${q(p.account)},"accountVersion":${q(p.accountVersion)},"amount":${q(p.amount)},"balanceAfter":${q(p.balanceAfter)},"currency":${q(p.currency)},"line":${p.line}}`;
+  });
+  line += `],"reversesEntryId":${entry.reversesEntryId === null ? 'null' : q(entry.reversesEntryId)}`;
+  if (seal) line += `,"seal":${seal.seal === null ? 'null' : seal.seal}`;
+  return `${line},"txId":${q(entry.txId)}}`;
 }

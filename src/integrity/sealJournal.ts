@@ -16,18 +16,30 @@ import {
 export const SEAL_LOCK_KEY = '119264587899244';
 
 export interface SealJournalOptions {
+  /**
+   * Most entries one seal covers (default 50,000), so a backlog becomes several seals that
+   * verify in parallel. A seal ends on a transaction boundary, so one transaction that wrote
+   * more than this still gets a single seal.
+   */
+  maxEntries?: number;
+  /** Most seals one call writes (default 1,000); the next call goes on. */
+  maxSeals?: number;
   /** Rows per cursor page while hashing (default 2000). */
   pageRows?: number;
 }
+
+export const DEFAULT_SEAL_MAX_ENTRIES = 50_000;
 
 /**
  * Seals what has become final since the last seal: every entry written by a transaction
  * with id at or above the last seal's bound and below `pg_snapshot_xmin(pg_current_snapshot())`.
  * Every transaction below that bound has ended, so no entry can ever join that set; its
  * entries are hashed (with their postings) in (tx_id, id) order and chained to the previous
- * seal. Reads only, then inserts one row: writers are never blocked or slowed.
+ * seal, in seals of at most `maxEntries` entries. Reads only, then inserts a row per seal:
+ * writers are never blocked or slowed.
  *
- * Returns null when there is nothing new to seal, or when another sealer holds the lock.
+ * Returns the newest seal written, or null when there was nothing new to seal (or another
+ * sealer holds the lock).
  *
  * @example const seal = await sealJournal(runtime.database.pool) // cron, every minute
  */
@@ -43,7 +55,17 @@ export async function sealJournal(
     );
     if (!rows[0]?.locked) return null;
     try {
-      return await sealLocked(client, options);
+      const { rows: boundRows } = await client.query<{ bound: string }>(
+        `select pg_snapshot_xmin(pg_current_snapshot())::text as bound`,
+      );
+      const bound = boundRows[0]!.bound;
+      let newest: Seal | null = null;
+      for (let i = 0; i < (options.maxSeals ?? 1_000); i += 1) {
+        const seal = await sealNext(client, bound, options);
+        if (seal === null) break;
+        newest = seal;
+      }
+      return newest;
     } finally {
       await client.query(`select pg_advisory_unlock(${SEAL_LOCK_KEY}::bigint)`);
     }
@@ -55,25 +77,30 @@ export async function sealJournal(
   }
 }
 
-async function sealLocked(
+/** The next seal after the last one, up to `bound` and at most maxEntries entries; null when none. */
+async function sealNext(
   client: pg.PoolClient,
+  bound: string,
   options: SealJournalOptions,
 ): Promise<Seal | null> {
   const { rows: lastRows } = await client.query<SealRow>(
-    `select ${SEAL_COLUMNS} from ledger_seals order by seal desc limit 1`,
+    `select ${SEAL_COLUMNS} from ledger_seals order by ledger_seals.seal desc limit 1`,
   );
   const last = lastRows[0] ? sealFromRow(lastRows[0]) : null;
   const fromTxId = last?.toTxId ?? '0';
-  const { rows: boundRows } = await client.query<{ bound: string }>(
-    `select pg_snapshot_xmin(pg_current_snapshot())::text as bound`,
-  );
-  const toTxId = boundRows[0]!.bound;
   // New transaction ids only grow, and every one below the last bound had ended: the bound
   // cannot move back. If it did, something is deeply wrong; stop rather than seal.
-  if (BigInt(toTxId) < BigInt(fromTxId)) {
-    throw new Error(`sealing bound ${toTxId} is below the last seal's bound ${fromTxId}`);
+  if (BigInt(bound) < BigInt(fromTxId)) {
+    throw new Error(`sealing bound ${bound} is below the last seal's bound ${fromTxId}`);
   }
-  if (BigInt(toTxId) === BigInt(fromTxId)) return null;
+  if (BigInt(bound) === BigInt(fromTxId)) return null;
+  const toTxId = await sealEnd(
+    client,
+    fromTxId,
+    bound,
+    options.maxEntries ?? DEFAULT_SEAL_MAX_ENTRIES,
+  );
+  if (toTxId === null) return null;
 
   const digest = new EntriesDigest();
   const reader = await SnapshotReader.begin(client);
@@ -122,4 +149,36 @@ async function sealLocked(
     ],
   );
   return sealFromRow(rows[0]!);
+}
+
+/**
+ * Where a seal from `fromTxId` ends: `bound`, or earlier, on a transaction boundary, so that
+ * it covers at most `maxEntries` entries (more only when one transaction wrote more).
+ * Null when no entry waits below the bound.
+ */
+async function sealEnd(
+  client: pg.PoolClient,
+  fromTxId: string,
+  bound: string,
+  maxEntries: number,
+): Promise<string | null> {
+  const { rows } = await client.query<{ first: string | null; cut: string | null }>(
+    `select (select tx_id::text from ledger_entries where tx_id >= $1::xid8 and tx_id < $2::xid8
+              order by tx_id limit 1) as first,
+            (select tx_id::text from ledger_entries where tx_id >= $1::xid8 and tx_id < $2::xid8
+              order by tx_id offset $3 limit 1) as cut`,
+    [fromTxId, bound, Math.max(1, Math.trunc(maxEntries))],
+  );
+  const first = rows[0]?.first ?? null;
+  const cut = rows[0]?.cut ?? null;
+  if (first === null) return null;
+  if (cut === null) return bound;
+  if (BigInt(cut) > BigInt(first)) return cut;
+  // The first transaction alone holds more than maxEntries entries: seal all of it.
+  const { rows: next } = await client.query<{ tx: string | null }>(
+    `select (select tx_id::text from ledger_entries where tx_id > $1::xid8 and tx_id < $2::xid8
+              order by tx_id limit 1) as tx`,
+    [first, bound],
+  );
+  return next[0]?.tx ?? bound;
 }

@@ -79,7 +79,10 @@ export interface SealRow {
   created_at: string;
 }
 
-/** Columns of ledger_seals as SealRow (ids and xids as text, the time as ISO UTC). */
+/**
+ * Columns of ledger_seals as SealRow (ids and xids as text, the time as ISO UTC). The
+ * aliases shadow the columns: order by `ledger_seals.seal`, never by `seal` (text order).
+ */
 export const SEAL_COLUMNS = `seal::text as seal, from_tx_id::text as from_tx_id, to_tx_id::text as to_tx_id,
   entry_count::text as entry_count, first_entry_id::text as first_entry_id, last_entry_id::text as last_entry_id,
   entries_hash, previous_hash, hash, algorithm,

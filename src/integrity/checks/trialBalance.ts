@@ -24,28 +24,54 @@ export interface TrialBalanceCheck {
  */
 export async function checkTrialBalance(pool: pg.Pool): Promise<TrialBalanceCheck> {
   const findings: Finding[] = [];
-  const [fromPostings, fromAccounts, unbalanced, empty, counts] = await Promise.all([
-    pool.query<CurrencyTotals>(`
-      select currency,
-             trim_scale(coalesce(sum(amount) filter (where amount > 0), 0))::text as debit,
-             trim_scale(coalesce(-sum(amount) filter (where amount < 0), 0))::text as credit,
-             trim_scale(sum(amount))::text as net
-        from ledger_postings group by currency order by currency`),
+  // One pass over the postings, grouped per entry and currency, answers the per-currency
+  // totals, the unbalanced entries and how many entries have postings at all.
+  const [book, fromAccounts] = await Promise.all([
+    pool.query<{
+      totals: CurrencyTotals[] | null;
+      unbalanced: Array<{ entry_id: string; currency: string; net: string }> | null;
+      unbalanced_count: string;
+      with_postings: string;
+      entries: string;
+      postings: string;
+    }>(`
+      with per_entry as materialized (
+        select entry_id, currency, coalesce(sum(amount) filter (where amount > 0), 0) as debit,
+               coalesce(-sum(amount) filter (where amount < 0), 0) as credit, count(*) as postings
+          from ledger_postings group by entry_id, currency
+      )
+      select (select jsonb_agg(jsonb_build_object('currency', currency, 'debit', trim_scale(debit)::text,
+                'credit', trim_scale(credit)::text, 'net', trim_scale(debit - credit)::text) order by currency)
+                from (select currency, sum(debit) as debit, sum(credit) as credit from per_entry group by currency) t) as totals,
+             (select jsonb_agg(jsonb_build_object('entry_id', entry_id::text, 'currency', currency,
+                'net', trim_scale(debit - credit)::text) order by entry_id, currency)
+                from (select * from per_entry where debit <> credit order by entry_id, currency
+                       limit ${MAX_FINDINGS_PER_KIND}) u) as unbalanced,
+             (select count(*) from per_entry where debit <> credit)::text as unbalanced_count,
+             (select count(*) from (select entry_id from per_entry group by entry_id) x)::text as with_postings,
+             (select count(*) from ledger_entries)::text as entries,
+             (select coalesce(sum(postings), 0) from per_entry)::text as postings`),
     pool.query<CurrencyTotals>(`
       select currency, trim_scale(sum(debits_posted))::text as debit, trim_scale(sum(credits_posted))::text as credit,
              trim_scale(sum(debits_posted - credits_posted))::text as net
         from ledger_accounts group by currency order by currency`),
-    pool.query<{ entry_id: string; currency: string; net: string; total: string }>(`
-      select entry_id::text as entry_id, currency, trim_scale(sum(amount))::text as net, count(*) over ()::text as total
-        from ledger_postings group by entry_id, currency having sum(amount) <> 0
-       order by entry_id, currency limit ${MAX_FINDINGS_PER_KIND}`),
-    pool.query<{ id: string; total: string }>(`
-      select e.id::text as id, count(*) over ()::text as total from ledger_entries e
-       where not exists (select 1 from ledger_postings p where p.entry_id = e.id)
-       order by e.id limit ${MAX_FINDINGS_PER_KIND}`),
-    pool.query<{ entries: string; postings: string }>(`
-      select (select count(*) from ledger_entries)::text as entries, (select count(*) from ledger_postings)::text as postings`),
   ]);
+  const summary = book.rows[0]!;
+  const fromPostings = { rows: summary.totals ?? [] };
+  const unbalancedTotal = Number(summary.unbalanced_count);
+  const unbalanced = {
+    rows: (summary.unbalanced ?? []).map((row) => ({ ...row, total: String(unbalancedTotal) })),
+  };
+  // Every posting's entry exists (a foreign key), so fewer entries with postings than
+  // entries means some have none; only then are they looked for.
+  const empty =
+    Number(summary.with_postings) < Number(summary.entries)
+      ? await pool.query<{ id: string; total: string }>(`
+          select e.id::text as id, count(*) over ()::text as total from ledger_entries e
+           where not exists (select 1 from ledger_postings p where p.entry_id = e.id)
+           order by e.id limit ${MAX_FINDINGS_PER_KIND}`)
+      : { rows: [] };
+  const counts = { rows: [{ entries: summary.entries, postings: summary.postings }] };
   for (const [source, rows] of [
     ['postings', fromPostings.rows],
     ['accounts', fromAccounts.rows],
