@@ -9,6 +9,7 @@ import { dashboardRoutes } from './routes/dashboard.js';
 import { healthRoutes } from './routes/health.js';
 import { meRoutes } from './routes/me/index.js';
 import { metricsRoutes } from './routes/metrics.js';
+import { openapiRoutes } from './routes/openapi.js';
 import { v1Routes } from './routes/v1.js';
 
 export interface HttpAppOptions {
@@ -25,6 +26,7 @@ export function createHttpApp(services: Services, options: HttpAppOptions = {}):
   const routers: Router[] = [
     healthRoutes(runtime, options.isShuttingDown),
     metricsRoutes(runtime.metrics),
+    openapiRoutes(),
     v1Routes(services),
     adminRoutes(services),
     authRoutes(services),
