@@ -10,8 +10,8 @@ const BEANCOUNT_COMMODITY = /^[A-Z][A-Z0-9'._-]{0,22}[A-Z0-9]$/;
 /**
  * A beancount ledger: options, a `commodity` and an `open` directive (with the account's
  * currency, and our code as `code` metadata) dated at first use, then one transaction per
- * entry with its id, kind, time, rate and chain reference as metadata. Account names are
- * mapped by {@link beancountAccount}. No prices or costs are needed: every entry balances
+ * entry with its id, kind, time, rate, chain reference, request id and model as metadata.
+ * Account names are mapped by {@link beancountAccount}. No prices or costs are needed: every entry balances
  * in each currency on its own (the conversion goes through equity:trading accounts).
  */
 export async function* journalBeancount(context: JournalWriterContext): AsyncGenerator<string> {
@@ -67,6 +67,9 @@ function beancountTransaction(entry: JournalEntry, effective: boolean): string {
   if (rate) text += `  rate: ${quote(rate)}\n`;
   if (rateSource) text += `  rate_source: ${quote(rateSource)}\n`;
   if (chain) text += `  chain: ${quote(chain)}\n`;
+  const { requestId, model } = entry.metadata;
+  if (typeof requestId === 'string') text += `  request_id: ${quote(requestId)}\n`;
+  if (typeof model === 'string') text += `  model: ${quote(model)}\n`;
   if (entry.reversesEntryId) text += `  reverses: ${quote(entry.reversesEntryId)}\n`;
   for (const posting of entry.postings) {
     text += `  ${beancountAccount(posting.account)}  ${posting.amount} ${posting.currency}\n`;

@@ -7,8 +7,9 @@ import type { JournalWriterContext } from './streamJournal.js';
  * An hledger journal: `decimal-mark`, a `commodity` directive per currency at its full
  * scale (so reports print exact amounts), an `account` directive per account used (so
  * `hledger check --strict` passes), then one transaction per entry, dated by the UTC day of
- * its time on the export's basis, with the entry id as the transaction code and
- * kind/time/rate/chain reference as tags. Account names are ours, unchanged.
+ * its time on the export's basis, with the entry id as the transaction code and kind,
+ * time, rate, chain reference, request id and model as tags. Account names are ours,
+ * unchanged.
  */
 export async function* journalHledger(context: JournalWriterContext): AsyncGenerator<string> {
   const { reader, filter } = context;
@@ -35,6 +36,9 @@ function hledgerTransaction(entry: JournalEntry, effective: boolean): string {
   if (rate) tags.push(`rate:${tagValue(rate)}`);
   if (rateSource) tags.push(`rate-source:${tagValue(rateSource)}`);
   if (chain) tags.push(`chain:${tagValue(chain)}`);
+  const { requestId, model } = entry.metadata;
+  if (typeof requestId === 'string') tags.push(`request:${tagValue(requestId)}`);
+  if (typeof model === 'string') tags.push(`model:${tagValue(model)}`);
   if (entry.reversesEntryId) tags.push(`reverses:${entry.reversesEntryId}`);
   let text = `\n${at.slice(0, 10)} (${entry.id}) ${oneLine(entry.description)}\n    ; ${tags.join(', ')}\n`;
   for (const posting of entry.postings) {
