@@ -57,7 +57,7 @@ export function registerExportCommands(program: Command, cli: CliContext): void 
               filter,
               ...(progress ? { onProgress: progress.update } : {}),
             });
-            await emit(cli, command, chunks, options.out);
+            await emit(cli, command, chunks, options.out, () => progress?.stop());
           } finally {
             progress?.stop();
           }
@@ -136,12 +136,14 @@ async function emit(
   command: Command,
   chunks: AsyncGenerator<string>,
   out: string | undefined,
+  beforeSummary?: () => void,
 ): Promise<void> {
   if (out === undefined) {
     await writeToIo(cli.io, chunks);
     return;
   }
   const bytes = await writeChunksToFile(chunks, out);
+  beforeSummary?.();
   cli.out(command).data({ file: out, bytes }, `wrote ${bytes} bytes to ${out}`);
 }
 
@@ -176,6 +178,7 @@ function progressBar(
     },
     stop: () => {
       if (started) bar.stop();
+      started = false;
     },
   };
 }
