@@ -1,0 +1,396 @@
+import { z } from 'zod';
+import { DEFAULT_CURRENCIES } from './load.js';
+import { configSchema } from './schema.js';
+
+/**
+ * docs/config-reference.md, generated from the zod schema (`npm run docs:config`): every
+ * field with its type, bounds and default come from the schema itself; what a field is for
+ * comes from the schema's `.describe()` when it has one, else from FIELD_NOTES below. The
+ * test test/config-reference.test.ts fails when the committed file differs from this output
+ * or a note names a field that no longer exists.
+ */
+
+type Schema = { [keyword: string]: unknown };
+
+/** What each section is about, by its path. */
+const SECTION_NOTES: Record<string, string> = {
+  http: 'The http role: where it listens, request limits, and how it shuts down.',
+  database:
+    'PostgreSQL. With no `url` (and no `DATABASE_URL` in the environment, which fills `url` when the file has none), an embedded server is started under `embedded.dir`.',
+  adminToken:
+    'The bearer token of the admin API (`/admin`). Without it the admin API answers 403 `admin_disabled`; the CLI works regardless.',
+  'currencies[]': `Ledger currencies and their scale (fractional digits). Built in: ${DEFAULT_CURRENCIES.map((c) => `${c.code} ${c.scale}`).join(', ')}. An entry here adds a currency or overrides a scale. A scale may be widened later, never narrowed. An asset's \`decimals\` may not exceed its currency's scale: BSC's USDT has 18 decimals, so a config with BSC needs \`{"code": "USDT", "scale": 18}\`.`,
+  'providers[]':
+    'Upstream model APIs (OpenAI-compatible: `{baseUrl}/chat/completions`, `/embeddings`, `/models`).',
+  'models[]':
+    'The models the gateway sells, with their prices in USD per million tokens. A changed price becomes a new price version; usage rows keep the version they were charged at.',
+  wallets:
+    'Account-level extended public keys: deposit addresses are derived from them (docs/deposits.md). Never an extended private key: it is refused.',
+  'networks[]':
+    'The chains watched for deposits: one watcher per network (`lingxi watch --network NAME`). Fields common to both kinds first, then those of each kind. Examples for ethereum, bsc, polygon, arbitrum, base and tron: lingxi.config.example.json and docs/operating.md.',
+  'networks[].assets[]':
+    'What a network accepts. Tokens are matched by contract address, never by symbol.',
+  telegram: 'Telegram Login Widget sign-in (docs/api-account.md).',
+  retention: 'How long request data is kept (docs/privacy.md).',
+  gateway: 'Limits of the OpenAI-compatible gateway.',
+  ledger: 'How the ledger batches its writes.',
+  cron: 'Schedules of the cron role (cron syntax, five fields, the process time zone).',
+  alerts: 'Where reconciliation findings are sent.',
+  sessions: 'Account sessions (sign-in tokens).',
+  log: 'Structured JSON logs on stderr.',
+};
+
+/** What each field is for, by its path (used when the schema has no `.describe()`). */
+export const FIELD_NOTES: Record<string, string> = {
+  'http.host':
+    'Address to listen on. `0.0.0.0` in a container; keep `127.0.0.1` behind a proxy on the same machine.',
+  'http.port': 'Port to listen on; 0 picks a free one. `--port` overrides it.',
+  'http.bodyLimitBytes': 'Largest request body accepted (413 above).',
+  'http.trustProxy':
+    'Take the client IP from X-Forwarded-For. Only behind a proxy you run, which sets it.',
+  'http.shutdownDelayMs':
+    'After SIGTERM/SIGINT: how long the server keeps answering, with `/readyz` at 503, before it stops accepting connections. Set it to what your load balancer needs to notice (its health-check interval times its failure threshold).',
+  'http.shutdownGraceMs':
+    'Then: how long requests in flight, streams included, may take to finish before their connections are cut (a cut stream is charged for what was generated).',
+  'database.url': 'A PostgreSQL URL, usually `"env:DATABASE_URL"`. Unset: the embedded server.',
+  'database.poolSize': 'Connections per process.',
+  'database.embedded': 'The embedded PostgreSQL, used when there is no `url`.',
+  'database.embedded.dir': 'Data directory of the embedded server.',
+  'database.embedded.port': 'Port of the embedded server (127.0.0.1 only).',
+  adminToken: 'At least 16 characters; use 32 or more random ones (`openssl rand -hex 32`).',
+  'currencies[].code': 'Currency code, upper case.',
+  'currencies[].scale': 'Fractional digits kept for amounts in this currency.',
+  'providers[].name': 'Name that models refer to.',
+  'providers[].baseUrl': 'Base URL including the version, such as `https://api.openai.com/v1`.',
+  'providers[].apiKey': 'Sent as `Authorization: Bearer`; usually `"env:OPENAI_API_KEY"`.',
+  'providers[].timeoutMs':
+    'Longest wait for the provider to start answering, and between stream events.',
+  'models[].id': 'The model name API clients send.',
+  'models[].provider': 'One of `providers[].name`.',
+  'models[].upstreamModel': 'The model name sent to the provider.',
+  'models[].kind': '`chat` (/v1/chat/completions) or `embedding` (/v1/embeddings).',
+  'models[].pricePer1M':
+    'USD per million tokens, decimal strings with at most 12 fractional digits.',
+  'models[].pricePer1M.input': 'Prompt tokens.',
+  'models[].pricePer1M.cachedInput': 'Cached prompt tokens; the input price when absent.',
+  'models[].pricePer1M.output': 'Completion tokens.',
+  'models[].pricePer1M.reasoning': 'Reasoning tokens; billed as output when absent.',
+  'models[].maxOutputTokensDefault':
+    'Output cap sent upstream when the request sets none; the hold covers it.',
+  'models[].maxOutputTokensLimit': 'Largest output a request may ask for (400 above).',
+  'wallets.evmXpub':
+    "xpub of `m/44'/60'/0'`: one deposit address per user serves every EVM network.",
+  'wallets.tronXpub': "xpub of `m/44'/195'/0'`.",
+  'networks[].name': 'Lower case; what `--network` and the API use.',
+  'networks[].kind': 'Which fields follow: `evm` (any EVM chain) or `tron`.',
+  'networks[].confirmations':
+    'When a deposit is credited: a block count on top of its block, `"finalized"` (EVM: the node\'s finalized block) or `"solidified"` (Tron).',
+  'networks[].pollIntervalMs': 'Wait between iterations once caught up.',
+  'networks[].maxBlockRange':
+    'Most blocks scanned per iteration (lower it for providers that limit eth_getLogs ranges).',
+  'networks[].reorgDepthMax':
+    'How far behind its cursor the watcher re-reads block hashes to find reorgs.',
+  'networks[].rpcTimeoutMs': 'Timeout of every RPC call.',
+  'networks[].rpcRetries': 'Rounds over all endpoints after the first, with backoff.',
+  'networks[].startBlock':
+    'Where scanning begins on first start; the head at that moment when absent.',
+  'networks[].treasuryAddresses':
+    'Outgoing transfers to these addresses are sweeps to our treasury (booked with their fee).',
+  'networks[].nativeCurrency':
+    "Currency of network fees (ETH, BNB, POL, TRX); by default the native asset's, else ETH on EVM and TRX on Tron.",
+  'networks[].chainId': 'Checked against every endpoint: one serving another chain is dropped.',
+  'networks[].rpcUrls':
+    'JSON-RPC endpoints, tried in turn with failover. They often carry a key: use `"env:..."`.',
+  'networks[].fullHost': 'TronGrid (or compatible) base URL, such as `https://api.trongrid.io`.',
+  'networks[].fallbackHosts': 'More TronGrid-compatible hosts, tried when the first fails.',
+  'networks[].apiKey': 'TronGrid API key (`TRON-PRO-API-KEY`); usually `"env:TRONGRID_API_KEY"`.',
+  'networks[].assets': 'What the network accepts: see the next section.',
+  'networks[].assets[].symbol': 'Display symbol, such as `USDT`.',
+  'networks[].assets[].currency': 'Ledger currency code; the symbol when absent.',
+  'networks[].assets[].contract':
+    'Token contract (EVM `0x...`, Tron `T...`); required unless `native`. Checked: `lingxi doctor`.',
+  'networks[].assets[].native': "The chain's own coin (ETH, BNB, POL, TRX): no contract.",
+  'networks[].assets[].decimals':
+    "The token's `decimals()`: the watcher refuses to start when the chain says otherwise. USDT is 6 on Ethereum, Tron, Polygon and Arbitrum but 18 on BSC.",
+  'networks[].assets[].price':
+    'The USD rate a deposit is credited at: exactly one of `fixed` or `chainlink`.',
+  'networks[].assets[].price.fixed': 'A fixed rate, such as `"1"` for a stablecoin.',
+  'networks[].assets[].price.chainlink':
+    'A Chainlink aggregator, read at the confirming block; the feed address, round and time are stored on the entry.',
+  'networks[].assets[].price.chainlink.network':
+    'The configured network the feed lives on (L2 ETH may use the ethereum feed).',
+  'networks[].assets[].price.chainlink.feed': 'Aggregator address.',
+  'networks[].assets[].price.chainlink.maxAgeS': 'A round older than this is refused.',
+  'networks[].assets[].minDeposit': 'Smaller deposits are recorded as ignored (never credited).',
+  'telegram.botToken':
+    'From @BotFather. Unset: Telegram sign-in is off and a development sign-in answers loopback clients.',
+  'telegram.botUsername': "The bot's username, without @, for the dashboard's Login Widget.",
+  'telegram.maxAuthAgeS': 'Oldest login payload accepted.',
+  'telegram.maxClockSkewS': 'How far in the future a payload may be dated.',
+  'retention.usageLogDays': 'Usage rows older than this are rolled into daily aggregates.',
+  'retention.requestMetaDays':
+    'Client IP and user agent are removed from usage rows after this; ended sessions deleted.',
+  'gateway.rateLimit': 'Token buckets per API key (429 `rate_limit_exceeded` when empty).',
+  'gateway.rateLimit.requestsPerMinute': 'Per API key, per http process.',
+  'gateway.rateLimit.tokensPerMinute':
+    'Per API key, per http process (the estimate before the call).',
+  'gateway.maxCallDurationMs': 'A call, a stream included, is cut off after this long.',
+  'gateway.holdGraceMs': 'How long a hold outlives the longest possible call before it may expire.',
+  'gateway.bytesPerTokenMin': 'Used to bound the prompt tokens of the cost estimate.',
+  'ledger.batchMaxSize': 'Ledger operations grouped into one database transaction at most.',
+  'ledger.batchConcurrency': 'Ledger transactions in flight at once per process.',
+  'cron.reconcile': 'Reconciliation: chains against custody accounts, ledger integrity.',
+  'cron.expireHolds': 'Expiry of holds past their deadline.',
+  'cron.seal': 'Sealing newly committed entries into the hash chain.',
+  'cron.retention': 'The retention purge.',
+  'alerts.webhookUrl': 'Error-level reconciliation findings are POSTed here as JSON.',
+  'sessions.ttlS': 'Lifetime of a session token.',
+  'log.level': 'Lowest level written.',
+};
+
+interface Row {
+  /** The field's full path, such as `networks[].assets[].decimals`. */
+  path: string;
+  field: string;
+  type: string;
+  default: string;
+  note: string;
+}
+
+interface Section {
+  path: string;
+  rows: Row[];
+}
+
+/** Every field path of the schema, with `[]` for list items, and whether it has a note. */
+export function configFields(): Array<{ path: string; documented: boolean }> {
+  return collectSections().flatMap((section) =>
+    section.rows.map((row) => ({ path: row.path, documented: row.note !== '' })),
+  );
+}
+
+/** The Markdown of docs/config-reference.md. */
+export function renderConfigReference(): string {
+  const lines = [
+    '# Configuration reference',
+    '',
+    '<!-- Generated by scripts/gen-config-docs.ts from src/config/schema.ts and chain-watchers/config.ts: do not edit by hand; run `npm run docs:config`. -->',
+    '',
+    'The configuration is one JSON file: `--config FILE`, else `$LINGXI_CONFIG`, else',
+    '`./lingxi.config.json` when it exists, else the defaults below (embedded PostgreSQL, no',
+    'providers, no networks). It is validated when a command starts; an invalid file stops the',
+    'process with the path of the bad field. `lingxi doctor` checks it against the world too',
+    '(database, RPC endpoints, token decimals, providers, keys).',
+    '',
+    'Secrets stay out of the file: any string value `"env:NAME"` is read from the environment',
+    'variable NAME, and an unset variable is an error naming it (except `database.url`, which',
+    'then falls back to the embedded server). `DATABASE_URL` fills `database.url` when the file',
+    'has none. A complete example: `lingxi.config.example.json`, with `.env.example`.',
+    '',
+    'Amounts and prices are decimal strings (`"0.15"`), never JSON numbers. Durations end in',
+    '`Ms` (milliseconds) or `S` (seconds). "default" shows what an absent field becomes;',
+    '"required" fields have none.',
+    '',
+  ];
+  for (const section of collectSections()) {
+    const title = section.path === '' ? 'Top level' : `\`${section.path}\``;
+    lines.push(`## ${title}`, '');
+    const note = SECTION_NOTES[section.path] ?? SECTION_NOTES[section.path.replace(/\[\]$/, '')];
+    if (note) lines.push(note, '');
+    lines.push('| field | type | default | what it is |', '|---|---|---|---|');
+    for (const row of section.rows)
+      lines.push(`| \`${row.field}\` | ${row.type} | ${row.default} | ${escape(row.note)} |`);
+    lines.push('');
+  }
+  return `${lines.join('\n').trimEnd()}\n`;
+}
+
+function collectSections(): Section[] {
+  const root = z.toJSONSchema(configSchema, { io: 'input', unrepresentable: 'any' }) as Schema;
+  const sections: Section[] = [];
+  const top: Row[] = [];
+  sections.push({ path: '', rows: top });
+  for (const [name, schema] of Object.entries(properties(root))) {
+    const required = requiredOf(root).includes(name);
+    if (isObject(schema)) {
+      const section: Section = { path: name, rows: [] };
+      sections.push(section);
+      addObjectRows(section, schema, '', name, sections);
+    } else if (isObjectArray(schema)) {
+      addArraySection(name, schema, sections);
+    } else {
+      top.push(row(name, schema, required, name));
+    }
+  }
+  // Sections without rows (an object whose fields all went to sub-sections) say nothing.
+  return sections.filter((section) => section.rows.length > 0 || section.path === '');
+}
+
+/** Rows for an object's fields, nested objects flattened with dotted names. */
+function addObjectRows(
+  section: Section,
+  schema: Schema,
+  prefix: string,
+  path: string,
+  sections: Section[],
+  variant = false,
+): void {
+  for (const [name, field] of Object.entries(properties(schema))) {
+    const fieldName = prefix ? `${prefix}.${name}` : name;
+    const fieldPath = `${path}.${name}`;
+    // A variant's own key is not required of the object, it picks the variant.
+    const required = !variant && requiredOf(schema).includes(name);
+    if (isObject(field)) {
+      section.rows.push(row(fieldName, field, required, fieldPath, 'object'));
+      addObjectRows(section, field, fieldName, fieldPath, sections);
+    } else if (isObjectArray(field)) {
+      section.rows.push(row(fieldName, field, required, fieldPath, `list: see \`${fieldPath}[]\``));
+      addArraySection(fieldPath, field, sections);
+    } else if (isObjectUnion(field)) {
+      section.rows.push(row(fieldName, field, required, fieldPath, 'object (one of below)'));
+      for (const variant of field['anyOf'] as Schema[])
+        addObjectRows(section, variant, fieldName, fieldPath, sections, true);
+    } else {
+      section.rows.push(row(fieldName, field, required, fieldPath));
+    }
+  }
+}
+
+function addArraySection(path: string, schema: Schema, sections: Section[]): void {
+  const items = schema['items'] as Schema;
+  const section: Section = { path: `${path}[]`, rows: [] };
+  sections.push(section);
+  const variants = (items['oneOf'] ?? items['anyOf']) as Schema[] | undefined;
+  if (!variants) {
+    addObjectRows(section, items, '', `${path}[]`, sections);
+    return;
+  }
+  // A union by `kind`: fields common to every variant, then each variant's own.
+  const names = variants.map((v) => Object.keys(properties(v)));
+  const common = names[0]!.filter((n) => names.every((list) => list.includes(n)) && n !== 'kind');
+  const commonSchema: Schema = {
+    properties: Object.fromEntries(common.map((n) => [n, properties(variants[0]!)[n]])),
+    required: requiredOf(variants[0]!).filter((n) => common.includes(n)),
+  };
+  const kinds = variants.map((v) => (properties(v)['kind'] as Schema)['const']);
+  section.rows.push(row('kind', { enum: kinds }, true, `${path}[].kind`));
+  addObjectRows(section, commonSchema, '', `${path}[]`, sections);
+  for (const [i, variant] of variants.entries()) {
+    const own = Object.keys(properties(variant)).filter((n) => !common.includes(n) && n !== 'kind');
+    for (const name of own) {
+      const field = properties(variant)[name] as Schema;
+      section.rows.push(
+        row(
+          `${name} (${String(kinds[i])})`,
+          field,
+          requiredOf(variant).includes(name),
+          `${path}[].${name}`,
+        ),
+      );
+    }
+  }
+}
+
+function row(field: string, schema: Schema, required: boolean, path: string, type?: string): Row {
+  const description = typeof schema['description'] === 'string' ? schema['description'] : null;
+  return {
+    path,
+    field,
+    type: type ?? typeOf(schema),
+    default:
+      schema['default'] !== undefined && !isEmptyContainer(schema['default'])
+        ? `\`${JSON.stringify(schema['default'])}\``
+        : required
+          ? 'required'
+          : '',
+    note: description ?? FIELD_NOTES[path] ?? '',
+  };
+}
+
+function typeOf(schema: Schema): string {
+  if (schema['const'] !== undefined) return `\`${JSON.stringify(schema['const'])}\``;
+  if (Array.isArray(schema['enum']))
+    return (schema['enum'] as unknown[]).map((v) => `\`${JSON.stringify(v)}\``).join(' or ');
+  const union = (schema['anyOf'] ?? schema['oneOf']) as Schema[] | undefined;
+  if (union) return union.map(typeOf).join(' or ');
+  switch (schema['type']) {
+    case 'string':
+      return stringType(schema);
+    case 'integer':
+    case 'number':
+      return numberType(schema);
+    case 'boolean':
+      return 'boolean';
+    case 'array': {
+      const items = schema['items'] as Schema;
+      const min = schema['minItems'] === 1 ? 'non-empty ' : '';
+      const item = typeOf(items);
+      return `${min}list of ${item.endsWith('string') ? `${item}s` : item}`;
+    }
+    case 'object':
+      return 'object';
+    default:
+      return 'any';
+  }
+}
+
+function stringType(schema: Schema): string {
+  if (schema['pattern'] === '^\\d+(\\.\\d+)?$') return 'decimal string';
+  if (schema['format'] === 'uri') return 'URL';
+  const parts = [schema['minLength'] === 1 ? 'non-empty string' : 'string'];
+  if (typeof schema['pattern'] === 'string') parts.push(`matching \`${schema['pattern']}\``);
+  if (typeof schema['minLength'] === 'number' && schema['minLength'] > 1)
+    parts.push(`of at least ${schema['minLength']} characters`);
+  return parts.join(' ');
+}
+
+function numberType(schema: Schema): string {
+  const kind = schema['type'] === 'integer' ? 'integer' : 'number';
+  const max =
+    typeof schema['maximum'] === 'number' && schema['maximum'] < Number.MAX_SAFE_INTEGER
+      ? schema['maximum']
+      : null;
+  if (schema['exclusiveMinimum'] === 0)
+    return max === null ? `positive ${kind}` : `${kind} 1 to ${format(max)}`;
+  if (typeof schema['minimum'] === 'number')
+    return max === null
+      ? `${kind} ≥ ${format(schema['minimum'])}`
+      : `${kind} ${format(schema['minimum'])} to ${format(max)}`;
+  return kind;
+}
+
+const format = (n: number) => n.toLocaleString('en-US').replaceAll(',', '_');
+
+function properties(schema: Schema): Record<string, Schema> {
+  return (schema['properties'] as Record<string, Schema> | undefined) ?? {};
+}
+
+function requiredOf(schema: Schema): string[] {
+  return (schema['required'] as string[] | undefined) ?? [];
+}
+
+function isObject(schema: Schema): boolean {
+  return schema['type'] === 'object' && schema['properties'] !== undefined;
+}
+
+function isObjectArray(schema: Schema): boolean {
+  if (schema['type'] !== 'array') return false;
+  const items = schema['items'] as Schema;
+  return isObject(items) || Array.isArray(items['oneOf']) || Array.isArray(items['anyOf']);
+}
+
+function isObjectUnion(schema: Schema): boolean {
+  const union = schema['anyOf'] as Schema[] | undefined;
+  return Array.isArray(union) && union.every(isObject);
+}
+
+function isEmptyContainer(value: unknown): boolean {
+  return (
+    (Array.isArray(value) && value.length === 0) ||
+    (typeof value === 'object' && value !== null && Object.keys(value).length === 0)
+  );
+}
+
+function escape(text: string): string {
+  return text.replaceAll('|', '\\|').replaceAll('\n', ' ');
+}
