@@ -91,18 +91,11 @@ describe('sealing', () => {
   test('a backlog becomes several seals, cut on transaction boundaries, verified in parallel chunks', async () => {
     for (let i = 0; i < 12; i += 1) await fund(ledger, book.bob, `0.${i + 10}`);
     const before = (await seals()).length;
-    const deadline = Date.now() + 20_000;
-    while (
-      (await sealJournal(database.pool, { maxEntries: 1 })) === null &&
-      Date.now() < deadline
-    ) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    await sealEverything(database.pool);
+    await sealEverything(database.pool, { maxEntries: 1 });
     const all = await seals();
     const added = all.slice(before);
     expect(added.length).toBeGreaterThanOrEqual(10);
-    for (const seal of added.slice(0, -1)) expect(seal.entryCount).toBe(1);
+    for (const seal of added) expect(seal.entryCount).toBe(1);
     // More than nine seals: numbered, listed and chained in numeric order.
     expect(all.map((s) => s.seal)).toEqual(all.map((_, i) => i + 1));
     expect(await verifySeals(database.pool, { chunkEntries: 3, concurrency: 3 })).toEqual([]);

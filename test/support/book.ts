@@ -290,10 +290,13 @@ function callRecord(
  * Seals until every committed entry is sealed. Transaction ids are cluster-wide, so a
  * transaction open in another test's database can hold the bound back for a moment.
  */
-export async function sealEverything(pool: pg.Pool, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+export async function sealEverything(
+  pool: pg.Pool,
+  options: { maxEntries?: number; timeoutMs?: number } = {},
+): Promise<void> {
+  const deadline = Date.now() + (options.timeoutMs ?? 20_000);
   for (;;) {
-    await sealJournal(pool);
+    await sealJournal(pool, options.maxEntries ? { maxEntries: options.maxEntries } : {});
     const { rows } = await pool.query<{ unsealed: string }>(
       `select count(*)::text as unsealed from ledger_entries
         where tx_id >= coalesce((select to_tx_id from ledger_seals order by seal desc limit 1), '0'::xid8)`,
