@@ -1,9 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { startLingxi, type LingxiProcess } from '../support/lingxiProcess.js';
 import { ADMIN_TOKEN, userWithKey } from '../support/service.js';
 import {
   countPromptTokens,
@@ -39,14 +40,7 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-interface Served {
-  child: ChildProcess;
-  url: string;
-  log: Array<Record<string, unknown>>;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-async function serve(): Promise<Served> {
+async function serve(): Promise<Omit<LingxiProcess, 'url'> & { url: string }> {
   const configFile = join(dir, 'lingxi.config.json');
   writeFileSync(
     configFile,
@@ -63,45 +57,9 @@ async function serve(): Promise<Served> {
       ...gatewayConfig(stub.url),
     }),
   );
-  const spawned = spawn(process.execPath, ['bin/lingxi.js', 'serve', '--config', configFile], {
-    env: { ...process.env, LINGXI_FROM_SOURCE: '1', DATABASE_URL: '' },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  child = spawned;
-  const log: Array<Record<string, unknown>> = [];
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    spawned.once('exit', (code, signal) => resolve({ code, signal })),
-  );
-  let buffered = '';
-  let resolveUrl: (url: string) => void;
-  const url = new Promise<string>((resolve) => (resolveUrl = resolve));
-  spawned.stderr!.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString();
-    const lines = buffered.split('\n');
-    buffered = lines.pop() ?? '';
-    for (const line of lines) {
-      if (!line.trim()) continue;
-      let entry: Record<string, unknown>;
-      try {
-        entry = JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        entry = { msg: line, notJson: true };
-      }
-      log.push(entry);
-      if (typeof entry['url'] === 'string' && String(entry['msg']).startsWith('http listening'))
-        resolveUrl(entry['url']);
-    }
-  });
-  const started = await Promise.race([
-    url,
-    exited.then(({ code }) => {
-      throw new Error(`lingxi serve exited with ${code}: ${JSON.stringify(log)}`);
-    }),
-    new Promise<never>((_, reject) =>
-      setTimeout(() => reject(new Error('lingxi serve did not start in 60 s')), 60_000),
-    ),
-  ]);
-  return { child: spawned, url: started, log, exited };
+  const started = startLingxi(['serve', '--config', configFile]);
+  child = started.child;
+  return { ...started, url: await started.url() };
 }
 
 async function readyStatus(url: string): Promise<number | 'refused'> {
