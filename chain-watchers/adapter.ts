@@ -118,7 +118,10 @@ export class RpcUnavailableError extends Error {
     readonly attempts: number,
     cause: unknown,
   ) {
-    super(`${network}: ${method} failed on every endpoint after ${attempts} attempts: ${errorText(cause)}`, { cause });
+    super(
+      `${network}: ${method} failed on every endpoint after ${attempts} attempts: ${errorText(cause)}`,
+      { cause },
+    );
   }
 }
 

@@ -246,9 +246,7 @@ describe('EVM deposits', () => {
     const doomed = await devnet.transferToken(usdt, devnet.account(0), alice.address, 7_000_000n);
     await devnet.mine(1);
     await w.runOnce();
-    expect((await depositRows()).find((d) => d.tx_hash === doomed.txHash)?.status).toBe(
-      'seen',
-    );
+    expect((await depositRows()).find((d) => d.tx_hash === doomed.txHash)?.status).toBe('seen');
     // A different chain at the same heights: the transfer is gone.
     await devnet.revert(snapshot);
     await devnet.mine(3, { increaseTimeS: 7 });

@@ -41,31 +41,65 @@ function network(overrides: Record<string, unknown> = {}): TronNetworkConfig {
     pollIntervalMs: 100,
     startBlock: sim.chain.headNumber,
     treasuryAddresses: [sim.chain.account('treasury')],
-    assets: [{ symbol: 'USDT', contract: MAINNET_USDT, decimals: 6, price: { fixed: '1' }, minDeposit: '1' }],
+    assets: [
+      {
+        symbol: 'USDT',
+        contract: MAINNET_USDT,
+        decimals: 6,
+        price: { fixed: '1' },
+        minDeposit: '1',
+      },
+    ],
     ...overrides,
   }) as TronNetworkConfig;
 }
 
 const adapters: Array<{ close(): Promise<void> }> = [];
 function watcher(config = network()) {
-  const adapter = createTronAdapter(config, { requestsPerSecond: 1000, retryBaseDelayMs: 5, retryMaxDelayMs: 50, demoteMs: 50, logger: quiet });
+  const adapter = createTronAdapter(config, {
+    requestsPerSecond: 1000,
+    retryBaseDelayMs: 5,
+    retryMaxDelayMs: 50,
+    demoteMs: 50,
+    logger: quiet,
+  });
   adapters.push(adapter);
-  return new DepositWatcher({ network: config, adapter, ledger, pool: database.pool, priceSources: createPriceSources(config, new Map([[config.name, adapter]])), logger: quiet });
+  return new DepositWatcher({
+    network: config,
+    adapter,
+    ledger,
+    pool: database.pool,
+    priceSources: createPriceSources(config, new Map([[config.name, adapter]])),
+    logger: quiet,
+  });
 }
 
 async function newUser(telegramId: number) {
-  const { rows } = await database.pool.query<{ id: string }>('insert into users (telegram_id) values ($1) returning id', [telegramId]);
+  const { rows } = await database.pool.query<{ id: string }>(
+    'insert into users (telegram_id) values ($1) returning id',
+    [telegramId],
+  );
   const id = rows[0]!.id;
-  return { id, address: (await assignDepositAddress(db, { userId: id, family: 'tron', xpubs })).address };
+  return {
+    id,
+    address: (await assignDepositAddress(db, { userId: id, family: 'tron', xpubs })).address,
+  };
 }
 
 async function deposit(txId: string) {
-  const { rows } = await database.pool.query(`select status, amount::text, amount_usd::text, ignore_reason, confirmations from deposits where tx_hash = $1`, [txId]);
+  const { rows } = await database.pool.query(
+    `select status, amount::text, amount_usd::text, ignore_reason, confirmations from deposits where tx_hash = $1`,
+    [txId],
+  );
   return rows[0];
 }
 
 async function posted(userId: string): Promise<string> {
-  return (await ledger.getBalance(`liabilities:customers:${userId}`).catch(() => null))?.posted.toString() ?? '0';
+  return (
+    (
+      await ledger.getBalance(`liabilities:customers:${userId}`).catch(() => null)
+    )?.posted.toString() ?? '0'
+  );
 }
 
 beforeAll(async () => {
@@ -73,7 +107,9 @@ beforeAll(async () => {
   fallback = await startTronSimulator({ chain: sim.chain });
   database = await createTestDatabase();
   ledger = await openLedger(database.pool);
-  await database.pool.query(`insert into ledger_currencies (code, scale) values ('TRX', 6) on conflict do nothing`);
+  await database.pool.query(
+    `insert into ledger_currencies (code, scale) values ('TRX', 6) on conflict do nothing`,
+  );
   await ledger.init();
   db = new Kysely<WatcherTables>({ dialect: new PostgresDialect({ pool: database.newPool(2) }) });
   sender = sim.chain.account('sender');
@@ -98,8 +134,18 @@ describe('Tron deposits', () => {
   test('USDT to two users is credited once, exactly, when its block is solidified', async () => {
     const w = watcher();
     await w.runOnce();
-    const a = sim.chain.transferToken({ token: sim.chain.usdt, from: sender, to: alice.address, amount: 12_345_678n });
-    const b = sim.chain.transferToken({ token: sim.chain.usdt, from: sender, to: bob.address, amount: 100_000_000n });
+    const a = sim.chain.transferToken({
+      token: sim.chain.usdt,
+      from: sender,
+      to: alice.address,
+      amount: 12_345_678n,
+    });
+    const b = sim.chain.transferToken({
+      token: sim.chain.usdt,
+      from: sender,
+      to: bob.address,
+      amount: 100_000_000n,
+    });
     sim.chain.produceBlocks(1);
     await w.runOnce();
     expect((await deposit(a)).status).toBe('seen');
@@ -108,8 +154,16 @@ describe('Tron deposits', () => {
     expect((await deposit(a)).status).toBe('confirming');
     sim.chain.produceBlocks(1);
     await w.runOnce();
-    expect(await deposit(a)).toMatchObject({ status: 'credited', amount: '12.345678', amount_usd: '12.345678' });
-    expect(await deposit(b)).toMatchObject({ status: 'credited', amount: '100', amount_usd: '100' });
+    expect(await deposit(a)).toMatchObject({
+      status: 'credited',
+      amount: '12.345678',
+      amount_usd: '12.345678',
+    });
+    expect(await deposit(b)).toMatchObject({
+      status: 'credited',
+      amount: '100',
+      amount_usd: '100',
+    });
     sim.chain.produceBlocks(5);
     await w.runOnce();
     await watcher().runOnce();
@@ -122,13 +176,27 @@ describe('Tron deposits', () => {
     const w = watcher();
     await w.runOnce();
     const before = await posted(alice.id);
-    const fake = sim.chain.transferToken({ token: fakeUsdt, from: sender, to: alice.address, amount: 50_000_000n });
-    const failed = sim.chain.transferToken({ token: sim.chain.usdt, from: sender, to: alice.address, amount: 5_000_000n, fail: true });
+    const fake = sim.chain.transferToken({
+      token: fakeUsdt,
+      from: sender,
+      to: alice.address,
+      amount: 50_000_000n,
+    });
+    const failed = sim.chain.transferToken({
+      token: sim.chain.usdt,
+      from: sender,
+      to: alice.address,
+      amount: 5_000_000n,
+      fail: true,
+    });
     sim.chain.produceBlocks(SOLIDITY_LAG + 2);
     await w.runOnce();
     expect(await deposit(fake)).toMatchObject({ status: 'ignored' });
     expect((await deposit(fake)).ignore_reason).toMatch(/not an accepted asset/);
-    expect(await deposit(failed)).toMatchObject({ status: 'ignored', ignore_reason: 'the transaction failed' });
+    expect(await deposit(failed)).toMatchObject({
+      status: 'ignored',
+      ignore_reason: 'the transaction failed',
+    });
     expect(await posted(alice.id)).toBe(before);
   });
 
@@ -136,7 +204,12 @@ describe('Tron deposits', () => {
     const w = watcher();
     await w.runOnce();
     const before = await posted(bob.id);
-    const doomed = sim.chain.transferToken({ token: sim.chain.usdt, from: sender, to: bob.address, amount: 9_000_000n });
+    const doomed = sim.chain.transferToken({
+      token: sim.chain.usdt,
+      from: sender,
+      to: bob.address,
+      amount: 9_000_000n,
+    });
     sim.chain.produceBlocks(2);
     await w.runOnce();
     expect((await deposit(doomed)).status).toBe('seen');
@@ -154,12 +227,22 @@ describe('Tron deposits', () => {
     const w = watcher();
     await w.runOnce();
     sim.chain.setTrxBalance(alice.address, 100_000_000n);
-    const sweep = sim.chain.transferToken({ token: sim.chain.usdt, from: alice.address, to: sim.chain.account('treasury'), amount: 10_000_000n });
+    const sweep = sim.chain.transferToken({
+      token: sim.chain.usdt,
+      from: alice.address,
+      to: sim.chain.account('treasury'),
+      amount: 10_000_000n,
+    });
     sim.chain.produceBlocks(SOLIDITY_LAG + 2);
     await w.runOnce();
-    const { rows } = await database.pool.query(`select kind, status, fee_base_units::text as fee from outgoing_transfers where tx_hash = $1`, [sweep]);
+    const { rows } = await database.pool.query(
+      `select kind, status, fee_base_units::text as fee from outgoing_transfers where tx_hash = $1`,
+      [sweep],
+    );
     expect(rows[0]).toMatchObject({ kind: 'sweep', status: 'booked' });
-    const treasury = await ledger.getBalance(`assets:custody:tron:USDT:${sim.chain.account('treasury')}`);
+    const treasury = await ledger.getBalance(
+      `assets:custody:tron:USDT:${sim.chain.account('treasury')}`,
+    );
     expect(treasury.posted.toString()).toBe('10');
     const custody = await ledger.getBalance(`assets:custody:tron:USDT:${alice.address}`);
     expect(custody.posted.toString()).toBe('2.345678');
@@ -171,9 +254,20 @@ describe('Tron deposits', () => {
   test('a rate-limiting first host and a dead one: the watcher fails over and credits', async () => {
     sim.rateLimit({ perSecond: 1, status: 429 });
     try {
-      const w = watcher(network({ fullHost: 'http://127.0.0.1:9', fallbackHosts: [sim.url, fallback.url], rpcRetries: 3 }));
+      const w = watcher(
+        network({
+          fullHost: 'http://127.0.0.1:9',
+          fallbackHosts: [sim.url, fallback.url],
+          rpcRetries: 3,
+        }),
+      );
       await w.runOnce();
-      const tx = sim.chain.transferToken({ token: sim.chain.usdt, from: sender, to: alice.address, amount: 2_000_000n });
+      const tx = sim.chain.transferToken({
+        token: sim.chain.usdt,
+        from: sender,
+        to: alice.address,
+        amount: 2_000_000n,
+      });
       sim.chain.produceBlocks(SOLIDITY_LAG + 2);
       await w.runOnce();
       expect((await deposit(tx)).status).toBe('credited');
