@@ -48,19 +48,34 @@ interface Row {
 }
 const rows: Row[] = [];
 
+// One long-lived ledger, as in a running gateway; warmed like one that has served every account once.
+const pool = new pg.Pool({ connectionString: url, max: 8 });
+const ledger = new PostgresLedger({
+  pool,
+  currencies: [{ code: 'USD', scale: 18 }],
+  batchMaxSize: 500,
+  batchConcurrency: 1,
+});
+await ledger.init();
+console.error('warming the ledger on every account...');
+for (let i = 0; i <= ACCOUNTS; i += 64) {
+  await Promise.all(
+    Array.from({ length: Math.min(64, ACCOUNTS + 1 - i) }, async (_, k) => {
+      const { holdId } = await ledger.createHold({
+        debitAccount: customer(i + k),
+        creditAccount: 'revenue:usage',
+        amount: '0.01',
+      });
+      await ledger.voidHold({ holdId });
+    }),
+  );
+}
+
 for (const scenario of ['spread', 'hot'] as const) {
   for (const callers of CONCURRENCY) {
     const pick = (caller: number, i: number) =>
       scenario === 'hot' ? HOT : (caller * 7919 + i * 104_729) % ACCOUNTS;
 
-    const pool = new pg.Pool({ connectionString: url, max: 8 });
-    const ledger = new PostgresLedger({
-      pool,
-      currencies: [{ code: 'USD', scale: 18 }],
-      batchMaxSize: 500,
-      batchConcurrency: 4,
-    });
-    await ledger.init();
     const grouped = await closedLoop(callers, SECONDS, async (caller, i) => {
       const { holdId } = await ledger.createHold({
         debitAccount: customer(pick(caller, i)),
@@ -69,8 +84,6 @@ for (const scenario of ['spread', 'hot'] as const) {
       });
       await ledger.postHold({ holdId, amount: '0.005' });
     });
-    await ledger.close();
-    await pool.end();
     rows.push({ mode: 'group commit', case: scenario, callers, result: grouped });
     console.error(`group commit ${scenario} x${callers}: ${fmt(grouped.perSecond, 0)} pairs/s`);
 
@@ -86,6 +99,8 @@ for (const scenario of ['spread', 'hot'] as const) {
   }
 }
 
+await ledger.close();
+await pool.end();
 const mismatches = await setup.checkBalances();
 await setup.close();
 await setupPool.end();

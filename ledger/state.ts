@@ -106,12 +106,6 @@ export class BatchState {
   /** Pre-existing holds this batch resolves. */
   readonly resolvedHolds = new Map<string, HoldState>();
   readonly touchedAccounts = new Set<string>();
-  /**
-   * Accounts whose available balance this batch lowers. Their totals must still be what the
-   * batch read when it writes (else the batch retries): for every other account the batch's
-   * changes are safe to add to whatever the totals have become.
-   */
-  readonly guardedAccounts = new Set<string>();
   /** Rows of the callers' own tables committed with the batch. */
   readonly attachments: Attachment[] = [];
   /** The totals as read, before any command of the batch. */
@@ -165,7 +159,6 @@ export class BatchState {
         'pending total below zero',
       );
     }
-    const lowered: string[] = [];
     for (const account of next.values()) {
       const before = this.account(account.id);
       if (!account.noNegative || !available(account).lt(available(before))) continue;
@@ -177,7 +170,6 @@ export class BatchState {
           required.toString(),
         );
       }
-      lowered.push(account.id);
     }
 
     // Checked: now make it so.
@@ -209,7 +201,6 @@ export class BatchState {
       account.creditsPending = account.creditsPending.add(adjustment.credits);
     }
     for (const id of next.keys()) this.touchedAccounts.add(id);
-    for (const id of lowered) this.guardedAccounts.add(id);
 
     if (change.newHold) {
       const row: HoldRow = {

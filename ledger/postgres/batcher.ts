@@ -179,7 +179,9 @@ const RETRIABLE = new Set([
 ]);
 
 function isRetriable(error: unknown): boolean {
-  const code = (error as { code?: unknown }).code;
+  const { code, constraint } = error as { code?: unknown; constraint?: unknown };
+  // A batch planned on totals that moved meanwhile would take an account below zero: plan it again.
+  if (code === '23514' && constraint === 'ledger_accounts_no_negative') return true;
   return typeof code === 'string' && RETRIABLE.has(code);
 }
 

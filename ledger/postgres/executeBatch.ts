@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { BatchContext, PreparedCommand } from '../command.js';
-import { IdempotencyConflictError, LedgerError } from '../errors.js';
+import { IdempotencyConflictError, InsufficientFundsError, LedgerError } from '../errors.js';
 import { BatchState, countLaterPostings } from '../state.js';
 import { readBatchInputs, type BatchInputs, type IdempotencyRecord } from './readBatchInputs.js';
 import type { KnownState } from './knownState.js';
@@ -10,10 +10,10 @@ export type CommandOutcome = { ok: true; value: unknown } | { ok: false; error: 
 
 /**
  * How a batch keeps what it read true until it writes.
- * - `optimistic`: read without locks, then write everything and commit in one statement
- *   that fails (serialization_failure) if an account whose available balance the batch
- *   lowers, or a hold it resolves, changed meanwhile. Two round trips; rows are locked only
- *   while that statement runs.
+ * - `optimistic`: read without locks (or take what this process knows), then write everything
+ *   and commit in one statement of relative changes, which fails if an account would end
+ *   below zero or a hold it resolves is no longer pending. One or two round trips; rows are
+ *   locked only while that statement runs.
  * - `locking`: the classic way, for a batch that keeps losing the optimistic race: a
  *   transaction that locks holds and accounts (in id order) before it plans.
  * - `caller-transaction`: like `locking`, inside a transaction the caller opened and will
@@ -37,11 +37,17 @@ export async function executeBatch(
 ): Promise<CommandOutcome[]> {
   if (mode === 'optimistic') {
     let inputs = known?.inputsFor(commands) ?? null;
-    if (!inputs) {
+    let planned = inputs ? planBatch(commands, inputs) : null;
+    // Remembered totals may be older than a top-up: refuse only on what the database says now.
+    if (
+      !inputs ||
+      planned!.outcomes.some((o) => !o.ok && o.error instanceof InsufficientFundsError)
+    ) {
       inputs = await readBatchInputs(client, commands, { lock: false });
       known?.rememberRead(inputs);
+      planned = planBatch(commands, inputs);
     }
-    const { outcomes, state, newKeys } = planBatch(commands, inputs);
+    const { outcomes, state, newKeys } = planned!;
     const totals = await writeBatch(client, state, newKeys);
     known?.rememberWrite(state, totals);
     return outcomes;

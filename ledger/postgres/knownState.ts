@@ -14,11 +14,12 @@ export interface AccountTotals {
 }
 
 /**
- * What this process last knew of accounts and pending holds, so a batch can skip its read:
- * it plans against the known state and writes with its usual guards (an account whose
- * available balance it lowers must still have the totals it planned on; a hold it resolves
- * must still be pending). If something changed meanwhile, the write fails as a conflict and
- * the batch runs again with a fresh read. The cache never decides anything on its own.
+ * What this process last knew of accounts and pending holds, so a batch can skip its read.
+ * Planning on stale totals is safe because writes are relative and the database checks
+ * what matters (an account never below zero, a hold resolved once): a batch whose
+ * assumptions no longer hold fails and runs again with a fresh read. A refusal is never
+ * made on remembered totals: a batch that refuses anything for lack of funds is planned
+ * again on a fresh read first (see executeBatch).
  */
 export class KnownState {
   private readonly accounts = new Map<string, AccountState>();

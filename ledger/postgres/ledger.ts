@@ -62,7 +62,7 @@ export interface PostgresLedgerOptions {
   chart?: ReadonlyArray<AccountTemplate>;
   /** Most operations per transaction (1 turns batching off). Default 500. */
   batchMaxSize?: number;
-  /** Transactions in flight at once. Default 4. */
+  /** Transactions in flight at once. Default 1: every write touches the revenue account, so batches would only queue on its row; one lane makes them larger. */
   batchConcurrency?: number;
   /** Called after every batch (for metrics). */
   onBatch?: (info: BatchInfo) => void;
@@ -149,7 +149,7 @@ export class PostgresLedger {
     this.batcher = new Batcher(options.pool, {
       known: new KnownState(),
       maxSize: options.batchMaxSize ?? 500,
-      concurrency: options.batchConcurrency ?? 4,
+      concurrency: options.batchConcurrency ?? 1,
       ...(options.onBatch ? { onBatch: options.onBatch } : {}),
     });
     this.prepareContext = {

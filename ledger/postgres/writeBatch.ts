@@ -8,9 +8,10 @@ import type { AccountTotals } from './knownState.js';
 /**
  * Writes every row of a planned batch in one statement: data-modifying CTEs, each fed by
  * unnest() of arrays. Account totals move by the batch's deltas through
- * `ledger_apply_account_deltas` (in id order; guarded accounts must be unchanged since the
- * read), and resolved holds must still be pending: if either changed, the statement fails
- * with serialization_failure and nothing of the batch is written.
+ * `ledger_apply_account_deltas` (in id order); a no-overdraft account that would end below
+ * zero, or a resolved hold that is no longer pending, fails the whole statement (a check
+ * violation or serialization_failure) and nothing of the batch is written: the batcher then
+ * plans it again on fresh totals.
  *
  * Outside a transaction this statement is the batch's commit.
  */
@@ -29,11 +30,7 @@ export async function writeBatch(
     param(rows.map(pick), type);
 
   const touched = [...state.touchedAccounts]
-    .map((id) => ({
-      now: state.account(id),
-      was: state.initial.get(id)!,
-      guarded: state.guardedAccounts.has(id),
-    }))
+    .map((id) => ({ now: state.account(id), was: state.initial.get(id)! }))
     .sort((a, b) => (BigInt(a.now.id) < BigInt(b.now.id) ? -1 : 1));
   if (touched.length > 0) {
     parts.push(`w_accounts as (select * from ledger_apply_account_deltas(
@@ -42,12 +39,7 @@ export async function writeBatch(
       ${column(touched, 'numeric[]', (a) => a.now.creditsPosted.sub(a.was.creditsPosted).toString())},
       ${column(touched, 'numeric[]', (a) => a.now.debitsPending.sub(a.was.debitsPending).toString())},
       ${column(touched, 'numeric[]', (a) => a.now.creditsPending.sub(a.was.creditsPending).toString())},
-      ${column(touched, 'bigint[]', (a) => (a.now.version - a.was.version).toString())},
-      ${column(touched, 'boolean[]', (a) => a.guarded)},
-      ${column(touched, 'numeric[]', (a) => a.was.debitsPosted.toString())},
-      ${column(touched, 'numeric[]', (a) => a.was.creditsPosted.toString())},
-      ${column(touched, 'numeric[]', (a) => a.was.debitsPending.toString())},
-      ${column(touched, 'numeric[]', (a) => a.was.creditsPending.toString())}))`);
+      ${column(touched, 'bigint[]', (a) => (a.now.version - a.was.version).toString())}))`);
   }
 
   const newHolds = [...state.newHolds.values()];

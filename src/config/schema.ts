@@ -94,8 +94,8 @@ const ledgerSchema = z
   .object({
     /** Operations grouped into one database transaction at most. */
     batchMaxSize: positiveInt.max(10_000).default(500),
-    /** Database transactions in flight at once per process. */
-    batchConcurrency: positiveInt.max(64).default(4),
+    /** Database writes in flight at once per process (1: they all meet on the revenue account, so one lane batches best). */
+    batchConcurrency: positiveInt.max(64).default(1),
   })
   .prefault({});
 

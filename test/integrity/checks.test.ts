@@ -230,15 +230,15 @@ describe('usage against revenue', () => {
 });
 
 test('a posting changed behind the ledger is seen by every check that should see it', async () => {
-  const { rows } = await database.pool.query<{ id: string; amount: string }>(
-    `select id::text, amount::text from ledger_postings where entry_id = $1 and line = 1`,
+  const { rows } = await database.pool.query<{ amount: string }>(
+    `select amount::text from ledger_postings where entry_id = $1 and line = 1`,
     [book.entries.promotion],
   );
-  const posting = rows[0]!;
+  const posting = { ...rows[0]!, entryId: book.entries.promotion };
   const tamper = (amount: string) =>
     database.pool.query(`
       drop trigger ledger_postings_append_only on ledger_postings;
-      update ledger_postings set amount = ${amount} where id = ${posting.id};
+      update ledger_postings set amount = ${amount} where entry_id = '${posting.entryId}' and line = 1;
       create trigger ledger_postings_append_only before update or delete on ledger_postings
         for each statement execute function ledger_refuse_change();`);
   await tamper('50');

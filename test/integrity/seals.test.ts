@@ -155,7 +155,7 @@ describe('tampering', () => {
   test('a posting amount changed behind the ledger breaks exactly the seal that covers it', async () => {
     const all = await seals();
     const { rows } = await database.pool.query<{ id: string; amount: string; tx_id: string }>(
-      `select p.id::text as id, p.amount::text as amount, e.tx_id::text as tx_id
+      `select p.entry_id::text as id, p.amount::text as amount, e.tx_id::text as tx_id
          from ledger_postings p join ledger_entries e on e.id = p.entry_id
         where e.id = $1 and p.line = 1`,
       [book.entries.bobEthDeposit],
@@ -167,7 +167,7 @@ describe('tampering', () => {
     )!;
 
     await behindTheLedger('ledger_postings', [
-      `update ledger_postings set amount = 5 where id = ${posting.id}`,
+      `update ledger_postings set amount = 5 where entry_id = '${posting.id}' and line = 1`,
     ]);
     const findings = await verifySeals(database.pool);
     expect(findings).toEqual([
@@ -186,7 +186,7 @@ describe('tampering', () => {
 
     // Put the amount back: the seal verifies again, so the hash is over content alone.
     await behindTheLedger('ledger_postings', [
-      `update ledger_postings set amount = ${posting.amount} where id = ${posting.id}`,
+      `update ledger_postings set amount = ${posting.amount} where entry_id = '${posting.id}' and line = 1`,
     ]);
     expect(await verifySeals(database.pool)).toEqual([]);
   });

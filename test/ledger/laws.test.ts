@@ -83,6 +83,33 @@ describe('law 1: every entry balances per currency', () => {
   });
 });
 
+describe('references the database checks itself', () => {
+  test('a posting naming an account that does not exist, or of another currency, is refused', async () => {
+    await fund(ledger, 'refs', '1');
+    const { rows } = await database.pool.query<{ id: string }>(
+      `select id from ledger_accounts where code = 'liabilities:customers:refs'`,
+    );
+    const before = await ledgerRowCounts(database.pool);
+    const forged = (accountId: string, currency: string) =>
+      database.pool.query(
+        `with e as (insert into ledger_entries (id, kind) values ('00000000-0000-7000-8000-0000000000f1', 'forged'))
+         insert into ledger_postings (entry_id, line, account_id, currency, amount, account_version, balance_after)
+         values ('00000000-0000-7000-8000-0000000000f1', 1, $1, $2, 1, 999, 0),
+                ('00000000-0000-7000-8000-0000000000f1', 2, $1, $2, -1, 1000, 0)`,
+        [accountId, currency],
+      );
+    await expect(forged('999999999', 'USD')).rejects.toThrow(/names no entry, or no account/);
+    await expect(forged(rows[0]!.id, 'USDT')).rejects.toThrow(/names no entry, or no account/);
+    expect(await ledgerRowCounts(database.pool)).toEqual(before);
+  });
+
+  test('accounts are never deleted', async () => {
+    await expect(
+      database.pool.query(`delete from ledger_accounts where code = 'liabilities:customers:refs'`),
+    ).rejects.toThrow(/append-only/);
+  });
+});
+
 describe('law 2: entries and postings are append-only', () => {
   for (const statement of [
     `update ledger_postings set amount = amount * 2`,

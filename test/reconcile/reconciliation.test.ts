@@ -200,8 +200,8 @@ test('a custody posting altered in a scratch database is found with the right nu
     await client.query('alter table ledger_postings disable trigger ledger_postings_append_only');
     await client.query(
       `update ledger_postings set amount = amount - 1
-        where id = (select p.id from ledger_postings p join ledger_accounts a on a.id = p.account_id
-                     where a.code = $1 order by p.id limit 1)`,
+        where (entry_id, line) = (select p.entry_id, p.line from ledger_postings p join ledger_accounts a on a.id = p.account_id
+                     where a.code = $1 order by p.account_version limit 1)`,
       [`assets:custody:devnet:USDT:${alice.address}`],
     );
     await client.query('alter table ledger_postings enable trigger ledger_postings_append_only');
