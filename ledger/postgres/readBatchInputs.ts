@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { PreparedCommand, ReversalTarget } from '../command.js';
 import { isUuid } from '../ids.js';
 import { Decimal } from '../money.js';
+import { preparedStatement } from './preparedStatement.js';
 import type { AccountState, HoldState } from '../state.js';
 import type { AccountType, HoldStatus } from '../types.js';
 
@@ -66,7 +67,8 @@ async function readAtOnce(client: pg.PoolClient, request: ReadRequest): Promise<
     accounts: AccountRow[];
     keys: KeyRow[];
   }>(
-    `with h as (select ${HOLD_COLUMNS} from ledger_holds where id = any($1::uuid[])),
+    preparedStatement(
+      `with h as (select ${HOLD_COLUMNS} from ledger_holds where id = any($1::uuid[])),
           o as (select ${HOLD_COLUMNS} from ledger_holds where $2::int > 0 and ${OVERDUE_HOLDS} order by expires_at limit $2),
           r as (select ${REVERSAL_COLUMNS} from ledger_postings p join ledger_entries e on e.id = p.entry_id
                  where p.entry_id = any($3::uuid[]) order by p.entry_id, p.line),
@@ -81,7 +83,8 @@ async function readAtOnce(client: pg.PoolClient, request: ReadRequest): Promise<
             (select coalesce(json_agg(a), '[]') from a) as accounts,
             (select coalesce(json_agg(k), '[]') from (select key, request_hash, result from ledger_idempotency
                                                        where key = any($5::text[])) k) as keys`,
-    [request.holdIds, request.expireLimit, request.reverseIds, request.accountIds, request.keys],
+      [request.holdIds, request.expireLimit, request.reverseIds, request.accountIds, request.keys],
+    ),
   );
   const row = rows[0]!;
   return assemble(row.holds, row.overdue, row.reversals, row.accounts, row.keys);

@@ -4,6 +4,7 @@ import type { IdempotencyRecord } from './readBatchInputs.js';
 import { attachmentInserts } from '../attachments.js';
 import { Decimal } from '../money.js';
 import type { AccountTotals } from './knownState.js';
+import { preparedStatement } from './preparedStatement.js';
 
 /**
  * Writes every row of a planned batch in one statement: data-modifying CTEs, each fed by
@@ -106,7 +107,7 @@ export async function writeBatch(
   if (parts.length === 0) return [];
   const holdCheck =
     resolved.length > 0
-      ? `(select case when count(*) <> ${resolved.length} then ledger_conflict('a hold') else count(*) end from w_resolved)`
+      ? `(select case when count(*) <> ${param(resolved.length, 'int')} then ledger_conflict('a hold') else count(*) end from w_resolved)`
       : '0';
   const accounts =
     touched.length > 0
@@ -115,8 +116,10 @@ export async function writeBatch(
            'debitsPending', debits_pending::text, 'creditsPending', credits_pending::text)) from w_accounts)`
       : `'[]'::json`;
   const { rows } = await client.query<{ accounts: Array<Record<string, string>>; holds: string }>(
-    `with ${parts.join(',\n')} select ${accounts} as accounts, ${holdCheck} as holds`,
-    values,
+    preparedStatement(
+      `with ${parts.join(',\n')} select ${accounts} as accounts, ${holdCheck} as holds`,
+      values,
+    ),
   );
   return rows[0]!.accounts.map((row) => ({
     id: row['id']!,
