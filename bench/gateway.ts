@@ -100,7 +100,7 @@ try {
       gateway: { rateLimit: { requestsPerMinute: 10_000_000, tokensPerMinute: 1_000_000_000 } },
     }),
   );
-  const gatewayProcess = await startProcess(['bin/lingxi.js', 'serve', '--config', configFile], {
+  const gatewayProcess = await startProcess([...(process.env['GATEWAY_NODE_OPTIONS']?.split(' ') ?? []), 'bin/lingxi.js', 'serve', '--config', configFile], {
     LINGXI_FROM_SOURCE: '1',
     DATABASE_URL: '',
   });
@@ -144,8 +144,11 @@ try {
 
   const rows: Array<{ stream: boolean; callers: number; direct: LoadResult; gateway: LoadResult }> =
     [];
+  // BENCH_CELLS=json:64,stream:1 runs only those cells (for profiling).
+  const only = process.env['BENCH_CELLS']?.split(',');
   for (const stream of [false, true]) {
     for (const callers of CONCURRENCY) {
+      if (only && !only.includes(`${stream ? 'stream' : 'json'}:${callers}`)) continue;
       // Warm both paths (connections, JIT) before measuring.
       await closedLoop(callers, 1, () => call(stubUrl, 'bench-upstream', stream));
       const direct = await closedLoop(callers, SECONDS, () =>
