@@ -100,10 +100,19 @@ try {
       gateway: { rateLimit: { requestsPerMinute: 10_000_000, tokensPerMinute: 1_000_000_000 } },
     }),
   );
-  const gatewayProcess = await startProcess([...(process.env['GATEWAY_NODE_OPTIONS']?.split(' ') ?? []), 'bin/lingxi.js', 'serve', '--config', configFile], {
-    LINGXI_FROM_SOURCE: '1',
-    DATABASE_URL: '',
-  });
+  const gatewayProcess = await startProcess(
+    [
+      ...(process.env['GATEWAY_NODE_OPTIONS']?.split(' ') ?? []),
+      'bin/lingxi.js',
+      'serve',
+      '--config',
+      configFile,
+    ],
+    {
+      LINGXI_FROM_SOURCE: '1',
+      DATABASE_URL: '',
+    },
+  );
   const gateway = `http://127.0.0.1:${port}`;
   for (let i = 0; ; i += 1) {
     const ready = await fetch(`${gateway}/readyz`).then(
