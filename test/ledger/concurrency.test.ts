@@ -1,3 +1,4 @@
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { InsufficientFundsError, type PostgresLedger } from '../../ledger/index.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
@@ -16,10 +17,19 @@ afterAll(async () => {
 });
 
 /** Separate ledgers, each with its own pool: the holds race in the database, not in one queue. */
+/** Closes test ledgers and their pools, so each test gives its connections back at once. */
+async function closeLedgers(ledgers: PostgresLedger[]): Promise<void> {
+  await Promise.all(ledgers.map((l) => l.close()));
+  await Promise.all(pools.splice(0).map((pool) => pool.end()));
+}
+
+const pools: pg.Pool[] = [];
+const remember = (pool: pg.Pool) => (pools.push(pool), pool);
+
 async function openLedgers(count: number, batchMaxSize: number): Promise<PostgresLedger[]> {
   return Promise.all(
     Array.from({ length: count }, () =>
-      openLedger(database.newPool(3), { batchMaxSize, batchConcurrency: 3 }),
+      openLedger(remember(database.newPool(2)), { batchMaxSize, batchConcurrency: 2 }),
     ),
   );
 }
@@ -81,7 +91,7 @@ describe.each([
     expect(seen.length).toBeGreaterThan(0);
     expect(seen.filter((available) => available.startsWith('-'))).toEqual([]);
     expect(await ledger.checkBalances()).toEqual([]);
-    await Promise.all(ledgers.map((l) => l.close()));
+    await closeLedgers(ledgers);
   });
 });
 
@@ -111,7 +121,7 @@ test('parallel transfers in opposite directions between the same accounts never 
   expect((await ledger.getBalance('liabilities:customers:ping')).posted.toString()).toBe('1000');
   expect((await ledger.getBalance('liabilities:customers:pong')).posted.toString()).toBe('1000');
   expect(await ledger.checkBalances()).toEqual([]);
-  await Promise.all(ledgers.map((l) => l.close()));
+  await closeLedgers(ledgers);
 });
 
 test('many hold-post pairs on one hot account keep running balances gap-free and exact', async () => {
@@ -136,5 +146,5 @@ test('many hold-post pairs on one hot account keep running balances gap-free and
        from ledger_postings p join ledger_accounts a on a.id = p.account_id where a.code = 'liabilities:customers:hot'`,
   );
   expect(rows[0]).toEqual({ versions: '401', max: '401', ok: true });
-  await Promise.all(ledgers.map((l) => l.close()));
+  await closeLedgers(ledgers);
 });
