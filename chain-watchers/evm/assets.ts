@@ -1,5 +1,6 @@
 import { getAddress } from 'viem';
-import { ChainConfigError, type TrackedAsset } from '../adapter.js';
+import type { TrackedAsset } from '../adapter.js';
+import { checkedAssets } from '../assets.js';
 import type { EvmNetworkConfig } from '../config.js';
 
 /** Every EVM chain's native coin (ETH, BNB, POL...) has 18 decimals. */
@@ -35,43 +36,11 @@ export class InvalidEvmAddressError extends Error {
  * assets, or two assets on one contract.
  */
 export function trackedAssetsFromConfig(network: EvmNetworkConfig): TrackedAsset[] {
-  const assets = network.assets.map((asset): TrackedAsset => {
-    const where = `${network.name}: asset ${asset.symbol}`;
-    if (asset.native) {
-      if (asset.contract !== undefined) {
-        throw new ChainConfigError(`${where} is native and must not name a contract`);
-      }
-      if (asset.decimals !== EVM_NATIVE_DECIMALS) {
-        throw new ChainConfigError(
-          `${where} is native: EVM native coins have ${EVM_NATIVE_DECIMALS} decimals, config says ${asset.decimals}`,
-        );
-      }
-    } else if (asset.contract === undefined) {
-      throw new ChainConfigError(`${where} needs a contract address (or native: true)`);
-    }
-    let contract: string | null = null;
-    if (asset.contract !== undefined) {
-      try {
-        contract = normalizeEvmAddress(asset.contract);
-      } catch {
-        throw new ChainConfigError(`${where}: contract "${asset.contract}" is not an EVM address`);
-      }
-    }
-    return {
-      symbol: asset.symbol,
-      currency: asset.currency ?? asset.symbol,
-      native: asset.native,
-      contract,
-      decimals: asset.decimals,
-    };
+  return checkedAssets(network, {
+    nativeDecimals: EVM_NATIVE_DECIMALS,
+    nativeName: 'an EVM coin',
+    tokenStandard: 'ERC-20',
+    addressKind: 'an EVM',
+    normalize: normalizeEvmAddress,
   });
-  if (assets.filter((asset) => asset.native).length > 1) {
-    throw new ChainConfigError(`${network.name}: more than one native asset`);
-  }
-  const contracts = assets.flatMap((asset) => (asset.contract ? [asset.contract] : []));
-  const duplicate = contracts.find((contract, index) => contracts.indexOf(contract) !== index);
-  if (duplicate) {
-    throw new ChainConfigError(`${network.name}: two assets share contract ${duplicate}`);
-  }
-  return assets;
 }

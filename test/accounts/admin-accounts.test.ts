@@ -1,24 +1,13 @@
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '../support/db.js';
-import { admin, startTestService, userWithKey, type TestService } from '../support/service.js';
-import { startUpstreamStub, type UpstreamStub } from '../support/upstream-stub.js';
-import { gatewayConfig } from '../gateway/fixtures.js';
+import { describe, expect, test } from 'vitest';
+import type { TestDatabase } from '../support/db.js';
+import { admin, userWithKey, type TestService } from '../support/service.js';
+import { useGatewayStack } from '../gateway/fixtures.js';
 import { call, devSignIn, expectErrorShape } from './support.js';
 
 let database: TestDatabase;
-let stub: UpstreamStub;
 let service: TestService;
 
-beforeAll(async () => {
-  database = await createTestDatabase();
-  stub = await startUpstreamStub({ apiKey: 'upstream-secret' });
-  service = await startTestService({ databaseUrl: database.url, config: gatewayConfig(stub.url) });
-});
-afterAll(async () => {
-  await service?.stop();
-  await stub?.close();
-  await database?.drop();
-});
+useGatewayStack((stack) => ({ database, service } = stack));
 
 interface AuditPage {
   data: Array<{

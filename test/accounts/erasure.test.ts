@@ -1,26 +1,15 @@
-import { afterAll, beforeAll, expect, test } from 'vitest';
+import { expect, test } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
-import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import type { TestDatabase } from '../support/db.js';
 import { ledgerRowCounts } from '../support/ledger.js';
-import { admin, startTestService, userWithKey, type TestService } from '../support/service.js';
-import { startUpstreamStub, type UpstreamStub } from '../support/upstream-stub.js';
-import { gatewayConfig, sdk } from '../gateway/fixtures.js';
+import { admin, userWithKey, type TestService } from '../support/service.js';
+import { useGatewayStack, sdk } from '../gateway/fixtures.js';
 import { call, devSignIn, expectErrorShape, rowCounts } from './support.js';
 
 let database: TestDatabase;
-let stub: UpstreamStub;
 let service: TestService;
 
-beforeAll(async () => {
-  database = await createTestDatabase();
-  stub = await startUpstreamStub({ apiKey: 'upstream-secret' });
-  service = await startTestService({ databaseUrl: database.url, config: gatewayConfig(stub.url) });
-});
-afterAll(async () => {
-  await service?.stop();
-  await stub?.close();
-  await database?.drop();
-});
+useGatewayStack((stack) => ({ database, service } = stack));
 
 const CONFIRM = { confirm: 'erase my account' };
 

@@ -1,6 +1,10 @@
 import OpenAI from 'openai';
+import { afterAll, beforeAll } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
 import type { ConfigInput } from '../../src/config/load.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { startTestService, type TestService } from '../support/service.js';
+import { startUpstreamStub, type UpstreamStub } from '../support/upstream-stub.js';
 
 /** Prices with up to 12 decimals, so the arithmetic is checked where rounding would show. */
 export const MODELS = {
@@ -73,4 +77,32 @@ export function expectedCost(
     .add(new Decimal(usage.completion - reasoning).mul(price.output))
     .add(new Decimal(reasoning).mul(price.reasoning ?? price.output))
     .div(1_000_000);
+}
+
+export interface GatewayStack {
+  database: TestDatabase;
+  stub: UpstreamStub;
+  service: TestService;
+}
+
+/**
+ * For one test file: a fresh database, an upstream stub, and the service on them with
+ * `gatewayConfig`, all torn down after the file. `ready` receives them once they are up.
+ */
+export function useGatewayStack(ready: (stack: GatewayStack) => void): void {
+  const stack: Partial<GatewayStack> = {};
+  beforeAll(async () => {
+    const database = (stack.database = await createTestDatabase());
+    const stub = (stack.stub = await startUpstreamStub({ apiKey: 'upstream-secret' }));
+    stack.service = await startTestService({
+      databaseUrl: database.url,
+      config: gatewayConfig(stub.url),
+    });
+    ready(stack as GatewayStack);
+  });
+  afterAll(async () => {
+    await stack.service?.stop();
+    await stack.stub?.close();
+    await stack.database?.drop();
+  });
 }

@@ -1,28 +1,15 @@
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
-import { createTestDatabase, type TestDatabase } from '../support/db.js';
-import { admin, startTestService, userWithKey, type TestService } from '../support/service.js';
-import {
-  countPromptTokens,
-  startUpstreamStub,
-  type UpstreamStub,
-} from '../support/upstream-stub.js';
-import { expectedCost, gatewayConfig, MODELS, sdk } from './fixtures.js';
+import type { TestDatabase } from '../support/db.js';
+import { admin, userWithKey, type TestService } from '../support/service.js';
+import { countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
+import { expectedCost, useGatewayStack, MODELS, sdk } from './fixtures.js';
 
 let database: TestDatabase;
 let stub: UpstreamStub;
 let service: TestService;
 
-beforeAll(async () => {
-  database = await createTestDatabase();
-  stub = await startUpstreamStub({ apiKey: 'upstream-secret' });
-  service = await startTestService({ databaseUrl: database.url, config: gatewayConfig(stub.url) });
-});
-afterAll(async () => {
-  await service?.stop();
-  await stub?.close();
-  await database?.drop();
-});
+useGatewayStack((stack) => ({ database, stub, service } = stack));
 
 async function balance(userId: string) {
   const { body } = await admin<{ available: string; posted: string; held: string }>(

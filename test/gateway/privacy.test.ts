@@ -1,23 +1,12 @@
-import { afterAll, beforeAll, expect, test } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '../support/db.js';
-import { startTestService, userWithKey, type TestService } from '../support/service.js';
-import { startUpstreamStub, type UpstreamStub } from '../support/upstream-stub.js';
-import { gatewayConfig, sdk } from './fixtures.js';
+import { expect, test } from 'vitest';
+import type { TestDatabase } from '../support/db.js';
+import { userWithKey, type TestService } from '../support/service.js';
+import { useGatewayStack, sdk } from './fixtures.js';
 
 let database: TestDatabase;
-let stub: UpstreamStub;
 let service: TestService;
 
-beforeAll(async () => {
-  database = await createTestDatabase();
-  stub = await startUpstreamStub({ apiKey: 'upstream-secret' });
-  service = await startTestService({ databaseUrl: database.url, config: gatewayConfig(stub.url) });
-});
-afterAll(async () => {
-  await service?.stop();
-  await stub?.close();
-  await database?.drop();
-});
+useGatewayStack((stack) => ({ database, service } = stack));
 
 /** Every row of every table of ours, as text. */
 async function everythingStored(): Promise<string> {
