@@ -54,6 +54,8 @@ export const FIELD_NOTES: Record<string, string> = {
     'Then: how long requests in flight, streams included, may take to finish before their connections are cut (a cut stream is charged for what was generated).',
   'database.url': 'A PostgreSQL URL, usually `"env:DATABASE_URL"`. Unset: the embedded server.',
   'database.poolSize': 'Connections per process.',
+  'database.connectTimeoutMs':
+    'How long a query waits for a connection (a new one, or a free one of the pool) before it fails; 0 waits for ever. A database host that hangs then answers 503 instead of holding requests.',
   'database.embedded': 'The embedded PostgreSQL, used when there is no `url`.',
   'database.embedded.dir': 'Data directory of the embedded server.',
   'database.embedded.port': 'Port of the embedded server (127.0.0.1 only).',

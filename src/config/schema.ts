@@ -31,6 +31,7 @@ const databaseSchema = z
     /** When absent, an embedded PostgreSQL under `embedded.dir` is started. */
     url: z.string().optional(),
     poolSize: positiveInt.max(200).default(10),
+    connectTimeoutMs: z.number().int().min(0).max(600_000).default(10_000),
     embedded: z
       .object({
         dir: z.string().default('./data/pg'),

@@ -33,7 +33,9 @@ export async function openDatabase(params: OpenDatabaseParameters): Promise<Data
     });
     url = embedded.url;
   }
-  const handle = connect(url, params.poolSize ?? config.database.poolSize);
+  const handle = connect(url, params.poolSize ?? config.database.poolSize, {
+    connectTimeoutMs: config.database.connectTimeoutMs,
+  });
   return {
     ...handle,
     embedded: embedded !== null,
@@ -47,9 +49,20 @@ export async function openDatabase(params: OpenDatabaseParameters): Promise<Data
   };
 }
 
-/** A pool and a Kysely instance over one connection string. */
-export function connect(url: string, poolSize = 10): Omit<DatabaseHandle, 'embedded'> {
-  const pool = new pg.Pool({ connectionString: url, max: poolSize });
+/**
+ * A pool and a Kysely instance over one connection string. `connectTimeoutMs` bounds how
+ * long a query waits for a connection (new or pooled) before it fails (0: no bound).
+ */
+export function connect(
+  url: string,
+  poolSize = 10,
+  options: { connectTimeoutMs?: number } = {},
+): Omit<DatabaseHandle, 'embedded'> {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: poolSize,
+    connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
+  });
   // An idle client that loses its server must not crash the process; the next query reports it.
   pool.on('error', () => {});
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });

@@ -20,6 +20,8 @@ export interface RunRetentionResult {
   aggregatesTouched: number;
   prunedLoginReplays: number;
   prunedSessions: number;
+  /** Finished `Idempotency-Key` records (with the answers they replay) older than `requestMetaDays`. */
+  prunedIdempotencyKeys: number;
   /** False when a bound stopped the run early; the next run continues where it stopped. */
   complete: boolean;
 }
@@ -33,8 +35,9 @@ const DAY_MS = 86_400_000;
  *    of finished_at, user and model) and deleted, in one statement per batch, so the usage
  *    cost total (usage_records plus usage_daily, see chargedUsageTotal) never changes and law 7
  *    holds at every instant;
- * 3. Telegram login hashes past their freshness window and sessions that ended more than
- *    `requestMetaDays` ago are deleted.
+ * 3. Telegram login hashes past their freshness window, sessions that ended more than
+ *    `requestMetaDays` ago, and finished Idempotency-Key records (and the answers they
+ *    replay) older than that are deleted.
  * Ledger tables and usage_daily are never deleted from. Safe to run concurrently with itself
  * (rows are taken with SKIP LOCKED) and with the gateway writing new usage rows.
  */
@@ -134,6 +137,11 @@ export async function runRetention(
     .deleteFrom('sessions')
     .where(sql<boolean>`least(revoked_at, expires_at) < ${metaCutoff}`)
     .executeTakeFirst();
+  const idempotencyKeys = await db
+    .deleteFrom('http_idempotency')
+    .where('created_at', '<', metaCutoff)
+    .where('status', 'is not', null)
+    .executeTakeFirst();
 
   return {
     requestMetaCutoff: metaCutoff.toISOString(),
@@ -143,6 +151,7 @@ export async function runRetention(
     aggregatesTouched,
     prunedLoginReplays: Number(replays.numDeletedRows),
     prunedSessions: Number(sessions.numDeletedRows),
+    prunedIdempotencyKeys: Number(idempotencyKeys.numDeletedRows),
     complete,
   };
 }

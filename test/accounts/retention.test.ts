@@ -158,7 +158,7 @@ test('retention scrubs request metadata, rolls old usage into daily aggregates, 
   expect(exported.body.usageDaily.map((d) => d.calls).sort()).toEqual(['1', '4']);
 });
 
-test('ended sessions and expired Telegram login hashes are deleted', async () => {
+test('ended sessions, expired Telegram login hashes and old Idempotency-Key records are deleted', async () => {
   const db = service.runtime.database.db;
   const now = new Date();
   const live = await devSignIn(service, 4101);
@@ -170,8 +170,20 @@ test('ended sessions and expired Telegram login hashes are deleted', async () =>
   await database.pool.query(
     `insert into telegram_login_replays (payload_hash, expires_at) values ('aa', now() - interval '1 minute'), ('bb', now() + interval '1 hour')`,
   );
+  await database.pool.query(
+    `insert into http_idempotency (key, method, path, request_hash, status, response, created_at) values
+       ('old-done', 'POST', '/admin/users', 'h', 200, '{}', now() - interval '31 days'),
+       ('old-running', 'POST', '/admin/users', 'h', null, null, now() - interval '31 days'),
+       ('recent', 'POST', '/admin/users', 'h', 200, '{}', now() - interval '1 day')`,
+  );
   const result = await runRetention(db, service.runtime.config, now);
-  expect(result).toMatchObject({ prunedSessions: 1, prunedLoginReplays: 1 });
+  expect(result).toMatchObject({
+    prunedSessions: 1,
+    prunedLoginReplays: 1,
+    prunedIdempotencyKeys: 1,
+  });
+  const { rows: keys } = await database.pool.query('select key from http_idempotency order by key');
+  expect(keys.map((r) => r.key)).toEqual(['old-running', 'recent']);
   const { rows } = await database.pool.query('select id from sessions where user_id = $1', [
     live.userId,
   ]);

@@ -172,7 +172,6 @@ test('the page, its assets and its config are served with a strict CSP, validato
 });
 
 test('a user signs in, tops up on the devnet and watches it confirm, creates a key, calls the API and sees the call', async () => {
-  const started = Date.now();
   await page.goto(`${service.url}/`);
 
   // Sign in with the development form: no bot configured, so no Telegram widget.
@@ -285,5 +284,4 @@ test('a user signs in, tops up on the devnet and watches it confirm, creates a k
 
   expect(offsite).toEqual([]);
   expect(pageProblems).toEqual([]);
-  expect(Date.now() - started).toBeLessThan(45_000);
 });

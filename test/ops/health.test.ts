@@ -80,14 +80,25 @@ test('not ready when the database refuses connections', async () => {
   });
 });
 
-test('not ready, within about 2 s, when the database host hangs', async () => {
+test('not ready when the database host hangs', async () => {
   const port = (silent.address() as AddressInfo).port;
-  const started = Date.now();
   const result = await probe(`postgres://lingxi@127.0.0.1:${port}/lingxi`);
   expect(result).toEqual({
     livez: 200,
     readyz: 503,
     body: { status: 'unavailable', database: 'timeout' },
   });
-  expect(Date.now() - started).toBeLessThan(5000);
+});
+
+test('a query to a database host that hangs fails with a timeout instead of waiting', async () => {
+  const port = (silent.address() as AddressInfo).port;
+  const handle = connect(`postgres://lingxi@127.0.0.1:${port}/lingxi`, 1, {
+    connectTimeoutMs: 300,
+  });
+  try {
+    await expect(handle.pool.query('select 1')).rejects.toThrow(/timeout/i);
+  } finally {
+    for (const socket of sockets.splice(0)) socket.destroy();
+    await handle.close().catch(() => {});
+  }
 });
