@@ -1003,6 +1003,27 @@ const paths: Record<string, PathItem> = {
       },
     },
   },
+  '/admin/users/{id}/keys/{keyId}': {
+    delete: {
+      operationId: 'revokeUserKey',
+      summary: "Revoke one of a user's API keys (audited): it stops working at once",
+      tags: ['admin'],
+      security: admin,
+      parameters: [userId, pathParam('keyId', 'the key id')],
+      responses: {
+        '200': json(
+          'Revoked (or already revoked: the time it was).',
+          object({ id: str, revokedAt: time }),
+        ),
+        ...adminAuthErrors,
+        '404': error(
+          ['user_not_found', 'key_not_found'],
+          'No such user, or no such key of this user.',
+        ),
+        ...commonErrors,
+      },
+    },
+  },
   '/admin/users/{id}/adjustments': {
     post: {
       operationId: 'adjustUserBalance',

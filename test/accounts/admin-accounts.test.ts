@@ -153,6 +153,64 @@ describe('suspension', () => {
   });
 });
 
+describe('revoking a key', () => {
+  test("stops that key at once and leaves the user's other keys and sessions working", async () => {
+    const { userId, keyId, apiKey } = await userWithKey(service, {
+      telegramId: 6301,
+      balance: '1',
+    });
+    const other = await admin<{ id: string; key: string }>(
+      service,
+      'POST',
+      `/users/${userId}/keys`,
+      {},
+    );
+    const { token } = await devSignIn(service, 6301);
+    // Warm the key cache: the revocation must reach it by NOTIFY.
+    expect((await call(service, 'GET', '/v1/models', { token: apiKey })).status).toBe(200);
+
+    const revoked = await admin<{ id: string; revokedAt: string }>(
+      service,
+      'DELETE',
+      `/users/${userId}/keys/${keyId}`,
+    );
+    expect(revoked.status).toBe(200);
+    expect(revoked.body.id).toBe(keyId);
+    await expect
+      .poll(async () => (await call(service, 'GET', '/v1/models', { token: apiKey })).status, {
+        timeout: 2000,
+      })
+      .toBe(401);
+    expect((await call(service, 'GET', '/v1/models', { token: other.body.key })).status).toBe(200);
+    expect((await call(service, 'GET', '/api/me', { token })).status).toBe(200);
+
+    // Again: the same answer, nothing new.
+    const again = await admin<{ revokedAt: string }>(
+      service,
+      'DELETE',
+      `/users/${userId}/keys/${keyId}`,
+    );
+    expect(again.body).toEqual(revoked.body);
+
+    // Another user's key, or no key at all, through this user's path: 404, nothing revoked.
+    const stranger = await userWithKey(service, { telegramId: 6302 });
+    for (const path of [`/users/${userId}/keys/${stranger.keyId}`, `/users/${userId}/keys/nope`]) {
+      const refused = await admin(service, 'DELETE', path);
+      expect(refused.status).toBe(404);
+      expectErrorShape(refused.body, 'key_not_found');
+    }
+    expect((await call(service, 'GET', '/v1/models', { token: stranger.apiKey })).status).toBe(200);
+
+    const log = await admin<{ data: Array<{ action: string; target: string; details: object }> }>(
+      service,
+      'GET',
+      `/audit-log?target=user:${userId}&action=key.revoke`,
+    );
+    expect(log.body.data).toHaveLength(2);
+    expect(log.body.data[0]).toMatchObject({ actor: 'admin', details: { keyId } });
+  });
+});
+
 describe('the audit log', () => {
   test('records every admin action with who, what, when, from where; pages newest first', async () => {
     const { userId } = await userWithKey(service, { telegramId: 6201, balance: '2' });

@@ -3,12 +3,12 @@ import type { Context } from 'koa';
 import { audit } from '../../../audit.js';
 import { adjustBalance } from '../../../billing/adjustBalance.js';
 import { getUserBalance } from '../../../billing/getUserBalance.js';
-import { createApiKey } from '../../../keys/apiKeys.js';
+import { createApiKey, revokeApiKey } from '../../../keys/apiKeys.js';
 import type { Services } from '../../../services.js';
 import { objectBody } from '../../objectBody.js';
 import { createUser, requireUser } from '../../../users/createUser.js';
 
-/** /admin/users: create users, their keys and balance adjustments; read balances. */
+/** /admin/users: create users, create and revoke their keys, adjust and read balances. */
 export function adminUserRoutes(services: Services): Router {
   const { runtime } = services;
   const { db } = runtime.database;
@@ -50,6 +50,14 @@ export function adminUserRoutes(services: Services): Router {
     await record(ctx, 'key.create', `user:${user.id}`, { keyId: key.id, name: key.name });
     ctx.status = 201;
     ctx.body = key;
+  });
+
+  // A leaked key is revoked without suspending its owner; it stops working at once.
+  router.delete('/:id/keys/:keyId', async (ctx) => {
+    const user = await requireUser(db, ctx.params['id']!);
+    const result = await revokeApiKey(db, { userId: user.id, keyId: ctx.params['keyId']! });
+    await record(ctx, 'key.revoke', `user:${user.id}`, { keyId: result.id });
+    ctx.body = result;
   });
 
   router.post('/:id/adjustments', async (ctx) => {
