@@ -60,6 +60,8 @@ export const FIELD_NOTES: Record<string, string> = {
   'database.embedded.dir': 'Data directory of the embedded server.',
   'database.embedded.port': 'Port of the embedded server (127.0.0.1 only).',
   adminToken: 'At least 16 characters; use 32 or more random ones (`openssl rand -hex 32`).',
+  metricsToken:
+    'When set, `GET /metrics` needs `Authorization: Bearer <metricsToken>` (Prometheus: `authorization.credentials`); unset, it answers anyone.',
   'currencies[].code': 'Currency code, upper case.',
   'currencies[].scale': 'Fractional digits kept for amounts in this currency.',
   'providers[].name': 'Name that models refer to.',

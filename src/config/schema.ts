@@ -113,6 +113,7 @@ export const configSchema = z.object({
   http: httpSchema,
   database: databaseSchema,
   adminToken: z.string().min(16, 'must be at least 16 characters').optional(),
+  metricsToken: z.string().min(16, 'must be at least 16 characters').optional(),
   currencies: z.array(currencySchema).default([]),
   providers: z.array(providerSchema).default([]),
   models: z.array(modelSchema).default([]),

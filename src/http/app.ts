@@ -25,7 +25,7 @@ export function createHttpApp(services: Services, options: HttpAppOptions = {}):
   app.use(errorMiddleware);
   const routers: Router[] = [
     healthRoutes(runtime, options.isShuttingDown),
-    metricsRoutes(runtime.metrics),
+    metricsRoutes(runtime.metrics, runtime.config.metricsToken),
     openapiRoutes(),
     v1Routes(services),
     adminRoutes(services),

@@ -530,13 +530,14 @@ const paths: Record<string, PathItem> = {
   '/metrics': {
     get: {
       operationId: 'metrics',
-      summary: 'Prometheus metrics of this process',
+      summary: 'Prometheus metrics of this process (behind `metricsToken` when it is set)',
       tags: ['operations'],
       responses: {
         '200': {
           description: 'Prometheus text exposition format.',
           content: { 'text/plain': { schema: str } },
         },
+        '401': error(['invalid_metrics_token'], 'metricsToken is set: no or a wrong token.'),
       },
     },
   },

@@ -13,25 +13,40 @@ export function requireApiKey(keys: KeyAuthenticator) {
 
 /** `Authorization: Bearer <adminToken>`, compared in constant time. Without a configured token the admin API is off. */
 export function requireAdmin(adminToken: string | undefined) {
-  const expected = adminToken ? digest(adminToken) : null;
+  const check = bearerToken(adminToken, 'admin', 'adminToken');
   return async (ctx: Context, next: Next): Promise<void> => {
-    if (!expected) {
+    if (!adminToken) {
       throw new AppError(
         'admin_disabled',
         'the admin API is disabled: set adminToken in the config',
         { status: 403 },
       );
     }
-    const token = /^Bearer\s+(\S+)\s*$/i.exec(ctx.get('authorization'))?.[1];
-    if (!token)
-      throw unauthorized(
-        'missing admin token: send "Authorization: Bearer <adminToken>"',
-        'invalid_admin_token',
-      );
-    if (!timingSafeEqual(digest(token), expected))
-      throw unauthorized('invalid admin token', 'invalid_admin_token');
+    check(ctx);
     ctx.state['actor'] = 'admin';
     await next();
+  };
+}
+
+/** `Authorization: Bearer <metricsToken>` when one is configured; otherwise open. */
+export function requireMetricsToken(metricsToken: string | undefined) {
+  const check = bearerToken(metricsToken, 'metrics', 'metricsToken');
+  return async (ctx: Context, next: Next): Promise<void> => {
+    if (metricsToken) check(ctx);
+    await next();
+  };
+}
+
+/** A check of `Authorization: Bearer <token>` against `token`, in constant time; 401 `invalid_{name}_token`. */
+function bearerToken(token: string | undefined, name: string, setting: string) {
+  const expected = token ? digest(token) : null;
+  const code = `invalid_${name}_token`;
+  return (ctx: Context): void => {
+    const sent = /^Bearer\s+(\S+)\s*$/i.exec(ctx.get('authorization'))?.[1];
+    if (!sent)
+      throw unauthorized(`missing ${name} token: send "Authorization: Bearer <${setting}>"`, code);
+    if (!expected || !timingSafeEqual(digest(sent), expected))
+      throw unauthorized(`invalid ${name} token`, code);
   };
 }
 
