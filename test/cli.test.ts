@@ -92,6 +92,18 @@ test('users, credits, balances and the trial balance, with the contract --json s
     balance: '-12.5',
   });
   expect(trial.totals).toEqual([{ currency: 'USD', debit: '12.5', credit: '12.5', net: '0' }]);
+
+  // Every change made from the CLI is in the audit log, under the operator's login name;
+  // the replayed credit once.
+  const { rows } = await database.pool.query<{ actor: string; action: string; target: string }>(
+    `select actor, action, target from audit_log order by id`,
+  );
+  expect(rows.map((r) => [r.action, r.target])).toEqual([
+    ['user.create', `user:${id}`],
+    ['balance.adjust', `user:${id}`],
+    ['key.create', `user:${id}`],
+  ]);
+  for (const row of rows) expect(row.actor).toMatch(/^cli:.+/);
 });
 
 test('a refusal exits 1 with a one-line reason; bad usage exits 2', async () => {

@@ -1,4 +1,6 @@
+import { userInfo } from 'node:os';
 import type { Command } from 'commander';
+import { audit } from '../audit.js';
 import { loadConfig, type LoadedConfig } from '../config/load.js';
 import { createLogger } from '../log.js';
 import { openRuntime, type Runtime } from '../runtime.js';
@@ -63,6 +65,28 @@ export function createCliContext(io: CliIo): CliContext {
     },
   };
   return context;
+}
+
+/**
+ * Records an operator's CLI action in the audit log, as the admin API records its own: the
+ * actor is `cli:<login name>` of whoever ran the command.
+ */
+export async function auditCli(
+  runtime: Runtime,
+  action: string,
+  target: string | null,
+  details: Record<string, unknown> = {},
+): Promise<void> {
+  await audit(runtime.database.db, { actor: `cli:${loginName()}`, action, target, details });
+}
+
+function loginName(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    // No passwd entry for this uid (some containers).
+    return process.env['USER'] ?? `uid-${process.getuid?.() ?? 'unknown'}`;
+  }
 }
 
 /** Thrown by a command that ran fine but has findings (reconciliation): exit 1, no error text beyond its message. */

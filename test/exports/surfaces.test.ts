@@ -73,6 +73,13 @@ describe('lingxi export', () => {
     expect(readFileSync(file, 'utf8')).toBe(expected);
     expect(existsSync(`${file}.partial`)).toBe(false);
     await tool('bean-check', [file]);
+
+    // Reading the books from the CLI is audited like the admin API's exports.
+    const { rows } = await database.pool.query<{ actor: string; details: { format: string } }>(
+      `select actor, details from audit_log where action = 'export.journal' order by id`,
+    );
+    expect(rows.slice(-2).map((r) => r.details.format)).toEqual(['beancount', 'beancount']);
+    for (const row of rows.slice(-2)) expect(row.actor).toMatch(/^cli:.+/);
   });
 
   test('filters, the hledger format and the other exports', async () => {
@@ -174,7 +181,9 @@ describe('GET /admin/exports', () => {
     const { rows } = await database.pool.query<{
       action: string;
       details: Record<string, unknown>;
-    }>(`select action, details from audit_log where action like 'export.%' order by id`);
+    }>(
+      `select action, details from audit_log where action like 'export.%' and actor = 'admin' order by id`,
+    );
     expect(rows[0]).toMatchObject({
       action: 'export.journal',
       details: { format: 'csv', to: '2100-01-01' },

@@ -8,7 +8,7 @@ import { streamStatementCsv } from '../../exports/statementCsv.js';
 import { JOURNAL_FORMATS, streamJournal, type JournalFormat } from '../../exports/streamJournal.js';
 import { streamTrialBalanceCsv } from '../../exports/trialBalanceCsv.js';
 import { requireUser } from '../../users/createUser.js';
-import type { CliContext, CliIo } from '../context.js';
+import { auditCli, type CliContext, type CliIo } from '../context.js';
 
 interface OutOption {
   out?: string;
@@ -50,6 +50,7 @@ export function registerExportCommands(program: Command, cli: CliContext): void 
       ) => {
         const filter = parseJournalFilter(options);
         await cli.withRuntime(command, async (runtime) => {
+          await auditCli(runtime, 'export.journal', null, { format: options.format, ...filter });
           const progress = progressBar(options.out);
           try {
             const chunks = streamJournal(runtime.database.pool, {
@@ -77,8 +78,9 @@ export function registerExportCommands(program: Command, cli: CliContext): void 
     .option('--out <file>', 'write to this file')
     .action(async (options: OutOption & { to?: string; basis: string }, command: Command) => {
       const filter = parseJournalFilter(options);
-      await cli.withRuntime(command, (runtime) =>
-        emit(
+      await cli.withRuntime(command, async (runtime) => {
+        await auditCli(runtime, 'export.trial_balance', null, { ...filter });
+        await emit(
           cli,
           command,
           streamTrialBalanceCsv(runtime.database.pool, {
@@ -86,8 +88,8 @@ export function registerExportCommands(program: Command, cli: CliContext): void 
             ...(filter.basis !== undefined ? { basis: filter.basis } : {}),
           }),
           options.out,
-        ),
-      );
+        );
+      });
     });
 
   exports
@@ -105,6 +107,7 @@ export function registerExportCommands(program: Command, cli: CliContext): void 
         const filter = parseJournalFilter(options);
         await cli.withRuntime(command, async (runtime) => {
           const user = await requireUser(runtime.database.db, options.user);
+          await auditCli(runtime, 'export.statement', `user:${user.id}`, { ...filter });
           await emit(
             cli,
             command,

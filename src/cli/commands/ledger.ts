@@ -3,7 +3,7 @@ import { adjustBalance } from '../../billing/adjustBalance.js';
 import { getUserBalance } from '../../billing/getUserBalance.js';
 import { trialBalanceJson } from '../../billing/trialBalance.js';
 import { requireUser } from '../../users/createUser.js';
-import type { CliContext } from '../context.js';
+import { auditCli, type CliContext } from '../context.js';
 import { formatTable } from '../output.js';
 
 /** `lingxi credit`, `balance`, `trial-balance`. */
@@ -21,14 +21,21 @@ export function registerLedgerCommands(program: Command, cli: CliContext): void 
         command: Command,
       ) => {
         const result = await cli.withRuntime(command, async (runtime) => {
-          await requireUser(runtime.database.db, options.user);
-          return adjustBalance(runtime.ledger, {
-            userId: options.user,
+          const user = await requireUser(runtime.database.db, options.user);
+          const adjusted = await adjustBalance(runtime.ledger, {
+            userId: user.id,
             amount: options.amount,
             reason: options.reason,
             idempotencyKey: options.idempotencyKey,
             actor: 'cli',
           });
+          if (!adjusted.replayed)
+            await auditCli(runtime, 'balance.adjust', `user:${user.id}`, {
+              amount: options.amount,
+              reason: options.reason,
+              entryId: adjusted.entryId,
+            });
+          return adjusted;
         });
         cli
           .out(command)

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { createApiKey } from '../../keys/apiKeys.js';
 import { createUser, requireUser } from '../../users/createUser.js';
-import type { CliContext } from '../context.js';
+import { auditCli, type CliContext } from '../context.js';
 
 /** `lingxi users create`, `lingxi keys create`. */
 export function registerUserCommands(program: Command, cli: CliContext): void {
@@ -12,12 +12,16 @@ export function registerUserCommands(program: Command, cli: CliContext): void {
     .requiredOption('--telegram-id <id>', 'Telegram user id')
     .option('--username <name>', 'Telegram username')
     .action(async (options: { telegramId: string; username?: string }, command: Command) => {
-      const result = await cli.withRuntime(command, (runtime) =>
-        createUser(runtime.database.db, {
+      const result = await cli.withRuntime(command, async (runtime) => {
+        const user = await createUser(runtime.database.db, {
           telegramId: options.telegramId,
           username: options.username ?? null,
-        }),
-      );
+        });
+        await auditCli(runtime, 'user.create', `user:${user.id}`, {
+          telegramId: options.telegramId,
+        });
+        return user;
+      });
       cli.out(command).data(result, `created user ${result.id}`);
     });
 
@@ -35,13 +39,18 @@ export function registerUserCommands(program: Command, cli: CliContext): void {
         command: Command,
       ) => {
         const key = await cli.withRuntime(command, async (runtime) => {
-          await requireUser(runtime.database.db, options.user);
-          return createApiKey(runtime.database.db, {
-            userId: options.user,
+          const user = await requireUser(runtime.database.db, options.user);
+          const created = await createApiKey(runtime.database.db, {
+            userId: user.id,
             name: options.name,
             spendLimitUsd: options.spendLimit,
             allowedModels: options.models?.split(',').map((m) => m.trim()),
           });
+          await auditCli(runtime, 'key.create', `user:${user.id}`, {
+            keyId: created.id,
+            name: created.name,
+          });
+          return created;
         });
         cli
           .out(command)
