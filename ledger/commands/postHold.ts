@@ -1,4 +1,4 @@
-import { hashRequest, type PrepareContext, type PreparedCommand } from '../command.js';
+import type { PrepareContext, PreparedCommand } from '../command.js';
 import {
   CurrencyMismatchError,
   HoldExceededError,
@@ -65,7 +65,8 @@ export async function preparePostHold(
   return {
     type: 'postHold',
     idempotencyKey: null,
-    requestHash: hashRequest('postHold', { holdId: params.holdId, amount }),
+    // Posting a hold is idempotent by the hold itself (a repeat replays), so it needs no key.
+    requestHash: null,
     accountIds: shortfallAccount ? [shortfallAccount.id] : [],
     holdIds: [params.holdId],
     reverseEntryIds: [],

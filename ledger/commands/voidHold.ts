@@ -1,4 +1,4 @@
-import { hashRequest, type PreparedCommand } from '../command.js';
+import type { PreparedCommand } from '../command.js';
 import { HoldNotFoundError, HoldNotPendingError } from '../errors.js';
 import { ZERO } from '../money.js';
 import type { Attachment } from '../attachments.js';
@@ -20,7 +20,8 @@ export function prepareVoidHold(params: VoidHoldParameters): PreparedCommand<Voi
   return {
     type: 'voidHold',
     idempotencyKey: null,
-    requestHash: hashRequest('voidHold', { holdId: params.holdId }),
+    // Voiding is idempotent by the hold itself (a repeat replays), so it needs no key.
+    requestHash: null,
     accountIds: [],
     holdIds: [params.holdId],
     reverseEntryIds: [],
