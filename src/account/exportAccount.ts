@@ -5,6 +5,7 @@ import { getUserBalance } from '../billing/getUserBalance.js';
 import type { Database } from '../db/schema.js';
 import { listApiKeys } from '../keys/apiKeys.js';
 import { toEntry } from './listAuditLog.js';
+import { usageItem } from './listUsage.js';
 import { iso } from './params.js';
 import { getAdminUserView } from './profile.js';
 import { getStatementSummary, statementLinePages } from './statement.js';
@@ -88,27 +89,9 @@ async function* usagePages(db: Kysely<Database>, userId: string): AsyncGenerator
       .limit(PAGE)
       .execute();
     yield rows.map((row) => ({
-      id: row.id,
-      requestId: row.request_id,
-      keyId: row.key_id,
-      endpoint: row.endpoint,
-      model: row.model,
-      provider: row.provider,
-      stream: row.stream,
-      promptTokens: row.prompt_tokens,
-      cachedTokens: row.cached_tokens,
-      completionTokens: row.completion_tokens,
-      reasoningTokens: row.reasoning_tokens,
-      costUsd: row.cost_usd,
-      shortfallUsd: row.shortfall_usd,
-      estimated: row.estimated,
+      ...usageItem(row),
       entryId: row.entry_id,
-      startedAt: iso(row.started_at),
       firstByteAt: iso(row.first_byte_at),
-      finishedAt: iso(row.finished_at),
-      latencyMs: row.latency_ms,
-      httpStatus: row.http_status,
-      outcome: row.outcome,
       clientIp: row.client_ip,
       userAgent: row.user_agent,
     }));

@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely';
+import { sql, type Kysely, type Selectable } from 'kysely';
 import type { Database } from '../db/schema.js';
 import { encodeCursor, iso } from './params.js';
 
@@ -37,6 +37,56 @@ export interface UsageItem {
   outcome: string;
 }
 
+type UsageRow = Selectable<Database['usage_records']>;
+
+/** The columns `usageItem` reads. */
+export const USAGE_ITEM_COLUMNS = [
+  'id',
+  'request_id',
+  'key_id',
+  'endpoint',
+  'model',
+  'provider',
+  'stream',
+  'prompt_tokens',
+  'cached_tokens',
+  'completion_tokens',
+  'reasoning_tokens',
+  'cost_usd',
+  'shortfall_usd',
+  'estimated',
+  'started_at',
+  'finished_at',
+  'latency_ms',
+  'http_status',
+  'outcome',
+] as const satisfies ReadonlyArray<keyof UsageRow>;
+
+/** A usage row as the user sees it (the account API and the account export). */
+export function usageItem(row: Pick<UsageRow, (typeof USAGE_ITEM_COLUMNS)[number]>): UsageItem {
+  return {
+    id: row.id,
+    requestId: row.request_id,
+    keyId: row.key_id,
+    endpoint: row.endpoint,
+    model: row.model,
+    provider: row.provider,
+    stream: row.stream,
+    promptTokens: row.prompt_tokens,
+    cachedTokens: row.cached_tokens,
+    completionTokens: row.completion_tokens,
+    reasoningTokens: row.reasoning_tokens,
+    costUsd: row.cost_usd,
+    shortfallUsd: row.shortfall_usd,
+    estimated: row.estimated,
+    startedAt: iso(row.started_at)!,
+    finishedAt: iso(row.finished_at)!,
+    latencyMs: row.latency_ms,
+    httpStatus: row.http_status,
+    outcome: row.outcome,
+  };
+}
+
 export interface ListUsageResult {
   data: UsageItem[];
   nextCursor: string | null;
@@ -53,25 +103,7 @@ export async function listUsage(
   let query = db
     .selectFrom('usage_records')
     .select([
-      'id',
-      'request_id',
-      'key_id',
-      'endpoint',
-      'model',
-      'provider',
-      'stream',
-      'prompt_tokens',
-      'cached_tokens',
-      'completion_tokens',
-      'reasoning_tokens',
-      'cost_usd',
-      'shortfall_usd',
-      'estimated',
-      'started_at',
-      'finished_at',
-      'latency_ms',
-      'http_status',
-      'outcome',
+      ...USAGE_ITEM_COLUMNS,
       sql<string>`to_char(started_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`.as(
         'started_key',
       ),
@@ -93,27 +125,7 @@ export async function listUsage(
   const page = rows.slice(0, params.limit);
   const last = page[page.length - 1];
   return {
-    data: page.map((row) => ({
-      id: row.id,
-      requestId: row.request_id,
-      keyId: row.key_id,
-      endpoint: row.endpoint,
-      model: row.model,
-      provider: row.provider,
-      stream: row.stream,
-      promptTokens: row.prompt_tokens,
-      cachedTokens: row.cached_tokens,
-      completionTokens: row.completion_tokens,
-      reasoningTokens: row.reasoning_tokens,
-      costUsd: row.cost_usd,
-      shortfallUsd: row.shortfall_usd,
-      estimated: row.estimated,
-      startedAt: iso(row.started_at)!,
-      finishedAt: iso(row.finished_at)!,
-      latencyMs: row.latency_ms,
-      httpStatus: row.http_status,
-      outcome: row.outcome,
-    })),
+    data: page.map(usageItem),
     nextCursor:
       rows.length > params.limit && last ? encodeCursor([last.started_key, last.id]) : null,
   };
