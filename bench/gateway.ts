@@ -1,9 +1,10 @@
 /**
- * bench:gateway: the same chat calls straight to the upstream stub and through the gateway,
- * at 1, 64 and 256 concurrent clients, streaming and not. Reports per-call latency p50/p99,
- * the latency the gateway adds (gateway minus direct), and throughput (gateway / direct).
- * The stub and the gateway (`lingxi serve`) run as their own processes; this process only
- * generates load. Uses DATABASE_URL's server (default: the local PostgreSQL).
+ * bench:gateway: the same chat calls straight to the upstream stub, through a bare
+ * pass-through proxy, and through the gateway, at 1, 64 and 256 concurrent clients, streaming
+ * and not. Reports per-call latency p50/p99, the latency the gateway adds (gateway minus
+ * direct), and throughput (gateway / pass-through, gateway / direct). The stub, the
+ * pass-through (bench/passthrough.ts) and the gateway (`lingxi serve`) run as their own
+ * processes; this process only generates load. Uses DATABASE_URL's server (default: the local PostgreSQL).
  * BENCH_SECONDS (default 5) sets the length of each cell.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -75,6 +76,8 @@ async function startProcess(
 try {
   const stub = await startProcess(['--import', 'tsx', 'bench/stub-server.ts']);
   const stubUrl = await stub.firstLine;
+  const passthrough = await startProcess(['--import', 'tsx', 'bench/passthrough.ts', stubUrl]);
+  const passthroughUrl = await passthrough.firstLine;
 
   const databaseUrl = await freshDatabase('lingxi_bench_gateway');
   const dir = mkdtempSync(join(tmpdir(), 'lingxi-bench-'));
@@ -151,8 +154,13 @@ try {
     if (status !== 200 || (stream && !text.includes('[DONE]'))) throw new Error(`status ${status}`);
   };
 
-  const rows: Array<{ stream: boolean; callers: number; direct: LoadResult; gateway: LoadResult }> =
-    [];
+  const rows: Array<{
+    stream: boolean;
+    callers: number;
+    direct: LoadResult;
+    passthrough: LoadResult;
+    gateway: LoadResult;
+  }> = [];
   // BENCH_CELLS=json:64,stream:1 runs only those cells (for profiling).
   const only = process.env['BENCH_CELLS']?.split(',');
   for (const stream of [false, true]) {
@@ -163,24 +171,30 @@ try {
       const direct = await closedLoop(callers, SECONDS, () =>
         call(stubUrl, 'bench-upstream', stream),
       );
+      await closedLoop(callers, 1, () => call(passthroughUrl, 'bench-upstream', stream));
+      const bare = await closedLoop(callers, SECONDS, () =>
+        call(passthroughUrl, 'bench-upstream', stream),
+      );
       await closedLoop(callers, 1, (c) => call(`${gateway}/v1`, keys[c % keys.length]!, stream));
       const through = await closedLoop(callers, SECONDS, (c) =>
         call(`${gateway}/v1`, keys[c % keys.length]!, stream),
       );
-      rows.push({ stream, callers, direct, gateway: through });
+      rows.push({ stream, callers, direct, passthrough: bare, gateway: through });
       console.error(
-        `${stream ? 'stream' : 'json'} x${callers}: direct ${fmt(direct.perSecond, 0)}/s, gateway ${fmt(through.perSecond, 0)}/s (errors ${through.errors})`,
+        `${stream ? 'stream' : 'json'} x${callers}: direct ${fmt(direct.perSecond, 0)}/s, pass-through ${fmt(bare.perSecond, 0)}/s, gateway ${fmt(through.perSecond, 0)}/s (errors ${bare.errors + through.errors})`,
       );
     }
   }
 
+  const cell = (r: LoadResult) =>
+    `${fmt(r.perSecond, 0)} | ${fmt(r.p50Ms, 2)} / ${fmt(r.p99Ms, 2)}`;
   console.log(
-    '| mode | clients | direct calls/s | direct p50 / p99 ms | gateway calls/s | gateway p50 / p99 ms | added p50 / p99 ms | throughput ratio | errors |',
+    '| mode | clients | direct calls/s | p50 / p99 ms | pass-through calls/s | p50 / p99 ms | gateway calls/s | p50 / p99 ms | added p50 / p99 ms | gateway / pass-through | gateway / direct | errors |',
   );
-  console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+  console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
     console.log(
-      `| ${r.stream ? 'stream' : 'json'} | ${r.callers} | ${fmt(r.direct.perSecond, 0)} | ${fmt(r.direct.p50Ms, 2)} / ${fmt(r.direct.p99Ms, 2)} | ${fmt(r.gateway.perSecond, 0)} | ${fmt(r.gateway.p50Ms, 2)} / ${fmt(r.gateway.p99Ms, 2)} | ${fmt(r.gateway.p50Ms - r.direct.p50Ms, 2)} / ${fmt(r.gateway.p99Ms - r.direct.p99Ms, 2)} | ${fmt((100 * r.gateway.perSecond) / r.direct.perSecond, 0)}% | ${r.gateway.errors} |`,
+      `| ${r.stream ? 'stream' : 'json'} | ${r.callers} | ${cell(r.direct)} | ${cell(r.passthrough)} | ${cell(r.gateway)} | ${fmt(r.gateway.p50Ms - r.direct.p50Ms, 2)} / ${fmt(r.gateway.p99Ms - r.direct.p99Ms, 2)} | ${fmt((100 * r.gateway.perSecond) / r.passthrough.perSecond, 0)}% | ${fmt((100 * r.gateway.perSecond) / r.direct.perSecond, 0)}% | ${r.passthrough.errors + r.gateway.errors} |`,
     );
   }
 } finally {
