@@ -3,7 +3,8 @@
  *   (a) spread over 10,000 customer accounts, (b) all on one hot account,
  *   at 1, 16 and 64 concurrent callers. Results go to stdout as a Markdown table.
  * Uses DATABASE_URL's server (default: the local PostgreSQL at 127.0.0.1:5432).
- * BENCH_SECONDS (default 5) sets the length of each cell.
+ * BENCH_SECONDS (default 5) sets the length of each cell; BENCH_CELLS=spread:64,hot:64 runs
+ * only those cells, and BENCH_NAIVE=0 skips the naive baseline (both for profiling).
  */
 import pg from 'pg';
 import { PostgresLedger } from '../ledger/index.js';
@@ -71,8 +72,11 @@ for (let i = 0; i <= ACCOUNTS; i += 64) {
   );
 }
 
+const only = process.env['BENCH_CELLS']?.split(',');
+const withNaive = process.env['BENCH_NAIVE'] !== '0';
 for (const scenario of ['spread', 'hot'] as const) {
   for (const callers of CONCURRENCY) {
+    if (only && !only.includes(`${scenario}:${callers}`)) continue;
     const pick = (caller: number, i: number) =>
       scenario === 'hot' ? HOT : (caller * 7919 + i * 104_729) % ACCOUNTS;
 
@@ -87,6 +91,7 @@ for (const scenario of ['spread', 'hot'] as const) {
     rows.push({ mode: 'group commit', case: scenario, callers, result: grouped });
     console.error(`group commit ${scenario} x${callers}: ${fmt(grouped.perSecond, 0)} pairs/s`);
 
+    if (!withNaive) continue;
     const naivePool = new pg.Pool({ connectionString: url, max: Math.min(callers, 64) });
     const naive = new NaiveLedger(naivePool);
     const baseline = await closedLoop(callers, SECONDS, async (caller, i) => {
@@ -111,14 +116,16 @@ console.log(
 console.log(`|---|---:|---:|---:|---:|---:|---:|---:|---:|`);
 for (const scenario of ['spread', 'hot']) {
   for (const callers of CONCURRENCY) {
-    const g = rows.find(
-      (r) => r.mode === 'group commit' && r.case === scenario && r.callers === callers,
-    )!.result;
-    const n = rows.find(
-      (r) => r.mode === 'naive' && r.case === scenario && r.callers === callers,
-    )!.result;
+    const find = (mode: string) =>
+      rows.find((r) => r.mode === mode && r.case === scenario && r.callers === callers)?.result;
+    const g = find('group commit');
+    const n = find('naive');
+    if (!g) continue;
+    const naiveCells = n
+      ? `${fmt(n.perSecond, 0)} | ${fmt(n.p50Ms, 2)} | ${fmt(n.p99Ms, 2)} | ${fmt(g.perSecond / n.perSecond, 1)}x`
+      : '- | - | - | -';
     console.log(
-      `| ${scenario} | ${callers} | ${fmt(g.perSecond, 0)} | ${fmt(g.p50Ms, 2)} | ${fmt(g.p99Ms, 2)} | ${fmt(n.perSecond, 0)} | ${fmt(n.p50Ms, 2)} | ${fmt(n.p99Ms, 2)} | ${fmt(g.perSecond / n.perSecond, 1)}x |`,
+      `| ${scenario} | ${callers} | ${fmt(g.perSecond, 0)} | ${fmt(g.p50Ms, 2)} | ${fmt(g.p99Ms, 2)} | ${naiveCells} |`,
     );
   }
 }
