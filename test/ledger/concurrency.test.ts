@@ -148,3 +148,42 @@ test('many hold-post pairs on one hot account keep running balances gap-free and
   expect(rows[0]).toEqual({ versions: '401', max: '401', ok: true });
   await closeLedgers(ledgers);
 });
+
+test('with several lanes, holds created and voided on one account while other batches read it all succeed, exactly', async () => {
+  // Accounts this ledger has never seen make a batch read from the database; with several
+  // lanes, such a read could start before another lane's write to the same account commits
+  // and leave stale totals in the ledger's memory (a void then finds less held than its hold).
+  // Commands that lower one account share a lane, which is what keeps this from happening.
+  await fund(ledger, 'lanes-shared', '1000');
+  for (let i = 0; i < 100; i += 1) await fund(ledger, `lanes-fresh-${i}`, '1');
+  const lanes = await openLedger(remember(database.newPool(8)), {
+    batchMaxSize: 500,
+    batchConcurrency: 4,
+  });
+  const shared = 'liabilities:customers:lanes-shared';
+  const holdAndVoid = async (account: string) => {
+    const { holdId } = await lanes.createHold({
+      debitAccount: account,
+      creditAccount: 'revenue:usage',
+      amount: '0.01',
+    });
+    await lanes.voidHold({ holdId });
+  };
+  const results = await Promise.allSettled([
+    ...Array.from({ length: 50 }, async () => {
+      for (let round = 0; round < 10; round += 1) await holdAndVoid(shared);
+    }),
+    ...Array.from({ length: 100 }, async (_, i) => {
+      // Joins batches with the shared account's commands, whose reads then include it.
+      await holdAndVoid(`liabilities:customers:lanes-fresh-${i}`);
+      await holdAndVoid(shared);
+    }),
+  ]);
+  const failures = results.flatMap((r) => (r.status === 'rejected' ? [String(r.reason)] : []));
+  expect(failures).toEqual([]);
+  const balance = await ledger.getBalance(shared);
+  expect([balance.posted.toString(), balance.held.toString()]).toEqual(['1000', '0']);
+  expect(await ledger.checkBalances()).toEqual([]);
+  await lanes.close();
+  await closeLedgers([]);
+});
