@@ -71,6 +71,34 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly watcherLastIteration = new Gauge({
+    name: 'lingxi_watcher_last_iteration_timestamp_seconds',
+    help: 'When the watcher last finished an iteration, per network (alert when it stops moving)',
+    labelNames: ['network'] as const,
+    registers: [this.registry],
+  });
+
+  readonly cronRuns = new Counter({
+    name: 'lingxi_cron_job_runs_total',
+    help: 'Cron job turns by outcome: ok, failed, or skipped (another process had the job)',
+    labelNames: ['job', 'outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly cronLastSuccess = new Gauge({
+    name: 'lingxi_cron_job_last_success_timestamp_seconds',
+    help: 'When a cron job last finished without error in this process',
+    labelNames: ['job'] as const,
+    registers: [this.registry],
+  });
+
+  readonly reconcileFindings = new Gauge({
+    name: 'lingxi_reconcile_findings',
+    help: 'Findings of the last reconciliation this process ran, by severity',
+    labelNames: ['severity'] as const,
+    registers: [this.registry],
+  });
+
   readonly holdsOpen: Gauge;
 
   constructor(countOpenHolds: () => Promise<number>) {

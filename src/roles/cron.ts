@@ -27,7 +27,14 @@ export function startCronRole(runtime: Runtime): CronRole {
     {
       name: 'reconcile',
       schedule: config.cron.reconcile,
-      run: () => runReconciliation(runtime, { trigger: 'cron' }),
+      run: async () => {
+        const run = await runReconciliation(runtime, { trigger: 'cron' });
+        const bySeverity = { error: 0, warning: 0, info: 0 };
+        for (const finding of run.findings) bySeverity[finding.severity] += 1;
+        for (const [severity, count] of Object.entries(bySeverity))
+          runtime.metrics.reconcileFindings.set({ severity }, count);
+        return run;
+      },
     },
     {
       name: 'expire-holds',
@@ -72,17 +79,22 @@ export function startCronRole(runtime: Runtime): CronRole {
 }
 
 async function runExclusive(runtime: Runtime, job: Job): Promise<void> {
-  const { database, logger } = runtime;
+  const { database, logger, metrics } = runtime;
   const client = await database.pool.connect();
   try {
     const { rows } = await client.query<{ ok: boolean }>(
       'select pg_try_advisory_lock(hashtext($1)) as ok',
       [`lingxi:cron:${job.name}`],
     );
-    if (!rows[0]?.ok) return; // another cron process has this one
+    if (!rows[0]?.ok) {
+      metrics.cronRuns.inc({ job: job.name, outcome: 'skipped' }); // another process has it
+      return;
+    }
     const started = performance.now();
     try {
       const result = await job.run();
+      metrics.cronRuns.inc({ job: job.name, outcome: 'ok' });
+      metrics.cronLastSuccess.set({ job: job.name }, Date.now() / 1000);
       logger.info(
         {
           job: job.name,
@@ -92,6 +104,7 @@ async function runExclusive(runtime: Runtime, job: Job): Promise<void> {
         'cron job done',
       );
     } catch (error) {
+      metrics.cronRuns.inc({ job: job.name, outcome: 'failed' });
       logger.error(
         { job: job.name, err: error instanceof Error ? error.message : String(error) },
         'cron job failed',

@@ -1,8 +1,8 @@
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { createHttpApp } from '../http/app.js';
 import { createServices, type Services } from '../services.js';
 import type { Runtime } from '../runtime.js';
+import { listen } from './listen.js';
 
 export interface HttpRole {
   server: Server;
@@ -33,20 +33,13 @@ export async function startHttpRole(
   server.keepAliveTimeout = 65_000;
   const host = overrides.host ?? runtime.config.http.host;
   const port = overrides.port ?? runtime.config.http.port;
+  let url: string;
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    url = await listen(server, port, host);
   } catch (error) {
     await services.close();
     throw error;
   }
-  const address = server.address() as AddressInfo;
-  const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
   return {
     server,
     url,

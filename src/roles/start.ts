@@ -3,6 +3,7 @@ import { openRuntime, type Runtime } from '../runtime.js';
 import { startHttpRole, type HttpRole } from './http.js';
 import { startWatcherRole } from './watch.js';
 import { startCronRole } from './cron.js';
+import { startMetricsServer, type MetricsServer } from './metricsServer.js';
 
 /** Which roles a process runs (architecture.md: a role is a deployment choice). */
 export interface RoleSelection {
@@ -22,6 +23,8 @@ export interface StartRolesParameters {
   loaded: LoadedConfig;
   roles: RoleSelection;
   port?: number;
+  /** For a process without the http role: serve /metrics and the probes on this port. */
+  metricsPort?: number;
 }
 
 /** Starts the asked-for roles on one runtime; `stop` shuts them down in reverse order. */
@@ -38,7 +41,12 @@ export async function startRoles(params: StartRolesParameters): Promise<StartedR
   if (config.networks.length === 0) logger.info('no networks configured: no deposits are watched');
   const stops: Array<{ role: string; stop: () => Promise<void> }> = [];
   let http: HttpRole | null = null;
+  let metricsServer: MetricsServer | null = null;
   try {
+    if (params.metricsPort !== undefined && !params.roles.http) {
+      metricsServer = await startMetricsServer(runtime, { port: params.metricsPort });
+      logger.info({ url: metricsServer.url }, `metrics listening on ${metricsServer.url}/metrics`);
+    }
     if (params.roles.http) {
       http = await startHttpRole(runtime, params.port === undefined ? {} : { port: params.port });
       stops.push({ role: 'http', stop: () => http!.stop() });
@@ -55,6 +63,7 @@ export async function startRoles(params: StartRolesParameters): Promise<StartedR
     }
   } catch (error) {
     for (const { stop } of stops.reverse()) await stop().catch(() => {});
+    await metricsServer?.stop().catch(() => {});
     await runtime.close();
     throw error;
   }
@@ -62,7 +71,7 @@ export async function startRoles(params: StartRolesParameters): Promise<StartedR
     runtime,
     http,
     async stop() {
-      await stopRoles(runtime, stops);
+      await stopRoles(runtime, stops, metricsServer);
     },
   };
 }
@@ -77,6 +86,7 @@ export async function startRoles(params: StartRolesParameters): Promise<StartedR
 async function stopRoles(
   runtime: Runtime,
   stops: ReadonlyArray<{ role: string; stop: () => Promise<void> }>,
+  metricsServer: MetricsServer | null,
 ): Promise<void> {
   const { logger } = runtime;
   const started = performance.now();
@@ -94,6 +104,12 @@ async function stopRoles(
         'shutdown: a role failed to stop',
       );
   });
+  // Scrapes and probes keep answering until the roles have stopped.
+  await metricsServer
+    ?.stop()
+    .catch((error: unknown) =>
+      logger.error({ err: error }, 'shutdown: the metrics listener failed to stop'),
+    );
   await runtime.close();
   logger.info({ elapsedMs: elapsedMs() }, 'shutdown: ledger drained, database closed');
   if (outcomes.some((outcome) => outcome.status === 'rejected'))

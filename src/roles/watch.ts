@@ -54,6 +54,7 @@ export async function startWatcherRole(
         logger: watcherLogger,
         onIteration: (report) => {
           runtime.metrics.watcherHead.set({ network: network.name }, Number(report.head));
+          runtime.metrics.watcherLastIteration.set({ network: network.name }, Date.now() / 1000);
           if (report.credited)
             runtime.metrics.depositsCredited.inc({ network: network.name }, report.credited);
           options.onIteration?.(network.name, report);

@@ -67,12 +67,14 @@ test('compose runs two http instances, one watcher per network of the example, a
   const commands = composeCommands();
   expect(commands.get('http-1')).toEqual(['serve']);
   expect(commands.get('http-2')).toEqual(['serve']);
-  expect(commands.get('cron')).toEqual(['cron']);
+  // Watchers and cron serve /metrics and the probe the shared healthcheck asks for on 9464.
+  expect(commands.get('cron')).toEqual(['cron', '--metrics-port', '9464']);
   const watched = [...commands.values()]
     .filter((command) => command[0] === 'watch')
     .map((command) => {
-      expect(command).toHaveLength(3);
+      expect(command).toHaveLength(5);
       expect(command[1]).toBe('--network');
+      expect(command.slice(3)).toEqual(['--metrics-port', '9464']);
       return command[2];
     });
   expect(watched.sort()).toEqual(exampleConfig.networks.map((n) => n.name).sort());
@@ -81,6 +83,7 @@ test('compose runs two http instances, one watcher per network of the example, a
   expect(compose).toContain("- '8081:8080'");
   expect(compose).toContain('./lingxi.config.json:/app/lingxi.config.json:ro');
   expect(compose).toContain('env_file: .env');
+  expect(compose).toContain("fetch('http://127.0.0.1:9464/livez')");
 });
 
 test('the Dockerfile builds what tsconfig.build.json compiles and runs bin/lingxi.js as a non-root user', () => {

@@ -82,9 +82,20 @@ test('lingxi start: http, the watcher and cron stop together on SIGTERM, then th
   });
   const lingxi = startLingxi(['start', '--config', file]);
   running.push(lingxi);
-  await lingxi.url();
+  const url = await lingxi.url();
   await lingxi.waitForLog((entry) => entry['msg'] === 'watcher active');
   await lingxi.waitForLog((entry) => entry['msg'] === 'cron jobs scheduled');
+  // The watcher reports its progress on /metrics once it has finished an iteration.
+  let scraped = '';
+  const reported = /^lingxi_watcher_last_iteration_timestamp_seconds\{network="devnet"\} /m;
+  for (let i = 0; i < 100 && !reported.test(scraped); i += 1) {
+    if (i > 0) await new Promise((resolve) => setTimeout(resolve, 100));
+    scraped = await (await fetch(`${url}/metrics`)).text();
+  }
+  expect(scraped).toMatch(/^lingxi_watcher_head_block\{network="devnet"\} \d+$/m);
+  expect(scraped).toMatch(
+    /^lingxi_watcher_last_iteration_timestamp_seconds\{network="devnet"\} [\d.e+]+$/m,
+  );
 
   const signalledAt = Date.now();
   lingxi.child.kill('SIGTERM');

@@ -7,11 +7,17 @@ import type { CliContext } from '../context.js';
 export function registerRoleCommands(program: Command, cli: CliContext): void {
   const run =
     (roles: RoleSelection) =>
-    async (options: { port?: string; network?: string[] }, command: Command) => {
+    async (
+      options: { port?: string; network?: string[]; metricsPort?: string },
+      command: Command,
+    ) => {
       const started = await startRoles({
         loaded: cli.config(command),
         roles: options.network?.length ? { ...roles, watchers: options.network } : roles,
-        ...(options.port !== undefined ? { port: parsePort(options.port) } : {}),
+        ...(options.port !== undefined ? { port: parsePort(options.port, '--port') } : {}),
+        ...(options.metricsPort !== undefined
+          ? { metricsPort: parsePort(options.metricsPort, '--metrics-port') }
+          : {}),
       });
       const signal = await waitForSignal();
       const { logger } = started.runtime;
@@ -47,19 +53,24 @@ export function registerRoleCommands(program: Command, cli: CliContext): void {
       'a network of the config (repeatable; default: all)',
       (value: string, previous: string[] = []) => [...previous, value],
     )
+    .option(METRICS_PORT, METRICS_PORT_HELP)
     .action(run({ watchers: 'all' }));
   program
     .command('cron')
     .description(
       'run the cron role: reconciliation, hold expiry, sealing, retention (one active per job)',
     )
+    .option(METRICS_PORT, METRICS_PORT_HELP)
     .action(run({ cron: true }));
 }
 
-function parsePort(text: string): number {
+const METRICS_PORT = '--metrics-port <port>';
+const METRICS_PORT_HELP = 'serve /metrics, /livez and /readyz on this port (on http.host)';
+
+function parsePort(text: string, option: string): number {
   const port = Number(text);
-  if (!Number.isInteger(port) || port < 0 || port > 65535)
-    throw new AppError('invalid_port', `--port ${text} is not a port number`);
+  if (!/^\d+$/.test(text) || !Number.isInteger(port) || port > 65535)
+    throw new AppError('invalid_port', `${option} ${text} is not a port number`);
   return port;
 }
 
