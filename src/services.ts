@@ -28,7 +28,7 @@ export async function createServices(runtime: Runtime): Promise<Services> {
     config,
     prices,
     meter,
-    rateLimiter: new RateLimiter(config.gateway.rateLimit),
+    rateLimiter: new RateLimiter(config.gateway.rateLimit, database.db),
     metrics,
     logger,
     work,

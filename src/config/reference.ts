@@ -134,10 +134,11 @@ export const FIELD_NOTES: Record<string, string> = {
   'retention.usageLogDays': 'Usage rows older than this are rolled into daily aggregates.',
   'retention.requestMetaDays':
     'Client IP and user agent are removed from usage rows after this; ended sessions deleted.',
-  'gateway.rateLimit': 'Token buckets per API key (429 `rate_limit_exceeded` when empty).',
-  'gateway.rateLimit.requestsPerMinute': 'Per API key, per http process.',
+  'gateway.rateLimit':
+    'Token buckets per API key, shared by every http process (429 `rate_limit_exceeded` when empty).',
+  'gateway.rateLimit.requestsPerMinute': 'Per API key, across all http processes.',
   'gateway.rateLimit.tokensPerMinute':
-    'Per API key, per http process (the estimate before the call).',
+    'Per API key, across all http processes (the estimate before the call).',
   'gateway.maxCallDurationMs': 'A call, a stream included, is cut off after this long.',
   'gateway.holdGraceMs': 'How long a hold outlives the longest possible call before it may expire.',
   'gateway.bytesPerTokenMin': 'Used to bound the prompt tokens of the cost estimate.',

@@ -253,7 +253,10 @@ export class Gateway {
   ): Promise<HeldCall> {
     const maxCost = maxCostOf(promptTokensMax, outputTokensMax, model.price);
     try {
-      this.deps.rateLimiter.take(call.caller.keyId, Number(promptTokensMax + outputTokensMax));
+      await this.deps.rateLimiter.take(
+        call.caller.keyId,
+        Number(promptTokensMax + outputTokensMax),
+      );
       const holdMs =
         model.provider.timeoutMs +
         this.deps.config.gateway.maxCallDurationMs +
