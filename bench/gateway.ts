@@ -4,7 +4,9 @@
  * and not. Reports per-call latency p50/p99, the latency the gateway adds (gateway minus
  * direct), and throughput (gateway / pass-through, gateway / direct). The stub, the
  * pass-through (bench/passthrough.ts) and the gateway (`lingxi serve`) run as their own
- * processes; this process only generates load. Uses DATABASE_URL's server (default: the local PostgreSQL).
+ * processes; this process only generates load. Then the same at a fixed rate (BENCH_PACED_RATE
+ * calls/s, default 100, from 64 callers) that no path saturates: the latency a hop adds to a
+ * call, rather than how long calls queue when the machine is full. Uses DATABASE_URL's server (default: the local PostgreSQL).
  * BENCH_SECONDS (default 5) sets the length of each cell.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -13,10 +15,12 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'node:http';
-import { closedLoop, fmt, freshDatabase, type LoadResult } from './support.js';
+import { closedLoop, fmt, freshDatabase, pacedLoop, type LoadResult } from './support.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
 const CONCURRENCY = [1, 64, 256];
+/** Calls per second of the paced cells: well below what each path sustains here. */
+const PACED_RATE = Number(process.env['BENCH_PACED_RATE'] ?? 100);
 const ADMIN = 'bench-admin-token-0123456789';
 const children: ChildProcess[] = [];
 
@@ -101,6 +105,9 @@ try {
         },
       ],
       gateway: { rateLimit: { requestsPerMinute: 10_000_000, tokensPerMinute: 1_000_000_000 } },
+      ...(process.env['BENCH_LEDGER_LANES']
+        ? { ledger: { batchConcurrency: Number(process.env['BENCH_LEDGER_LANES']) } }
+        : {}),
     }),
   );
   const gatewayProcess = await startProcess(
@@ -186,6 +193,28 @@ try {
     }
   }
 
+  const paced: Array<{
+    stream: boolean;
+    direct: LoadResult;
+    passthrough: LoadResult;
+    gateway: LoadResult;
+  }> = [];
+  for (const stream of [false, true]) {
+    if (only && !only.includes(`${stream ? 'stream' : 'json'}:paced`)) continue;
+    // Each path warmed first (connections, JIT, caches), as in the cells above.
+    const run = async (call1: (c: number) => Promise<void>) => {
+      await closedLoop(64, 1, call1);
+      return pacedLoop(64, SECONDS, PACED_RATE, call1);
+    };
+    const direct = await run(() => call(stubUrl, 'bench-upstream', stream));
+    const bare = await run(() => call(passthroughUrl, 'bench-upstream', stream));
+    const through = await run((c) => call(`${gateway}/v1`, keys[c % keys.length]!, stream));
+    paced.push({ stream, direct, passthrough: bare, gateway: through });
+    console.error(
+      `${stream ? 'stream' : 'json'} paced ${PACED_RATE}/s: gateway p50 ${fmt(through.p50Ms, 2)} ms (direct ${fmt(direct.p50Ms, 2)})`,
+    );
+  }
+
   const cell = (r: LoadResult) =>
     `${fmt(r.perSecond, 0)} | ${fmt(r.p50Ms, 2)} / ${fmt(r.p99Ms, 2)}`;
   console.log(
@@ -196,6 +225,21 @@ try {
     console.log(
       `| ${r.stream ? 'stream' : 'json'} | ${r.callers} | ${cell(r.direct)} | ${cell(r.passthrough)} | ${cell(r.gateway)} | ${fmt(r.gateway.p50Ms - r.direct.p50Ms, 2)} / ${fmt(r.gateway.p99Ms - r.direct.p99Ms, 2)} | ${fmt((100 * r.gateway.perSecond) / r.passthrough.perSecond, 0)}% | ${fmt((100 * r.gateway.perSecond) / r.direct.perSecond, 0)}% | ${r.passthrough.errors + r.gateway.errors} |`,
     );
+  }
+  if (paced.length > 0) {
+    const latency = (r: LoadResult) => `${fmt(r.p50Ms, 2)} / ${fmt(r.p99Ms, 2)}`;
+    console.log(
+      `\nPaced: ${PACED_RATE} calls/s from 64 callers (latency from when each call was due).\n`,
+    );
+    console.log(
+      '| mode | direct p50 / p99 ms | pass-through p50 / p99 ms | gateway p50 / p99 ms | added p50 / p99 ms | errors |',
+    );
+    console.log('|---|---:|---:|---:|---:|---:|');
+    for (const r of paced) {
+      console.log(
+        `| ${r.stream ? 'stream' : 'json'} | ${latency(r.direct)} | ${latency(r.passthrough)} | ${latency(r.gateway)} | ${fmt(r.gateway.p50Ms - r.direct.p50Ms, 2)} / ${fmt(r.gateway.p99Ms - r.direct.p99Ms, 2)} | ${r.direct.errors + r.passthrough.errors + r.gateway.errors} |`,
+      );
+    }
   }
 } finally {
   for (const child of children) {

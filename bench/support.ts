@@ -46,6 +46,52 @@ export async function closedLoop(
   };
 }
 
+/**
+ * Runs `work` at a fixed total rate for `seconds`, from up to `concurrency` callers: call i is
+ * due at start + i / rate, and its latency counts from when it was due (so a call that had to
+ * wait for a free caller counts its wait). At a rate every path sustains, this measures what
+ * a hop adds to a call rather than how long calls queue at saturation.
+ */
+export async function pacedLoop(
+  concurrency: number,
+  seconds: number,
+  ratePerSecond: number,
+  work: (caller: number, i: number) => Promise<void>,
+): Promise<LoadResult> {
+  const latencies: number[] = [];
+  let errors = 0;
+  const total = Math.floor(seconds * ratePerSecond);
+  const started = performance.now();
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async (_, caller) => {
+      for (;;) {
+        const i = next++;
+        if (i >= total) return;
+        const due = started + (i * 1000) / ratePerSecond;
+        const wait = due - performance.now();
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        try {
+          await work(caller, i);
+          latencies.push(performance.now() - due);
+        } catch {
+          errors += 1;
+        }
+      }
+    }),
+  );
+  const elapsed = (performance.now() - started) / 1000;
+  latencies.sort((a, b) => a - b);
+  return {
+    operations: latencies.length,
+    seconds: elapsed,
+    perSecond: latencies.length / elapsed,
+    p50Ms: percentile(latencies, 0.5),
+    p99Ms: percentile(latencies, 0.99),
+    errors,
+  };
+}
+
 export function percentile(sorted: number[], q: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
