@@ -22,7 +22,7 @@ export async function createServices(runtime: Runtime): Promise<Services> {
   const prices = await syncPrices(database.db, config.models);
   const keys = new KeyAuthenticator(database.db, database.url, logger);
   await keys.start();
-  const meter = new Meter(ledger, database.db);
+  const meter = new Meter(ledger, database.db, logger);
   const work = new WorkTracker();
   const gateway = new Gateway({
     config,

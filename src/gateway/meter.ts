@@ -7,8 +7,10 @@ import {
 } from '../../ledger/index.js';
 import { accounts } from '../billing/accounts.js';
 import type { Database } from '../db/schema.js';
+import { retryWhileUnavailable } from '../db/unavailable.js';
 import { AppError } from '../errors.js';
 import type { ApiCaller } from '../keys/keyAuthenticator.js';
+import type { Logger } from '../log.js';
 import type { TokenUsage } from './pricing.js';
 
 /** How a call ended, as recorded on its usage record. */
@@ -81,12 +83,16 @@ const USAGE_COLUMNS = {
  * Money for API calls: holds the most a call can cost before it goes upstream, then settles
  * the hold for the exact cost (or releases it when nothing is charged). The usage record is
  * committed in the same statement as the ledger change, so the sum of usage costs always
- * equals the revenue postings.
+ * equals the revenue postings. A settlement or release that cannot reach the database is
+ * tried again for up to `retryMs` (the call has been served, or upstream paid for it): both
+ * are safe to repeat, since a hold resolves once and a repeat replays the first result.
  */
 export class Meter {
   constructor(
     private readonly ledger: PostgresLedger,
     private readonly db: Kysely<Database>,
+    private readonly logger: Logger,
+    private readonly retryMs = 60_000,
   ) {}
 
   /** Holds `maxCost` on the caller's balance; 402 when the balance or the key's spend limit cannot cover it. */
@@ -145,45 +151,49 @@ export class Meter {
     cost: Decimal,
     record: CallRecord,
   ): Promise<{ entryId: string | null; shortfall: Decimal }> {
-    const result = await this.ledger.postHold({
-      holdId: held.holdId,
-      amount: cost,
-      allowOverHold: true,
-      shortfallAccount: accounts.receivable(record.caller.userId),
-      kind: 'usage',
-      description: `${record.endpoint} ${record.model}`,
-      metadata: {
-        requestId: record.requestId,
-        model: record.model,
-        keyId: record.caller.keyId,
-        priceId: record.priceId,
-      },
-      attach: (outcome) => [
-        usageAttachment(record, {
-          cost,
-          shortfall: outcome.shortfall,
-          holdId: held.holdId,
-          entryId: outcome.entryId,
-        }),
-      ],
-    });
+    const result = await this.persist(record, 'settlement', () =>
+      this.ledger.postHold({
+        holdId: held.holdId,
+        amount: cost,
+        allowOverHold: true,
+        shortfallAccount: accounts.receivable(record.caller.userId),
+        kind: 'usage',
+        description: `${record.endpoint} ${record.model}`,
+        metadata: {
+          requestId: record.requestId,
+          model: record.model,
+          keyId: record.caller.keyId,
+          priceId: record.priceId,
+        },
+        attach: (outcome) => [
+          usageAttachment(record, {
+            cost,
+            shortfall: outcome.shortfall,
+            holdId: held.holdId,
+            entryId: outcome.entryId,
+          }),
+        ],
+      }),
+    );
     await this.releaseReservation(record.caller, held.reserved, cost);
     return { entryId: result.entryId, shortfall: result.shortfall };
   }
 
   /** Releases the hold (nothing charged) and commits the usage record saying why. */
   async release(held: HeldCall, record: CallRecord): Promise<void> {
-    await this.ledger.voidHold({
-      holdId: held.holdId,
-      attach: () => [
-        usageAttachment(record, {
-          cost: new Decimal(0),
-          shortfall: new Decimal(0),
-          holdId: held.holdId,
-          entryId: null,
-        }),
-      ],
-    });
+    await this.persist(record, 'release', () =>
+      this.ledger.voidHold({
+        holdId: held.holdId,
+        attach: () => [
+          usageAttachment(record, {
+            cost: new Decimal(0),
+            shortfall: new Decimal(0),
+            holdId: held.holdId,
+            entryId: null,
+          }),
+        ],
+      }),
+    );
     await this.releaseReservation(record.caller, held.reserved, new Decimal(0));
   }
 
@@ -199,6 +209,18 @@ export class Meter {
       .insertInto('usage_records')
       .values(row as never)
       .execute();
+  }
+
+  /** Runs a hold's resolution, again while the database is unreachable (it replays if it had committed). */
+  private persist<T>(record: CallRecord, what: string, resolve: () => Promise<T>): Promise<T> {
+    return retryWhileUnavailable(resolve, {
+      deadlineMs: this.retryMs,
+      onRetry: (error, attempt) =>
+        this.logger.warn(
+          { err: error, requestId: record.requestId, attempt },
+          `the database is unreachable; trying the ${what} again`,
+        ),
+    });
   }
 
   private async releaseReservation(

@@ -7,6 +7,7 @@ import { Meter, type CallRecord } from '../../src/gateway/meter.js';
 import type { ApiCaller } from '../../src/keys/keyAuthenticator.js';
 import { createApiKey } from '../../src/keys/apiKeys.js';
 import { createUser } from '../../src/users/createUser.js';
+import { createLogger } from '../../src/log.js';
 import { sealJournal } from '../../src/integrity/sealJournal.js';
 
 /** Addresses of the book, lower-case EVM and a base58 Tron one, as the watchers write them. */
@@ -130,7 +131,7 @@ export async function buildBook(
   });
 
   // API calls through the meter: hold the most a call may cost, settle the exact cost.
-  const meter = new Meter(ledger, db);
+  const meter = new Meter(ledger, db, createLogger('silent'));
   const usage: string[] = [];
   const usageCosts = ['0.000123456789012345', '0.0421', '1.5'];
   let call = 0;
