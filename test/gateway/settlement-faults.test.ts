@@ -92,20 +92,26 @@ test('the database goes away during a stream: the settlement is tried again unti
   });
 });
 
-/** Makes the database unreachable after `afterMs` for `forMs` (every open connection reset). */
-function outage(afterMs: number, forMs: number): void {
-  setTimeout(() => {
+/**
+ * Once upstream has the next call (so its hold is taken), makes the database unreachable
+ * for `forMs` (every open connection reset, new ones refused).
+ */
+function outageOnceUpstreamHasIt(forMs: number): void {
+  const before = stub.requests.length;
+  const poll = setInterval(() => {
+    if (stub.requests.length === before) return;
+    clearInterval(poll);
     proxy.refuse(true);
     proxy.cut();
     setTimeout(() => proxy.refuse(false), forMs);
-  }, afterMs);
+  }, 2);
 }
 
 test('the database goes away while upstream answers: the answer waits for the settlement, which lands once', async () => {
   const { userId, apiKey } = await userWithKey(service, { telegramId: 3102, balance: '1' });
   const messages = [{ role: 'user' as const, content: 'answer [[tokens=7]] [[delay=300]]' }];
-  // Held before upstream is asked; the outage starts while upstream takes its 300 ms.
-  outage(100, 1200);
+  // The outage starts while upstream takes its 300 ms, and outlasts it.
+  outageOnceUpstreamHasIt(1200);
   const { data, response } = await sdk(service.url, apiKey)
     .chat.completions.create({ model: 'gpt-4o-mini', messages })
     .withResponse();
@@ -126,7 +132,7 @@ test('the database goes away while upstream answers: the answer waits for the se
 test('the database goes away while upstream fails: the hold is still released, nothing charged', async () => {
   const { userId, apiKey } = await userWithKey(service, { telegramId: 3103, balance: '1' });
   const messages = [{ role: 'user' as const, content: 'boom [[fail=500]] [[delay=300]]' }];
-  outage(100, 1200);
+  outageOnceUpstreamHasIt(1200);
   const error: unknown = await sdk(service.url, apiKey)
     .chat.completions.create({ model: 'gpt-4o-mini', messages })
     .catch((e: unknown) => e);
