@@ -63,6 +63,15 @@ export interface Database extends LedgerTables, WatcherTables {
     last_used_at: Timestamp | null;
     revoked_at: Timestamp | null;
   };
+  api_key_reservations: {
+    id: string;
+    key_id: string;
+    amount: string;
+    expires_at: Timestamp;
+    created_at: Generated<Date>;
+    released_at: Timestamp | null;
+    charged_usd: string | null;
+  };
   model_prices: {
     id: Generated<string>;
     model_id: string;

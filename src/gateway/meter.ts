@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import {
   Decimal,
@@ -47,8 +48,8 @@ export interface CallRecord {
 export interface HeldCall {
   holdId: string;
   maxCost: Decimal;
-  /** Amount reserved against the key's spend limit (zero when it has none). */
-  reserved: Decimal;
+  /** The call's reservation against its key's spend limit; null when the key has none. */
+  reservationId: string | null;
 }
 
 const USAGE_COLUMNS = {
@@ -104,24 +105,8 @@ export class Meter {
     expiresAt: Date;
   }): Promise<HeldCall> {
     const { caller, maxCost } = params;
-    let reserved = new Decimal(0);
-    if (caller.spendLimitUsd !== null) {
-      const ok = await sql<{ id: string }>`
-        update api_keys set reserved_usd = reserved_usd + ${maxCost.toString()}::numeric
-         where id = ${caller.keyId} and spent_usd + reserved_usd + ${maxCost.toString()}::numeric <= spend_limit_usd
-        returning id`.execute(this.db);
-      if (ok.rows.length === 0) {
-        throw new AppError(
-          'spend_limit_exceeded',
-          `this key's spend limit of ${caller.spendLimitUsd} USD does not cover this call (up to ${maxCost.toString()} USD)`,
-          {
-            status: 402,
-            type: 'insufficient_quota',
-          },
-        );
-      }
-      reserved = maxCost;
-    }
+    const reservationId =
+      caller.spendLimitUsd === null ? null : await this.reserve(caller, maxCost, params.expiresAt);
     try {
       const { holdId } = await this.ledger.createHold({
         debitAccount: accounts.customer(caller.userId),
@@ -130,9 +115,9 @@ export class Meter {
         expiresAt: params.expiresAt,
         metadata: { requestId: params.requestId, keyId: caller.keyId, model: params.model },
       });
-      return { holdId, maxCost, reserved };
+      return { holdId, maxCost, reservationId };
     } catch (error) {
-      await this.releaseReservation(caller, reserved, new Decimal(0));
+      await this.releaseReservation(reservationId, new Decimal(0));
       if (error instanceof InsufficientFundsError) {
         const available = String(error.details['available'] ?? '0');
         throw new AppError(
@@ -175,7 +160,9 @@ export class Meter {
         ],
       }),
     );
-    await this.releaseReservation(record.caller, held.reserved, cost);
+    await this.persist(record, 'spend-limit release', () =>
+      this.releaseReservation(held.reservationId, cost),
+    );
     return { entryId: result.entryId, shortfall: result.shortfall };
   }
 
@@ -194,7 +181,9 @@ export class Meter {
         ],
       }),
     );
-    await this.releaseReservation(record.caller, held.reserved, new Decimal(0));
+    await this.persist(record, 'spend-limit release', () =>
+      this.releaseReservation(held.reservationId, new Decimal(0)),
+    );
   }
 
   /** A call refused before any hold (402, 429): recorded, nothing charged. */
@@ -223,17 +212,76 @@ export class Meter {
     });
   }
 
-  private async releaseReservation(
-    caller: ApiCaller,
-    reserved: Decimal,
-    cost: Decimal,
-  ): Promise<void> {
-    if (caller.spendLimitUsd === null) return;
-    await sql`update api_keys set reserved_usd = greatest(reserved_usd - ${reserved.toString()}::numeric, 0),
-                 spent_usd = spent_usd + ${cost.toString()}::numeric where id = ${caller.keyId}`.execute(
-      this.db,
+  /**
+   * Reserves `maxCost` of the key's spend limit, or throws 402 `spend_limit_exceeded`. One
+   * conditional update of the key's running total (concurrent calls cannot both slip under the
+   * limit) with the reservation's row. Reservations of calls that never settled are released
+   * first when they stand in the way.
+   */
+  private async reserve(caller: ApiCaller, maxCost: Decimal, expiresAt: Date): Promise<string> {
+    const id = randomUUID();
+    const attempt = () =>
+      sql<{ id: string }>`
+        with k as (
+          update api_keys set reserved_usd = reserved_usd + ${maxCost.toString()}::numeric
+           where id = ${caller.keyId}
+             and spent_usd + reserved_usd + ${maxCost.toString()}::numeric <= spend_limit_usd
+          returning id)
+        insert into api_key_reservations (id, key_id, amount, expires_at)
+        select ${id}::uuid, k.id, ${maxCost.toString()}::numeric, ${expiresAt} from k
+        returning id`.execute(this.db);
+    if ((await attempt()).rows.length === 1) return id;
+    if (
+      (await releaseExpiredReservations(this.db, caller.keyId)) > 0 &&
+      (await attempt()).rows.length === 1
+    )
+      return id;
+    throw new AppError(
+      'spend_limit_exceeded',
+      `this key's spend limit of ${caller.spendLimitUsd} USD does not cover this call (up to ${maxCost.toString()} USD)`,
+      { status: 402, type: 'insufficient_quota' },
     );
   }
+
+  /** Releases a reservation, adding what the call cost to the key's spend; a repeat does nothing. */
+  private async releaseReservation(reservationId: string | null, cost: Decimal): Promise<void> {
+    if (reservationId === null) return;
+    await sql`
+      with r as (
+        update api_key_reservations set released_at = now(), charged_usd = ${cost.toString()}::numeric
+         where id = ${reservationId}::uuid and released_at is null
+        returning key_id, amount)
+      update api_keys k
+         set reserved_usd = greatest(k.reserved_usd - r.amount, 0),
+             spent_usd = k.spent_usd + ${cost.toString()}::numeric
+        from r where k.id = r.key_id`.execute(this.db);
+  }
+}
+
+/**
+ * Releases spend-limit reservations whose call's hold could have expired (the call's process
+ * died before it settled), for one key or all; returns how many. Run by the cron job that
+ * expires holds, and by a call that finds the limit taken.
+ */
+export async function releaseExpiredReservations(
+  db: Kysely<Database>,
+  keyId?: string,
+): Promise<number> {
+  const { rows } = await sql<{ released: string }>`
+    with r as (
+      update api_key_reservations set released_at = now(), charged_usd = 0
+       where released_at is null and expires_at < now()
+         ${keyId === undefined ? sql`` : sql`and key_id = ${keyId}::uuid`}
+      returning key_id, amount),
+    per_key as (select key_id, sum(amount) as amount, count(*) as n from r group by key_id),
+    k as (
+      update api_keys k set reserved_usd = greatest(k.reserved_usd - p.amount, 0)
+        from per_key p where k.id = p.key_id
+      returning 1)
+    select coalesce((select sum(n) from per_key), 0)::text as released, (select count(*) from k) as keys`.execute(
+    db,
+  );
+  return Number(rows[0]!.released);
 }
 
 function usageAttachment(

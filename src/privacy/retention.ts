@@ -22,6 +22,8 @@ export interface RunRetentionResult {
   prunedSessions: number;
   /** Finished `Idempotency-Key` records (with the answers they replay) older than `requestMetaDays`. */
   prunedIdempotencyKeys: number;
+  /** Spend-limit reservations released more than `requestMetaDays` ago. */
+  prunedKeyReservations: number;
   /** False when a bound stopped the run early; the next run continues where it stopped. */
   complete: boolean;
 }
@@ -37,7 +39,7 @@ const DAY_MS = 86_400_000;
  *    holds at every instant;
  * 3. Telegram login hashes past their freshness window, sessions that ended more than
  *    `requestMetaDays` ago, and finished Idempotency-Key records (and the answers they
- *    replay) older than that are deleted.
+ *    replay) and spend-limit reservations released before then are deleted.
  * Ledger tables and usage_daily are never deleted from. Safe to run concurrently with itself
  * (rows are taken with SKIP LOCKED) and with the gateway writing new usage rows.
  */
@@ -142,6 +144,10 @@ export async function runRetention(
     .where('created_at', '<', metaCutoff)
     .where('status', 'is not', null)
     .executeTakeFirst();
+  const reservations = await db
+    .deleteFrom('api_key_reservations')
+    .where('released_at', '<', metaCutoff)
+    .executeTakeFirst();
 
   return {
     requestMetaCutoff: metaCutoff.toISOString(),
@@ -152,6 +158,7 @@ export async function runRetention(
     prunedLoginReplays: Number(replays.numDeletedRows),
     prunedSessions: Number(sessions.numDeletedRows),
     prunedIdempotencyKeys: Number(idempotencyKeys.numDeletedRows),
+    prunedKeyReservations: Number(reservations.numDeletedRows),
     complete,
   };
 }

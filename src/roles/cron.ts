@@ -1,4 +1,5 @@
 import cron, { type ScheduledTask } from 'node-cron';
+import { releaseExpiredReservations } from '../gateway/meter.js';
 import { sealJournal } from '../integrity/sealJournal.js';
 import { runRetention } from '../privacy/retention.js';
 import { runReconciliation } from '../reconcile/runReconciliation.js';
@@ -46,7 +47,9 @@ export function startCronRole(runtime: Runtime): CronRole {
           expired += expiredHoldIds.length;
           if (expiredHoldIds.length < 1000) break;
         }
-        return { expired };
+        // The spend-limit reservations of calls that never settled go with their holds.
+        const releasedReservations = await releaseExpiredReservations(database.db);
+        return { expired, releasedReservations };
       },
     },
     { name: 'seal', schedule: config.cron.seal, run: () => sealJournal(database.pool) },

@@ -158,7 +158,7 @@ test('retention scrubs request metadata, rolls old usage into daily aggregates, 
   expect(exported.body.usageDaily.map((d) => d.calls).sort()).toEqual(['1', '4']);
 });
 
-test('ended sessions, expired Telegram login hashes and old Idempotency-Key records are deleted', async () => {
+test('ended sessions, expired Telegram login hashes, old Idempotency-Key records and released spend-limit reservations are deleted', async () => {
   const db = service.runtime.database.db;
   const now = new Date();
   const live = await devSignIn(service, 4101);
@@ -176,12 +176,26 @@ test('ended sessions, expired Telegram login hashes and old Idempotency-Key reco
        ('old-running', 'POST', '/admin/users', 'h', null, null, now() - interval '31 days'),
        ('recent', 'POST', '/admin/users', 'h', 200, '{}', now() - interval '1 day')`,
   );
+  const limited = await userWithKey(service, { telegramId: 4102, key: { spendLimitUsd: '5' } });
+  await database.pool.query(
+    `insert into api_key_reservations (id, key_id, amount, expires_at, created_at, released_at, charged_usd) values
+       (gen_random_uuid(), $1, 1, now() - interval '31 days', now() - interval '32 days', now() - interval '31 days', 0.5),
+       (gen_random_uuid(), $1, 1, now() + interval '1 hour', now(), now(), 0.2),
+       (gen_random_uuid(), $1, 1, now() + interval '1 hour', now(), null, null)`,
+    [limited.keyId],
+  );
   const result = await runRetention(db, service.runtime.config, now);
   expect(result).toMatchObject({
     prunedSessions: 1,
     prunedLoginReplays: 1,
     prunedIdempotencyKeys: 1,
+    prunedKeyReservations: 1,
   });
+  const { rows: reservations } = await database.pool.query(
+    'select charged_usd::text as charged from api_key_reservations where key_id = $1 order by created_at, charged_usd',
+    [limited.keyId],
+  );
+  expect(reservations.map((r) => r.charged)).toEqual(['0.2', null]);
   const { rows: keys } = await database.pool.query('select key from http_idempotency order by key');
   expect(keys.map((r) => r.key)).toEqual(['old-running', 'recent']);
   const { rows } = await database.pool.query('select id from sessions where user_id = $1', [

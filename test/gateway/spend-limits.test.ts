@@ -1,0 +1,128 @@
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { Decimal } from '../../ledger/index.js';
+import { AppError } from '../../src/errors.js';
+import {
+  releaseExpiredReservations,
+  type CallRecord,
+  type Meter,
+} from '../../src/gateway/meter.js';
+import type { ApiCaller } from '../../src/keys/keyAuthenticator.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { startTestService, userWithKey, type TestService } from '../support/service.js';
+
+/**
+ * A key's spend limit is reserved per call and released when the call settles: exactly what
+ * the limit allows under concurrency, a release repeated after a database blip counts once,
+ * and a call whose process died never keeps part of the limit.
+ */
+
+let database: TestDatabase;
+let service: TestService;
+let meter: Meter;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  service = await startTestService({ databaseUrl: database.url });
+  meter = service.http.services.meter;
+});
+afterAll(async () => {
+  await service?.stop();
+  await database?.drop();
+});
+
+async function limitedKey(telegramId: number, spendLimitUsd: string): Promise<ApiCaller> {
+  const { userId, keyId } = await userWithKey(service, {
+    telegramId,
+    balance: '100',
+    key: { spendLimitUsd },
+  });
+  return { keyId, userId, allowedModels: null, spendLimitUsd };
+}
+
+const hold = (caller: ApiCaller, maxCost: string, expiresInMs = 600_000) =>
+  meter.hold({
+    caller,
+    requestId: `req_${Math.random().toString(36).slice(2)}`,
+    model: 'gpt-4o-mini',
+    maxCost: new Decimal(maxCost),
+    expiresAt: new Date(Date.now() + expiresInMs),
+  });
+
+async function keyTotals(keyId: string) {
+  const { rows } = await database.pool.query<{ spent: string; reserved: string; open: number }>(
+    `select trim_scale(spent_usd)::text as spent, trim_scale(reserved_usd)::text as reserved,
+            (select count(*)::int from api_key_reservations r where r.key_id = k.id and r.released_at is null) as open
+       from api_keys k where id = $1`,
+    [keyId],
+  );
+  return rows[0]!;
+}
+
+function record(caller: ApiCaller): CallRecord {
+  const now = new Date();
+  return {
+    requestId: 'req_spend_limit',
+    caller,
+    endpoint: 'chat.completions',
+    model: 'gpt-4o-mini',
+    provider: 'stub',
+    priceId: null,
+    stream: false,
+    usage: { promptTokens: 10n, cachedTokens: 0n, completionTokens: 10n, reasoningTokens: 0n },
+    estimated: false,
+    startedAt: now,
+    firstByteAt: now,
+    finishedAt: now,
+    httpStatus: 200,
+    outcome: 'ok',
+    clientIp: null,
+    userAgent: null,
+  };
+}
+
+test('20 concurrent calls of 0.2 against a limit of 1: exactly 5 are reserved, the rest get 402', async () => {
+  const caller = await limitedKey(5001, '1');
+  const settled = await Promise.allSettled(Array.from({ length: 20 }, () => hold(caller, '0.2')));
+  const refused = settled.flatMap((s) => (s.status === 'rejected' ? [s.reason as AppError] : []));
+  expect(settled.length - refused.length).toBe(5);
+  expect(new Set(refused.map((e) => `${e.status} ${e.code}`))).toEqual(
+    new Set(['402 spend_limit_exceeded']),
+  );
+  expect(await keyTotals(caller.keyId)).toEqual({ spent: '0', reserved: '1', open: 5 });
+});
+
+test('a settlement repeated after a database blip counts once against the limit', async () => {
+  const caller = await limitedKey(5002, '1');
+  const held = await hold(caller, '0.5');
+  await meter.settle(held, new Decimal('0.3'), record(caller));
+  // The same settlement again, as a retry after a lost answer would send it.
+  await meter.settle(held, new Decimal('0.3'), record(caller));
+  expect(await keyTotals(caller.keyId)).toEqual({ spent: '0.3', reserved: '0', open: 0 });
+  const { rows } = await database.pool.query(
+    `select count(*)::int as n from usage_records where hold_id = $1`,
+    [held.holdId],
+  );
+  expect(rows[0].n).toBe(1);
+});
+
+test('a call that never settled (its process died) gives the limit back once its hold could have expired', async () => {
+  const caller = await limitedKey(5003, '1');
+  await hold(caller, '0.9', 1000); // never settled
+  await expect(hold(caller, '0.5')).rejects.toMatchObject({ code: 'spend_limit_exceeded' });
+  await new Promise((resolve) => setTimeout(resolve, 1200));
+  // The next call finds the dead call's reservation expired and releases it.
+  await hold(caller, '0.5');
+  expect(await keyTotals(caller.keyId)).toEqual({ spent: '0', reserved: '0.5', open: 1 });
+});
+
+test('the cron job releases expired reservations of every key', async () => {
+  const [a, b] = [await limitedKey(5004, '1'), await limitedKey(5005, '1')];
+  await hold(a, '0.4', 300);
+  await hold(b, '0.6', 300);
+  await hold(b, '0.1');
+  await new Promise((resolve) => setTimeout(resolve, 400));
+  expect(await releaseExpiredReservations(service.runtime.database.db)).toBe(2);
+  expect(await keyTotals(a.keyId)).toEqual({ spent: '0', reserved: '0', open: 0 });
+  expect(await keyTotals(b.keyId)).toEqual({ spent: '0', reserved: '0.1', open: 1 });
+  expect(await releaseExpiredReservations(service.runtime.database.db)).toBe(0);
+});
