@@ -202,9 +202,9 @@ try {
   for (const stream of [false, true]) {
     if (only && !only.includes(`${stream ? 'stream' : 'json'}:paced`)) continue;
     // Each path warmed first (connections, JIT, caches), as in the cells above.
-    const run = async (call1: (c: number) => Promise<void>) => {
-      await closedLoop(64, 1, call1);
-      return pacedLoop(64, SECONDS, PACED_RATE, call1);
+    const run = async (work: (c: number) => Promise<void>) => {
+      await closedLoop(64, 1, work);
+      return pacedLoop(64, SECONDS, PACED_RATE, work);
     };
     const direct = await run(() => call(stubUrl, 'bench-upstream', stream));
     const bare = await run(() => call(passthroughUrl, 'bench-upstream', stream));

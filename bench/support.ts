@@ -34,16 +34,7 @@ export async function closedLoop(
       }
     }),
   );
-  const elapsed = (performance.now() - started) / 1000;
-  latencies.sort((a, b) => a - b);
-  return {
-    operations: latencies.length,
-    seconds: elapsed,
-    perSecond: latencies.length / elapsed,
-    p50Ms: percentile(latencies, 0.5),
-    p99Ms: percentile(latencies, 0.99),
-    errors,
-  };
+  return summarize(latencies, errors, started);
 }
 
 /**
@@ -80,6 +71,11 @@ export async function pacedLoop(
       }
     }),
   );
+  return summarize(latencies, errors, started);
+}
+
+/** Throughput and latency percentiles of a run that started at `started` (performance.now()). */
+function summarize(latencies: number[], errors: number, started: number): LoadResult {
   const elapsed = (performance.now() - started) / 1000;
   latencies.sort((a, b) => a - b);
   return {

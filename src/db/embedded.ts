@@ -89,7 +89,7 @@ export async function startEmbeddedPostgres(
   });
 
   let startedHere = false;
-  if (await answers(adminUrl)) {
+  if (await serverAnswers(adminUrl)) {
     log(`reusing the embedded PostgreSQL already running on port ${params.port}`);
   } else {
     if (!existsSync(join(dir, 'PG_VERSION'))) {
@@ -151,8 +151,9 @@ export async function startEmbeddedPostgres(
   };
 }
 
-async function answers(url: string): Promise<boolean> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1000 });
+/** Whether a PostgreSQL server at `url` accepts a connection and answers `select 1`. */
+export async function serverAnswers(url: string, timeoutMs = 1000): Promise<boolean> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: timeoutMs });
   client.on('error', () => {});
   try {
     await client.connect();

@@ -274,13 +274,10 @@ export async function releaseExpiredReservations(
          ${keyId === undefined ? sql`` : sql`and key_id = ${keyId}::uuid`}
       returning key_id, amount),
     per_key as (select key_id, sum(amount) as amount, count(*) as n from r group by key_id),
-    k as (
+    released_from_keys as (
       update api_keys k set reserved_usd = greatest(k.reserved_usd - p.amount, 0)
-        from per_key p where k.id = p.key_id
-      returning 1)
-    select coalesce((select sum(n) from per_key), 0)::text as released, (select count(*) from k) as keys`.execute(
-    db,
-  );
+        from per_key p where k.id = p.key_id)
+    select coalesce(sum(n), 0)::text as released from per_key`.execute(db);
   return Number(rows[0]!.released);
 }
 

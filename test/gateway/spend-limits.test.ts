@@ -1,12 +1,9 @@
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
 import { AppError } from '../../src/errors.js';
-import {
-  releaseExpiredReservations,
-  type CallRecord,
-  type Meter,
-} from '../../src/gateway/meter.js';
+import { releaseExpiredReservations, type Meter } from '../../src/gateway/meter.js';
 import type { ApiCaller } from '../../src/keys/keyAuthenticator.js';
+import { callRecord } from '../support/book.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { startTestService, userWithKey, type TestService } from '../support/service.js';
 
@@ -58,28 +55,6 @@ async function keyTotals(keyId: string) {
   return rows[0]!;
 }
 
-function record(caller: ApiCaller): CallRecord {
-  const now = new Date();
-  return {
-    requestId: 'req_spend_limit',
-    caller,
-    endpoint: 'chat.completions',
-    model: 'gpt-4o-mini',
-    provider: 'stub',
-    priceId: null,
-    stream: false,
-    usage: { promptTokens: 10n, cachedTokens: 0n, completionTokens: 10n, reasoningTokens: 0n },
-    estimated: false,
-    startedAt: now,
-    firstByteAt: now,
-    finishedAt: now,
-    httpStatus: 200,
-    outcome: 'ok',
-    clientIp: null,
-    userAgent: null,
-  };
-}
-
 test('20 concurrent calls of 0.2 against a limit of 1: exactly 5 are reserved, the rest get 402', async () => {
   const caller = await limitedKey(5001, '1');
   const settled = await Promise.allSettled(Array.from({ length: 20 }, () => hold(caller, '0.2')));
@@ -94,9 +69,9 @@ test('20 concurrent calls of 0.2 against a limit of 1: exactly 5 are reserved, t
 test('a settlement repeated after a database blip counts once against the limit', async () => {
   const caller = await limitedKey(5002, '1');
   const held = await hold(caller, '0.5');
-  await meter.settle(held, new Decimal('0.3'), record(caller));
+  await meter.settle(held, new Decimal('0.3'), callRecord(caller, 'req_spend_limit', 'ok', 200));
   // The same settlement again, as a retry after a lost answer would send it.
-  await meter.settle(held, new Decimal('0.3'), record(caller));
+  await meter.settle(held, new Decimal('0.3'), callRecord(caller, 'req_spend_limit', 'ok', 200));
   expect(await keyTotals(caller.keyId)).toEqual({ spent: '0.3', reserved: '0', open: 0 });
   const { rows } = await database.pool.query(
     `select count(*)::int as n from usage_records where hold_id = $1`,

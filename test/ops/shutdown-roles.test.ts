@@ -2,9 +2,9 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
+import { serverAnswers } from '../../src/db/embedded.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { startDevnet, type Devnet } from '../support/evm/devnet.js';
 import { messages, startLingxi, type LingxiProcess } from '../support/lingxiProcess.js';
@@ -44,20 +44,6 @@ async function freePort(): Promise<number> {
   const { port } = server.address() as AddressInfo;
   await new Promise((resolve) => server.close(resolve));
   return port;
-}
-
-async function answers(url: string): Promise<boolean> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
-  client.on('error', () => {});
-  try {
-    await client.connect();
-    await client.query('select 1');
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await client.end().catch(() => {});
-  }
 }
 
 test('lingxi start: http, the watcher and cron stop together on SIGTERM, then the ledger and the pool; exit 0', async () => {
@@ -135,7 +121,7 @@ test('on the embedded PostgreSQL, the process stops the server it started, last,
   const url = await lingxi.url(120_000);
   expect((await fetch(`${url}/readyz`)).status).toBe(200);
   const serverUrl = `postgres://postgres:lingxi-embedded@127.0.0.1:${port}/lingxi`;
-  expect(await answers(serverUrl)).toBe(true);
+  expect(await serverAnswers(serverUrl, 2000)).toBe(true);
 
   lingxi.child.kill('SIGTERM');
   const { code, signal } = await lingxi.exited;
@@ -145,11 +131,11 @@ test('on the embedded PostgreSQL, the process stops the server it started, last,
     lines.indexOf('shutdown: http stopped'),
   );
   // The server is down: it was stopped before the process exited, not left behind.
-  expect(await answers(serverUrl)).toBe(false);
+  expect(await serverAnswers(serverUrl, 2000)).toBe(false);
 
   // A one-shot command on the same directory starts it, and stops it again when done.
   const migrate = startLingxi(['migrate', '--config', file]);
   running.push(migrate);
   expect(await migrate.exited).toEqual({ code: 0, signal: null });
-  expect(await answers(serverUrl)).toBe(false);
+  expect(await serverAnswers(serverUrl, 2000)).toBe(false);
 }, 180_000);

@@ -260,7 +260,8 @@ export async function buildBook(
   };
 }
 
-function callRecord(
+/** A finished chat call's record, as the gateway would hand it to the meter. */
+export function callRecord(
   caller: ApiCaller,
   requestId: string,
   outcome: CallRecord['outcome'],
