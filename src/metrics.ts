@@ -94,7 +94,7 @@ export class Metrics {
 
   readonly reconcileFindings = new Gauge({
     name: 'lingxi_reconcile_findings',
-    help: 'Findings of the last reconciliation this process ran, by severity',
+    help: 'Findings of the last reconciliation this process ran (cron, admin or CLI), by severity',
     labelNames: ['severity'] as const,
     registers: [this.registry],
   });

@@ -38,7 +38,7 @@ export async function runReconciliation(
   runtime: Runtime,
   params: RunReconciliationParameters,
 ): Promise<ReconciliationRun> {
-  const { config, database, ledger, logger } = runtime;
+  const { config, database, ledger, logger, metrics } = runtime;
   const networks = params.networks?.length
     ? params.networks.map((name) => {
         const network = config.networks.find((n) => n.name === name);
@@ -131,6 +131,10 @@ export async function runReconciliation(
       findings,
       stats,
     };
+    const bySeverity = { error: 0, warning: 0, info: 0 };
+    for (const finding of findings) bySeverity[finding.severity] += 1;
+    for (const [severity, count] of Object.entries(bySeverity))
+      metrics.reconcileFindings.set({ severity }, count);
     const errors = findings.filter((f) => f.severity === 'error');
     if (errors.length > 0) {
       logger.error({ runId: run.id, errors: errors.length }, 'reconciliation found errors');

@@ -28,14 +28,7 @@ export function startCronRole(runtime: Runtime): CronRole {
     {
       name: 'reconcile',
       schedule: config.cron.reconcile,
-      run: async () => {
-        const run = await runReconciliation(runtime, { trigger: 'cron' });
-        const bySeverity = { error: 0, warning: 0, info: 0 };
-        for (const finding of run.findings) bySeverity[finding.severity] += 1;
-        for (const [severity, count] of Object.entries(bySeverity))
-          runtime.metrics.reconcileFindings.set({ severity }, count);
-        return run;
-      },
+      run: () => runReconciliation(runtime, { trigger: 'cron' }),
     },
     {
       name: 'expire-holds',

@@ -43,6 +43,12 @@ async function sync(blocks = 4) {
 
 const reconcile = () => runReconciliation(runtime, { trigger: 'test', adapters });
 
+/** `lingxi_reconcile_findings` by severity, as this process's /metrics shows it. */
+async function findingsGauge(): Promise<Record<string, number>> {
+  const metric = await runtime.metrics.reconcileFindings.get();
+  return Object.fromEntries(metric.values.map((v) => [String(v.labels['severity']), v.value]));
+}
+
 beforeAll(async () => {
   devnet = await startDevnet();
   database = await createTestDatabase();
@@ -117,6 +123,8 @@ test('a transfer to one of our addresses that no watcher saw is a custody mismat
   const latest = await latestReconciliation(runtime);
   expect(latest?.runId).toBe(run.runId);
   expect(latest?.findings).toHaveLength(1);
+  // And on /metrics, for alerting.
+  expect(await findingsGauge()).toEqual({ error: 1, warning: 0, info: 0 });
 });
 
 test('once the books are put right, a clean book produces no finding', async () => {
@@ -139,6 +147,7 @@ test('once the books are put right, a clean book produces no finding', async () 
   expect(run.findings).toEqual([]);
   expect(run.status).toBe('clean');
   expect(Number(run.blocks['devnet'])).toBeGreaterThan(0);
+  expect(await findingsGauge()).toEqual({ error: 0, warning: 0, info: 0 });
 });
 
 test('a deposit past its confirmations that was never credited is found', async () => {
