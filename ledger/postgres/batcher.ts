@@ -1,6 +1,14 @@
 import type pg from 'pg';
 import type { PreparedCommand } from '../command.js';
-import { executeBatch, type BatchMode, type CommandOutcome } from './executeBatch.js';
+import {
+  BatchOutcomeUnknownError,
+  executeBatch,
+  isRefusal,
+  settleUnknownOutcome,
+  type BatchMode,
+  type CommandOutcome,
+} from './executeBatch.js';
+import { ignoreConnectionErrors } from './connectionErrors.js';
 import type { KnownState } from './knownState.js';
 
 export interface BatcherOptions {
@@ -12,6 +20,11 @@ export interface BatcherOptions {
   maxRetries?: number;
   /** Optimistic attempts before a batch falls back to locking. */
   optimisticAttempts?: number;
+  /**
+   * How long a batch whose connection broke before its answer came keeps trying to learn
+   * whether it committed, while the database cannot be reached (default 15 s).
+   */
+  unknownOutcomeDeadlineMs?: number;
   onBatch?: (info: BatchInfo) => void;
   /** What this process knows of accounts and holds, to skip reads (see KnownState). */
   known?: KnownState;
@@ -129,6 +142,36 @@ export class Batcher {
       } catch (error) {
         // What the batch assumed may be stale: its retry reads afresh.
         this.options.known?.forget(batch.map((w) => w.command));
+        if (error instanceof BatchOutcomeUnknownError) {
+          // Never run again what may have committed: find out first.
+          let outcome: 'committed' | 'fenced';
+          try {
+            outcome = await settleUnknownOutcome(
+              this.pool,
+              error.batchId,
+              this.options.unknownOutcomeDeadlineMs ?? 15_000,
+            );
+          } catch {
+            // Out of reach for too long: the callers get what broke. Whether the batch
+            // committed is then unknown to them too; a keyed or hold-bound command replays.
+            for (const waiting of batch) waiting.reject(error.cause);
+            return;
+          }
+          if (outcome === 'committed') {
+            this.options.onBatch?.({
+              size: batch.length,
+              attempts: attempt,
+              mode,
+              durationMs: performance.now() - started,
+            });
+            settle(batch, error.outcomes);
+            return;
+          }
+          // Fenced: that batch can no longer commit; plan it again as a new one.
+          if (attempt <= maxRetries) continue;
+          for (const waiting of batch) waiting.reject(error.cause);
+          return;
+        }
         if (isRetriable(error) && attempt <= maxRetries) {
           await sleep(Math.random() * Math.min(100, 2 ** attempt));
           continue;
@@ -149,12 +192,13 @@ export class Batcher {
     mode: BatchMode,
   ): Promise<CommandOutcome[]> {
     const client = await this.pool.connect();
+    ignoreConnectionErrors(client);
     let broken = false;
     try {
       return await executeBatch(client, commands, mode, this.options.known);
     } catch (error) {
       // A connection that failed mid-way (not a refusal from the server) is not reused.
-      broken = typeof (error as { code?: unknown }).code !== 'string';
+      broken = !isRefusal(error);
       throw error;
     } finally {
       client.release(broken);

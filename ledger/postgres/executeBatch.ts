@@ -1,12 +1,45 @@
 import type pg from 'pg';
+import { v7 as uuidv7 } from 'uuid';
 import type { BatchContext, PreparedCommand } from '../command.js';
 import { IdempotencyConflictError, InsufficientFundsError, LedgerError } from '../errors.js';
 import { BatchState, countLaterPostings } from '../state.js';
 import { readBatchInputs, type BatchInputs, type IdempotencyRecord } from './readBatchInputs.js';
+import { ignoreConnectionErrors } from './connectionErrors.js';
 import type { KnownState } from './knownState.js';
 import { writeBatch } from './writeBatch.js';
 
 export type CommandOutcome = { ok: true; value: unknown } | { ok: false; error: unknown };
+
+/**
+ * A batch's write failed in a way that does not say whether it committed: the connection broke
+ * (or the server ended the session) before the answer came. `batchId` names the batch's fence
+ * row, which tells (see `settleUnknownOutcome`); `outcomes` are what the callers get if it did.
+ */
+export class BatchOutcomeUnknownError extends Error {
+  constructor(
+    readonly batchId: string,
+    readonly outcomes: CommandOutcome[],
+    cause: unknown,
+  ) {
+    super(`the database did not answer whether batch ${batchId} committed`, { cause });
+    this.name = 'BatchOutcomeUnknownError';
+  }
+}
+
+/**
+ * Whether an error is the server refusing a statement (its transaction then rolled back), as
+ * opposed to a broken connection or a session the server ended, after which the statement
+ * may or may not have committed.
+ */
+export function isRefusal(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return (
+    typeof code === 'string' &&
+    /^[0-9A-Z]{5}$/.test(code) &&
+    !code.startsWith('08') &&
+    !code.startsWith('57P')
+  );
+}
 
 /**
  * How a batch keeps what it read true until it writes.
@@ -48,7 +81,10 @@ export async function executeBatch(
       planned = planBatch(commands, inputs);
     }
     const { outcomes, state, newKeys } = planned!;
-    const totals = await writeBatch(client, state, newKeys);
+    const batchId = uuidv7();
+    const totals = await unlessOutcomeUnknown(batchId, outcomes, () =>
+      writeBatch(client, state, newKeys, batchId),
+    );
     known?.rememberWrite(state, totals);
     return outcomes;
   }
@@ -56,20 +92,73 @@ export async function executeBatch(
     // The caller may still roll back: nothing of this is remembered.
     const inputs = await readBatchInputs(client, commands, { lock: true });
     const { outcomes, state, newKeys } = planBatch(commands, inputs);
-    await writeBatch(client, state, newKeys);
+    await writeBatch(client, state, newKeys, null);
     return outcomes;
   }
   await client.query('begin');
   try {
     const inputs = await readBatchInputs(client, commands, { lock: true });
     const { outcomes, state, newKeys } = planBatch(commands, inputs);
-    const totals = await writeBatch(client, state, newKeys);
-    await client.query('commit');
+    const batchId = uuidv7();
+    const totals = await unlessOutcomeUnknown(batchId, outcomes, async () => {
+      const written = await writeBatch(client, state, newKeys, batchId);
+      await client.query('commit');
+      return written;
+    });
     known?.rememberWrite(state, totals);
     return outcomes;
   } catch (error) {
     await client.query('rollback').catch(() => {});
     throw error;
+  }
+}
+
+/**
+ * Tells whether the batch named `batchId` committed, when its own answer was lost: inserts the
+ * batch's fence row, marked abandoned. The insert finds the batch's row only if the batch
+ * committed; if the batch is still running with its row written, the insert waits for it to
+ * end; if it has not written it yet, the batch now fails on the conflict and never commits.
+ * Tries again while the database cannot be reached, until `deadlineMs` has passed.
+ */
+export async function settleUnknownOutcome(
+  pool: pg.Pool,
+  batchId: string,
+  deadlineMs: number,
+): Promise<'committed' | 'fenced'> {
+  const giveUpAt = Date.now() + deadlineMs;
+  for (let attempt = 1; ; attempt += 1) {
+    let client: pg.PoolClient | undefined;
+    let broken = false;
+    try {
+      client = await pool.connect();
+      ignoreConnectionErrors(client);
+      const { rowCount } = await client.query(
+        `insert into ledger_batch_fences (batch_id, abandoned) values ($1, true) on conflict (batch_id) do nothing`,
+        [batchId],
+      );
+      return rowCount === 0 ? 'committed' : 'fenced';
+    } catch (error) {
+      broken = !isRefusal(error);
+      const delayMs = Math.min(1000, 50 * 2 ** (attempt - 1));
+      if (isRefusal(error) || Date.now() + delayMs > giveUpAt) throw error;
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+    } finally {
+      client?.release(broken);
+    }
+  }
+}
+
+/** Runs a batch's write; a failure that leaves its commit in doubt becomes BatchOutcomeUnknownError. */
+async function unlessOutcomeUnknown<T>(
+  batchId: string,
+  outcomes: CommandOutcome[],
+  write: () => Promise<T>,
+): Promise<T> {
+  try {
+    return await write();
+  } catch (error) {
+    if (isRefusal(error)) throw error;
+    throw new BatchOutcomeUnknownError(batchId, outcomes, error);
   }
 }
 

@@ -1,4 +1,5 @@
 import { Kysely, PostgresDialect, sql } from 'kysely';
+import { guardPoolClients } from './connectionErrors.js';
 import type pg from 'pg';
 import { accountSpecFromChart, DEFAULT_CHART, type AccountTemplate } from '../chart.js';
 import type { PrepareContext, PreparedCommand } from '../command.js';
@@ -136,6 +137,7 @@ export class PostgresLedger {
 
   constructor(options: PostgresLedgerOptions) {
     this.pool = options.pool;
+    guardPoolClients(options.pool);
     this.db = new Kysely<LedgerTables>({ dialect: new PostgresDialect({ pool: options.pool }) });
     this.currencies = new Map(
       options.currencies instanceof Map
@@ -272,6 +274,18 @@ export class PostgresLedger {
       reverseEntries: async (reversals) =>
         run(await Promise.all(reversals.map((p) => prepareReverseEntry(this.prepareContext, p)))),
     };
+  }
+
+  /**
+   * Deletes the fence rows of batches older than `olderThanSeconds` (default a day; a fence is
+   * read at most seconds after its batch, when that batch's answer was lost). Returns how many.
+   */
+  async pruneBatchFences(olderThanSeconds = 86_400): Promise<number> {
+    const { numDeletedRows } = await this.db
+      .deleteFrom('ledger_batch_fences')
+      .where('created_at', '<', sql<Date>`now() - make_interval(secs => ${olderThanSeconds})`)
+      .executeTakeFirst();
+    return Number(numDeletedRows);
   }
 
   /** Waits for queued writes, then stops taking new ones' connections. */

@@ -58,4 +58,9 @@ export interface LedgerTables {
     result: ColumnType<unknown, string, string>;
     created_at: Generated<Date>;
   };
+  ledger_batch_fences: {
+    batch_id: string;
+    abandoned: Generated<boolean>;
+    created_at: Generated<Date>;
+  };
 }

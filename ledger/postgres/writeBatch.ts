@@ -8,7 +8,8 @@ import { preparedStatement } from './preparedStatement.js';
 
 /**
  * Writes every row of a planned batch in one statement: data-modifying CTEs, each fed by
- * unnest() of arrays. Account totals move by the batch's deltas through
+ * unnest() of arrays, and the batch's fence row (`batchId`, see the ledger_batch_fences
+ * migration) when it has one. Account totals move by the batch's deltas through
  * `ledger_apply_account_deltas` (in id order); a no-overdraft account that would end below
  * zero, or a resolved hold that is no longer pending, fails the whole statement (a check
  * violation or serialization_failure) and nothing of the batch is written: the batcher then
@@ -20,6 +21,7 @@ export async function writeBatch(
   client: pg.PoolClient,
   state: BatchState,
   newKeys: Map<string, IdempotencyRecord>,
+  batchId: string | null,
 ): Promise<AccountTotals[]> {
   const parts: string[] = [];
   const values: unknown[] = [];
@@ -105,6 +107,11 @@ export async function writeBatch(
   );
 
   if (parts.length === 0) return [];
+  // Last, so that a batch still waiting on a row lock has not written it yet.
+  if (batchId !== null)
+    parts.push(
+      `w_fence as (insert into ledger_batch_fences (batch_id) values (${param(batchId, 'uuid')}))`,
+    );
   const holdCheck =
     resolved.length > 0
       ? `(select case when count(*) <> ${param(resolved.length, 'int')} then ledger_conflict('a hold') else count(*) end from w_resolved)`

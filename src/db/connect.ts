@@ -63,8 +63,10 @@ export function connect(
     max: poolSize,
     connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
   });
-  // An idle client that loses its server must not crash the process; the next query reports it.
+  // A client that loses its server must not crash the process: an idle one (the pool's
+  // 'error') or one checked out (its own 'error'; the query in flight rejects anyway).
   pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return {
     db,

@@ -42,7 +42,8 @@ export function startCronRole(runtime: Runtime): CronRole {
         }
         // The spend-limit reservations of calls that never settled go with their holds.
         const releasedReservations = await releaseExpiredReservations(database.db);
-        return { expired, releasedReservations };
+        const prunedBatchFences = await ledger.pruneBatchFences();
+        return { expired, releasedReservations, prunedBatchFences };
       },
     },
     { name: 'seal', schedule: config.cron.seal, run: () => sealJournal(database.pool) },

@@ -9,12 +9,18 @@ export interface TcpProxy {
   cut(): void;
   /** While true, every new connection is reset at once (the host is unreachable). */
   refuse(on: boolean): void;
+  /**
+   * While true, what the target sends is dropped: requests still reach it and run (and
+   * commit), but their answers never arrive, as when a link dies just after a commit.
+   */
+  swallowAnswers(on: boolean): void;
   close(): Promise<void>;
 }
 
 export async function startTcpProxy(target: { host: string; port: number }): Promise<TcpProxy> {
   const open = new Set<Socket>();
   let refusing = false;
+  let swallowing = false;
   const server = createServer((client) => {
     if (refusing) {
       client.resetAndDestroy();
@@ -26,7 +32,8 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
       [upstream, client],
     ] as const) {
       open.add(from);
-      from.pipe(to);
+      if (from === upstream) from.on('data', (chunk) => swallowing || to.write(chunk));
+      else from.pipe(to);
       from.on('error', () => to.destroy());
       from.on('close', () => {
         open.delete(from);
@@ -43,6 +50,9 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     },
     refuse(on) {
       refusing = on;
+    },
+    swallowAnswers(on) {
+      swallowing = on;
     },
     async close() {
       for (const socket of open) socket.destroy();

@@ -1,0 +1,180 @@
+import pg from 'pg';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import type { PostgresLedger } from '../../ledger/index.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { fund, openLedger } from '../support/ledger.js';
+import { startTcpProxy, type TcpProxy } from '../support/tcpProxy.js';
+
+/**
+ * A batch's connection breaks before its answer arrives: the batch may or may not have
+ * committed, and its callers may not carry idempotency keys. The ledger must neither lose
+ * what committed nor write it twice. It reaches PostgreSQL through a TCP proxy the test can
+ * break; the test reads the books straight from the database.
+ */
+
+let database: TestDatabase;
+let proxy: TcpProxy;
+let pool: pg.Pool;
+let ledger: PostgresLedger;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  const url = new URL(database.url);
+  proxy = await startTcpProxy({ host: url.hostname, port: Number(url.port || 5432) });
+  url.host = proxy.address;
+  pool = new pg.Pool({ connectionString: url.toString(), max: 4 });
+  pool.on('error', () => {});
+  ledger = await openLedger(pool);
+});
+afterAll(async () => {
+  proxy?.swallowAnswers(false);
+  proxy?.cut();
+  await ledger?.close();
+  await pool?.end();
+  await proxy?.close();
+  await database?.drop();
+});
+
+async function waitFor(what: string, check: () => Promise<boolean>): Promise<void> {
+  const giveUpAt = Date.now() + 10_000;
+  while (!(await check())) {
+    if (Date.now() > giveUpAt) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+async function count(sql: string, params: unknown[] = []): Promise<number> {
+  const { rows } = await database.pool.query<{ n: number }>(`select (${sql})::int as n`, params);
+  return rows[0]!.n;
+}
+
+const entriesTagged = (tag: string) =>
+  count(`select count(*) from ledger_entries where metadata->>'test' = $1`, [tag]);
+
+/** Available balance of a customer, straight from the database. */
+async function available(userId: string): Promise<string> {
+  const { rows } = await database.pool.query<{ available: string }>(
+    `select trim_scale(credits_posted - debits_posted - debits_pending)::text as available
+       from ledger_accounts where code = $1`,
+    [`liabilities:customers:${userId}`],
+  );
+  return rows[0]!.available;
+}
+
+/** Funds a customer and charges once, so the ledger knows both accounts and writes without reading. */
+async function openCustomer(userId: string): Promise<void> {
+  await fund(ledger, userId, '100.25');
+  await Promise.all(charges(userId, 'warm-up', 1));
+}
+
+/** `n` charges of 0.25 from the customer to revenue, none with an idempotency key. */
+function charges(userId: string, tag: string, n: number) {
+  return Array.from({ length: n }, (_, i) =>
+    ledger.postEntry({
+      kind: 'usage',
+      description: `${tag} #${i}`,
+      metadata: { test: tag },
+      postings: [
+        { account: `liabilities:customers:${userId}`, amount: '0.25' },
+        { account: 'revenue:usage', amount: '-0.25' },
+      ],
+    }),
+  );
+}
+
+test('a batch that committed but whose answer was lost is not written again: its callers get what it wrote', async () => {
+  await openCustomer('lost-1');
+  proxy.swallowAnswers(true);
+  const entries = charges('lost-1', 'lost-answer', 20);
+  const holds = Array.from({ length: 20 }, (_, i) =>
+    ledger.createHold({
+      debitAccount: 'liabilities:customers:lost-1',
+      creditAccount: 'revenue:usage',
+      amount: '1',
+      idempotencyKey: `lost-answer-hold-${i}`,
+    }),
+  );
+  // The batch reached the database and committed; its answer did not come back.
+  await waitFor('the batch to commit', async () => (await entriesTagged('lost-answer')) === 20);
+  proxy.swallowAnswers(false);
+  proxy.cut();
+
+  const written = await Promise.all(entries);
+  const held = await Promise.all(holds);
+  expect(await entriesTagged('lost-answer')).toBe(20);
+  const { rows } = await database.pool.query<{ id: string }>(
+    `select id from ledger_entries where metadata->>'test' = 'lost-answer'`,
+  );
+  expect(new Set(written.map((w) => w.entryId))).toEqual(new Set(rows.map((r) => r.id)));
+  expect(
+    await count(
+      `select count(*) from ledger_holds where id = any($1::uuid[]) and status = 'pending'`,
+      [held.map((h) => h.holdId)],
+    ),
+  ).toBe(20);
+  expect(await available('lost-1')).toBe('75'); // 100 - 20 x 0.25 charged - 20 x 1 held
+  // The batch's fence row says it committed; nothing was abandoned.
+  expect(await count(`select count(*) from ledger_batch_fences where abandoned`)).toBe(0);
+
+  // A caller that retries anyway, with its key, gets the same hold.
+  const again = await ledger.createHold({
+    debitAccount: 'liabilities:customers:lost-1',
+    creditAccount: 'revenue:usage',
+    amount: '1',
+    idempotencyKey: 'lost-answer-hold-3',
+  });
+  expect(again.holdId).toBe(held[3]!.holdId);
+  expect(await ledger.checkBalances()).toEqual([]);
+});
+
+test('a batch cut off while it waits on a lock is fenced and planned again: written once, when the lock goes', async () => {
+  await openCustomer('lost-2');
+  const blocker = await database.pool.connect();
+  try {
+    await blocker.query('begin');
+    await blocker.query(`select 1 from ledger_accounts where code = $1 for update`, [
+      'liabilities:customers:lost-2',
+    ]);
+    const entries = charges('lost-2', 'cut-waiting', 20);
+    const waitingOnLock = `select count(*) from pg_stat_activity
+      where datname = current_database() and wait_event_type = 'Lock'`;
+    await waitFor('the batch to wait on the lock', async () => (await count(waitingOnLock)) === 1);
+    // Its backend still waits (it does not know its client is gone) and would commit later.
+    proxy.cut();
+    await waitFor(
+      'the batch to be fenced',
+      async () => (await count(`select count(*) from ledger_batch_fences where abandoned`)) === 1,
+    );
+    // Planned again on a new connection: that one waits on the lock too.
+    await waitFor(
+      'the new batch to wait on the lock',
+      async () => (await count(waitingOnLock)) === 2,
+    );
+    expect(await entriesTagged('cut-waiting')).toBe(0);
+    await blocker.query('commit');
+
+    const written = await Promise.all(entries);
+    expect(new Set(written.map((w) => w.entryId)).size).toBe(20);
+    // The old backend went ahead once the lock was free, and failed on its fence.
+    await waitFor('the old backend to finish', async () => (await count(waitingOnLock)) === 0);
+    expect(await entriesTagged('cut-waiting')).toBe(20);
+    expect(await available('lost-2')).toBe('95');
+    expect(await ledger.checkBalances()).toEqual([]);
+  } finally {
+    blocker.release();
+  }
+});
+
+test('fence rows older than a day are pruned; newer ones stay', async () => {
+  await database.pool.query(`insert into ledger_batch_fences (batch_id, abandoned, created_at)
+    values (gen_random_uuid(), true, now() - interval '25 hours'),
+           (gen_random_uuid(), false, now() - interval '23 hours')`);
+  const before = await count(`select count(*) from ledger_batch_fences`);
+  expect(await ledger.pruneBatchFences()).toBe(1);
+  expect(await count(`select count(*) from ledger_batch_fences`)).toBe(before - 1);
+  expect(
+    await count(
+      `select count(*) from ledger_batch_fences where created_at < now() - interval '1 day'`,
+    ),
+  ).toBe(0);
+});
