@@ -1,8 +1,10 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import type { PostgresLedger } from '../../ledger/index.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
-import { fund, openLedger } from '../support/ledger.js';
+import { fund, keyedCharge, openLedger } from '../support/ledger.js';
 import { startTcpProxy, type TcpProxy } from '../support/tcpProxy.js';
 
 /**
@@ -177,4 +179,44 @@ test('fence rows older than a day are pruned; newer ones stay', async () => {
       `select count(*) from ledger_batch_fences where created_at < now() - interval '1 day'`,
     ),
   ).toBe(0);
+});
+
+test('a writer killed mid-way leaves whole entries only; sending its charges again writes each exactly once', async () => {
+  const user = 'killed-writer';
+  await fund(ledger, user, '1000');
+  const total = 2000;
+  const writer = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'test/support/ledger-writer.ts', database.url, user, String(total)],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const exited = once(writer, 'exit');
+  let reported = 0;
+  writer.stdout!.on('data', (chunk: Buffer) => {
+    const last = /written (\d+)\n$/.exec(chunk.toString());
+    if (last) reported = Number(last[1]);
+  });
+  await waitFor('the writer to commit 300 charges', async () => reported >= 300);
+  writer.kill('SIGKILL');
+  await exited;
+
+  const series = `select count(*) from ledger_entries where metadata->>'series' = '${user}'`;
+  const before = await count(series);
+  expect(before).toBeGreaterThanOrEqual(300);
+  expect(before).toBeLessThan(total);
+  // Whatever the kill cut short left nothing half-written: the books are whole.
+  expect(await ledger.checkBalances()).toEqual([]);
+
+  // The caller sends every charge again (the kill told it nothing about the last ones).
+  const results = await Promise.all(
+    Array.from({ length: total }, (_, i) => ledger.postEntry(keyedCharge(user, i))),
+  );
+  expect(await count(series)).toBe(total);
+  const { rows } = await database.pool.query<{ id: string }>(
+    `select id from ledger_entries where metadata->>'series' = $1`,
+    [user],
+  );
+  expect(new Set(results.map((r) => r.entryId))).toEqual(new Set(rows.map((r) => r.id)));
+  expect(await available(user)).toBe('500'); // 1000 - 2000 x 0.25
+  expect(await ledger.checkBalances()).toEqual([]);
 });

@@ -1,5 +1,9 @@
 import type pg from 'pg';
-import { PostgresLedger, type PostgresLedgerOptions } from '../../ledger/index.js';
+import {
+  PostgresLedger,
+  type PostEntryParameters,
+  type PostgresLedgerOptions,
+} from '../../ledger/index.js';
 
 export const TEST_CURRENCIES = [
   { code: 'USD', scale: 18 },
@@ -38,4 +42,17 @@ export async function fund(ledger: PostgresLedger, userId: string, amount: strin
       { account: `liabilities:customers:${userId}`, amount: `-${amount}` },
     ],
   });
+}
+
+/** The i-th of a series of 0.25 charges to a customer, keyed `<userId>-<i>` (for replays). */
+export function keyedCharge(userId: string, i: number): PostEntryParameters {
+  return {
+    kind: 'usage',
+    idempotencyKey: `${userId}-${i}`,
+    metadata: { series: userId },
+    postings: [
+      { account: `liabilities:customers:${userId}`, amount: '0.25' },
+      { account: 'revenue:usage', amount: '-0.25' },
+    ],
+  };
 }
