@@ -7,7 +7,8 @@ import { sql, type Kysely } from 'kysely';
  * batch's own row (waiting for it when the batch is still running), the batch committed; if it
  * does not, the batch can no longer commit (its own insert would now conflict) and is planned
  * again. Exactly once, whatever the timing, with no need to find or stop the old backend.
- * Rows are only needed for minutes; the expire-holds job deletes those older than a day.
+ * Rows are only needed for seconds; the expire-holds job deletes those older than an hour
+ * (batch ids are UUIDv7, so by a range of the primary key).
  */
 export async function up(db: Kysely<any>): Promise<void> {
   await sql`

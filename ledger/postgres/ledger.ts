@@ -277,15 +277,18 @@ export class PostgresLedger {
   }
 
   /**
-   * Deletes the fence rows of batches older than `olderThanSeconds` (default a day; a fence is
-   * read at most seconds after its batch, when that batch's answer was lost). Returns how many.
+   * Deletes the fence rows of batches older than `olderThanSeconds` (default an hour; a fence
+   * is read at most seconds after its batch, when that batch's answer was lost). Batch ids are
+   * UUIDv7, ordered by their time, so this is a range of the primary key. Returns how many.
    */
-  async pruneBatchFences(olderThanSeconds = 86_400): Promise<number> {
-    const { numDeletedRows } = await this.db
-      .deleteFrom('ledger_batch_fences')
-      .where('created_at', '<', sql<Date>`now() - make_interval(secs => ${olderThanSeconds})`)
-      .executeTakeFirst();
-    return Number(numDeletedRows);
+  async pruneBatchFences(olderThanSeconds = 3600): Promise<number> {
+    const { rowCount } = await this.pool.query(
+      `delete from ledger_batch_fences
+        where batch_id < (lpad(to_hex((extract(epoch from now()) * 1000)::bigint - $1::bigint * 1000), 12, '0')
+                          || '00000000000000000000')::uuid`,
+      [olderThanSeconds],
+    );
+    return rowCount ?? 0;
   }
 
   /** Waits for queued writes, then stops taking new ones' connections. */

@@ -167,18 +167,19 @@ test('a batch cut off while it waits on a lock is fenced and planned again: writ
   }
 });
 
-test('fence rows older than a day are pruned; newer ones stay', async () => {
-  await database.pool.query(`insert into ledger_batch_fences (batch_id, abandoned, created_at)
-    values (gen_random_uuid(), true, now() - interval '25 hours'),
-           (gen_random_uuid(), false, now() - interval '23 hours')`);
-  const before = await count(`select count(*) from ledger_batch_fences`);
-  expect(await ledger.pruneBatchFences()).toBe(1);
-  expect(await count(`select count(*) from ledger_batch_fences`)).toBe(before - 1);
-  expect(
-    await count(
-      `select count(*) from ledger_batch_fences where created_at < now() - interval '1 day'`,
-    ),
-  ).toBe(0);
+test('fence rows of batches older than the given age are pruned; newer ones stay', async () => {
+  await openCustomer('fences');
+  const fences = () => count(`select count(*) from ledger_batch_fences`);
+  await Promise.all(charges('fences', 'old-batch', 3));
+  const old = await fences();
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  await Promise.all(charges('fences', 'new-batch', 3));
+  const all = await fences();
+  expect(all).toBeGreaterThan(old);
+
+  expect(await ledger.pruneBatchFences(1)).toBe(old);
+  expect(await fences()).toBe(all - old);
+  expect(await ledger.pruneBatchFences()).toBe(0); // the default keeps the last hour
 });
 
 test('a writer killed mid-way leaves whole entries only; sending its charges again writes each exactly once', async () => {
