@@ -4,7 +4,8 @@
  *   at 1, 16 and 64 concurrent callers. Results go to stdout as a Markdown table.
  * Uses DATABASE_URL's server (default: the local PostgreSQL at 127.0.0.1:5432).
  * BENCH_SECONDS (default 5) sets the length of each cell; BENCH_CELLS=spread:64,hot:64 runs
- * only those cells, and BENCH_NAIVE=0 skips the naive baseline (both for profiling).
+ * only those cells, and BENCH_NAIVE=0 skips the naive baseline (both for profiling);
+ * BENCH_LEDGER_LANES sets the ledger's batchConcurrency (default 1).
  */
 import pg from 'pg';
 import { PostgresLedger } from '../ledger/index.js';
@@ -55,7 +56,7 @@ const ledger = new PostgresLedger({
   pool,
   currencies: [{ code: 'USD', scale: 18 }],
   batchMaxSize: 500,
-  batchConcurrency: 1,
+  batchConcurrency: Number(process.env['BENCH_LEDGER_LANES'] ?? 1),
 });
 await ledger.init();
 console.error('warming the ledger on every account...');
