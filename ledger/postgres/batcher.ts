@@ -126,11 +126,7 @@ export class Batcher {
     const optimisticAttempts = this.options.optimisticAttempts ?? 3;
     for (let attempt = 1; ; attempt += 1) {
       const mode: BatchMode = attempt <= optimisticAttempts ? 'optimistic' : 'locking';
-      try {
-        const outcomes = await this.execute(
-          batch.map((w) => w.command),
-          mode,
-        );
+      const committed = (outcomes: CommandOutcome[]) => {
         this.options.onBatch?.({
           size: batch.length,
           attempts: attempt,
@@ -138,6 +134,14 @@ export class Batcher {
           durationMs: performance.now() - started,
         });
         settle(batch, outcomes);
+      };
+      try {
+        committed(
+          await this.execute(
+            batch.map((w) => w.command),
+            mode,
+          ),
+        );
         return;
       } catch (error) {
         // What the batch assumed may be stale: its retry reads afresh.
@@ -158,13 +162,7 @@ export class Batcher {
             return;
           }
           if (outcome === 'committed') {
-            this.options.onBatch?.({
-              size: batch.length,
-              attempts: attempt,
-              mode,
-              durationMs: performance.now() - started,
-            });
-            settle(batch, error.outcomes);
+            committed(error.outcomes);
             return;
           }
           // Fenced: that batch can no longer commit; plan it again as a new one.
