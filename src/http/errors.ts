@@ -1,5 +1,6 @@
 import type { Context, Next } from 'koa';
 import { LedgerError } from '../../ledger/index.js';
+import { isDatabaseUnavailable } from '../db/unavailable.js';
 import { AppError } from '../errors.js';
 
 export interface ErrorBody {
@@ -68,6 +69,21 @@ export function toErrorResponse(error: unknown): {
       status,
       headers: {},
       body: { error: { message, type: 'invalid_request_error', code, param: null } },
+    };
+  }
+  if (isDatabaseUnavailable(error)) {
+    // A failover or a network blip: worth retrying, unlike a fault of ours.
+    return {
+      status: 503,
+      headers: { 'retry-after': '1' },
+      body: {
+        error: {
+          message: 'the service cannot reach its database at the moment; retry in a second',
+          type: 'api_error',
+          code: 'service_unavailable',
+          param: null,
+        },
+      },
     };
   }
   return {

@@ -145,3 +145,27 @@ test('the database goes away while upstream fails: the hold is still released, n
     pending: 0,
   });
 });
+
+test('the database cannot be reached when a call arrives: 503 service_unavailable with retry-after, nothing held or charged', async () => {
+  const { userId, apiKey } = await userWithKey(service, { telegramId: 3104, balance: '1' });
+  const before = stub.requests.length;
+  proxy.refuse(true);
+  proxy.cut();
+  try {
+    const error: unknown = await sdk(service.url, apiKey)
+      .chat.completions.create({
+        model: 'gpt-4o-mini',
+        messages: [{ role: 'user', content: 'hello [[tokens=3]]' }],
+      })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(OpenAI.APIError);
+    const apiError = error as InstanceType<typeof OpenAI.APIError>;
+    expect(apiError.status).toBe(503);
+    expect(apiError.code).toBe('service_unavailable');
+    expect(apiError.headers?.get('retry-after')).toBe('1');
+  } finally {
+    proxy.refuse(false);
+  }
+  expect(stub.requests.length).toBe(before); // never forwarded
+  expect(await books(userId)).toEqual({ usage: [], posted: '1', held: '0', pending: 0 });
+});
