@@ -112,6 +112,7 @@ function error(codes: string[], when: string): ResponseObject {
 
 const commonErrors = {
   '500': { $ref: '#/components/responses/InternalError' },
+  '503': { $ref: '#/components/responses/ServiceUnavailable' },
 } as const;
 
 function body(schema: JsonSchema, example?: unknown): RequestBodyObject {
@@ -675,8 +676,11 @@ const paths: Record<string, PathItem> = {
           'The hash does not match, the payload is too old or was used before.',
         ),
         '403': error(['account_suspended'], 'The account is suspended.'),
-        '503': error(['telegram_not_configured'], 'No telegram.botToken is configured.'),
         ...commonErrors,
+        '503': error(
+          ['telegram_not_configured', 'service_unavailable'],
+          'No telegram.botToken is configured, or the database cannot be reached (then with retry-after).',
+        ),
       },
     },
   },
@@ -890,8 +894,11 @@ const paths: Record<string, PathItem> = {
       responses: {
         '200': json('The addresses, assigned on first request.', list(ref('DepositAddress'))),
         ...accountAuthErrors,
-        '503': error(['deposits_not_configured'], 'No xpub configured for a network family.'),
         ...commonErrors,
+        '503': error(
+          ['deposits_not_configured', 'service_unavailable'],
+          'No xpub configured for a network family, or the database cannot be reached (then with retry-after).',
+        ),
       },
     },
   },
@@ -1293,6 +1300,15 @@ export const openApiDocument: OpenApiDocument = {
         description:
           'An unexpected error: code `internal_error`, type `api_error`; the x-request-id finds it in the logs.',
         headers: { 'x-request-id': requestIdHeader },
+        content: { 'application/json': { schema: ref('Error') } },
+      },
+      ServiceUnavailable: {
+        description:
+          'The service cannot reach its database (a failover, a blip): code `service_unavailable`, type `api_error`; retry after `retry-after` seconds.',
+        headers: {
+          'x-request-id': requestIdHeader,
+          'retry-after': { description: 'seconds to wait', schema: int },
+        },
         content: { 'application/json': { schema: ref('Error') } },
       },
       RateLimited: {
