@@ -24,11 +24,15 @@ export interface RunRetentionResult {
   prunedIdempotencyKeys: number;
   /** Spend-limit reservations released more than `requestMetaDays` ago. */
   prunedKeyReservations: number;
+  /** Rate-limit buckets untouched for an hour (full again by then: deleting one changes nothing). */
+  prunedRateLimitBuckets: number;
   /** False when a bound stopped the run early; the next run continues where it stopped. */
   complete: boolean;
 }
 
 const DAY_MS = 86_400_000;
+/** A rate-limit bucket refills in a minute; one idle this long is full and can go. */
+const BUCKET_IDLE_MS = 3_600_000;
 
 /**
  * The retention policy (docs/privacy.md), as one job:
@@ -39,7 +43,8 @@ const DAY_MS = 86_400_000;
  *    holds at every instant;
  * 3. Telegram login hashes past their freshness window, sessions that ended more than
  *    `requestMetaDays` ago, and finished Idempotency-Key records (and the answers they
- *    replay) and spend-limit reservations released before then are deleted.
+ *    replay) and spend-limit reservations released before then are deleted, and rate-limit
+ *    buckets untouched for an hour (full again, so nothing changes).
  * Ledger tables and usage_daily are never deleted from. Safe to run concurrently with itself
  * (rows are taken with SKIP LOCKED) and with the gateway writing new usage rows.
  */
@@ -148,6 +153,8 @@ export async function runRetention(
     .deleteFrom('api_key_reservations')
     .where('released_at', '<', metaCutoff)
     .executeTakeFirst();
+  const buckets = await sql`delete from rate_limit_buckets
+    where updated_at < ${new Date(now.getTime() - BUCKET_IDLE_MS)}`.execute(db);
 
   return {
     requestMetaCutoff: metaCutoff.toISOString(),
@@ -159,6 +166,7 @@ export async function runRetention(
     prunedSessions: Number(sessions.numDeletedRows),
     prunedIdempotencyKeys: Number(idempotencyKeys.numDeletedRows),
     prunedKeyReservations: Number(reservations.numDeletedRows),
+    prunedRateLimitBuckets: Number(buckets.numAffectedRows ?? 0),
     complete,
   };
 }

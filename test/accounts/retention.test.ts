@@ -158,7 +158,7 @@ test('retention scrubs request metadata, rolls old usage into daily aggregates, 
   expect(exported.body.usageDaily.map((d) => d.calls).sort()).toEqual(['1', '4']);
 });
 
-test('ended sessions, expired Telegram login hashes, old Idempotency-Key records and released spend-limit reservations are deleted', async () => {
+test('ended sessions, expired Telegram login hashes, old Idempotency-Key records, released spend-limit reservations and idle rate-limit buckets are deleted', async () => {
   const db = service.runtime.database.db;
   const now = new Date();
   const live = await devSignIn(service, 4101);
@@ -184,13 +184,26 @@ test('ended sessions, expired Telegram login hashes, old Idempotency-Key records
        (gen_random_uuid(), $1, 1, now() + interval '1 hour', now(), null, null)`,
     [limited.keyId],
   );
+  const idle = '00000000-0000-7000-8000-0000000000a1';
+  const busy = '00000000-0000-7000-8000-0000000000a2';
+  await database.pool.query(
+    `insert into rate_limit_buckets (key_id, requests, tokens, updated_at) values
+       ($1, 3, 300, now() - interval '61 minutes'), ($2, 3, 300, now() - interval '59 minutes')`,
+    [idle, busy],
+  );
   const result = await runRetention(db, service.runtime.config, now);
   expect(result).toMatchObject({
     prunedSessions: 1,
     prunedLoginReplays: 1,
     prunedIdempotencyKeys: 1,
     prunedKeyReservations: 1,
+    prunedRateLimitBuckets: 1,
   });
+  const { rows: buckets } = await database.pool.query<{ key_id: string }>(
+    'select key_id from rate_limit_buckets where key_id = any($1::uuid[])',
+    [[idle, busy]],
+  );
+  expect(buckets.map((b) => b.key_id)).toEqual([busy]);
   const { rows: reservations } = await database.pool.query(
     'select charged_usd::text as charged from api_key_reservations where key_id = $1 order by created_at, charged_usd',
     [limited.keyId],

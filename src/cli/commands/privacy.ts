@@ -25,7 +25,7 @@ export function registerPrivacyCommands(program: Command, cli: CliContext): void
           [
             `request metadata removed from ${result.scrubbedRows} usage rows (finished before ${result.requestMetaCutoff})`,
             `${result.rolledUpRows} usage rows rolled into ${result.aggregatesTouched} daily aggregates (finished before ${result.usageLogCutoff})`,
-            `${result.prunedSessions} ended sessions, ${result.prunedLoginReplays} expired Telegram login hashes, ${result.prunedIdempotencyKeys} old Idempotency-Key records and ${result.prunedKeyReservations} released spend-limit reservations deleted`,
+            `${result.prunedSessions} ended sessions, ${result.prunedLoginReplays} expired Telegram login hashes, ${result.prunedIdempotencyKeys} old Idempotency-Key records, ${result.prunedKeyReservations} released spend-limit reservations and ${result.prunedRateLimitBuckets} idle rate-limit buckets deleted`,
             ...(result.complete ? [] : ['stopped at the per-run bound; run again to continue']),
           ].join('\n'),
         );
