@@ -110,6 +110,18 @@ function error(codes: string[], when: string): ResponseObject {
   };
 }
 
+/** An error answer that says when to try again (`retry-after`, in seconds). */
+function retryLater(description: string): ResponseObject {
+  return {
+    description,
+    headers: {
+      'x-request-id': requestIdHeader,
+      'retry-after': { description: 'seconds to wait', schema: int },
+    },
+    content: { 'application/json': { schema: ref('Error') } },
+  };
+}
+
 const commonErrors = {
   '500': { $ref: '#/components/responses/InternalError' },
   '503': { $ref: '#/components/responses/ServiceUnavailable' },
@@ -1302,24 +1314,12 @@ export const openApiDocument: OpenApiDocument = {
         headers: { 'x-request-id': requestIdHeader },
         content: { 'application/json': { schema: ref('Error') } },
       },
-      ServiceUnavailable: {
-        description:
-          'The service cannot reach its database (a failover, a blip): code `service_unavailable`, type `api_error`; retry after `retry-after` seconds.',
-        headers: {
-          'x-request-id': requestIdHeader,
-          'retry-after': { description: 'seconds to wait', schema: int },
-        },
-        content: { 'application/json': { schema: ref('Error') } },
-      },
-      RateLimited: {
-        description:
-          'Too many requests or tokens per minute for this key: code `rate_limit_exceeded`, type `requests`.',
-        headers: {
-          'x-request-id': requestIdHeader,
-          'retry-after': { description: 'seconds to wait', schema: int },
-        },
-        content: { 'application/json': { schema: ref('Error') } },
-      },
+      ServiceUnavailable: retryLater(
+        'The service cannot reach its database (a failover, a blip): code `service_unavailable`, type `api_error`.',
+      ),
+      RateLimited: retryLater(
+        'Too many requests or tokens per minute for this key: code `rate_limit_exceeded`, type `requests`.',
+      ),
     },
     parameters: {
       IdempotencyKey: {
