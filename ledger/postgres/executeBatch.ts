@@ -118,6 +118,7 @@ export async function executeBatch(
  * batch's fence row, marked abandoned. The insert finds the batch's row only if the batch
  * committed; if the batch is still running with its row written, the insert waits for it to
  * end; if it has not written it yet, the batch now fails on the conflict and never commits.
+ * A row found marked abandoned is this probe's own, from an attempt whose answer was lost.
  * Tries again while the database cannot be reached, until `deadlineMs` has passed.
  */
 export async function settleUnknownOutcome(
@@ -136,7 +137,13 @@ export async function settleUnknownOutcome(
         `insert into ledger_batch_fences (batch_id, abandoned) values ($1, true) on conflict (batch_id) do nothing`,
         [batchId],
       );
-      return rowCount === 0 ? 'committed' : 'fenced';
+      if (rowCount === 1) return 'fenced';
+      // The row is there: the batch's own, or ours from an attempt whose answer was lost.
+      const { rows } = await client.query<{ abandoned: boolean }>(
+        `select abandoned from ledger_batch_fences where batch_id = $1`,
+        [batchId],
+      );
+      return rows[0]?.abandoned === false ? 'committed' : 'fenced';
     } catch (error) {
       broken = !isRefusal(error);
       const delayMs = Math.min(1000, 50 * 2 ** (attempt - 1));

@@ -1,8 +1,10 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import pg from 'pg';
+import { v7 as uuidv7 } from 'uuid';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import type { PostgresLedger } from '../../ledger/index.js';
+import { settleUnknownOutcome } from '../../ledger/postgres/executeBatch.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { fund, keyedCharge, openLedger } from '../support/ledger.js';
 import { startTcpProxy, type TcpProxy } from '../support/tcpProxy.js';
@@ -220,4 +222,22 @@ test('a writer killed mid-way leaves whole entries only; sending its charges aga
   expect(new Set(results.map((r) => r.entryId))).toEqual(new Set(rows.map((r) => r.id)));
   expect(await available(user)).toBe('500'); // 1000 - 2000 x 0.25
   expect(await ledger.checkBalances()).toEqual([]);
+});
+
+test('the probe of a batch tells committed from fenced, also when its own earlier attempt fenced it', async () => {
+  const [committed, fencedBefore, unknown] = [uuidv7(), uuidv7(), uuidv7()];
+  await database.pool.query(
+    `insert into ledger_batch_fences (batch_id, abandoned) values ($1, false), ($2, true)`,
+    [committed, fencedBefore],
+  );
+  expect(await settleUnknownOutcome(database.pool, committed, 1000)).toBe('committed');
+  // A probe whose insert committed but whose answer was lost, asking again: still fenced.
+  expect(await settleUnknownOutcome(database.pool, fencedBefore, 1000)).toBe('fenced');
+  expect(await settleUnknownOutcome(database.pool, unknown, 1000)).toBe('fenced');
+  expect(await settleUnknownOutcome(database.pool, unknown, 1000)).toBe('fenced');
+  const { rows } = await database.pool.query<{ abandoned: boolean }>(
+    `select abandoned from ledger_batch_fences where batch_id = $1`,
+    [unknown],
+  );
+  expect(rows).toEqual([{ abandoned: true }]);
 });
