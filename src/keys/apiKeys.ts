@@ -141,9 +141,23 @@ export async function revokeApiKey(
   return { id: row.id, revokedAt: new Date(row.revoked_at!).toISOString() };
 }
 
-/** Tells every gateway process to forget cached keys (revocation, suspension). */
+/** What this process runs when it changes keys itself (see notifyKeyChange). */
+const localKeyChangeListeners = new Set<() => void>();
+
+/** Runs `listener` whenever this process calls notifyKeyChange; returns the unsubscriber. */
+export function onLocalKeyChange(listener: () => void): () => void {
+  localKeyChangeListeners.add(listener);
+  return () => localKeyChangeListeners.delete(listener);
+}
+
+/**
+ * Tells every gateway process to forget cached keys (revocation, suspension, erasure): this
+ * one at once, before its caller answers, and the others by NOTIFY lingxi_keys (within
+ * milliseconds). Call it after the change has committed.
+ */
 export async function notifyKeyChange(db: Kysely<Database>): Promise<void> {
   await sql`select pg_notify('lingxi_keys', 'changed')`.execute(db);
+  for (const listener of localKeyChangeListeners) listener();
 }
 
 /** A well-formed key string, compared without leaking timing. */

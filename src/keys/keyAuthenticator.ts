@@ -3,7 +3,7 @@ import pg from 'pg';
 import type { Database } from '../db/schema.js';
 import { AppError, unauthorized } from '../errors.js';
 import type { Logger } from '../log.js';
-import { hashApiKey, hashesEqual, looksLikeApiKey } from './apiKeys.js';
+import { hashApiKey, hashesEqual, looksLikeApiKey, onLocalKeyChange } from './apiKeys.js';
 
 export interface ApiCaller {
   keyId: string;
@@ -23,8 +23,8 @@ const CACHE_MAX = 50_000;
 
 /**
  * Looks up API keys by the SHA-256 of the key (one indexed lookup, never the key itself),
- * and caches what it found for a minute. A revocation or a suspension sends NOTIFY
- * `lingxi_keys`, which empties every process's cache at once; while the LISTEN connection
+ * and caches what it found for a minute. A revocation or a suspension empties this process's
+ * cache before it answers and sends NOTIFY `lingxi_keys`, which empties every other process's; while the LISTEN connection
  * is down nothing is cached, so a revoked key never outlives its revocation by more than
  * the notification's trip.
  */
@@ -34,6 +34,7 @@ export class KeyAuthenticator {
   private listening = false;
   private closed = false;
   private readonly lastUsedWritten = new Map<string, number>();
+  private stopLocalChanges: (() => void) | null = null;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -42,10 +43,12 @@ export class KeyAuthenticator {
   ) {}
 
   async start(): Promise<void> {
+    this.stopLocalChanges = onLocalKeyChange(() => this.invalidate());
     await this.listen();
   }
 
   async close(): Promise<void> {
+    this.stopLocalChanges?.();
     this.closed = true;
     this.listening = false;
     await this.listener?.end().catch(() => {});

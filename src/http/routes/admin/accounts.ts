@@ -67,7 +67,6 @@ export function adminAccountRoutes(services: Services): Router {
         reason: body['reason'],
         now: new Date(),
       });
-      services.keys.invalidate(); // this process at once; the others on NOTIFY lingxi_keys
       await record(ctx, suspended ? 'user.suspend' : 'user.unsuspend', `user:${result.user.id}`, {
         reason: body['reason'],
         changed: result.changed,

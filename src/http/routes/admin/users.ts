@@ -56,7 +56,6 @@ export function adminUserRoutes(services: Services): Router {
   router.delete('/:id/keys/:keyId', async (ctx) => {
     const user = await requireUser(db, ctx.params['id']!);
     const result = await revokeApiKey(db, { userId: user.id, keyId: ctx.params['keyId']! });
-    services.keys.invalidate(); // this process at once; the others on NOTIFY lingxi_keys
     await record(ctx, 'key.revoke', `user:${user.id}`, { keyId: result.id });
     ctx.body = result;
   });

@@ -53,7 +53,6 @@ export function meAccountRoutes(services: Services): Router {
       confirm: (body as Record<string, unknown>)['confirm'],
       now: new Date(),
     });
-    services.keys.invalidate(); // this process at once; the others on NOTIFY lingxi_keys
   });
 
   return router;

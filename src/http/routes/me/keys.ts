@@ -61,7 +61,6 @@ export function meKeyRoutes(services: Services): Router {
     const account = currentAccount(ctx);
     requireUnrestricted(account, 'revoke keys');
     const result = await revokeApiKey(db, { userId: account.userId, keyId: ctx.params['id']! });
-    services.keys.invalidate(); // this process at once; the others on NOTIFY lingxi_keys
     await record(ctx, 'key.revoke', { keyId: result.id });
     ctx.body = result;
   });
