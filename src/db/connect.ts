@@ -1,5 +1,6 @@
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
+import { guardPoolClients } from '../../ledger/index.js';
 import type { Config } from '../config/schema.js';
 import { startEmbeddedPostgres, type EmbeddedServer } from './embedded.js';
 import type { Database } from './schema.js';
@@ -66,7 +67,7 @@ export function connect(
   // A client that loses its server must not crash the process: an idle one (the pool's
   // 'error') or one checked out (its own 'error'; the query in flight rejects anyway).
   pool.on('error', () => {});
-  pool.on('connect', (client) => client.on('error', () => {}));
+  guardPoolClients(pool);
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return {
     db,
