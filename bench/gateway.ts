@@ -15,7 +15,14 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'node:http';
-import { closedLoop, fmt, freshDatabase, pacedLoop, type LoadResult } from './support.js';
+import {
+  closedLoop,
+  fmt,
+  freshDatabase,
+  measureCpu,
+  pacedLoop,
+  type LoadResult,
+} from './support.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
 const CONCURRENCY = [1, 64, 256];
@@ -167,6 +174,8 @@ try {
     direct: LoadResult;
     passthrough: LoadResult;
     gateway: LoadResult;
+    /** Cores each process used during the measured run of each path. */
+    cpu: Record<'passthrough' | 'gateway', Record<string, number | null>>;
   }> = [];
   // BENCH_CELLS=json:64,stream:1 runs only those cells (for profiling).
   const only = process.env['BENCH_CELLS']?.split(',');
@@ -179,16 +188,28 @@ try {
         call(stubUrl, 'bench-upstream', stream),
       );
       await closedLoop(callers, 1, () => call(passthroughUrl, 'bench-upstream', stream));
-      const bare = await closedLoop(callers, SECONDS, () =>
-        call(passthroughUrl, 'bench-upstream', stream),
+      const bare = await measureCpu(
+        { proxy: passthrough.child.pid!, stub: stub.child.pid!, load: process.pid },
+        () => closedLoop(callers, SECONDS, () => call(passthroughUrl, 'bench-upstream', stream)),
       );
       await closedLoop(callers, 1, (c) => call(`${gateway}/v1`, keys[c % keys.length]!, stream));
-      const through = await closedLoop(callers, SECONDS, (c) =>
-        call(`${gateway}/v1`, keys[c % keys.length]!, stream),
+      const through = await measureCpu(
+        { proxy: gatewayProcess.child.pid!, stub: stub.child.pid!, load: process.pid },
+        () =>
+          closedLoop(callers, SECONDS, (c) =>
+            call(`${gateway}/v1`, keys[c % keys.length]!, stream),
+          ),
       );
-      rows.push({ stream, callers, direct, passthrough: bare, gateway: through });
+      rows.push({
+        stream,
+        callers,
+        direct,
+        passthrough: bare.result,
+        gateway: through.result,
+        cpu: { passthrough: bare.cores, gateway: through.cores },
+      });
       console.error(
-        `${stream ? 'stream' : 'json'} x${callers}: direct ${fmt(direct.perSecond, 0)}/s, pass-through ${fmt(bare.perSecond, 0)}/s, gateway ${fmt(through.perSecond, 0)}/s (errors ${bare.errors + through.errors})`,
+        `${stream ? 'stream' : 'json'} x${callers}: direct ${fmt(direct.perSecond, 0)}/s, pass-through ${fmt(bare.result.perSecond, 0)}/s, gateway ${fmt(through.result.perSecond, 0)}/s (errors ${bare.result.errors + through.result.errors})`,
       );
     }
   }
@@ -225,6 +246,25 @@ try {
     console.log(
       `| ${r.stream ? 'stream' : 'json'} | ${r.callers} | ${cell(r.direct)} | ${cell(r.passthrough)} | ${cell(r.gateway)} | ${fmt(r.gateway.p50Ms - r.direct.p50Ms, 2)} / ${fmt(r.gateway.p99Ms - r.direct.p99Ms, 2)} | ${fmt((100 * r.gateway.perSecond) / r.passthrough.perSecond, 0)}% | ${fmt((100 * r.gateway.perSecond) / r.direct.perSecond, 0)}% | ${r.passthrough.errors + r.gateway.errors} |`,
     );
+  }
+  if (rows.some((r) => r.cpu.gateway['proxy'] != null)) {
+    console.log(
+      "\nCPU by process during each measured run (cores, from /proc), and the proxy process's CPU per call.\n",
+    );
+    console.log(
+      '| mode | clients | path | proxy process | PostgreSQL | stub | load generator | proxy CPU ms / call |',
+    );
+    console.log('|---|---:|---|---:|---:|---:|---:|---:|');
+    const cores = (value: number | null | undefined) => (value == null ? '-' : fmt(value, 2));
+    for (const r of rows) {
+      for (const path of ['passthrough', 'gateway'] as const) {
+        const used = r.cpu[path];
+        const perCall = used['proxy'] == null ? null : (1000 * used['proxy']) / r[path].perSecond;
+        console.log(
+          `| ${r.stream ? 'stream' : 'json'} | ${r.callers} | ${path === 'gateway' ? 'gateway' : 'pass-through'} | ${cores(used['proxy'])} | ${cores(used['postgres'])} | ${cores(used['stub'])} | ${cores(used['load'])} | ${perCall === null ? '-' : fmt(perCall, 3)} |`,
+        );
+      }
+    }
   }
   if (paced.length > 0) {
     const latency = (r: LoadResult) => `${fmt(r.p50Ms, 2)} / ${fmt(r.p99Ms, 2)}`;

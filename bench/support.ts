@@ -1,3 +1,4 @@
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import pg from 'pg';
 import { Kysely, PostgresDialect } from 'kysely';
 import { migrateToLatest } from '../src/db/migrate.js';
@@ -112,4 +113,67 @@ export async function freshDatabase(name: string): Promise<string> {
 
 export function fmt(value: number, digits = 1): string {
   return Number.isFinite(value) ? value.toFixed(digits) : '-';
+}
+
+/** CPU seconds (user + system) a process has used, from /proc; null where there is no /proc. */
+function cpuSecondsOf(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return null;
+  }
+}
+/** Linux's USER_HZ, the unit of /proc/PID/stat's times, is 100 on every architecture Node runs on. */
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/** CPU seconds used so far by each PostgreSQL server process on this machine, by pid. */
+function postgresCpuSeconds(): Map<number, number> | null {
+  if (!existsSync('/proc')) return null;
+  const used = new Map<number, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (!readFileSync(`/proc/${entry}/cmdline`, 'utf8').startsWith('postgres')) continue;
+    } catch {
+      continue;
+    }
+    const seconds = cpuSecondsOf(Number(entry));
+    if (seconds !== null) used.set(Number(entry), seconds);
+  }
+  return used;
+}
+
+/**
+ * Cores (CPU seconds per second) each named process, and PostgreSQL's processes together
+ * (`postgres`), used while `run` ran; null where unknown. A PostgreSQL backend that exits
+ * during the run is not counted.
+ */
+export async function measureCpu<T>(
+  processes: Record<string, number>,
+  run: () => Promise<T>,
+): Promise<{ result: T; cores: Record<string, number | null> }> {
+  const read = () =>
+    new Map(Object.entries(processes).map(([name, pid]) => [name, cpuSecondsOf(pid)]));
+  const before = read();
+  const postgresBefore = postgresCpuSeconds();
+  const started = performance.now();
+  const result = await run();
+  const seconds = (performance.now() - started) / 1000;
+  const after = read();
+  const postgresAfter = postgresCpuSeconds();
+  const cores: Record<string, number | null> = {};
+  for (const [name, used] of after) {
+    const was = before.get(name);
+    cores[name] = used === null || was == null ? null : (used - was) / seconds;
+  }
+  cores['postgres'] = null;
+  if (postgresBefore !== null && postgresAfter !== null) {
+    let used = 0;
+    for (const [pid, now] of postgresAfter) used += now - (postgresBefore.get(pid) ?? 0);
+    cores['postgres'] = used / seconds;
+  }
+  return { result, cores };
 }
