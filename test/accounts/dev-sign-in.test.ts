@@ -54,3 +54,35 @@ test('the development sign-in validates its input', async () => {
   }
   expect(await rowCounts(database.pool)).toEqual(before);
 });
+
+test('a request that came through a proxy never gets a development session, whatever it says its address is', async () => {
+  // Behind a proxy with http.trustProxy, `ctx.ip` is whatever X-Forwarded-For says, which
+  // any client writes; and a proxy on this machine makes every client's socket loopback.
+  const proxied = await startTestService({
+    databaseUrl: database.url,
+    config: { http: { trustProxy: true } },
+  });
+  try {
+    const before = await rowCounts(database.pool);
+    for (const target of [proxied, service]) {
+      for (const headers of [
+        { 'x-forwarded-for': '127.0.0.1' },
+        { 'x-forwarded-for': '203.0.113.9, 127.0.0.1' },
+        { forwarded: 'for=127.0.0.1' },
+        { 'x-real-ip': '203.0.113.9' },
+      ]) {
+        const result = await call<ErrorShape>(target, 'POST', '/api/auth/dev', {
+          body: { telegramId: 777_001 },
+          headers,
+        });
+        expect(result.status).toBe(403);
+        expect(result.body.error.code).toBe('dev_sign_in_local_only');
+      }
+    }
+    expect(await rowCounts(database.pool)).toEqual(before);
+    // A client on this machine, direct, still signs in.
+    expect((await devSignIn(proxied, 777_001)).token).toMatch(/^lxs-/);
+  } finally {
+    await proxied.stop();
+  }
+});

@@ -38,10 +38,10 @@ export function authRoutes(services: Services): Router {
     router.post('/dev', async (ctx) => {
       // Checked again per request: the route must never work with a bot token configured.
       if (config.telegram.botToken) throw devSignInDisabled();
-      if (!isLoopback(ctx.ip))
+      if (!isLocalClient(ctx))
         throw new AppError(
           'dev_sign_in_local_only',
-          'the development sign-in only answers clients on this machine',
+          'the development sign-in only answers clients on this machine, not through a proxy',
           { status: 403 },
         );
       const body = objectBody(ctx);
@@ -86,6 +86,17 @@ function answerSignIn(ctx: Context, result: SignInResult): void {
   };
 }
 
-function isLoopback(ip: string): boolean {
-  return ip === '::1' || ip.startsWith('127.') || ip.startsWith('::ffff:127.');
+/**
+ * A client on this machine talking to us directly: the socket's own peer is loopback (not
+ * `ctx.ip`, which `http.trustProxy` takes from X-Forwarded-For, a header any client writes),
+ * and the request carries no forwarding header (a reverse proxy on this machine would make
+ * every remote client's socket look local).
+ */
+function isLocalClient(ctx: Context): boolean {
+  const peer = ctx.req.socket.remoteAddress ?? '';
+  const loopback = peer === '::1' || peer.startsWith('127.') || peer.startsWith('::ffff:127.');
+  const forwarded = ['forwarded', 'x-forwarded-for', 'x-real-ip'].some(
+    (header) => ctx.get(header) !== '',
+  );
+  return loopback && !forwarded;
 }
