@@ -110,6 +110,12 @@ export class BatchState {
   readonly attachments: Attachment[] = [];
   /** The totals as read, before any command of the batch. */
   readonly initial: ReadonlyMap<string, AccountState>;
+  /**
+   * Set by a command that booked part of an amount to a shortfall account because an
+   * account's available balance fell short: a decision made on the totals, which totals
+   * remembered from earlier batches must not make (they may be older than a top-up).
+   */
+  bookedShortfall = false;
 
   constructor(readonly accounts: Map<string, AccountState>) {
     this.initial = new Map([...accounts].map(([id, account]) => [id, { ...account }]));

@@ -59,7 +59,9 @@ export async function prepareReverseEntry(
       if (!target) throw new EntryNotFoundError(params.entryId);
       if (target.reversedBy) throw new AlreadyReversedError(target.entryId, target.reversedBy);
       const postings: Array<{ accountId: string; amount: Decimal }> = [];
-      const shortfalls: Record<string, string> = {};
+      const shortfalls = new Map<string, Decimal>();
+      /** What earlier lines of this reversal already take from each account. */
+      const taken = new Map<string, Decimal>();
       for (const original of target.postings) {
         const mirrored = original.amount.neg();
         const account = state.account(original.accountId);
@@ -67,15 +69,21 @@ export async function prepareReverseEntry(
           normalSide(account.type) === 'credit' ? mirrored.isPositive() : mirrored.isNegative();
         const shortfallAccount = shortfallAccounts.get(account.id);
         if (account.noNegative && reducesBalance && shortfallAccount) {
-          const canCover = Decimal.max(available(account), ZERO);
+          const already = taken.get(account.id) ?? ZERO;
+          const canCover = Decimal.max(available(account).sub(already), ZERO);
           const wanted = mirrored.abs();
+          taken.set(account.id, already.add(Decimal.min(wanted, canCover)));
           if (wanted.gt(canCover)) {
+            state.bookedShortfall = true;
             const sign = mirrored.isNegative() ? -1 : 1;
             const short = wanted.sub(canCover);
             if (!canCover.isZero())
               postings.push({ accountId: account.id, amount: canCover.mul(sign) });
             postings.push({ accountId: shortfallAccount.id, amount: short.mul(sign) });
-            shortfalls[shortfallAccount.code] = short.toString();
+            shortfalls.set(
+              shortfallAccount.code,
+              (shortfalls.get(shortfallAccount.code) ?? ZERO).add(short),
+            );
             continue;
           }
         }
@@ -93,7 +101,14 @@ export async function prepareReverseEntry(
         },
       });
       target.reversedBy = entryId;
-      return { entryId: entryId!, reversedEntryId: target.entryId, shortfalls, replayed: false };
+      return {
+        entryId: entryId!,
+        reversedEntryId: target.entryId,
+        shortfalls: Object.fromEntries(
+          [...shortfalls].map(([code, short]) => [code, short.toString()]),
+        ),
+        replayed: false,
+      };
     },
     encode: ({ replayed: _replayed, ...result }) => result,
     replay: (stored) => ({ ...(stored as Omit<ReverseEntryResult, 'replayed'>), replayed: true }),

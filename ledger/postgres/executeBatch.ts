@@ -71,9 +71,11 @@ export async function executeBatch(
   if (mode === 'optimistic') {
     let inputs = known?.inputsFor(commands) ?? null;
     let planned = inputs ? planBatch(commands, inputs) : null;
-    // Remembered totals may be older than a top-up: refuse only on what the database says now.
+    // Remembered totals may be older than a top-up: refuse, or book a shortfall, only on what
+    // the database says now.
     if (
       !inputs ||
+      planned!.state.bookedShortfall ||
       planned!.outcomes.some((o) => !o.ok && o.error instanceof InsufficientFundsError)
     ) {
       inputs = await readBatchInputs(client, commands, { lock: false });

@@ -179,6 +179,35 @@ describe('two-phase holds', () => {
 });
 
 describe('reversals', () => {
+  test('a reversal with a shortfall account covers an entry that credited the same customer on two lines', async () => {
+    const { entryId } = await ledger.postEntry({
+      kind: 'deposit',
+      postings: [
+        { account: 'expenses:promotions', amount: '10' },
+        { account: 'liabilities:customers:r-split', amount: '-5' },
+        { account: 'liabilities:customers:r-split', amount: '-5' },
+      ],
+    });
+    // The customer spends 3 of the 10: the reversal takes the other 7 and books 3 as owed.
+    await ledger.postEntry({
+      kind: 'usage',
+      postings: [
+        { account: 'liabilities:customers:r-split', amount: '3' },
+        { account: 'revenue:usage', amount: '-3' },
+      ],
+    });
+    const result = await ledger.reverseEntry({
+      entryId,
+      shortfallAccounts: {
+        'liabilities:customers:r-split': 'assets:receivables:customers:r-split',
+      },
+    });
+    expect(result.shortfalls).toEqual({ 'assets:receivables:customers:r-split': '3' });
+    expect((await balanceOf('r-split')).posted).toBe('0');
+    const receivable = await ledger.getBalance('assets:receivables:customers:r-split');
+    expect(receivable.posted.toString()).toBe('3');
+  });
+
   test('a reversal mirrors the entry, links to it, and happens once', async () => {
     await fund(ledger, 'r1', '10');
     const { entryId } = await ledger.postEntry({
