@@ -30,6 +30,11 @@ const CACHE_MAX = 50_000;
  */
 export class KeyAuthenticator {
   private readonly cache = new Map<string, Cached>();
+  /**
+   * Counts invalidations: a lookup that read its row before one (a revocation committing
+   * while the lookup's answer was on its way) must not cache what it read.
+   */
+  private generation = 0;
   private listener: pg.Client | null = null;
   private listening = false;
   private closed = false;
@@ -70,6 +75,7 @@ export class KeyAuthenticator {
       this.touch(cached.caller.keyId);
       return cached.caller;
     }
+    const generation = this.generation;
     const row = await this.db
       .selectFrom('api_keys as k')
       .innerJoin('users as u', 'u.id', 'k.user_id')
@@ -98,7 +104,7 @@ export class KeyAuthenticator {
       allowedModels: row.allowed_models,
       spendLimitUsd: row.spend_limit_usd,
     };
-    if (this.listening) {
+    if (this.listening && generation === this.generation) {
       if (this.cache.size >= CACHE_MAX) this.cache.clear();
       this.cache.set(keyHash, { caller, keyHash, expiresAt: Date.now() + CACHE_TTL_MS });
     }
@@ -108,6 +114,7 @@ export class KeyAuthenticator {
 
   /** Forgets every cached key (also done on NOTIFY lingxi_keys). */
   invalidate(): void {
+    this.generation += 1;
     this.cache.clear();
   }
 

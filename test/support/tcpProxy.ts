@@ -14,6 +14,11 @@ export interface TcpProxy {
    * commit), but their answers never arrive, as when a link dies just after a commit.
    */
   swallowAnswers(on: boolean): void;
+  /**
+   * While true, what the target sends is kept back: requests reach it and run, and their
+   * answers arrive, in order, once this is set to false again (a slow link).
+   */
+  holdAnswers(on: boolean): void;
   close(): Promise<void>;
 }
 
@@ -21,6 +26,8 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
   const open = new Set<Socket>();
   let refusing = false;
   let swallowing = false;
+  let holding = false;
+  const held: Array<{ to: Socket; chunk: Buffer }> = [];
   const server = createServer((client) => {
     if (refusing) {
       client.resetAndDestroy();
@@ -32,7 +39,12 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
       [upstream, client],
     ] as const) {
       open.add(from);
-      if (from === upstream) from.on('data', (chunk) => swallowing || to.write(chunk));
+      if (from === upstream)
+        from.on('data', (chunk: Buffer) => {
+          if (swallowing) return;
+          if (holding) held.push({ to, chunk });
+          else to.write(chunk);
+        });
       else from.pipe(to);
       from.on('error', () => to.destroy());
       from.on('close', () => {
@@ -53,6 +65,10 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     },
     swallowAnswers(on) {
       swallowing = on;
+    },
+    holdAnswers(on) {
+      holding = on;
+      if (!on) for (const { to, chunk } of held.splice(0)) to.write(chunk);
     },
     async close() {
       for (const socket of open) socket.destroy();

@@ -1,0 +1,80 @@
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import type { Database } from '../../src/db/schema.js';
+import { createApiKey, notifyKeyChange, revokeApiKey } from '../../src/keys/apiKeys.js';
+import { KeyAuthenticator } from '../../src/keys/keyAuthenticator.js';
+import { createLogger } from '../../src/log.js';
+import { createUser } from '../../src/users/createUser.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { startTcpProxy, type TcpProxy } from '../support/tcpProxy.js';
+
+let database: TestDatabase;
+let proxy: TcpProxy;
+/** The database seen through the proxy, whose answers a test can hold back. */
+let slowDb: Kysely<Database>;
+let db: Kysely<Database>;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  const url = new URL(database.url);
+  proxy = await startTcpProxy({ host: url.hostname, port: Number(url.port || 5432) });
+  url.host = proxy.address;
+  slowDb = new Kysely<Database>({
+    dialect: new PostgresDialect({
+      pool: new pg.Pool({ connectionString: url.toString(), max: 2 }),
+    }),
+  });
+  db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: database.newPool(2) }) });
+});
+afterAll(async () => {
+  await slowDb?.destroy();
+  await db?.destroy();
+  await proxy?.close();
+  await database?.drop();
+});
+
+test('a key revoked while a lookup of it is on its way is not cached as valid', async () => {
+  const { id: userId } = await createUser(db, { telegramId: 990_001 });
+  const { id: keyId, key } = await createApiKey(db, { userId });
+  const keys = new KeyAuthenticator(slowDb, database.url, createLogger('silent'));
+  await keys.start();
+  try {
+    await expect(keys.authenticate(`Bearer ${key}`)).resolves.toMatchObject({ keyId });
+    // Its last-use write (off the request path) done, the pool has an idle connection.
+    await waitFor(async () => (await lastUsed(keyId)) !== null);
+    keys.invalidate();
+
+    // The next lookup reads the key while it is still valid; its answer is held up on the
+    // way back while the key is revoked and every process told so.
+    proxy.holdAnswers(true);
+    const inFlight = keys.authenticate(`Bearer ${key}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await revokeApiKey(db, { userId, keyId });
+    await notifyKeyChange(db);
+    await new Promise((resolve) => setTimeout(resolve, 200)); // NOTIFY reaches the listener
+    proxy.holdAnswers(false);
+    await expect(inFlight).resolves.toMatchObject({ keyId }); // it began before the revocation
+
+    // Every call after the revocation is refused.
+    await expect(keys.authenticate(`Bearer ${key}`)).rejects.toMatchObject({ status: 401 });
+  } finally {
+    await keys.close();
+  }
+});
+
+async function lastUsed(keyId: string): Promise<Date | null> {
+  const row = await db
+    .selectFrom('api_keys')
+    .select('last_used_at')
+    .where('id', '=', keyId)
+    .executeTakeFirstOrThrow();
+  return row.last_used_at;
+}
+
+async function waitFor(condition: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; !(await condition()); i += 1) {
+    if (i > 100) throw new Error('timed out waiting');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
