@@ -68,6 +68,7 @@ export async function executeBatch(
   mode: BatchMode,
   known?: KnownState,
 ): Promise<CommandOutcome[]> {
+  let mark = known?.mark() ?? 0;
   if (mode === 'optimistic') {
     let inputs = known?.inputsFor(commands) ?? null;
     let planned = inputs ? planBatch(commands, inputs) : null;
@@ -79,7 +80,7 @@ export async function executeBatch(
       planned!.outcomes.some((o) => !o.ok && o.error instanceof InsufficientFundsError)
     ) {
       inputs = await readBatchInputs(client, commands, { lock: false });
-      known?.rememberRead(inputs);
+      mark = known?.rememberRead(inputs, mark) ?? mark;
       planned = planBatch(commands, inputs);
     }
     const { outcomes, state, newKeys } = planned!;
@@ -87,7 +88,7 @@ export async function executeBatch(
     const totals = await unlessOutcomeUnknown(batchId, outcomes, () =>
       writeBatch(client, state, newKeys, batchId),
     );
-    known?.rememberWrite(state, totals);
+    known?.rememberWrite(state, totals, mark);
     return outcomes;
   }
   if (mode === 'caller-transaction') {
@@ -107,7 +108,7 @@ export async function executeBatch(
       await client.query('commit');
       return written;
     });
-    known?.rememberWrite(state, totals);
+    known?.rememberWrite(state, totals, mark);
     return outcomes;
   } catch (error) {
     await client.query('rollback').catch(() => {});

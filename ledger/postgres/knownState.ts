@@ -20,15 +20,31 @@ export interface AccountTotals {
  * assumptions no longer hold fails and runs again with a fresh read. A refusal is never
  * made on remembered totals: a batch that refuses anything for lack of funds is planned
  * again on a fresh read first (see executeBatch).
+ *
+ * With several lanes, batches run at once and their answers arrive in any order: a read
+ * taken before another lane's write committed can come back after that write was
+ * remembered. So every change to what is remembered is stamped with a clock, each batch
+ * says from which `mark()` it ran, and an account or hold that another batch remembered or
+ * forgot meanwhile is forgotten rather than overwritten with what may be older.
  */
 export class KnownState {
   private readonly accounts = new Map<string, AccountState>();
   private readonly holds = new Map<string, HoldState & { expiresAtMs: number | null }>();
+  private clock = 0;
+  /** The clock at the last change to each account (`a:id`) or hold (`h:id`) remembered or forgotten. */
+  private readonly changedAt = new Map<string, number>();
+  /** Batches that started before this clock may not remember anything (changedAt was emptied). */
+  private resetAt = 0;
 
   constructor(
     private readonly maxAccounts = 100_000,
     private readonly maxHolds = 100_000,
   ) {}
+
+  /** Where a batch starts from; pass it to `rememberRead` / `rememberWrite`. */
+  mark(): number {
+    return this.clock;
+  }
 
   /** The batch's inputs from memory, or null when anything it needs is not known. */
   inputsFor(commands: ReadonlyArray<PreparedCommand<unknown>>): BatchInputs | null {
@@ -56,41 +72,74 @@ export class KnownState {
     return { accounts, holds, overdueHolds: [], reversals: new Map(), idempotency: new Map() };
   }
 
-  /** Remembers what a read found. */
-  rememberRead(inputs: BatchInputs): void {
-    for (const account of inputs.accounts.values()) this.setAccount({ ...account });
-    for (const hold of inputs.holds.values()) {
-      if (hold.status === 'pending') this.setHold(hold);
-      else this.holds.delete(hold.id);
-    }
+  /** Remembers what a read by a batch that started at `since` found; returns its new mark. */
+  rememberRead(inputs: BatchInputs, since: number): number {
+    const now = this.tick();
+    for (const account of inputs.accounts.values())
+      this.putAccount(account.id, since, now, { ...account });
+    for (const hold of inputs.holds.values())
+      this.putHold(hold.id, since, now, hold.status === 'pending' ? hold : null);
+    return now;
   }
 
-  /** Remembers what a committed write left behind. */
-  rememberWrite(state: BatchState, totals: ReadonlyArray<AccountTotals>): void {
+  /** Remembers what a committed write by a batch that started at `since` left behind. */
+  rememberWrite(state: BatchState, totals: ReadonlyArray<AccountTotals>, since: number): void {
+    const now = this.tick();
     for (const row of totals) {
       const account = state.accounts.get(row.id);
-      if (!account) continue;
-      this.setAccount({ ...account, ...row });
+      if (account) this.putAccount(row.id, since, now, { ...account, ...row });
     }
-    for (const hold of state.newHolds.values()) {
-      if (hold.status === 'pending') this.setHold({ ...hold, overdue: false });
-    }
-    for (const id of state.resolvedHolds.keys()) this.holds.delete(id);
+    for (const hold of state.newHolds.values())
+      this.putHold(
+        hold.id,
+        since,
+        now,
+        hold.status === 'pending' ? { ...hold, overdue: false } : null,
+      );
+    for (const id of state.resolvedHolds.keys()) this.putHold(id, since, now, null);
   }
 
   /** Forgets what a failed batch touched, so its retry reads afresh. */
   forget(commands: ReadonlyArray<PreparedCommand<unknown>>): void {
+    const now = this.tick();
     for (const command of commands) {
-      for (const id of command.accountIds) this.accounts.delete(id);
+      for (const id of command.accountIds) this.putAccount(id, now, now, null);
       for (const id of command.holdIds) {
         const hold = this.holds.get(id);
         if (hold) {
-          this.accounts.delete(hold.debitAccountId);
-          this.accounts.delete(hold.creditAccountId);
+          this.putAccount(hold.debitAccountId, now, now, null);
+          this.putAccount(hold.creditAccountId, now, now, null);
         }
-        this.holds.delete(id);
+        this.putHold(id, now, now, null);
       }
     }
+  }
+
+  private tick(): number {
+    if (this.changedAt.size > this.maxAccounts + this.maxHolds) {
+      // Bounded memory: start over, and let no batch already running remember anything.
+      this.changedAt.clear();
+      this.accounts.clear();
+      this.holds.clear();
+      this.resetAt = this.clock + 1;
+    }
+    this.clock += 1;
+    return this.clock;
+  }
+
+  /** Sets (or, with null, forgets) an account, unless another batch changed it after `since`. */
+  private putAccount(id: string, since: number, now: number, account: AccountState | null): void {
+    const stale = since < this.resetAt || (this.changedAt.get(`a:${id}`) ?? 0) > since;
+    this.changedAt.set(`a:${id}`, now);
+    if (account === null || stale) this.accounts.delete(id);
+    else this.setAccount(account);
+  }
+
+  private putHold(id: string, since: number, now: number, hold: HoldState | null): void {
+    const stale = since < this.resetAt || (this.changedAt.get(`h:${id}`) ?? 0) > since;
+    this.changedAt.set(`h:${id}`, now);
+    if (hold === null || stale) this.holds.delete(id);
+    else this.setHold(hold);
   }
 
   private setAccount(account: AccountState): void {
