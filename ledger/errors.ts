@@ -29,6 +29,15 @@ export class InvalidAmountError extends LedgerError {
   }
 }
 
+export class InvalidCursorError extends LedgerError {
+  readonly code = 'invalid_cursor';
+  constructor() {
+    super('cursor is not one this ledger gave out (pass back a nextCursor as it was)', {
+      param: 'cursor',
+    });
+  }
+}
+
 export class UnknownCurrencyError extends LedgerError {
   readonly code = 'unknown_currency';
   constructor(currency: string) {

@@ -35,6 +35,7 @@ import {
 } from '../commands/voidHold.js';
 import {
   CurrencyMismatchError,
+  InvalidCursorError,
   UnknownAccountError,
   UnknownCurrencyError,
   type LedgerError,
@@ -328,7 +329,8 @@ export class PostgresLedger {
   ): Promise<AccountEntriesPage> {
     const account = await this.resolveAccount(code);
     const limit = Math.min(Math.max(options.limit ?? 50, 1), 500);
-    const before = options.cursor && /^\d{1,18}$/.test(options.cursor) ? options.cursor : null;
+    const before = options.cursor ?? null;
+    if (before !== null && !/^[1-9]\d{0,17}$/.test(before)) throw new InvalidCursorError();
     let query = this.db
       .selectFrom('ledger_postings as p')
       .innerJoin('ledger_entries as e', 'e.id', 'p.entry_id')

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import type { PostgresLedger } from '../../ledger/index.js';
+import { InvalidCursorError, type PostgresLedger } from '../../ledger/index.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { fund, openLedger } from '../support/ledger.js';
 
@@ -51,6 +51,11 @@ test("an account's lines come newest first, page by page, each with the running 
     ['10', '10'],
   ]);
   expect(last.nextCursor).toBeNull();
+  // A cursor this ledger did not give out is refused, not read as "from the start".
+  for (const cursor of ['abc', '-1', '0', '1.5', '99999999999999999999'])
+    await expect(
+      ledger.listAccountEntries('liabilities:customers:q1', { cursor }),
+    ).rejects.toBeInstanceOf(InvalidCursorError);
 });
 
 test('the trial balance nets to zero in every currency', async () => {
