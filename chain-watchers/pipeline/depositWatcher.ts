@@ -1,4 +1,4 @@
-import { Kysely, PostgresDialect, sql } from 'kysely';
+import { Kysely, PostgresDialect, sql, type RawBuilder } from 'kysely';
 import type pg from 'pg';
 import {
   accountCodes,
@@ -308,8 +308,20 @@ export class DepositWatcher {
             block_hash: sql`excluded.block_hash`,
             block_time: sql`excluded.block_time`,
             needs_recheck: false,
-            // An orphaned transfer mined again on the new chain starts over.
-            status: sql`case when deposits.status = 'orphaned' then excluded.status else deposits.status end`,
+            // A transfer a reorg removed (orphaned, or credited and reversed) that is mined again
+            // on the new chain starts over: it is credited afresh under a new key (`reincluded`);
+            // the ledger keeps the earlier credit and its reversal.
+            status: ifRemoved('deposits', 'status', sql`excluded.status`),
+            confirmations: ifRemoved('deposits', 'confirmations', sql`excluded.confirmations`),
+            ignore_reason: ifRemoved('deposits', 'ignore_reason', sql`excluded.ignore_reason`),
+            reincluded: ifRemoved('deposits', 'reincluded', sql`deposits.reincluded + 1`),
+            entry_id: ifRemoved('deposits', 'entry_id', sql`null`),
+            credited_at: ifRemoved('deposits', 'credited_at', sql`null`),
+            amount_usd: ifRemoved('deposits', 'amount_usd', sql`null`),
+            rate: ifRemoved('deposits', 'rate', sql`null`),
+            rate_source: ifRemoved('deposits', 'rate_source', sql`null`),
+            rate_details: ifRemoved('deposits', 'rate_details', sql`null`),
+            reversal_entry_id: ifRemoved('deposits', 'reversal_entry_id', sql`null`),
             updated_at: new Date(),
           }),
         )
@@ -380,7 +392,8 @@ export class DepositWatcher {
         shortfallAccounts: {
           [accountCodes.customer(d.user_id!)]: accountCodes.receivable(d.user_id!),
         },
-        idempotencyKey: `deposit-reversal:${network}:${d.tx_hash}:${d.log_index}`,
+        // By the entry it reverses: a deposit credited again after a reorg can be reversed again.
+        idempotencyKey: `deposit-reversal:${d.entry_id}`,
       })),
     );
     for (const [i, deposit] of credited.entries()) {
@@ -544,7 +557,10 @@ export class DepositWatcher {
         kind: 'deposit',
         description: `${amount.toString()} ${deposit.asset} deposit on ${network}`,
         effectiveAt: deposit.block_time ? new Date(deposit.block_time) : new Date(),
-        idempotencyKey: `deposit:${network}:${deposit.tx_hash}:${deposit.log_index}`,
+        idempotencyKey: keyOf(
+          `deposit:${network}:${deposit.tx_hash}:${deposit.log_index}`,
+          deposit.reincluded,
+        ),
         metadata: {
           userId: deposit.user_id,
           asset: deposit.asset,
@@ -760,6 +776,23 @@ export class DepositWatcher {
       dialect: new PostgresDialect({ pool: single as unknown as pg.Pool }),
     });
   }
+}
+
+/**
+ * In an upsert into `table`: `then` when the stored row is one a reorg removed (orphaned, or
+ * credited and reversed), else the stored `column` unchanged.
+ */
+function ifRemoved(
+  table: 'deposits' | 'outgoing_transfers',
+  column: string,
+  then: RawBuilder<unknown>,
+): RawBuilder<never> {
+  return sql<never>`case when ${sql.ref(`${table}.status`)} in ('orphaned', 'reversed') then ${then} else ${sql.ref(`${table}.${column}`)} end`;
+}
+
+/** The idempotency key of a transfer's entry: a new one each time a reorg removed it and it came back. */
+function keyOf(base: string, reincluded: number): string {
+  return reincluded === 0 ? base : `${base}:reincluded-${reincluded}`;
 }
 
 function priceKey(asset: string, block: bigint): string {

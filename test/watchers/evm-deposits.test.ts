@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import type { Address } from 'viem';
+import { encodeFunctionData, erc20Abi, type Address, type Hex } from 'viem';
+import { privateKeyToAccount } from 'viem/accounts';
 import { Decimal, type PostgresLedger } from '../../ledger/index.js';
 import { networkSchema, type EvmNetworkConfig } from '../../chain-watchers/config.js';
 import { createEvmAdapter } from '../../chain-watchers/evm/createEvmAdapter.js';
@@ -85,8 +86,41 @@ async function depositRows() {
 }
 
 async function usdBalance(userId: string): Promise<string> {
-  const balance = await ledger.getBalance(`liabilities:customers:${userId}`).catch(() => null);
-  return balance?.posted.toString() ?? '0';
+  return (await postedBalance(`liabilities:customers:${userId}`)).toString();
+}
+
+async function postedBalance(account: string): Promise<Decimal> {
+  const balance = await ledger.getBalance(account).catch(() => null);
+  return balance?.posted ?? new Decimal(0);
+}
+
+/**
+ * Signs a transaction without sending it, so that the very same transaction can be broadcast
+ * again after a reorg dropped it (as a wallet or a mempool would).
+ */
+async function signTransaction(
+  privateKey: Hex,
+  tx: { to: Address; data?: Hex; value?: bigint; gas: bigint },
+): Promise<Hex> {
+  const signer = privateKeyToAccount(privateKey);
+  return signer.signTransaction({
+    type: 'eip1559',
+    chainId: 1337,
+    nonce: await devnet.client.getTransactionCount({
+      address: signer.address,
+      blockTag: 'pending',
+    }),
+    maxFeePerGas: 50_000_000_000n,
+    maxPriorityFeePerGas: 1_000_000_000n,
+    ...tx,
+  });
+}
+
+/** A chain without the blocks mined since `snapshot`, longer than the one it replaces. */
+async function reorgTo(snapshot: Hex, w: DepositWatcher) {
+  await devnet.revert(snapshot);
+  await devnet.mine(12, { increaseTimeS: 11 });
+  for (let i = 0; i < 3; i += 1) await w.runOnce();
 }
 
 beforeAll(async () => {
@@ -295,6 +329,72 @@ describe('EVM deposits', () => {
       [`assets:receivables:customers:${bob.id}`, '30'],
     ]);
     expect(await usdBalance(bob.id)).toBe('0');
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+
+  test('a credited deposit that a reorg removed is credited again when its transaction is mined again, and reversed again by a second reorg', async () => {
+    const w = watcher();
+    await w.runOnce();
+    const before = new Decimal(await usdBalance(bob.id));
+    const gained = async () => new Decimal(await usdBalance(bob.id)).sub(before).toString();
+    const sender = devnet.account(3);
+    await devnet.transferToken(usdt, devnet.account(0), sender.address, 100_000_000n);
+    await devnet.mine(4);
+    await w.runOnce();
+    const beforeTransfer = await devnet.snapshot();
+    const raw = await signTransaction(sender.privateKey, {
+      to: usdt,
+      data: encodeFunctionData({
+        abi: erc20Abi,
+        functionName: 'transfer',
+        args: [bob.address, 40_000_000n],
+      }),
+      gas: 500_000n,
+    });
+    const txHash = await devnet.rpc<Hex>('eth_sendRawTransaction', [raw]);
+    await devnet.mine(4);
+    await w.runOnce();
+    const deposit = async () =>
+      (
+        await database.pool.query(
+          `select status, reincluded, block_number, entry_id, reversal_entry_id, amount_usd::text
+             from deposits where tx_hash = $1`,
+          [txHash],
+        )
+      ).rows[0];
+    const first = await deposit();
+    expect(first).toMatchObject({ status: 'credited', reincluded: 0, amount_usd: '40' });
+    expect(await gained()).toBe('40');
+
+    await reorgTo(beforeTransfer, w);
+    expect(await deposit()).toMatchObject({ status: 'reversed', reincluded: 0 });
+    expect(await gained()).toBe('0');
+
+    // The dropped transaction is broadcast again and mined on the new chain, in another block.
+    const beforeResend = await devnet.snapshot();
+    expect(await devnet.rpc<Hex>('eth_sendRawTransaction', [raw])).toBe(txHash);
+    await devnet.mine(4);
+    for (let i = 0; i < 2; i += 1) await w.runOnce();
+    const second = await deposit();
+    expect(second).toMatchObject({
+      status: 'credited',
+      reincluded: 1,
+      amount_usd: '40',
+      reversal_entry_id: null,
+    });
+    expect(second.entry_id).not.toBe(first.entry_id);
+    expect(await gained()).toBe('40');
+    // The new credit names the block it is in now; the first one and its reversal stay.
+    const entry = await ledger.getEntry(second.entry_id);
+    expect(entry?.metadata['chain']).toMatchObject({ txHash, blockNumber: second.block_number });
+    expect(second.block_number).not.toBe(first.block_number);
+    expect((await ledger.getEntry(first.entry_id))?.id).toBe(first.entry_id);
+
+    await reorgTo(beforeResend, w);
+    const third = await deposit();
+    expect(third).toMatchObject({ status: 'reversed', entry_id: second.entry_id });
+    expect((await ledger.getEntry(third.reversal_entry_id))?.reversesEntryId).toBe(second.entry_id);
+    expect(await gained()).toBe('0');
     expect(await ledger.checkBalances()).toEqual([]);
   });
 
