@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { encodeFunctionData, erc20Abi, type Address, type Hex } from 'viem';
-import { privateKeyToAccount } from 'viem/accounts';
+import { encodeFunctionData, erc20Abi, toHex, type Address, type Hex } from 'viem';
+import { mnemonicToAccount, privateKeyToAccount } from 'viem/accounts';
 import { Decimal, type PostgresLedger } from '../../ledger/index.js';
 import { networkSchema, type EvmNetworkConfig } from '../../chain-watchers/config.js';
 import { createEvmAdapter } from '../../chain-watchers/evm/createEvmAdapter.js';
@@ -395,6 +395,65 @@ describe('EVM deposits', () => {
     expect(third).toMatchObject({ status: 'reversed', entry_id: second.entry_id });
     expect((await ledger.getEntry(third.reversal_entry_id))?.reversesEntryId).toBe(second.entry_id);
     expect(await gained()).toBe('0');
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+
+  test('a booked sweep that a reorg removes is reversed with its network fee, and booked again when mined in another block', async () => {
+    // The operator's signer for alice's deposit address (index 0): never held by the service.
+    const alicePrivateKey = toHex(
+      mnemonicToAccount(MNEMONIC, { addressIndex: 0 }).getHdKey().privateKey!,
+    );
+    const treasury = devnet.account(5).address;
+    const w = watcher(network({ treasuryAddresses: [treasury] }));
+    await devnet.sendEth(devnet.account(0), alice.address, 10n ** 17n);
+    await devnet.mine(4);
+    for (let i = 0; i < 2; i += 1) await w.runOnce();
+    const fees = () => postedBalance('expenses:network-fees:devnet');
+    const swept = () => postedBalance(`assets:custody:devnet:ETH:${treasury}`);
+    const feesBefore = await fees();
+    const beforeSweep = await devnet.snapshot();
+    const raw = await signTransaction(alicePrivateKey, {
+      to: treasury,
+      value: 10n ** 16n,
+      gas: 21_000n,
+    });
+    const txHash = await devnet.rpc<Hex>('eth_sendRawTransaction', [raw]);
+    const feeOf = async () => {
+      const receipt = await devnet.client.getTransactionReceipt({ hash: txHash });
+      return new Decimal((receipt.gasUsed * receipt.effectiveGasPrice).toString()).div(
+        new Decimal(10).pow(18),
+      );
+    };
+    await devnet.mine(4);
+    await w.runOnce();
+    const sweep = async () =>
+      (
+        await database.pool.query(
+          `select kind, status, reincluded, entry_id, fee_entry_id from outgoing_transfers where tx_hash = $1`,
+          [txHash],
+        )
+      ).rows[0];
+    const first = await sweep();
+    expect(first).toMatchObject({ kind: 'sweep', status: 'booked', reincluded: 0 });
+    expect((await fees()).sub(feesBefore)).toEqual(await feeOf());
+    expect((await swept()).toString()).toBe('0.01');
+
+    await reorgTo(beforeSweep, w);
+    expect(await sweep()).toMatchObject({ status: 'orphaned' });
+    // Neither the sweep nor its fee happened on this chain.
+    expect((await fees()).sub(feesBefore).toString()).toBe('0');
+    expect((await swept()).toString()).toBe('0');
+
+    // Mined again in another block: booked again, and every later iteration still succeeds.
+    expect(await devnet.rpc<Hex>('eth_sendRawTransaction', [raw])).toBe(txHash);
+    await devnet.mine(4);
+    for (let i = 0; i < 3; i += 1) await w.runOnce();
+    const second = await sweep();
+    expect(second).toMatchObject({ status: 'booked', reincluded: 1 });
+    expect(second.entry_id).not.toBe(first.entry_id);
+    expect(second.fee_entry_id).not.toBe(first.fee_entry_id);
+    expect((await fees()).sub(feesBefore)).toEqual(await feeOf());
+    expect((await swept()).toString()).toBe('0.01');
     expect(await ledger.checkBalances()).toEqual([]);
   });
 
