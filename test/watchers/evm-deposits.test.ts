@@ -471,3 +471,73 @@ describe('EVM deposits', () => {
     }
   });
 });
+
+describe('EVM deposits priced by a Chainlink feed on another network', () => {
+  let l2: Devnet;
+  beforeAll(async () => {
+    l2 = await startDevnet({ accounts: 2 });
+  });
+  afterAll(async () => {
+    await l2?.close();
+  });
+
+  test("ETH on an L2 ahead of the feed network is credited at the feed's latest round", async () => {
+    // Block numbers of two chains are unrelated: this one is far ahead of the feed's.
+    await l2.mine(1000);
+    const l2Network = networkSchema.parse({
+      kind: 'evm',
+      name: 'l2',
+      chainId: 1337,
+      rpcUrls: [l2.url],
+      confirmations: 2,
+      pollIntervalMs: 100,
+      rpcTimeoutMs: 2000,
+      rpcRetries: 1,
+      startBlock: Number(await l2.blockNumber()) + 1,
+      assets: [
+        {
+          symbol: 'ETH',
+          native: true,
+          decimals: 18,
+          price: { chainlink: { network: 'devnet', feed, maxAgeS: 100_000 } },
+        },
+      ],
+    }) as EvmNetworkConfig;
+    const adapters = new Map([
+      ['devnet', createEvmAdapter(network(), { logger: quiet })],
+      ['l2', createEvmAdapter(l2Network, { logger: quiet })],
+    ]);
+    const w = new DepositWatcher({
+      network: l2Network,
+      adapter: adapters.get('l2')!,
+      ledger,
+      pool: database.pool,
+      priceSources: createPriceSources(l2Network, adapters),
+      logger: quiet,
+    });
+    const carol = await newUser(9003);
+    await w.runOnce();
+    const sent = await l2.sendEth(l2.account(0), carol.address, 2n * 10n ** 16n); // 0.02 ETH
+    await l2.mine(2);
+    for (let i = 0; i < 2; i += 1) await w.runOnce();
+
+    const deposit = (
+      await database.pool.query(
+        `select status, rate::text, amount_usd::text, rate_details from deposits where network = 'l2' and tx_hash = $1`,
+        [sent.txHash],
+      )
+    ).rows[0];
+    // 0.02 x 3123.45678901 (the feed's round on devnet) = 62.4691357802.
+    expect(deposit).toMatchObject({
+      status: 'credited',
+      rate: '3123.45678901',
+      amount_usd: '62.4691357802',
+    });
+    // Read on the feed's network, at a block of that network.
+    expect(deposit.rate_details).toMatchObject({ network: 'devnet', feed });
+    expect(BigInt(deposit.rate_details.blockNumber)).toBeLessThanOrEqual(
+      await devnet.blockNumber(),
+    );
+    expect(await usdBalance(carol.id)).toBe('62.4691357802');
+  });
+});
