@@ -25,7 +25,12 @@ export function createAdapters(
   return adapters;
 }
 
-/** The price source of each of a network's assets, by symbol. */
+/**
+ * The price source of each of a network's assets, by symbol. The watcher quotes at its own
+ * network's confirming block; a Chainlink feed on another network has no such block (or an
+ * unrelated one at that height), so it quotes that feed's latest round instead, still refused
+ * when older than `maxAgeS` at the feed network's latest block.
+ */
 export function createPriceSources(
   network: NetworkConfig,
   adapters: ReadonlyMap<string, ChainAdapter>,
@@ -35,10 +40,12 @@ export function createPriceSources(
     return adapter?.kind === 'evm' ? (adapter as EvmAdapter) : undefined;
   };
   return new Map(
-    network.assets.map((asset) => [
-      asset.symbol,
-      createPriceSource({ price: asset.price, evmAdapter }),
-    ]),
+    network.assets.map((asset) => {
+      const source = createPriceSource({ price: asset.price, evmAdapter });
+      const elsewhere =
+        'chainlink' in asset.price && asset.price.chainlink.network !== network.name;
+      return [asset.symbol, elsewhere ? { quote: () => source.quote(null) } : source];
+    }),
   );
 }
 

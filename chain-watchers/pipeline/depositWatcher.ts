@@ -1,4 +1,4 @@
-import { Kysely, PostgresDialect, sql } from 'kysely';
+import { Kysely, PostgresDialect, sql, type RawBuilder } from 'kysely';
 import type pg from 'pg';
 import {
   accountCodes,
@@ -308,8 +308,20 @@ export class DepositWatcher {
             block_hash: sql`excluded.block_hash`,
             block_time: sql`excluded.block_time`,
             needs_recheck: false,
-            // An orphaned transfer mined again on the new chain starts over.
-            status: sql`case when deposits.status = 'orphaned' then excluded.status else deposits.status end`,
+            // A transfer a reorg removed (orphaned, or credited and reversed) that is mined again
+            // on the new chain starts over: it is credited afresh under a new key (`reincluded`);
+            // the ledger keeps the earlier credit and its reversal.
+            status: ifRemoved('deposits', 'status', sql`excluded.status`),
+            confirmations: ifRemoved('deposits', 'confirmations', sql`excluded.confirmations`),
+            ignore_reason: ifRemoved('deposits', 'ignore_reason', sql`excluded.ignore_reason`),
+            reincluded: ifRemoved('deposits', 'reincluded', sql`deposits.reincluded + 1`),
+            entry_id: ifRemoved('deposits', 'entry_id', sql`null`),
+            credited_at: ifRemoved('deposits', 'credited_at', sql`null`),
+            amount_usd: ifRemoved('deposits', 'amount_usd', sql`null`),
+            rate: ifRemoved('deposits', 'rate', sql`null`),
+            rate_source: ifRemoved('deposits', 'rate_source', sql`null`),
+            rate_details: ifRemoved('deposits', 'rate_details', sql`null`),
+            reversal_entry_id: ifRemoved('deposits', 'reversal_entry_id', sql`null`),
             updated_at: new Date(),
           }),
         )
@@ -342,8 +354,23 @@ export class DepositWatcher {
           oc.columns(['network', 'tx_hash', 'log_index']).doUpdateSet({
             block_number: sql`excluded.block_number`,
             block_hash: sql`excluded.block_hash`,
+            block_time: sql`excluded.block_time`,
             needs_recheck: false,
-            status: sql`case when outgoing_transfers.status = 'orphaned' then excluded.status else outgoing_transfers.status end`,
+            // Mined again after a reorg orphaned it: booked afresh under new keys; the earlier
+            // sweep and fee entries were reversed when it was orphaned.
+            status: ifRemoved('outgoing_transfers', 'status', sql`excluded.status`),
+            fee_base_units: ifRemoved(
+              'outgoing_transfers',
+              'fee_base_units',
+              sql`excluded.fee_base_units`,
+            ),
+            entry_id: ifRemoved('outgoing_transfers', 'entry_id', sql`null`),
+            fee_entry_id: ifRemoved('outgoing_transfers', 'fee_entry_id', sql`null`),
+            reincluded: ifRemoved(
+              'outgoing_transfers',
+              'reincluded',
+              sql`outgoing_transfers.reincluded + 1`,
+            ),
             updated_at: new Date(),
           }),
         )
@@ -380,7 +407,8 @@ export class DepositWatcher {
         shortfallAccounts: {
           [accountCodes.customer(d.user_id!)]: accountCodes.receivable(d.user_id!),
         },
-        idempotencyKey: `deposit-reversal:${network}:${d.tx_hash}:${d.log_index}`,
+        // By the entry it reverses: a deposit credited again after a reorg can be reversed again.
+        idempotencyKey: `deposit-reversal:${d.entry_id}`,
       })),
     );
     for (const [i, deposit] of credited.entries()) {
@@ -420,20 +448,32 @@ export class DepositWatcher {
 
     const goneOut = await tx
       .selectFrom('outgoing_transfers')
-      .select(['id', 'status', 'entry_id'])
+      .select(['id', 'status', 'entry_id', 'fee_entry_id', 'tx_hash'])
       .where('network', '=', network)
       .where('needs_recheck', '=', true)
       .where('block_number', '<=', scannedTo.toString())
       .execute();
+    // The sweeps and the network fees (one per transaction, on each of its rows) that were
+    // booked; keyed by the entry they reverse, so a transfer booked again can be reversed again.
     const bookedOut = goneOut.filter((o) => o.status === 'booked' && o.entry_id);
-    const outReversals = await this.options.ledger.within(client).reverseEntries(
-      bookedOut.map((o) => ({
+    const fees = new Map(
+      goneOut.flatMap((o) => (o.fee_entry_id ? [[o.fee_entry_id, o.tx_hash] as const] : [])),
+    );
+    const outReversals = await this.options.ledger.within(client).reverseEntries([
+      ...bookedOut.map((o) => ({
         entryId: o.entry_id!,
         kind: 'sweep.reversal',
         metadata: { reason: 'reorg' },
-        idempotencyKey: `sweep-reversal:${o.id}`,
+        idempotencyKey: `sweep-reversal:${o.entry_id}`,
       })),
-    );
+      ...[...fees].map(([entryId, txHash]) => ({
+        entryId,
+        kind: 'network-fee.reversal',
+        description: `network fee for ${txHash} on ${network}: the transaction was removed by a reorg`,
+        metadata: { reason: 'reorg', chain: { network, txHash } },
+        idempotencyKey: `network-fee-reversal:${entryId}`,
+      })),
+    ]);
     for (const result of outReversals) if (result instanceof LedgerError) throw result;
     if (goneOut.length > 0) {
       await tx
@@ -544,7 +584,10 @@ export class DepositWatcher {
         kind: 'deposit',
         description: `${amount.toString()} ${deposit.asset} deposit on ${network}`,
         effectiveAt: deposit.block_time ? new Date(deposit.block_time) : new Date(),
-        idempotencyKey: `deposit:${network}:${deposit.tx_hash}:${deposit.log_index}`,
+        idempotencyKey: keyOf(
+          `deposit:${network}:${deposit.tx_hash}:${deposit.log_index}`,
+          deposit.reincluded,
+        ),
         metadata: {
           userId: deposit.user_id,
           asset: deposit.asset,
@@ -625,7 +668,13 @@ export class DepositWatcher {
     const booked: string[] = [];
     const feeByTx = new Map<
       string,
-      { from: string; fee: bigint; blockTime: Date | null; blockNumber: string }
+      {
+        from: string;
+        fee: bigint;
+        blockTime: Date | null;
+        blockNumber: string;
+        reincluded: number;
+      }
     >();
     for (const transfer of due) {
       const fee = transfer.fee_base_units ? BigInt(transfer.fee_base_units) : 0n;
@@ -636,6 +685,8 @@ export class DepositWatcher {
           fee,
           blockTime: transfer.block_time ? new Date(transfer.block_time) : null,
           blockNumber: transfer.block_number,
+          // The rows of one transaction leave and return to the chain together.
+          reincluded: transfer.reincluded,
         });
       if (transfer.kind !== 'sweep' || transfer.status !== 'seen' || !transfer.asset) continue;
       const amount = new Decimal(transfer.amount!);
@@ -643,7 +694,10 @@ export class DepositWatcher {
         kind: 'sweep',
         description: `sweep of ${amount.toString()} ${transfer.asset} to the treasury on ${network}`,
         effectiveAt: transfer.block_time ? new Date(transfer.block_time) : new Date(),
-        idempotencyKey: `sweep:${network}:${transfer.tx_hash}:${transfer.log_index}`,
+        idempotencyKey: keyOf(
+          `sweep:${network}:${transfer.tx_hash}:${transfer.log_index}`,
+          transfer.reincluded,
+        ),
         metadata: {
           chain: {
             network,
@@ -670,14 +724,15 @@ export class DepositWatcher {
     const feeSymbol = this.network.assets.find((a) => a.native)?.symbol ?? this.feeCurrency;
     const feeDecimals =
       this.network.assets.find((a) => a.native)?.decimals ?? (this.network.kind === 'evm' ? 18 : 6);
-    for (const [txHash, { from, fee, blockTime, blockNumber }] of feeByTx) {
+    const feeTxHashes: string[] = [];
+    for (const [txHash, { from, fee, blockTime, blockNumber, reincluded }] of feeByTx) {
       if (fee === 0n) continue;
       const amount = fromBaseUnits(fee, feeDecimals);
       entries.push({
         kind: 'network-fee',
         description: `network fee of ${amount.toString()} ${this.feeCurrency} for ${txHash} on ${network}`,
         effectiveAt: blockTime ?? new Date(),
-        idempotencyKey: `network-fee:${network}:${txHash}`,
+        idempotencyKey: keyOf(`network-fee:${network}:${txHash}`, reincluded),
         metadata: { chain: { network, txHash, blockNumber } },
         postings: [
           { account: accountCodes.networkFees(network), amount, currency: this.feeCurrency },
@@ -688,9 +743,22 @@ export class DepositWatcher {
           },
         ],
       });
+      feeTxHashes.push(txHash);
     }
     const results = await this.options.ledger.within(client).postEntries(entries);
     for (const result of results) if (result instanceof LedgerError) throw result;
+    // Each row of the transaction names its fee entry, for a reorg to reverse it.
+    for (const [i, txHash] of feeTxHashes.entries()) {
+      await tx
+        .updateTable('outgoing_transfers')
+        .set({ fee_entry_id: (results[booked.length + i] as { entryId: string }).entryId })
+        .where(
+          'id',
+          'in',
+          due.filter((t) => t.tx_hash === txHash).map((t) => t.id),
+        )
+        .execute();
+    }
     for (const [i, id] of booked.entries()) {
       await tx
         .updateTable('outgoing_transfers')
@@ -760,6 +828,23 @@ export class DepositWatcher {
       dialect: new PostgresDialect({ pool: single as unknown as pg.Pool }),
     });
   }
+}
+
+/**
+ * In an upsert into `table`: `then` when the stored row is one a reorg removed (orphaned, or
+ * credited and reversed), else the stored `column` unchanged.
+ */
+function ifRemoved(
+  table: 'deposits' | 'outgoing_transfers',
+  column: string,
+  then: RawBuilder<unknown>,
+): RawBuilder<never> {
+  return sql<never>`case when ${sql.ref(`${table}.status`)} in ('orphaned', 'reversed') then ${then} else ${sql.ref(`${table}.${column}`)} end`;
+}
+
+/** The idempotency key of a transfer's entry: a new one each time a reorg removed it and it came back. */
+function keyOf(base: string, reincluded: number): string {
+  return reincluded === 0 ? base : `${base}:reincluded-${reincluded}`;
 }
 
 function priceKey(asset: string, block: bigint): string {

@@ -2,7 +2,7 @@ import type { ColumnType, Generated } from 'kysely';
 
 type Timestamp = ColumnType<Date, Date | string, Date | string>;
 
-/** Row types of the watchers' tables (migrations/2026-11-27T0005_deposits.ts), as `pg` returns them. */
+/** Row types of the watchers' tables (migrations/2026-11-27T0005_deposits.ts and later), as `pg` returns them. */
 export interface WatcherTables {
   users: { id: Generated<string>; status: Generated<string> };
   deposit_addresses: {
@@ -41,6 +41,8 @@ export interface WatcherTables {
     amount_usd: string | null;
     entry_id: string | null;
     reversal_entry_id: string | null;
+    /** Times the transfer came back to the chain after a reorg removed it (migration 0013). */
+    reincluded: Generated<number>;
     first_seen_at: Generated<Date>;
     credited_at: Timestamp | null;
     updated_at: Generated<Date>;
@@ -65,6 +67,9 @@ export interface WatcherTables {
     status: string;
     needs_recheck: Generated<boolean>;
     entry_id: string | null;
+    /** The transaction's network fee entry, on each of its rows (migration 0013). */
+    fee_entry_id: string | null;
+    reincluded: Generated<number>;
     first_seen_at: Generated<Date>;
     updated_at: Generated<Date>;
   };

@@ -120,11 +120,12 @@ export const FIELD_NOTES: Record<string, string> = {
     'The USD rate a deposit is credited at: exactly one of `fixed` or `chainlink`.',
   'networks[].assets[].price.fixed': 'A fixed rate, such as `"1"` for a stablecoin.',
   'networks[].assets[].price.chainlink':
-    'A Chainlink aggregator, read at the confirming block; the feed address, round and time are stored on the entry.',
+    'A Chainlink aggregator, read at the confirming block (on another network: its latest round when the deposit is credited); the feed address, round and time are stored on the entry.',
   'networks[].assets[].price.chainlink.network':
-    'The configured network the feed lives on (L2 ETH may use the ethereum feed).',
+    "The configured network the feed lives on (L2 ETH may use the ethereum feed). Block numbers of two networks do not match, so a feed on another network is read at that network's latest block, not at the deposit's confirming block; `maxAgeS` still applies.",
+  'networks[].assets[].price.chainlink.maxAgeS':
+    'A round older than this (at the block read) is refused.',
   'networks[].assets[].price.chainlink.feed': 'Aggregator address.',
-  'networks[].assets[].price.chainlink.maxAgeS': 'A round older than this is refused.',
   'networks[].assets[].minDeposit': 'Smaller deposits are recorded as ignored (never credited).',
   'telegram.botToken':
     'From @BotFather. Unset: Telegram sign-in is off and a development sign-in answers loopback clients.',

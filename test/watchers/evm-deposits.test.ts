@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import type { Address } from 'viem';
+import { encodeFunctionData, erc20Abi, toHex, type Address, type Hex } from 'viem';
+import { mnemonicToAccount, privateKeyToAccount } from 'viem/accounts';
 import { Decimal, type PostgresLedger } from '../../ledger/index.js';
 import { networkSchema, type EvmNetworkConfig } from '../../chain-watchers/config.js';
 import { createEvmAdapter } from '../../chain-watchers/evm/createEvmAdapter.js';
@@ -85,8 +86,41 @@ async function depositRows() {
 }
 
 async function usdBalance(userId: string): Promise<string> {
-  const balance = await ledger.getBalance(`liabilities:customers:${userId}`).catch(() => null);
-  return balance?.posted.toString() ?? '0';
+  return (await postedBalance(`liabilities:customers:${userId}`)).toString();
+}
+
+async function postedBalance(account: string): Promise<Decimal> {
+  const balance = await ledger.getBalance(account).catch(() => null);
+  return balance?.posted ?? new Decimal(0);
+}
+
+/**
+ * Signs a transaction without sending it, so that the very same transaction can be broadcast
+ * again after a reorg dropped it (as a wallet or a mempool would).
+ */
+async function signTransaction(
+  privateKey: Hex,
+  tx: { to: Address; data?: Hex; value?: bigint; gas: bigint },
+): Promise<Hex> {
+  const signer = privateKeyToAccount(privateKey);
+  return signer.signTransaction({
+    type: 'eip1559',
+    chainId: 1337,
+    nonce: await devnet.client.getTransactionCount({
+      address: signer.address,
+      blockTag: 'pending',
+    }),
+    maxFeePerGas: 50_000_000_000n,
+    maxPriorityFeePerGas: 1_000_000_000n,
+    ...tx,
+  });
+}
+
+/** A chain without the blocks mined since `snapshot`, longer than the one it replaces. */
+async function reorgTo(snapshot: Hex, w: DepositWatcher) {
+  await devnet.revert(snapshot);
+  await devnet.mine(12, { increaseTimeS: 11 });
+  for (let i = 0; i < 3; i += 1) await w.runOnce();
 }
 
 beforeAll(async () => {
@@ -298,6 +332,131 @@ describe('EVM deposits', () => {
     expect(await ledger.checkBalances()).toEqual([]);
   });
 
+  test('a credited deposit that a reorg removed is credited again when its transaction is mined again, and reversed again by a second reorg', async () => {
+    const w = watcher();
+    await w.runOnce();
+    const before = new Decimal(await usdBalance(bob.id));
+    const gained = async () => new Decimal(await usdBalance(bob.id)).sub(before).toString();
+    const sender = devnet.account(3);
+    await devnet.transferToken(usdt, devnet.account(0), sender.address, 100_000_000n);
+    await devnet.mine(4);
+    await w.runOnce();
+    const beforeTransfer = await devnet.snapshot();
+    const raw = await signTransaction(sender.privateKey, {
+      to: usdt,
+      data: encodeFunctionData({
+        abi: erc20Abi,
+        functionName: 'transfer',
+        args: [bob.address, 40_000_000n],
+      }),
+      gas: 500_000n,
+    });
+    const txHash = await devnet.rpc<Hex>('eth_sendRawTransaction', [raw]);
+    await devnet.mine(4);
+    await w.runOnce();
+    const deposit = async () =>
+      (
+        await database.pool.query(
+          `select status, reincluded, block_number, entry_id, reversal_entry_id, amount_usd::text
+             from deposits where tx_hash = $1`,
+          [txHash],
+        )
+      ).rows[0];
+    const first = await deposit();
+    expect(first).toMatchObject({ status: 'credited', reincluded: 0, amount_usd: '40' });
+    expect(await gained()).toBe('40');
+
+    await reorgTo(beforeTransfer, w);
+    expect(await deposit()).toMatchObject({ status: 'reversed', reincluded: 0 });
+    expect(await gained()).toBe('0');
+
+    // The dropped transaction is broadcast again and mined on the new chain, in another block.
+    const beforeResend = await devnet.snapshot();
+    expect(await devnet.rpc<Hex>('eth_sendRawTransaction', [raw])).toBe(txHash);
+    await devnet.mine(4);
+    for (let i = 0; i < 2; i += 1) await w.runOnce();
+    const second = await deposit();
+    expect(second).toMatchObject({
+      status: 'credited',
+      reincluded: 1,
+      amount_usd: '40',
+      reversal_entry_id: null,
+    });
+    expect(second.entry_id).not.toBe(first.entry_id);
+    expect(await gained()).toBe('40');
+    // The new credit names the block it is in now; the first one and its reversal stay.
+    const entry = await ledger.getEntry(second.entry_id);
+    expect(entry?.metadata['chain']).toMatchObject({ txHash, blockNumber: second.block_number });
+    expect(second.block_number).not.toBe(first.block_number);
+    expect((await ledger.getEntry(first.entry_id))?.id).toBe(first.entry_id);
+
+    await reorgTo(beforeResend, w);
+    const third = await deposit();
+    expect(third).toMatchObject({ status: 'reversed', entry_id: second.entry_id });
+    expect((await ledger.getEntry(third.reversal_entry_id))?.reversesEntryId).toBe(second.entry_id);
+    expect(await gained()).toBe('0');
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+
+  test('a booked sweep that a reorg removes is reversed with its network fee, and booked again when mined in another block', async () => {
+    // The operator's signer for alice's deposit address (index 0): never held by the service.
+    const alicePrivateKey = toHex(
+      mnemonicToAccount(MNEMONIC, { addressIndex: 0 }).getHdKey().privateKey!,
+    );
+    const treasury = devnet.account(5).address;
+    const w = watcher(network({ treasuryAddresses: [treasury] }));
+    await devnet.sendEth(devnet.account(0), alice.address, 10n ** 17n);
+    await devnet.mine(4);
+    for (let i = 0; i < 2; i += 1) await w.runOnce();
+    const fees = () => postedBalance('expenses:network-fees:devnet');
+    const swept = () => postedBalance(`assets:custody:devnet:ETH:${treasury}`);
+    const feesBefore = await fees();
+    const beforeSweep = await devnet.snapshot();
+    const raw = await signTransaction(alicePrivateKey, {
+      to: treasury,
+      value: 10n ** 16n,
+      gas: 21_000n,
+    });
+    const txHash = await devnet.rpc<Hex>('eth_sendRawTransaction', [raw]);
+    const feeOf = async () => {
+      const receipt = await devnet.client.getTransactionReceipt({ hash: txHash });
+      return new Decimal((receipt.gasUsed * receipt.effectiveGasPrice).toString()).div(
+        new Decimal(10).pow(18),
+      );
+    };
+    await devnet.mine(4);
+    await w.runOnce();
+    const sweep = async () =>
+      (
+        await database.pool.query(
+          `select kind, status, reincluded, entry_id, fee_entry_id from outgoing_transfers where tx_hash = $1`,
+          [txHash],
+        )
+      ).rows[0];
+    const first = await sweep();
+    expect(first).toMatchObject({ kind: 'sweep', status: 'booked', reincluded: 0 });
+    expect((await fees()).sub(feesBefore)).toEqual(await feeOf());
+    expect((await swept()).toString()).toBe('0.01');
+
+    await reorgTo(beforeSweep, w);
+    expect(await sweep()).toMatchObject({ status: 'orphaned' });
+    // Neither the sweep nor its fee happened on this chain.
+    expect((await fees()).sub(feesBefore).toString()).toBe('0');
+    expect((await swept()).toString()).toBe('0');
+
+    // Mined again in another block: booked again, and every later iteration still succeeds.
+    expect(await devnet.rpc<Hex>('eth_sendRawTransaction', [raw])).toBe(txHash);
+    await devnet.mine(4);
+    for (let i = 0; i < 3; i += 1) await w.runOnce();
+    const second = await sweep();
+    expect(second).toMatchObject({ status: 'booked', reincluded: 1 });
+    expect(second.entry_id).not.toBe(first.entry_id);
+    expect(second.fee_entry_id).not.toBe(first.fee_entry_id);
+    expect((await fees()).sub(feesBefore)).toEqual(await feeOf());
+    expect((await swept()).toString()).toBe('0.01');
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+
   test('an RPC endpoint that fails is passed over: deposits are still credited', async () => {
     const failing = await startFailingRpcServer(500);
     try {
@@ -310,5 +469,75 @@ describe('EVM deposits', () => {
     } finally {
       await failing.close();
     }
+  });
+});
+
+describe('EVM deposits priced by a Chainlink feed on another network', () => {
+  let l2: Devnet;
+  beforeAll(async () => {
+    l2 = await startDevnet({ accounts: 2 });
+  });
+  afterAll(async () => {
+    await l2?.close();
+  });
+
+  test("ETH on an L2 ahead of the feed network is credited at the feed's latest round", async () => {
+    // Block numbers of two chains are unrelated: this one is far ahead of the feed's.
+    await l2.mine(1000);
+    const l2Network = networkSchema.parse({
+      kind: 'evm',
+      name: 'l2',
+      chainId: 1337,
+      rpcUrls: [l2.url],
+      confirmations: 2,
+      pollIntervalMs: 100,
+      rpcTimeoutMs: 2000,
+      rpcRetries: 1,
+      startBlock: Number(await l2.blockNumber()) + 1,
+      assets: [
+        {
+          symbol: 'ETH',
+          native: true,
+          decimals: 18,
+          price: { chainlink: { network: 'devnet', feed, maxAgeS: 100_000 } },
+        },
+      ],
+    }) as EvmNetworkConfig;
+    const adapters = new Map([
+      ['devnet', createEvmAdapter(network(), { logger: quiet })],
+      ['l2', createEvmAdapter(l2Network, { logger: quiet })],
+    ]);
+    const w = new DepositWatcher({
+      network: l2Network,
+      adapter: adapters.get('l2')!,
+      ledger,
+      pool: database.pool,
+      priceSources: createPriceSources(l2Network, adapters),
+      logger: quiet,
+    });
+    const carol = await newUser(9003);
+    await w.runOnce();
+    const sent = await l2.sendEth(l2.account(0), carol.address, 2n * 10n ** 16n); // 0.02 ETH
+    await l2.mine(2);
+    for (let i = 0; i < 2; i += 1) await w.runOnce();
+
+    const deposit = (
+      await database.pool.query(
+        `select status, rate::text, amount_usd::text, rate_details from deposits where network = 'l2' and tx_hash = $1`,
+        [sent.txHash],
+      )
+    ).rows[0];
+    // 0.02 x 3123.45678901 (the feed's round on devnet) = 62.4691357802.
+    expect(deposit).toMatchObject({
+      status: 'credited',
+      rate: '3123.45678901',
+      amount_usd: '62.4691357802',
+    });
+    // Read on the feed's network, at a block of that network.
+    expect(deposit.rate_details).toMatchObject({ network: 'devnet', feed });
+    expect(BigInt(deposit.rate_details.blockNumber)).toBeLessThanOrEqual(
+      await devnet.blockNumber(),
+    );
+    expect(await usdBalance(carol.id)).toBe('62.4691357802');
   });
 });
