@@ -229,6 +229,35 @@ describe('GET /api/me/statement', () => {
   });
 });
 
+describe('times in from and to', () => {
+  test('a date that is not on the calendar is a 400, not a day of the next month', async () => {
+    for (const path of ['/api/me/usage', '/api/me/statement', '/api/me/statement?format=csv']) {
+      for (const [query, param] of [
+        ['from=2026-02-30', 'from'],
+        ['to=2027-02-29', 'to'],
+        ['from=2026-04-31T10:00:00Z', 'from'],
+        ['from=2026-01-01T24:00:00Z', 'from'],
+        ['to=2026-01-01T10:00:00%2B14:30', 'to'],
+      ] as const) {
+        const url = `${path}${path.includes('?') ? '&' : '?'}${query}`;
+        const result = await call<{ error: { param: string } }>(service, 'GET', url, {
+          token: session.token,
+        });
+        expect({ url, status: result.status }).toEqual({ url, status: 400 });
+        expectErrorShape(result.body, 'invalid_request');
+        expect(result.body.error.param).toBe(param);
+      }
+    }
+    // The last day of a leap February and the widest zones are fine.
+    for (const query of ['from=2028-02-29', 'to=2026-12-31T23:59:59.5%2B14:00']) {
+      const result = await call(service, 'GET', `/api/me/usage?${query}`, {
+        token: session.token,
+      });
+      expect({ query, status: result.status }).toEqual({ query, status: 200 });
+    }
+  });
+});
+
 describe('/api/me/keys', () => {
   test('create (secret shown once), list without secrets, revoke (stops working at once)', async () => {
     const created = await call<{ id: string; key: string; name: string }>(
