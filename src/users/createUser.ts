@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.js';
 import { badRequest, conflict, notFound } from '../errors.js';
+import { isUserId } from './userId.js';
 
 export interface CreateUserParameters {
   telegramId: string | number;
@@ -47,7 +48,7 @@ export async function requireUser(
   db: Kysely<Database>,
   userId: string,
 ): Promise<{ id: string; status: string }> {
-  if (!/^[1-9]\d{0,18}$/.test(userId))
+  if (!isUserId(userId))
     throw notFound(`user ${userId.slice(0, 40)} does not exist`, 'user_not_found', 'user');
   const row = await db
     .selectFrom('users')
