@@ -8,6 +8,8 @@ import { badRequest, notFound } from '../errors.js';
 /** Keys look like `lx-` + 43 base64url characters (32 random bytes). */
 const KEY_PREFIX = 'lx-';
 const KEY_PATTERN = /^lx-[A-Za-z0-9_-]{43}$/;
+/** A key id: a uuid as PostgreSQL reads one (anything else would be a cast error, a 500). */
+const KEY_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface CreateApiKeyParameters {
   userId: string;
@@ -118,7 +120,7 @@ export async function revokeApiKey(
   db: Kysely<Database>,
   params: { userId: string; keyId: string },
 ): Promise<{ id: string; revokedAt: string }> {
-  if (!/^[0-9a-f-]{36}$/i.test(params.keyId)) throw notFound('no such key', 'key_not_found', 'id');
+  if (!KEY_ID_PATTERN.test(params.keyId)) throw notFound('no such key', 'key_not_found', 'id');
   const row = await db
     .updateTable('api_keys')
     .set({ revoked_at: new Date() })

@@ -4,7 +4,7 @@ import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { admin, startTestService, userWithKey, type TestService } from '../support/service.js';
 import { startUpstreamStub, type UpstreamStub } from '../support/upstream-stub.js';
 import { gatewayConfig, sdk } from '../gateway/fixtures.js';
-import { call, devSignIn, expectErrorShape } from './support.js';
+import { call, devSignIn, expectErrorShape, rowCounts } from './support.js';
 
 let database: TestDatabase;
 let stub: UpstreamStub;
@@ -296,6 +296,23 @@ describe('/api/me/keys', () => {
     expectErrorShape(after.body, 'invalid_api_key');
     const v1 = await call(service, 'GET', '/v1/models', { token: created.body.key });
     expect(v1.status).toBe(401);
+  });
+
+  test('revoking a key id that is not a uuid is a 404 key_not_found; nothing is revoked', async () => {
+    const before = await rowCounts(database.pool);
+    for (const id of [
+      '-'.repeat(36),
+      '0'.repeat(36),
+      '0123456789abcdef-0123456789abcdef-01',
+      'nope',
+    ]) {
+      const result = await call(service, 'DELETE', `/api/me/keys/${id}`, {
+        token: session.token,
+      });
+      expect({ id, status: result.status }).toEqual({ id, status: 404 });
+      expectErrorShape(result.body, 'key_not_found');
+    }
+    expect(await rowCounts(database.pool)).toEqual(before);
   });
 
   test('Idempotency-Key: a repeated create makes one key and does not show the secret again', async () => {

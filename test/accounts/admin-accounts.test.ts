@@ -246,11 +246,20 @@ describe('revoking a key', () => {
 
     // Another user's key, or no key at all, through this user's path: 404, nothing revoked.
     const stranger = await userWithKey(service, { telegramId: 6302 });
-    for (const path of [`/users/${userId}/keys/${stranger.keyId}`, `/users/${userId}/keys/nope`]) {
+    const before = await rowCounts(database.pool);
+    for (const path of [
+      `/users/${userId}/keys/${stranger.keyId}`,
+      `/users/${userId}/keys/nope`,
+      // 36 characters of [0-9a-f-] that are not a uuid
+      `/users/${userId}/keys/${'-'.repeat(36)}`,
+      `/users/${userId}/keys/${'0'.repeat(36)}`,
+      `/users/${userId}/keys/0123456789abcdef-0123456789abcdef-01`,
+    ]) {
       const refused = await admin(service, 'DELETE', path);
-      expect(refused.status).toBe(404);
+      expect({ path, status: refused.status }).toEqual({ path, status: 404 });
       expectErrorShape(refused.body, 'key_not_found');
     }
+    expect(await rowCounts(database.pool)).toEqual(before);
     expect((await call(service, 'GET', '/v1/models', { token: stranger.apiKey })).status).toBe(200);
 
     const log = await admin<{ data: Array<{ action: string; target: string; details: object }> }>(
