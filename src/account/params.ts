@@ -67,8 +67,13 @@ export function parseText(value: QueryValue, param: string, maxLength: number): 
   return text;
 }
 
-/** A cursor made by `encodeCursor`, checked against `pattern` part by part. */
-export function decodeCursor(value: QueryValue, patterns: RegExp[]): string[] | undefined {
+/** What a cursor part must pass: a pattern, or any check of the same shape. */
+export interface CursorPart {
+  test(part: string): boolean;
+}
+
+/** A cursor made by `encodeCursor`, checked against `patterns` part by part. */
+export function decodeCursor(value: QueryValue, patterns: CursorPart[]): string[] | undefined {
   const text = single(value, 'cursor');
   if (text === undefined) return undefined;
   const invalid = () => badRequest('cursor is not one this API gave out', 'cursor');

@@ -45,6 +45,11 @@ interface UsagePage {
   nextCursor: string | null;
 }
 
+/** A cursor as the API encodes one, with a time of our choosing. */
+function forgedCursor(startedAt: string): string {
+  return Buffer.from(JSON.stringify([startedAt, '1']), 'utf8').toString('base64url');
+}
+
 describe('GET /api/me and /api/me/balance', () => {
   test('an API key and a session of the same user see the same account', async () => {
     const byKey = await call<Record<string, unknown>>(service, 'GET', '/api/me', { token: apiKey });
@@ -115,6 +120,10 @@ describe('GET /api/me/usage', () => {
       ['from=2026-02-01&to=2026-01-01', 'from'],
       ['cursor=not-a-cursor', 'cursor'],
       ['cursor=WyJ4IiwiMSJd', 'cursor'],
+      // forged cursors of the right shape whose time is not on the clock or the calendar
+      [`cursor=${forgedCursor('2026-13-45T99:99:99.000000Z')}`, 'cursor'],
+      [`cursor=${forgedCursor('2026-01-01T24:00:00.000000Z')}`, 'cursor'],
+      [`cursor=${forgedCursor('2026-02-30T10:00:00.000000Z')}`, 'cursor'],
       ['model=a%0d%0aSet-Cookie:%20x=1', 'model'],
       ['limit=1&limit=2', 'limit'],
     ] as const) {
