@@ -1,10 +1,12 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.js';
 import { badRequest, conflict, notFound } from '../errors.js';
+import { parseTelegramId } from './telegramId.js';
 import { isUserId } from './userId.js';
 
 export interface CreateUserParameters {
-  telegramId: string | number;
+  /** Digits, or a JSON number while it is exact (see parseTelegramId). */
+  telegramId: unknown;
   username?: string | null;
 }
 
@@ -17,10 +19,7 @@ export async function createUser(
   db: Kysely<Database>,
   params: CreateUserParameters,
 ): Promise<CreateUserResult> {
-  const telegramId = String(params.telegramId);
-  if (!/^[1-9]\d{0,17}$/.test(telegramId)) {
-    throw badRequest('telegramId must be a positive whole number', 'telegramId');
-  }
+  const telegramId = parseTelegramId(params.telegramId);
   const username = params.username ?? null;
   if (
     username !== null &&

@@ -76,6 +76,43 @@ describe('looking users up', () => {
   });
 });
 
+describe('creating a user', () => {
+  test('a telegramId that JSON cannot carry exactly, or that is no number, is a 400; nothing is written', async () => {
+    const before = await rowCounts(database.pool);
+    for (const raw of [
+      '{"telegramId": 123456789012345678}', // past 2^53: JSON.parse makes it ...680
+      '{"telegramId": 9007199254740993}',
+      '{"telegramId": ["5"]}',
+      '{"telegramId": [5]}',
+      '{"telegramId": 5.5}',
+      '{"telegramId": -5}',
+      '{"telegramId": "+5"}',
+      '{"telegramId": true}',
+    ]) {
+      const result = await call(service, 'POST', '/admin/users', { token: ADMIN_TOKEN, body: raw });
+      expect({ raw, status: result.status }).toEqual({ raw, status: 400 });
+      expectErrorShape(result.body, 'invalid_request');
+      expect((result.body as { error: { param: string } }).error.param).toBe('telegramId');
+    }
+    expect(await rowCounts(database.pool)).toEqual(before);
+  });
+
+  test('a large telegramId given as a string, or a safe JSON number, is stored exactly', async () => {
+    for (const [raw, telegramId] of [
+      ['{"telegramId": "123456789012345678"}', '123456789012345678'],
+      ['{"telegramId": 9007199254740991}', '9007199254740991'],
+    ] as const) {
+      const created = await call<{ id: string }>(service, 'POST', '/admin/users', {
+        token: ADMIN_TOKEN,
+        body: raw,
+      });
+      expect(created.status).toBe(201);
+      const user = await admin<{ telegramId: string }>(service, 'GET', `/users/${created.body.id}`);
+      expect(user.body.telegramId).toBe(telegramId);
+    }
+  });
+});
+
 describe('user ids past the bigint range', () => {
   test('are 404 user_not_found on every admin route, and nothing is written', async () => {
     const before = await rowCounts(database.pool);

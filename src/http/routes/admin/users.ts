@@ -26,7 +26,7 @@ export function adminUserRoutes(services: Services): Router {
   router.post('/', async (ctx) => {
     const body = objectBody(ctx) as { telegramId?: unknown; username?: unknown };
     const user = await createUser(db, {
-      telegramId: body.telegramId as string,
+      telegramId: body.telegramId,
       username: (body.username as string | undefined) ?? null,
     });
     await record(ctx, 'user.create', `user:${user.id}`, { telegramId: String(body.telegramId) });
