@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { runCli } from '../src/cli/main.js';
+import { rowCounts } from './accounts/support.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 
 let database: TestDatabase;
@@ -120,4 +121,25 @@ test('a refusal exits 1 with a one-line reason; bad usage exits 2', async () => 
   expect(badAmount.stderr).toMatch(/not a decimal string/);
   expect((await lingxi('balance')).code).toBe(2);
   expect((await lingxi('balance', '--user', '99999')).code).toBe(2);
+});
+
+test('a --user id past the bigint range is a user that does not exist (exit 2), nothing written', async () => {
+  const before = await rowCounts(database.pool);
+  for (const id of ['9223372036854775808', '9999999999999999999']) {
+    for (const args of [
+      ['balance', '--user', id],
+      ['keys', 'create', '--user', id],
+      ['credit', '--user', id, '--amount', '1', '--reason', 'goodwill'],
+      ['export', 'statement', '--user', id],
+    ]) {
+      const result = await lingxi(...args);
+      expect({ args, code: result.code, stdout: result.stdout }).toEqual({
+        args,
+        code: 2,
+        stdout: '',
+      });
+      expect(result.stderr).toBe(`lingxi: user ${id} does not exist\n`);
+    }
+  }
+  expect(await rowCounts(database.pool)).toEqual(before);
 });

@@ -1,6 +1,7 @@
 import { sql, type Kysely, type Selectable } from 'kysely';
 import type { Database } from '../db/schema.js';
-import { encodeCursor, iso } from './params.js';
+import { startsWithCalendarDate } from '../time/isoTime.js';
+import { encodeCursor, iso, type CursorPart } from './params.js';
 
 export interface ListUsageParameters {
   userId: string;
@@ -92,8 +93,16 @@ export interface ListUsageResult {
   nextCursor: string | null;
 }
 
-/** Cursor parts: the row's started_at to the microsecond, and its id. */
-export const USAGE_CURSOR = [/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/, /^\d{1,18}$/];
+const STARTED_KEY = /^\d{4}-\d{2}-\d{2}T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d\.\d{6}Z$/;
+
+/**
+ * Cursor parts: the row's started_at to the microsecond (a real date and time: a forged
+ * `2026-13-45T99:99` would fail PostgreSQL's cast), and its id.
+ */
+export const USAGE_CURSOR: CursorPart[] = [
+  { test: (part) => STARTED_KEY.test(part) && startsWithCalendarDate(part) },
+  /^\d{1,18}$/,
+];
 
 /** A user's usage records, newest first (started_at, then id), one page at a time. */
 export async function listUsage(

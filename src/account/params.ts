@@ -1,10 +1,12 @@
 import { badRequest } from '../errors.js';
+import { isOffsetInRange, startsWithCalendarDate } from '../time/isoTime.js';
 
 /** A query string value as Koa gives it. */
 export type QueryValue = string | string[] | undefined;
 
 const DATE_ONLY = /^\d{4}-\d{2}-\d{2}$/;
-const DATE_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
+const DATE_TIME =
+  /^\d{4}-\d{2}-\d{2}T(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
 
 /** One value of a query parameter, or undefined; a repeated parameter is a 400. */
 export function single(value: QueryValue, param: string): string | undefined {
@@ -12,11 +14,20 @@ export function single(value: QueryValue, param: string): string | undefined {
   return value === '' ? undefined : value;
 }
 
-/** `YYYY-MM-DD` (UTC midnight) or an ISO 8601 time with a zone, such as `2026-11-27T10:00:00Z`. */
+/**
+ * `YYYY-MM-DD` (UTC midnight) or an ISO 8601 time with a zone, such as `2026-11-27T10:00:00Z`.
+ * The date must be on the calendar and the offset within ±14:00: JS Date would move
+ * `2026-02-30` to March 2 without a word.
+ */
 export function parseTime(value: QueryValue, param: string): Date | undefined {
   const text = single(value, param);
   if (text === undefined) return undefined;
-  if (text.length > 40 || !(DATE_ONLY.test(text) || DATE_TIME.test(text)))
+  const zone = DATE_TIME.exec(text)?.[1];
+  if (
+    text.length > 40 ||
+    !(DATE_ONLY.test(text) || (zone !== undefined && isOffsetInRange(zone))) ||
+    !startsWithCalendarDate(text)
+  )
     throw badRequest(
       `${param} must be a date (2026-11-27) or an ISO 8601 time with a zone (2026-11-27T10:00:00Z)`,
       param,
@@ -56,8 +67,13 @@ export function parseText(value: QueryValue, param: string, maxLength: number): 
   return text;
 }
 
-/** A cursor made by `encodeCursor`, checked against `pattern` part by part. */
-export function decodeCursor(value: QueryValue, patterns: RegExp[]): string[] | undefined {
+/** What a cursor part must pass: a pattern, or any check of the same shape. */
+export interface CursorPart {
+  test(part: string): boolean;
+}
+
+/** A cursor made by `encodeCursor`, checked against `patterns` part by part. */
+export function decodeCursor(value: QueryValue, patterns: CursorPart[]): string[] | undefined {
   const text = single(value, 'cursor');
   if (text === undefined) return undefined;
   const invalid = () => badRequest('cursor is not one this API gave out', 'cursor');

@@ -3,6 +3,7 @@ import type { PostgresLedger } from '../../ledger/index.js';
 import { getUserBalance, type UserBalance } from '../billing/getUserBalance.js';
 import type { Database } from '../db/schema.js';
 import { notFound } from '../errors.js';
+import { isUserId } from '../users/userId.js';
 import { iso } from './params.js';
 
 /** What we hold about a user, as the user sees it. */
@@ -78,7 +79,7 @@ function toProfile(row: UserRow): AccountProfile {
 }
 
 export async function readUser(db: Kysely<Database>, userId: string): Promise<UserRow> {
-  const row = /^[1-9]\d{0,18}$/.test(userId)
+  const row = isUserId(userId)
     ? await db.selectFrom('users').selectAll().where('id', '=', userId).executeTakeFirst()
     : undefined;
   if (!row) throw notFound(`user ${userId.slice(0, 40)} does not exist`, 'user_not_found', 'id');

@@ -1,7 +1,8 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.js';
-import { badRequest, conflict } from '../errors.js';
+import { badRequest } from '../errors.js';
 import { notifyKeyChange } from '../keys/apiKeys.js';
+import { userErased } from '../users/createUser.js';
 import { readUser, toAdminView, type AdminUserView } from './profile.js';
 
 export interface SetSuspensionParameters {
@@ -31,8 +32,7 @@ export async function setSuspension(
   if (typeof reason !== 'string' || reason.trim() === '' || reason.length > 500)
     throw badRequest('reason must be a text of 1-500 characters', 'reason');
   const current = await readUser(db, params.userId);
-  if (current.status === 'erased')
-    throw conflict('this user was erased; there is nothing to suspend', 'user_erased');
+  if (current.status === 'erased') throw userErased('there is nothing to suspend');
   const from = params.suspended ? 'active' : 'suspended';
   const updated = await db
     .updateTable('users')
@@ -52,8 +52,7 @@ export async function setSuspension(
     .executeTakeFirst();
   if (!updated) {
     const now = await readUser(db, params.userId);
-    if (now.status === 'erased')
-      throw conflict('this user was erased; there is nothing to suspend', 'user_erased');
+    if (now.status === 'erased') throw userErased('there is nothing to suspend');
     return { user: toAdminView(now), changed: false };
   }
   await notifyKeyChange(db);

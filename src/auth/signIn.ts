@@ -4,6 +4,7 @@ import type { Database } from '../db/schema.js';
 import { AppError, badRequest } from '../errors.js';
 import { assertAccountUsable, createSession, type CreatedSession } from './sessions.js';
 import { verifyTelegramLogin, type TelegramIdentity } from './telegram.js';
+import { parseTelegramId } from '../users/telegramId.js';
 
 export interface SignInResult extends CreatedSession {
   userId: string;
@@ -51,12 +52,7 @@ export async function signInDev(
   now: Date,
 ): Promise<SignInResult> {
   if (config.telegram.botToken) throw devSignInDisabled();
-  const telegramId =
-    typeof params.telegramId === 'number' && Number.isSafeInteger(params.telegramId)
-      ? String(params.telegramId)
-      : params.telegramId;
-  if (typeof telegramId !== 'string' || !/^[1-9]\d{0,17}$/.test(telegramId))
-    throw badRequest('telegramId must be a positive whole number', 'telegramId');
+  const telegramId = parseTelegramId(params.telegramId);
   const username = params.username ?? null;
   if (username !== null && (typeof username !== 'string' || !/^[A-Za-z0-9_]{1,64}$/.test(username)))
     throw badRequest('username must be 1-64 letters, digits or underscores', 'username');

@@ -28,10 +28,13 @@ export const JOURNAL_CSV_COLUMNS = [
  * events, and `seal` is the number of the seal that covers the entry (empty until sealed).
  */
 export async function* journalCsv(context: JournalWriterContext): AsyncGenerator<string> {
-  yield csvLine(JOURNAL_CSV_COLUMNS);
+  // The header goes out with the first page, not before the first query: an HTTP export
+  // commits its 200 on the first chunk, and a query that fails must still answer an error.
+  let header = csvLine(JOURNAL_CSV_COLUMNS);
   const effective = context.filter.basis === 'effective';
   for await (const entries of context.entries()) {
-    let chunk = '';
+    let chunk = header;
+    header = '';
     for (const entry of entries) {
       const { rate, rateSource } = entryRate(entry);
       const chain = entryChainReference(entry);
@@ -59,4 +62,5 @@ export async function* journalCsv(context: JournalWriterContext): AsyncGenerator
     }
     yield chunk;
   }
+  if (header !== '') yield header;
 }

@@ -1,4 +1,5 @@
 import { badRequest } from '../errors.js';
+import { isOffsetInRange, startsWithCalendarDate } from '../time/isoTime.js';
 
 /**
  * Which time an export filters and sorts by. `created`: when the entry was written (the
@@ -24,8 +25,9 @@ export interface JournalFilter {
   basis?: TimeBasis;
 }
 
+/** A date, or a date and a time (hours 00-23, minutes and seconds 00-59) with an optional zone. */
 const ISO_TIME =
-  /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?$/;
+  /^\d{4}-\d{2}-\d{2}(?:[T ](?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d{1,6})?)?(Z|[+-]\d{2}(?::?\d{2})?)?)?$/;
 const ACCOUNT_PREFIX = /^[a-z]+(?::[A-Za-z0-9_.-]+)*:?$/;
 
 /**
@@ -42,7 +44,7 @@ export function parseJournalFilter(input: {
   for (const field of ['from', 'to'] as const) {
     const value = input[field];
     if (value === undefined || value === null || value === '') continue;
-    if (typeof value !== 'string' || !ISO_TIME.test(value) || !validDate(value)) {
+    if (typeof value !== 'string' || !isExactTime(value)) {
       throw badRequest(
         `${field} must be an ISO 8601 date or time such as 2026-11-27 or 2026-11-27T10:00:00Z`,
         field,
@@ -70,12 +72,16 @@ export function parseJournalFilter(input: {
   return filter;
 }
 
-function validDate(value: string): boolean {
-  const [year, month, day] = value.slice(0, 10).split('-').map(Number) as [number, number, number];
-  const date = new Date(Date.UTC(year, month - 1, day));
-  return (
-    date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 && date.getUTCDate() === day
-  );
+/**
+ * The pattern plus what it cannot say: a real calendar date and an offset within ±14:00.
+ * Anything else would pass here and fail in PostgreSQL's ::timestamptz cast, after an
+ * export has begun.
+ */
+function isExactTime(value: string): boolean {
+  const match = ISO_TIME.exec(value);
+  if (!match || !startsWithCalendarDate(value)) return false;
+  const zone = match[1];
+  return zone === undefined || isOffsetInRange(zone);
 }
 
 /**

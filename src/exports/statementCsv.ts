@@ -41,7 +41,9 @@ export function streamStatementCsv(
   params: StreamStatementCsvParameters,
 ): AsyncGenerator<string> {
   return withSnapshot(pool, async function* (reader) {
-    yield csvLine(STATEMENT_CSV_COLUMNS);
+    // The header goes out with the first page (see journalCsv): a failing query still
+    // answers an error rather than a 200 cut short.
+    let header = csvLine(STATEMENT_CSV_COLUMNS);
     const values: unknown[] = [accountCodes.customer(params.userId)];
     let range = '';
     if (params.from !== undefined) {
@@ -72,7 +74,12 @@ export function streamStatementCsv(
       values,
       params.pageRows,
     )) {
-      yield rows.map((row) => csvLine(STATEMENT_CSV_COLUMNS.map((column) => row[column]))).join('');
+      yield (
+        header +
+        rows.map((row) => csvLine(STATEMENT_CSV_COLUMNS.map((column) => row[column]))).join('')
+      );
+      header = '';
     }
+    if (header !== '') yield header;
   });
 }

@@ -33,7 +33,9 @@ export function streamTrialBalanceCsv(
   params: StreamTrialBalanceParameters = {},
 ): AsyncGenerator<string> {
   return withSnapshot(pool, async function* (reader) {
-    yield csvLine(TRIAL_BALANCE_CSV_COLUMNS);
+    // The header goes out with the first page (see journalCsv): a failing query still
+    // answers an error rather than a 200 cut short.
+    let header = csvLine(TRIAL_BALANCE_CSV_COLUMNS);
     const query =
       params.to === undefined
         ? `select code, type, currency, trim_scale(debits_posted)::text as debit, trim_scale(credits_posted)::text as credit
@@ -54,7 +56,8 @@ export function streamTrialBalanceCsv(
       debit: string;
       credit: string;
     }>(query, params.to === undefined ? [] : [params.to], params.pageRows)) {
-      let chunk = '';
+      let chunk = header;
+      header = '';
       for (const row of rows) {
         const debit = new Decimal(row.debit);
         const credit = new Decimal(row.credit);
@@ -73,7 +76,7 @@ export function streamTrialBalanceCsv(
       }
       yield chunk;
     }
-    let footer = '';
+    let footer = header;
     for (const [currency, total] of [...totals].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
       footer += csvLine([
         '',

@@ -1018,7 +1018,10 @@ const paths: Record<string, PathItem> = {
         '400': error(['invalid_request'], 'A bad name, limit or model list.'),
         ...adminAuthErrors,
         '404': error(['user_not_found'], 'No such user.'),
-        '409': error(['idempotency_conflict', 'idempotency_in_progress'], 'Idempotency-Key.'),
+        '409': error(
+          ['user_erased', 'idempotency_conflict', 'idempotency_in_progress'],
+          'An erased user (no new keys), or Idempotency-Key.',
+        ),
         ...commonErrors,
       },
     },
@@ -1064,7 +1067,10 @@ const paths: Record<string, PathItem> = {
         ),
         ...adminAuthErrors,
         '404': error(['user_not_found'], 'No such user.'),
-        '409': error(['idempotency_conflict', 'idempotency_in_progress'], 'Idempotency-Key.'),
+        '409': error(
+          ['user_erased', 'idempotency_conflict', 'idempotency_in_progress'],
+          'An erased user (its balance is unclaimed, no adjustments), or Idempotency-Key.',
+        ),
         ...commonErrors,
       },
     },

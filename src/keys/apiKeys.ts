@@ -4,10 +4,13 @@ import { v7 as uuidv7 } from 'uuid';
 import { parseAmount } from '../../ledger/index.js';
 import type { Database } from '../db/schema.js';
 import { badRequest, notFound } from '../errors.js';
+import { assertNotErased } from '../users/createUser.js';
 
 /** Keys look like `lx-` + 43 base64url characters (32 random bytes). */
 const KEY_PREFIX = 'lx-';
 const KEY_PATTERN = /^lx-[A-Za-z0-9_-]{43}$/;
+/** A key id: a uuid as PostgreSQL reads one (anything else would be a cast error, a 500). */
+const KEY_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface CreateApiKeyParameters {
   userId: string;
@@ -33,7 +36,7 @@ export function hashApiKey(key: string): string {
   return createHash('sha256').update(key).digest('hex');
 }
 
-/** Creates an API key for a user; only its hash is stored. */
+/** Creates an API key for a user; only its hash is stored. An erased user: 409 `user_erased`. */
 export async function createApiKey(
   db: Kysely<Database>,
   params: CreateApiKeyParameters,
@@ -57,19 +60,32 @@ export async function createApiKey(
     allowedModels = params.allowedModels as string[];
   }
   const key = `${KEY_PREFIX}${randomBytes(32).toString('base64url')}`;
-  const row = await db
-    .insertInto('api_keys')
-    .values({
-      id: uuidv7(),
-      user_id: params.userId,
-      name,
-      prefix: key.slice(0, 10),
-      key_hash: hashApiKey(key),
-      spend_limit_usd: spendLimit?.toString() ?? null,
-      allowed_models: allowedModels,
-    })
-    .returning(['id', 'prefix', 'name', 'created_at'])
-    .executeTakeFirstOrThrow();
+  const row = await db.transaction().execute(async (trx) => {
+    // FOR SHARE waits for an erasure in progress (it locks the row FOR UPDATE) and holds the
+    // next one off until this key is in, so erasure revokes it: an erased user never ends
+    // up with a live key.
+    const user = await trx
+      .selectFrom('users')
+      .select('status')
+      .where('id', '=', params.userId)
+      .forShare()
+      .executeTakeFirst();
+    if (!user) throw notFound(`user ${params.userId} does not exist`, 'user_not_found', 'user');
+    assertNotErased(user, 'it can have no new API keys');
+    return trx
+      .insertInto('api_keys')
+      .values({
+        id: uuidv7(),
+        user_id: params.userId,
+        name,
+        prefix: key.slice(0, 10),
+        key_hash: hashApiKey(key),
+        spend_limit_usd: spendLimit?.toString() ?? null,
+        allowed_models: allowedModels,
+      })
+      .returning(['id', 'prefix', 'name', 'created_at'])
+      .executeTakeFirstOrThrow();
+  });
   return {
     id: row.id,
     key,
@@ -118,7 +134,7 @@ export async function revokeApiKey(
   db: Kysely<Database>,
   params: { userId: string; keyId: string },
 ): Promise<{ id: string; revokedAt: string }> {
-  if (!/^[0-9a-f-]{36}$/i.test(params.keyId)) throw notFound('no such key', 'key_not_found', 'id');
+  if (!KEY_ID_PATTERN.test(params.keyId)) throw notFound('no such key', 'key_not_found', 'id');
   const row = await db
     .updateTable('api_keys')
     .set({ revoked_at: new Date() })

@@ -1,9 +1,12 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.js';
-import { badRequest, conflict, notFound } from '../errors.js';
+import { AppError, badRequest, conflict, notFound } from '../errors.js';
+import { parseTelegramId } from './telegramId.js';
+import { isUserId } from './userId.js';
 
 export interface CreateUserParameters {
-  telegramId: string | number;
+  /** Digits, or a JSON number while it is exact (see parseTelegramId). */
+  telegramId: unknown;
   username?: string | null;
 }
 
@@ -16,10 +19,7 @@ export async function createUser(
   db: Kysely<Database>,
   params: CreateUserParameters,
 ): Promise<CreateUserResult> {
-  const telegramId = String(params.telegramId);
-  if (!/^[1-9]\d{0,17}$/.test(telegramId)) {
-    throw badRequest('telegramId must be a positive whole number', 'telegramId');
-  }
+  const telegramId = parseTelegramId(params.telegramId);
   const username = params.username ?? null;
   if (
     username !== null &&
@@ -47,7 +47,7 @@ export async function requireUser(
   db: Kysely<Database>,
   userId: string,
 ): Promise<{ id: string; status: string }> {
-  if (!/^[1-9]\d{0,18}$/.test(userId))
+  if (!isUserId(userId))
     throw notFound(`user ${userId.slice(0, 40)} does not exist`, 'user_not_found', 'user');
   const row = await db
     .selectFrom('users')
@@ -56,4 +56,25 @@ export async function requireUser(
     .executeTakeFirst();
   if (!row) throw notFound(`user ${userId} does not exist`, 'user_not_found', 'user');
   return row;
+}
+
+/**
+ * 409 `user_erased`: an erased user keeps its user row and its books, but nothing new is
+ * done for it (no keys, no adjustments, no suspension). `consequence` says what is refused.
+ */
+export function userErased(consequence: string): AppError {
+  return conflict(`this user was erased; ${consequence}`, 'user_erased');
+}
+
+/**
+ * Why an erased user takes no adjustment: erasure moved its balance to
+ * liabilities:unclaimed:{id} (docs/privacy.md), and a credit would land beside it in
+ * liabilities:customers:{id}, owed to nobody who can spend it.
+ */
+export const ERASED_NO_ADJUSTMENTS =
+  'its balance is kept as liabilities:unclaimed and takes no adjustments';
+
+/** Throws 409 `user_erased` when the user was erased (see userErased). */
+export function assertNotErased(user: { status: string }, consequence: string): void {
+  if (user.status === 'erased') throw userErased(consequence);
 }

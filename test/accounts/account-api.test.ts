@@ -4,7 +4,7 @@ import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { admin, startTestService, userWithKey, type TestService } from '../support/service.js';
 import { startUpstreamStub, type UpstreamStub } from '../support/upstream-stub.js';
 import { gatewayConfig, sdk } from '../gateway/fixtures.js';
-import { call, devSignIn, expectErrorShape } from './support.js';
+import { call, devSignIn, expectErrorShape, rowCounts } from './support.js';
 
 let database: TestDatabase;
 let stub: UpstreamStub;
@@ -43,6 +43,11 @@ interface UsagePage {
     Record<string, unknown> & { id: string; model: string; costUsd: string; startedAt: string }
   >;
   nextCursor: string | null;
+}
+
+/** A cursor as the API encodes one, with a time of our choosing. */
+function forgedCursor(startedAt: string): string {
+  return Buffer.from(JSON.stringify([startedAt, '1']), 'utf8').toString('base64url');
 }
 
 describe('GET /api/me and /api/me/balance', () => {
@@ -115,6 +120,10 @@ describe('GET /api/me/usage', () => {
       ['from=2026-02-01&to=2026-01-01', 'from'],
       ['cursor=not-a-cursor', 'cursor'],
       ['cursor=WyJ4IiwiMSJd', 'cursor'],
+      // forged cursors of the right shape whose time is not on the clock or the calendar
+      [`cursor=${forgedCursor('2026-13-45T99:99:99.000000Z')}`, 'cursor'],
+      [`cursor=${forgedCursor('2026-01-01T24:00:00.000000Z')}`, 'cursor'],
+      [`cursor=${forgedCursor('2026-02-30T10:00:00.000000Z')}`, 'cursor'],
       ['model=a%0d%0aSet-Cookie:%20x=1', 'model'],
       ['limit=1&limit=2', 'limit'],
     ] as const) {
@@ -229,6 +238,35 @@ describe('GET /api/me/statement', () => {
   });
 });
 
+describe('times in from and to', () => {
+  test('a date that is not on the calendar is a 400, not a day of the next month', async () => {
+    for (const path of ['/api/me/usage', '/api/me/statement', '/api/me/statement?format=csv']) {
+      for (const [query, param] of [
+        ['from=2026-02-30', 'from'],
+        ['to=2027-02-29', 'to'],
+        ['from=2026-04-31T10:00:00Z', 'from'],
+        ['from=2026-01-01T24:00:00Z', 'from'],
+        ['to=2026-01-01T10:00:00%2B14:30', 'to'],
+      ] as const) {
+        const url = `${path}${path.includes('?') ? '&' : '?'}${query}`;
+        const result = await call<{ error: { param: string } }>(service, 'GET', url, {
+          token: session.token,
+        });
+        expect({ url, status: result.status }).toEqual({ url, status: 400 });
+        expectErrorShape(result.body, 'invalid_request');
+        expect(result.body.error.param).toBe(param);
+      }
+    }
+    // The last day of a leap February and the widest zones are fine.
+    for (const query of ['from=2028-02-29', 'to=2026-12-31T23:59:59.5%2B14:00']) {
+      const result = await call(service, 'GET', `/api/me/usage?${query}`, {
+        token: session.token,
+      });
+      expect({ query, status: result.status }).toEqual({ query, status: 200 });
+    }
+  });
+});
+
 describe('/api/me/keys', () => {
   test('create (secret shown once), list without secrets, revoke (stops working at once)', async () => {
     const created = await call<{ id: string; key: string; name: string }>(
@@ -267,6 +305,23 @@ describe('/api/me/keys', () => {
     expectErrorShape(after.body, 'invalid_api_key');
     const v1 = await call(service, 'GET', '/v1/models', { token: created.body.key });
     expect(v1.status).toBe(401);
+  });
+
+  test('revoking a key id that is not a uuid is a 404 key_not_found; nothing is revoked', async () => {
+    const before = await rowCounts(database.pool);
+    for (const id of [
+      '-'.repeat(36),
+      '0'.repeat(36),
+      '0123456789abcdef-0123456789abcdef-01',
+      'nope',
+    ]) {
+      const result = await call(service, 'DELETE', `/api/me/keys/${id}`, {
+        token: session.token,
+      });
+      expect({ id, status: result.status }).toEqual({ id, status: 404 });
+      expectErrorShape(result.body, 'key_not_found');
+    }
+    expect(await rowCounts(database.pool)).toEqual(before);
   });
 
   test('Idempotency-Key: a repeated create makes one key and does not show the secret again', async () => {

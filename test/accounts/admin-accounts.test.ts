@@ -1,13 +1,18 @@
 import { describe, expect, test } from 'vitest';
 import type { TestDatabase } from '../support/db.js';
-import { admin, userWithKey, type TestService } from '../support/service.js';
+import { ADMIN_TOKEN, admin, userWithKey, type TestService } from '../support/service.js';
 import { useGatewayStack } from '../gateway/fixtures.js';
-import { call, devSignIn, expectErrorShape } from './support.js';
+import { call, devSignIn, expectErrorShape, rowCounts } from './support.js';
 
 let database: TestDatabase;
 let service: TestService;
 
 useGatewayStack((stack) => ({ database, service } = stack));
+
+async function auditCount(db: TestDatabase): Promise<number> {
+  const { rows } = await db.pool.query<{ n: string }>('select count(*)::text as n from audit_log');
+  return Number(rows[0]!.n);
+}
 
 interface AuditPage {
   data: Array<{
@@ -68,6 +73,90 @@ describe('looking users up', () => {
       expect(result.status, query).toBe(400);
       expectErrorShape(result.body, 'invalid_request');
     }
+  });
+});
+
+describe('creating a user', () => {
+  test('a telegramId that JSON cannot carry exactly, or that is no number, is a 400; nothing is written', async () => {
+    const before = await rowCounts(database.pool);
+    for (const raw of [
+      '{"telegramId": 123456789012345678}', // past 2^53: JSON.parse makes it ...680
+      '{"telegramId": 9007199254740993}',
+      '{"telegramId": ["5"]}',
+      '{"telegramId": [5]}',
+      '{"telegramId": 5.5}',
+      '{"telegramId": -5}',
+      '{"telegramId": "+5"}',
+      '{"telegramId": true}',
+    ]) {
+      const result = await call(service, 'POST', '/admin/users', { token: ADMIN_TOKEN, body: raw });
+      expect({ raw, status: result.status }).toEqual({ raw, status: 400 });
+      expectErrorShape(result.body, 'invalid_request');
+      expect((result.body as { error: { param: string } }).error.param).toBe('telegramId');
+    }
+    expect(await rowCounts(database.pool)).toEqual(before);
+  });
+
+  test('a large telegramId given as a string, or a safe JSON number, is stored exactly', async () => {
+    for (const [raw, telegramId] of [
+      ['{"telegramId": "123456789012345678"}', '123456789012345678'],
+      ['{"telegramId": 9007199254740991}', '9007199254740991'],
+    ] as const) {
+      const created = await call<{ id: string }>(service, 'POST', '/admin/users', {
+        token: ADMIN_TOKEN,
+        body: raw,
+      });
+      expect(created.status).toBe(201);
+      const user = await admin<{ telegramId: string }>(service, 'GET', `/users/${created.body.id}`);
+      expect(user.body.telegramId).toBe(telegramId);
+    }
+  });
+});
+
+describe('user ids past the bigint range', () => {
+  test('are 404 user_not_found on every admin route, and nothing is written', async () => {
+    const before = await rowCounts(database.pool);
+    const audited = await auditCount(database);
+    // 19 digits: the largest bigint, one past it, and the largest 19-digit number.
+    for (const id of ['9223372036854775807', '9223372036854775808', '9999999999999999999']) {
+      for (const [method, path, body] of [
+        ['GET', `/admin/users/${id}`, undefined],
+        ['GET', `/admin/users/${id}/balance`, undefined],
+        ['POST', `/admin/users/${id}/keys`, {}],
+        ['POST', `/admin/users/${id}/adjustments`, { amount: '1', reason: 'goodwill' }],
+        ['POST', `/admin/users/${id}/suspend`, { reason: 'abuse' }],
+        ['POST', `/admin/users/${id}/unsuspend`, { reason: 'ok' }],
+        ['DELETE', `/admin/users/${id}/keys/0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b`, undefined],
+        ['GET', `/admin/exports/statement?user=${id}`, undefined],
+      ] as const) {
+        const result = await call(service, method, path, {
+          token: ADMIN_TOKEN,
+          ...(body ? { body } : {}),
+        });
+        expect({ path, status: result.status }).toEqual({ path, status: 404 });
+        expectErrorShape(result.body, 'user_not_found');
+      }
+    }
+    expect(await rowCounts(database.pool)).toEqual(before);
+    expect(await auditCount(database)).toBe(audited);
+  });
+
+  test('the largest id a user can have still finds that user', async () => {
+    const max = '9223372036854775807';
+    await database.pool.query(
+      `insert into users (id, telegram_id) overriding system value values ($1, '6009')`,
+      [max],
+    );
+    const found = await admin<{ id: string }>(service, 'GET', `/users/${max}`);
+    expect(found.status).toBe(200);
+    expect(found.body.id).toBe(max);
+    const credit = await admin(service, 'POST', `/users/${max}/adjustments`, {
+      amount: '2',
+      reason: 'goodwill',
+    });
+    expect(credit.status).toBe(201);
+    const balance = await admin<{ available: string }>(service, 'GET', `/users/${max}/balance`);
+    expect(balance.body.available).toBe('2');
   });
 });
 
@@ -194,11 +283,20 @@ describe('revoking a key', () => {
 
     // Another user's key, or no key at all, through this user's path: 404, nothing revoked.
     const stranger = await userWithKey(service, { telegramId: 6302 });
-    for (const path of [`/users/${userId}/keys/${stranger.keyId}`, `/users/${userId}/keys/nope`]) {
+    const before = await rowCounts(database.pool);
+    for (const path of [
+      `/users/${userId}/keys/${stranger.keyId}`,
+      `/users/${userId}/keys/nope`,
+      // 36 characters of [0-9a-f-] that are not a uuid
+      `/users/${userId}/keys/${'-'.repeat(36)}`,
+      `/users/${userId}/keys/${'0'.repeat(36)}`,
+      `/users/${userId}/keys/0123456789abcdef-0123456789abcdef-01`,
+    ]) {
       const refused = await admin(service, 'DELETE', path);
-      expect(refused.status).toBe(404);
+      expect({ path, status: refused.status }).toEqual({ path, status: 404 });
       expectErrorShape(refused.body, 'key_not_found');
     }
+    expect(await rowCounts(database.pool)).toEqual(before);
     expect((await call(service, 'GET', '/v1/models', { token: stranger.apiKey })).status).toBe(200);
 
     const log = await admin<{ data: Array<{ action: string; target: string; details: object }> }>(

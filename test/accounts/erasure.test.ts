@@ -1,5 +1,9 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { expect, test } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
+import { runCli } from '../../src/cli/main.js';
 import type { TestDatabase } from '../support/db.js';
 import { ledgerRowCounts } from '../support/ledger.js';
 import { admin, userWithKey, type TestService } from '../support/service.js';
@@ -26,6 +30,13 @@ async function customerWithHistory(telegramId: number, username: string) {
   });
   await service.http.services.work.drain(5000);
   return { userId, apiKey, token };
+}
+
+async function auditCount(): Promise<number> {
+  const { rows } = await database.pool.query<{ n: string }>(
+    'select count(*)::text as n from audit_log',
+  );
+  return Number(rows[0]!.n);
 }
 
 async function trialBalanceNets() {
@@ -194,6 +205,48 @@ test('an account with nothing left erases without a ledger entry', async () => {
   expect(result.status).toBe(200);
   expect(result.body.unclaimedBalance).toMatchObject({ amount: '0', entryId: null });
   expect(await ledgerRowCounts(database.pool)).toEqual(ledgerBefore);
+});
+
+test('an erased user gets no new API keys and no admin adjustments: 409, nothing written', async () => {
+  const { userId } = await customerWithHistory(5501, 'gone');
+  const { token } = await devSignIn(service, 5501);
+  expect((await call(service, 'DELETE', '/api/me', { token, body: CONFIRM })).status).toBe(200);
+  const before = await rowCounts(database.pool);
+  const audited = await auditCount();
+
+  const key = await admin(service, 'POST', `/users/${userId}/keys`, { name: 'revived' });
+  expect(key.status).toBe(409);
+  expectErrorShape(key.body, 'user_erased');
+  for (const amount of ['10', '-1']) {
+    const adjusted = await admin(service, 'POST', `/users/${userId}/adjustments`, {
+      amount,
+      reason: 'gift',
+    });
+    expect({ amount, status: adjusted.status }).toEqual({ amount, status: 409 });
+    expectErrorShape(adjusted.body, 'user_erased');
+  }
+
+  // The CLI refuses the same way: exit 1 (a refusal) with the reason, nothing printed.
+  const configFile = join(mkdtempSync(join(tmpdir(), 'lingxi-erasure-')), 'lingxi.config.json');
+  writeFileSync(configFile, JSON.stringify({ database: { url: database.url } }));
+  for (const args of [
+    ['keys', 'create', '--user', userId],
+    ['credit', '--user', userId, '--amount', '10', '--reason', 'gift'],
+  ]) {
+    let stdout = '';
+    let stderr = '';
+    const code = await runCli([...args, '--config', configFile], {
+      stdout: (text) => (stdout += text),
+      stderr: (text) => (stderr += text),
+    });
+    expect({ args, code, stdout }).toEqual({ args, code: 1, stdout: '' });
+    expect(stderr).toMatch(/^lingxi: this user was erased; /);
+  }
+
+  expect(await rowCounts(database.pool)).toEqual(before);
+  expect(await auditCount()).toBe(audited);
+  const balance = await admin<{ posted: string }>(service, 'GET', `/users/${userId}/balance`);
+  expect(balance.body.posted).toBe('0');
 });
 
 test('erasure waits for calls in flight: 409, nothing changed', async () => {

@@ -3,6 +3,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { PostgresLedger } from '../../ledger/index.js';
 import { runCli } from '../../src/cli/main.js';
+import { readableFromFirstChunk } from '../../src/exports/sinks.js';
+import { streamStatementCsv } from '../../src/exports/statementCsv.js';
 import { streamJournal } from '../../src/exports/streamJournal.js';
 import { streamTrialBalanceCsv } from '../../src/exports/trialBalanceCsv.js';
 import { buildBook, sealEverything, type Book } from '../support/book.js';
@@ -42,6 +44,13 @@ async function lingxi(...args: string[]) {
     stderr: (text) => (stderr += text),
   });
   return { code, stdout, stderr };
+}
+
+async function auditCount(): Promise<number> {
+  const { rows } = await database.pool.query<{ n: string }>(
+    'select count(*)::text as n from audit_log',
+  );
+  return Number(rows[0]!.n);
 }
 
 async function get(path: string, token: string | null = ADMIN_TOKEN) {
@@ -126,6 +135,23 @@ describe('lingxi export', () => {
     expect(user.code).toBe(2);
     expect(user.stderr).toMatch(/user 424242 does not exist/);
   });
+
+  test('a time off the clock, the calendar or the zones exits 2 and writes nothing', async () => {
+    const audited = await auditCount();
+    for (const args of [
+      ['journal', '--format', 'csv', '--from', '2026-01-01T25:00:00Z'],
+      ['journal', '--format', 'hledger', '--to', '2026-01-01T10:61Z'],
+      ['journal', '--format', 'jsonl', '--from', '2026-01-01T10:00:00+99'],
+      ['journal', '--format', 'beancount', '--from', '2026-02-29'],
+      ['trial-balance', '--to', '2026-01-01T23:59:60Z'],
+      ['statement', '--user', book.bob, '--from', '2026-04-31'],
+    ]) {
+      const result = await lingxi('export', ...args);
+      expect({ args, ...result }).toMatchObject({ code: 2, stdout: '' });
+      expect(result.stderr).toMatch(/^lingxi: (from|to) must be an ISO 8601 date/);
+    }
+    expect(await auditCount()).toBe(audited);
+  });
 });
 
 describe('GET /admin/exports', () => {
@@ -188,5 +214,61 @@ describe('GET /admin/exports', () => {
       action: 'export.journal',
       details: { format: 'csv', to: '2100-01-01' },
     });
+  });
+
+  test('a time off the clock, the calendar or the zones is a 400 on every export, never a cut-off 200', async () => {
+    const audited = await auditCount();
+    for (const [path, param] of [
+      ['/exports/journal?format=hledger&from=2026-01-01T25:00:00Z', 'from'],
+      ['/exports/journal?format=csv&from=2026-01-01T25:00:00Z', 'from'],
+      ['/exports/journal?format=beancount&to=2026-01-01T10:61Z', 'to'],
+      ['/exports/journal?format=jsonl&from=2026-01-01T10:00:00%2B99', 'from'],
+      ['/exports/journal?format=csv&to=2026-01-01T10:00:00-14:30', 'to'],
+      ['/exports/journal?format=csv&from=2026-02-29', 'from'],
+      ['/exports/trial-balance?to=2026-01-01T25:00:00Z', 'to'],
+      [`/exports/statement?user=${book.bob}&from=2026-01-01T25:00:00Z`, 'from'],
+      [`/exports/statement?user=${book.bob}&to=2026-06-31`, 'to'],
+    ] as const) {
+      const response = await get(path);
+      expect({ path, status: response.status }).toEqual({ path, status: 400 });
+      expect(JSON.parse(response.text).error).toMatchObject({ code: 'invalid_request', param });
+    }
+    expect(await auditCount()).toBe(audited);
+    // The edges of the clock, the calendar and the zones still export.
+    for (const path of [
+      '/exports/journal?format=csv&from=2028-02-29T23:59:59.999999%2B14:00',
+      '/exports/journal?format=hledger&to=2026-12-31T00:00-14',
+      '/exports/trial-balance?to=2026-01-01%2023:59:59Z',
+    ]) {
+      expect({ path, status: (await get(path)).status }).toEqual({ path, status: 200 });
+    }
+  });
+});
+
+describe('a CSV export whose query fails', () => {
+  // The header used to be its own first chunk, yielded before the first query: the HTTP
+  // route then committed a 200 and the body broke off after the header.
+  const badTime = '2026-01-01T25:00:00Z'; // past the filter's check, refused by PostgreSQL
+  test('fails before its first chunk, so the route still answers an error status', async () => {
+    for (const chunks of [
+      streamJournal(database.pool, { format: 'csv', filter: { from: badTime } }),
+      streamTrialBalanceCsv(database.pool, { to: badTime }),
+      streamStatementCsv(database.pool, { userId: book.bob, from: badTime }),
+    ]) {
+      await expect(readableFromFirstChunk(chunks)).rejects.toThrow(/out of range/);
+    }
+  });
+
+  test('still starts with its header when nothing matches', async () => {
+    const empty = await collect(
+      streamJournal(database.pool, { format: 'csv', filter: { from: '2999-01-01' } }),
+    );
+    expect(empty.split('\n')).toEqual([expect.stringMatching(/^entry_id,timestamp,/), '']);
+    const statement = await collect(
+      streamStatementCsv(database.pool, { userId: book.bob, from: '2999-01-01' }),
+    );
+    expect(statement).toBe(
+      'timestamp,entry_id,kind,description,amount,balance,currency,rate,rate_source,chain_ref\n',
+    );
   });
 });

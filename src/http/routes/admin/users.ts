@@ -6,7 +6,12 @@ import { getUserBalance } from '../../../billing/getUserBalance.js';
 import { createApiKey, revokeApiKey } from '../../../keys/apiKeys.js';
 import type { Services } from '../../../services.js';
 import { objectBody } from '../../objectBody.js';
-import { createUser, requireUser } from '../../../users/createUser.js';
+import {
+  assertNotErased,
+  createUser,
+  ERASED_NO_ADJUSTMENTS,
+  requireUser,
+} from '../../../users/createUser.js';
 
 /** /admin/users: create users, create and revoke their keys, adjust and read balances. */
 export function adminUserRoutes(services: Services): Router {
@@ -26,7 +31,7 @@ export function adminUserRoutes(services: Services): Router {
   router.post('/', async (ctx) => {
     const body = objectBody(ctx) as { telegramId?: unknown; username?: unknown };
     const user = await createUser(db, {
-      telegramId: body.telegramId as string,
+      telegramId: body.telegramId,
       username: (body.username as string | undefined) ?? null,
     });
     await record(ctx, 'user.create', `user:${user.id}`, { telegramId: String(body.telegramId) });
@@ -62,6 +67,7 @@ export function adminUserRoutes(services: Services): Router {
 
   router.post('/:id/adjustments', async (ctx) => {
     const user = await requireUser(db, ctx.params['id']!);
+    assertNotErased(user, ERASED_NO_ADJUSTMENTS);
     const body = objectBody(ctx) as { amount?: unknown; reason?: unknown };
     const idempotencyKey = ctx.get('idempotency-key') || undefined;
     const result = await adjustBalance(runtime.ledger, {
