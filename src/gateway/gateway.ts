@@ -412,16 +412,40 @@ export class Gateway {
       let done = false;
       let malformed = false;
       let clientGone = false;
+      let deadlinePassed = false;
+      // Ends the current wait for the client to drain, if there is one.
+      let stopWaiting: (() => void) | null = null;
+      // The client left, or stopped reading: stop upstream, and cut the client's stream.
+      const leave = () => {
+        if (clientGone) return;
+        clientGone = true;
+        stopWaiting?.();
+        upstream.abort('aborted');
+        if (!sink.destroyed) sink.destroy();
+      };
       sink.on('close', () => {
-        if (!sink.writableFinished) {
-          clientGone = true;
-          upstream.abort('aborted');
-        }
+        if (!sink.writableFinished) leave();
       });
+      // A client that does not take a frame within the idle limit (or by the deadline) is
+      // treated as gone; waiting longer would hold its call open past its hold's expiry.
       const write = async (frame: string) => {
         if (clientGone || sink.destroyed) return;
-        if (!sink.write(frame))
-          await new Promise((resolve) => sink.once('drain', resolve).once('close', resolve));
+        if (sink.write(frame)) return;
+        const drained =
+          !deadlinePassed &&
+          (await new Promise<boolean>((resolve) => {
+            const finish = (ok: boolean) => {
+              clearTimeout(timer);
+              sink.off('drain', onDrain);
+              stopWaiting = null;
+              resolve(ok);
+            };
+            const onDrain = () => finish(true);
+            const timer = setTimeout(() => finish(false), idleMs);
+            sink.once('drain', onDrain);
+            stopWaiting = () => finish(false);
+          }));
+        if (!drained) leave();
       };
       const frames: string[] = [];
       const parser = createParser({
@@ -464,18 +488,21 @@ export class Gateway {
         idle = setTimeout(() => upstream.abort('timeout'), idleMs);
       };
       let failure: CallOutcome | null = null;
-      const deadline = setTimeout(
-        () => upstream.abort('timeout'),
-        this.deps.config.gateway.maxCallDurationMs,
-      );
+      const deadline = setTimeout(() => {
+        deadlinePassed = true;
+        upstream.abort('timeout');
+        stopWaiting?.();
+      }, this.deps.config.gateway.maxCallDurationMs);
       try {
+        // The idle timer runs only while waiting for upstream, never while waiting for the client.
         armIdle();
         const decoder = new TextDecoder();
         for await (const bytes of upstream.body) {
-          armIdle();
+          clearTimeout(idle);
           parser.feed(decoder.decode(bytes, { stream: true }));
           for (const frame of frames.splice(0)) await write(frame);
-          if (malformed || done) break;
+          if (malformed || done || clientGone) break;
+          armIdle();
         }
         if (malformed) failure = 'upstream_malformed';
         else if (!done && !clientGone) failure = 'upstream_error';

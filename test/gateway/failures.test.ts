@@ -1,10 +1,11 @@
+import { request, type IncomingMessage } from 'node:http';
 import OpenAI from 'openai';
-import { expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
 import type { TestDatabase } from '../support/db.js';
 import { admin, userWithKey, type TestService } from '../support/service.js';
 import { countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
-import { expectedCost, useGatewayStack, MODELS, sdk } from './fixtures.js';
+import { expectedCost, useGatewayStack, MODELS, sdk, type GatewayStack } from './fixtures.js';
 
 let database: TestDatabase;
 let stub: UpstreamStub;
@@ -12,13 +13,10 @@ let service: TestService;
 
 useGatewayStack((stack) => ({ database, stub, service } = stack));
 
-async function settled() {
+async function state(userId: string, on: GatewayStack = { database, stub, service }) {
+  const { database, stub, service } = on;
   await stub.waitForIdle();
   await service.http.services.work.drain(5000);
-}
-
-async function state(userId: string) {
-  await settled();
   const { body } = await admin<{ available: string; held: string }>(
     service,
     'GET',
@@ -163,4 +161,125 @@ test('an upstream stream without usage is settled on an estimate and marked so',
     },
   ]);
   expect(countPromptTokens({ messages })).toBeGreaterThan(0);
+});
+
+describe('a streaming client that stops reading', () => {
+  let slow: GatewayStack;
+  // Upstream may be idle 1.5 s; a call may last 10 s, so its hold lives 12.5 s.
+  useGatewayStack(
+    (stack) => (slow = stack),
+    (config) => ({
+      ...config,
+      models: config.models!.map((model) =>
+        model.kind === 'embedding'
+          ? model
+          : { ...model, maxOutputTokensDefault: 100_000, maxOutputTokensLimit: 100_000 },
+      ),
+      gateway: { maxCallDurationMs: 10_000, holdGraceMs: 1000 },
+    }),
+  );
+
+  /** A streamed chat call over plain HTTP, so the test controls how fast it is read. */
+  async function openStream(apiKey: string, content: string) {
+    const req = request(`${slow.service.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+    });
+    const res = await new Promise<IncomingMessage>((resolve, reject) => {
+      req.once('error', reject);
+      req.once('response', resolve);
+      req.end(JSON.stringify({ model: 'gpt-4o-mini', stream: true, messages: ask(content) }));
+    });
+    return { req, res };
+  }
+
+  test('is cut off after the idle limit, and charged for what was generated', async () => {
+    const { userId, apiKey } = await userWithKey(slow.service, { telegramId: 2101, balance: '1' });
+    const content = 'a long answer [[tokens=100000]]';
+    // Reads the headers, then nothing: far more is generated than the buffers between hold.
+    const { req, res } = await openStream(apiKey, content);
+    try {
+      res.pause();
+      expect(res.statusCode).toBe(200);
+      const after = await state(userId, slow);
+      expect(after.rows).toHaveLength(1);
+      const row = after.rows[0]!;
+      expect(row).toMatchObject({
+        outcome: 'client_disconnected',
+        http_status: 200,
+        estimated: true,
+      });
+      const cost = expectedCost(MODELS.mini, {
+        prompt: Math.ceil(Buffer.byteLength(content) / 4),
+        completion: Number(row.completion),
+      });
+      expect(Number(row.completion)).toBeGreaterThan(0);
+      expect(row.cost).toBe(cost.toString());
+      expect(after).toMatchObject({
+        available: new Decimal(1).sub(cost).toString(),
+        held: '0',
+        pendingHolds: 0,
+      });
+      const { rows: timing } = await slow.database.pool.query(
+        'select latency_ms from usage_records where user_id = $1',
+        [userId],
+      );
+      // Cut for not reading, long before the call limit (and so before its hold expires).
+      expect(timing[0].latency_ms).toBeLessThan(8000);
+    } finally {
+      req.destroy();
+    }
+  }, 20_000);
+
+  test('that reads slowly but steadily gets the whole answer, charged exactly, without a listener leak', async () => {
+    const { userId, apiKey } = await userWithKey(slow.service, { telegramId: 2102, balance: '1' });
+    const content = 'a slow read [[tokens=40000]]';
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning.name);
+    process.on('warning', onWarning);
+    try {
+      const { res } = await openStream(apiKey, content);
+      // A short pause after every 64 KiB (each far below the 1.5 s idle limit), so the
+      // gateway often waits for it to drain.
+      const received = await new Promise<string>((resolve, reject) => {
+        let text = '';
+        let unpaused = 0;
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          text += chunk;
+          unpaused += chunk.length;
+          if (unpaused < 65_536) return;
+          unpaused = 0;
+          res.pause();
+          setTimeout(() => res.resume(), 5);
+        });
+        res.once('end', () => resolve(text));
+        res.once('error', reject);
+      });
+      expect(received.endsWith('data: [DONE]\n\n')).toBe(true);
+      expect(received).toContain('"content":"tok39999 "');
+      const after = await state(userId, slow);
+      const cost = expectedCost(MODELS.mini, {
+        prompt: countPromptTokens({ messages: ask(content) }),
+        completion: 40_000,
+      });
+      expect(after).toEqual({
+        available: new Decimal(1).sub(cost).toString(),
+        held: '0',
+        pendingHolds: 0,
+        rows: [
+          {
+            outcome: 'ok',
+            http_status: 200,
+            cost: cost.toString(),
+            estimated: false,
+            completion: '40000',
+          },
+        ],
+      });
+      expect(warnings).not.toContain('MaxListenersExceededWarning');
+    } finally {
+      process.off('warning', onWarning);
+    }
+  }, 30_000);
 });
