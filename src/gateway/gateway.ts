@@ -17,6 +17,7 @@ import {
   type ChatRequest,
 } from './requests.js';
 import {
+  choicesText,
   embeddingTokensUpperBound,
   estimateTokens,
   messagesText,
@@ -561,16 +562,4 @@ export class Gateway {
       pump: (sink) => this.deps.work.track(pump(sink)),
     };
   }
-}
-
-/** The text of chat choices: `message.content` of an answer, `delta.content` of a chunk. */
-function choicesText(choices: unknown): string {
-  if (!Array.isArray(choices)) return '';
-  let text = '';
-  for (const choice of choices) {
-    const c = choice as { message?: { content?: unknown }; delta?: { content?: unknown } };
-    const content = c.delta?.content ?? c.message?.content;
-    if (typeof content === 'string') text += content;
-  }
-  return text;
 }

@@ -70,3 +70,37 @@ function countImages(messages: unknown): number {
   }
   return images;
 }
+
+/**
+ * What chat choices generated, as text for an estimate: of an answer's `message` or a chunk's
+ * `delta`, its content, refusal and reasoning text, and the name and arguments of each tool
+ * or function call (all of it output the provider bills).
+ */
+export function choicesText(choices: unknown): string {
+  if (!Array.isArray(choices)) return '';
+  let text = '';
+  for (const choice of choices) {
+    if (!isRecord(choice)) continue;
+    const output = isRecord(choice['delta']) ? choice['delta'] : choice['message'];
+    if (!isRecord(output)) continue;
+    for (const key of ['content', 'refusal', 'reasoning_content', 'reasoning']) {
+      const value = output[key];
+      if (typeof value === 'string') text += value;
+    }
+    const calls = Array.isArray(output['tool_calls']) ? output['tool_calls'] : [];
+    for (const call of calls) if (isRecord(call)) text += callText(call['function']);
+    text += callText(output['function_call']);
+  }
+  return text;
+}
+
+function callText(call: unknown): string {
+  if (!isRecord(call)) return '';
+  const name = typeof call['name'] === 'string' ? call['name'] : '';
+  const args = typeof call['arguments'] === 'string' ? call['arguments'] : '';
+  return name + args;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}

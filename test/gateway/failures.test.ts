@@ -4,7 +4,7 @@ import { describe, expect, test } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
 import type { TestDatabase } from '../support/db.js';
 import { admin, userWithKey, type TestService } from '../support/service.js';
-import { countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
+import { completionText, countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
 import { expectedCost, useGatewayStack, MODELS, sdk, type GatewayStack } from './fixtures.js';
 
 let database: TestDatabase;
@@ -161,6 +161,41 @@ test('an upstream stream without usage is settled on an estimate and marked so',
     },
   ]);
   expect(countPromptTokens({ messages })).toBeGreaterThan(0);
+});
+
+test('a client that hangs up after a streamed tool call, before the usage chunk, is charged for the call (estimated)', async () => {
+  const { userId, apiKey } = await userWithKey(service, { telegramId: 2007, balance: '1' });
+  // 52 events: the role chunk, 50 pieces of arguments, the finish; then upstream goes quiet.
+  const content = 'call f [[tool-call]] [[tokens=50]] [[stall-after=52]]';
+  const controller = new AbortController();
+  const stream = await sdk(service.url, apiKey).chat.completions.create(
+    { model: 'gpt-4o-mini', messages: ask(content), stream: true },
+    { signal: controller.signal },
+  );
+  let args = '';
+  for await (const chunk of stream) {
+    args += chunk.choices[0]?.delta?.tool_calls?.[0]?.function?.arguments ?? '';
+    if (chunk.choices[0]?.finish_reason === 'tool_calls') controller.abort();
+  }
+  expect(args).toBe(completionText(50));
+  const cost = expectedCost(MODELS.mini, {
+    prompt: Math.ceil(Buffer.byteLength(content) / 4),
+    completion: Math.ceil(Buffer.byteLength(`f${args}`) / 4),
+  });
+  expect(await state(userId)).toEqual({
+    available: new Decimal(1).sub(cost).toString(),
+    held: '0',
+    pendingHolds: 0,
+    rows: [
+      {
+        outcome: 'client_disconnected',
+        http_status: 200,
+        cost: cost.toString(),
+        estimated: true,
+        completion: String(Math.ceil(Buffer.byteLength(`f${args}`) / 4)),
+      },
+    ],
+  });
 });
 
 describe('a streaming client that stops reading', () => {

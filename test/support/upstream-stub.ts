@@ -33,6 +33,9 @@
  *   [[malformed]]       200 application/json whose body is cut-off JSON; streaming: the role
  *                       chunk, then a `data:` line of cut-off JSON, then the end
  *   [[no-usage]]        no `usage`, even with stream_options.include_usage
+ *   [[tool-call]]       the answer is one tool call (function `f`, id `call_stub`) whose
+ *                       arguments are the completion text (streamed: a piece per token);
+ *                       content null, finish_reason 'tool_calls' (or 'length')
  *   [[delay=MS]]        wait MS (0..60000) before answering (failures included); streaming:
  *                       headers at once, then MS before every SSE event
  * Precedence: fail, then stall, then malformed, then the normal answer. stall-after and
@@ -416,7 +419,11 @@ async function handleChat(
       sendText(exchange, 200, 'application/json', malformedBody(identity));
       return;
     }
-    sendJson(exchange, 200, chatCompletionBody(identity, plan, !behaviour.noUsage));
+    sendJson(
+      exchange,
+      200,
+      chatCompletionBody(identity, plan, !behaviour.noUsage, behaviour.toolCall),
+    );
     return;
   }
 
@@ -424,7 +431,7 @@ async function handleChat(
   const usageRequested = isRecord(streamOptions) && streamOptions['include_usage'] === true;
   const events = behaviour.malformed
     ? malformedChatEvents(identity, usageRequested)
-    : chatCompletionEvents(identity, plan, usageRequested, !behaviour.noUsage);
+    : chatCompletionEvents(identity, plan, usageRequested, !behaviour.noUsage, behaviour.toolCall);
   await stream(exchange, events, behaviour.stallAfterChunks, delayMs);
 }
 
