@@ -45,30 +45,29 @@ export function estimateTokens(text: string): bigint {
 
 /** The text of a chat request's messages (for an estimate of its prompt tokens). */
 export function messagesText(messages: unknown): string {
-  if (!Array.isArray(messages)) return '';
   const parts: string[] = [];
-  for (const message of messages) {
-    const content = (message as { content?: unknown }).content;
+  for (const content of contents(messages)) {
     if (typeof content === 'string') parts.push(content);
     else if (Array.isArray(content)) {
       for (const part of content)
-        if (typeof (part as { text?: unknown }).text === 'string')
-          parts.push((part as { text: string }).text);
+        if (isRecord(part) && typeof part['text'] === 'string') parts.push(part['text']);
     }
   }
   return parts.join('\n');
 }
 
 function countImages(messages: unknown): number {
-  if (!Array.isArray(messages)) return 0;
   let images = 0;
-  for (const message of messages) {
-    const content = (message as { content?: unknown }).content;
+  for (const content of contents(messages))
     if (Array.isArray(content))
-      for (const part of content)
-        if ((part as { type?: unknown }).type === 'image_url') images += 1;
-  }
+      for (const part of content) if (isRecord(part) && part['type'] === 'image_url') images += 1;
   return images;
+}
+
+/** The `content` of each message that is an object. */
+function contents(messages: unknown): unknown[] {
+  if (!Array.isArray(messages)) return [];
+  return messages.filter(isRecord).map((message) => message['content']);
 }
 
 /**
