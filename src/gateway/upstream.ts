@@ -93,7 +93,12 @@ export async function postUpstream(params: {
   response.once('close', () => params.signal.removeEventListener('abort', onClientAbort));
   const status = response.statusCode ?? 0;
   if (status < 200 || status >= 300) {
-    const text = await readText(response).catch(() => '');
+    // An error body is read under the same bound as the headers: one that stalls must not
+    // hold the call (and its hold) open.
+    const errorBodyTimer = setTimeout(() => abort('timeout'), params.headersTimeoutMs);
+    const text = await readText(response)
+      .catch(() => '')
+      .finally(() => clearTimeout(errorBodyTimer));
     let message = text.slice(0, 300);
     try {
       const parsed = JSON.parse(text) as { error?: { message?: unknown } };
@@ -101,7 +106,11 @@ export async function postUpstream(params: {
     } catch {
       // not JSON: keep the start of the text
     }
-    throw new UpstreamError('status', `${provider.name} answered ${status}: ${message}`, status);
+    throw new UpstreamError(
+      'status',
+      `${provider.name} answered ${status}${message ? `: ${message}` : ''}`,
+      status,
+    );
   }
   const body = response;
   return {

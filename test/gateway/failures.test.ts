@@ -60,6 +60,31 @@ test('upstream 500: a 502 in OpenAI shape, nothing charged, nothing held, the ro
   });
 });
 
+test('upstream 500 whose error body never comes: a 502 at the provider timeout, nothing charged, nothing held', async () => {
+  const { userId, apiKey } = await userWithKey(service, { telegramId: 2008, balance: '1' });
+  const started = Date.now();
+  const error = await sdk(service.url, apiKey)
+    .chat.completions.create({
+      model: 'gpt-4o-mini',
+      messages: ask('boom [[fail=500]] [[stall-after=0]]'),
+    })
+    .catch((e: unknown) => e);
+  expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(502);
+  expect((error as InstanceType<typeof OpenAI.APIError>).message).toMatch(
+    /stub answered 500; nothing was charged/,
+  );
+  // The provider timeout is 1.5 s; the SDK would give up at 10 s.
+  expect(Date.now() - started).toBeLessThan(5000);
+  expect(await state(userId)).toEqual({
+    available: '1',
+    held: '0',
+    pendingHolds: 0,
+    rows: [
+      { outcome: 'upstream_error', http_status: 502, cost: '0', estimated: false, completion: '0' },
+    ],
+  });
+});
+
 test('upstream timeout: a 504, nothing charged, nothing held', async () => {
   const { userId, apiKey } = await userWithKey(service, { telegramId: 2002, balance: '1' });
   const error = await sdk(service.url, apiKey)

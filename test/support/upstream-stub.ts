@@ -29,7 +29,8 @@
  *   [[fail=S]]          status S (400..599) with an OpenAI error body; streaming too (no SSE)
  *   [[stall]]           accept and never send even a status line, until the client leaves
  *   [[stall-after=K]]   stream K SSE events (the role chunk is the first), then go silent;
- *                       without `stream`, send 200 headers and no body, then go silent
+ *                       without `stream`, send 200 headers and no body, then go silent;
+ *                       with [[fail=S]], send status S and headers, no body, then go silent
  *   [[malformed]]       200 application/json whose body is cut-off JSON; streaming: the role
  *                       chunk, then a `data:` line of cut-off JSON, then the end
  *   [[no-usage]]        no `usage`, even with stream_options.include_usage
@@ -398,6 +399,11 @@ async function handleChat(
   // A stream answers its headers at once and paces its events; anything else waits first.
   if (!streaming || behaviour.failStatus !== undefined || behaviour.stall) {
     if (delayMs > 0 && !(await sleep(delayMs, exchange))) return;
+  }
+  if (behaviour.failStatus !== undefined && behaviour.stallAfterChunks !== undefined) {
+    writeHead(exchange, behaviour.failStatus, 'application/json');
+    exchange.res.flushHeaders();
+    return;
   }
   if (behaviour.failStatus !== undefined) {
     sendError(
