@@ -52,6 +52,12 @@ interface Model {
   price: PriceVersion;
 }
 
+/**
+ * Upstream statuses that blame the request itself (a bad parameter, an unknown model or
+ * route): the caller gets a 400. Others (401, 403, 429, 5xx) are our or upstream's problem: 502.
+ */
+const UPSTREAM_REJECTED_REQUEST = new Set([400, 404, 422]);
+
 const ZERO_USAGE: TokenUsage = {
   promptTokens: 0n,
   cachedTokens: 0n,
@@ -341,6 +347,24 @@ export class Gateway {
           ),
         );
       throw error;
+    }
+    if (error.kind === 'status' && UPSTREAM_REJECTED_REQUEST.has(error.status ?? 0)) {
+      // The caller's request is at fault: a 502 would have SDKs send it again, twice.
+      this.finish(record, 400, 'upstream_error');
+      await this.deps.meter.release(held, record);
+      return {
+        kind: 'json',
+        status: 400,
+        headers: { 'x-lingxi-cost': '0' },
+        body: {
+          error: {
+            message: `${error.message}; nothing was charged`,
+            type: 'invalid_request_error',
+            code: 'upstream_rejected_request',
+            param: error.param,
+          },
+        },
+      };
     }
     const status = error.kind === 'timeout' ? 504 : error.kind === 'aborted' ? 499 : 502;
     const outcome: CallOutcome =

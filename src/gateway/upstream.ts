@@ -8,6 +8,8 @@ export class UpstreamError extends Error {
     readonly kind: 'timeout' | 'unreachable' | 'status' | 'malformed' | 'aborted',
     message: string,
     readonly status: number | null = null,
+    /** The request field upstream blamed, when it named one. */
+    readonly param: string | null = null,
   ) {
     super(message);
   }
@@ -100,9 +102,11 @@ export async function postUpstream(params: {
       .catch(() => '')
       .finally(() => clearTimeout(errorBodyTimer));
     let message = text.slice(0, 300);
+    let param: string | null = null;
     try {
-      const parsed = JSON.parse(text) as { error?: { message?: unknown } };
+      const parsed = JSON.parse(text) as { error?: { message?: unknown; param?: unknown } };
       if (typeof parsed.error?.message === 'string') message = parsed.error.message.slice(0, 300);
+      if (typeof parsed.error?.param === 'string') param = parsed.error.param.slice(0, 200);
     } catch {
       // not JSON: keep the start of the text
     }
@@ -110,6 +114,7 @@ export async function postUpstream(params: {
       'status',
       `${provider.name} answered ${status}${message ? `: ${message}` : ''}`,
       status,
+      param,
     );
   }
   const body = response;

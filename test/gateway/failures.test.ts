@@ -85,6 +85,65 @@ test('upstream 500 whose error body never comes: a 502 at the provider timeout, 
   });
 });
 
+test("upstream 400 (the caller's bad parameter): a 400 the SDK does not retry, with upstream's message and param, nothing charged", async () => {
+  const { userId, apiKey } = await userWithKey(service, { telegramId: 2009, balance: '1' });
+  // The stub rejects a bad directive as OpenAI rejects a bad field: 400, param 'messages'.
+  const content = 'bad param [[tokens=lots]]';
+  const retrying = new OpenAI({
+    baseURL: `${service.url}/v1`,
+    apiKey,
+    maxRetries: 2,
+    logLevel: 'off',
+  });
+  const error = await retrying.chat.completions
+    .create({ model: 'gpt-4o-mini', messages: ask(content) })
+    .catch((e: unknown) => e);
+  expect(error).toBeInstanceOf(OpenAI.BadRequestError);
+  expect((error as InstanceType<typeof OpenAI.APIError>).error).toEqual({
+    message:
+      'stub answered 400: Stub directive [[tokens=lots]] needs an integer from 0 to 100000.; nothing was charged',
+    type: 'invalid_request_error',
+    code: 'upstream_rejected_request',
+    param: 'messages',
+  });
+  expect(stub.requests.filter((r) => JSON.stringify(r.body).includes(content))).toHaveLength(1);
+  expect(await state(userId)).toEqual({
+    available: '1',
+    held: '0',
+    pendingHolds: 0,
+    rows: [
+      { outcome: 'upstream_error', http_status: 400, cost: '0', estimated: false, completion: '0' },
+    ],
+  });
+});
+
+test.each([
+  [404, 400, 'upstream_rejected_request'],
+  [422, 400, 'upstream_rejected_request'],
+  [401, 502, 'upstream_error'],
+  [403, 502, 'upstream_error'],
+  [429, 502, 'upstream_error'],
+])('upstream %i: the client gets %i %s, nothing charged', async (upstreamStatus, status, code) => {
+  const { userId, apiKey } = await userWithKey(service, {
+    telegramId: 2100 + upstreamStatus,
+    balance: '1',
+  });
+  const error = await sdk(service.url, apiKey)
+    .chat.completions.create({
+      model: 'gpt-4o-mini',
+      messages: ask(`no [[fail=${upstreamStatus}]]`),
+    })
+    .catch((e: unknown) => e);
+  expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(status);
+  expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe(code);
+  expect(await state(userId)).toMatchObject({
+    available: '1',
+    held: '0',
+    pendingHolds: 0,
+    rows: [{ outcome: 'upstream_error', http_status: status, cost: '0' }],
+  });
+});
+
 test('upstream timeout: a 504, nothing charged, nothing held', async () => {
   const { userId, apiKey } = await userWithKey(service, { telegramId: 2002, balance: '1' });
   const error = await sdk(service.url, apiKey)
