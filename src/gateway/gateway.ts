@@ -121,7 +121,7 @@ export class Gateway {
     }
     const outputTokensMax =
       BigInt(requested ?? model.config.maxOutputTokensDefault) * BigInt(body.n ?? 1);
-    const promptTokensMax = promptTokensUpperBound(body);
+    const promptTokensMax = promptTokensUpperBound(body, this.deps.config.gateway.bytesPerTokenMin);
     const stream = body.stream === true;
     const record = this.newRecord(call, model, 'chat.completions', stream);
     const held = await this.admit(call, model, record, promptTokensMax, outputTokensMax);
@@ -174,7 +174,10 @@ export class Gateway {
   async embedding(call: GatewayCall): Promise<GatewayResponse> {
     const body = parseRequest(embeddingRequestSchema, call.body);
     const model = this.modelFor(body.model, call.caller, 'embedding');
-    const promptTokensMax = embeddingTokensUpperBound(body.input);
+    const promptTokensMax = embeddingTokensUpperBound(
+      body.input,
+      this.deps.config.gateway.bytesPerTokenMin,
+    );
     const record = this.newRecord(call, model, 'embeddings', false);
     const held = await this.admit(call, model, record, promptTokensMax, 0n);
     let upstream: UpstreamCall;

@@ -1,9 +1,10 @@
 /**
  * Token bounds and estimates without a tokenizer.
  *
- * Upper bound: a token is at least one byte of text, so a prompt has at most as many tokens
- * as the UTF-8 bytes of its JSON (which also covers roles, names and per-message overhead),
- * plus a fixed allowance per image, whose cost does not show in its URL's length.
+ * Upper bound: a token is at least `bytesPerTokenMin` bytes of text (1 unless configured:
+ * `gateway.bytesPerTokenMin`), so a prompt has at most its JSON's UTF-8 bytes divided by it
+ * in tokens (the JSON also covers roles, names and per-message overhead), plus a fixed
+ * allowance per image, whose cost does not show in its URL's length.
  *
  * Estimate (used only when upstream sent no usage, and then the usage record says so):
  * about four bytes of text per token, rounded up.
@@ -12,7 +13,10 @@
 export const IMAGE_TOKENS_MAX = 3_000;
 const FIXED_OVERHEAD_TOKENS = 16;
 
-export function promptTokensUpperBound(body: Record<string, unknown>): bigint {
+export function promptTokensUpperBound(
+  body: Record<string, unknown>,
+  bytesPerTokenMin = 1,
+): bigint {
   const relevant = {
     messages: body['messages'],
     tools: body['tools'],
@@ -23,16 +27,19 @@ export function promptTokensUpperBound(body: Record<string, unknown>): bigint {
   const json = JSON.stringify(relevant);
   const images = countImages(body['messages']);
   return BigInt(
-    Buffer.byteLength(json, 'utf8') + images * IMAGE_TOKENS_MAX + FIXED_OVERHEAD_TOKENS,
+    Math.ceil(Buffer.byteLength(json, 'utf8') / bytesPerTokenMin) +
+      images * IMAGE_TOKENS_MAX +
+      FIXED_OVERHEAD_TOKENS,
   );
 }
 
-/** Embedding input: strings count their bytes; token-id arrays count their length. */
-export function embeddingTokensUpperBound(input: unknown): bigint {
+/** Embedding input: strings count their bytes (per `bytesPerTokenMin`); token-id arrays their length. */
+export function embeddingTokensUpperBound(input: unknown, bytesPerTokenMin = 1): bigint {
   const items = Array.isArray(input) ? input : [input];
   let total = 0;
   for (const item of items) {
-    if (typeof item === 'string') total += Buffer.byteLength(item, 'utf8');
+    if (typeof item === 'string')
+      total += Math.ceil(Buffer.byteLength(item, 'utf8') / bytesPerTokenMin);
     else if (typeof item === 'number') total += 1;
     else if (Array.isArray(item)) total += item.length;
   }

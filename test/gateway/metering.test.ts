@@ -4,7 +4,7 @@ import type { TestDatabase } from '../support/db.js';
 import { admin, userWithKey, type TestService } from '../support/service.js';
 import { choicesText, estimateTokens } from '../../src/gateway/tokens.js';
 import { completionText, countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
-import { expectedCost, useGatewayStack, MODELS, sdk } from './fixtures.js';
+import { expectedCost, useGatewayStack, MODELS, sdk, type GatewayStack } from './fixtures.js';
 
 let database: TestDatabase;
 let stub: UpstreamStub;
@@ -238,5 +238,27 @@ describe('other endpoints', () => {
     expect(text).toMatch(/lingxi_gateway_call_duration_seconds_bucket/);
     expect(text).toMatch(/lingxi_gateway_charged_usd_total\{model="gpt-4o-mini"\} [0-9.e-]+/);
     expect(text).toMatch(/lingxi_ledger_holds_open 0/);
+  });
+});
+
+describe('gateway.bytesPerTokenMin', () => {
+  let stack: GatewayStack;
+  useGatewayStack(
+    (ready) => (stack = ready),
+    (config) => ({ ...config, gateway: { bytesPerTokenMin: 4 } }),
+  );
+
+  test('bounds the prompt tokens of the hold: a prompt of B bytes holds ceil(B / 4) + 16 tokens', async () => {
+    const { apiKey } = await userWithKey(stack.service, { telegramId: 1021 });
+    const messages = [{ role: 'user' as const, content: 'x'.repeat(401) }];
+    const error = await sdk(stack.service.url, apiKey)
+      .chat.completions.create({ model: 'gpt-4o-mini', messages, max_tokens: 10 })
+      .catch((e: unknown) => e as Error);
+    const promptTokensMax = Math.ceil(Buffer.byteLength(JSON.stringify({ messages })) / 4) + 16;
+    const maxCost = new Decimal(promptTokensMax)
+      .mul(MODELS.mini.input)
+      .add(new Decimal(10).mul(MODELS.mini.output))
+      .div(1_000_000);
+    expect(String(error)).toContain(`this call may cost up to ${maxCost.toString()} USD`);
   });
 });
