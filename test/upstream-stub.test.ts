@@ -157,6 +157,32 @@ describe('a chat completion through the SDK', () => {
     expect(completion.usage).toBeUndefined();
   });
 
+  it('answers with one tool call on [[tool-call]], whole or streamed piece by piece', async () => {
+    const completion = await client.chat.completions.create(ask('call [[tool-call]] [[tokens=3]]'));
+    expect(completion.choices[0]).toMatchObject({
+      finish_reason: 'tool_calls',
+      message: {
+        content: null,
+        tool_calls: [
+          {
+            id: 'call_stub',
+            type: 'function',
+            function: { name: 'f', arguments: completionText(3) },
+          },
+        ],
+      },
+    });
+    const chunks = await collect(
+      await client.chat.completions.create(askStream('call [[tool-call]] [[tokens=3]]')),
+    );
+    const args = chunks
+      .map((chunk) => chunk.choices[0]?.delta?.tool_calls?.[0]?.function?.arguments ?? '')
+      .join('');
+    expect(args).toBe(completionText(3));
+    expect(chunks[0]?.choices[0]?.delta?.tool_calls?.[0]?.function?.name).toBe('f');
+    expect(chunks.at(-1)?.choices[0]?.finish_reason).toBe('tool_calls');
+  });
+
   it('clamps cached tokens to the prompt tokens', async () => {
     const completion = await client.chat.completions.create(
       ask('hi [[prompt-tokens=10]] [[cached=50]]'),

@@ -17,6 +17,7 @@ import {
   type ChatRequest,
 } from './requests.js';
 import {
+  choicesText,
   embeddingTokensUpperBound,
   estimateTokens,
   messagesText,
@@ -50,6 +51,12 @@ interface Model {
   provider: ProviderConfig;
   price: PriceVersion;
 }
+
+/**
+ * Upstream statuses that blame the request itself (a bad parameter, an unknown model or
+ * route): the caller gets a 400. Others (401, 403, 429, 5xx) are our or upstream's problem: 502.
+ */
+const UPSTREAM_REJECTED_REQUEST = new Set([400, 404, 422]);
 
 const ZERO_USAGE: TokenUsage = {
   promptTokens: 0n,
@@ -114,7 +121,7 @@ export class Gateway {
     }
     const outputTokensMax =
       BigInt(requested ?? model.config.maxOutputTokensDefault) * BigInt(body.n ?? 1);
-    const promptTokensMax = promptTokensUpperBound(body);
+    const promptTokensMax = promptTokensUpperBound(body, this.deps.config.gateway.bytesPerTokenMin);
     const stream = body.stream === true;
     const record = this.newRecord(call, model, 'chat.completions', stream);
     const held = await this.admit(call, model, record, promptTokensMax, outputTokensMax);
@@ -167,7 +174,10 @@ export class Gateway {
   async embedding(call: GatewayCall): Promise<GatewayResponse> {
     const body = parseRequest(embeddingRequestSchema, call.body);
     const model = this.modelFor(body.model, call.caller, 'embedding');
-    const promptTokensMax = embeddingTokensUpperBound(body.input);
+    const promptTokensMax = embeddingTokensUpperBound(
+      body.input,
+      this.deps.config.gateway.bytesPerTokenMin,
+    );
     const record = this.newRecord(call, model, 'embeddings', false);
     const held = await this.admit(call, model, record, promptTokensMax, 0n);
     let upstream: UpstreamCall;
@@ -341,6 +351,24 @@ export class Gateway {
         );
       throw error;
     }
+    if (error.kind === 'status' && UPSTREAM_REJECTED_REQUEST.has(error.status ?? 0)) {
+      // The caller's request is at fault: a 502 would have SDKs send it again, twice.
+      this.finish(record, 400, 'upstream_error');
+      await this.deps.meter.release(held, record);
+      return {
+        kind: 'json',
+        status: 400,
+        headers: { 'x-lingxi-cost': '0' },
+        body: {
+          error: {
+            message: `${error.message}; nothing was charged`,
+            type: 'invalid_request_error',
+            code: 'upstream_rejected_request',
+            param: error.param,
+          },
+        },
+      };
+    }
     const status = error.kind === 'timeout' ? 504 : error.kind === 'aborted' ? 499 : 502;
     const outcome: CallOutcome =
       error.kind === 'timeout'
@@ -412,16 +440,40 @@ export class Gateway {
       let done = false;
       let malformed = false;
       let clientGone = false;
+      let deadlinePassed = false;
+      // Ends the current wait for the client to drain, if there is one.
+      let stopWaiting: (() => void) | null = null;
+      // The client left, or stopped reading: stop upstream, and cut the client's stream.
+      const leave = () => {
+        if (clientGone) return;
+        clientGone = true;
+        stopWaiting?.();
+        upstream.abort('aborted');
+        if (!sink.destroyed) sink.destroy();
+      };
       sink.on('close', () => {
-        if (!sink.writableFinished) {
-          clientGone = true;
-          upstream.abort('aborted');
-        }
+        if (!sink.writableFinished) leave();
       });
+      // A client that does not take a frame within the idle limit (or by the deadline) is
+      // treated as gone; waiting longer would hold its call open past its hold's expiry.
       const write = async (frame: string) => {
         if (clientGone || sink.destroyed) return;
-        if (!sink.write(frame))
-          await new Promise((resolve) => sink.once('drain', resolve).once('close', resolve));
+        if (sink.write(frame)) return;
+        const drained =
+          !deadlinePassed &&
+          (await new Promise<boolean>((resolve) => {
+            const finish = (ok: boolean) => {
+              clearTimeout(timer);
+              sink.off('drain', onDrain);
+              stopWaiting = null;
+              resolve(ok);
+            };
+            const onDrain = () => finish(true);
+            const timer = setTimeout(() => finish(false), idleMs);
+            sink.once('drain', onDrain);
+            stopWaiting = () => finish(false);
+          }));
+        if (!drained) leave();
       };
       const frames: string[] = [];
       const parser = createParser({
@@ -464,18 +516,21 @@ export class Gateway {
         idle = setTimeout(() => upstream.abort('timeout'), idleMs);
       };
       let failure: CallOutcome | null = null;
-      const deadline = setTimeout(
-        () => upstream.abort('timeout'),
-        this.deps.config.gateway.maxCallDurationMs,
-      );
+      const deadline = setTimeout(() => {
+        deadlinePassed = true;
+        upstream.abort('timeout');
+        stopWaiting?.();
+      }, this.deps.config.gateway.maxCallDurationMs);
       try {
+        // The idle timer runs only while waiting for upstream, never while waiting for the client.
         armIdle();
         const decoder = new TextDecoder();
         for await (const bytes of upstream.body) {
-          armIdle();
+          clearTimeout(idle);
           parser.feed(decoder.decode(bytes, { stream: true }));
           for (const frame of frames.splice(0)) await write(frame);
-          if (malformed || done) break;
+          if (malformed || done || clientGone) break;
+          armIdle();
         }
         if (malformed) failure = 'upstream_malformed';
         else if (!done && !clientGone) failure = 'upstream_error';
@@ -534,16 +589,4 @@ export class Gateway {
       pump: (sink) => this.deps.work.track(pump(sink)),
     };
   }
-}
-
-/** The text of chat choices: `message.content` of an answer, `delta.content` of a chunk. */
-function choicesText(choices: unknown): string {
-  if (!Array.isArray(choices)) return '';
-  let text = '';
-  for (const choice of choices) {
-    const c = choice as { message?: { content?: unknown }; delta?: { content?: unknown } };
-    const content = c.delta?.content ?? c.message?.content;
-    if (typeof content === 'string') text += content;
-  }
-  return text;
 }

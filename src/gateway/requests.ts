@@ -3,6 +3,9 @@ import { badRequest } from '../errors.js';
 
 const tokenCount = z.number().int('must be a whole number').positive('must be positive');
 
+/** A content part is an object (`{"type": "text", "text": ...}`); its fields pass through. */
+const contentPart = z.looseObject({}, { error: 'must be a content part (an object)' });
+
 /** What the gateway needs to know of a chat request; every other field passes through untouched. */
 export const chatRequestSchema = z.looseObject({
   model: z.string().min(1).max(200),
@@ -10,7 +13,7 @@ export const chatRequestSchema = z.looseObject({
     .array(
       z.looseObject({
         role: z.string().min(1).max(64),
-        content: z.union([z.string(), z.array(z.unknown()), z.null()]).optional(),
+        content: z.union([z.string(), z.array(contentPart), z.null()]).optional(),
       }),
     )
     .min(1, 'must contain at least one message')
@@ -43,7 +46,24 @@ export function parseRequest<T>(schema: z.ZodType<T>, body: unknown): T {
   }
   const result = schema.safeParse(body);
   if (result.success) return result.data;
-  const issue = result.error.issues[0]!;
+  const issue = deepestIssue(result.error.issues[0]!);
   const param = issue.path.map(String).join('.') || null;
   throw badRequest(`${param ? `${param}: ` : ''}${issue.message}`, param);
+}
+
+/**
+ * For a value no option of a union accepts, the problem of the option that got furthest
+ * into it (`messages.0.content.0`, not just `messages.0.content`), if one got in at all.
+ */
+function deepestIssue(issue: z.core.$ZodIssue): { path: PropertyKey[]; message: string } {
+  if (issue.code !== 'invalid_union') return issue;
+  let deepest: { path: PropertyKey[]; message: string } = issue;
+  for (const option of issue.errors) {
+    const first = option[0];
+    if (!first || first.path.length === 0) continue;
+    const inner = deepestIssue(first);
+    if (inner.path.length + issue.path.length > deepest.path.length)
+      deepest = { path: [...issue.path, ...inner.path], message: inner.message };
+  }
+  return deepest;
 }

@@ -1,9 +1,10 @@
 /**
  * Token bounds and estimates without a tokenizer.
  *
- * Upper bound: a token is at least one byte of text, so a prompt has at most as many tokens
- * as the UTF-8 bytes of its JSON (which also covers roles, names and per-message overhead),
- * plus a fixed allowance per image, whose cost does not show in its URL's length.
+ * Upper bound: a token is at least `bytesPerTokenMin` bytes of text (1 unless configured:
+ * `gateway.bytesPerTokenMin`), so a prompt has at most its JSON's UTF-8 bytes divided by it
+ * in tokens (the JSON also covers roles, names and per-message overhead), plus a fixed
+ * allowance per image, whose cost does not show in its URL's length.
  *
  * Estimate (used only when upstream sent no usage, and then the usage record says so):
  * about four bytes of text per token, rounded up.
@@ -12,7 +13,10 @@
 export const IMAGE_TOKENS_MAX = 3_000;
 const FIXED_OVERHEAD_TOKENS = 16;
 
-export function promptTokensUpperBound(body: Record<string, unknown>): bigint {
+export function promptTokensUpperBound(
+  body: Record<string, unknown>,
+  bytesPerTokenMin = 1,
+): bigint {
   const relevant = {
     messages: body['messages'],
     tools: body['tools'],
@@ -23,16 +27,19 @@ export function promptTokensUpperBound(body: Record<string, unknown>): bigint {
   const json = JSON.stringify(relevant);
   const images = countImages(body['messages']);
   return BigInt(
-    Buffer.byteLength(json, 'utf8') + images * IMAGE_TOKENS_MAX + FIXED_OVERHEAD_TOKENS,
+    Math.ceil(Buffer.byteLength(json, 'utf8') / bytesPerTokenMin) +
+      images * IMAGE_TOKENS_MAX +
+      FIXED_OVERHEAD_TOKENS,
   );
 }
 
-/** Embedding input: strings count their bytes; token-id arrays count their length. */
-export function embeddingTokensUpperBound(input: unknown): bigint {
+/** Embedding input: strings count their bytes (per `bytesPerTokenMin`); token-id arrays their length. */
+export function embeddingTokensUpperBound(input: unknown, bytesPerTokenMin = 1): bigint {
   const items = Array.isArray(input) ? input : [input];
   let total = 0;
   for (const item of items) {
-    if (typeof item === 'string') total += Buffer.byteLength(item, 'utf8');
+    if (typeof item === 'string')
+      total += Math.ceil(Buffer.byteLength(item, 'utf8') / bytesPerTokenMin);
     else if (typeof item === 'number') total += 1;
     else if (Array.isArray(item)) total += item.length;
   }
@@ -45,28 +52,61 @@ export function estimateTokens(text: string): bigint {
 
 /** The text of a chat request's messages (for an estimate of its prompt tokens). */
 export function messagesText(messages: unknown): string {
-  if (!Array.isArray(messages)) return '';
   const parts: string[] = [];
-  for (const message of messages) {
-    const content = (message as { content?: unknown }).content;
+  for (const content of contents(messages)) {
     if (typeof content === 'string') parts.push(content);
     else if (Array.isArray(content)) {
       for (const part of content)
-        if (typeof (part as { text?: unknown }).text === 'string')
-          parts.push((part as { text: string }).text);
+        if (isRecord(part) && typeof part['text'] === 'string') parts.push(part['text']);
     }
   }
   return parts.join('\n');
 }
 
 function countImages(messages: unknown): number {
-  if (!Array.isArray(messages)) return 0;
   let images = 0;
-  for (const message of messages) {
-    const content = (message as { content?: unknown }).content;
+  for (const content of contents(messages))
     if (Array.isArray(content))
-      for (const part of content)
-        if ((part as { type?: unknown }).type === 'image_url') images += 1;
-  }
+      for (const part of content) if (isRecord(part) && part['type'] === 'image_url') images += 1;
   return images;
+}
+
+/** The `content` of each message that is an object. */
+function contents(messages: unknown): unknown[] {
+  if (!Array.isArray(messages)) return [];
+  return messages.filter(isRecord).map((message) => message['content']);
+}
+
+/**
+ * What chat choices generated, as text for an estimate: of an answer's `message` or a chunk's
+ * `delta`, its content, refusal and reasoning text, and the name and arguments of each tool
+ * or function call (all of it output the provider bills).
+ */
+export function choicesText(choices: unknown): string {
+  if (!Array.isArray(choices)) return '';
+  let text = '';
+  for (const choice of choices) {
+    if (!isRecord(choice)) continue;
+    const output = isRecord(choice['delta']) ? choice['delta'] : choice['message'];
+    if (!isRecord(output)) continue;
+    for (const key of ['content', 'refusal', 'reasoning_content', 'reasoning']) {
+      const value = output[key];
+      if (typeof value === 'string') text += value;
+    }
+    const calls = Array.isArray(output['tool_calls']) ? output['tool_calls'] : [];
+    for (const call of calls) if (isRecord(call)) text += callText(call['function']);
+    text += callText(output['function_call']);
+  }
+  return text;
+}
+
+function callText(call: unknown): string {
+  if (!isRecord(call)) return '';
+  const name = typeof call['name'] === 'string' ? call['name'] : '';
+  const args = typeof call['arguments'] === 'string' ? call['arguments'] : '';
+  return name + args;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }

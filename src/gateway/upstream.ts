@@ -8,6 +8,8 @@ export class UpstreamError extends Error {
     readonly kind: 'timeout' | 'unreachable' | 'status' | 'malformed' | 'aborted',
     message: string,
     readonly status: number | null = null,
+    /** The request field upstream blamed, when it named one. */
+    readonly param: string | null = null,
   ) {
     super(message);
   }
@@ -93,15 +95,27 @@ export async function postUpstream(params: {
   response.once('close', () => params.signal.removeEventListener('abort', onClientAbort));
   const status = response.statusCode ?? 0;
   if (status < 200 || status >= 300) {
-    const text = await readText(response).catch(() => '');
+    // An error body is read under the same bound as the headers: one that stalls must not
+    // hold the call (and its hold) open.
+    const errorBodyTimer = setTimeout(() => abort('timeout'), params.headersTimeoutMs);
+    const text = await readText(response)
+      .catch(() => '')
+      .finally(() => clearTimeout(errorBodyTimer));
     let message = text.slice(0, 300);
+    let param: string | null = null;
     try {
-      const parsed = JSON.parse(text) as { error?: { message?: unknown } };
+      const parsed = JSON.parse(text) as { error?: { message?: unknown; param?: unknown } };
       if (typeof parsed.error?.message === 'string') message = parsed.error.message.slice(0, 300);
+      if (typeof parsed.error?.param === 'string') param = parsed.error.param.slice(0, 200);
     } catch {
       // not JSON: keep the start of the text
     }
-    throw new UpstreamError('status', `${provider.name} answered ${status}: ${message}`, status);
+    throw new UpstreamError(
+      'status',
+      `${provider.name} answered ${status}${message ? `: ${message}` : ''}`,
+      status,
+      param,
+    );
   }
   const body = response;
   return {

@@ -607,7 +607,10 @@ const paths: Record<string, PathItem> = {
             },
           },
         },
-        '400': error(['invalid_request'], 'The body is not JSON or not a valid request.'),
+        '400': error(
+          ['invalid_request', 'upstream_rejected_request'],
+          'The body is not JSON or not a valid request; or the provider rejected the request (400, 404 or 422 upstream; nothing charged).',
+        ),
         '401': error(['invalid_api_key'], 'No, an unknown or a revoked API key.'),
         '402': error(
           ['insufficient_balance', 'spend_limit_exceeded'],
@@ -622,7 +625,7 @@ const paths: Record<string, PathItem> = {
         '429': { $ref: '#/components/responses/RateLimited' },
         '502': error(
           ['upstream_error'],
-          'The provider failed or answered garbage; nothing charged.',
+          'The provider failed (5xx, 401, 403, 429) or answered garbage; nothing charged.',
         ),
         '504': error(['upstream_timeout'], 'The provider did not answer in time; nothing charged.'),
         ...commonErrors,
@@ -648,7 +651,10 @@ const paths: Record<string, PathItem> = {
           },
           content: { 'application/json': { schema: ref('EmbeddingList') } },
         },
-        '400': error(['invalid_request'], 'The body is not JSON or not a valid request.'),
+        '400': error(
+          ['invalid_request', 'upstream_rejected_request'],
+          'The body is not JSON or not a valid request; or the provider rejected the request (400, 404 or 422 upstream; nothing charged).',
+        ),
         '401': error(['invalid_api_key'], 'No, an unknown or a revoked API key.'),
         '402': error(
           ['insufficient_balance', 'spend_limit_exceeded'],

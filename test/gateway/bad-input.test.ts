@@ -123,6 +123,24 @@ const cases: Array<
     'invalid_request',
     /at least one message/,
   ],
+  [
+    'a content part that is null',
+    () => post({ ...valid, messages: [{ role: 'user', content: [null] }] }),
+    400,
+    'invalid_request',
+    /^messages\.0\.content\.0: must be a content part/,
+  ],
+  [
+    'a content part that is a string',
+    () =>
+      post({
+        ...valid,
+        messages: [{ role: 'user', content: [{ type: 'text', text: 'hi' }, 'hi'] }],
+      }),
+    400,
+    'invalid_request',
+    /^messages\.0\.content\.1: must be a content part/,
+  ],
   ['a model that is a number', () => post({ ...valid, model: 4 }), 400, 'invalid_request', /model/],
   ['a JSON array body', () => post('[1,2]'), 400, 'invalid_request', /JSON object/],
 ];
@@ -145,6 +163,27 @@ test.each(cases)(
     expect(stub.requests.length).toBe(upstreamBefore);
   },
 );
+
+test('a content part that is not an object: 400 naming the part, as OpenAI shapes it', async () => {
+  const response = await post({
+    ...valid,
+    messages: [
+      { role: 'system', content: 'terse' },
+      { role: 'user', content: [{ type: 'text', text: 'hi' }, null] },
+    ],
+  });
+  expect(response).toEqual({
+    status: 400,
+    body: {
+      error: {
+        message: 'messages.1.content.1: must be a content part (an object)',
+        type: 'invalid_request_error',
+        code: 'invalid_request',
+        param: 'messages.1.content.1',
+      },
+    },
+  });
+});
 
 test('a revoked key stops working at once', async () => {
   const fresh = await userWithKey(service, { telegramId: 3002, balance: '1' });

@@ -1,10 +1,11 @@
+import { request, type IncomingMessage } from 'node:http';
 import OpenAI from 'openai';
-import { expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
 import type { TestDatabase } from '../support/db.js';
 import { admin, userWithKey, type TestService } from '../support/service.js';
-import { countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
-import { expectedCost, useGatewayStack, MODELS, sdk } from './fixtures.js';
+import { completionText, countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
+import { expectedCost, useGatewayStack, MODELS, sdk, type GatewayStack } from './fixtures.js';
 
 let database: TestDatabase;
 let stub: UpstreamStub;
@@ -12,13 +13,10 @@ let service: TestService;
 
 useGatewayStack((stack) => ({ database, stub, service } = stack));
 
-async function settled() {
+async function state(userId: string, on: GatewayStack = { database, stub, service }) {
+  const { database, stub, service } = on;
   await stub.waitForIdle();
   await service.http.services.work.drain(5000);
-}
-
-async function state(userId: string) {
-  await settled();
   const { body } = await admin<{ available: string; held: string }>(
     service,
     'GET',
@@ -59,6 +57,90 @@ test('upstream 500: a 502 in OpenAI shape, nothing charged, nothing held, the ro
     rows: [
       { outcome: 'upstream_error', http_status: 502, cost: '0', estimated: false, completion: '0' },
     ],
+  });
+});
+
+test('upstream 500 whose error body never comes: a 502 at the provider timeout, nothing charged, nothing held', async () => {
+  const { userId, apiKey } = await userWithKey(service, { telegramId: 2008, balance: '1' });
+  const started = Date.now();
+  const error = await sdk(service.url, apiKey)
+    .chat.completions.create({
+      model: 'gpt-4o-mini',
+      messages: ask('boom [[fail=500]] [[stall-after=0]]'),
+    })
+    .catch((e: unknown) => e);
+  expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(502);
+  expect((error as InstanceType<typeof OpenAI.APIError>).message).toMatch(
+    /stub answered 500; nothing was charged/,
+  );
+  // The provider timeout is 1.5 s; the SDK would give up at 10 s.
+  expect(Date.now() - started).toBeLessThan(5000);
+  expect(await state(userId)).toEqual({
+    available: '1',
+    held: '0',
+    pendingHolds: 0,
+    rows: [
+      { outcome: 'upstream_error', http_status: 502, cost: '0', estimated: false, completion: '0' },
+    ],
+  });
+});
+
+test("upstream 400 (the caller's bad parameter): a 400 the SDK does not retry, with upstream's message and param, nothing charged", async () => {
+  const { userId, apiKey } = await userWithKey(service, { telegramId: 2009, balance: '1' });
+  // The stub rejects a bad directive as OpenAI rejects a bad field: 400, param 'messages'.
+  const content = 'bad param [[tokens=lots]]';
+  const retrying = new OpenAI({
+    baseURL: `${service.url}/v1`,
+    apiKey,
+    maxRetries: 2,
+    logLevel: 'off',
+  });
+  const error = await retrying.chat.completions
+    .create({ model: 'gpt-4o-mini', messages: ask(content) })
+    .catch((e: unknown) => e);
+  expect(error).toBeInstanceOf(OpenAI.BadRequestError);
+  expect((error as InstanceType<typeof OpenAI.APIError>).error).toEqual({
+    message:
+      'stub answered 400: Stub directive [[tokens=lots]] needs an integer from 0 to 100000.; nothing was charged',
+    type: 'invalid_request_error',
+    code: 'upstream_rejected_request',
+    param: 'messages',
+  });
+  expect(stub.requests.filter((r) => JSON.stringify(r.body).includes(content))).toHaveLength(1);
+  expect(await state(userId)).toEqual({
+    available: '1',
+    held: '0',
+    pendingHolds: 0,
+    rows: [
+      { outcome: 'upstream_error', http_status: 400, cost: '0', estimated: false, completion: '0' },
+    ],
+  });
+});
+
+test.each([
+  [404, 400, 'upstream_rejected_request'],
+  [422, 400, 'upstream_rejected_request'],
+  [401, 502, 'upstream_error'],
+  [403, 502, 'upstream_error'],
+  [429, 502, 'upstream_error'],
+])('upstream %i: the client gets %i %s, nothing charged', async (upstreamStatus, status, code) => {
+  const { userId, apiKey } = await userWithKey(service, {
+    telegramId: 2100 + upstreamStatus,
+    balance: '1',
+  });
+  const error = await sdk(service.url, apiKey)
+    .chat.completions.create({
+      model: 'gpt-4o-mini',
+      messages: ask(`no [[fail=${upstreamStatus}]]`),
+    })
+    .catch((e: unknown) => e);
+  expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(status);
+  expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe(code);
+  expect(await state(userId)).toMatchObject({
+    available: '1',
+    held: '0',
+    pendingHolds: 0,
+    rows: [{ outcome: 'upstream_error', http_status: status, cost: '0' }],
   });
 });
 
@@ -163,4 +245,160 @@ test('an upstream stream without usage is settled on an estimate and marked so',
     },
   ]);
   expect(countPromptTokens({ messages })).toBeGreaterThan(0);
+});
+
+test('a client that hangs up after a streamed tool call, before the usage chunk, is charged for the call (estimated)', async () => {
+  const { userId, apiKey } = await userWithKey(service, { telegramId: 2007, balance: '1' });
+  // 52 events: the role chunk, 50 pieces of arguments, the finish; then upstream goes quiet.
+  const content = 'call f [[tool-call]] [[tokens=50]] [[stall-after=52]]';
+  const controller = new AbortController();
+  const stream = await sdk(service.url, apiKey).chat.completions.create(
+    { model: 'gpt-4o-mini', messages: ask(content), stream: true },
+    { signal: controller.signal },
+  );
+  let args = '';
+  for await (const chunk of stream) {
+    args += chunk.choices[0]?.delta?.tool_calls?.[0]?.function?.arguments ?? '';
+    if (chunk.choices[0]?.finish_reason === 'tool_calls') controller.abort();
+  }
+  expect(args).toBe(completionText(50));
+  const cost = expectedCost(MODELS.mini, {
+    prompt: Math.ceil(Buffer.byteLength(content) / 4),
+    completion: Math.ceil(Buffer.byteLength(`f${args}`) / 4),
+  });
+  expect(await state(userId)).toEqual({
+    available: new Decimal(1).sub(cost).toString(),
+    held: '0',
+    pendingHolds: 0,
+    rows: [
+      {
+        outcome: 'client_disconnected',
+        http_status: 200,
+        cost: cost.toString(),
+        estimated: true,
+        completion: String(Math.ceil(Buffer.byteLength(`f${args}`) / 4)),
+      },
+    ],
+  });
+});
+
+describe('a streaming client that stops reading', () => {
+  let slow: GatewayStack;
+  // Upstream may be idle 1.5 s; a call may last 10 s, so its hold lives 12.5 s.
+  useGatewayStack(
+    (stack) => (slow = stack),
+    (config) => ({
+      ...config,
+      models: config.models!.map((model) =>
+        model.kind === 'embedding'
+          ? model
+          : { ...model, maxOutputTokensDefault: 100_000, maxOutputTokensLimit: 100_000 },
+      ),
+      gateway: { maxCallDurationMs: 10_000, holdGraceMs: 1000 },
+    }),
+  );
+
+  /** A streamed chat call over plain HTTP, so the test controls how fast it is read. */
+  async function openStream(apiKey: string, content: string) {
+    const req = request(`${slow.service.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+    });
+    const res = await new Promise<IncomingMessage>((resolve, reject) => {
+      req.once('error', reject);
+      req.once('response', resolve);
+      req.end(JSON.stringify({ model: 'gpt-4o-mini', stream: true, messages: ask(content) }));
+    });
+    return { req, res };
+  }
+
+  test('is cut off after the idle limit, and charged for what was generated', async () => {
+    const { userId, apiKey } = await userWithKey(slow.service, { telegramId: 2101, balance: '1' });
+    const content = 'a long answer [[tokens=100000]]';
+    // Reads the headers, then nothing: far more is generated than the buffers between hold.
+    const { req, res } = await openStream(apiKey, content);
+    try {
+      res.pause();
+      expect(res.statusCode).toBe(200);
+      const after = await state(userId, slow);
+      expect(after.rows).toHaveLength(1);
+      const row = after.rows[0]!;
+      expect(row).toMatchObject({
+        outcome: 'client_disconnected',
+        http_status: 200,
+        estimated: true,
+      });
+      const cost = expectedCost(MODELS.mini, {
+        prompt: Math.ceil(Buffer.byteLength(content) / 4),
+        completion: Number(row.completion),
+      });
+      expect(Number(row.completion)).toBeGreaterThan(0);
+      expect(row.cost).toBe(cost.toString());
+      expect(after).toMatchObject({
+        available: new Decimal(1).sub(cost).toString(),
+        held: '0',
+        pendingHolds: 0,
+      });
+      const { rows: timing } = await slow.database.pool.query(
+        'select latency_ms from usage_records where user_id = $1',
+        [userId],
+      );
+      // Cut for not reading, long before the call limit (and so before its hold expires).
+      expect(timing[0].latency_ms).toBeLessThan(8000);
+    } finally {
+      req.destroy();
+    }
+  }, 20_000);
+
+  test('that reads slowly but steadily gets the whole answer, charged exactly, without a listener leak', async () => {
+    const { userId, apiKey } = await userWithKey(slow.service, { telegramId: 2102, balance: '1' });
+    const content = 'a slow read [[tokens=40000]]';
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning.name);
+    process.on('warning', onWarning);
+    try {
+      const { res } = await openStream(apiKey, content);
+      // A short pause after every 64 KiB (each far below the 1.5 s idle limit), so the
+      // gateway often waits for it to drain.
+      const received = await new Promise<string>((resolve, reject) => {
+        let text = '';
+        let unpaused = 0;
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          text += chunk;
+          unpaused += chunk.length;
+          if (unpaused < 65_536) return;
+          unpaused = 0;
+          res.pause();
+          setTimeout(() => res.resume(), 5);
+        });
+        res.once('end', () => resolve(text));
+        res.once('error', reject);
+      });
+      expect(received.endsWith('data: [DONE]\n\n')).toBe(true);
+      expect(received).toContain('"content":"tok39999 "');
+      const after = await state(userId, slow);
+      const cost = expectedCost(MODELS.mini, {
+        prompt: countPromptTokens({ messages: ask(content) }),
+        completion: 40_000,
+      });
+      expect(after).toEqual({
+        available: new Decimal(1).sub(cost).toString(),
+        held: '0',
+        pendingHolds: 0,
+        rows: [
+          {
+            outcome: 'ok',
+            http_status: 200,
+            cost: cost.toString(),
+            estimated: false,
+            completion: '40000',
+          },
+        ],
+      });
+      expect(warnings).not.toContain('MaxListenersExceededWarning');
+    } finally {
+      process.off('warning', onWarning);
+    }
+  }, 30_000);
 });

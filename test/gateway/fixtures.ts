@@ -86,17 +86,21 @@ export interface GatewayStack {
 }
 
 /**
- * For one test file: a fresh database, an upstream stub, and the service on them with
- * `gatewayConfig`, all torn down after the file. `ready` receives them once they are up.
+ * For one test file (or `describe` block): a fresh database, an upstream stub, and the
+ * service on them with `gatewayConfig` (changed by `configure`, if given), all torn down
+ * after it. `ready` receives them once they are up.
  */
-export function useGatewayStack(ready: (stack: GatewayStack) => void): void {
+export function useGatewayStack(
+  ready: (stack: GatewayStack) => void,
+  configure: (config: Partial<ConfigInput>) => Partial<ConfigInput> = (config) => config,
+): void {
   const stack: Partial<GatewayStack> = {};
   beforeAll(async () => {
     const database = (stack.database = await createTestDatabase());
     const stub = (stack.stub = await startUpstreamStub({ apiKey: 'upstream-secret' }));
     stack.service = await startTestService({
       databaseUrl: database.url,
-      config: gatewayConfig(stub.url),
+      config: configure(gatewayConfig(stub.url)),
     });
     ready(stack as GatewayStack);
   });

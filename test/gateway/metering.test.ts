@@ -2,8 +2,9 @@ import { describe, expect, test } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
 import type { TestDatabase } from '../support/db.js';
 import { admin, userWithKey, type TestService } from '../support/service.js';
-import { countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
-import { expectedCost, useGatewayStack, MODELS, sdk } from './fixtures.js';
+import { choicesText, estimateTokens } from '../../src/gateway/tokens.js';
+import { completionText, countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
+import { expectedCost, useGatewayStack, MODELS, sdk, type GatewayStack } from './fixtures.js';
 
 let database: TestDatabase;
 let stub: UpstreamStub;
@@ -104,6 +105,44 @@ describe('non-streaming calls through the official SDK', () => {
   });
 });
 
+describe('output that is not content, when upstream sends no usage', () => {
+  test('a tool call is charged for its name and arguments, estimated', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 1011, balance: '1' });
+    const content = 'call f [[tool-call]] [[tokens=40]] [[no-usage]]';
+    const { data, response } = await sdk(service.url, apiKey)
+      .chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content }] })
+      .withResponse();
+    expect(data.choices[0]?.finish_reason).toBe('tool_calls');
+    const prompt = Math.ceil(Buffer.byteLength(content) / 4);
+    const completion = Math.ceil(Buffer.byteLength(`f${completionText(40)}`) / 4);
+    const cost = expectedCost(MODELS.mini, { prompt, completion });
+    expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
+    expect(await usageRows(userId)).toMatchObject([
+      {
+        prompt_tokens: String(prompt),
+        completion_tokens: String(completion),
+        cost_usd: cost.toString(),
+        estimated: true,
+        outcome: 'ok',
+      },
+    ]);
+    expect((await balance(userId)).available).toBe(new Decimal(1).sub(cost).toString());
+  });
+
+  test('refusals, reasoning text and function calls count toward the estimate', () => {
+    const choices = [
+      { index: 0, message: { role: 'assistant', content: null, refusal: 'I cannot help.' } },
+      { index: 1, delta: { reasoning_content: 'Think. ' } },
+      { index: 2, delta: { reasoning: 'More. ' } },
+      { index: 3, message: { content: null, function_call: { name: 'get', arguments: '{}' } } },
+      { index: 4, delta: { tool_calls: [{ index: 0, function: { arguments: '{"a":1}' } }] } },
+    ];
+    const text = 'I cannot help.Think. More. get{}{"a":1}';
+    expect(choicesText(choices)).toBe(text);
+    expect(estimateTokens(choicesText(choices))).toBe(10n);
+  });
+});
+
 describe('streaming calls', () => {
   test('chunks arrive as they are generated; the usage chunk reaches only a client that asked for it', async () => {
     const { userId, apiKey } = await userWithKey(service, { telegramId: 1003, balance: '5' });
@@ -199,5 +238,27 @@ describe('other endpoints', () => {
     expect(text).toMatch(/lingxi_gateway_call_duration_seconds_bucket/);
     expect(text).toMatch(/lingxi_gateway_charged_usd_total\{model="gpt-4o-mini"\} [0-9.e-]+/);
     expect(text).toMatch(/lingxi_ledger_holds_open 0/);
+  });
+});
+
+describe('gateway.bytesPerTokenMin', () => {
+  let stack: GatewayStack;
+  useGatewayStack(
+    (ready) => (stack = ready),
+    (config) => ({ ...config, gateway: { bytesPerTokenMin: 4 } }),
+  );
+
+  test('bounds the prompt tokens of the hold: a prompt of B bytes holds ceil(B / 4) + 16 tokens', async () => {
+    const { apiKey } = await userWithKey(stack.service, { telegramId: 1021 });
+    const messages = [{ role: 'user' as const, content: 'x'.repeat(401) }];
+    const error = await sdk(stack.service.url, apiKey)
+      .chat.completions.create({ model: 'gpt-4o-mini', messages, max_tokens: 10 })
+      .catch((e: unknown) => e as Error);
+    const promptTokensMax = Math.ceil(Buffer.byteLength(JSON.stringify({ messages })) / 4) + 16;
+    const maxCost = new Decimal(promptTokensMax)
+      .mul(MODELS.mini.input)
+      .add(new Decimal(10).mul(MODELS.mini.output))
+      .div(1_000_000);
+    expect(String(error)).toContain(`this call may cost up to ${maxCost.toString()} USD`);
   });
 });

@@ -29,10 +29,14 @@
  *   [[fail=S]]          status S (400..599) with an OpenAI error body; streaming too (no SSE)
  *   [[stall]]           accept and never send even a status line, until the client leaves
  *   [[stall-after=K]]   stream K SSE events (the role chunk is the first), then go silent;
- *                       without `stream`, send 200 headers and no body, then go silent
+ *                       without `stream`, send 200 headers and no body, then go silent;
+ *                       with [[fail=S]], send status S and headers, no body, then go silent
  *   [[malformed]]       200 application/json whose body is cut-off JSON; streaming: the role
  *                       chunk, then a `data:` line of cut-off JSON, then the end
  *   [[no-usage]]        no `usage`, even with stream_options.include_usage
+ *   [[tool-call]]       the answer is one tool call (function `f`, id `call_stub`) whose
+ *                       arguments are the completion text (streamed: a piece per token);
+ *                       content null, finish_reason 'tool_calls' (or 'length')
  *   [[delay=MS]]        wait MS (0..60000) before answering (failures included); streaming:
  *                       headers at once, then MS before every SSE event
  * Precedence: fail, then stall, then malformed, then the normal answer. stall-after and
@@ -396,6 +400,11 @@ async function handleChat(
   if (!streaming || behaviour.failStatus !== undefined || behaviour.stall) {
     if (delayMs > 0 && !(await sleep(delayMs, exchange))) return;
   }
+  if (behaviour.failStatus !== undefined && behaviour.stallAfterChunks !== undefined) {
+    writeHead(exchange, behaviour.failStatus, 'application/json');
+    exchange.res.flushHeaders();
+    return;
+  }
   if (behaviour.failStatus !== undefined) {
     sendError(
       exchange,
@@ -416,7 +425,11 @@ async function handleChat(
       sendText(exchange, 200, 'application/json', malformedBody(identity));
       return;
     }
-    sendJson(exchange, 200, chatCompletionBody(identity, plan, !behaviour.noUsage));
+    sendJson(
+      exchange,
+      200,
+      chatCompletionBody(identity, plan, !behaviour.noUsage, behaviour.toolCall),
+    );
     return;
   }
 
@@ -424,7 +437,7 @@ async function handleChat(
   const usageRequested = isRecord(streamOptions) && streamOptions['include_usage'] === true;
   const events = behaviour.malformed
     ? malformedChatEvents(identity, usageRequested)
-    : chatCompletionEvents(identity, plan, usageRequested, !behaviour.noUsage);
+    : chatCompletionEvents(identity, plan, usageRequested, !behaviour.noUsage, behaviour.toolCall);
   await stream(exchange, events, behaviour.stallAfterChunks, delayMs);
 }
 

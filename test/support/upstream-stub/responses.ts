@@ -62,11 +62,25 @@ export function usageBody(plan: CompletionPlan) {
   };
 }
 
+/** The one tool call a `[[tool-call]]` answer makes: function `TOOL_NAME`, the text as its arguments. */
+export const TOOL_CALL_ID = 'call_stub';
+export const TOOL_NAME = 'f';
+
 export function chatCompletionBody(
   identity: ChatIdentity,
   plan: CompletionPlan,
   withUsage: boolean,
+  toolCall = false,
 ) {
+  const text = completionText(plan.contentTokens);
+  const output = toolCall
+    ? {
+        content: null,
+        tool_calls: [
+          { id: TOOL_CALL_ID, type: 'function', function: { name: TOOL_NAME, arguments: text } },
+        ],
+      }
+    : { content: text };
   return {
     id: identity.id,
     object: 'chat.completion',
@@ -75,14 +89,9 @@ export function chatCompletionBody(
     choices: [
       {
         index: 0,
-        message: {
-          role: 'assistant',
-          content: completionText(plan.contentTokens),
-          refusal: null,
-          annotations: [],
-        },
+        message: { role: 'assistant', ...output, refusal: null, annotations: [] },
         logprobs: null,
-        finish_reason: plan.finishReason,
+        finish_reason: toolCall && plan.finishReason === 'stop' ? 'tool_calls' : plan.finishReason,
       },
     ],
     ...(withUsage ? { usage: usageBody(plan) } : {}),
@@ -106,24 +115,35 @@ function chunkFormatter(identity: ChatIdentity, usageRequested: boolean) {
 }
 
 const ROLE_DELTA = '{"role":"assistant","content":"","refusal":null}';
+const TOOL_CALL_ROLE_DELTA =
+  `{"role":"assistant","content":null,"tool_calls":[{"index":0,"id":"${TOOL_CALL_ID}",` +
+  `"type":"function","function":{"name":"${TOOL_NAME}","arguments":""}}],"refusal":null}`;
 
 /**
  * The SSE events of one streamed completion, in order: the role chunk, one chunk per visible
  * token, the finish_reason chunk, the usage chunk (only when `withUsage`), `[DONE]`. Like
- * OpenAI, every chunk carries `usage: null` when usage was asked for.
+ * OpenAI, every chunk carries `usage: null` when usage was asked for. With `toolCall`, the
+ * role chunk opens the tool call and each token is a piece of its arguments.
  */
 export function* chatCompletionEvents(
   identity: ChatIdentity,
   plan: CompletionPlan,
   usageRequested: boolean,
   withUsage: boolean,
+  toolCall = false,
 ): Generator<string> {
   const { prefix, choice } = chunkFormatter(identity, usageRequested);
-  yield choice(ROLE_DELTA, 'null');
+  yield choice(toolCall ? TOOL_CALL_ROLE_DELTA : ROLE_DELTA, 'null');
   for (let index = 0; index < plan.contentTokens; index++) {
-    yield choice(`{"content":"tok${index} "}`, 'null');
+    yield choice(
+      toolCall
+        ? `{"tool_calls":[{"index":0,"function":{"arguments":"tok${index} "}}]}`
+        : `{"content":"tok${index} "}`,
+      'null',
+    );
   }
-  yield choice('{}', `"${plan.finishReason}"`);
+  const finishReason = toolCall && plan.finishReason === 'stop' ? 'tool_calls' : plan.finishReason;
+  yield choice('{}', `"${finishReason}"`);
   if (usageRequested && withUsage) {
     yield `data: ${prefix}],"usage":${JSON.stringify(usageBody(plan))}}\n\n`;
   }
