@@ -110,15 +110,19 @@ export class Gateway {
   async chatCompletion(call: GatewayCall): Promise<GatewayResponse> {
     const body = parseRequest(chatRequestSchema, call.body);
     const model = this.modelFor(body.model, call.caller, 'chat');
-    const requested = body.max_completion_tokens ?? body.max_tokens ?? null;
-    if (requested !== null && requested > model.config.maxOutputTokensLimit) {
-      const param = body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
-      throw new AppError(
-        'invalid_request',
-        `${param}: at most ${model.config.maxOutputTokensLimit} for ${model.config.id}`,
-        { param },
-      );
+    // Both caps go upstream, and a provider may honour either: hold for the larger.
+    const caps = (['max_completion_tokens', 'max_tokens'] as const).filter(
+      (param) => body[param] != null,
+    );
+    for (const param of caps) {
+      if (body[param]! > model.config.maxOutputTokensLimit)
+        throw new AppError(
+          'invalid_request',
+          `${param}: at most ${model.config.maxOutputTokensLimit} for ${model.config.id}`,
+          { param },
+        );
     }
+    const requested = caps.length === 0 ? null : Math.max(...caps.map((param) => body[param]!));
     const outputTokensMax =
       BigInt(requested ?? model.config.maxOutputTokensDefault) * BigInt(body.n ?? 1);
     const promptTokensMax = promptTokensUpperBound(body, this.deps.config.gateway.bytesPerTokenMin);

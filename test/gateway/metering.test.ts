@@ -262,3 +262,25 @@ describe('gateway.bytesPerTokenMin', () => {
     expect(String(error)).toContain(`this call may cost up to ${maxCost.toString()} USD`);
   });
 });
+
+describe('output caps', () => {
+  test('a call that sends both max_completion_tokens and max_tokens holds for the larger', async () => {
+    // Both go upstream, and a provider may honour either one.
+    const { apiKey } = await userWithKey(service, { telegramId: 1022 });
+    const messages = [{ role: 'user' as const, content: 'hi' }];
+    const error = await sdk(service.url, apiKey)
+      .chat.completions.create({
+        model: 'gpt-4o-mini',
+        messages,
+        max_completion_tokens: 5,
+        max_tokens: 40,
+      })
+      .catch((e: unknown) => e as Error);
+    const promptTokensMax = Buffer.byteLength(JSON.stringify({ messages })) + 16;
+    const maxCost = new Decimal(promptTokensMax)
+      .mul(MODELS.mini.input)
+      .add(new Decimal(40).mul(MODELS.mini.output))
+      .div(1_000_000);
+    expect(String(error)).toContain(`this call may cost up to ${maxCost.toString()} USD`);
+  });
+});
