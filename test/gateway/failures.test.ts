@@ -42,6 +42,16 @@ async function state(userId: string, on: GatewayStack = { database, stub, servic
 
 const ask = (content: string) => [{ role: 'user' as const, content }];
 
+/** The user's 1 USD untouched: nothing charged, nothing held, one usage row saying why. */
+async function expectUncharged(userId: string, outcome: string, httpStatus: number) {
+  expect(await state(userId)).toMatchObject({
+    available: '1',
+    held: '0',
+    pendingHolds: 0,
+    rows: [{ outcome, http_status: httpStatus, cost: '0', estimated: false, completion: '0' }],
+  });
+}
+
 test('upstream 500: a 502 in OpenAI shape, nothing charged, nothing held, the row says why', async () => {
   const { userId, apiKey } = await userWithKey(service, { telegramId: 2001, balance: '1' });
   const error = await sdk(service.url, apiKey)
@@ -50,14 +60,7 @@ test('upstream 500: a 502 in OpenAI shape, nothing charged, nothing held, the ro
   expect(error).toBeInstanceOf(OpenAI.APIError);
   expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(502);
   expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe('upstream_error');
-  expect(await state(userId)).toEqual({
-    available: '1',
-    held: '0',
-    pendingHolds: 0,
-    rows: [
-      { outcome: 'upstream_error', http_status: 502, cost: '0', estimated: false, completion: '0' },
-    ],
-  });
+  await expectUncharged(userId, 'upstream_error', 502);
 });
 
 test('upstream 500 whose error body never comes: a 502 at the provider timeout, nothing charged, nothing held', async () => {
@@ -75,14 +78,7 @@ test('upstream 500 whose error body never comes: a 502 at the provider timeout, 
   );
   // The provider timeout is 1.5 s; the SDK would give up at 10 s.
   expect(Date.now() - started).toBeLessThan(5000);
-  expect(await state(userId)).toEqual({
-    available: '1',
-    held: '0',
-    pendingHolds: 0,
-    rows: [
-      { outcome: 'upstream_error', http_status: 502, cost: '0', estimated: false, completion: '0' },
-    ],
-  });
+  await expectUncharged(userId, 'upstream_error', 502);
 });
 
 test("upstream 400 (the caller's bad parameter): a 400 the SDK does not retry, with upstream's message and param, nothing charged", async () => {
@@ -107,14 +103,7 @@ test("upstream 400 (the caller's bad parameter): a 400 the SDK does not retry, w
     param: 'messages',
   });
   expect(stub.requests.filter((r) => JSON.stringify(r.body).includes(content))).toHaveLength(1);
-  expect(await state(userId)).toEqual({
-    available: '1',
-    held: '0',
-    pendingHolds: 0,
-    rows: [
-      { outcome: 'upstream_error', http_status: 400, cost: '0', estimated: false, completion: '0' },
-    ],
-  });
+  await expectUncharged(userId, 'upstream_error', 400);
 });
 
 test.each([
@@ -136,12 +125,7 @@ test.each([
     .catch((e: unknown) => e);
   expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(status);
   expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe(code);
-  expect(await state(userId)).toMatchObject({
-    available: '1',
-    held: '0',
-    pendingHolds: 0,
-    rows: [{ outcome: 'upstream_error', http_status: status, cost: '0' }],
-  });
+  await expectUncharged(userId, 'upstream_error', status);
 });
 
 test('upstream timeout: a 504, nothing charged, nothing held', async () => {
@@ -150,12 +134,7 @@ test('upstream timeout: a 504, nothing charged, nothing held', async () => {
     .chat.completions.create({ model: 'gpt-4o-mini', messages: ask('wait [[stall]]') })
     .catch((e: unknown) => e);
   expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(504);
-  expect(await state(userId)).toMatchObject({
-    available: '1',
-    held: '0',
-    pendingHolds: 0,
-    rows: [{ outcome: 'upstream_timeout', http_status: 504, cost: '0' }],
-  });
+  await expectUncharged(userId, 'upstream_timeout', 504);
 });
 
 test('malformed upstream JSON: a 502, nothing charged, nothing held', async () => {
