@@ -94,6 +94,12 @@ export async function eraseAccount(
       .deleteFrom('sessions')
       .where('user_id', '=', userId)
       .executeTakeFirst();
+    // Answers kept for Idempotency-Key replays can name the person (a key's name): the user's
+    // own are dropped (an erased user replays nothing), the admin's about them lose the name.
+    await trx.deleteFrom('http_idempotency').where('key', 'like', `user:${userId}:%`).execute();
+    await sql`update http_idempotency set response = response - 'name'
+       where key like 'admin:%' and path like ${`/admin/users/${userId}/%`}
+         and jsonb_typeof(response) = 'object'`.execute(trx);
     const usage = await trx
       .updateTable('usage_records')
       .set({ client_ip: null, user_agent: null })

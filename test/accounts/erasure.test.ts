@@ -6,7 +6,7 @@ import { Decimal } from '../../ledger/index.js';
 import { runCli } from '../../src/cli/main.js';
 import type { TestDatabase } from '../support/db.js';
 import { ledgerRowCounts } from '../support/ledger.js';
-import { admin, userWithKey, type TestService } from '../support/service.js';
+import { ADMIN_TOKEN, admin, userWithKey, type TestService } from '../support/service.js';
 import { useGatewayStack, sdk } from '../gateway/fixtures.js';
 import { call, devSignIn, expectErrorShape, rowCounts } from './support.js';
 
@@ -191,6 +191,36 @@ test('erasure removes personal data, revokes access at once, and keeps the books
     token: fresh.token,
   });
   expect(freshBalance.body.posted).toBe('0');
+});
+
+test('erasure leaves no key name in the answers kept for Idempotency-Key replays', async () => {
+  const { token, userId } = await devSignIn(service, 5205, 'replaying_user');
+  const own = await call(service, 'POST', '/api/me/keys', {
+    token,
+    body: { name: 'Jane Doe home laptop' },
+    headers: { 'idempotency-key': 'create-key-1' },
+  });
+  expect(own.status).toBe(201);
+  const byAdmin = await call(service, 'POST', `/admin/users/${userId}/keys`, {
+    token: ADMIN_TOKEN,
+    body: { name: 'Jane Doe work laptop' },
+    headers: { 'idempotency-key': 'admin-key-1' },
+  });
+  expect(byAdmin.status).toBe(201);
+  const kept = async () =>
+    (
+      await database.pool.query<{ key: string; response: unknown }>(
+        `select key, response from http_idempotency where key in ($1, $2) order by key`,
+        [`user:${userId}:create-key-1`, 'admin:admin-key-1'],
+      )
+    ).rows;
+  expect(JSON.stringify(await kept())).toContain('Jane Doe');
+
+  expect((await call(service, 'DELETE', '/api/me', { token, body: CONFIRM })).status).toBe(200);
+  const after = await kept();
+  // The user's own are gone; the admin's stays (a replay still answers) without the name.
+  expect(after.map((row) => row.key)).toEqual(['admin:admin-key-1']);
+  expect(JSON.stringify(after)).not.toContain('Jane Doe');
 });
 
 test('an account with nothing left erases without a ledger entry', async () => {
