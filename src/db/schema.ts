@@ -71,6 +71,7 @@ export interface Database extends LedgerTables, WatcherTables {
     created_at: Generated<Date>;
     released_at: Timestamp | null;
     charged_usd: string | null;
+    hold_id: string | null;
   };
   model_prices: {
     id: Generated<string>;

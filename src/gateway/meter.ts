@@ -115,6 +115,13 @@ export class Meter {
         expiresAt: params.expiresAt,
         metadata: { requestId: params.requestId, keyId: caller.keyId, model: params.model },
       });
+      if (reservationId !== null)
+        // So that a reservation released at expiry is charged what this hold posted.
+        await this.db
+          .updateTable('api_key_reservations')
+          .set({ hold_id: holdId })
+          .where('id', '=', reservationId)
+          .execute();
       return { holdId, maxCost, reservationId };
     } catch (error) {
       await this.releaseReservation(reservationId, new Decimal(0));
@@ -259,9 +266,12 @@ export class Meter {
 }
 
 /**
- * Releases spend-limit reservations whose call's hold could have expired (the call's process
- * died before it settled), for one key or all; returns how many. Run by the cron job that
- * expires holds, and by a call that finds the limit taken.
+ * Releases spend-limit reservations whose call's hold could have expired, for one key or all;
+ * returns how many. Such a call either never settled (its process died first: nothing is
+ * charged) or settled without its release getting through (the database went away after
+ * the settlement committed, or the process died in between): it is charged what its hold
+ * posted, so the key's spend stays true. Run by the cron job that expires holds, and by a
+ * call that finds the limit taken.
  */
 export async function releaseExpiredReservations(
   db: Kysely<Database>,
@@ -269,13 +279,17 @@ export async function releaseExpiredReservations(
 ): Promise<number> {
   const { rows } = await sql<{ released: string }>`
     with r as (
-      update api_key_reservations set released_at = now(), charged_usd = 0
+      update api_key_reservations r set released_at = now(),
+             charged_usd = coalesce((select h.posted_amount from ledger_holds h
+                                      where h.id = r.hold_id and h.status = 'posted'), 0)
        where released_at is null and expires_at < now()
          ${keyId === undefined ? sql`` : sql`and key_id = ${keyId}::uuid`}
-      returning key_id, amount),
-    per_key as (select key_id, sum(amount) as amount, count(*) as n from r group by key_id),
+      returning key_id, amount, charged_usd),
+    per_key as (select key_id, sum(amount) as amount, sum(charged_usd) as charged, count(*) as n
+                  from r group by key_id),
     released_from_keys as (
-      update api_keys k set reserved_usd = greatest(k.reserved_usd - p.amount, 0)
+      update api_keys k set reserved_usd = greatest(k.reserved_usd - p.amount, 0),
+                            spent_usd = k.spent_usd + p.charged
         from per_key p where k.id = p.key_id)
     select coalesce(sum(n), 0)::text as released from per_key`.execute(db);
   return Number(rows[0]!.released);

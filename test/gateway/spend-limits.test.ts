@@ -1,7 +1,10 @@
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
+import type { Database } from '../../src/db/schema.js';
 import { AppError } from '../../src/errors.js';
-import { releaseExpiredReservations, type Meter } from '../../src/gateway/meter.js';
+import { Meter, releaseExpiredReservations } from '../../src/gateway/meter.js';
 import type { ApiCaller } from '../../src/keys/keyAuthenticator.js';
 import { callRecord } from '../support/book.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
@@ -88,6 +91,30 @@ test('a call that never settled (its process died) gives the limit back once its
   // The next call finds the dead call's reservation expired and releases it.
   await hold(caller, '0.5');
   expect(await keyTotals(caller.keyId)).toEqual({ spent: '0', reserved: '0.5', open: 1 });
+});
+
+test('a call that settled but whose release never got through counts what it was charged once its reservation expires', async () => {
+  const caller = await limitedKey(5006, '1');
+  const held = await hold(caller, '0.9', 1000);
+  // The settlement commits; then the database is out of reach for longer than the retry
+  // window before the reservation's release (or the process dies just there).
+  const unreachable = new Kysely<Database>({
+    dialect: new PostgresDialect({
+      pool: new pg.Pool({ connectionString: 'postgres://postgres@127.0.0.1:1/none' }),
+    }),
+  });
+  const cut = new Meter(service.runtime.ledger, unreachable, service.runtime.logger, 200);
+  await expect(
+    cut.settle(held, new Decimal('0.9'), callRecord(caller, 'req_cut_1', 'ok', 200)),
+  ).rejects.toThrow();
+  await unreachable.destroy().catch(() => {});
+  expect(await keyTotals(caller.keyId)).toEqual({ spent: '0', reserved: '0.9', open: 1 });
+
+  await new Promise((resolve) => setTimeout(resolve, 1200));
+  expect(await releaseExpiredReservations(service.runtime.database.db, caller.keyId)).toBe(1);
+  // Charged 0.9 of its 1: another 0.9 is refused.
+  expect(await keyTotals(caller.keyId)).toEqual({ spent: '0.9', reserved: '0', open: 0 });
+  await expect(hold(caller, '0.9')).rejects.toMatchObject({ code: 'spend_limit_exceeded' });
 });
 
 test('the cron job releases expired reservations of every key', async () => {
