@@ -69,6 +69,26 @@ describe('configuration', () => {
     ).toThrow(/pricePer1M\.input: has 13 decimals; at most 12/);
   });
 
+  test('a model every call of which would cost 0 is refused: it could never be held for', () => {
+    const provider = [{ name: 'p', baseUrl: 'http://x/v1' }];
+    const model =
+      (pricePer1M: Record<string, string>, kind = 'chat') =>
+      () =>
+        parseConfig(
+          {
+            providers: provider,
+            models: [{ id: 'm', provider: 'p', upstreamModel: 'm', kind, pricePer1M }],
+          },
+          {},
+        );
+    expect(model({ input: '0', output: '0.000' })).toThrow(
+      /models\[0\]\.pricePer1M: every price is 0/,
+    );
+    expect(model({ input: '0', output: '5' }, 'embedding')).toThrow(/every price is 0/);
+    expect(model({ input: '0', output: '0.000000000001' })).not.toThrow();
+    expect(model({ input: '0.1', output: '0' }, 'embedding')).not.toThrow();
+  });
+
   test('an asset with more decimals than its currency allows is refused (the BSC USDT trap)', () => {
     const bsc = {
       kind: 'evm',

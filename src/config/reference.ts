@@ -74,7 +74,7 @@ export const FIELD_NOTES: Record<string, string> = {
   'models[].upstreamModel': 'The model name sent to the provider.',
   'models[].kind': '`chat` (/v1/chat/completions) or `embedding` (/v1/embeddings).',
   'models[].pricePer1M':
-    'USD per million tokens, decimal strings with at most 12 fractional digits.',
+    'USD per million tokens, decimal strings with at most 12 fractional digits; not all 0 (a call is held for the most it can cost first).',
   'models[].pricePer1M.input': 'Prompt tokens.',
   'models[].pricePer1M.cachedInput': 'Cached prompt tokens; the input price when absent.',
   'models[].pricePer1M.output': 'Completion tokens.',
