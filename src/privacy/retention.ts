@@ -93,14 +93,18 @@ export async function runRetention(
         delete from usage_records
          where id in (select id from usage_records where finished_at < ${usageCutoff}
                        order by id limit ${batchSize} for update skip locked)
-        returning finished_at, user_id, model, outcome, prompt_tokens, cached_tokens,
+        returning finished_at, entry_id, user_id, model, outcome, prompt_tokens, cached_tokens,
                   completion_tokens, reasoning_tokens, cost_usd, shortfall_usd
       ), per_outcome as (
-        select (finished_at at time zone 'UTC')::date as day, user_id, model, outcome,
-               count(*) as calls, sum(prompt_tokens) as prompt_tokens, sum(cached_tokens) as cached_tokens,
-               sum(completion_tokens) as completion_tokens, sum(reasoning_tokens) as reasoning_tokens,
-               sum(cost_usd) as cost_usd, sum(shortfall_usd) as shortfall_usd
-          from moved group by 1, 2, 3, 4
+        -- A charged call is filed under the UTC day of its ledger entry, the day its revenue
+        -- keeps once the row is gone (a call finishing just before midnight settles after it).
+        select (coalesce(e.created_at, m.finished_at) at time zone 'UTC')::date as day, m.user_id,
+               m.model, m.outcome, count(*) as calls, sum(m.prompt_tokens) as prompt_tokens,
+               sum(m.cached_tokens) as cached_tokens, sum(m.completion_tokens) as completion_tokens,
+               sum(m.reasoning_tokens) as reasoning_tokens, sum(m.cost_usd) as cost_usd,
+               sum(m.shortfall_usd) as shortfall_usd
+          from moved m left join ledger_entries e on e.id = m.entry_id
+         group by 1, 2, 3, 4
       ), per_day as (
         select day, user_id, model, sum(calls) as calls, sum(prompt_tokens) as prompt_tokens,
                sum(cached_tokens) as cached_tokens, sum(completion_tokens) as completion_tokens,

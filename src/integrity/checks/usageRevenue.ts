@@ -30,9 +30,11 @@ interface CallRow {
 
 /**
  * Law 7: charged usage equals revenue, to the last digit, per UTC day, and call by call.
- * A usage row's day is the day its call finished (usage_daily, the roll-up of rows past
- * retention, uses the same day). A revenue posting's day is the day of the call its entry
- * charged, or the day the entry was written when no usage row names it.
+ * A usage row's day is the day its call finished. A revenue posting's day is the day of the
+ * call its entry charged, or the day the entry was written when no usage row names it:
+ * usage_daily, the roll-up of rows past retention, files a charged call under that day too
+ * (its entry's), so a call that finished before midnight and settled after it matches on
+ * both sides before and after retention.
  *
  * One pass: the revenue per entry (postings on `revenue:usage` and its sub-accounts) full
  * joined with the usage rows on their entry, then summed per day and compared per call.
