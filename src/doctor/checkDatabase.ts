@@ -113,7 +113,37 @@ async function inspect(db: Kysely<unknown>, where: string): Promise<DoctorCheck[
       ),
     );
   }
+  checks.push(...(await checkTransactionIds(db)));
   return checks;
+}
+
+/**
+ * Entries and seals are ordered by the server's transaction ids (xid8). A book restored with
+ * pg_restore onto a new server carries the old server's ids, which may be ahead of the new
+ * server's: new entries would then sort inside sealed ranges (the seals' check calls that
+ * tampering) and sealing stops ("bound below the last seal's"). Found here, before it starts.
+ */
+async function checkTransactionIds(db: Kysely<unknown>): Promise<DoctorCheck[]> {
+  const { rows: tables } = await sql<{ found: boolean }>`
+    select to_regclass('ledger_entries') is not null and to_regclass('ledger_seals') is not null as found`.execute(
+    db,
+  );
+  if (!tables[0]?.found) return [];
+  const { rows } = await sql<{ highest: string | null; next: string }>`
+    select greatest((select max(tx_id) from ledger_entries), (select max(to_tx_id) from ledger_seals))::text as highest,
+           pg_snapshot_xmax(pg_current_snapshot())::text as next`.execute(db);
+  const { highest, next } = rows[0]!;
+  if (highest === null || BigInt(highest) < BigInt(next))
+    return [
+      ok(AREA, 'transaction ids: the book is behind the server (entries and seals in order)'),
+    ];
+  return [
+    fail(
+      AREA,
+      `the book holds transaction id ${highest}, ahead of this server's next (${next}): it was restored onto another server, and new entries would sort inside sealed ranges (and sealing would stop)`,
+      "stop every role; restore again onto a server whose transaction ids are ahead (on a new cluster, before restoring: `pg_resetwal -e EPOCH` with EPOCH above the old server's, see docs/operating.md)",
+    ),
+  ];
 }
 
 async function appliedMigrationNames(db: Kysely<unknown>): Promise<string[]> {

@@ -212,3 +212,27 @@ test('a config that does not load is one failure naming the field; nothing else 
   expect(report.checks[0]).toMatchObject({ area: 'config', status: 'fail' });
   expect(report.checks[0]!.message).toContain('adminToken');
 });
+
+test('a book restored onto a server whose transaction ids are behind it fails, with how to restore it right', async () => {
+  // pg_restore onto a new cluster keeps the old server's transaction ids in the book: here a
+  // seal that ends a million ids ahead of this server.
+  const restored = await createTestDatabase();
+  try {
+    await restored.pool.query(
+      `insert into ledger_seals (seal, from_tx_id, to_tx_id, entry_count, first_entry_id, last_entry_id,
+                                 entries_hash, previous_hash, hash, algorithm)
+       select 1, '1'::xid8, (pg_snapshot_xmax(pg_current_snapshot())::text::bigint + 1000000)::text::xid8, 1,
+              gen_random_uuid(), gen_random_uuid(), repeat('a', 64), repeat('0', 64), repeat('b', 64), 'sha256'`,
+    );
+    const { code, stdout } = await doctor(
+      baseConfig({ database: { url: restored.url, poolSize: 2 } }),
+    );
+    expect(code).toBe(1);
+    expect(stdout).toMatch(
+      /FAIL +database +the book holds transaction id \d+, ahead of this server's next/,
+    );
+    expect(stdout).toContain('pg_resetwal -e EPOCH');
+  } finally {
+    await restored.drop();
+  }
+});
