@@ -1,25 +1,16 @@
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import type { PostgresLedger } from '../../ledger/index.js';
 import { runLedgerIntegrity } from '../../src/integrity/runLedgerIntegrity.js';
 import { runRetention } from '../../src/privacy/retention.js';
-import { buildBook, type Book } from '../support/book.js';
-import { createTestDatabase, type TestDatabase } from '../support/db.js';
-import { openLedger } from '../support/ledger.js';
+import { useBook, type Book } from '../support/book.js';
+import type { TestDatabase } from '../support/db.js';
 
 /** Law 7 across retention: rolling usage rows up into usage_daily changes no day's totals. */
 let database: TestDatabase;
 let ledger: PostgresLedger;
 let book: Book;
 
-beforeAll(async () => {
-  database = await createTestDatabase();
-  ledger = await openLedger(database.pool);
-  book = await buildBook(database.pool, ledger);
-});
-afterAll(async () => {
-  await ledger.close();
-  await database.drop();
-});
+useBook((ready) => ({ database, ledger, book } = ready));
 
 describe('usage against revenue across retention', () => {
   test('a call that finished just before UTC midnight and settled after it still matches its revenue once retention rolls it up', async () => {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import type { PostgresLedger } from '../../ledger/index.js';
 import { streamJournal } from '../../src/exports/streamJournal.js';
 import { streamSealsJsonl } from '../../src/exports/sealsJsonl.js';
@@ -7,9 +7,9 @@ import { sealJournal } from '../../src/integrity/sealJournal.js';
 import { GENESIS_HASH, type Seal } from '../../src/integrity/seals.js';
 import { verifySeals } from '../../src/integrity/verifySeals.js';
 import { canonicalJson } from '../../src/integrity/canonical.js';
-import { buildBook, sealEverything, type Book } from '../support/book.js';
-import { createTestDatabase, type TestDatabase } from '../support/db.js';
-import { fund, openLedger } from '../support/ledger.js';
+import { useBook, sealEverything, type Book } from '../support/book.js';
+import type { TestDatabase } from '../support/db.js';
+import { fund } from '../support/ledger.js';
 import { collect } from '../exports/tools.js';
 
 // This file's database is a scratch copy: the tamper tests drop an append-only trigger in
@@ -18,15 +18,7 @@ let database: TestDatabase;
 let ledger: PostgresLedger;
 let book: Book;
 
-beforeAll(async () => {
-  database = await createTestDatabase();
-  ledger = await openLedger(database.pool);
-  book = await buildBook(database.pool, ledger);
-});
-afterAll(async () => {
-  await ledger.close();
-  await database.drop();
-});
+useBook((ready) => ({ database, ledger, book } = ready));
 
 async function seals(): Promise<Seal[]> {
   const text = await collect(streamSealsJsonl(database.pool));

@@ -9,6 +9,9 @@ import { createApiKey } from '../../src/keys/apiKeys.js';
 import { createUser } from '../../src/users/createUser.js';
 import { createLogger } from '../../src/log.js';
 import { sealJournal } from '../../src/integrity/sealJournal.js';
+import { afterAll, beforeAll } from 'vitest';
+import { createTestDatabase, type TestDatabase } from './db.js';
+import { openLedger } from './ledger.js';
 
 /** Addresses of the book, lower-case EVM and a base58 Tron one, as the watchers write them. */
 export const ADDRESSES = {
@@ -307,4 +310,21 @@ export async function sealEverything(
     if (Date.now() > deadline) throw new Error(`${rows[0]?.unsealed} entries still unsealed`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/** A test file's database with a ledger and the book in it: `ready` gets them before its tests run. */
+export function useBook(
+  ready: (fixture: { database: TestDatabase; ledger: PostgresLedger; book: Book }) => void,
+): void {
+  let database: TestDatabase | undefined;
+  let ledger: PostgresLedger | undefined;
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    ledger = await openLedger(database.pool);
+    ready({ database, ledger, book: await buildBook(database.pool, ledger) });
+  });
+  afterAll(async () => {
+    await ledger?.close();
+    await database?.drop();
+  });
 }
