@@ -143,3 +143,25 @@ test('a --user id past the bigint range is a user that does not exist (exit 2), 
   }
   expect(await rowCounts(database.pool)).toEqual(before);
 });
+
+test('deposits list: a limit or a user id that is not one is bad usage (exit 2), not a database error', async () => {
+  for (const args of [
+    ['--limit', 'abc'],
+    ['--limit', '0'],
+    ['--limit', '201'],
+    ['--limit', '1.5'],
+    ['--user', 'abc'],
+    ['--user', '9999999999999999999'],
+  ]) {
+    const result = await lingxi('deposits', 'list', ...args);
+    expect({ args, code: result.code, stdout: result.stdout }).toEqual({
+      args,
+      code: 2,
+      stdout: '',
+    });
+    expect(result.stderr).toMatch(/^lingxi: --(limit|user) \S+: /);
+  }
+  const listed = await lingxi('deposits', 'list', '--limit', '200', '--json');
+  expect(listed.code).toBe(0);
+  expect(listed.json()).toEqual({ data: [], nextCursor: null });
+});

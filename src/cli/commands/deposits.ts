@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
 import { listDeposits } from '../../deposits/deposits.js';
+import { AppError } from '../../errors.js';
+import { isUserId } from '../../users/userId.js';
 import type { CliContext } from '../context.js';
 import { formatTable } from '../output.js';
 
@@ -14,11 +16,16 @@ export function registerDepositCommands(program: Command, cli: CliContext): void
     .option('--limit <n>', 'how many (at most 200)', '50')
     .action(
       async (options: { user?: string; network?: string; limit: string }, command: Command) => {
+        const limit = Number(options.limit);
+        if (!/^\d+$/.test(options.limit) || limit < 1 || limit > 200)
+          throw new AppError('invalid_limit', `--limit ${options.limit}: a whole number, 1 to 200`);
+        if (options.user !== undefined && !isUserId(options.user))
+          throw new AppError('invalid_user', `--user ${options.user}: not a user id`);
         const page = await cli.withRuntime(command, (runtime) =>
           listDeposits(runtime.database.db, {
             ...(options.user ? { userId: options.user } : {}),
             ...(options.network ? { network: options.network } : {}),
-            limit: Number(options.limit),
+            limit,
           }),
         );
         const human = formatTable(
