@@ -12,7 +12,7 @@ import * as keyReservations from './2026-11-27T0010_key_reservations.js';
 import * as batchFences from './2026-11-27T0011_batch_fences.js';
 import * as rateLimitTake from './2026-11-27T0012_rate_limit_take.js';
 import * as reincludedTransfers from './2026-11-27T0013_reincluded_transfers.js';
-import * as reservationHolds from './2026-11-27T0014_reservation_holds.js';
+import * as usageReservations from './2026-11-27T0014_usage_reservations.js';
 
 /**
  * Every migration, by name; applied in name order. A new schema step is a new dated file
@@ -33,5 +33,5 @@ export const migrations: Record<string, Migration> = {
   '2026-11-27T0011_batch_fences': batchFences,
   '2026-11-27T0012_rate_limit_take': rateLimitTake,
   '2026-11-27T0013_reincluded_transfers': reincludedTransfers,
-  '2026-11-27T0014_reservation_holds': reservationHolds,
+  '2026-11-27T0014_usage_reservations': usageReservations,
 };

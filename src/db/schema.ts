@@ -71,7 +71,6 @@ export interface Database extends LedgerTables, WatcherTables {
     created_at: Generated<Date>;
     released_at: Timestamp | null;
     charged_usd: string | null;
-    hold_id: string | null;
   };
   model_prices: {
     id: Generated<string>;
@@ -103,6 +102,7 @@ export interface Database extends LedgerTables, WatcherTables {
     estimated: boolean;
     hold_id: string | null;
     entry_id: string | null;
+    reservation_id: string | null;
     started_at: Timestamp;
     first_byte_at: Timestamp | null;
     finished_at: Timestamp;

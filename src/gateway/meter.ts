@@ -70,6 +70,7 @@ const USAGE_COLUMNS = {
   estimated: 'boolean',
   hold_id: 'uuid',
   entry_id: 'uuid',
+  reservation_id: 'uuid',
   started_at: 'timestamptz',
   first_byte_at: 'timestamptz',
   finished_at: 'timestamptz',
@@ -115,13 +116,6 @@ export class Meter {
         expiresAt: params.expiresAt,
         metadata: { requestId: params.requestId, keyId: caller.keyId, model: params.model },
       });
-      if (reservationId !== null)
-        // So that a reservation released at expiry is charged what this hold posted.
-        await this.db
-          .updateTable('api_key_reservations')
-          .set({ hold_id: holdId })
-          .where('id', '=', reservationId)
-          .execute();
       return { holdId, maxCost, reservationId };
     } catch (error) {
       await this.releaseReservation(reservationId, new Decimal(0));
@@ -161,7 +155,7 @@ export class Meter {
           usageAttachment(record, {
             cost,
             shortfall: outcome.shortfall,
-            holdId: held.holdId,
+            held,
             entryId: outcome.entryId,
           }),
         ],
@@ -182,7 +176,7 @@ export class Meter {
           usageAttachment(record, {
             cost: new Decimal(0),
             shortfall: new Decimal(0),
-            holdId: held.holdId,
+            held,
             entryId: null,
           }),
         ],
@@ -198,7 +192,7 @@ export class Meter {
     const { row } = usageAttachment(record, {
       cost: new Decimal(0),
       shortfall: new Decimal(0),
-      holdId: null,
+      held: null,
       entryId: null,
     });
     await this.db
@@ -269,8 +263,8 @@ export class Meter {
  * Releases spend-limit reservations whose call's hold could have expired, for one key or all;
  * returns how many. Such a call either never settled (its process died first: nothing is
  * charged) or settled without its release getting through (the database went away after
- * the settlement committed, or the process died in between): it is charged what its hold
- * posted, so the key's spend stays true. Run by the cron job that expires holds, and by a
+ * the settlement committed, or the process died in between): it is charged what the usage
+ * rows naming it (committed with the charge) say, so the key's spend stays true. Run by the cron job that expires holds, and by a
  * call that finds the limit taken.
  */
 export async function releaseExpiredReservations(
@@ -280,8 +274,8 @@ export async function releaseExpiredReservations(
   const { rows } = await sql<{ released: string }>`
     with r as (
       update api_key_reservations r set released_at = now(),
-             charged_usd = coalesce((select h.posted_amount from ledger_holds h
-                                      where h.id = r.hold_id and h.status = 'posted'), 0)
+             charged_usd = coalesce((select sum(u.cost_usd) from usage_records u
+                                      where u.reservation_id = r.id), 0)
        where released_at is null and expires_at < now()
          ${keyId === undefined ? sql`` : sql`and key_id = ${keyId}::uuid`}
       returning key_id, amount, charged_usd),
@@ -297,7 +291,7 @@ export async function releaseExpiredReservations(
 
 function usageAttachment(
   record: CallRecord,
-  money: { cost: Decimal; shortfall: Decimal; holdId: string | null; entryId: string | null },
+  money: { cost: Decimal; shortfall: Decimal; held: HeldCall | null; entryId: string | null },
 ): Attachment {
   return {
     table: 'usage_records',
@@ -318,8 +312,9 @@ function usageAttachment(
       cost_usd: money.cost.toString(),
       shortfall_usd: money.shortfall.toString(),
       estimated: record.estimated,
-      hold_id: money.holdId,
+      hold_id: money.held?.holdId ?? null,
       entry_id: money.entryId,
+      reservation_id: money.held?.reservationId ?? null,
       started_at: record.startedAt,
       first_byte_at: record.firstByteAt,
       finished_at: record.finishedAt,
