@@ -44,7 +44,11 @@ const BUCKET_IDLE_MS = 3_600_000;
  * 3. Telegram login hashes past their freshness window, sessions that ended more than
  *    `requestMetaDays` ago, and finished Idempotency-Key records (and the answers they
  *    replay) and spend-limit reservations released before then are deleted, and rate-limit
- *    buckets untouched for an hour (full again, so nothing changes).
+ *    buckets untouched for an hour (full again, so nothing changes). What guards live state
+ *    (login hashes, sessions, Idempotency-Key records, buckets) is judged by the real clock
+ *    when `now` is later: a `now` in the future moves the usage cutoffs, but never ends a live
+ *    session, forgets a login hash or Idempotency-Key record still inside its window (a
+ *    retried request would run again) or refills a rate-limit bucket in use.
  * Ledger tables and usage_daily are never deleted from. Safe to run concurrently with itself
  * (rows are taken with SKIP LOCKED) and with the gateway writing new usage rows.
  */
@@ -60,6 +64,8 @@ export async function runRetention(
     throw new RangeError('batchSize must be 1-100000');
   const metaCutoff = new Date(now.getTime() - config.retention.requestMetaDays * DAY_MS);
   const usageCutoff = new Date(now.getTime() - config.retention.usageLogDays * DAY_MS);
+  const liveClock = new Date(Math.min(now.getTime(), Date.now()));
+  const liveMetaCutoff = new Date(liveClock.getTime() - config.retention.requestMetaDays * DAY_MS);
   let complete = true;
 
   let scrubbedRows = 0;
@@ -142,15 +148,15 @@ export async function runRetention(
 
   const replays = await db
     .deleteFrom('telegram_login_replays')
-    .where('expires_at', '<', now)
+    .where('expires_at', '<', liveClock)
     .executeTakeFirst();
   const sessions = await db
     .deleteFrom('sessions')
-    .where(sql<boolean>`least(revoked_at, expires_at) < ${metaCutoff}`)
+    .where(sql<boolean>`least(revoked_at, expires_at) < ${liveMetaCutoff}`)
     .executeTakeFirst();
   const idempotencyKeys = await db
     .deleteFrom('http_idempotency')
-    .where('created_at', '<', metaCutoff)
+    .where('created_at', '<', liveMetaCutoff)
     .where('status', 'is not', null)
     .executeTakeFirst();
   const reservations = await db
@@ -158,7 +164,7 @@ export async function runRetention(
     .where('released_at', '<', metaCutoff)
     .executeTakeFirst();
   const buckets = await sql`delete from rate_limit_buckets
-    where updated_at < ${new Date(now.getTime() - BUCKET_IDLE_MS)}`.execute(db);
+    where updated_at < ${new Date(liveClock.getTime() - BUCKET_IDLE_MS)}`.execute(db);
 
   return {
     requestMetaCutoff: metaCutoff.toISOString(),

@@ -261,3 +261,28 @@ test('`lingxi retention run` runs the same job', async () => {
   });
   expect(bad).toBe(2);
 });
+
+test('a `now` in the future moves the retention cutoffs, but leaves live sessions, login hashes, Idempotency-Key records and rate-limit buckets alone', async () => {
+  const live = await devSignIn(service, 4103);
+  await database.pool.query(
+    `insert into telegram_login_replays (payload_hash, expires_at) values ('fresh', now() + interval '1 hour')`,
+  );
+  await database.pool.query(
+    `insert into http_idempotency (key, method, path, request_hash, status, response, created_at)
+       values ('yesterday', 'POST', '/admin/users', 'h', 200, '{}', now() - interval '1 day')`,
+  );
+  const inUse = '00000000-0000-7000-8000-0000000000a3';
+  await database.pool.query(
+    `insert into rate_limit_buckets (key_id, requests, tokens, updated_at) values ($1, 3, 300, now())`,
+    [inUse],
+  );
+  const future = new Date(Date.now() + 400 * DAY_MS);
+  const result = await runRetention(service.runtime.database.db, service.runtime.config, future);
+  expect(result.usageLogCutoff).toBe(new Date(future.getTime() - 90 * DAY_MS).toISOString());
+  const still = async (query: string, params: unknown[] = []) =>
+    (await database.pool.query(query, params)).rows.length;
+  expect(await still('select 1 from sessions where id = $1', [live.sessionId])).toBe(1);
+  expect(await still(`select 1 from telegram_login_replays where payload_hash = 'fresh'`)).toBe(1);
+  expect(await still(`select 1 from http_idempotency where key = 'yesterday'`)).toBe(1);
+  expect(await still('select 1 from rate_limit_buckets where key_id = $1', [inUse])).toBe(1);
+});
