@@ -107,6 +107,33 @@ test('users, credits, balances and the trial balance, with the contract --json s
   for (const row of rows) expect(row.actor).toMatch(/^cli:.+/);
 });
 
+test('the same credit run several times at once with one --idempotency-key is written once', async () => {
+  const user = await lingxi('users', 'create', '--telegram-id', '779', '--json');
+  const id = user.json()['id'] as string;
+  const runs = await Promise.all(
+    Array.from({ length: 6 }, () =>
+      lingxi(
+        'credit',
+        '--user',
+        id,
+        '--amount',
+        '3.25',
+        '--reason',
+        'retry',
+        '--idempotency-key',
+        'r1',
+        '--json',
+      ),
+    ),
+  );
+  for (const run of runs)
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: '' });
+  expect(new Set(runs.map((run) => run.json()['entryId'])).size).toBe(1);
+  expect((await lingxi('balance', '--user', id, '--json')).json()).toMatchObject({
+    posted: '3.25',
+  });
+});
+
 test('a refusal exits 1 with a one-line reason; bad usage exits 2', async () => {
   const user = (await lingxi('users', 'create', '--telegram-id', '778', '--json')).json()[
     'id'

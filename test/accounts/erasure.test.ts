@@ -279,6 +279,49 @@ test('an erased user gets no new API keys and no admin adjustments: 409, nothing
   expect(balance.body.posted).toBe('0');
 });
 
+test('an admin credit racing an erasure waits for it and is refused: no credit lands beside the unclaimed balance', async () => {
+  const { userId } = await customerWithHistory(5502, 'racing');
+  const adjustments = async () =>
+    (
+      await database.pool.query(
+        `select count(*)::int as n from ledger_entries where kind = 'adjustment' and metadata->>'userId' = $1`,
+        [userId],
+      )
+    ).rows[0].n as number;
+  const before = await adjustments();
+  // An erasure in progress: its transaction holds the user's row (as eraseAccount's does).
+  const erasure = await database.pool.connect();
+  try {
+    await erasure.query('begin');
+    await erasure.query('select 1 from users where id = $1 for update', [userId]);
+    let settled = false;
+    const credit = admin(service, 'POST', `/users/${userId}/adjustments`, {
+      amount: '10',
+      reason: 'gift',
+    }).finally(() => (settled = true));
+    // Until the credit either answered or waits on the user's row.
+    for (;;) {
+      const { rows } = await database.pool.query(
+        `select 1 from pg_stat_activity where wait_event_type = 'Lock' and query like '%from users%for share%'`,
+      );
+      if (settled || rows.length > 0) break;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await erasure.query(
+      `update users set status = 'erased', erased_at = now(), telegram_id = null, username = null,
+              first_name = null, last_name = null, photo_url = null where id = $1`,
+      [userId],
+    );
+    await erasure.query('commit');
+    const answer = await credit;
+    expect(answer.status).toBe(409);
+    expectErrorShape(answer.body, 'user_erased');
+  } finally {
+    erasure.release(true);
+  }
+  expect(await adjustments()).toBe(before);
+});
+
 test('erasure waits for calls in flight: 409, nothing changed', async () => {
   const { userId, token } = await customerWithHistory(5401, 'busy');
   const hold = await service.runtime.ledger.createHold({

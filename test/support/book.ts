@@ -180,29 +180,38 @@ export async function buildBook(
     await meter.release(held, callRecord(caller, requestId, 'upstream_error', 502));
   }
 
-  const promotion = await adjustBalance(ledger, {
-    userId: alice,
-    amount: '5',
-    reason: 'welcome bonus',
-    actor: 'admin',
-  });
-  const mistakenCredit = await adjustBalance(ledger, {
-    userId: bob,
-    amount: '20',
-    reason: 'credit meant for another user',
-    actor: 'admin',
-  });
+  const promotion = await adjustBalance(
+    { ledger, database: { pool } },
+    {
+      userId: alice,
+      amount: '5',
+      reason: 'welcome bonus',
+      actor: 'admin',
+    },
+  );
+  const mistakenCredit = await adjustBalance(
+    { ledger, database: { pool } },
+    {
+      userId: bob,
+      amount: '20',
+      reason: 'credit meant for another user',
+      actor: 'admin',
+    },
+  );
   const reversal = await ledger.reverseEntry({
     entryId: mistakenCredit.entryId,
     description: 'reverse the mistaken credit',
     metadata: { actor: 'admin', reason: 'wrong user' },
   });
-  await adjustBalance(ledger, {
-    userId: bob,
-    amount: '-1.5',
-    reason: 'goodwill clawback',
-    actor: 'admin',
-  });
+  await adjustBalance(
+    { ledger, database: { pool } },
+    {
+      userId: bob,
+      amount: '-1.5',
+      reason: 'goodwill clawback',
+      actor: 'admin',
+    },
+  );
 
   // Sweeps to the hot wallet: the fee is paid in ETH by the address that sends.
   const ethSweep = await ledger.postEntry({

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { adjustBalance } from '../../billing/adjustBalance.js';
 import { getUserBalance } from '../../billing/getUserBalance.js';
 import { trialBalanceJson } from '../../billing/trialBalance.js';
-import { assertNotErased, ERASED_NO_ADJUSTMENTS, requireUser } from '../../users/createUser.js';
+import { requireUser } from '../../users/createUser.js';
 import { auditCli, type CliContext } from '../context.js';
 import { formatTable } from '../output.js';
 
@@ -22,8 +22,7 @@ export function registerLedgerCommands(program: Command, cli: CliContext): void 
       ) => {
         const result = await cli.withRuntime(command, async (runtime) => {
           const user = await requireUser(runtime.database.db, options.user);
-          assertNotErased(user, ERASED_NO_ADJUSTMENTS);
-          const adjusted = await adjustBalance(runtime.ledger, {
+          const adjusted = await adjustBalance(runtime, {
             userId: user.id,
             amount: options.amount,
             reason: options.reason,

@@ -6,12 +6,7 @@ import { getUserBalance } from '../../../billing/getUserBalance.js';
 import { createApiKey, revokeApiKey } from '../../../keys/apiKeys.js';
 import type { Services } from '../../../services.js';
 import { objectBody } from '../../objectBody.js';
-import {
-  assertNotErased,
-  createUser,
-  ERASED_NO_ADJUSTMENTS,
-  requireUser,
-} from '../../../users/createUser.js';
+import { createUser, requireUser } from '../../../users/createUser.js';
 
 /** /admin/users: create users, create and revoke their keys, adjust and read balances. */
 export function adminUserRoutes(services: Services): Router {
@@ -67,10 +62,9 @@ export function adminUserRoutes(services: Services): Router {
 
   router.post('/:id/adjustments', async (ctx) => {
     const user = await requireUser(db, ctx.params['id']!);
-    assertNotErased(user, ERASED_NO_ADJUSTMENTS);
     const body = objectBody(ctx) as { amount?: unknown; reason?: unknown };
     const idempotencyKey = ctx.get('idempotency-key') || undefined;
-    const result = await adjustBalance(runtime.ledger, {
+    const result = await adjustBalance(runtime, {
       userId: user.id,
       amount: body.amount,
       reason: body.reason,
