@@ -99,8 +99,12 @@ export async function beancountSums(file: string): Promise<{
   };
 }
 
-/** RFC 4180 records of a whole CSV text. */
-export function parseCsv(text: string): string[][] {
+/**
+ * RFC 4180 records of a whole CSV text. `separator` ';' reads the file as a spreadsheet set
+ * to a locale whose list separator is the semicolon does (Excel in much of Europe): quoted
+ * fields stay whole, and a semicolon elsewhere starts a new cell.
+ */
+export function parseCsv(text: string, separator: ',' | ';' = ','): string[][] {
   const records: string[][] = [];
   let field = '';
   let record: string[] = [];
@@ -114,7 +118,7 @@ export function parseCsv(text: string): string[][] {
       } else if (c === '"') quoted = false;
       else field += c;
     } else if (c === '"') quoted = true;
-    else if (c === ',') {
+    else if (c === separator) {
       record.push(field);
       field = '';
     } else if (c === '\n') {
@@ -130,6 +134,15 @@ export function parseCsv(text: string): string[][] {
 
 function parseCsvLine(line: string): string[] {
   return parseCsv(`${line}\n`)[0] ?? [];
+}
+
+/**
+ * Whether a spreadsheet would run a cell it read as a formula: one that starts (after any
+ * tabs, carriage returns or spaces, which some spreadsheets drop) with `=`, `+`, `-` or `@`
+ * and is not a plain number (`-1.5` is a number; `-2+3` is a formula).
+ */
+export function runsAsFormula(cell: string): boolean {
+  return /^[\t\r ]*[=+\-@]/.test(cell) && !/^-?\d+(\.\d+)?$/.test(cell);
 }
 
 /** CSV text as objects keyed by the header. */
