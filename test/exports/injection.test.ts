@@ -1,9 +1,11 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { Decimal, type PostgresLedger } from '../../ledger/index.js';
 import { adjustBalance } from '../../src/billing/adjustBalance.js';
 import { beancountAccount } from '../../src/exports/beancountAccounts.js';
 import { streamStatementCsv } from '../../src/exports/statementCsv.js';
-import { streamJournal } from '../../src/exports/streamJournal.js';
+import { streamJournal, type JournalFormat } from '../../src/exports/streamJournal.js';
 import { streamTrialBalanceCsv } from '../../src/exports/trialBalanceCsv.js';
 import { Meter } from '../../src/gateway/meter.js';
 import type { ApiCaller } from '../../src/keys/keyAuthenticator.js';
@@ -11,7 +13,16 @@ import { createApiKey } from '../../src/keys/apiKeys.js';
 import { createLogger } from '../../src/log.js';
 import { callRecord, useBook, type Book } from '../support/book.js';
 import type { TestDatabase } from '../support/db.js';
-import { collect, csvObjects, parseCsv, runsAsFormula } from './tools.js';
+import {
+  beancountSums,
+  collect,
+  csvObjects,
+  hledgerBalances,
+  parseCsv,
+  runsAsFormula,
+  scratchDir,
+  tool,
+} from './tools.js';
 
 // Text that admins (credit reasons), operators (model ids in the config) and other writers of
 // the ledger put in the books, aimed at the accountants' tools that open the exports.
@@ -44,6 +55,7 @@ const MODEL = 'gpt-evil; kind:deposit, chain:x\n    revenue:usage  -1000 USD';
 let database: TestDatabase;
 let ledger: PostgresLedger;
 let book: Book;
+let dir: string;
 /** Entry id to the description we wrote. */
 const written = new Map<string, string>();
 
@@ -52,6 +64,7 @@ useBook((fixture) => {
 });
 
 beforeAll(async () => {
+  dir = scratchDir();
   const customer = `liabilities:customers:${book.alice}`;
   for (const reason of [...FORMULAS, SEMICOLON, ...JOURNAL_SYNTAX(customer)]) {
     // A debit for the text that reads as a negative number, credits for the rest.
@@ -97,6 +110,20 @@ beforeAll(async () => {
   written.set(settled.entryId!, `chat.completions ${MODEL}`);
 });
 
+async function exportFile(format: JournalFormat): Promise<string> {
+  const file = join(dir, `journal.${format}`);
+  writeFileSync(file, await collect(streamJournal(database.pool, { format })));
+  return file;
+}
+
+/** Every entry of the book: id, kind, description. */
+async function ledgerEntries() {
+  const { rows } = await database.pool.query<{ id: string; kind: string; description: string }>(
+    'select id::text as id, kind, description from ledger_entries order by id',
+  );
+  return rows;
+}
+
 /** `account|currency` to debits minus credits, from the ledger's own trial balance. */
 async function trialBalances(rename = (code: string) => code): Promise<Record<string, string>> {
   const trial = await ledger.trialBalance();
@@ -105,6 +132,12 @@ async function trialBalances(rename = (code: string) => code): Promise<Record<st
       .filter((a) => !a.debit.isZero() || !a.credit.isZero())
       .map((a) => [`${rename(a.account)}|${a.currency}`, a.balance.toString()])
       .sort(([a], [b]) => a!.localeCompare(b!)),
+  );
+}
+
+function show(balances: Map<string, Decimal>): Record<string, string> {
+  return Object.fromEntries(
+    [...balances].sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => [k, v.toString()]),
   );
 }
 
@@ -179,5 +212,72 @@ describe('CSV: text that would run as a formula', () => {
     const trial = await trialBalances();
     expect(customer!['balance']).toBe(trial[`liabilities:customers:${book.alice}|USD`]);
     expect(customer!['balance']).toMatch(/^-\d/);
+  });
+});
+
+describe('journals: text that looks like journal syntax', () => {
+  const OUR_TAGS = ['kind', 'at', 'rate', 'rate-source', 'chain', 'request', 'model', 'reverses'];
+
+  test('hledger: one transaction per entry, our description and tags only, balances unchanged', async () => {
+    const file = await exportFile('hledger');
+    await tool('hledger', ['-f', file, 'check', '--strict']);
+    expect(show(await hledgerBalances(file))).toEqual(await trialBalances());
+
+    const transactions = JSON.parse(
+      await tool('hledger', ['-f', file, 'print', '-O', 'json']),
+    ) as Array<{
+      tcode: string;
+      tdescription: string;
+      ttags: Array<[string, string]>;
+    }>;
+    const entries = await ledgerEntries();
+    expect(transactions.map((t) => t.tcode).sort()).toEqual(entries.map((e) => e.id));
+    const byCode = new Map(transactions.map((t) => [t.tcode, t]));
+    for (const entry of entries) {
+      const transaction = byCode.get(entry.id)!;
+      // `hledger reg tag:kind=deposit` must list deposits only.
+      expect({
+        id: entry.id,
+        kinds: transaction.ttags.filter(([name]) => name === 'kind'),
+      }).toEqual({
+        id: entry.id,
+        kinds: [['kind', entry.kind]],
+      });
+      for (const [name] of transaction.ttags) expect(OUR_TAGS).toContain(name);
+    }
+    for (const [entryId, description] of written) {
+      // The whole description, on one line: a line break or tab reads as a space, and a
+      // semicolon (where hledger's comments begin) as the full-width '；'.
+      expect(byCode.get(entryId)!.tdescription.replaceAll('；', ';')).toBe(
+        description.replace(/[\r\n\t]+/g, ' ').trim(),
+      );
+    }
+    const model = byCode.get([...written].find(([, d]) => d.endsWith(MODEL))![0])!;
+    expect(model.ttags.find(([name]) => name === 'model')).toEqual([
+      'model',
+      MODEL.replace(/[,\r\n]/g, ' '),
+    ]);
+  });
+
+  test('beancount: one transaction per entry with our narration, no directive added, sums unchanged', async () => {
+    const file = await exportFile('beancount');
+    await tool('bean-check', [file]);
+    const sums = await beancountSums(file);
+    expect(sums.errors).toEqual([]);
+    expect(show(sums.totals)).toEqual(await trialBalances(beancountAccount));
+    // The loader lists the file itself as the one file included.
+    expect(sums.options).toEqual({ operating_currency: ['USD'], include: [file] });
+
+    const entries = await ledgerEntries();
+    expect(sums.transactions.map((t) => t.entry).sort()).toEqual(entries.map((e) => e.id));
+    expect(sums.directives['Transaction']).toBe(entries.length);
+    expect(Object.keys(sums.directives).sort()).toEqual(['Commodity', 'Open', 'Transaction']);
+    expect(Object.values(sums.opens)).not.toContain(undefined);
+    const byEntry = new Map(sums.transactions.map((t) => [t.entry, t]));
+    for (const entry of entries) expect(byEntry.get(entry.id)!.kind).toBe(entry.kind);
+    for (const [entryId, description] of written) {
+      // Line breaks and tabs read as a space; quotes and backslashes as they are.
+      expect(byEntry.get(entryId)!.narration).toBe(description.replace(/[\r\n\t]+/g, ' '));
+    }
   });
 });
