@@ -1,9 +1,60 @@
-/** One CSV field (RFC 4180): quoted only when it holds a comma, a quote or a line break. */
+/**
+ * A spreadsheet runs a cell that starts with one of these as a formula (OWASP, CSV
+ * injection): `=`, `+`, `-`, `@`, and the tab and carriage return some of them skip first.
+ */
+const FORMULA_START = /^[=+\-@\t\r]/;
+
+/** A plain decimal number, as amounts are written: `-1.5`, `0.000123456789012345`, `100`. */
+const DECIMAL_NUMBER = /^-?\d+(\.\d+)?$/;
+
+/**
+ * One CSV field (RFC 4180), quoted when it holds a comma, a quote or a line break, and also
+ * a semicolon or a tab: a spreadsheet whose list separator is one of those (Excel in much of
+ * Europe uses ';') would otherwise start a new cell there, one that may hold a formula.
+ */
 export function csvField(value: string): string {
-  return /[",\r\n]/.test(value) ? `"${value.replace(/"/g, '""')}"` : value;
+  return /[",;\t\r\n]/.test(value) ? `"${value.replace(/"/g, '""')}"` : value;
 }
 
-/** One CSV record, ending in "\n". */
-export function csvLine(fields: readonly string[]): string {
-  return `${fields.map(csvField).join(',')}\n`;
+/**
+ * A text cell that a spreadsheet cannot run: text that starts like a formula gets a leading
+ * `'`, which spreadsheets read as "this cell is text" (OWASP's advice for CSV injection).
+ *
+ * @example csvText('=HYPERLINK("https://example.com")') // `'=HYPERLINK("https://example.com")`
+ */
+export function csvText(value: string): string {
+  return FORMULA_START.test(value) ? `'${value}` : value;
+}
+
+/** The header and the record writer of one CSV table. */
+export interface CsvTable {
+  /** The header line, ending in "\n". */
+  header: string;
+  /** One record, its fields in the order of the columns, ending in "\n". */
+  line: (fields: readonly string[]) => string;
+}
+
+/**
+ * A CSV table whose every cell is text (see {@link csvText}), except in `numberColumns`: there
+ * a decimal number is written exactly as it is (`-1.5` stays a negative number; money is never
+ * altered), and anything else is text like the rest.
+ *
+ * @example csvTable(['account', 'balance'], ['balance']).line(['revenue:usage', '-1.5'])
+ */
+export function csvTable<Column extends string>(
+  columns: readonly Column[],
+  numberColumns: readonly Column[],
+): CsvTable {
+  const numbers = columns.map((column) => numberColumns.includes(column));
+  const cell = (value: string, i: number) =>
+    csvField(numbers[i] && DECIMAL_NUMBER.test(value) ? value : csvText(value));
+  return {
+    header: `${columns.map(csvField).join(',')}\n`,
+    line: (fields) => {
+      if (fields.length !== columns.length) {
+        throw new Error(`a CSV record of ${fields.length} fields for ${columns.length} columns`);
+      }
+      return `${fields.map(cell).join(',')}\n`;
+    },
+  };
 }

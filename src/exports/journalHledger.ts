@@ -9,7 +9,8 @@ import type { JournalWriterContext } from './streamJournal.js';
  * `hledger check --strict` passes), then one transaction per entry, dated by the UTC day of
  * its time on the export's basis, with the entry id as the transaction code and kind,
  * time, rate, chain reference, request id and model as tags. Account names are ours,
- * unchanged.
+ * unchanged. No text of an entry can add a line, a tag or a directive (see
+ * {@link hledgerDescription} and {@link tagValue}).
  */
 export async function* journalHledger(context: JournalWriterContext): AsyncGenerator<string> {
   const { reader, filter } = context;
@@ -40,7 +41,7 @@ function hledgerTransaction(entry: JournalEntry, effective: boolean): string {
   if (typeof requestId === 'string') tags.push(`request:${tagValue(requestId)}`);
   if (typeof model === 'string') tags.push(`model:${tagValue(model)}`);
   if (entry.reversesEntryId) tags.push(`reverses:${entry.reversesEntryId}`);
-  let text = `\n${at.slice(0, 10)} (${entry.id}) ${oneLine(entry.description)}\n    ; ${tags.join(', ')}\n`;
+  let text = `\n${at.slice(0, 10)} (${entry.id}) ${hledgerDescription(entry.description)}\n    ; ${tags.join(', ')}\n`;
   for (const posting of entry.postings) {
     text += `    ${posting.account}  ${posting.amount} ${hledgerCommodity(posting.currency)}\n`;
   }
@@ -57,8 +58,15 @@ function tagValue(text: string): string {
   return text.replace(/[,\r\n]/g, ' ');
 }
 
-export function oneLine(text: string): string {
-  return text.replace(/[\r\n\t]+/g, ' ');
+/**
+ * A description as hledger reads it back whole: on one line (a line break or tab is a space,
+ * so no text can start a directive, a posting or a transaction of its own), and with each
+ * `;` as the full-width `；`, since hledger ends a description at a semicolon and reads what
+ * follows as a comment whose `name:value` words are tags (a description `refund; kind:deposit`
+ * would tag an adjustment as a deposit). hledger has no escape for either.
+ */
+function hledgerDescription(text: string): string {
+  return text.replace(/[\r\n\t]+/g, ' ').replace(/;/g, '\uFF1B');
 }
 
 /** The header comment: what the export covers. Built from the request only, never the clock. */

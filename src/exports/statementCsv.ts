@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { accountCodes } from '../../ledger/index.js';
-import { csvLine } from './csv.js';
+import { csvTable } from './csv.js';
 import { ISO_UTC } from './journalEntries.js';
 import { withSnapshot } from './snapshot.js';
 
@@ -17,6 +17,8 @@ export const STATEMENT_CSV_COLUMNS = [
   'chain_ref',
 ] as const;
 
+const table = csvTable(STATEMENT_CSV_COLUMNS, ['amount', 'balance', 'rate']);
+
 export interface StreamStatementCsvParameters {
   userId: string;
   /** ISO 8601, inclusive, on the entry's created_at. */
@@ -32,7 +34,8 @@ export interface StreamStatementCsvParameters {
  * positive, a charge negative) and `balance` the running balance after it (posted; holds
  * are not lines). The balance comes from the ledger, so a statement for a range starts
  * from the true balance. A user without an account gets the header only. Streamed from one
- * snapshot; reusable for `GET /api/me/statement?format=csv`.
+ * snapshot; reusable for `GET /api/me/statement?format=csv`. Text cells that a spreadsheet
+ * would run as a formula start with `'` (see {@link csvTable}).
  *
  * @example ctx.body = Readable.from(streamStatementCsv(pool, { userId: '42' }))
  */
@@ -43,7 +46,7 @@ export function streamStatementCsv(
   return withSnapshot(pool, async function* (reader) {
     // The header goes out with the first page (see journalCsv): a failing query still
     // answers an error rather than a 200 cut short.
-    let header = csvLine(STATEMENT_CSV_COLUMNS);
+    let header = table.header;
     const values: unknown[] = [accountCodes.customer(params.userId)];
     let range = '';
     if (params.from !== undefined) {
@@ -76,7 +79,7 @@ export function streamStatementCsv(
     )) {
       yield (
         header +
-        rows.map((row) => csvLine(STATEMENT_CSV_COLUMNS.map((column) => row[column]))).join('')
+        rows.map((row) => table.line(STATEMENT_CSV_COLUMNS.map((column) => row[column]))).join('')
       );
       header = '';
     }

@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { Decimal } from '../../ledger/index.js';
-import { csvLine } from './csv.js';
+import { csvTable } from './csv.js';
 import { timeColumn, type TimeBasis } from './journalFilter.js';
 import { withSnapshot } from './snapshot.js';
 
@@ -12,6 +12,8 @@ export const TRIAL_BALANCE_CSV_COLUMNS = [
   'credit',
   'balance',
 ] as const;
+
+const table = csvTable(TRIAL_BALANCE_CSV_COLUMNS, ['debit', 'credit', 'balance']);
 
 export interface StreamTrialBalanceParameters {
   /**
@@ -35,7 +37,7 @@ export function streamTrialBalanceCsv(
   return withSnapshot(pool, async function* (reader) {
     // The header goes out with the first page (see journalCsv): a failing query still
     // answers an error rather than a 200 cut short.
-    let header = csvLine(TRIAL_BALANCE_CSV_COLUMNS);
+    let header = table.header;
     const query =
       params.to === undefined
         ? `select code, type, currency, trim_scale(debits_posted)::text as debit, trim_scale(credits_posted)::text as credit
@@ -65,7 +67,7 @@ export function streamTrialBalanceCsv(
         total.debit = total.debit.add(debit);
         total.credit = total.credit.add(credit);
         totals.set(row.currency, total);
-        chunk += csvLine([
+        chunk += table.line([
           row.code,
           row.type,
           row.currency,
@@ -78,7 +80,7 @@ export function streamTrialBalanceCsv(
     }
     let footer = header;
     for (const [currency, total] of [...totals].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-      footer += csvLine([
+      footer += table.line([
         '',
         'total',
         currency,

@@ -62,21 +62,42 @@ from beancount.core import data
 entries, errors, options = loader.load_file(sys.argv[1])
 totals = {}
 opens = {}
+transactions = []
+directives = {}
 for e in entries:
+    directives[type(e).__name__] = directives.get(type(e).__name__, 0) + 1
     if isinstance(e, data.Transaction):
+        transactions.append({'entry': e.meta.get('entry'), 'kind': e.meta.get('kind'), 'narration': e.narration})
         for p in e.postings:
             k = p.account + '|' + p.units.currency
             totals[k] = totals.get(k, 0) + p.units.number
     elif isinstance(e, data.Open):
         opens[e.account] = e.meta.get('code')
-print(json.dumps({'errors': [str(x.message) for x in errors], 'totals': {k: str(v) for k, v in totals.items()}, 'opens': opens}))
+print(json.dumps({'errors': [str(x.message) for x in errors], 'totals': {k: str(v) for k, v in totals.items()}, 'opens': opens,
+                  'transactions': transactions, 'directives': directives,
+                  'options': {'operating_currency': options['operating_currency'], 'include': options['include']}}))
 `;
 
-/** Sums per beancount account and currency, and each `open`'s `code` metadata, through beancount's own loader. */
+/** One transaction as beancount's loader read it. */
+export interface BeancountTransaction {
+  /** Our entry id, from the `entry` metadata. */
+  entry: string;
+  kind: string;
+  narration: string;
+}
+
+/**
+ * Sums per beancount account and currency, each `open`'s `code` metadata, the transactions,
+ * the number of directives of each type, and the options an accountant's reports depend on,
+ * through beancount's own loader.
+ */
 export async function beancountSums(file: string): Promise<{
   errors: string[];
   totals: Map<string, Decimal>;
   opens: Record<string, string>;
+  transactions: BeancountTransaction[];
+  directives: Record<string, number>;
+  options: { operating_currency: string[]; include: string[] };
 }> {
   // beancount's modules belong to the interpreter bean-check runs on.
   const beanCheck = (await tool('sh', ['-c', 'command -v bean-check'])).trim();
@@ -91,16 +112,22 @@ export async function beancountSums(file: string): Promise<{
     errors: string[];
     totals: Record<string, string>;
     opens: Record<string, string>;
+    transactions: BeancountTransaction[];
+    directives: Record<string, number>;
+    options: { operating_currency: string[]; include: string[] };
   };
   return {
-    errors: result.errors,
+    ...result,
     totals: new Map(Object.entries(result.totals).map(([k, v]) => [k, new Decimal(v)])),
-    opens: result.opens,
   };
 }
 
-/** RFC 4180 records of a whole CSV text. */
-export function parseCsv(text: string): string[][] {
+/**
+ * RFC 4180 records of a whole CSV text. `separator` ';' reads the file as a spreadsheet set
+ * to a locale whose list separator is the semicolon does (Excel in much of Europe): quoted
+ * fields stay whole, and a semicolon elsewhere starts a new cell.
+ */
+export function parseCsv(text: string, separator: ',' | ';' = ','): string[][] {
   const records: string[][] = [];
   let field = '';
   let record: string[] = [];
@@ -114,7 +141,7 @@ export function parseCsv(text: string): string[][] {
       } else if (c === '"') quoted = false;
       else field += c;
     } else if (c === '"') quoted = true;
-    else if (c === ',') {
+    else if (c === separator) {
       record.push(field);
       field = '';
     } else if (c === '\n') {
@@ -130,6 +157,15 @@ export function parseCsv(text: string): string[][] {
 
 function parseCsvLine(line: string): string[] {
   return parseCsv(`${line}\n`)[0] ?? [];
+}
+
+/**
+ * Whether a spreadsheet would run a cell it read as a formula: one that starts (after any
+ * tabs, carriage returns or spaces, which some spreadsheets drop) with `=`, `+`, `-` or `@`
+ * and is not a plain number (`-1.5` is a number; `-2+3` is a formula).
+ */
+export function runsAsFormula(cell: string): boolean {
+  return /^[\t\r ]*[=+\-@]/.test(cell) && !/^-?\d+(\.\d+)?$/.test(cell);
 }
 
 /** CSV text as objects keyed by the header. */
