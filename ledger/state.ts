@@ -111,11 +111,12 @@ export class BatchState {
   /** The totals as read, before any command of the batch. */
   readonly initial: ReadonlyMap<string, AccountState>;
   /**
-   * Set by a command that booked part of an amount to a shortfall account because an
-   * account's available balance fell short: a decision made on the totals, which totals
-   * remembered from earlier batches must not make (they may be older than a top-up).
+   * Set by a command whose outcome depends on an account's balance beyond "is it enough": part
+   * of an amount booked to a shortfall account because an available balance fell short, or a
+   * receivable repaid up to its balance. Totals remembered from earlier batches must not make
+   * such a decision (they may be older than a top-up or another repayment).
    */
-  bookedShortfall = false;
+  decidedOnTotals = false;
 
   constructor(readonly accounts: Map<string, AccountState>) {
     this.initial = new Map([...accounts].map(([id, account]) => [id, { ...account }]));

@@ -556,7 +556,13 @@ export class DepositWatcher {
       .forUpdate()
       .execute();
     const entries: PostEntryParameters[] = [];
-    const credited: Array<{ id: string; quote: PriceQuote; usd: Decimal }> = [];
+    const credited: Array<{
+      id: string;
+      quote: PriceQuote;
+      usd: Decimal;
+      txHash: string;
+      logIndex: number;
+    }> = [];
     let ignored = 0;
     for (const deposit of due) {
       const quote = quotes.get(
@@ -580,6 +586,9 @@ export class DepositWatcher {
         continue;
       }
       const currency = deposit.currency!;
+      const customer = accountCodes.customer(deposit.user_id!);
+      const receivable = accountCodes.receivable(deposit.user_id!);
+      const previous = await this.previousReversal(deposit, receivable);
       entries.push({
         kind: 'deposit',
         description: `${amount.toString()} ${deposit.asset} deposit on ${network}`,
@@ -596,6 +605,14 @@ export class DepositWatcher {
           rateSource: quote.source,
           priceDetails: quote.details,
           ...(exact.eq(usd) ? {} : { usdRoundingResidue: exact.sub(usd).toString() }),
+          ...(previous
+            ? {
+                previousReversal: {
+                  entryId: previous.entryId,
+                  receivableBooked: previous.receivableBooked.toString(),
+                },
+              }
+            : {}),
           chain: {
             network,
             txHash: deposit.tx_hash,
@@ -612,10 +629,27 @@ export class DepositWatcher {
           },
           { account: accountCodes.trading(currency), amount: amount.neg() },
           { account: accountCodes.trading('USD'), amount: usd },
-          { account: accountCodes.customer(deposit.user_id!), amount: usd.neg() },
+          { account: customer, amount: usd.neg() },
         ],
+        // Mined again after a reversal that booked what the customer had spent of it to their
+        // receivable: that debt is repaid first (as far as it is still owed), the rest credited.
+        ...(previous
+          ? {
+              repayReceivable: {
+                from: customer,
+                receivable,
+                amountMax: previous.receivableBooked,
+              },
+            }
+          : {}),
       });
-      credited.push({ id: deposit.id, quote, usd });
+      credited.push({
+        id: deposit.id,
+        quote,
+        usd,
+        txHash: deposit.tx_hash,
+        logIndex: deposit.log_index,
+      });
     }
     const results = await this.options.ledger.within(client).postEntries(entries);
     for (const [i, deposit] of credited.entries()) {
@@ -636,8 +670,47 @@ export class DepositWatcher {
         })
         .where('id', '=', deposit.id)
         .execute();
+      if (result.receivableRepaid && !result.replayed)
+        this.options.logger.warn(
+          {
+            network,
+            txHash: deposit.txHash,
+            logIndex: deposit.logIndex,
+            entryId: result.entryId,
+            receivableRepaid: result.receivableRepaid,
+          },
+          'a deposit reversed after a reorg was mined again: its credit repaid the receivable its reversal booked',
+        );
     }
     return { credited: credited.length, ignored };
+  }
+
+  /**
+   * For a deposit credited before, reversed after a reorg and now mined again: the reversal of
+   * its latest credit, and what that reversal debited to the customer's receivable (the part of
+   * the deposit the customer had spent; after a repayment, the repayment given back too). Null
+   * when the deposit never came back, or its reversal booked nothing to the receivable.
+   */
+  private async previousReversal(
+    deposit: { network: string; tx_hash: string; log_index: number; reincluded: number },
+    receivable: string,
+  ): Promise<{ entryId: string; receivableBooked: Decimal } | null> {
+    if (deposit.reincluded === 0) return null;
+    const base = `deposit:${deposit.network}:${deposit.tx_hash}:${deposit.log_index}`;
+    // Newest first: a return that was orphaned before its credit has no key.
+    const keys = Array.from({ length: deposit.reincluded }, (_, i) =>
+      keyOf(base, deposit.reincluded - 1 - i),
+    );
+    const { ledger } = this.options;
+    const credits = await ledger.entryIdsByKey(keys);
+    const latest = keys.map((k) => credits.get(k)).find((id) => id !== undefined);
+    if (!latest) return null;
+    const reversal = await ledger.getReversalOf(latest);
+    if (!reversal) return null;
+    const receivableBooked = reversal.postings
+      .filter((p) => p.account === receivable)
+      .reduce((sum, p) => sum.add(p.amount), new Decimal(0));
+    return receivableBooked.gt(0) ? { entryId: reversal.id, receivableBooked } : null;
   }
 
   /**

@@ -1,7 +1,8 @@
 import { hashRequest, type PrepareContext, type PreparedCommand } from '../command.js';
 import { CurrencyMismatchError, InvalidEntryError } from '../errors.js';
-import { parseAmount, type Decimal } from '../money.js';
-import type { PostingInput } from '../types.js';
+import { Decimal, parseAmount, ZERO, type AmountInput } from '../money.js';
+import { available } from '../state.js';
+import { normalSide, type PostingInput } from '../types.js';
 
 export interface PostEntryParameters {
   /** Two or more postings; per currency, debits (positive) equal credits (negative). */
@@ -16,10 +17,22 @@ export interface PostEntryParameters {
   idempotencyKey?: string;
   /** Create accounts the chart allows when they do not exist yet (default true). */
   createAccounts?: boolean;
+  /**
+   * Repays a receivable out of the credit this entry posts to `from` (a deposit re-credited
+   * after its reversal booked the part the customer had spent to their receivable): up to
+   * `amountMax` of that credit goes to `receivable` instead, never more than the receivable's
+   * debit balance when the entry is planned nor more than the credit. Decided on the database's
+   * totals (in a caller's transaction, under its locks). The entry's metadata records it as
+   * `receivableRepaid: {account, amount, amountMax}`; `from`'s posting keeps the rest (none
+   * when all of it repaid the receivable).
+   */
+  repayReceivable?: { from: string; receivable: string; amountMax: AmountInput };
 }
 
 export interface PostEntryResult {
   entryId: string;
+  /** With `repayReceivable`: what the entry credited to the receivable ("0" when nothing). */
+  receivableRepaid?: string;
   /** True when the idempotency key had already recorded this entry. */
   replayed: boolean;
 }
@@ -77,6 +90,9 @@ export async function preparePostEntry(
       noNegative: account.noNegative,
     });
   }
+  const repay = params.repayReceivable
+    ? await prepareRepayment(context, params.repayReceivable, postings)
+    : null;
   const key = params.idempotencyKey ?? null;
   const guarded = postings.find((p) => p.noNegative);
   const requestHash = key
@@ -86,6 +102,15 @@ export async function preparePostEntry(
         description: params.description ?? '',
         metadata: params.metadata ?? {},
         effectiveAt: params.effectiveAt,
+        ...(repay
+          ? {
+              repayReceivable: {
+                from: params.repayReceivable!.from,
+                receivable: repay.receivable.code,
+                amountMax: repay.amountMax,
+              },
+            }
+          : {}),
       })
     : null;
   return {
@@ -93,26 +118,101 @@ export async function preparePostEntry(
     ...(guarded ? { partitionKey: guarded.accountId } : {}),
     idempotencyKey: key,
     requestHash,
-    accountIds: postings.map((p) => p.accountId),
+    accountIds: [...postings.map((p) => p.accountId), ...(repay ? [repay.receivable.id] : [])],
     holdIds: [],
     reverseEntryIds: [],
     plan({ state }) {
+      let lines = postings.map((p) => ({ accountId: p.accountId, amount: p.amount }));
+      let metadata = params.metadata ?? {};
+      let repaid: Decimal | null = null;
+      if (repay) {
+        // How much is repaid depends on the receivable's balance now: never on remembered totals.
+        state.decidedOnTotals = true;
+        const owed = Decimal.max(available(state.account(repay.receivable.id)), ZERO);
+        const credit = postings[repay.fromIndex]!.amount.neg();
+        repaid = Decimal.min(repay.amountMax, owed, credit);
+        lines = lines.flatMap((line, i) => {
+          if (i !== repay.fromIndex || repaid!.isZero()) return [line];
+          const rest = line.amount.add(repaid!);
+          return [
+            ...(rest.isZero() ? [] : [{ accountId: line.accountId, amount: rest }]),
+            { accountId: repay.receivable.id, amount: repaid!.neg() },
+          ];
+        });
+        metadata = {
+          ...metadata,
+          receivableRepaid: {
+            account: repay.receivable.code,
+            amount: repaid.toString(),
+            amountMax: repay.amountMax.toString(),
+          },
+        };
+      }
       const { entryId } = state.apply({
         entry: {
           kind: params.kind,
           description: params.description ?? '',
-          metadata: params.metadata ?? {},
+          metadata,
           reversesEntryId: null,
           holdId: null,
           effectiveAt: params.effectiveAt ?? null,
-          postings: postings.map((p) => ({ accountId: p.accountId, amount: p.amount })),
+          postings: lines,
         },
       });
-      return { entryId: entryId!, replayed: false };
+      return {
+        entryId: entryId!,
+        ...(repaid ? { receivableRepaid: repaid.toString() } : {}),
+        replayed: false,
+      };
     },
-    encode: (result) => ({ entryId: result.entryId }),
-    replay: (stored) => ({ entryId: (stored as { entryId: string }).entryId, replayed: true }),
+    encode: ({ replayed: _replayed, ...result }) => result,
+    replay: (stored) => ({
+      ...(stored as Omit<PostEntryResult, 'replayed'>),
+      replayed: true,
+    }),
   };
+}
+
+/** Checks `repayReceivable` against the entry's postings: one credit to `from`, a debit-side receivable. */
+async function prepareRepayment(
+  context: PrepareContext,
+  params: NonNullable<PostEntryParameters['repayReceivable']>,
+  postings: ReadonlyArray<{ account: string; currency: string; amount: Decimal }>,
+): Promise<{ receivable: { id: string; code: string }; amountMax: Decimal; fromIndex: number }> {
+  const fromIndex = postings.findIndex((p) => p.account === params.from);
+  const from = postings[fromIndex];
+  if (
+    !from ||
+    !from.amount.isNegative() ||
+    postings.filter((p) => p.account === params.from).length > 1
+  )
+    throw new InvalidEntryError(
+      'repayReceivable.from must name the one account the entry credits',
+      {
+        param: 'repayReceivable.from',
+      },
+    );
+  const receivable = await context.resolveAccount(params.receivable, {
+    create: true,
+    currency: from.currency,
+  });
+  if (receivable.currency !== from.currency)
+    throw new CurrencyMismatchError(receivable.code, receivable.currency, from.currency);
+  if (
+    normalSide(receivable.type) !== 'debit' ||
+    postings.some((p) => p.account === receivable.code)
+  )
+    throw new InvalidEntryError(
+      'repayReceivable.receivable must be an asset account the entry does not post to',
+      { param: 'repayReceivable.receivable' },
+    );
+  const amountMax = parseAmount(params.amountMax, {
+    scale: context.scaleOf(from.currency),
+    currency: from.currency,
+    field: 'repayReceivable.amountMax',
+    allowZero: true,
+  });
+  return { receivable, amountMax, fromIndex };
 }
 
 export function checkKind(kind: unknown): void {

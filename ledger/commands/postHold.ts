@@ -101,7 +101,7 @@ export async function preparePostHold(
         covered = Decimal.min(amount, canCover);
       }
       const shortfall = amount.sub(covered);
-      if (!shortfall.isZero()) state.bookedShortfall = true;
+      if (!shortfall.isZero()) state.decidedOnTotals = true;
       const postings: Array<{ accountId: string; amount: Decimal }> = [];
       if (!covered.isZero()) postings.push({ accountId: hold.debitAccountId, amount: covered });
       if (!shortfall.isZero()) {

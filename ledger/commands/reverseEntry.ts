@@ -74,7 +74,7 @@ export async function prepareReverseEntry(
           const wanted = mirrored.abs();
           taken.set(account.id, already.add(Decimal.min(wanted, canCover)));
           if (wanted.gt(canCover)) {
-            state.bookedShortfall = true;
+            state.decidedOnTotals = true;
             const sign = mirrored.isNegative() ? -1 : 1;
             const short = wanted.sub(canCover);
             if (!canCover.isZero())

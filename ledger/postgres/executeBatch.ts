@@ -76,7 +76,7 @@ export async function executeBatch(
     // the database says now.
     if (
       !inputs ||
-      planned!.state.bookedShortfall ||
+      planned!.state.decidedOnTotals ||
       planned!.outcomes.some((o) => !o.ok && o.error instanceof InsufficientFundsError)
     ) {
       inputs = await readBatchInputs(client, commands, { lock: false });

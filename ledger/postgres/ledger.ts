@@ -537,6 +537,31 @@ export class PostgresLedger {
     };
   }
 
+  /**
+   * The entries written under idempotency keys, by key; a key never used, or whose command
+   * wrote no entry, is absent.
+   */
+  async entryIdsByKey(keys: ReadonlyArray<string>): Promise<Map<string, string>> {
+    if (keys.length === 0) return new Map();
+    const rows = await this.db
+      .selectFrom('ledger_idempotency')
+      .select(['key', sql<string | null>`result->>'entryId'`.as('entry_id')])
+      .where('key', 'in', [...keys])
+      .execute();
+    return new Map(rows.flatMap((r) => (r.entry_id ? [[r.key, r.entry_id] as const] : [])));
+  }
+
+  /** The entry that reversed `entryId` (an entry is reversed at most once), or null. */
+  async getReversalOf(entryId: string): Promise<Entry | null> {
+    if (!isUuid(entryId)) return null;
+    const row = await this.db
+      .selectFrom('ledger_entries')
+      .select('id')
+      .where('reverses_entry_id', '=', entryId)
+      .executeTakeFirst();
+    return row ? this.getEntry(row.id) : null;
+  }
+
   private submit<Result>(command: PreparedCommand<Result>): Promise<Result> {
     return this.batcher.submit(command);
   }

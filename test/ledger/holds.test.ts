@@ -4,6 +4,8 @@ import {
   HoldNotFoundError,
   HoldNotPendingError,
   InsufficientFundsError,
+  InvalidEntryError,
+  Decimal,
   type PostgresLedger,
 } from '../../ledger/index.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
@@ -251,6 +253,103 @@ describe('reversals', () => {
     expect((await ledger.getBalance('assets:receivables:customers:r2')).posted.toString()).toBe(
       '70',
     );
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+
+  test('a credit that repays a receivable takes at most what is owed, at most amountMax, at most the credit; it replays under its key', async () => {
+    const receivable = (user: string) => `assets:receivables:customers:${user}`;
+    const owe = async (user: string, amount: string) => {
+      await fund(ledger, user, '1');
+      const { holdId } = await hold(user, '1');
+      await ledger.postHold({
+        holdId,
+        amount: new Decimal(amount).add(1).toString(),
+        allowOverHold: true,
+        shortfallAccount: receivable(user),
+      });
+    };
+    const credit = (user: string, amount: string, amountMax: string, key?: string) =>
+      ledger.postEntry({
+        kind: 'deposit',
+        ...(key ? { idempotencyKey: key } : {}),
+        postings: [
+          { account: `assets:custody:tron:USDT:T${user}`, amount, currency: 'USDT' },
+          { account: 'equity:trading:USDT', amount: `-${amount}` },
+          { account: 'equity:trading:USD', amount },
+          { account: `liabilities:customers:${user}`, amount: `-${amount}` },
+        ],
+        repayReceivable: {
+          from: `liabilities:customers:${user}`,
+          receivable: receivable(user),
+          amountMax,
+        },
+      });
+    const lines = async (entryId: string) =>
+      (await ledger.getEntry(entryId))?.postings
+        .slice(2)
+        .map((p) => [p.account, p.amount.toString()]);
+
+    // Owes 40, may repay up to 70: repays 40, credits 60.
+    await owe('r3', '40');
+    const first = await credit('r3', '100', '70', 'r3-credit');
+    expect(first).toMatchObject({ receivableRepaid: '40', replayed: false });
+    expect(await lines(first.entryId)).toEqual([
+      ['equity:trading:USD', '100'],
+      ['liabilities:customers:r3', '-60'],
+      [receivable('r3'), '-40'],
+    ]);
+    expect((await ledger.getEntry(first.entryId))?.metadata).toEqual({
+      receivableRepaid: { account: receivable('r3'), amount: '40', amountMax: '70' },
+    });
+    const rows = await ledgerRowCounts(database.pool);
+    expect(await credit('r3', '100', '70', 'r3-credit')).toEqual({
+      entryId: first.entryId,
+      receivableRepaid: '40',
+      replayed: true,
+    });
+    expect(await ledgerRowCounts(database.pool)).toEqual(rows);
+    await expect(credit('r3', '100', '30', 'r3-credit')).rejects.toThrow(/idempotency/i);
+    // Nothing owed any more: nothing repaid, the customer gets it all.
+    const second = await credit('r3', '5', '70');
+    expect(second.receivableRepaid).toBe('0');
+    expect(await lines(second.entryId)).toEqual([
+      ['equity:trading:USD', '5'],
+      ['liabilities:customers:r3', '-5'],
+    ]);
+    expect(await balanceOf('r3')).toEqual({ posted: '65', held: '0', available: '65' });
+    expect((await ledger.getBalance(receivable('r3'))).posted.toString()).toBe('0');
+
+    // Owes 50, may repay 30 (what this deposit's reversal booked): 20 stays owed.
+    await owe('r4', '50');
+    const capped = await credit('r4', '100', '30');
+    expect(await lines(capped.entryId)).toEqual([
+      ['equity:trading:USD', '100'],
+      ['liabilities:customers:r4', '-70'],
+      [receivable('r4'), '-30'],
+    ]);
+    // Owes 20, the credit is 15: all of it repays, no customer line.
+    const small = await credit('r4', '15', '30');
+    expect(await lines(small.entryId)).toEqual([
+      ['equity:trading:USD', '15'],
+      [receivable('r4'), '-15'],
+    ]);
+    expect(await balanceOf('r4')).toEqual({ posted: '70', held: '0', available: '70' });
+    expect((await ledger.getBalance(receivable('r4'))).posted.toString()).toBe('5');
+
+    await expect(
+      ledger.postEntry({
+        kind: 'deposit',
+        postings: [
+          { account: 'liabilities:customers:r4', amount: '1' },
+          { account: 'expenses:promotions', amount: '-1' },
+        ],
+        repayReceivable: {
+          from: 'liabilities:customers:r4',
+          receivable: receivable('r4'),
+          amountMax: '1',
+        },
+      }),
+    ).rejects.toThrow(InvalidEntryError);
     expect(await ledger.checkBalances()).toEqual([]);
   });
 });

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { encodeFunctionData, erc20Abi, toHex, type Address, type Hex } from 'viem';
+import { encodeFunctionData, erc20Abi, keccak256, toHex, type Address, type Hex } from 'viem';
 import { mnemonicToAccount, privateKeyToAccount } from 'viem/accounts';
 import { Decimal, type PostgresLedger } from '../../ledger/index.js';
 import { networkSchema, type EvmNetworkConfig } from '../../chain-watchers/config.js';
@@ -114,6 +114,61 @@ async function signTransaction(
     maxPriorityFeePerGas: 1_000_000_000n,
     ...tx,
   });
+}
+
+/**
+ * A USDT transfer to `to`, signed once by a freshly funded sender, and the snapshot taken before
+ * it: after a reorg to that snapshot the very same transaction can be sent (mined) again.
+ */
+async function signedUsdtTransfer(w: DepositWatcher, to: Address, amountBaseUnits: bigint) {
+  const sender = devnet.account(3);
+  await devnet.transferToken(usdt, devnet.account(0), sender.address, amountBaseUnits);
+  await devnet.mine(4);
+  await w.runOnce();
+  const beforeTransfer = await devnet.snapshot();
+  const raw = await signTransaction(sender.privateKey, {
+    to: usdt,
+    data: encodeFunctionData({
+      abi: erc20Abi,
+      functionName: 'transfer',
+      args: [to, amountBaseUnits],
+    }),
+    gas: 500_000n,
+  });
+  const txHash = keccak256(raw);
+  /** Sends (again) and mines it with its confirmations; the watcher credits it. */
+  const mineIt = async () => {
+    expect(await devnet.rpc<Hex>('eth_sendRawTransaction', [raw])).toBe(txHash);
+    await devnet.mine(4);
+    for (let i = 0; i < 2; i += 1) await w.runOnce();
+  };
+  const deposit = async () =>
+    (
+      await database.pool.query(
+        `select status, reincluded, entry_id, reversal_entry_id, amount_usd::text from deposits where tx_hash = $1`,
+        [txHash],
+      )
+    ).rows[0];
+  return { beforeTransfer, txHash, mineIt, deposit };
+}
+
+/** Spends `amount` of a customer's balance (an admin debit). */
+async function spend(userId: string, amount: string) {
+  await ledger.postEntry({
+    kind: 'adjustment',
+    postings: [
+      { account: `liabilities:customers:${userId}`, amount },
+      { account: 'expenses:promotions', amount: `-${amount}` },
+    ],
+  });
+}
+
+async function entryLines(entryId: string) {
+  return (await ledger.getEntry(entryId))?.postings.map((p) => [
+    p.account,
+    p.currency,
+    p.amount.toString(),
+  ]);
 }
 
 /** A chain without the blocks mined since `snapshot`, longer than the one it replaces. */
@@ -395,6 +450,146 @@ describe('EVM deposits', () => {
     expect(third).toMatchObject({ status: 'reversed', entry_id: second.entry_id });
     expect((await ledger.getEntry(third.reversal_entry_id))?.reversesEntryId).toBe(second.entry_id);
     expect(await gained()).toBe('0');
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+
+  test('a re-credited deposit first repays the receivable its reversal booked: the customer gets the rest, an unrelated receivable stays', async () => {
+    const w = watcher();
+    await w.runOnce();
+    const dave = await newUser(9004);
+    const customer = `liabilities:customers:${dave.id}`;
+    const receivable = `assets:receivables:customers:${dave.id}`;
+    const custody = `assets:custody:devnet:USDT:${dave.address}`;
+    // A call settled above its hold that dave's balance could not cover: 5 owed, on the same account.
+    await ledger.postEntry({
+      kind: 'adjustment',
+      postings: [
+        { account: 'expenses:promotions', amount: '1' },
+        { account: customer, amount: '-1' },
+      ],
+    });
+    const { holdId } = await ledger.createHold({
+      debitAccount: customer,
+      creditAccount: 'revenue:usage',
+      amount: '1',
+    });
+    await ledger.postHold({
+      holdId,
+      amount: '6',
+      allowOverHold: true,
+      shortfallAccount: receivable,
+    });
+    expect((await postedBalance(receivable)).toString()).toBe('5');
+
+    const transfer = await signedUsdtTransfer(w, dave.address, 100_000_000n);
+    await transfer.mineIt();
+    const first = await transfer.deposit();
+    expect(first).toMatchObject({ status: 'credited', amount_usd: '100' });
+    expect(await usdBalance(dave.id)).toBe('100');
+    await spend(dave.id, '70');
+
+    await reorgTo(transfer.beforeTransfer, w);
+    const reversed = await transfer.deposit();
+    expect(reversed).toMatchObject({ status: 'reversed', reincluded: 0 });
+    expect(await entryLines(reversed.reversal_entry_id)).toEqual([
+      [custody, 'USDT', '-100'],
+      ['equity:trading:USDT', 'USDT', '100'],
+      ['equity:trading:USD', 'USD', '-100'],
+      [customer, 'USD', '30'],
+      [receivable, 'USD', '70'],
+    ]);
+    expect(await usdBalance(dave.id)).toBe('0');
+    expect((await postedBalance(receivable)).toString()).toBe('75');
+
+    // Mined again: the 70 its reversal booked is repaid first, dave is credited the other 30.
+    const beforeResend = await devnet.snapshot();
+    await transfer.mineIt();
+    const second = await transfer.deposit();
+    expect(second).toMatchObject({ status: 'credited', reincluded: 1, amount_usd: '100' });
+    expect(await entryLines(second.entry_id)).toEqual([
+      [custody, 'USDT', '100'],
+      ['equity:trading:USDT', 'USDT', '-100'],
+      ['equity:trading:USD', 'USD', '100'],
+      [customer, 'USD', '-30'],
+      [receivable, 'USD', '-70'],
+    ]);
+    expect((await ledger.getEntry(second.entry_id))?.metadata).toMatchObject({
+      receivableRepaid: { account: receivable, amount: '70', amountMax: '70' },
+      previousReversal: { entryId: reversed.reversal_entry_id },
+    });
+    expect(await usdBalance(dave.id)).toBe('30');
+    expect((await ledger.getBalance(customer)).available.toString()).toBe('30');
+    // The receivable from the call is not this deposit's to repay.
+    expect((await postedBalance(receivable)).toString()).toBe('5');
+    expect((await postedBalance(custody)).toString()).toBe('100');
+    // Running the watcher again writes nothing more.
+    await devnet.mine(2);
+    await w.runOnce();
+    await watcher().runOnce();
+    expect(await usdBalance(dave.id)).toBe('30');
+    expect((await postedBalance(receivable)).toString()).toBe('5');
+
+    // Dave spends 10 of the 30; a second reorg removes the deposit again. Its reversal gives the
+    // repayment back to the receivable (70) and books what dave cannot cover of the 30 (10).
+    await spend(dave.id, '10');
+    await reorgTo(beforeResend, w);
+    const third = await transfer.deposit();
+    expect(third).toMatchObject({ status: 'reversed', entry_id: second.entry_id });
+    expect(await entryLines(third.reversal_entry_id)).toEqual([
+      [custody, 'USDT', '-100'],
+      ['equity:trading:USDT', 'USDT', '100'],
+      ['equity:trading:USD', 'USD', '-100'],
+      [customer, 'USD', '20'],
+      [receivable, 'USD', '10'],
+      [receivable, 'USD', '70'],
+    ]);
+    expect(await usdBalance(dave.id)).toBe('0');
+    expect((await postedBalance(receivable)).toString()).toBe('85');
+    expect((await postedBalance(custody)).toString()).toBe('0');
+
+    // Mined a third time: the 80 that reversal booked is repaid, dave gets the other 20.
+    await transfer.mineIt();
+    const fourth = await transfer.deposit();
+    expect(fourth).toMatchObject({ status: 'credited', reincluded: 2 });
+    expect(await entryLines(fourth.entry_id)).toEqual([
+      [custody, 'USDT', '100'],
+      ['equity:trading:USDT', 'USDT', '-100'],
+      ['equity:trading:USD', 'USD', '100'],
+      [customer, 'USD', '-20'],
+      [receivable, 'USD', '-80'],
+    ]);
+    expect(await usdBalance(dave.id)).toBe('20');
+    expect((await postedBalance(receivable)).toString()).toBe('5');
+    expect(await ledger.checkBalances()).toEqual([]);
+    const totals = (await ledger.trialBalance()).totals;
+    expect(totals.map((t) => [t.currency, t.net.toString()])).toEqual(
+      totals.map((t) => [t.currency, '0']),
+    );
+  });
+
+  test('a re-credited deposit whose customer had spent none of it is credited in full', async () => {
+    const w = watcher();
+    await w.runOnce();
+    const erin = await newUser(9005);
+    const transfer = await signedUsdtTransfer(w, erin.address, 100_000_000n);
+    await transfer.mineIt();
+    await reorgTo(transfer.beforeTransfer, w);
+    expect(await transfer.deposit()).toMatchObject({ status: 'reversed' });
+    expect(await usdBalance(erin.id)).toBe('0');
+    await transfer.mineIt();
+    const again = await transfer.deposit();
+    expect(again).toMatchObject({ status: 'credited', reincluded: 1, amount_usd: '100' });
+    expect(await entryLines(again.entry_id)).toEqual([
+      [`assets:custody:devnet:USDT:${erin.address}`, 'USDT', '100'],
+      ['equity:trading:USDT', 'USDT', '-100'],
+      ['equity:trading:USD', 'USD', '100'],
+      [`liabilities:customers:${erin.id}`, 'USD', '-100'],
+    ]);
+    expect((await ledger.getEntry(again.entry_id))?.metadata).not.toHaveProperty(
+      'receivableRepaid',
+    );
+    expect(await usdBalance(erin.id)).toBe('100');
+    expect((await postedBalance(`assets:receivables:customers:${erin.id}`)).toString()).toBe('0');
     expect(await ledger.checkBalances()).toEqual([]);
   });
 
