@@ -36,6 +36,7 @@ import {
 import {
   CurrencyMismatchError,
   InvalidCursorError,
+  InvalidEntryError,
   UnknownAccountError,
   UnknownCurrencyError,
   type LedgerError,
@@ -223,6 +224,14 @@ export class PostgresLedger {
 
   /** Records a balanced journal entry. See {@link preparePostEntry}. */
   async postEntry(params: PostEntryParameters): Promise<PostEntryResult> {
+    // How much a repayment takes is decided on the receivable's balance, which only a
+    // transaction that locks it keeps true until the write (two repayments planned at once
+    // could both take what is owed).
+    if (params.repayReceivable)
+      throw new InvalidEntryError(
+        'repayReceivable needs the receivable locked: post it with ledger.within(client) in a transaction',
+        { param: 'repayReceivable' },
+      );
     return this.submit(await preparePostEntry(this.prepareContext, params));
   }
 

@@ -6,6 +6,8 @@ import {
   InsufficientFundsError,
   InvalidEntryError,
   Decimal,
+  LedgerError,
+  type PostEntryParameters,
   type PostgresLedger,
 } from '../../ledger/index.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
@@ -268,8 +270,24 @@ describe('reversals', () => {
         shortfallAccount: receivable(user),
       });
     };
+    // As the watcher does: in a transaction of the caller's, which locks the receivable.
+    const inTransaction = async (params: PostEntryParameters) => {
+      const client = await database.pool.connect();
+      try {
+        await client.query('begin');
+        const [result] = await ledger.within(client).postEntries([params]);
+        if (result instanceof LedgerError) throw result;
+        await client.query('commit');
+        return result!;
+      } catch (error) {
+        await client.query('rollback');
+        throw error;
+      } finally {
+        client.release();
+      }
+    };
     const credit = (user: string, amount: string, amountMax: string, key?: string) =>
-      ledger.postEntry({
+      inTransaction({
         kind: 'deposit',
         ...(key ? { idempotencyKey: key } : {}),
         postings: [
@@ -336,8 +354,24 @@ describe('reversals', () => {
     expect(await balanceOf('r4')).toEqual({ posted: '70', held: '0', available: '70' });
     expect((await ledger.getBalance(receivable('r4'))).posted.toString()).toBe('5');
 
+    // Through the batcher, which would decide it on totals nothing locks: refused.
     await expect(
       ledger.postEntry({
+        kind: 'deposit',
+        postings: [
+          { account: 'expenses:promotions', amount: '1' },
+          { account: 'liabilities:customers:r4', amount: '-1' },
+        ],
+        repayReceivable: {
+          from: 'liabilities:customers:r4',
+          receivable: receivable('r4'),
+          amountMax: '1',
+        },
+      }),
+    ).rejects.toThrow(/ledger\.within/);
+    // `from` must be the account the entry credits.
+    await expect(
+      inTransaction({
         kind: 'deposit',
         postings: [
           { account: 'liabilities:customers:r4', amount: '1' },
