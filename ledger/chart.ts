@@ -119,6 +119,8 @@ export function accountSpecFromChart(
 /** Account codes of the chart, built in one place (architecture.md, chart of accounts). */
 export const accountCodes = {
   customer: (userId: string) => `liabilities:customers:${userId}`,
+  /** An erased user's balance: still owed, no longer attributable to a person. */
+  unclaimed: (userId: string) => `liabilities:unclaimed:${userId}`,
   receivable: (userId: string) => `assets:receivables:customers:${userId}`,
   custody: (network: string, asset: string, address: string) =>
     `assets:custody:${network}:${asset}:${address}`,

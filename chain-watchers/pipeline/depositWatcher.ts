@@ -398,15 +398,24 @@ export class DepositWatcher {
       .where('block_number', '<=', scannedTo.toString())
       .execute();
     const credited = gone.filter((d) => d.status === 'credited' && d.entry_id);
+    // The liability the credit went to: the customer's, or (a deposit that arrived after its
+    // user was erased) their unclaimed balance. What of it is already gone is owed to us.
+    const owners = await Promise.all(
+      credited.map(async (d) => {
+        const unclaimed = accountCodes.unclaimed(d.user_id!);
+        const entry = await this.options.ledger.getEntry(d.entry_id!);
+        return entry?.postings.some((p) => p.account === unclaimed)
+          ? unclaimed
+          : accountCodes.customer(d.user_id!);
+      }),
+    );
     const reversals = await this.options.ledger.within(client).reverseEntries(
-      credited.map((d) => ({
+      credited.map((d, i) => ({
         entryId: d.entry_id!,
         kind: 'deposit.reversal',
         description: `deposit ${d.tx_hash}:${d.log_index} on ${network} was removed by a reorg`,
         metadata: { reason: 'reorg', chain: { network, txHash: d.tx_hash, logIndex: d.log_index } },
-        shortfallAccounts: {
-          [accountCodes.customer(d.user_id!)]: accountCodes.receivable(d.user_id!),
-        },
+        shortfallAccounts: { [owners[i]!]: accountCodes.receivable(d.user_id!) },
         // By the entry it reverses: a deposit credited again after a reorg can be reversed again.
         idempotencyKey: `deposit-reversal:${d.entry_id}`,
       })),
@@ -555,6 +564,22 @@ export class DepositWatcher {
       .orderBy('id')
       .forUpdate()
       .execute();
+    // A deposit to the address of a user who has since been erased is still owed to them:
+    // it goes where erasure put the rest of their balance (docs/privacy.md), not to a
+    // customer account nobody can sign in to any more.
+    const userIds = [...new Set(due.flatMap((d) => (d.user_id ? [d.user_id] : [])))];
+    const erased = new Set(
+      userIds.length === 0
+        ? []
+        : (
+            await tx
+              .selectFrom('users')
+              .select('id')
+              .where('id', 'in', userIds)
+              .where('status', '=', 'erased')
+              .execute()
+          ).map((u) => u.id),
+    );
     const entries: PostEntryParameters[] = [];
     const credited: Array<{
       id: string;
@@ -586,7 +611,9 @@ export class DepositWatcher {
         continue;
       }
       const currency = deposit.currency!;
-      const customer = accountCodes.customer(deposit.user_id!);
+      const customer = erased.has(deposit.user_id!)
+        ? accountCodes.unclaimed(deposit.user_id!)
+        : accountCodes.customer(deposit.user_id!);
       const receivable = accountCodes.receivable(deposit.user_id!);
       const previous = await this.previousReversal(deposit, receivable);
       entries.push({

@@ -11,7 +11,7 @@ import { notifyKeyChange } from '../keys/apiKeys.js';
 export const ERASURE_CONFIRMATION = 'erase my account';
 
 /** Where an erased user's remaining balance goes (ledger/chart.ts, docs/privacy.md). */
-export const unclaimedAccount = (userId: string) => `liabilities:unclaimed:${userId}`;
+export const unclaimedAccount = accounts.unclaimed;
 
 export interface EraseAccountParameters {
   userId: string;

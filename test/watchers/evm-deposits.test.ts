@@ -14,6 +14,8 @@ import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { openLedger } from '../support/ledger.js';
 import { Kysely, PostgresDialect } from 'kysely';
 import type { WatcherTables } from '../../chain-watchers/pipeline/tables.js';
+import { eraseAccount, ERASURE_CONFIRMATION } from '../../src/account/eraseAccount.js';
+import { kyselyOver } from '../support/book.js';
 
 const MNEMONIC = 'test test test test test test test test test test test junk';
 const xpubs = mnemonicToAccountXpubs(MNEMONIC);
@@ -590,6 +592,76 @@ describe('EVM deposits', () => {
     );
     expect(await usdBalance(erin.id)).toBe('100');
     expect((await postedBalance(`assets:receivables:customers:${erin.id}`)).toString()).toBe('0');
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+
+  test("a deposit to an erased user's address is kept as unclaimed, where erasure put the rest of their balance", async () => {
+    const w = watcher();
+    await w.runOnce();
+    const gone = await newUser(9006);
+    await ledger.postEntry({
+      kind: 'adjustment',
+      postings: [
+        { account: 'expenses:promotions', amount: '5' },
+        { account: `liabilities:customers:${gone.id}`, amount: '-5' },
+      ],
+    });
+    const erasure = await eraseAccount(kyselyOver(database.pool), ledger, {
+      userId: gone.id,
+      confirm: ERASURE_CONFIRMATION,
+      now: new Date(),
+    });
+    expect(erasure.unclaimedBalance.amount).toBe('5');
+    const beforeTransfer = await devnet.snapshot();
+    const { txHash } = await devnet.transferToken(
+      usdt,
+      devnet.account(0),
+      gone.address,
+      25_000_000n,
+    );
+    await devnet.mine(4);
+    await w.runOnce();
+    const deposit = (
+      await database.pool.query(`select status, entry_id from deposits where tx_hash = $1`, [
+        txHash,
+      ])
+    ).rows[0];
+    expect(deposit.status).toBe('credited');
+    expect(await entryLines(deposit.entry_id)).toEqual([
+      [`assets:custody:devnet:USDT:${gone.address}`, 'USDT', '25'],
+      ['equity:trading:USDT', 'USDT', '-25'],
+      ['equity:trading:USD', 'USD', '25'],
+      [`liabilities:unclaimed:${gone.id}`, 'USD', '-25'],
+    ]);
+    expect(await usdBalance(gone.id)).toBe('0');
+    expect((await postedBalance(`liabilities:unclaimed:${gone.id}`)).toString()).toBe('30');
+    expect(await ledger.checkBalances()).toEqual([]);
+
+    // The operator pays most of it out (a refund to the sender, say); then a reorg removes the
+    // deposit: what is left of it comes back from unclaimed, the rest is owed to us.
+    await ledger.postEntry({
+      kind: 'adjustment',
+      postings: [
+        { account: `liabilities:unclaimed:${gone.id}`, amount: '28' },
+        { account: 'expenses:promotions', amount: '-28' },
+      ],
+    });
+    await reorgTo(beforeTransfer, w);
+    const reversed = (
+      await database.pool.query(
+        `select status, reversal_entry_id from deposits where tx_hash = $1`,
+        [txHash],
+      )
+    ).rows[0];
+    expect(reversed.status).toBe('reversed');
+    expect(await entryLines(reversed.reversal_entry_id)).toEqual([
+      [`assets:custody:devnet:USDT:${gone.address}`, 'USDT', '-25'],
+      ['equity:trading:USDT', 'USDT', '25'],
+      ['equity:trading:USD', 'USD', '-25'],
+      [`liabilities:unclaimed:${gone.id}`, 'USD', '2'],
+      [`assets:receivables:customers:${gone.id}`, 'USD', '23'],
+    ]);
+    expect((await postedBalance(`liabilities:unclaimed:${gone.id}`)).toString()).toBe('0');
     expect(await ledger.checkBalances()).toEqual([]);
   });
 
