@@ -85,7 +85,10 @@ export interface ScanResult {
 
 export interface BalanceAt {
   amountBaseUnits: bigint;
-  /** The block the balance is as of (Tron answers only at its head: this says which). */
+  /**
+   * The block the balance is as of: the one asked for on EVM; Tron answers only at its latest
+   * solidified block (the solidity node's state), and this says which.
+   */
   blockNumber: bigint;
 }
 

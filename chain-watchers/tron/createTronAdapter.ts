@@ -48,7 +48,7 @@ export interface TronAdapter extends ChainAdapter {
   rpcStatus(): HostStatus[];
 }
 
-/** How often a balance read is retried when a block lands between its head reads. */
+/** How often a balance read is retried when a block is solidified between its block reads. */
 const BALANCE_HEAD_ATTEMPTS = 3;
 
 /**
@@ -162,22 +162,28 @@ export function createTronAdapter(
     _blockNumber: bigint | null,
   ): Promise<BalanceAt> {
     const holder = normalizeTronAddress(address);
-    // Tron answers balances only at its head: read the head around the balance, and return
-    // the block they agree on.
+    // Tron answers balances only at its newest state, not at a chosen block. The solidity
+    // node's (`/walletsolidity/`) newest state is the latest solidified block, the point the
+    // watcher credits at: read there, with the solidified block read around the balance, and
+    // return the block they agree on.
     return rpc.call('getBalance', async (host) => {
       for (let attempt = 1; ; attempt++) {
-        const before = await headNumber(host);
+        const before = await solidifiedNumber(host);
         const amountBaseUnits = asset.native
           ? await trxBalance(host, holder)
-          : await readUint256(host, asset.contract!, 'balanceOf(address)', [
-              { type: 'address', value: holder },
-            ]);
-        const after = await headNumber(host);
+          : await readUint256(
+              host,
+              asset.contract!,
+              'balanceOf(address)',
+              [{ type: 'address', value: holder }],
+              { solidified: true },
+            );
+        const after = await solidifiedNumber(host);
         if (before === after) return { amountBaseUnits, blockNumber: after };
         if (attempt >= BALANCE_HEAD_ATTEMPTS) {
           throw new TronEndpointError(
             'inconsistent',
-            `${host.label}: the head moved during each of ${attempt} balance reads`,
+            `${host.label}: the solidified block moved during each of ${attempt} balance reads`,
           );
         }
       }
@@ -226,12 +232,13 @@ export function createTronAdapter(
   };
 }
 
-async function headNumber(host: TronHost): Promise<bigint> {
-  return parseBlock(await host.tronWeb.trx.getCurrentBlock()).ref.number;
+async function solidifiedNumber(host: TronHost): Promise<bigint> {
+  return parseBlock(await host.tronWeb.trx.getConfirmedCurrentBlock()).ref.number;
 }
 
+/** TRX (sun) as of the latest solidified block (`/walletsolidity/getaccount`). */
 async function trxBalance(host: TronHost, holder: string): Promise<bigint> {
-  const account = (await host.tronWeb.trx.getUnconfirmedAccount(holder)) as { balance?: unknown };
+  const account = (await host.tronWeb.trx.getAccount(holder)) as { balance?: unknown };
   // `{}` is an account never activated: it holds nothing.
   const balance = account.balance ?? 0;
   if (typeof balance !== 'number' || !Number.isSafeInteger(balance) || balance < 0) {
@@ -243,22 +250,24 @@ async function trxBalance(host: TronHost, holder: string): Promise<bigint> {
 /**
  * Calls a view function returning one uint256 (triggerconstantcontract) and reads the word
  * exactly. The contract itself is the caller: it always exists, a fresh deposit address may not.
+ * `solidified`: on the solidity node (`/walletsolidity/triggerconstantcontract`), against the
+ * state of the latest solidified block; otherwise against the head.
  */
 async function readUint256(
   host: TronHost,
   contract: string,
   signature: string,
   parameters: Array<{ type: string; value: string }>,
+  options: { solidified?: boolean } = {},
 ): Promise<bigint> {
   let answer: { result?: { result?: boolean }; constant_result?: unknown };
+  const builder = host.tronWeb.transactionBuilder;
   try {
-    answer = (await host.tronWeb.transactionBuilder.triggerConstantContract(
-      contract,
-      signature,
-      {},
-      parameters,
-      contract,
-    )) as typeof answer;
+    answer = (await (
+      options.solidified
+        ? builder.triggerConfirmedConstantContract.bind(builder)
+        : builder.triggerConstantContract.bind(builder)
+    )(contract, signature, {}, parameters, contract)) as typeof answer;
   } catch (error) {
     if (error instanceof TronEndpointError) throw error;
     // TronWeb throws the node's `result.message` (a revert, "No contract...") as a plain Error.

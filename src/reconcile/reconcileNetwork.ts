@@ -31,9 +31,13 @@ export interface ReconcileNetworkParameters {
  * Chain against ledger for one network (law 8). For every asset and every address of ours
  * (deposit addresses, and any custody account on the network, treasuries included), the
  * on-chain balance at block B equals the custody account as of B, plus deposits the chain
- * has that are still confirming, minus transfers out not yet booked; any difference is a
- * finding with the numbers. B is the highest block both confirmed and scanned by the
- * watcher (Tron answers balances only at its head: B is then that head). Also reported:
+ * has that are still confirming and sweeps in not yet booked, minus transfers out not yet
+ * booked and (native coin) the network fees of transactions not yet booked, once per
+ * transaction; any difference is a finding with the numbers. B is the highest block both
+ * confirmed and scanned by the watcher. Tron cannot answer at a chosen block: its balances
+ * are read at the latest solidified block (where the watcher credits), and when that is above
+ * what the watcher has scanned they are not compared (a `watcher_behind` warning says so).
+ * Also reported:
  * deposits past their confirmations but not credited, credited deposits whose block is no
  * longer on the canonical chain, deposits reversed after a reorg, and transfers out of our
  * addresses to anyone but the treasury.
@@ -90,15 +94,28 @@ export async function reconcileNetwork(
   }
 
   let compared = 0;
+  const notScanned = { pairs: 0, at: 0n };
   for (const { asset, address } of pairs.values()) {
     const onChain = await adapter.getBalance(address, asset, block);
     const at = onChain.blockNumber;
+    // A chain that answers only at its own point (Tron: the latest solidified block) may answer
+    // above what the watcher has scanned: what arrived in between is unknown to the books yet.
+    if (cursor !== null && at > cursor) {
+      notScanned.pairs += 1;
+      if (at > notScanned.at) notScanned.at = at;
+      continue;
+    }
     const account = accountCodes.custody(name, asset.symbol, address);
     const custody = await custodyAsOf(db, account, at);
     const pendingIn = await pendingDeposits(db, name, address, asset.symbol, at);
+    const sweepsIn = await pendingSweepsIn(db, name, address, asset.symbol, at);
     const pendingOut = await pendingOutgoing(db, name, address, asset.symbol, at);
+    // Fees are paid in the native coin and booked to its custody account (see bookOutgoing).
+    const fees = asset.native
+      ? fromBaseUnits(await pendingFees(db, name, address, at), asset.decimals)
+      : new Decimal(0);
     const actual = fromBaseUnits(onChain.amountBaseUnits, asset.decimals);
-    const expected = custody.add(pendingIn).sub(pendingOut);
+    const expected = custody.add(pendingIn).add(sweepsIn).sub(pendingOut).sub(fees);
     compared += 1;
     if (!actual.eq(expected)) {
       findings.push({
@@ -116,10 +133,28 @@ export async function reconcileNetwork(
           block: at.toString(),
           custody: custody.toString(),
           confirmingDeposits: pendingIn.toString(),
+          unbookedSweepsIn: sweepsIn.toString(),
           unbookedOutgoing: pendingOut.toString(),
+          ...(asset.native ? { unbookedFees: fees.toString() } : {}),
         },
       });
     }
+  }
+
+  if (notScanned.pairs > 0) {
+    findings.push({
+      severity: 'warning',
+      kind: 'watcher_behind',
+      network: name,
+      expected: null,
+      actual: null,
+      difference: null,
+      details: {
+        balancesAt: notScanned.at.toString(),
+        scannedTo: cursor!.toString(),
+        balancesNotCompared: notScanned.pairs,
+      },
+    });
   }
 
   // Past their confirmations and scanned, yet not credited: the watcher is stuck on them.
@@ -310,4 +345,51 @@ async function pendingOutgoing(
     .where('block_number', '<=', block.toString())
     .executeTakeFirstOrThrow();
   return new Decimal(row.total);
+}
+
+/** Sweeps into this address (a treasury) from another of ours, mined but not booked yet. */
+async function pendingSweepsIn(
+  db: Kysely<Database>,
+  network: string,
+  address: string,
+  asset: string,
+  block: bigint,
+): Promise<Decimal> {
+  const row = await db
+    .selectFrom('outgoing_transfers')
+    .select(sql<string>`coalesce(sum(amount), 0)::text`.as('total'))
+    .where('network', '=', network)
+    .where('to_address', '=', address)
+    .where('asset', '=', asset)
+    .where('kind', '=', 'sweep')
+    .where('status', '=', 'seen')
+    .where('needs_recheck', '=', false)
+    .where('block_number', '<=', block.toString())
+    .executeTakeFirstOrThrow();
+  return new Decimal(row.total);
+}
+
+/**
+ * Network fees (native base units) this address paid for transactions mined but whose fee is
+ * not booked yet: failed ones included (they pay too). A transaction's rows each carry its fee,
+ * so it is counted once per transaction, as the watcher books it.
+ */
+async function pendingFees(
+  db: Kysely<Database>,
+  network: string,
+  address: string,
+  block: bigint,
+): Promise<bigint> {
+  const { rows } = await sql<{ total: string }>`
+    select coalesce(sum(fee), 0)::text as total
+      from (select max(fee_base_units) as fee
+              from outgoing_transfers
+             where network = ${network}
+               and from_address = ${address}
+               and status in ('seen', 'failed')
+               and fee_entry_id is null
+               and needs_recheck = false
+               and block_number <= ${block.toString()}::bigint
+             group by tx_hash) per_transaction`.execute(db);
+  return BigInt(rows[0]!.total);
 }

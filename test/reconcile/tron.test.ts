@@ -1,0 +1,188 @@
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
+import type { ChainAdapter } from '../../chain-watchers/adapter.js';
+import type { TronNetworkConfig } from '../../chain-watchers/config.js';
+import { createWatcher } from '../../chain-watchers/pipeline/createWatcher.js';
+import type { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
+import { createTronAdapter } from '../../chain-watchers/tron/createTronAdapter.js';
+import { parseConfig } from '../../src/config/load.js';
+import { getDepositAddresses } from '../../src/deposits/deposits.js';
+import { createLogger } from '../../src/log.js';
+import { runReconciliation } from '../../src/reconcile/runReconciliation.js';
+import { openRuntime, type Runtime } from '../../src/runtime.js';
+import { createUser } from '../../src/users/createUser.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { MAINNET_USDT } from '../support/tron-sim/chain.js';
+import { startTronSimulator, type TronSimulator } from '../support/tron-sim/server.js';
+
+/**
+ * Tron: the watcher credits a deposit once its block is solidified, so balances are compared
+ * at the latest solidified block (the solidity node's state), not at the head: a deposit mined
+ * but not yet solidified, seen by the watcher or not, is no finding; a real difference is.
+ */
+
+const xpubs = mnemonicToAccountXpubs('test test test test test test test test test test test junk');
+const SOLIDITY_LAG = 19;
+let sim: TronSimulator;
+let database: TestDatabase;
+let runtime: Runtime;
+let adapters: Map<string, ChainAdapter>;
+let watcher: DepositWatcher;
+let sender: string;
+let alice: string;
+let bob: string;
+
+const reconcile = () => runReconciliation(runtime, { trigger: 'test', adapters });
+const usdt = (baseUnits: bigint) =>
+  sim.chain.transferToken({ token: sim.chain.usdt, from: sender, to: alice, amount: baseUnits });
+
+async function depositStatus(txId: string): Promise<string | undefined> {
+  const { rows } = await database.pool.query<{ status: string }>(
+    `select status from deposits where tx_hash = $1`,
+    [txId],
+  );
+  return rows[0]?.status;
+}
+
+async function user(telegramId: number): Promise<string> {
+  const { id } = await createUser(runtime.database.db, { telegramId });
+  const [view] = await getDepositAddresses(runtime.database.db, runtime.config, id);
+  return view!.address;
+}
+
+beforeAll(async () => {
+  sim = await startTronSimulator({ chainOptions: { solidityLag: SOLIDITY_LAG } });
+  database = await createTestDatabase();
+  sender = sim.chain.account('sender');
+  sim.chain.mintToken(sim.chain.usdt, sender, 10n ** 15n);
+  sim.chain.setTrxBalance(sender, 10n ** 12n);
+  sim.chain.produceBlocks(SOLIDITY_LAG + 1);
+  const config = parseConfig(
+    {
+      database: { url: database.url },
+      log: { level: 'silent' },
+      wallets: xpubs,
+      networks: [
+        {
+          kind: 'tron',
+          name: 'tron',
+          confirmations: 'solidified',
+          fullHost: sim.url,
+          rpcTimeoutMs: 2000,
+          rpcRetries: 1,
+          startBlock: sim.chain.headNumber,
+          assets: [{ symbol: 'USDT', contract: MAINNET_USDT, decimals: 6, price: { fixed: '1' } }],
+        },
+      ],
+    },
+    {},
+  );
+  runtime = await openRuntime({ config, logger: createLogger('silent') });
+  alice = await user(9001);
+  bob = await user(9002);
+  const network = config.networks[0] as TronNetworkConfig;
+  adapters = new Map([
+    [network.name, createTronAdapter(network, { requestsPerSecond: 1000, retryBaseDelayMs: 5 })],
+  ]);
+  watcher = createWatcher({
+    network,
+    adapters,
+    ledger: runtime.ledger,
+    pool: runtime.database.pool,
+    logger: createLogger('silent'),
+  });
+  await watcher.runOnce();
+});
+afterAll(async () => {
+  for (const adapter of adapters?.values() ?? []) await adapter.close();
+  await runtime?.close();
+  await database?.drop();
+  await sim?.close();
+});
+
+test('a deposit mined after the watcher last polled, not yet solidified, is no finding', async () => {
+  expect((await reconcile()).findings).toEqual([]);
+  const tx = usdt(10_000_000n);
+  sim.chain.produceBlocks(1); // at the head; the watcher has not polled since
+  expect(sim.chain.tokenBalance(sim.chain.usdt, alice)).toBe(10_000_000n);
+
+  expect((await reconcile()).findings).toEqual([]);
+
+  // Seen by the watcher, still not solidified: not credited, still no finding.
+  await watcher.runOnce();
+  expect(await depositStatus(tx)).toBe('seen');
+  expect((await reconcile()).findings).toEqual([]);
+  // Solidified, not credited yet (the watcher has not polled): the balances agree. (Until the
+  // watcher's next poll the deposit is also reported as `deposit_not_credited`.)
+  sim.chain.produceBlocks(SOLIDITY_LAG);
+  const between = await reconcile();
+  expect(between.findings.filter((f) => f.kind === 'custody_mismatch')).toEqual([]);
+  expect(between.findings.map((f) => f.kind)).toEqual(['deposit_not_credited']);
+  // Credited.
+  await watcher.runOnce();
+  expect(await depositStatus(tx)).toBe('credited');
+  expect((await reconcile()).findings).toEqual([]);
+});
+
+test('a real difference beside a deposit not yet solidified is found, with its exact amount', async () => {
+  // USDT no transaction brought (test setup): no watcher will ever see it.
+  sim.chain.mintToken(sim.chain.usdt, bob, 7_000_000n);
+  sim.chain.produceBlocks(SOLIDITY_LAG); // solidified
+  await watcher.runOnce();
+  sim.chain.transferToken({ token: sim.chain.usdt, from: sender, to: bob, amount: 3_000_000n });
+  sim.chain.produceBlocks(1);
+
+  const run = await reconcile();
+  expect(run.findings).toEqual([
+    expect.objectContaining({
+      kind: 'custody_mismatch',
+      asset: 'USDT',
+      address: bob,
+      expected: '0',
+      actual: '7',
+      difference: '7',
+      details: expect.objectContaining({
+        block: String(sim.chain.solidifiedNumber),
+        confirmingDeposits: '0',
+      }),
+    }),
+  ]);
+});
+
+test('balances solidified above what the watcher has scanned are not compared: a warning says so', async () => {
+  // Bob's deposit of the test before is solidified and credited; only his 7 USDT differ.
+  sim.chain.produceBlocks(SOLIDITY_LAG);
+  await watcher.runOnce();
+  expect((await reconcile()).findings).toEqual([
+    expect.objectContaining({ kind: 'custody_mismatch', address: bob, difference: '7' }),
+  ]);
+  // A deposit solidified while the watcher was stopped: the books cannot know it yet.
+  usdt(2_000_000n);
+  sim.chain.produceBlocks(SOLIDITY_LAG + 5);
+  const scannedTo = (
+    await database.pool.query<{ block: string }>(
+      `select block_number::text as block from watcher_cursors where network = 'tron'`,
+    )
+  ).rows[0]!.block;
+  expect(BigInt(scannedTo)).toBeLessThan(BigInt(sim.chain.solidifiedNumber));
+
+  const run = await reconcile();
+  expect(run.findings).toEqual([
+    expect.objectContaining({
+      severity: 'warning',
+      kind: 'watcher_behind',
+      network: 'tron',
+      details: {
+        balancesAt: String(sim.chain.solidifiedNumber),
+        scannedTo,
+        balancesNotCompared: 2,
+      },
+    }),
+  ]);
+
+  // Once the watcher catches up, the deposit is credited and bob's real difference is back.
+  await watcher.runOnce();
+  expect((await reconcile()).findings).toEqual([
+    expect.objectContaining({ kind: 'custody_mismatch', address: bob, difference: '7' }),
+  ]);
+});

@@ -1,0 +1,203 @@
+import type { Address } from 'viem';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
+import type { ChainAdapter } from '../../chain-watchers/adapter.js';
+import { createAdapters, createWatcher } from '../../chain-watchers/pipeline/createWatcher.js';
+import type { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
+import { Decimal } from '../../ledger/index.js';
+import { parseConfig } from '../../src/config/load.js';
+import { getDepositAddresses } from '../../src/deposits/deposits.js';
+import { createLogger } from '../../src/log.js';
+import { runReconciliation } from '../../src/reconcile/runReconciliation.js';
+import { openRuntime, type Runtime } from '../../src/runtime.js';
+import { createUser } from '../../src/users/createUser.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { startDevnet, type Devnet, type DevnetAccount } from '../support/evm/devnet.js';
+
+/**
+ * EVM: a sweep out of a deposit address that is mined but not yet booked (reconciliation ran
+ * between two watcher polls). Its amount and its network fee have left the chain balance but
+ * not the custody accounts yet; both are accounted for, the fee once per transaction.
+ */
+
+const MNEMONIC = 'test test test test test test test test test test test junk';
+const xpubs = mnemonicToAccountXpubs(MNEMONIC);
+const TREASURY = '0x7e5f4552091a69125d5dfcb7b8c2659029395bdf' as Address;
+let devnet: Devnet;
+let database: TestDatabase;
+let runtime: Runtime;
+let adapters: Map<string, ChainAdapter>;
+let watcher: DepositWatcher;
+let usdt: Address;
+let alice: DevnetAccount;
+
+const reconcile = () => runReconciliation(runtime, { trigger: 'test', adapters });
+const eth = (wei: bigint) => new Decimal(wei.toString()).div(new Decimal(10).pow(18));
+
+async function outgoing(txHash: string): Promise<Array<{ status: string; fee: string | null }>> {
+  const { rows } = await database.pool.query(
+    `select status, fee_base_units::text as fee from outgoing_transfers where tx_hash = $1 order by log_index`,
+    [txHash],
+  );
+  return rows;
+}
+
+beforeAll(async () => {
+  devnet = await startDevnet();
+  database = await createTestDatabase();
+  usdt = await devnet.deployToken(6, { symbol: 'USDT' });
+  await devnet.mint(usdt, devnet.account(0).address, 10n ** 13n);
+  const config = parseConfig(
+    {
+      database: { url: database.url },
+      log: { level: 'silent' },
+      wallets: xpubs,
+      networks: [
+        {
+          kind: 'evm',
+          name: 'devnet',
+          chainId: 1337,
+          rpcUrls: [devnet.url],
+          confirmations: 3,
+          rpcTimeoutMs: 2000,
+          rpcRetries: 1,
+          treasuryAddresses: [TREASURY],
+          assets: [
+            { symbol: 'USDT', contract: usdt, decimals: 6, price: { fixed: '1' } },
+            { symbol: 'ETH', native: true, decimals: 18, price: { fixed: '3000' } },
+          ],
+        },
+      ],
+    },
+    {},
+  );
+  runtime = await openRuntime({ config, logger: createLogger('silent') });
+  const { id } = await createUser(runtime.database.db, { telegramId: 7001 });
+  const [view] = await getDepositAddresses(runtime.database.db, runtime.config, id);
+  // The operator's signer for the first deposit address (index 0): never held by the service.
+  const { mnemonicToAccount, privateKeyToAccount } = await import('viem/accounts');
+  const { toHex } = await import('viem');
+  const privateKey = toHex(mnemonicToAccount(MNEMONIC, { addressIndex: 0 }).getHdKey().privateKey!);
+  alice = {
+    address: view!.address as Address,
+    privateKey,
+    signer: privateKeyToAccount(privateKey),
+  };
+  expect(alice.signer.address.toLowerCase()).toBe(alice.address.toLowerCase());
+  adapters = createAdapters(config.networks, createLogger('silent'));
+  watcher = createWatcher({
+    network: config.networks[0]!,
+    adapters,
+    ledger: runtime.ledger,
+    pool: runtime.database.pool,
+    logger: createLogger('silent'),
+  });
+  await watcher.runOnce();
+  // Alice's address holds ETH (for gas) and USDT, both credited.
+  await devnet.sendEth(devnet.account(0), alice.address, 10n ** 18n);
+  await devnet.transferToken(usdt, devnet.account(0), alice.address, 30_000_000n);
+  await devnet.mine(4);
+  for (let i = 0; i < 2; i += 1) await watcher.runOnce();
+});
+afterAll(async () => {
+  for (const adapter of adapters?.values() ?? []) await adapter.close();
+  await runtime?.close();
+  await database?.drop();
+  await devnet?.close();
+});
+
+test('the books start clean: ETH and USDT credited to the deposit address', async () => {
+  const run = await reconcile();
+  expect(run.findings).toEqual([]);
+  expect(
+    (
+      await runtime.ledger.getBalance(`assets:custody:devnet:ETH:${alice.address}`)
+    ).posted.toString(),
+  ).toBe('1');
+});
+
+test('a sweep mined but not yet booked: its fee, counted once for a transaction of two transfers, is no finding', async () => {
+  // One transaction, two Transfer logs from the deposit address: two rows, each carrying the fee.
+  const sweep = await devnet.transferTokenMany(usdt, alice, [
+    { to: TREASURY, amountBaseUnits: 10_000_000n },
+    { to: TREASURY, amountBaseUnits: 5_000_000n },
+  ]);
+  await watcher.runOnce(); // records the sweep: not confirmed yet, so not booked
+  await devnet.mine(3); // now confirmed, but the watcher has not polled again
+  expect(await outgoing(sweep.txHash)).toEqual([
+    { status: 'seen', fee: sweep.feeWei.toString() },
+    { status: 'seen', fee: sweep.feeWei.toString() },
+  ]);
+  // The chain has paid the fee; the custody account does not know yet.
+  const chainEth = await devnet.client.getBalance({ address: alice.address });
+  const custodyEth = await runtime.ledger.getBalance(`assets:custody:devnet:ETH:${alice.address}`);
+  expect(custodyEth.posted.sub(eth(chainEth)).toString()).toBe(eth(sweep.feeWei).toString());
+
+  const run = await reconcile();
+  expect(run.findings).toEqual([]);
+  expect(run.blocks['devnet']).toBe(sweep.blockNumber.toString());
+
+  // Booked on the next poll: fee once, sweep custody to custody; still clean.
+  await watcher.runOnce();
+  expect((await outgoing(sweep.txHash)).map((o) => o.status)).toEqual(['booked', 'booked']);
+  expect((await runtime.ledger.getBalance('expenses:network-fees:devnet')).posted.toString()).toBe(
+    eth(sweep.feeWei).toString(),
+  );
+  expect((await reconcile()).findings).toEqual([]);
+});
+
+test('a sweep into a treasury that has a custody account, not yet booked, is no finding either', async () => {
+  // The treasury's custody account exists now (the first sweep booked it): it is compared.
+  const sweep = await devnet.transferToken(usdt, alice, TREASURY, 1_000_000n);
+  await watcher.runOnce();
+  await devnet.mine(3);
+  expect(await outgoing(sweep.txHash)).toEqual([{ status: 'seen', fee: sweep.feeWei.toString() }]);
+  expect(await devnet.tokenBalance(usdt, TREASURY)).toBe(16_000_000n);
+  expect(
+    (await runtime.ledger.getBalance(`assets:custody:devnet:USDT:${TREASURY}`)).posted.toString(),
+  ).toBe('15');
+
+  expect((await reconcile()).findings).toEqual([]);
+  await watcher.runOnce();
+  expect((await reconcile()).findings).toEqual([]);
+});
+
+test('real discrepancies beside an unbooked sweep are still found, with their exact amounts', async () => {
+  // A custody entry the chain does not back: 0.25 ETH booked by hand, no transaction.
+  await runtime.ledger.postEntry({
+    kind: 'adjustment',
+    metadata: { reason: 'test: a custody entry the chain does not back' },
+    postings: [
+      { account: `assets:custody:devnet:ETH:${alice.address}`, amount: '0.25', currency: 'ETH' },
+      { account: 'equity:trading:ETH', amount: '-0.25' },
+    ],
+  });
+  // USDT that reaches the treasury outside any sweep: no watcher books it.
+  await devnet.mint(usdt, TREASURY, 2_000_000n);
+  const sweep = await devnet.transferToken(usdt, alice, TREASURY, 1_000_000n);
+  await watcher.runOnce();
+  await devnet.mine(3);
+  expect((await outgoing(sweep.txHash)).map((o) => o.status)).toEqual(['seen']);
+
+  const run = await reconcile();
+  expect(run.findings).toEqual([
+    expect.objectContaining({
+      kind: 'custody_mismatch',
+      asset: 'ETH',
+      address: alice.address,
+      difference: '-0.25',
+      details: expect.objectContaining({
+        block: sweep.blockNumber.toString(),
+        unbookedOutgoing: '0',
+        unbookedFees: eth(sweep.feeWei).toString(),
+      }),
+    }),
+    expect.objectContaining({
+      kind: 'custody_mismatch',
+      asset: 'USDT',
+      address: TREASURY,
+      difference: '2',
+      details: expect.objectContaining({ confirmingDeposits: '0', unbookedSweepsIn: '1' }),
+    }),
+  ]);
+});
