@@ -155,7 +155,7 @@ export class DepositWatcher {
       report.credited = credit.credited;
       report.ignored = credit.ignored;
       report.booked = await this.bookOutgoing(tx, client, creditHeight);
-      await this.saveCursor(tx, newCursor);
+      await this.saveCursor(tx, newCursor, creditHeight);
       await client.query('commit');
     } catch (error) {
       await client.query('rollback').catch(() => {});
@@ -884,22 +884,23 @@ export class DepositWatcher {
     return entries.length;
   }
 
+  /** Saves how far this iteration scanned, and up to which block it could credit deposits. */
   private async saveCursor(
     tx: Kysely<WatcherTables>,
     cursor: { number: bigint; hash: string },
+    creditHeight: bigint,
   ): Promise<void> {
     const network = this.network.name;
     if (cursor.number < 0n) return;
+    const row = {
+      block_number: cursor.number.toString(),
+      block_hash: cursor.hash,
+      credited_to: creditHeight < 0n ? null : creditHeight.toString(),
+    };
     await tx
       .insertInto('watcher_cursors')
-      .values({ network, block_number: cursor.number.toString(), block_hash: cursor.hash })
-      .onConflict((oc) =>
-        oc.column('network').doUpdateSet({
-          block_number: cursor.number.toString(),
-          block_hash: cursor.hash,
-          updated_at: new Date(),
-        }),
-      )
+      .values({ network, ...row })
+      .onConflict((oc) => oc.column('network').doUpdateSet({ ...row, updated_at: new Date() }))
       .execute();
     await tx
       .insertInto('watcher_checkpoints')

@@ -77,6 +77,8 @@ export interface WatcherTables {
     network: string;
     block_number: string;
     block_hash: string;
+    /** The highest block whose deposits the last iteration could credit (migration 0015). */
+    credited_to: string | null;
     updated_at: Generated<Date>;
   };
   watcher_checkpoints: { network: string; block_number: string; block_hash: string };

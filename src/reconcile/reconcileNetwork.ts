@@ -55,7 +55,7 @@ export async function reconcileNetwork(
       : (head.finalized ?? -1n);
   const cursorRow = await db
     .selectFrom('watcher_cursors')
-    .select('block_number')
+    .select(['block_number', 'credited_to'])
     .where('network', '=', name)
     .executeTakeFirst();
   const cursor = cursorRow ? BigInt(cursorRow.block_number) : null;
@@ -157,14 +157,18 @@ export async function reconcileNetwork(
     });
   }
 
-  // Past their confirmations and scanned, yet not credited: the watcher is stuck on them.
+  // Past their confirmations and scanned, yet not credited: the watcher is stuck on them. Only
+  // what the watcher's last iteration could already credit counts: a deposit that reached its
+  // confirmations since then is credited on its next poll.
+  const creditedTo = cursorRow?.credited_to == null ? null : BigInt(cursorRow.credited_to);
+  const stuckUpTo = creditedTo !== null && creditedTo < block ? creditedTo : block;
   const stuck = await db
     .selectFrom('deposits')
     .select(['tx_hash', 'log_index', 'address', 'asset', 'amount', 'block_number', 'status'])
     .where('network', '=', name)
     .where('status', 'in', ['seen', 'confirming'])
     .where('needs_recheck', '=', false)
-    .where('block_number', '<=', block.toString())
+    .where('block_number', '<=', stuckUpTo.toString())
     .limit(100)
     .execute();
   for (const d of stuck) {

@@ -150,16 +150,35 @@ test('once the books are put right, a clean book produces no finding', async () 
   expect(await findingsGauge()).toEqual({ error: 0, warning: 0, info: 0 });
 });
 
+test('a deposit that reached its confirmations after the watcher last polled is not reported as stuck', async () => {
+  await sync();
+  const sent = await devnet.transferToken(usdt, devnet.account(0), alice.address, 1_500_000n);
+  await watcher.runOnce(); // recorded in its block, one confirmation of two
+  const status = async () =>
+    (
+      await database.pool.query<{ status: string }>(
+        `select status from deposits where tx_hash = $1`,
+        [sent.txHash],
+      )
+    ).rows[0]!.status;
+  expect(await status()).toBe('seen');
+  await devnet.mine(2); // confirmed now; the watcher has not polled since
+  expect((await reconcile()).findings).toEqual([]);
+  await watcher.runOnce();
+  expect(await status()).toBe('credited');
+  expect((await reconcile()).findings).toEqual([]);
+});
+
 test('a deposit past its confirmations that was never credited is found', async () => {
   // What a stuck watcher leaves: a recorded deposit, scanned and confirmed long ago, still confirming.
   const { rows } = await database.pool.query<{ block: string }>(
-    `select block_number::text as block from watcher_cursors`,
+    `select credited_to::text as block from watcher_cursors`,
   );
   await database.pool.query(
     `insert into deposits (network, tx_hash, log_index, user_id, address, from_address, contract, asset, currency, decimals,
                            amount_base_units, amount, block_number, block_hash, status, confirmations, confirmations_required)
      values ('devnet', '0xstuck', 0, $1, $2, '0xsomeone', $3, 'USDT', 'USDT', 6, 1000000, 1, $4, '0xhash', 'confirming', 2, '2')`,
-    [alice.id, alice.address, usdt.toLowerCase(), Number(rows[0]!.block) - 1],
+    [alice.id, alice.address, usdt.toLowerCase(), rows[0]!.block],
   );
   const run = await reconcile();
   expect(run.findings.find((f) => f.kind === 'deposit_not_credited')).toMatchObject({
