@@ -539,19 +539,22 @@ export class Gateway {
         if (malformed) failure = 'upstream_malformed';
         else if (!done && !clientGone) failure = 'upstream_error';
       } catch {
-        failure = clientGone
-          ? null
-          : upstream.stoppedBy === 'timeout'
-            ? 'upstream_timeout'
-            : 'upstream_error';
+        failure = upstream.stoppedBy === 'timeout' ? 'upstream_timeout' : 'upstream_error';
       } finally {
         clearTimeout(idle);
         clearTimeout(deadline);
       }
-      if (clientGone) failure = null;
+      // The deadline ended the call, whoever it was waiting for (a client cut while it did
+      // not read is not one that left, nor did upstream stop sending).
+      if (deadlinePassed) failure = 'deadline_exceeded';
+      else if (clientGone) failure = null;
       if (failure && !clientGone) {
         const message =
-          failure === 'upstream_timeout' ? 'upstream stopped sending' : 'upstream stream failed';
+          failure === 'deadline_exceeded'
+            ? `the call reached its time limit of ${this.deps.config.gateway.maxCallDurationMs} ms`
+            : failure === 'upstream_timeout'
+              ? 'upstream stopped sending'
+              : 'upstream stream failed';
         await write(
           `data: ${JSON.stringify({ error: { message: `${message}; charged only for what was generated`, type: 'api_error', code: failure, param: null } })}\n\n`,
         );
@@ -567,7 +570,12 @@ export class Gateway {
       };
       record.usage = finalUsage;
       record.estimated = usage === null;
-      const outcome: CallOutcome = clientGone ? 'client_disconnected' : (failure ?? 'ok');
+      const outcome: CallOutcome =
+        failure === 'deadline_exceeded'
+          ? failure
+          : clientGone
+            ? 'client_disconnected'
+            : (failure ?? 'ok');
       const nothingGenerated = usage === null && text === '';
       try {
         if (nothingGenerated && outcome !== 'ok') {
