@@ -3,6 +3,7 @@ import { Decimal } from '../../ledger/index.js';
 import type { TestDatabase } from '../support/db.js';
 import { admin, userWithKey, type TestService } from '../support/service.js';
 import { choicesText, estimateTokens } from '../../src/gateway/tokens.js';
+import { readUsage } from '../../src/gateway/upstream.js';
 import { completionText, countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
 import { expectedCost, useGatewayStack, MODELS, sdk, type GatewayStack } from './fixtures.js';
 
@@ -102,6 +103,61 @@ describe('non-streaming calls through the official SDK', () => {
     }
     expect(total.decimalPlaces()).toBeGreaterThan(12);
     expect((await balance(userId)).available).toBe(new Decimal(1).sub(total).toString());
+  });
+});
+
+describe('usage counts as upstream writes them', () => {
+  test('counts sent as strings of digits are charged exactly, not as 0', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 1021, balance: '1' });
+    const messages = [
+      {
+        role: 'user' as const,
+        content: 'q [[tokens=40]] [[cached=3]] [[reasoning=7]] [[usage-strings]]',
+      },
+    ];
+    const { data, response } = await sdk(service.url, apiKey)
+      .chat.completions.create({ model: 'precise', messages })
+      .withResponse();
+    expect(data.usage?.completion_tokens).toBe('47');
+    const prompt = countPromptTokens({ messages });
+    const cost = expectedCost(MODELS.precise, { prompt, cached: 3, completion: 47, reasoning: 7 });
+    expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
+    expect(await usageRows(userId)).toMatchObject([
+      {
+        prompt_tokens: String(prompt),
+        cached_tokens: '3',
+        completion_tokens: '47',
+        reasoning_tokens: '7',
+        cost_usd: cost.toString(),
+        estimated: false,
+      },
+    ]);
+    expect((await balance(userId)).available).toBe(new Decimal(1).sub(cost).toString());
+  });
+
+  test('a count a JSON number cannot carry exactly, or that is no count, makes the usage unreadable (an estimate), never 0', () => {
+    // 2^53 + 1 parses as 2^53: the count upstream sent is lost.
+    expect(
+      readUsage(JSON.parse('{"prompt_tokens": 12, "completion_tokens": 9007199254740993}')),
+    ).toBeNull();
+    expect(readUsage({ prompt_tokens: 12, completion_tokens: 4.5 })).toBeNull();
+    expect(readUsage({ prompt_tokens: -1, completion_tokens: 4 })).toBeNull();
+    expect(readUsage({ prompt_tokens: '12', completion_tokens: 'many' })).toBeNull();
+    // More digits than the usage row's bigint columns hold.
+    expect(readUsage({ prompt_tokens: '1'.repeat(19), completion_tokens: 4 })).toBeNull();
+    expect(readUsage({ prompt_tokens: 12, completion_tokens: '9007199254740993' })).toEqual({
+      promptTokens: 12n,
+      cachedTokens: 0n,
+      completionTokens: 9007199254740993n,
+      reasoningTokens: 0n,
+    });
+    // Absent counts (an embedding has no completion tokens) and null details are 0.
+    expect(readUsage({ prompt_tokens: 8, total_tokens: 8, prompt_tokens_details: null })).toEqual({
+      promptTokens: 8n,
+      cachedTokens: 0n,
+      completionTokens: 0n,
+      reasoningTokens: 0n,
+    });
   });
 });
 

@@ -34,6 +34,7 @@
  *   [[malformed]]       200 application/json whose body is cut-off JSON; streaming: the role
  *                       chunk, then a `data:` line of cut-off JSON, then the end
  *   [[no-usage]]        no `usage`, even with stream_options.include_usage
+ *   [[usage-strings]]   (not streaming) the counts in `usage` as strings of digits: "12"
  *   [[tool-call]]       the answer is one tool call (function `f`, id `call_stub`) whose
  *                       arguments are the completion text (streamed: a piece per token);
  *                       content null, finish_reason 'tool_calls' (or 'length')
@@ -425,11 +426,8 @@ async function handleChat(
       sendText(exchange, 200, 'application/json', malformedBody(identity));
       return;
     }
-    sendJson(
-      exchange,
-      200,
-      chatCompletionBody(identity, plan, !behaviour.noUsage, behaviour.toolCall),
-    );
+    const answer = chatCompletionBody(identity, plan, !behaviour.noUsage, behaviour.toolCall);
+    sendJson(exchange, 200, behaviour.usageStrings ? countsAsStrings(answer) : answer);
     return;
   }
 
@@ -439,6 +437,17 @@ async function handleChat(
     ? malformedChatEvents(identity, usageRequested)
     : chatCompletionEvents(identity, plan, usageRequested, !behaviour.noUsage, behaviour.toolCall);
   await stream(exchange, events, behaviour.stallAfterChunks, delayMs);
+}
+
+/** The answer with every number in its `usage` (details included) written as a string. */
+function countsAsStrings(answer: Record<string, unknown>): Record<string, unknown> {
+  const strings = (value: unknown): unknown =>
+    typeof value === 'number'
+      ? String(value)
+      : isRecord(value)
+        ? Object.fromEntries(Object.entries(value).map(([key, inner]) => [key, strings(inner)]))
+        : value;
+  return { ...answer, usage: strings(answer['usage']) };
 }
 
 async function handleEmbeddings(
