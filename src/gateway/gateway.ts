@@ -19,6 +19,7 @@ import {
 import {
   choicesText,
   embeddingTokensUpperBound,
+  estimateEmbeddingTokens,
   estimateTokens,
   messagesText,
   promptTokensUpperBound,
@@ -200,9 +201,7 @@ export class Gateway {
       return this.failed(error, held, record);
     }
     const usage = readUsage(json['usage']);
-    const estimatedPrompt = estimateTokens(
-      Array.isArray(body.input) ? body.input.join('\n') : String(body.input),
-    );
+    const estimatedPrompt = estimateEmbeddingTokens(body.input);
     record.usage = usage
       ? { ...usage, completionTokens: 0n, reasoningTokens: 0n }
       : { ...ZERO_USAGE, promptTokens: estimatedPrompt };

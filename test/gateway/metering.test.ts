@@ -257,6 +257,26 @@ describe('streaming calls', () => {
 });
 
 describe('other endpoints', () => {
+  test('embeddings of token ids, without usage from upstream, are charged one token per id (within the hold)', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 1031, balance: '1' });
+    const ids = Array.from({ length: 1000 }, (_, i) => 100_000 + i);
+    stub.setDefault('[[no-usage]]');
+    try {
+      const { response } = await sdk(service.url, apiKey)
+        .embeddings.create({ model: 'text-embedding-3-small', input: [ids, ids.slice(0, 500)] })
+        .withResponse();
+      // 1500 ids are 1500 tokens: the hold was for 1500 + 16; "100000,100001,..." is 7 bytes an id.
+      const cost = expectedCost(MODELS.embed, { prompt: 1500, completion: 0 });
+      expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
+      expect(await usageRows(userId)).toMatchObject([
+        { prompt_tokens: '1500', cost_usd: cost.toString(), estimated: true, outcome: 'ok' },
+      ]);
+      expect((await balance(userId)).available).toBe(new Decimal(1).sub(cost).toString());
+    } finally {
+      stub.setDefault({});
+    }
+  });
+
   test('embeddings are metered on prompt tokens', async () => {
     const { userId, apiKey } = await userWithKey(service, { telegramId: 1004, balance: '1' });
     const client = sdk(service.url, apiKey);
