@@ -481,17 +481,25 @@ export class Gateway {
       const frames: string[] = [];
       const parser = createParser({
         onEvent(event: EventSourceMessage) {
+          if (malformed) return;
           if (event.data === '[DONE]') {
             done = true;
             return;
           }
-          let chunk: Record<string, unknown>;
+          let parsed: unknown;
           try {
-            chunk = JSON.parse(event.data) as Record<string, unknown>;
+            parsed = JSON.parse(event.data);
           } catch {
             malformed = true;
             return;
           }
+          // JSON that is no chunk (`null`, a number) is as broken as JSON cut off; reading it
+          // as one would throw out of the parser, losing the frames parsed before it.
+          if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+            malformed = true;
+            return;
+          }
+          const chunk = parsed as Record<string, unknown>;
           const choices = Array.isArray(chunk['choices']) ? (chunk['choices'] as unknown[]) : [];
           text += choicesText(choices);
           let rewrite = false;

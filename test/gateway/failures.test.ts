@@ -212,6 +212,41 @@ test('an upstream that fails mid-stream: the client gets an error event, is char
   expect(after.available).toBe(new Decimal(1).sub(after.rows[0].cost).toString());
 });
 
+test('a stream event that is JSON but no chunk (data: null): everything before it reaches the client, then an upstream_malformed error; charged for what was generated', async () => {
+  const { userId, apiKey } = await userWithKey(service, { telegramId: 2010, balance: '1' });
+  const content = 'odd [[tokens=5]] [[null-event]]';
+  const stream = await sdk(service.url, apiKey).chat.completions.create({
+    model: 'gpt-4o-mini',
+    messages: ask(content),
+    stream: true,
+  });
+  let received = '';
+  const error = await (async () => {
+    for await (const chunk of stream) received += chunk.choices[0]?.delta?.content ?? '';
+  })().catch((e: unknown) => e);
+  expect(error).toBeInstanceOf(OpenAI.APIError);
+  expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe('upstream_malformed');
+  expect(received).toBe(completionText(5));
+  const cost = expectedCost(MODELS.mini, {
+    prompt: Math.ceil(Buffer.byteLength(content) / 4),
+    completion: Math.ceil(Buffer.byteLength(received) / 4),
+  });
+  expect(await state(userId)).toEqual({
+    available: new Decimal(1).sub(cost).toString(),
+    held: '0',
+    pendingHolds: 0,
+    rows: [
+      {
+        outcome: 'upstream_malformed',
+        http_status: 200,
+        cost: cost.toString(),
+        estimated: true,
+        completion: String(Math.ceil(Buffer.byteLength(received) / 4)),
+      },
+    ],
+  });
+});
+
 test('an upstream stream without usage is settled on an estimate and marked so', async () => {
   const { userId, apiKey } = await userWithKey(service, { telegramId: 2006, balance: '1' });
   const messages = ask('quiet [[tokens=8]] [[no-usage]]');

@@ -34,6 +34,8 @@
  *   [[malformed]]       200 application/json whose body is cut-off JSON; streaming: the role
  *                       chunk, then a `data:` line of cut-off JSON, then the end
  *   [[no-usage]]        no `usage`, even with stream_options.include_usage
+ *   [[null-event]]      streaming: the role chunk and the visible tokens, then `data: null`
+ *                       (JSON, but no chunk), then the end; no [DONE]
  *   [[usage-strings]]   (not streaming) the counts in `usage` as strings of digits: "12"
  *   [[tool-call]]       the answer is one tool call (function `f`, id `call_stub`) whose
  *                       arguments are the completion text (streamed: a piece per token);
@@ -435,7 +437,17 @@ async function handleChat(
   const usageRequested = isRecord(streamOptions) && streamOptions['include_usage'] === true;
   const events = behaviour.malformed
     ? malformedChatEvents(identity, usageRequested)
-    : chatCompletionEvents(identity, plan, usageRequested, !behaviour.noUsage, behaviour.toolCall);
+    : behaviour.nullEvent
+      ? [...chatCompletionEvents(identity, plan, usageRequested, false, behaviour.toolCall)]
+          .slice(0, 1 + plan.contentTokens)
+          .concat('data: null\n\n')
+      : chatCompletionEvents(
+          identity,
+          plan,
+          usageRequested,
+          !behaviour.noUsage,
+          behaviour.toolCall,
+        );
   await stream(exchange, events, behaviour.stallAfterChunks, delayMs);
 }
 
