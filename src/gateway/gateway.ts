@@ -586,6 +586,9 @@ export class Gateway {
       const nothingGenerated = usage === null && text === '';
       try {
         if (nothingGenerated && outcome !== 'ok') {
+          // Nothing is charged, so the row claims no tokens (as a failure before the stream).
+          record.usage = ZERO_USAGE;
+          record.estimated = false;
           this.finish(record, 200, outcome);
           await this.deps.meter.release(held, record);
         } else {

@@ -193,6 +193,26 @@ test('a client that disconnects mid-stream: upstream is aborted, what was genera
   expect(after.available).toBe(new Decimal(1).sub(row.cost).toString());
 });
 
+test('a client that leaves a stream before its first chunk: nothing charged, nothing held, no tokens on the row', async () => {
+  const { userId, apiKey } = await userWithKey(service, { telegramId: 2011, balance: '1' });
+  const controller = new AbortController();
+  // Headers at once, the first chunk after 500 ms: the client is gone by then.
+  const stream = await sdk(service.url, apiKey).chat.completions.create(
+    { model: 'gpt-4o-mini', messages: ask('never mind [[tokens=5]] [[delay=500]]'), stream: true },
+    { signal: controller.signal },
+  );
+  controller.abort();
+  await (async () => {
+    for await (const _chunk of stream) void _chunk;
+  })().catch(() => {});
+  await expectUncharged(userId, 'client_disconnected', 200);
+  const { rows } = await database.pool.query(
+    'select prompt_tokens::text as prompt from usage_records where user_id = $1',
+    [userId],
+  );
+  expect(rows).toEqual([{ prompt: '0' }]);
+});
+
 test('an upstream that fails mid-stream: the client gets an error event, is charged for what was generated', async () => {
   const { userId, apiKey } = await userWithKey(service, { telegramId: 2005, balance: '1' });
   const stream = await sdk(service.url, apiKey).chat.completions.create({
