@@ -19,6 +19,7 @@ import {
 import {
   choicesText,
   embeddingTokensUpperBound,
+  estimateEmbeddingTokens,
   estimateTokens,
   messagesText,
   promptTokensUpperBound,
@@ -200,9 +201,7 @@ export class Gateway {
       return this.failed(error, held, record);
     }
     const usage = readUsage(json['usage']);
-    const estimatedPrompt = estimateTokens(
-      Array.isArray(body.input) ? body.input.join('\n') : String(body.input),
-    );
+    const estimatedPrompt = estimateEmbeddingTokens(body.input);
     record.usage = usage
       ? { ...usage, completionTokens: 0n, reasoningTokens: 0n }
       : { ...ZERO_USAGE, promptTokens: estimatedPrompt };
@@ -482,17 +481,25 @@ export class Gateway {
       const frames: string[] = [];
       const parser = createParser({
         onEvent(event: EventSourceMessage) {
+          if (malformed) return;
           if (event.data === '[DONE]') {
             done = true;
             return;
           }
-          let chunk: Record<string, unknown>;
+          let parsed: unknown;
           try {
-            chunk = JSON.parse(event.data) as Record<string, unknown>;
+            parsed = JSON.parse(event.data);
           } catch {
             malformed = true;
             return;
           }
+          // JSON that is no chunk (`null`, a number) is as broken as JSON cut off; reading it
+          // as one would throw out of the parser, losing the frames parsed before it.
+          if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+            malformed = true;
+            return;
+          }
+          const chunk = parsed as Record<string, unknown>;
           const choices = Array.isArray(chunk['choices']) ? (chunk['choices'] as unknown[]) : [];
           text += choicesText(choices);
           let rewrite = false;
@@ -539,19 +546,22 @@ export class Gateway {
         if (malformed) failure = 'upstream_malformed';
         else if (!done && !clientGone) failure = 'upstream_error';
       } catch {
-        failure = clientGone
-          ? null
-          : upstream.stoppedBy === 'timeout'
-            ? 'upstream_timeout'
-            : 'upstream_error';
+        failure = upstream.stoppedBy === 'timeout' ? 'upstream_timeout' : 'upstream_error';
       } finally {
         clearTimeout(idle);
         clearTimeout(deadline);
       }
-      if (clientGone) failure = null;
+      // The deadline ended the call, whoever it was waiting for (a client cut while it did
+      // not read is not one that left, nor did upstream stop sending).
+      if (deadlinePassed) failure = 'deadline_exceeded';
+      else if (clientGone) failure = null;
       if (failure && !clientGone) {
         const message =
-          failure === 'upstream_timeout' ? 'upstream stopped sending' : 'upstream stream failed';
+          failure === 'deadline_exceeded'
+            ? `the call reached its time limit of ${this.deps.config.gateway.maxCallDurationMs} ms`
+            : failure === 'upstream_timeout'
+              ? 'upstream stopped sending'
+              : 'upstream stream failed';
         await write(
           `data: ${JSON.stringify({ error: { message: `${message}; charged only for what was generated`, type: 'api_error', code: failure, param: null } })}\n\n`,
         );
@@ -567,10 +577,18 @@ export class Gateway {
       };
       record.usage = finalUsage;
       record.estimated = usage === null;
-      const outcome: CallOutcome = clientGone ? 'client_disconnected' : (failure ?? 'ok');
+      const outcome: CallOutcome =
+        failure === 'deadline_exceeded'
+          ? failure
+          : clientGone
+            ? 'client_disconnected'
+            : (failure ?? 'ok');
       const nothingGenerated = usage === null && text === '';
       try {
         if (nothingGenerated && outcome !== 'ok') {
+          // Nothing is charged, so the row claims no tokens (as a failure before the stream).
+          record.usage = ZERO_USAGE;
+          record.estimated = false;
           this.finish(record, 200, outcome);
           await this.deps.meter.release(held, record);
         } else {

@@ -21,6 +21,8 @@ export type CallOutcome =
   | 'upstream_error'
   | 'upstream_timeout'
   | 'upstream_malformed'
+  /** A stream cut by `gateway.maxCallDurationMs`, whether it was waiting for upstream or the client. */
+  | 'deadline_exceeded'
   | 'insufficient_balance'
   | 'spend_limit'
   | 'rate_limited';

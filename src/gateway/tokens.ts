@@ -50,6 +50,21 @@ export function estimateTokens(text: string): bigint {
   return BigInt(Math.ceil(Buffer.byteLength(text, 'utf8') / 4));
 }
 
+/**
+ * Embedding input's tokens when upstream sends no usage: a token id is one token (exactly,
+ * as the hold counts it: its digits are not text), strings are estimated.
+ */
+export function estimateEmbeddingTokens(input: unknown): bigint {
+  const texts: string[] = [];
+  let ids = 0;
+  for (const item of Array.isArray(input) ? input : [input]) {
+    if (typeof item === 'string') texts.push(item);
+    else if (typeof item === 'number') ids += 1;
+    else if (Array.isArray(item)) ids += item.length;
+  }
+  return BigInt(ids) + (texts.length === 0 ? 0n : estimateTokens(texts.join('\n')));
+}
+
 /** The text of a chat request's messages (for an estimate of its prompt tokens). */
 export function messagesText(messages: unknown): string {
   const parts: string[] = [];

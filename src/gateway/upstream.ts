@@ -1,6 +1,7 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { ProviderConfig } from '../config/schema.js';
+import type { TokenUsage } from './pricing.js';
 
 export class UpstreamError extends Error {
   override name = 'UpstreamError';
@@ -136,23 +137,37 @@ export async function readText(body: AsyncIterable<Buffer>): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-/** Upstream usage numbers, read defensively: anything not a non-negative integer is 0. */
-export function readUsage(usage: unknown): {
-  promptTokens: bigint;
-  cachedTokens: bigint;
-  completionTokens: bigint;
-  reasoningTokens: bigint;
-} | null {
+/**
+ * Upstream usage numbers, read exactly. A count is a non-negative integer: a JSON number
+ * JavaScript holds exactly (at most 2^53 - 1), or a string of at most 18 digits (what the
+ * usage row's bigint columns hold). An absent count (or null) is 0: an embedding has no
+ * completion tokens. Any other count (a fraction, a negative, a number already rounded by
+ * JSON.parse, text) makes the whole usage unreadable: null, so the call is charged on an
+ * estimate marked as such, never on a count silently read as 0.
+ */
+export function readUsage(usage: unknown): TokenUsage | null {
   if (typeof usage !== 'object' || usage === null) return null;
   const u = usage as Record<string, unknown>;
-  const int = (value: unknown): bigint =>
-    typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 ? BigInt(value) : 0n;
   const details = (key: string) =>
     typeof u[key] === 'object' && u[key] !== null ? (u[key] as Record<string, unknown>) : {};
-  return {
-    promptTokens: int(u['prompt_tokens']),
-    cachedTokens: int(details('prompt_tokens_details')['cached_tokens']),
-    completionTokens: int(u['completion_tokens']),
-    reasoningTokens: int(details('completion_tokens_details')['reasoning_tokens']),
-  };
+  const promptTokens = readCount(u['prompt_tokens']);
+  const cachedTokens = readCount(details('prompt_tokens_details')['cached_tokens']);
+  const completionTokens = readCount(u['completion_tokens']);
+  const reasoningTokens = readCount(details('completion_tokens_details')['reasoning_tokens']);
+  if (
+    promptTokens === null ||
+    cachedTokens === null ||
+    completionTokens === null ||
+    reasoningTokens === null
+  )
+    return null;
+  return { promptTokens, cachedTokens, completionTokens, reasoningTokens };
+}
+
+function readCount(value: unknown): bigint | null {
+  if (value === undefined || value === null) return 0n;
+  if (typeof value === 'number')
+    return Number.isSafeInteger(value) && value >= 0 ? BigInt(value) : null;
+  if (typeof value === 'string' && /^\d{1,18}$/.test(value)) return BigInt(value);
+  return null;
 }

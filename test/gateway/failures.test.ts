@@ -42,6 +42,20 @@ async function state(userId: string, on: GatewayStack = { database, stub, servic
 
 const ask = (content: string) => [{ role: 'user' as const, content }];
 
+/** A streamed chat call over plain HTTP, so the test controls how fast it is read. */
+async function openStream(on: GatewayStack, apiKey: string, content: string) {
+  const req = request(`${on.service.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+  });
+  const res = await new Promise<IncomingMessage>((resolve, reject) => {
+    req.once('error', reject);
+    req.once('response', resolve);
+    req.end(JSON.stringify({ model: 'gpt-4o-mini', stream: true, messages: ask(content) }));
+  });
+  return { req, res };
+}
+
 /** The user's 1 USD untouched: nothing charged, nothing held, one usage row saying why. */
 async function expectUncharged(userId: string, outcome: string, httpStatus: number) {
   expect(await state(userId)).toMatchObject({
@@ -179,6 +193,26 @@ test('a client that disconnects mid-stream: upstream is aborted, what was genera
   expect(after.available).toBe(new Decimal(1).sub(row.cost).toString());
 });
 
+test('a client that leaves a stream before its first chunk: nothing charged, nothing held, no tokens on the row', async () => {
+  const { userId, apiKey } = await userWithKey(service, { telegramId: 2011, balance: '1' });
+  const controller = new AbortController();
+  // Headers at once, the first chunk after 500 ms: the client is gone by then.
+  const stream = await sdk(service.url, apiKey).chat.completions.create(
+    { model: 'gpt-4o-mini', messages: ask('never mind [[tokens=5]] [[delay=500]]'), stream: true },
+    { signal: controller.signal },
+  );
+  controller.abort();
+  await (async () => {
+    for await (const _chunk of stream) void _chunk;
+  })().catch(() => {});
+  await expectUncharged(userId, 'client_disconnected', 200);
+  const { rows } = await database.pool.query(
+    'select prompt_tokens::text as prompt from usage_records where user_id = $1',
+    [userId],
+  );
+  expect(rows).toEqual([{ prompt: '0' }]);
+});
+
 test('an upstream that fails mid-stream: the client gets an error event, is charged for what was generated', async () => {
   const { userId, apiKey } = await userWithKey(service, { telegramId: 2005, balance: '1' });
   const stream = await sdk(service.url, apiKey).chat.completions.create({
@@ -196,6 +230,41 @@ test('an upstream that fails mid-stream: the client gets an error event, is char
   expect(after.pendingHolds).toBe(0);
   expect(after.rows).toMatchObject([{ outcome: 'upstream_timeout', estimated: true }]);
   expect(after.available).toBe(new Decimal(1).sub(after.rows[0].cost).toString());
+});
+
+test('a stream event that is JSON but no chunk (data: null): everything before it reaches the client, then an upstream_malformed error; charged for what was generated', async () => {
+  const { userId, apiKey } = await userWithKey(service, { telegramId: 2010, balance: '1' });
+  const content = 'odd [[tokens=5]] [[null-event]]';
+  const stream = await sdk(service.url, apiKey).chat.completions.create({
+    model: 'gpt-4o-mini',
+    messages: ask(content),
+    stream: true,
+  });
+  let received = '';
+  const error = await (async () => {
+    for await (const chunk of stream) received += chunk.choices[0]?.delta?.content ?? '';
+  })().catch((e: unknown) => e);
+  expect(error).toBeInstanceOf(OpenAI.APIError);
+  expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe('upstream_malformed');
+  expect(received).toBe(completionText(5));
+  const cost = expectedCost(MODELS.mini, {
+    prompt: Math.ceil(Buffer.byteLength(content) / 4),
+    completion: Math.ceil(Buffer.byteLength(received) / 4),
+  });
+  expect(await state(userId)).toEqual({
+    available: new Decimal(1).sub(cost).toString(),
+    held: '0',
+    pendingHolds: 0,
+    rows: [
+      {
+        outcome: 'upstream_malformed',
+        http_status: 200,
+        cost: cost.toString(),
+        estimated: true,
+        completion: String(Math.ceil(Buffer.byteLength(received) / 4)),
+      },
+    ],
+  });
 });
 
 test('an upstream stream without usage is settled on an estimate and marked so', async () => {
@@ -277,25 +346,11 @@ describe('a streaming client that stops reading', () => {
     }),
   );
 
-  /** A streamed chat call over plain HTTP, so the test controls how fast it is read. */
-  async function openStream(apiKey: string, content: string) {
-    const req = request(`${slow.service.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
-    });
-    const res = await new Promise<IncomingMessage>((resolve, reject) => {
-      req.once('error', reject);
-      req.once('response', resolve);
-      req.end(JSON.stringify({ model: 'gpt-4o-mini', stream: true, messages: ask(content) }));
-    });
-    return { req, res };
-  }
-
   test('is cut off after the idle limit, and charged for what was generated', async () => {
     const { userId, apiKey } = await userWithKey(slow.service, { telegramId: 2101, balance: '1' });
     const content = 'a long answer [[tokens=100000]]';
     // Reads the headers, then nothing: far more is generated than the buffers between hold.
-    const { req, res } = await openStream(apiKey, content);
+    const { req, res } = await openStream(slow, apiKey, content);
     try {
       res.pause();
       expect(res.statusCode).toBe(200);
@@ -336,7 +391,7 @@ describe('a streaming client that stops reading', () => {
     const onWarning = (warning: Error) => warnings.push(warning.name);
     process.on('warning', onWarning);
     try {
-      const { res } = await openStream(apiKey, content);
+      const { res } = await openStream(slow, apiKey, content);
       // A short pause after every 64 KiB (each far below the 1.5 s idle limit), so the
       // gateway often waits for it to drain.
       const received = await new Promise<string>((resolve, reject) => {
@@ -380,4 +435,103 @@ describe('a streaming client that stops reading', () => {
       process.off('warning', onWarning);
     }
   }, 30_000);
+});
+
+describe('a stream cut by the call deadline', () => {
+  let short: GatewayStack;
+  // Upstream (and a client that does not read) may be idle 5 s, but a call may last only 2 s:
+  // the deadline, not the idle limit, ends these calls. A hold lives 5 + 2 + 1 s.
+  useGatewayStack(
+    (stack) => (short = stack),
+    (config) => ({
+      ...config,
+      providers: config.providers!.map((provider) => ({ ...provider, timeoutMs: 5000 })),
+      models: config.models!.map((model) =>
+        model.kind === 'embedding'
+          ? model
+          : { ...model, maxOutputTokensDefault: 100_000, maxOutputTokensLimit: 100_000 },
+      ),
+      gateway: { maxCallDurationMs: 2000, holdGraceMs: 1000 },
+    }),
+  );
+
+  async function latencyMs(userId: string): Promise<number> {
+    const { rows } = await short.database.pool.query(
+      'select latency_ms from usage_records where user_id = $1',
+      [userId],
+    );
+    return rows[0].latency_ms as number;
+  }
+
+  test('while waiting for a client that stopped reading: recorded as the deadline, not a disconnect; charged for what was generated', async () => {
+    const { userId, apiKey } = await userWithKey(short.service, { telegramId: 2201, balance: '1' });
+    const content = 'a long answer, unread [[tokens=100000]]';
+    const { req, res } = await openStream(short, apiKey, content);
+    try {
+      res.pause();
+      expect(res.statusCode).toBe(200);
+      const after = await state(userId, short);
+      expect(after.rows).toHaveLength(1);
+      const row = after.rows[0]!;
+      expect(row).toMatchObject({
+        outcome: 'deadline_exceeded',
+        http_status: 200,
+        estimated: true,
+      });
+      expect(Number(row.completion)).toBeGreaterThan(0);
+      const cost = expectedCost(MODELS.mini, {
+        prompt: Math.ceil(Buffer.byteLength(content) / 4),
+        completion: Number(row.completion),
+      });
+      expect(row.cost).toBe(cost.toString());
+      expect(after).toMatchObject({
+        available: new Decimal(1).sub(cost).toString(),
+        held: '0',
+        pendingHolds: 0,
+      });
+      // Cut at the 2 s deadline, well before the 5 s idle limit.
+      expect(await latencyMs(userId)).toBeGreaterThanOrEqual(2000);
+      expect(await latencyMs(userId)).toBeLessThan(4500);
+    } finally {
+      req.destroy();
+    }
+  }, 20_000);
+
+  test('while waiting for a slow upstream: the client gets an error event naming the time limit; recorded as the deadline; charged for what was generated', async () => {
+    const { userId, apiKey } = await userWithKey(short.service, { telegramId: 2202, balance: '1' });
+    // A token every 100 ms (far inside the idle limit): about 20 of the 1000 by the deadline.
+    const content = 'a slow answer [[tokens=1000]] [[delay=100]]';
+    const stream = await sdk(short.service.url, apiKey).chat.completions.create({
+      model: 'gpt-4o-mini',
+      messages: ask(content),
+      stream: true,
+    });
+    let received = '';
+    const error = await (async () => {
+      for await (const chunk of stream) received += chunk.choices[0]?.delta?.content ?? '';
+    })().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(OpenAI.APIError);
+    expect(String(error)).toMatch(/time limit of 2000 ms; charged only for what was generated/);
+    expect(received.length).toBeGreaterThan(0);
+    expect(received.length).toBeLessThan(completionText(1000).length);
+    const cost = expectedCost(MODELS.mini, {
+      prompt: Math.ceil(Buffer.byteLength(content) / 4),
+      completion: Math.ceil(Buffer.byteLength(received) / 4),
+    });
+    expect(await state(userId, short)).toEqual({
+      available: new Decimal(1).sub(cost).toString(),
+      held: '0',
+      pendingHolds: 0,
+      rows: [
+        {
+          outcome: 'deadline_exceeded',
+          http_status: 200,
+          cost: cost.toString(),
+          estimated: true,
+          completion: String(Math.ceil(Buffer.byteLength(received) / 4)),
+        },
+      ],
+    });
+    expect(await latencyMs(userId)).toBeLessThan(4500);
+  }, 20_000);
 });

@@ -3,6 +3,7 @@ import { Decimal } from '../../ledger/index.js';
 import type { TestDatabase } from '../support/db.js';
 import { admin, userWithKey, type TestService } from '../support/service.js';
 import { choicesText, estimateTokens } from '../../src/gateway/tokens.js';
+import { readUsage } from '../../src/gateway/upstream.js';
 import { completionText, countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
 import { expectedCost, useGatewayStack, MODELS, sdk, type GatewayStack } from './fixtures.js';
 
@@ -105,6 +106,61 @@ describe('non-streaming calls through the official SDK', () => {
   });
 });
 
+describe('usage counts as upstream writes them', () => {
+  test('counts sent as strings of digits are charged exactly, not as 0', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 1021, balance: '1' });
+    const messages = [
+      {
+        role: 'user' as const,
+        content: 'q [[tokens=40]] [[cached=3]] [[reasoning=7]] [[usage-strings]]',
+      },
+    ];
+    const { data, response } = await sdk(service.url, apiKey)
+      .chat.completions.create({ model: 'precise', messages })
+      .withResponse();
+    expect(data.usage?.completion_tokens).toBe('47');
+    const prompt = countPromptTokens({ messages });
+    const cost = expectedCost(MODELS.precise, { prompt, cached: 3, completion: 47, reasoning: 7 });
+    expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
+    expect(await usageRows(userId)).toMatchObject([
+      {
+        prompt_tokens: String(prompt),
+        cached_tokens: '3',
+        completion_tokens: '47',
+        reasoning_tokens: '7',
+        cost_usd: cost.toString(),
+        estimated: false,
+      },
+    ]);
+    expect((await balance(userId)).available).toBe(new Decimal(1).sub(cost).toString());
+  });
+
+  test('a count a JSON number cannot carry exactly, or that is no count, makes the usage unreadable (an estimate), never 0', () => {
+    // 2^53 + 1 parses as 2^53: the count upstream sent is lost.
+    expect(
+      readUsage(JSON.parse('{"prompt_tokens": 12, "completion_tokens": 9007199254740993}')),
+    ).toBeNull();
+    expect(readUsage({ prompt_tokens: 12, completion_tokens: 4.5 })).toBeNull();
+    expect(readUsage({ prompt_tokens: -1, completion_tokens: 4 })).toBeNull();
+    expect(readUsage({ prompt_tokens: '12', completion_tokens: 'many' })).toBeNull();
+    // More digits than the usage row's bigint columns hold.
+    expect(readUsage({ prompt_tokens: '1'.repeat(19), completion_tokens: 4 })).toBeNull();
+    expect(readUsage({ prompt_tokens: 12, completion_tokens: '9007199254740993' })).toEqual({
+      promptTokens: 12n,
+      cachedTokens: 0n,
+      completionTokens: 9007199254740993n,
+      reasoningTokens: 0n,
+    });
+    // Absent counts (an embedding has no completion tokens) and null details are 0.
+    expect(readUsage({ prompt_tokens: 8, total_tokens: 8, prompt_tokens_details: null })).toEqual({
+      promptTokens: 8n,
+      cachedTokens: 0n,
+      completionTokens: 0n,
+      reasoningTokens: 0n,
+    });
+  });
+});
+
 describe('output that is not content, when upstream sends no usage', () => {
   test('a tool call is charged for its name and arguments, estimated', async () => {
     const { userId, apiKey } = await userWithKey(service, { telegramId: 1011, balance: '1' });
@@ -201,6 +257,26 @@ describe('streaming calls', () => {
 });
 
 describe('other endpoints', () => {
+  test('embeddings of token ids, without usage from upstream, are charged one token per id (within the hold)', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 1031, balance: '1' });
+    const ids = Array.from({ length: 1000 }, (_, i) => 100_000 + i);
+    stub.setDefault('[[no-usage]]');
+    try {
+      const { response } = await sdk(service.url, apiKey)
+        .embeddings.create({ model: 'text-embedding-3-small', input: [ids, ids.slice(0, 500)] })
+        .withResponse();
+      // 1500 ids are 1500 tokens: the hold was for 1500 + 16; "100000,100001,..." is 7 bytes an id.
+      const cost = expectedCost(MODELS.embed, { prompt: 1500, completion: 0 });
+      expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
+      expect(await usageRows(userId)).toMatchObject([
+        { prompt_tokens: '1500', cost_usd: cost.toString(), estimated: true, outcome: 'ok' },
+      ]);
+      expect((await balance(userId)).available).toBe(new Decimal(1).sub(cost).toString());
+    } finally {
+      stub.setDefault({});
+    }
+  });
+
   test('embeddings are metered on prompt tokens', async () => {
     const { userId, apiKey } = await userWithKey(service, { telegramId: 1004, balance: '1' });
     const client = sdk(service.url, apiKey);

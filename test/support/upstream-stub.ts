@@ -34,6 +34,9 @@
  *   [[malformed]]       200 application/json whose body is cut-off JSON; streaming: the role
  *                       chunk, then a `data:` line of cut-off JSON, then the end
  *   [[no-usage]]        no `usage`, even with stream_options.include_usage
+ *   [[null-event]]      streaming: the role chunk and the visible tokens, then `data: null`
+ *                       (JSON, but no chunk), then the end; no [DONE]
+ *   [[usage-strings]]   (not streaming) the counts in `usage` as strings of digits: "12"
  *   [[tool-call]]       the answer is one tool call (function `f`, id `call_stub`) whose
  *                       arguments are the completion text (streamed: a piece per token);
  *                       content null, finish_reason 'tool_calls' (or 'length')
@@ -425,11 +428,8 @@ async function handleChat(
       sendText(exchange, 200, 'application/json', malformedBody(identity));
       return;
     }
-    sendJson(
-      exchange,
-      200,
-      chatCompletionBody(identity, plan, !behaviour.noUsage, behaviour.toolCall),
-    );
+    const answer = chatCompletionBody(identity, plan, !behaviour.noUsage, behaviour.toolCall);
+    sendJson(exchange, 200, behaviour.usageStrings ? countsAsStrings(answer) : answer);
     return;
   }
 
@@ -437,8 +437,29 @@ async function handleChat(
   const usageRequested = isRecord(streamOptions) && streamOptions['include_usage'] === true;
   const events = behaviour.malformed
     ? malformedChatEvents(identity, usageRequested)
-    : chatCompletionEvents(identity, plan, usageRequested, !behaviour.noUsage, behaviour.toolCall);
+    : behaviour.nullEvent
+      ? [...chatCompletionEvents(identity, plan, usageRequested, false, behaviour.toolCall)]
+          .slice(0, 1 + plan.contentTokens)
+          .concat('data: null\n\n')
+      : chatCompletionEvents(
+          identity,
+          plan,
+          usageRequested,
+          !behaviour.noUsage,
+          behaviour.toolCall,
+        );
   await stream(exchange, events, behaviour.stallAfterChunks, delayMs);
+}
+
+/** The answer with every number in its `usage` (details included) written as a string. */
+function countsAsStrings(answer: Record<string, unknown>): Record<string, unknown> {
+  const strings = (value: unknown): unknown =>
+    typeof value === 'number'
+      ? String(value)
+      : isRecord(value)
+        ? Object.fromEntries(Object.entries(value).map(([key, inner]) => [key, strings(inner)]))
+        : value;
+  return { ...answer, usage: strings(answer['usage']) };
 }
 
 async function handleEmbeddings(

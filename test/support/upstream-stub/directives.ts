@@ -24,6 +24,10 @@ export interface StubBehaviour {
   malformed?: boolean;
   /** Leave `usage` out, even when the client asked for it. */
   noUsage?: boolean;
+  /** In a stream, after the visible tokens: an event whose data is JSON `null`, then the end. */
+  nullEvent?: boolean;
+  /** Send the token counts of a non-streamed answer's `usage` as strings of digits. */
+  usageStrings?: boolean;
   /** The visible tokens are the arguments of one tool call instead of `content`. */
   toolCall?: boolean;
   /** Wait before answering; in a stream, before every event. */
@@ -50,6 +54,8 @@ const DIRECTIVES: Readonly<Record<string, DirectiveSpec>> = {
   'stall-after': { range: COUNT, set: (b, v) => void (b.stallAfterChunks = v) },
   malformed: { set: (b) => void (b.malformed = true) },
   'no-usage': { set: (b) => void (b.noUsage = true) },
+  'null-event': { set: (b) => void (b.nullEvent = true) },
+  'usage-strings': { set: (b) => void (b.usageStrings = true) },
   'tool-call': { set: (b) => void (b.toolCall = true) },
   delay: { range: [0, MAX_DELAY_MS], set: (b, v) => void (b.delayMs = v) },
 };
