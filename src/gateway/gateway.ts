@@ -143,7 +143,7 @@ export class Gateway {
         provider: model.provider,
         path: '/chat/completions',
         body: upstreamBody,
-        signal: call.clientSignal,
+        signal: stream ? call.clientSignal : untilForwarded(call.clientSignal),
         headersTimeoutMs: model.provider.timeoutMs,
       });
     } catch (error) {
@@ -170,8 +170,24 @@ export class Gateway {
       reasoningTokens: 0n,
     };
     record.estimated = usage === null;
+    return this.answered(held, record, model, json, call.clientSignal);
+  }
+
+  /**
+   * Settles a non-streamed answer for its usage, and returns it. A client that left after the
+   * request was forwarded is charged too (the answer was generated, and the provider bills
+   * for it): recorded `client_disconnected` with status 499, nobody to read the answer.
+   */
+  private async answered(
+    held: HeldCall,
+    record: CallRecord,
+    model: Model,
+    json: Record<string, unknown>,
+    clientSignal: AbortSignal,
+  ): Promise<GatewayResponse> {
     const cost = costOf(record.usage, model.price);
-    await this.settle(held, cost, record, 200, 'ok');
+    const gone = clientSignal.aborted;
+    await this.settle(held, cost, record, gone ? 499 : 200, gone ? 'client_disconnected' : 'ok');
     if (json['model'] === model.price.upstreamModel) json['model'] = model.config.id;
     return { kind: 'json', status: 200, headers: { 'x-lingxi-cost': cost.toString() }, body: json };
   }
@@ -192,7 +208,7 @@ export class Gateway {
         provider: model.provider,
         path: '/embeddings',
         body: { ...body, model: model.price.upstreamModel },
-        signal: call.clientSignal,
+        signal: untilForwarded(call.clientSignal),
         headersTimeoutMs: model.provider.timeoutMs,
       });
       record.firstByteAt = upstream.firstByteAt;
@@ -206,10 +222,7 @@ export class Gateway {
       ? { ...usage, completionTokens: 0n, reasoningTokens: 0n }
       : { ...ZERO_USAGE, promptTokens: estimatedPrompt };
     record.estimated = usage === null;
-    const cost = costOf(record.usage, model.price);
-    await this.settle(held, cost, record, 200, 'ok');
-    if (json['model'] === model.price.upstreamModel) json['model'] = model.config.id;
-    return { kind: 'json', status: 200, headers: { 'x-lingxi-cost': cost.toString() }, body: json };
+    return this.answered(held, record, model, json, call.clientSignal);
   }
 
   private modelFor(id: string, caller: ApiCaller, kind: 'chat' | 'embedding'): Model {
@@ -611,4 +624,14 @@ export class Gateway {
       pump: (sink) => this.deps.work.track(pump(sink)),
     };
   }
+}
+
+/**
+ * The signal a non-streamed upstream call is stopped by: the client's while the request has
+ * not been forwarded yet (a client already gone costs nothing), none after. Once forwarded,
+ * the whole answer is generated and billed to us whether or not the client waits for it, so
+ * it is read and charged (a stream, by contrast, is stopped and charged for what it sent).
+ */
+function untilForwarded(clientSignal: AbortSignal): AbortSignal {
+  return clientSignal.aborted ? clientSignal : new AbortController().signal;
 }

@@ -193,6 +193,44 @@ test('a client that disconnects mid-stream: upstream is aborted, what was genera
   expect(after.available).toBe(new Decimal(1).sub(row.cost).toString());
 });
 
+test('a client that leaves a non-streamed call after it was forwarded is charged for the answer upstream generated (499 on the row), nothing stays held', async () => {
+  const { userId, apiKey } = await userWithKey(service, { telegramId: 2013, balance: '1' });
+  const messages = ask('a long answer [[tokens=40]] [[delay=400]]');
+  const controller = new AbortController();
+  const forwarded = stub.requests.length;
+  const call = sdk(service.url, apiKey)
+    .chat.completions.create({ model: 'gpt-4o-mini', messages }, { signal: controller.signal })
+    .catch((e: unknown) => e);
+  // Forwarded (the stub has the request): upstream is generating the answer.
+  while (stub.requests.length === forwarded) await new Promise((r) => setTimeout(r, 10));
+  controller.abort();
+  expect(await call).toBeInstanceOf(OpenAI.APIUserAbortError);
+  // The gateway goes on reading upstream's answer after the client left: until its row is in.
+  const settled = async () =>
+    (await database.pool.query('select 1 from usage_records where user_id = $1', [userId])).rows
+      .length > 0;
+  for (let i = 0; i < 500 && !(await settled()); i += 1)
+    await new Promise((r) => setTimeout(r, 10));
+  const cost = expectedCost(MODELS.mini, {
+    prompt: countPromptTokens({ messages }),
+    completion: 40,
+  });
+  expect(await state(userId)).toMatchObject({
+    available: new Decimal(1).sub(cost).toString(),
+    held: '0',
+    pendingHolds: 0,
+    rows: [
+      {
+        outcome: 'client_disconnected',
+        http_status: 499,
+        cost: cost.toString(),
+        estimated: false,
+        completion: '40',
+      },
+    ],
+  });
+});
+
 test('a client that leaves a stream before its first chunk: nothing charged, nothing held, no tokens on the row', async () => {
   const { userId, apiKey } = await userWithKey(service, { telegramId: 2011, balance: '1' });
   const controller = new AbortController();
