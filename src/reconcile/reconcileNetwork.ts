@@ -108,8 +108,8 @@ export async function reconcileNetwork(
     const account = accountCodes.custody(name, asset.symbol, address);
     const custody = await custodyAsOf(db, account, at);
     const pendingIn = await pendingDeposits(db, name, address, asset.symbol, at);
-    const sweepsIn = await pendingSweepsIn(db, name, address, asset.symbol, at);
-    const pendingOut = await pendingOutgoing(db, name, address, asset.symbol, at);
+    const sweepsIn = await unbookedTransfers(db, name, address, asset.symbol, at, 'sweepsIn');
+    const pendingOut = await unbookedTransfers(db, name, address, asset.symbol, at, 'out');
     // Fees are paid in the native coin and booked to its custody account (see bookOutgoing).
     const fees = asset.native
       ? fromBaseUnits(await pendingFees(db, name, address, at), asset.decimals)
@@ -331,45 +331,29 @@ async function pendingDeposits(
   return new Decimal(row.total);
 }
 
-async function pendingOutgoing(
+/**
+ * Transfers mined but not booked yet: out of this address (`out`), or sweeps into it from
+ * another of our addresses (`sweepsIn`: a treasury's).
+ */
+async function unbookedTransfers(
   db: Kysely<Database>,
   network: string,
   address: string,
   asset: string,
   block: bigint,
+  direction: 'out' | 'sweepsIn',
 ): Promise<Decimal> {
-  const row = await db
+  let query = db
     .selectFrom('outgoing_transfers')
     .select(sql<string>`coalesce(sum(amount), 0)::text`.as('total'))
     .where('network', '=', network)
-    .where('from_address', '=', address)
+    .where(direction === 'out' ? 'from_address' : 'to_address', '=', address)
     .where('asset', '=', asset)
     .where('status', '=', 'seen')
     .where('needs_recheck', '=', false)
-    .where('block_number', '<=', block.toString())
-    .executeTakeFirstOrThrow();
-  return new Decimal(row.total);
-}
-
-/** Sweeps into this address (a treasury) from another of ours, mined but not booked yet. */
-async function pendingSweepsIn(
-  db: Kysely<Database>,
-  network: string,
-  address: string,
-  asset: string,
-  block: bigint,
-): Promise<Decimal> {
-  const row = await db
-    .selectFrom('outgoing_transfers')
-    .select(sql<string>`coalesce(sum(amount), 0)::text`.as('total'))
-    .where('network', '=', network)
-    .where('to_address', '=', address)
-    .where('asset', '=', asset)
-    .where('kind', '=', 'sweep')
-    .where('status', '=', 'seen')
-    .where('needs_recheck', '=', false)
-    .where('block_number', '<=', block.toString())
-    .executeTakeFirstOrThrow();
+    .where('block_number', '<=', block.toString());
+  if (direction === 'sweepsIn') query = query.where('kind', '=', 'sweep');
+  const row = await query.executeTakeFirstOrThrow();
   return new Decimal(row.total);
 }
 
