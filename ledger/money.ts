@@ -22,6 +22,8 @@ export const ZERO = new Decimal(0);
 export type AmountInput = string | Decimal;
 
 const AMOUNT_PATTERN = /^-?(0|[1-9]\d{0,35})(\.\d{1,36})?$/;
+/** Amounts are below 10^36 (36 integer digits), whether given as a string or a Decimal. */
+const AMOUNT_LIMIT = new Decimal('1e36');
 
 export interface ParseAmountOptions {
   /** Fractional digits the currency allows. */
@@ -34,9 +36,9 @@ export interface ParseAmountOptions {
 }
 
 /**
- * Parses a money amount exactly. Accepts only decimal strings (`"12.5"`, `"-3"`) or Decimals;
- * a JS number, `NaN`, `1e999`, a sign where none is allowed, or more fractional digits than
- * the currency's scale is an InvalidAmountError.
+ * Parses a money amount exactly. Accepts only decimal strings (`"12.5"`, `"-3"`) or Decimals,
+ * below 10^36 either way; a JS number, `NaN`, `1e999` (string or Decimal), a sign where none is
+ * allowed, or more fractional digits than the currency's scale is an InvalidAmountError.
  *
  * @example parseAmount('12.50', { scale: 6 }) // Decimal 12.5
  */
@@ -52,8 +54,16 @@ export function parseAmount(input: unknown, options: ParseAmountOptions): Decima
     }
     value = new Decimal(input);
   } else if (Decimal.isDecimal(input)) {
-    value = new Decimal(input as Decimal);
-    if (!value.isFinite()) throw new InvalidAmountError(field, 'is not a finite number');
+    // Checked as given, before the copy: a Decimal of another decimal.js configuration may lie
+    // outside this one's exponent range, and copying it would turn 1e-2000 into 0. Its size is
+    // bounded as a string's is, so totals stay exact within this Decimal's precision (and
+    // print without an exponent).
+    const given = input as Decimal;
+    if (!given.isFinite()) throw new InvalidAmountError(field, 'is not a finite number');
+    checkScale(given, options, field);
+    if (given.abs().gte(AMOUNT_LIMIT))
+      throw new InvalidAmountError(field, 'has more than 36 integer digits');
+    value = new Decimal(given);
   } else if (typeof input === 'number' || typeof input === 'bigint') {
     throw new InvalidAmountError(
       field,
@@ -62,13 +72,7 @@ export function parseAmount(input: unknown, options: ParseAmountOptions): Decima
   } else {
     throw new InvalidAmountError(field, 'must be a decimal string such as "12.5"');
   }
-  if (value.decimalPlaces() > options.scale) {
-    const unit = options.currency ? `${options.currency} allows` : 'the currency allows';
-    throw new InvalidAmountError(
-      field,
-      `has ${value.decimalPlaces()} fractional digits; ${unit} at most ${options.scale}`,
-    );
-  }
+  checkScale(value, options, field);
   if (value.isNegative() && !value.isZero() && !options.allowNegative) {
     throw new InvalidAmountError(field, 'must not be negative');
   }
@@ -93,6 +97,16 @@ export function toBaseUnits(amount: Decimal, decimals: number): bigint {
 /** The wire form of an amount: plain decimal digits, no exponent, no trailing zeros. */
 export function formatAmount(amount: Decimal): string {
   return amount.toString();
+}
+
+function checkScale(value: Decimal, options: ParseAmountOptions, field: string): void {
+  if (value.decimalPlaces() > options.scale) {
+    const unit = options.currency ? `${options.currency} allows` : 'the currency allows';
+    throw new InvalidAmountError(
+      field,
+      `has ${value.decimalPlaces()} fractional digits; ${unit} at most ${options.scale}`,
+    );
+  }
 }
 
 function truncate(text: string): string {

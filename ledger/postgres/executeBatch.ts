@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { v7 as uuidv7 } from 'uuid';
 import type { BatchContext, PreparedCommand } from '../command.js';
-import { IdempotencyConflictError, InsufficientFundsError, LedgerError } from '../errors.js';
+import { IdempotencyConflictError, LedgerError } from '../errors.js';
 import { BatchState, countLaterPostings } from '../state.js';
 import { readBatchInputs, type BatchInputs, type IdempotencyRecord } from './readBatchInputs.js';
 import { ignoreConnectionErrors } from './connectionErrors.js';
@@ -72,13 +72,11 @@ export async function executeBatch(
   if (mode === 'optimistic') {
     let inputs = known?.inputsFor(commands) ?? null;
     let planned = inputs ? planBatch(commands, inputs) : null;
-    // Remembered totals may be older than a top-up: refuse, or book a shortfall, only on what
-    // the database says now.
-    if (
-      !inputs ||
-      planned!.state.decidedOnTotals ||
-      planned!.outcomes.some((o) => !o.ok && o.error instanceof InsufficientFundsError)
-    ) {
+    // What is remembered may be older than a top-up, than another process resolving a hold
+    // (its account then holds less than the hold remembered as pending), or than the deadline
+    // by this machine's clock: refuse anything, or book a shortfall, only on what the database
+    // says now.
+    if (!inputs || planned!.state.decidedOnTotals || planned!.outcomes.some((o) => !o.ok)) {
       inputs = await readBatchInputs(client, commands, { lock: false });
       mark = known?.rememberRead(inputs, mark) ?? mark;
       planned = planBatch(commands, inputs);

@@ -18,8 +18,9 @@ export interface AccountTotals {
  * Planning on stale totals is safe because writes are relative and the database checks
  * what matters (an account never below zero, a hold resolved once): a batch whose
  * assumptions no longer hold fails and runs again with a fresh read. A refusal is never
- * made on remembered totals: a batch that refuses anything for lack of funds is planned
- * again on a fresh read first (see executeBatch).
+ * made on remembered state: a batch that refuses anything (for lack of funds, a hold past its
+ * deadline by this machine's clock, a hold another process resolved...) is planned again on a
+ * fresh read first (see executeBatch).
  *
  * With several lanes, batches run at once and their answers arrive in any order: a read
  * taken before another lane's write committed can come back after that write was

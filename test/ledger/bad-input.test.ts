@@ -1,3 +1,4 @@
+import { Decimal as DecimalJs } from 'decimal.js';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import {
   CurrencyMismatchError,
@@ -48,6 +49,20 @@ const cases: Array<[string, () => Promise<unknown>, new (...args: never[]) => Er
     () => ledger.postEntry(transfer(new Decimal(Infinity), new Decimal(-Infinity))),
     InvalidAmountError,
     /finite/,
+  ],
+  [
+    // Totals of such amounts would outgrow the Decimal's 100 digits and be rounded: a
+    // posting's cents could vanish from its account's cached balance.
+    'a Decimal of 1e99 (refused as a string too)',
+    () => ledger.postEntry(transfer(new Decimal('1e99'), new Decimal('-1e99'))),
+    InvalidAmountError,
+    /more than 36 integer digits/,
+  ],
+  [
+    'a Decimal with 37 integer digits (a string may have 36)',
+    () => ledger.postEntry(transfer(new Decimal('1e36'), new Decimal('-1e36'))),
+    InvalidAmountError,
+    /more than 36 integer digits/,
   ],
   [
     'an empty string',
@@ -206,3 +221,17 @@ test.each(cases)(
     expect({ ...after, accounts: 0 }).toEqual({ ...before, accounts: 0 });
   },
 );
+
+test('a Decimal of another decimal.js configuration is checked as given: a hold is not posted for 0 when asked for 1e-2000', async () => {
+  const { holdId } = await ledger.createHold({
+    debitAccount: 'liabilities:customers:bad',
+    creditAccount: 'revenue:usage',
+    amount: '1',
+  });
+  // decimal.js's own Decimal reaches exponents this ledger's Decimal (minE -1000) cannot:
+  // copied into it, 1e-2000 became 0 and the hold was settled for nothing.
+  const tiny = new DecimalJs('1e-2000') as unknown as Decimal;
+  await expect(ledger.postHold({ holdId, amount: tiny })).rejects.toThrow(/2000 fractional digits/);
+  expect((await ledger.getHold(holdId))?.status).toBe('pending');
+  await ledger.voidHold({ holdId });
+});

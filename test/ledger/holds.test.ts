@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest';
 import {
   HoldExceededError,
   HoldNotFoundError,
@@ -501,5 +501,71 @@ describe('totals remembered from earlier batches', () => {
     });
     expect(reversal.shortfalls).toEqual({});
     expect((await ledger.getBalance(customer('st4'))).posted.toString()).toBe('42');
+  });
+});
+
+describe('holds remembered from earlier batches, resolved by another process', () => {
+  const customer = (user: string) => `liabilities:customers:${user}`;
+
+  test('voiding or posting a hold another process voided meanwhile answers as the database says', async () => {
+    const other = await openLedger(database.newPool(2));
+    await fund(ledger, 'rh1', '10');
+    // This ledger creates both holds and so remembers them, pending.
+    const { holdId: voided } = await ledger.createHold({
+      debitAccount: customer('rh1'),
+      creditAccount: 'revenue:usage',
+      amount: '4',
+    });
+    const { holdId: posted } = await ledger.createHold({
+      debitAccount: customer('rh1'),
+      creditAccount: 'revenue:usage',
+      amount: '3',
+    });
+    // Another process (the gateway instance that made the call, say) resolves both.
+    await other.voidHold({ holdId: voided });
+    await other.postHold({ holdId: posted, amount: '1' });
+    await other.close();
+    // A credit through this ledger reads the account afresh (the other account is new to it):
+    // it now remembers nothing held on the account, but still both holds as pending.
+    await ledger.postEntry({
+      kind: 'adjustment',
+      postings: [
+        { account: 'revenue:usage:rh1', amount: '1' },
+        { account: customer('rh1'), amount: '-1' },
+      ],
+    });
+
+    expect(await ledger.voidHold({ holdId: voided })).toEqual({ holdId: voided, replayed: true });
+    const again = await ledger.postHold({ holdId: posted, amount: '1' });
+    expect([again.replayed, again.postedAmount.toString()]).toEqual([true, '1']);
+    await expect(ledger.postHold({ holdId: voided, amount: '1' })).rejects.toBeInstanceOf(
+      HoldNotPendingError,
+    );
+    expect(await balanceOf('rh1')).toEqual({ posted: '10', held: '0', available: '10' });
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+
+  test("a hold is settled by the database's clock: this machine's clock running ahead does not call it expired", async () => {
+    await fund(ledger, 'rh2', '10');
+    const { rows } = await database.pool.query<{ deadline: Date }>(
+      `select now() + interval '60 seconds' as deadline`,
+    );
+    const { holdId } = await ledger.createHold({
+      debitAccount: customer('rh2'),
+      creditAccount: 'revenue:usage',
+      amount: '2',
+      expiresAt: rows[0]!.deadline,
+    });
+    // This machine's clock is two minutes ahead of the database's: by it, the hold (which this
+    // ledger remembers) is past its deadline; by the database's, a minute is left.
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.now() + 120_000 });
+    try {
+      const result = await ledger.postHold({ holdId, amount: '1.5' });
+      expect([result.replayed, result.postedAmount.toString()]).toEqual([false, '1.5']);
+    } finally {
+      vi.useRealTimers();
+    }
+    expect(await balanceOf('rh2')).toEqual({ posted: '8.5', held: '0', available: '8.5' });
+    expect((await ledger.getHold(holdId))?.status).toBe('posted');
   });
 });

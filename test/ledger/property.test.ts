@@ -6,54 +6,73 @@ import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { openLedger } from '../support/ledger.js';
 
 /**
- * Random sequences of credits, holds, posts, voids, expiries and reversals, run against the
- * real ledger and against a few lines of in-memory model of the same rules. After every step
- * the outcome (done or refused, and why) must agree; at the end every balance must agree and
- * the cached balances must equal the postings.
+ * Random sequences of credits (some under idempotency keys), holds, posts, voids, expiries and
+ * reversals (some booking shortfalls, some of reversals), run against the real ledger and
+ * against a few lines of in-memory model of the same rules. Each step runs through one of two
+ * ledgers on separate pools, as two processes would: what one remembers of accounts and holds
+ * goes stale when the other writes. After every step the outcome (done or refused, and why)
+ * must agree; at the end every balance must agree and the cached balances must equal the
+ * postings.
  */
 
 let database: TestDatabase;
-let ledger: PostgresLedger;
+let ledgers: PostgresLedger[];
 
 beforeAll(async () => {
   database = await createTestDatabase();
-  ledger = await openLedger(database.pool);
+  ledgers = [await openLedger(database.pool), await openLedger(database.newPool(4))];
 });
 afterAll(async () => {
-  await ledger.close();
+  await Promise.all(ledgers.map((l) => l.close()));
   await database.drop();
 });
 
-type Op =
-  | { type: 'credit'; user: number; cents: number }
-  | { type: 'hold'; user: number; cents: number; overdue: boolean }
-  | { type: 'post'; hold: number; cents: number; allowOver: boolean }
-  | { type: 'void'; hold: number }
-  | { type: 'expire' }
-  | { type: 'reverse'; entry: number };
+/** Which of the two ledgers (processes) runs the step. */
+type Via = { via: number };
+type Op = Via &
+  (
+    | { type: 'credit'; user: number; cents: number; key: number | undefined }
+    | { type: 'hold'; user: number; cents: number; overdue: boolean }
+    | { type: 'post'; hold: number; cents: number; allowOver: boolean }
+    | { type: 'void'; hold: number }
+    | { type: 'expire' }
+    | { type: 'reverse'; entry: number; shortfall: boolean }
+  );
 
 const USERS = 3;
+const via = fc.nat(1);
+/** Mostly one of the first few holds or entries (a run makes a handful), now and then one past them. */
+const index = fc.oneof({ arbitrary: fc.nat(5), weight: 4 }, { arbitrary: fc.nat(30), weight: 1 });
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({
     type: fc.constant('credit' as const),
     user: fc.nat(USERS - 1),
     cents: fc.integer({ min: 1, max: 5_000 }),
+    key: fc.option(fc.nat(3), { nil: undefined }),
+    via,
   }),
   fc.record({
     type: fc.constant('hold' as const),
     user: fc.nat(USERS - 1),
     cents: fc.integer({ min: 1, max: 3_000 }),
     overdue: fc.boolean(),
+    via,
   }),
   fc.record({
     type: fc.constant('post' as const),
-    hold: fc.nat(30),
+    hold: index,
     cents: fc.integer({ min: 0, max: 3_500 }),
     allowOver: fc.boolean(),
+    via,
   }),
-  fc.record({ type: fc.constant('void' as const), hold: fc.nat(30) }),
-  fc.constant({ type: 'expire' as const }),
-  fc.record({ type: fc.constant('reverse' as const), entry: fc.nat(30) }),
+  fc.record({ type: fc.constant('void' as const), hold: index, via }),
+  fc.record({ type: fc.constant('expire' as const), via }),
+  fc.record({
+    type: fc.constant('reverse' as const),
+    entry: index,
+    shortfall: fc.boolean(),
+    via,
+  }),
 );
 
 interface ModelHold {
@@ -68,6 +87,8 @@ interface ModelEntry {
   id: string;
   /** Change of the customer's posted balance the entry made. */
   userDelta: Map<number, Decimal>;
+  /** Change of the customer's receivable the entry made. */
+  owedDelta: Map<number, Decimal>;
   reversed: boolean;
 }
 
@@ -90,9 +111,12 @@ test('the ledger agrees with an in-memory model of its rules', async () => {
       const available = (user: number) => posted[user]!.sub(held()[user]!);
       const holds: ModelHold[] = [];
       const entries: ModelEntry[] = [];
+      /** Credits made under a key: the request and the entry it wrote. */
+      const keyed = new Map<number, { user: number; cents: number; entryId: string }>();
 
       for (const op of ops) {
-        const step = plan(op);
+        const ledger = ledgers[op.via]!;
+        const step = plan(op, ledger);
         const outcome = await step.execute().then(
           (result) => {
             step.onSuccess?.(result);
@@ -106,6 +130,7 @@ test('the ledger agrees with an in-memory model of its rules', async () => {
         expect(outcome, JSON.stringify(op)).toBe(step.expected);
       }
 
+      const ledger = ledgers[0]!;
       for (let user = 0; user < USERS; user += 1) {
         const balance = await ledger.getBalance(code(user)).catch(() => null);
         expect(balance?.posted.toString() ?? '0').toBe(posted[user]!.toString());
@@ -116,7 +141,10 @@ test('the ledger agrees with an in-memory model of its rules', async () => {
       expect(await ledger.checkBalances()).toEqual([]);
 
       /** The model's verdict on an operation, the call to the ledger, and the model's update when it succeeds. */
-      function plan(op: Op): {
+      function plan(
+        op: Op,
+        ledger: PostgresLedger,
+      ): {
         expected: string;
         execute(): Promise<any>;
         onSuccess?(result: any): void;
@@ -124,9 +152,12 @@ test('the ledger agrees with an in-memory model of its rules', async () => {
         const amount = (cents: number) => new Decimal(cents).div(100);
         const missing = '00000000-0000-7000-8000-00000000dead';
         switch (op.type) {
-          case 'credit':
+          case 'credit': {
+            const first = op.key === undefined ? undefined : keyed.get(op.key);
+            const replay =
+              first !== undefined && first.user === op.user && first.cents === op.cents;
             return {
-              expected: 'ok',
+              expected: first && !replay ? 'idempotency_conflict' : 'ok',
               execute: () =>
                 ledger.postEntry({
                   kind: 'adjustment',
@@ -134,16 +165,26 @@ test('the ledger agrees with an in-memory model of its rules', async () => {
                     { account: 'expenses:promotions', amount: amount(op.cents) },
                     { account: code(op.user), amount: amount(op.cents).neg() },
                   ],
+                  ...(op.key === undefined ? {} : { idempotencyKey: `p${run}k${op.key}` }),
                 }),
-              onSuccess({ entryId }) {
+              onSuccess({ entryId, replayed }) {
+                expect(replayed).toBe(replay);
+                if (replay) {
+                  expect(entryId).toBe(first.entryId);
+                  return;
+                }
+                if (op.key !== undefined)
+                  keyed.set(op.key, { user: op.user, cents: op.cents, entryId });
                 posted[op.user] = posted[op.user]!.add(amount(op.cents));
                 entries.push({
                   id: entryId,
                   userDelta: new Map([[op.user, amount(op.cents)]]),
+                  owedDelta: new Map(),
                   reversed: false,
                 });
               },
             };
+          }
           case 'hold':
             return {
               expected: available(op.user).gte(amount(op.cents)) ? 'ok' : 'insufficient_funds',
@@ -194,12 +235,14 @@ test('the ledger agrees with an in-memory model of its rules', async () => {
                 expect(result.shortfall.toString()).toBe(value.sub(covered).toString());
                 hold.status = 'posted';
                 hold.posted = value;
+                const short = value.sub(covered);
                 posted[hold.user] = posted[hold.user]!.sub(covered);
-                owed[hold.user] = owed[hold.user]!.add(value.sub(covered));
-                if (result.entryId && value.eq(covered)) {
+                owed[hold.user] = owed[hold.user]!.add(short);
+                if (result.entryId) {
                   entries.push({
                     id: result.entryId,
-                    userDelta: new Map([[hold.user, covered.neg()]]),
+                    userDelta: new Map(covered.isZero() ? [] : [[hold.user, covered.neg()]]),
+                    owedDelta: new Map(short.isZero() ? [] : [[hold.user, short]]),
                     reversed: false,
                   });
                 }
@@ -241,25 +284,65 @@ test('the ledger agrees with an in-memory model of its rules', async () => {
             if (!entry) expected = 'entry_not_found';
             else if (entry.reversed) expected = 'already_reversed';
             else if (
+              !op.shortfall &&
               [...entry.userDelta].some(
                 ([user, delta]) => delta.isPositive() && available(user).lt(delta),
               )
             ) {
               expected = 'insufficient_funds';
             }
+            const users = entry ? [...entry.userDelta.keys()] : [];
             return {
               expected,
-              execute: () => ledger.reverseEntry({ entryId: entry?.id ?? missing }),
-              onSuccess() {
+              execute: () =>
+                ledger.reverseEntry({
+                  entryId: entry?.id ?? missing,
+                  ...(op.shortfall
+                    ? {
+                        shortfallAccounts: Object.fromEntries(
+                          users.map((user) => [code(user), receivable(user)]),
+                        ),
+                      }
+                    : {}),
+                }),
+              onSuccess(result) {
                 entry!.reversed = true;
-                for (const [user, delta] of entry!.userDelta)
-                  posted[user] = posted[user]!.sub(delta);
+                const reversal: ModelEntry = {
+                  id: result.entryId,
+                  userDelta: new Map(),
+                  owedDelta: new Map(),
+                  reversed: false,
+                };
+                const shortfalls: Record<string, string> = {};
+                for (const [user, delta] of entry!.userDelta) {
+                  // What the customer's balance cannot give back is owed instead.
+                  const cover = delta.isPositive()
+                    ? Decimal.min(delta, Decimal.max(available(user), 0))
+                    : delta;
+                  const short = delta.sub(cover);
+                  posted[user] = posted[user]!.sub(cover);
+                  owed[user] = owed[user]!.add(short);
+                  if (!cover.isZero()) reversal.userDelta.set(user, cover.neg());
+                  if (!short.isZero()) {
+                    reversal.owedDelta.set(user, short);
+                    shortfalls[receivable(user)] = short.toString();
+                  }
+                }
+                for (const [user, delta] of entry!.owedDelta) {
+                  owed[user] = owed[user]!.sub(delta);
+                  reversal.owedDelta.set(
+                    user,
+                    (reversal.owedDelta.get(user) ?? new Decimal(0)).sub(delta),
+                  );
+                }
+                expect(result.shortfalls).toEqual(shortfalls);
+                entries.push(reversal);
               },
             };
           }
         }
       }
     }),
-    { numRuns: 40 },
+    { numRuns: 100 },
   );
 });
