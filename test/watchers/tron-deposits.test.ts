@@ -7,7 +7,7 @@ import { assignDepositAddress } from '../../chain-watchers/pipeline/depositAddre
 import { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
 import type { WatcherTables } from '../../chain-watchers/pipeline/tables.js';
 import { createTronAdapter } from '../../chain-watchers/tron/createTronAdapter.js';
-import type { PostgresLedger } from '../../ledger/index.js';
+import { Decimal, type PostgresLedger } from '../../ledger/index.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { openLedger } from '../support/ledger.js';
 import { MAINNET_USDT, type TokenContract } from '../support/tron-sim/chain.js';
@@ -221,6 +221,77 @@ describe('Tron deposits', () => {
     await w.runOnce();
     expect((await deposit(doomed)).status).toBe('orphaned');
     expect(await posted(bob.id)).toBe(before);
+  });
+
+  test('a transfer mined again on a new branch where it reverts is never credited', async () => {
+    const w = watcher();
+    const payer = sim.chain.account('payer-reverts-later');
+    sim.chain.setTrxBalance(payer, 10n ** 9n);
+    sim.chain.produceBlocks(1);
+    await w.runOnce();
+    const before = await posted(bob.id);
+    // The tokens arrive in the head block; the reorg below drops that block too.
+    sim.chain.mintToken(sim.chain.usdt, payer, 7_000_000n);
+    const tx = sim.chain.transferToken({
+      token: sim.chain.usdt,
+      from: payer,
+      to: bob.address,
+      amount: 7_000_000n,
+    });
+    sim.chain.produceBlocks(1);
+    await w.runOnce();
+    expect(await deposit(tx)).toMatchObject({ status: 'seen', amount: '7' });
+    // The new branch includes the same transaction, now uncovered: REVERT.
+    sim.chain.reorg(2, { requeue: true });
+    sim.chain.produceBlocks(1);
+    const receipt = sim.chain.transactionInfoJson(tx) as { receipt: { result: string } };
+    expect(receipt.receipt.result).toBe('REVERT');
+    sim.chain.produceBlocks(SOLIDITY_LAG + 2);
+    expect((await w.runOnce()).forkPoint).not.toBeNull();
+    await w.runOnce();
+    expect(await deposit(tx)).toMatchObject({
+      status: 'ignored',
+      ignore_reason: 'the transaction failed',
+    });
+    expect(await posted(bob.id)).toBe(before);
+    expect(sim.chain.tokenBalance(sim.chain.usdt, bob.address)).toBe(
+      BigInt(new Decimal(before).mul(1_000_000).toFixed()),
+    );
+  });
+
+  test('a transfer that reverted, mined again on a new branch where it succeeds, is credited', async () => {
+    const carol = await newUser(8003);
+    const w = watcher();
+    const payer = sim.chain.account('payer-succeeds-later');
+    sim.chain.setTrxBalance(payer, 10n ** 9n);
+    sim.chain.produceBlocks(1);
+    await w.runOnce();
+    const before = await posted(carol.id);
+    const tx = sim.chain.transferToken({
+      token: sim.chain.usdt,
+      from: payer,
+      to: carol.address,
+      amount: 3_000_000n,
+    });
+    sim.chain.produceBlocks(1);
+    await w.runOnce();
+    expect(await deposit(tx)).toMatchObject({ status: 'ignored' });
+    // On the new branch the payer holds the tokens before the transaction runs.
+    sim.chain.reorg(1, { requeue: true });
+    sim.chain.mintToken(sim.chain.usdt, payer, 3_000_000n);
+    sim.chain.produceBlocks(1);
+    const receipt = sim.chain.transactionInfoJson(tx) as { receipt: { result: string } };
+    expect(receipt.receipt.result).toBe('SUCCESS');
+    sim.chain.produceBlocks(SOLIDITY_LAG + 2);
+    expect((await w.runOnce()).forkPoint).not.toBeNull();
+    await w.runOnce();
+    expect(await deposit(tx)).toMatchObject({
+      status: 'credited',
+      amount: '3',
+      amount_usd: '3',
+      ignore_reason: null,
+    });
+    expect(await posted(carol.id)).toBe(new Decimal(before).add(3).toString());
   });
 
   test('a sweep to the treasury moves custody to custody and books the energy fee', async () => {

@@ -113,7 +113,9 @@ class VersionedBalances {
     for (const [number, keys] of this.touched) {
       if (number <= block) continue;
       for (const key of keys) {
-        const entries = this.history.get(key)!;
+        // A key written in several dropped blocks is emptied at the first of them.
+        const entries = this.history.get(key);
+        if (!entries) continue;
         while (entries.length > 0 && entries[entries.length - 1]!.block > block) entries.pop();
         if (entries.length === 0) this.history.delete(key);
       }
