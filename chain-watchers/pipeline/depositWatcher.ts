@@ -103,7 +103,19 @@ export class DepositWatcher {
     let cursor = await this.loadCursor(db, head);
     if (cursor.number >= 0n) {
       const canonical = await adapter.getBlock(cursor.number);
-      if (!canonical || canonical.hash !== cursor.hash) {
+      if (!canonical) {
+        // The endpoint that answered is not as high as we have scanned: a fallback host that
+        // lags, not a reorg (a chain that really got shorter grows back past the cursor, and
+        // its hash is compared then). Rewinding would move the cursor back and re-check every
+        // deposit above the rewind; crediting could trust blocks not re-checked. Wait instead.
+        this.options.logger.warn(
+          { network, cursor: String(cursor.number), head: String(head.latest.number) },
+          'the endpoint has no block at the cursor (it is behind); waiting for it',
+        );
+        report.caughtUp = true;
+        return report;
+      }
+      if (canonical.hash !== cursor.hash) {
         const forkPoint = await this.findForkPoint(db, cursor.number);
         this.options.logger.warn(
           { network, cursor: String(cursor.number), forkPoint: String(forkPoint) },

@@ -94,6 +94,13 @@ async function deposit(txId: string) {
   return rows[0];
 }
 
+async function cursorNumber(): Promise<bigint> {
+  const { rows } = await database.pool.query<{ block_number: string }>(
+    `select block_number::text from watcher_cursors where network = 'tron'`,
+  );
+  return BigInt(rows[0]!.block_number);
+}
+
 async function posted(userId: string): Promise<string> {
   return (
     (
@@ -344,6 +351,45 @@ describe('Tron deposits', () => {
       expect((await deposit(tx)).status).toBe('credited');
     } finally {
       sim.rateLimit(null);
+    }
+  });
+
+  test('a fallback host a few blocks behind is no reorg: the cursor never goes back', async () => {
+    const behind = await startTronSimulator({ chain: sim.chain });
+    behind.setHeadLag(5);
+    try {
+      const w = watcher(network({ fallbackHosts: [behind.url] }));
+      await w.runOnce();
+      const tx = sim.chain.transferToken({
+        token: sim.chain.usdt,
+        from: sender,
+        to: bob.address,
+        amount: 4_000_000n,
+      });
+      for (let i = 0; i < 6; i++) {
+        sim.chain.produceBlocks(1);
+        await w.runOnce();
+      }
+      expect((await deposit(tx)).status).toBe('confirming');
+      const before = await posted(bob.id);
+      const cursorBefore = await cursorNumber();
+      // The first host fails; the fallback answers, 5 blocks behind the chain.
+      const heal = sim.addFault({ fault: { kind: 'status', status: 502 } });
+      sim.chain.produceBlocks(1);
+      const report = await w.runOnce();
+      heal();
+      expect(report.forkPoint).toBeNull();
+      expect(await cursorNumber()).toBeGreaterThanOrEqual(cursorBefore);
+      const { rows } = await database.pool.query(
+        `select count(*)::int as n from deposits where network = 'tron' and needs_recheck`,
+      );
+      expect(rows[0].n).toBe(0);
+      sim.chain.produceBlocks(SOLIDITY_LAG + 2);
+      await w.runOnce();
+      expect(await deposit(tx)).toMatchObject({ status: 'credited', amount: '4' });
+      expect(await posted(bob.id)).toBe(new Decimal(before).add(4).toString());
+    } finally {
+      await behind.close();
     }
   });
 });
