@@ -139,6 +139,7 @@ export class DepositWatcher {
         fromBlock: from,
         toBlock: to,
         addresses: new Set(addresses.keys()),
+        ...(cursor.hash === '' ? {} : { parentHash: cursor.hash }),
       });
       transfers = result.transfers;
       newCursor = { number: result.toBlockRef.number, hash: result.toBlockRef.hash };

@@ -10,7 +10,7 @@ import { createTronAdapter } from '../../chain-watchers/tron/createTronAdapter.j
 import { Decimal, type PostgresLedger } from '../../ledger/index.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { openLedger } from '../support/ledger.js';
-import { MAINNET_USDT, type TokenContract } from '../support/tron-sim/chain.js';
+import { MAINNET_USDT, TronChain, type TokenContract } from '../support/tron-sim/chain.js';
 import { startTronSimulator, type TronSimulator } from '../support/tron-sim/server.js';
 
 /** The same scenarios as EVM, through the real tronweb client against the TronGrid simulator. */
@@ -390,6 +390,67 @@ describe('Tron deposits', () => {
       expect(await posted(bob.id)).toBe(new Decimal(before).add(4).toString());
     } finally {
       await behind.close();
+    }
+  });
+
+  test('a range a fallback host serves from another fork than the cursor is refused: a deposit only that fork had is orphaned', async () => {
+    // Two nodes that agree up to a block, then each follow their own fork (as behind one
+    // load balancer, or a primary and a fallback): A has Dave's deposit, B (the fork that
+    // wins) does not.
+    const chains = [
+      new TronChain({ solidityLag: SOLIDITY_LAG }),
+      new TronChain({ solidityLag: SOLIDITY_LAG }),
+    ];
+    const payer = chains[0]!.account('fork-sender'); // the same address on both
+    for (const chain of chains) {
+      chain.mintToken(chain.usdt, payer, 10n ** 12n);
+      chain.setTrxBalance(payer, 10n ** 12n);
+      chain.produceBlocks(3);
+    }
+    const [chainA, chainB] = chains as [TronChain, TronChain];
+    expect(chainA.head.blockID).toBe(chainB.head.blockID);
+    const a = await startTronSimulator({ chain: chainA });
+    const b = await startTronSimulator({ chain: chainB });
+    try {
+      const dave = await newUser(8004);
+      const config = network({
+        name: 'tron-forks',
+        fullHost: a.url,
+        fallbackHosts: [b.url],
+        startBlock: chainA.headNumber,
+      });
+      const w = watcher(config);
+      await w.runOnce();
+      const tx = chainA.transferToken({
+        token: chainA.usdt,
+        from: payer,
+        to: dave.address,
+        amount: 5_000_000n,
+      });
+      chainA.produceBlocks(1);
+      chainB.produceBlocks(1);
+      expect(chainA.head.blockID).not.toBe(chainB.head.blockID);
+      await w.runOnce(); // A: the deposit is seen, the cursor is A's block
+      expect((await deposit(tx)).status).toBe('seen');
+      chainA.produceBlocks(2);
+      chainB.produceBlocks(3);
+      // A still agrees with the cursor, but cannot serve the range after it: B scans it.
+      const healScan = a.addFault({
+        path: 'wallet/getblockbylimitnext',
+        fault: { kind: 'status', status: 500 },
+      });
+      await w.runOnce().catch(() => {});
+      healScan();
+      // A goes away; B's fork is the chain from now on.
+      a.addFault({ fault: { kind: 'reset' } });
+      chainB.produceBlocks(SOLIDITY_LAG + 2);
+      await w.runOnce();
+      await w.runOnce();
+      expect((await deposit(tx)).status).toBe('orphaned');
+      expect(await posted(dave.id)).toBe('0');
+    } finally {
+      await a.close();
+      await b.close();
     }
   });
 });
