@@ -975,8 +975,9 @@ const OUTGOING_OBSERVED = [
 
 /**
  * In the deposits upsert: the new sighting's `column` while the stored row has not been credited
- * (seen, confirming, ignored, or removed by a reorg), else the stored value. A credited deposit
- * on Tron is solidified and cannot change.
+ * (seen, confirming, ignored, or removed by a reorg), else the stored value: a credit keeps what
+ * it credited. (On Tron a credited deposit is solidified and cannot change; a credited EVM
+ * deposit mined again with another outcome is not detected here.)
  */
 function ifNotCredited(column: string): RawBuilder<never> {
   return sql<never>`case when deposits.status in ('seen', 'confirming', 'ignored', 'orphaned', 'reversed') then ${sql.ref(`excluded.${column}`)} else ${sql.ref(`deposits.${column}`)} end`;
