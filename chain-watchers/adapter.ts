@@ -74,6 +74,13 @@ export interface ScanParameters {
   toBlock: bigint;
   /** Canonical addresses to watch: transfers to or from any of them are returned. */
   addresses: ReadonlySet<string>;
+  /**
+   * The hash the caller holds for block `fromBlock - 1` (its cursor), when it has one. An
+   * adapter that reads the range's blocks refuses a range that does not continue it (an
+   * endpoint on another fork), as an endpoint fault: another endpoint is tried, and if the
+   * chain really changed under the cursor, the caller's next reorg check finds it.
+   */
+  parentHash?: string;
 }
 
 export interface ScanResult {

@@ -103,7 +103,19 @@ export class DepositWatcher {
     let cursor = await this.loadCursor(db, head);
     if (cursor.number >= 0n) {
       const canonical = await adapter.getBlock(cursor.number);
-      if (!canonical || canonical.hash !== cursor.hash) {
+      if (!canonical) {
+        // The endpoint that answered is not as high as we have scanned: a fallback host that
+        // lags, not a reorg (a chain that really got shorter grows back past the cursor, and
+        // its hash is compared then). Rewinding would move the cursor back and re-check every
+        // deposit above the rewind; crediting could trust blocks not re-checked. Wait instead.
+        this.options.logger.warn(
+          { network, cursor: String(cursor.number), head: String(head.latest.number) },
+          'the endpoint has no block at the cursor (it is behind); waiting for it',
+        );
+        report.caughtUp = true;
+        return report;
+      }
+      if (canonical.hash !== cursor.hash) {
         const forkPoint = await this.findForkPoint(db, cursor.number);
         this.options.logger.warn(
           { network, cursor: String(cursor.number), forkPoint: String(forkPoint) },
@@ -127,6 +139,7 @@ export class DepositWatcher {
         fromBlock: from,
         toBlock: to,
         addresses: new Set(addresses.keys()),
+        ...(cursor.hash === '' ? {} : { parentHash: cursor.hash }),
       });
       transfers = result.transfers;
       newCursor = { number: result.toBlockRef.number, hash: result.toBlockRef.hash };
@@ -308,12 +321,15 @@ export class DepositWatcher {
             block_hash: sql`excluded.block_hash`,
             block_time: sql`excluded.block_time`,
             needs_recheck: false,
+            // Until it is credited, a transfer is what the chain says now: a transaction mined
+            // again on a new branch can have another outcome (it reverts there, or no longer
+            // does) or, for a contract call, other amounts. Only a credit is kept as it was.
+            ...Object.fromEntries(
+              DEPOSIT_OBSERVED.map((column) => [column, ifNotCredited(column)]),
+            ),
             // A transfer a reorg removed (orphaned, or credited and reversed) that is mined again
             // on the new chain starts over: it is credited afresh under a new key (`reincluded`);
             // the ledger keeps the earlier credit and its reversal.
-            status: ifRemoved('deposits', 'status', sql`excluded.status`),
-            confirmations: ifRemoved('deposits', 'confirmations', sql`excluded.confirmations`),
-            ignore_reason: ifRemoved('deposits', 'ignore_reason', sql`excluded.ignore_reason`),
             reincluded: ifRemoved('deposits', 'reincluded', sql`deposits.reincluded + 1`),
             entry_id: ifRemoved('deposits', 'entry_id', sql`null`),
             credited_at: ifRemoved('deposits', 'credited_at', sql`null`),
@@ -356,14 +372,11 @@ export class DepositWatcher {
             block_hash: sql`excluded.block_hash`,
             block_time: sql`excluded.block_time`,
             needs_recheck: false,
+            // Until it is booked, what the chain says now (a transaction mined again on a new
+            // branch may fail there, or no longer fail, with another fee).
+            ...Object.fromEntries(OUTGOING_OBSERVED.map((column) => [column, ifNotBooked(column)])),
             // Mined again after a reorg orphaned it: booked afresh under new keys; the earlier
             // sweep and fee entries were reversed when it was orphaned.
-            status: ifRemoved('outgoing_transfers', 'status', sql`excluded.status`),
-            fee_base_units: ifRemoved(
-              'outgoing_transfers',
-              'fee_base_units',
-              sql`excluded.fee_base_units`,
-            ),
             entry_id: ifRemoved('outgoing_transfers', 'entry_id', sql`null`),
             fee_entry_id: ifRemoved('outgoing_transfers', 'fee_entry_id', sql`null`),
             reincluded: ifRemoved(
@@ -929,6 +942,50 @@ export class DepositWatcher {
       dialect: new PostgresDialect({ pool: single as unknown as pg.Pool }),
     });
   }
+}
+
+/** What a scan observes of a deposit: refreshed on every sighting until it is credited. */
+const DEPOSIT_OBSERVED = [
+  'user_id',
+  'address',
+  'from_address',
+  'contract',
+  'asset',
+  'currency',
+  'decimals',
+  'amount_base_units',
+  'amount',
+  'status',
+  'confirmations',
+  'ignore_reason',
+] as const;
+
+/** What a scan observes of an outgoing transfer: refreshed on every sighting until it is booked. */
+const OUTGOING_OBSERVED = [
+  'to_address',
+  'contract',
+  'asset',
+  'currency',
+  'amount_base_units',
+  'amount',
+  'fee_base_units',
+  'kind',
+  'status',
+] as const;
+
+/**
+ * In the deposits upsert: the new sighting's `column` while the stored row has not been credited
+ * (seen, confirming, ignored, or removed by a reorg), else the stored value: a credit keeps what
+ * it credited. (On Tron a credited deposit is solidified and cannot change; a credited EVM
+ * deposit mined again with another outcome is not detected here.)
+ */
+function ifNotCredited(column: string): RawBuilder<never> {
+  return sql<never>`case when deposits.status in ('seen', 'confirming', 'ignored', 'orphaned', 'reversed') then ${sql.ref(`excluded.${column}`)} else ${sql.ref(`deposits.${column}`)} end`;
+}
+
+/** In the outgoing transfers upsert: as `ifNotCredited`, until the transfer is booked. */
+function ifNotBooked(column: string): RawBuilder<never> {
+  return sql<never>`case when outgoing_transfers.status in ('seen', 'failed', 'orphaned') then ${sql.ref(`excluded.${column}`)} else ${sql.ref(`outgoing_transfers.${column}`)} end`;
 }
 
 /**

@@ -93,6 +93,16 @@ export class TronHttpProvider extends providers.HttpProvider {
     } catch (error) {
       throw endpointErrorOf(error, { host: this.label, path, timedOut: signal.aborted });
     }
+    // TronGrid answers JSON. axios hands back the raw text of a body it cannot parse (one cut
+    // off by a proxy or a dropped connection): read as an object, its fields were all absent,
+    // so a TRX balance came out as 0 and a block list as empty.
+    if (typeof data === 'string') {
+      throw new TronEndpointError(
+        'malformed',
+        `${this.label} /${path}: the answer is not JSON: ${data.slice(0, 80)}`,
+        { host: this.label, path },
+      );
+    }
     if (
       typeof data === 'object' &&
       data !== null &&

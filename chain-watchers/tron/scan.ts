@@ -79,6 +79,16 @@ export async function scanTronTransfers(
   for (const address of params.addresses) watched.set(watchedHex20(address), address);
   const blocks = await readBlocks(host, fromBlock, toBlock, params);
   const toBlockRef = blocks[blocks.length - 1]!.ref;
+  // The range must continue the chain the caller's cursor is on: a host on another fork
+  // (behind a load balancer, or a fallback) would otherwise move the cursor onto its fork
+  // without any block the caller recorded being checked again.
+  if (params.parentHash !== undefined && blocks[0]!.ref.parentHash !== params.parentHash) {
+    throw new TronEndpointError(
+      'inconsistent',
+      `${host.label}: block ${fromBlock} does not follow the block ${fromBlock - 1n} the scan continues (${params.parentHash})`,
+      { host: host.label },
+    );
+  }
   if (watched.size === 0) return { transfers: [], toBlockRef };
 
   const context: Context = {

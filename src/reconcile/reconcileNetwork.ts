@@ -265,6 +265,16 @@ export async function reconcileNetwork(
     ])
     .where('network', '=', name)
     .where('status', '=', 'unbooked')
+    // Something of ours left (an accepted asset, a non-zero amount), or one of our addresses
+    // paid for the transaction (our key signed it). Not: a Transfer log "from" our address
+    // that anyone can make without our key and that moves nothing we hold: USDT's zero-value
+    // transferFrom (address-poisoning spam, needs no allowance), a token we do not accept.
+    .where((eb) =>
+      eb.or([
+        eb.and([eb('asset', 'is not', null), eb('amount', '>', '0')]),
+        eb('fee_base_units', '>', '0'),
+      ]),
+    )
     .limit(100)
     .execute();
   for (const o of outflows) {

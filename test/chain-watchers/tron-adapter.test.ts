@@ -646,6 +646,25 @@ describe('RPC resilience', () => {
     expect(second.count('wallet/getblockbylimitnext')).toBeGreaterThanOrEqual(1);
   });
 
+  test('a truncated JSON body is an endpoint fault, never an empty answer: TRX balance not read as 0', async () => {
+    const network = tronNetwork({
+      assets: [{ symbol: 'TRX', native: true, decimals: 6, price: { fixed: '0.3' } }],
+    });
+    const trx = { symbol: 'TRX', currency: 'TRX', native: true, contract: null, decimals: 6 };
+    sim.chain.setTrxBalance(DEPOSIT_0, 123_456_789n);
+    sim.chain.produceBlocks(20);
+    // A body cut off mid-way (a proxy or a dropped connection after the headers), with 200.
+    const full = JSON.stringify({ address: '41' + 'ab'.repeat(20), balance: 123_456_789 });
+    sim.failNext(
+      1,
+      { kind: 'status', status: 200, body: full.slice(0, full.indexOf('balance') - 1) },
+      'walletsolidity/getaccount',
+    );
+    const balance = await adapterFor(network).getBalance(DEPOSIT_0, trx, null);
+    expect(balance.amountBaseUnits).toBe(123_456_789n);
+    expect(sim.count('walletsolidity/getaccount')).toBe(2);
+  });
+
   test('a missing receipt (load-balanced node) is retried, never read as a failure', async () => {
     const alice = fundedSender('alice');
     const fromBlock = BigInt(sim.chain.headNumber + 1);

@@ -122,6 +122,29 @@ test('a deposit mined after the watcher last polled, not yet solidified, is no f
   expect((await reconcile()).findings).toEqual([]);
 });
 
+test('a zero-value transferFrom "from" a deposit address (address-poisoning spam) is no outflow finding', async () => {
+  expect((await reconcile()).findings).toEqual([]);
+  // Anyone may call USDT's transferFrom(ours, theirs, 0): it needs no allowance and logs a
+  // Transfer out of our address that moves nothing.
+  const spammer = sim.chain.account('poisoner');
+  sim.chain.setTrxBalance(spammer, 10n ** 9n);
+  const spam = sim.chain.transferFromToken({
+    token: sim.chain.usdt,
+    spender: spammer,
+    from: alice,
+    to: sim.chain.account('alice-lookalike'),
+    amount: 0n,
+  });
+  sim.chain.produceBlocks(SOLIDITY_LAG + 1);
+  await watcher.runOnce();
+  const { rows } = await database.pool.query<{ amount: string; fee: string | null }>(
+    `select amount::text, fee_base_units::text as fee from outgoing_transfers where tx_hash = $1`,
+    [spam],
+  );
+  expect(rows).toEqual([{ amount: '0', fee: '0' }]);
+  expect((await reconcile()).findings).toEqual([]);
+});
+
 test('a real difference beside a deposit not yet solidified is found, with its exact amount', async () => {
   // USDT no transaction brought (test setup): no watcher will ever see it.
   sim.chain.mintToken(sim.chain.usdt, bob, 7_000_000n);
@@ -183,4 +206,26 @@ test('balances solidified above what the watcher has scanned are not compared: a
   expect((await reconcile()).findings).toEqual([
     expect.objectContaining({ kind: 'custody_mismatch', address: bob, difference: '7' }),
   ]);
+});
+
+test('USDT that really leaves a deposit address, not to the treasury, is still an unexpected outflow', async () => {
+  sim.chain.setTrxBalance(bob, 10n ** 8n);
+  const out = sim.chain.transferToken({
+    token: sim.chain.usdt,
+    from: bob,
+    to: sim.chain.account('outsider'),
+    amount: 1_000_000n,
+  });
+  sim.chain.produceBlocks(SOLIDITY_LAG + 1);
+  await watcher.runOnce();
+  expect((await reconcile()).findings).toContainEqual(
+    expect.objectContaining({
+      severity: 'error',
+      kind: 'unexpected_outflow',
+      asset: 'USDT',
+      address: bob,
+      actual: '1',
+      details: expect.objectContaining({ txHash: out }),
+    }),
+  );
 });

@@ -7,10 +7,10 @@ import { assignDepositAddress } from '../../chain-watchers/pipeline/depositAddre
 import { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
 import type { WatcherTables } from '../../chain-watchers/pipeline/tables.js';
 import { createTronAdapter } from '../../chain-watchers/tron/createTronAdapter.js';
-import type { PostgresLedger } from '../../ledger/index.js';
+import { Decimal, type PostgresLedger } from '../../ledger/index.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { openLedger } from '../support/ledger.js';
-import { MAINNET_USDT, type TokenContract } from '../support/tron-sim/chain.js';
+import { MAINNET_USDT, TronChain, type TokenContract } from '../support/tron-sim/chain.js';
 import { startTronSimulator, type TronSimulator } from '../support/tron-sim/server.js';
 
 /** The same scenarios as EVM, through the real tronweb client against the TronGrid simulator. */
@@ -92,6 +92,13 @@ async function deposit(txId: string) {
     [txId],
   );
   return rows[0];
+}
+
+async function cursorNumber(): Promise<bigint> {
+  const { rows } = await database.pool.query<{ block_number: string }>(
+    `select block_number::text from watcher_cursors where network = 'tron'`,
+  );
+  return BigInt(rows[0]!.block_number);
 }
 
 async function posted(userId: string): Promise<string> {
@@ -223,6 +230,77 @@ describe('Tron deposits', () => {
     expect(await posted(bob.id)).toBe(before);
   });
 
+  test('a transfer mined again on a new branch where it reverts is never credited', async () => {
+    const w = watcher();
+    const payer = sim.chain.account('payer-reverts-later');
+    sim.chain.setTrxBalance(payer, 10n ** 9n);
+    sim.chain.produceBlocks(1);
+    await w.runOnce();
+    const before = await posted(bob.id);
+    // The tokens arrive in the head block; the reorg below drops that block too.
+    sim.chain.mintToken(sim.chain.usdt, payer, 7_000_000n);
+    const tx = sim.chain.transferToken({
+      token: sim.chain.usdt,
+      from: payer,
+      to: bob.address,
+      amount: 7_000_000n,
+    });
+    sim.chain.produceBlocks(1);
+    await w.runOnce();
+    expect(await deposit(tx)).toMatchObject({ status: 'seen', amount: '7' });
+    // The new branch includes the same transaction, now uncovered: REVERT.
+    sim.chain.reorg(2, { requeue: true });
+    sim.chain.produceBlocks(1);
+    const receipt = sim.chain.transactionInfoJson(tx) as { receipt: { result: string } };
+    expect(receipt.receipt.result).toBe('REVERT');
+    sim.chain.produceBlocks(SOLIDITY_LAG + 2);
+    expect((await w.runOnce()).forkPoint).not.toBeNull();
+    await w.runOnce();
+    expect(await deposit(tx)).toMatchObject({
+      status: 'ignored',
+      ignore_reason: 'the transaction failed',
+    });
+    expect(await posted(bob.id)).toBe(before);
+    expect(sim.chain.tokenBalance(sim.chain.usdt, bob.address)).toBe(
+      BigInt(new Decimal(before).mul(1_000_000).toFixed()),
+    );
+  });
+
+  test('a transfer that reverted, mined again on a new branch where it succeeds, is credited', async () => {
+    const carol = await newUser(8003);
+    const w = watcher();
+    const payer = sim.chain.account('payer-succeeds-later');
+    sim.chain.setTrxBalance(payer, 10n ** 9n);
+    sim.chain.produceBlocks(1);
+    await w.runOnce();
+    const before = await posted(carol.id);
+    const tx = sim.chain.transferToken({
+      token: sim.chain.usdt,
+      from: payer,
+      to: carol.address,
+      amount: 3_000_000n,
+    });
+    sim.chain.produceBlocks(1);
+    await w.runOnce();
+    expect(await deposit(tx)).toMatchObject({ status: 'ignored' });
+    // On the new branch the payer holds the tokens before the transaction runs.
+    sim.chain.reorg(1, { requeue: true });
+    sim.chain.mintToken(sim.chain.usdt, payer, 3_000_000n);
+    sim.chain.produceBlocks(1);
+    const receipt = sim.chain.transactionInfoJson(tx) as { receipt: { result: string } };
+    expect(receipt.receipt.result).toBe('SUCCESS');
+    sim.chain.produceBlocks(SOLIDITY_LAG + 2);
+    expect((await w.runOnce()).forkPoint).not.toBeNull();
+    await w.runOnce();
+    expect(await deposit(tx)).toMatchObject({
+      status: 'credited',
+      amount: '3',
+      amount_usd: '3',
+      ignore_reason: null,
+    });
+    expect(await posted(carol.id)).toBe(new Decimal(before).add(3).toString());
+  });
+
   test('a sweep to the treasury moves custody to custody and books the energy fee', async () => {
     const w = watcher();
     await w.runOnce();
@@ -273,6 +351,106 @@ describe('Tron deposits', () => {
       expect((await deposit(tx)).status).toBe('credited');
     } finally {
       sim.rateLimit(null);
+    }
+  });
+
+  test('a fallback host a few blocks behind is no reorg: the cursor never goes back', async () => {
+    const behind = await startTronSimulator({ chain: sim.chain });
+    behind.setHeadLag(5);
+    try {
+      const w = watcher(network({ fallbackHosts: [behind.url] }));
+      await w.runOnce();
+      const tx = sim.chain.transferToken({
+        token: sim.chain.usdt,
+        from: sender,
+        to: bob.address,
+        amount: 4_000_000n,
+      });
+      for (let i = 0; i < 6; i++) {
+        sim.chain.produceBlocks(1);
+        await w.runOnce();
+      }
+      expect((await deposit(tx)).status).toBe('confirming');
+      const before = await posted(bob.id);
+      const cursorBefore = await cursorNumber();
+      // The first host fails; the fallback answers, 5 blocks behind the chain.
+      const heal = sim.addFault({ fault: { kind: 'status', status: 502 } });
+      sim.chain.produceBlocks(1);
+      const report = await w.runOnce();
+      heal();
+      expect(report.forkPoint).toBeNull();
+      expect(await cursorNumber()).toBeGreaterThanOrEqual(cursorBefore);
+      const { rows } = await database.pool.query(
+        `select count(*)::int as n from deposits where network = 'tron' and needs_recheck`,
+      );
+      expect(rows[0].n).toBe(0);
+      sim.chain.produceBlocks(SOLIDITY_LAG + 2);
+      await w.runOnce();
+      expect(await deposit(tx)).toMatchObject({ status: 'credited', amount: '4' });
+      expect(await posted(bob.id)).toBe(new Decimal(before).add(4).toString());
+    } finally {
+      await behind.close();
+    }
+  });
+
+  test('a range a fallback host serves from another fork than the cursor is refused: a deposit only that fork had is orphaned', async () => {
+    // Two nodes that agree up to a block, then each follow their own fork (as behind one
+    // load balancer, or a primary and a fallback): A has Dave's deposit, B (the fork that
+    // wins) does not.
+    const chains = [
+      new TronChain({ solidityLag: SOLIDITY_LAG }),
+      new TronChain({ solidityLag: SOLIDITY_LAG }),
+    ];
+    const payer = chains[0]!.account('fork-sender'); // the same address on both
+    for (const chain of chains) {
+      chain.mintToken(chain.usdt, payer, 10n ** 12n);
+      chain.setTrxBalance(payer, 10n ** 12n);
+      chain.produceBlocks(3);
+    }
+    const [chainA, chainB] = chains as [TronChain, TronChain];
+    expect(chainA.head.blockID).toBe(chainB.head.blockID);
+    const a = await startTronSimulator({ chain: chainA });
+    const b = await startTronSimulator({ chain: chainB });
+    try {
+      const dave = await newUser(8004);
+      const config = network({
+        name: 'tron-forks',
+        fullHost: a.url,
+        fallbackHosts: [b.url],
+        startBlock: chainA.headNumber,
+      });
+      const w = watcher(config);
+      await w.runOnce();
+      const tx = chainA.transferToken({
+        token: chainA.usdt,
+        from: payer,
+        to: dave.address,
+        amount: 5_000_000n,
+      });
+      chainA.produceBlocks(1);
+      chainB.produceBlocks(1);
+      expect(chainA.head.blockID).not.toBe(chainB.head.blockID);
+      await w.runOnce(); // A: the deposit is seen, the cursor is A's block
+      expect((await deposit(tx)).status).toBe('seen');
+      chainA.produceBlocks(2);
+      chainB.produceBlocks(3);
+      // A still agrees with the cursor, but cannot serve the range after it: B scans it.
+      const healScan = a.addFault({
+        path: 'wallet/getblockbylimitnext',
+        fault: { kind: 'status', status: 500 },
+      });
+      await w.runOnce().catch(() => {});
+      healScan();
+      // A goes away; B's fork is the chain from now on.
+      a.addFault({ fault: { kind: 'reset' } });
+      chainB.produceBlocks(SOLIDITY_LAG + 2);
+      await w.runOnce();
+      await w.runOnce();
+      expect((await deposit(tx)).status).toBe('orphaned');
+      expect(await posted(dave.id)).toBe('0');
+    } finally {
+      await a.close();
+      await b.close();
     }
   });
 });

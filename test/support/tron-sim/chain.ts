@@ -113,7 +113,9 @@ class VersionedBalances {
     for (const [number, keys] of this.touched) {
       if (number <= block) continue;
       for (const key of keys) {
-        const entries = this.history.get(key)!;
+        // A key written in several dropped blocks is emptied at the first of them.
+        const entries = this.history.get(key);
+        if (!entries) continue;
         while (entries.length > 0 && entries[entries.length - 1]!.block > block) entries.pop();
         if (entries.length === 0) this.history.delete(key);
       }
@@ -166,6 +168,8 @@ type PendingAction =
   | {
       kind: 'trc20';
       token: TokenContract;
+      /** `transferFrom`'s caller (who pays the fee); null for a plain `transfer` by `from`. */
+      spender: string | null;
       from: string;
       to: string;
       amount: bigint;
@@ -314,11 +318,43 @@ export class TronChain {
     return this.queue(this.triggerBody(params.from, token.hex41, data), {
       kind: 'trc20',
       token,
+      spender: null,
       from: toHex41(params.from),
       to: toHex41(params.to),
       amount: params.amount,
       fail: params.fail ?? false,
       feeSun: params.feeSun ?? null,
+    });
+  }
+
+  /**
+   * Queues `token.transferFrom(from, to, amount)` sent by `spender`. Allowances are not
+   * modelled: every allowance is 0, so only a zero amount succeeds (the zero-value
+   * `transferFrom` that address-poisoning spam sends from other people's addresses); any other
+   * amount reverts. The spender pays the fee.
+   */
+  transferFromToken(params: {
+    token: TokenContract | string;
+    spender: string;
+    from: string;
+    to: string;
+    amount: bigint;
+  }): string {
+    const token = this.resolveToken(params.token);
+    const data =
+      SELECTORS.transferFrom +
+      addressWord(params.from) +
+      addressWord(params.to) +
+      word(params.amount);
+    return this.queue(this.triggerBody(params.spender, token.hex41, data), {
+      kind: 'trc20',
+      token,
+      spender: toHex41(params.spender),
+      from: toHex41(params.from),
+      to: toHex41(params.to),
+      amount: params.amount,
+      fail: false,
+      feeSun: null,
     });
   }
 
@@ -656,16 +692,18 @@ export class TronChain {
         ? [{ from: action.from, to: action.to, amount: action.amount }]
         : action.transfers.map((t) => ({ from: action.from, to: t.to, amount: t.amount }));
     const total = moves.reduce((sum, move) => sum + move.amount, 0n);
-    const covered = state.token(token, action.from) >= total;
+    const spender = action.kind === 'trc20' ? action.spender : null;
+    const covered = state.token(token, action.from) >= total && (spender === null || total === 0n);
     const success = covered && !action.fail;
     const energy = BigInt(14_650 * moves.length);
     const net = 345n;
     const feeSun =
       (action.kind === 'trc20' ? action.feeSun : null) ??
       (success ? this.trc20FeeSun * BigInt(moves.length) : this.revertFeeSun);
-    const trxBalance = state.trx(action.from);
-    if (state.hasTrxAccount(action.from)) {
-      state.setTrx(action.from, trxBalance > feeSun ? trxBalance - feeSun : 0n);
+    const payer = spender ?? action.from;
+    const trxBalance = state.trx(payer);
+    if (state.hasTrxAccount(payer)) {
+      state.setTrx(payer, trxBalance > feeSun ? trxBalance - feeSun : 0n);
     }
     const contractAddress =
       action.kind === 'trc20' ? action.token.hex41 : toHex41(DISPERSE_CONTRACT);
