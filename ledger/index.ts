@@ -5,6 +5,7 @@
 export {
   Decimal,
   ZERO,
+  AMOUNT_LIMIT,
   parseAmount,
   formatAmount,
   fromBaseUnits,

@@ -23,7 +23,7 @@ export type AmountInput = string | Decimal;
 
 const AMOUNT_PATTERN = /^-?(0|[1-9]\d{0,35})(\.\d{1,36})?$/;
 /** Amounts are below 10^36 (36 integer digits), whether given as a string or a Decimal. */
-const AMOUNT_LIMIT = new Decimal('1e36');
+export const AMOUNT_LIMIT = new Decimal('1e36');
 
 export interface ParseAmountOptions {
   /** Fractional digits the currency allows. */

@@ -2,6 +2,7 @@ import { Kysely, PostgresDialect, sql, type RawBuilder } from 'kysely';
 import type pg from 'pg';
 import {
   accountCodes,
+  AMOUNT_LIMIT,
   Decimal,
   fromBaseUnits,
   LedgerError,
@@ -610,14 +611,18 @@ export class DepositWatcher {
       const amount = new Decimal(deposit.amount!);
       const exact = amount.mul(quote.rate);
       const usd = exact.toDecimalPlaces(USD_SCALE, Decimal.ROUND_HALF_EVEN);
-      if (usd.isZero()) {
+      // Not credited, and not left to stop the watcher on every iteration either: too small to
+      // be worth a cent's fraction, or (an asset with a vast supply, a wild price) beyond the
+      // amounts the ledger holds exactly, which an operator must look at.
+      const ignoreReason = usd.isZero()
+        ? 'worth less than the smallest USD unit'
+        : amount.abs().gte(AMOUNT_LIMIT) || usd.gte(AMOUNT_LIMIT)
+          ? `more than the ledger holds (${AMOUNT_LIMIT.toFixed()} units or more); needs an operator`
+          : null;
+      if (ignoreReason) {
         await tx
           .updateTable('deposits')
-          .set({
-            status: 'ignored',
-            ignore_reason: 'worth less than the smallest USD unit',
-            updated_at: new Date(),
-          })
+          .set({ status: 'ignored', ignore_reason: ignoreReason, updated_at: new Date() })
           .where('id', '=', deposit.id)
           .execute();
         ignored += 1;

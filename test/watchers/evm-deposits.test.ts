@@ -665,6 +665,32 @@ describe('EVM deposits', () => {
     expect(await ledger.checkBalances()).toEqual([]);
   });
 
+  test('a deposit beyond what the ledger holds exactly is ignored for an operator, and the watcher goes on crediting', async () => {
+    const w = watcher();
+    await w.runOnce();
+    const whale = await newUser(9007);
+    const funder = devnet.account(0);
+    await devnet.mint(usdt, funder.address, 10n ** 43n);
+    const vast = await devnet.transferToken(usdt, funder, whale.address, 10n ** 42n); // 10^36 USDT
+    const small = await devnet.transferToken(usdt, funder, whale.address, 2_000_000n);
+    await devnet.mine(4);
+    for (let i = 0; i < 2; i += 1) await w.runOnce();
+    const { rows } = await database.pool.query(
+      `select tx_hash, status, ignore_reason from deposits where user_id = $1 order by id`,
+      [whale.id],
+    );
+    expect(rows).toEqual([
+      {
+        tx_hash: vast.txHash,
+        status: 'ignored',
+        ignore_reason: expect.stringMatching(/^more than the ledger holds/),
+      },
+      { tx_hash: small.txHash, status: 'credited', ignore_reason: null },
+    ]);
+    expect(await usdBalance(whale.id)).toBe('2');
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+
   test('a booked sweep that a reorg removes is reversed with its network fee, and booked again when mined in another block', async () => {
     // The operator's signer for alice's deposit address (index 0): never held by the service.
     const alicePrivateKey = toHex(
