@@ -906,6 +906,24 @@ describe('EVM deposits', () => {
     expect(await ledger.checkBalances()).toEqual([]);
   });
 
+  test('a transfer from a treasury recorded as a deposit before the treasury was known is not credited once it is: ignored with a reason', async () => {
+    const treasury = devnet.account(7);
+    const before = watcher(); // no treasury configured yet: it is recorded as a deposit
+    await before.runOnce();
+    const fay = await newUser(9010);
+    const sent = await devnet.sendEth(treasury, fay.address, 10n ** 16n);
+    await before.runOnce();
+    expect((await depositRows()).find((d) => d.tx_hash === sent.txHash)?.status).toBe('seen');
+    const w = watcher(network({ treasuryAddresses: [treasury.address] }));
+    await devnet.mine(4);
+    for (let i = 0; i < 2; i += 1) await w.runOnce();
+    expect((await depositRows()).find((d) => d.tx_hash === sent.txHash)).toMatchObject({
+      status: 'ignored',
+      ignore_reason: expect.stringMatching(/^sent by a treasury address/),
+    });
+    expect(await usdBalance(fay.id)).toBe('0');
+  });
+
   test('an RPC endpoint that fails is passed over: deposits are still credited', async () => {
     const failing = await startFailingRpcServer(500);
     try {
