@@ -14,6 +14,7 @@ import * as rateLimitTake from './2026-11-27T0012_rate_limit_take.js';
 import * as reincludedTransfers from './2026-11-27T0013_reincluded_transfers.js';
 import * as usageReservations from './2026-11-27T0014_usage_reservations.js';
 import * as cursorCreditedTo from './2026-11-27T0015_cursor_credited_to.js';
+import * as treasuryTopups from './2026-11-27T0016_treasury_topups.js';
 
 /**
  * Every migration, by name; applied in name order. A new schema step is a new dated file
@@ -36,4 +37,5 @@ export const migrations: Record<string, Migration> = {
   '2026-11-27T0013_reincluded_transfers': reincludedTransfers,
   '2026-11-27T0014_usage_reservations': usageReservations,
   '2026-11-27T0015_cursor_credited_to': cursorCreditedTo,
+  '2026-11-27T0016_treasury_topups': treasuryTopups,
 };

@@ -139,7 +139,9 @@ export class DepositWatcher {
       const result = await adapter.scan({
         fromBlock: from,
         toBlock: to,
-        addresses: new Set(addresses.keys()),
+        // The treasuries too: a transfer from one to a deposit address (a top-up) is ours to
+        // book, with the fee the treasury paid, which a scan reports only for a watched sender.
+        addresses: new Set([...addresses.keys(), ...this.treasury]),
         ...(cursor.hash === '' ? {} : { parentHash: cursor.hash }),
       });
       transfers = result.transfers;
@@ -194,6 +196,11 @@ export class DepositWatcher {
       return head.latest.number - BigInt(Math.max(required, 1)) + 1n;
     // `finalized` / `solidified`: what the network says is final; nothing when it says nothing.
     return head.finalized ?? -1n;
+  }
+
+  /** From one of the network's treasury addresses to one of our deposit addresses. */
+  private isTopUp(t: ObservedTransfer, addresses: Map<string, string>): boolean {
+    return this.treasury.has(t.from) && addresses.has(t.to);
   }
 
   private confirmationsRequired(): string {
@@ -276,8 +283,11 @@ export class DepositWatcher {
     latest: bigint,
   ): Promise<number> {
     const network = this.network.name;
-    const incoming = transfers.filter((t) => addresses.has(t.to));
-    const outgoing = transfers.filter((t) => addresses.has(t.from));
+    // A treasury sending to a deposit address (gas for a sweep, funds returned) is our own
+    // move, not a customer's deposit: it is recorded and booked with the outgoing transfers.
+    // Whatever else a treasury sends or receives is not this watcher's to record.
+    const incoming = transfers.filter((t) => addresses.has(t.to) && !this.isTopUp(t, addresses));
+    const outgoing = transfers.filter((t) => addresses.has(t.from) || this.isTopUp(t, addresses));
     for (const chunk of chunks(incoming, 500)) {
       await tx
         .insertInto('deposits')
@@ -363,7 +373,11 @@ export class DepositWatcher {
             block_number: t.blockNumber.toString(),
             block_hash: t.blockHash,
             block_time: new Date(Number(t.blockTimestamp) * 1000),
-            kind: this.treasury.has(t.to) ? ('sweep' as const) : ('unexpected' as const),
+            kind: this.isTopUp(t, addresses)
+              ? ('topup' as const)
+              : this.treasury.has(t.to)
+                ? ('sweep' as const)
+                : ('unexpected' as const),
             status: t.success ? 'seen' : 'failed',
           })),
         )
@@ -471,7 +485,7 @@ export class DepositWatcher {
 
     const goneOut = await tx
       .selectFrom('outgoing_transfers')
-      .select(['id', 'status', 'entry_id', 'fee_entry_id', 'tx_hash'])
+      .select(['id', 'kind', 'status', 'entry_id', 'fee_entry_id', 'tx_hash', 'log_index'])
       .where('network', '=', network)
       .where('needs_recheck', '=', true)
       .where('block_number', '<=', scannedTo.toString())
@@ -483,12 +497,25 @@ export class DepositWatcher {
       goneOut.flatMap((o) => (o.fee_entry_id ? [[o.fee_entry_id, o.tx_hash] as const] : [])),
     );
     const outReversals = await this.options.ledger.within(client).reverseEntries([
-      ...bookedOut.map((o) => ({
-        entryId: o.entry_id!,
-        kind: 'sweep.reversal',
-        metadata: { reason: 'reorg' },
-        idempotencyKey: `sweep-reversal:${o.entry_id}`,
-      })),
+      ...bookedOut.map((o) =>
+        o.kind === 'topup'
+          ? {
+              entryId: o.entry_id!,
+              kind: 'topup.reversal',
+              description: `top-up ${o.tx_hash}:${o.log_index} on ${network} was removed by a reorg`,
+              metadata: {
+                reason: 'reorg',
+                chain: { network, txHash: o.tx_hash, logIndex: o.log_index },
+              },
+              idempotencyKey: `topup-reversal:${o.entry_id}`,
+            }
+          : {
+              entryId: o.entry_id!,
+              kind: 'sweep.reversal',
+              metadata: { reason: 'reorg' },
+              idempotencyKey: `sweep-reversal:${o.entry_id}`,
+            },
+      ),
       ...[...fees].map(([entryId, txHash]) => ({
         entryId,
         kind: 'network-fee.reversal',
@@ -536,7 +563,13 @@ export class DepositWatcher {
       .execute();
     const wanted = due.map((d) => ({ asset: d.asset!, block: BigInt(d.block_number) }));
     for (const t of transfers) {
-      if (t.asset && t.success && addresses.has(t.to) && t.blockNumber <= creditHeight)
+      if (
+        t.asset &&
+        t.success &&
+        addresses.has(t.to) &&
+        !this.isTopUp(t, addresses) &&
+        t.blockNumber <= creditHeight
+      )
         wanted.push({ asset: t.asset.symbol, block: t.blockNumber });
     }
     const quotes = new Map<string, PriceQuote>();
@@ -604,6 +637,22 @@ export class DepositWatcher {
     }> = [];
     let ignored = 0;
     for (const deposit of due) {
+      // Recorded as a deposit before top-ups were told apart (a treasury sending to a deposit
+      // address is our own move, recorded with the outgoing transfers since): never credited.
+      if (this.treasury.has(deposit.from_address)) {
+        await tx
+          .updateTable('deposits')
+          .set({
+            status: 'ignored',
+            ignore_reason:
+              'sent by a treasury address: an internal transfer (a top-up), not a deposit; recorded before top-ups were booked, so an operator books it by hand',
+            updated_at: new Date(),
+          })
+          .where('id', '=', deposit.id)
+          .execute();
+        ignored += 1;
+        continue;
+      }
       const quote = quotes.get(
         priceKey(deposit.asset!, this.confirmingBlock(BigInt(deposit.block_number), creditHeight)),
       );
@@ -806,14 +855,19 @@ export class DepositWatcher {
           // The rows of one transaction leave and return to the chain together.
           reincluded: transfer.reincluded,
         });
-      if (transfer.kind !== 'sweep' || transfer.status !== 'seen' || !transfer.asset) continue;
+      // Custody to custody, both ours: a sweep (a deposit address to a treasury) or a top-up
+      // (a treasury to a deposit address: gas for a sweep, or funds returned).
+      if (transfer.kind === 'unexpected' || transfer.status !== 'seen' || !transfer.asset) continue;
       const amount = new Decimal(transfer.amount!);
       entries.push({
-        kind: 'sweep',
-        description: `sweep of ${amount.toString()} ${transfer.asset} to the treasury on ${network}`,
+        kind: transfer.kind,
+        description:
+          transfer.kind === 'sweep'
+            ? `sweep of ${amount.toString()} ${transfer.asset} to the treasury on ${network}`
+            : `top-up of ${amount.toString()} ${transfer.asset} from the treasury to ${transfer.to_address} on ${network}`,
         effectiveAt: transfer.block_time ? new Date(transfer.block_time) : new Date(),
         idempotencyKey: keyOf(
-          `sweep:${network}:${transfer.tx_hash}:${transfer.log_index}`,
+          `${transfer.kind}:${network}:${transfer.tx_hash}:${transfer.log_index}`,
           transfer.reincluded,
         ),
         metadata: {
@@ -822,6 +876,7 @@ export class DepositWatcher {
             txHash: transfer.tx_hash,
             logIndex: transfer.log_index,
             blockNumber: transfer.block_number,
+            blockHash: transfer.block_hash,
           },
         },
         postings: [

@@ -63,7 +63,8 @@ export interface WatcherTables {
     block_number: string;
     block_hash: string;
     block_time: Timestamp | null;
-    kind: 'sweep' | 'unexpected';
+    /** sweep: ours to a treasury; topup: a treasury to ours (migration 0016); unexpected: ours to anyone else. */
+    kind: 'sweep' | 'topup' | 'unexpected';
     status: string;
     needs_recheck: Generated<boolean>;
     entry_id: string | null;

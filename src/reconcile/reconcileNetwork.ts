@@ -31,7 +31,7 @@ export interface ReconcileNetworkParameters {
  * Chain against ledger for one network (law 8). For every asset and every address of ours
  * (deposit addresses, and any custody account on the network, treasuries included), the
  * on-chain balance at block B equals the custody account as of B, plus deposits the chain
- * has that are still confirming and sweeps in not yet booked, minus transfers out not yet
+ * has that are still confirming and sweeps and top-ups in not yet booked, minus transfers out not yet
  * booked and (native coin) the network fees of transactions not yet booked, once per
  * transaction; any difference is a finding with the numbers. B is the highest block both
  * confirmed and scanned by the watcher. Tron cannot answer at a chosen block: its balances
@@ -265,6 +265,9 @@ export async function reconcileNetwork(
     ])
     .where('network', '=', name)
     .where('status', '=', 'unbooked')
+    // A treasury's transfer to a deposit address moves nothing out of our hands; one of a
+    // token we do not accept is left unbooked (its fee is booked): not an outflow.
+    .where('kind', '<>', 'topup')
     // Something of ours left (an accepted asset, a non-zero amount), or one of our addresses
     // paid for the transaction (our key signed it). Not: a Transfer log "from" our address
     // that anyone can make without our key and that moves nothing we hold: USDT's zero-value
@@ -342,8 +345,9 @@ async function pendingDeposits(
 }
 
 /**
- * Transfers mined but not booked yet: out of this address (`out`), or sweeps into it from
- * another of our addresses (`sweepsIn`: a treasury's).
+ * Transfers mined but not booked yet: out of this address (`out`: a treasury's top-ups
+ * included), or transfers into it from another of our addresses (`sweepsIn`: a sweep into a
+ * treasury, or a treasury's top-up of a deposit address).
  */
 async function unbookedTransfers(
   db: Kysely<Database>,
@@ -362,7 +366,8 @@ async function unbookedTransfers(
     .where('status', '=', 'seen')
     .where('needs_recheck', '=', false)
     .where('block_number', '<=', block.toString());
-  if (direction === 'sweepsIn') query = query.where('kind', '=', 'sweep');
+  // Into a deposit address: a top-up from a treasury; into a treasury: a sweep.
+  if (direction === 'sweepsIn') query = query.where('kind', 'in', ['sweep', 'topup']);
   const row = await query.executeTakeFirstOrThrow();
   return new Decimal(row.total);
 }

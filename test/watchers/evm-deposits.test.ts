@@ -750,6 +750,180 @@ describe('EVM deposits', () => {
     expect(await ledger.checkBalances()).toEqual([]);
   });
 
+  test('ETH from a treasury address to a deposit address (gas for a sweep) is never credited: it is booked custody to custody with its fee; a customer ETH deposit beside it is credited', async () => {
+    const treasury = devnet.account(6);
+    const w = watcher(network({ treasuryAddresses: [treasury.address] }));
+    await w.runOnce();
+    const dave = await newUser(9008);
+    const feesBefore = await postedBalance('expenses:network-fees:devnet');
+    const topUp = await devnet.sendEth(treasury, dave.address, 10n ** 16n); // 0.01 ETH of gas
+    const paid = await devnet.sendEth(devnet.account(0), dave.address, 2n * 10n ** 15n); // 0.002 ETH
+    await devnet.mine(4);
+    for (let i = 0; i < 2; i += 1) await w.runOnce();
+
+    // Only the customer's own 0.002 ETH is a deposit: 0.002 x 3123.45678901 = 6.24691357802 USD.
+    const { rows: deposits } = await database.pool.query(
+      `select tx_hash, status from deposits where user_id = $1 order by id`,
+      [dave.id],
+    );
+    expect(deposits).toEqual([{ tx_hash: paid.txHash, status: 'credited' }]);
+    expect(await usdBalance(dave.id)).toBe('6.24691357802');
+
+    const { rows } = await database.pool.query(
+      `select kind, status, from_address, to_address, amount::text, log_index, reincluded, entry_id, fee_entry_id
+         from outgoing_transfers where tx_hash = $1`,
+      [topUp.txHash],
+    );
+    expect(rows).toEqual([
+      expect.objectContaining({
+        kind: 'topup',
+        status: 'booked',
+        from_address: treasury.address,
+        to_address: dave.address,
+        amount: '0.01',
+        log_index: -1,
+        reincluded: 0,
+      }),
+    ]);
+    const entry = await ledger.getEntry(rows[0].entry_id);
+    expect(entry?.kind).toBe('topup');
+    expect(entry?.metadata).toMatchObject({
+      chain: {
+        network: 'devnet',
+        txHash: topUp.txHash,
+        logIndex: -1,
+        blockNumber: topUp.blockNumber.toString(),
+      },
+    });
+    expect(await entryLines(rows[0].entry_id)).toEqual([
+      [`assets:custody:devnet:ETH:${dave.address}`, 'ETH', '0.01'],
+      [`assets:custody:devnet:ETH:${treasury.address}`, 'ETH', '-0.01'],
+    ]);
+    // The treasury signed and paid for the transaction: its fee, against its custody.
+    const fee = new Decimal(topUp.feeWei.toString()).div(new Decimal(10).pow(18));
+    expect(fee.gt(0)).toBe(true);
+    expect(await entryLines(rows[0].fee_entry_id)).toEqual([
+      ['expenses:network-fees:devnet', 'ETH', fee.toString()],
+      [`assets:custody:devnet:ETH:${treasury.address}`, 'ETH', fee.neg().toString()],
+    ]);
+    expect((await postedBalance('expenses:network-fees:devnet')).sub(feesBefore)).toEqual(fee);
+    expect((await postedBalance(`assets:custody:devnet:ETH:${dave.address}`)).toString()).toBe(
+      '0.012',
+    );
+    expect(
+      (await ledger.entryIdsByKey([`topup:devnet:${topUp.txHash}:-1`])).get(
+        `topup:devnet:${topUp.txHash}:-1`,
+      ),
+    ).toBe(rows[0].entry_id);
+    // Another iteration books nothing twice.
+    await devnet.mine(1);
+    expect((await w.runOnce()).booked).toBe(0);
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+
+  test('a top-up a reorg removes is orphaned before booking, reversed with its fee after, and booked again when mined again', async () => {
+    const treasury = devnet.account(6);
+    const w = watcher(network({ treasuryAddresses: [treasury.address] }));
+    await w.runOnce();
+    const erin = await newUser(9009);
+    const custody = () => postedBalance(`assets:custody:devnet:ETH:${erin.address}`);
+    const treasuryCustody = () => postedBalance(`assets:custody:devnet:ETH:${treasury.address}`);
+    const fees = () => postedBalance('expenses:network-fees:devnet');
+    const treasuryBefore = await treasuryCustody();
+    const feesBefore = await fees();
+    const raw = await signTransaction(treasury.privateKey, {
+      to: erin.address,
+      value: 10n ** 16n,
+      gas: 21_000n,
+    });
+    const txHash = keccak256(raw);
+    const topUp = async () =>
+      (
+        await database.pool.query(
+          `select kind, status, reincluded, entry_id, fee_entry_id from outgoing_transfers where tx_hash = $1`,
+          [txHash],
+        )
+      ).rows[0];
+    const feeOf = async () => {
+      const receipt = await devnet.client.getTransactionReceipt({ hash: txHash });
+      return new Decimal((receipt.gasUsed * receipt.effectiveGasPrice).toString()).div(
+        new Decimal(10).pow(18),
+      );
+    };
+
+    // Removed before it has its confirmations: orphaned, nothing booked.
+    let snapshot = await devnet.snapshot();
+    expect(await devnet.rpc<Hex>('eth_sendRawTransaction', [raw])).toBe(txHash);
+    await w.runOnce();
+    expect(await topUp()).toMatchObject({ kind: 'topup', status: 'seen', entry_id: null });
+    await reorgTo(snapshot, w);
+    expect(await topUp()).toMatchObject({ status: 'orphaned', entry_id: null, fee_entry_id: null });
+    expect((await custody()).toString()).toBe('0');
+
+    // Mined again: booked under a new key.
+    snapshot = await devnet.snapshot();
+    expect(await devnet.rpc<Hex>('eth_sendRawTransaction', [raw])).toBe(txHash);
+    await devnet.mine(4);
+    for (let i = 0; i < 2; i += 1) await w.runOnce();
+    const first = await topUp();
+    expect(first).toMatchObject({ status: 'booked', reincluded: 1 });
+    expect(
+      (await ledger.entryIdsByKey([`topup:devnet:${txHash}:-1:reincluded-1`])).get(
+        `topup:devnet:${txHash}:-1:reincluded-1`,
+      ),
+    ).toBe(first.entry_id);
+    expect((await custody()).toString()).toBe('0.01');
+    expect((await treasuryCustody()).sub(treasuryBefore)).toEqual(
+      new Decimal('-0.01').sub(await feeOf()),
+    );
+
+    // Removed after booking: the top-up and its fee are reversed, keyed by the entries.
+    await reorgTo(snapshot, w);
+    expect(await topUp()).toMatchObject({ status: 'orphaned' });
+    const reversal = await ledger.getReversalOf(first.entry_id);
+    expect(reversal?.kind).toBe('topup.reversal');
+    expect(
+      (await ledger.entryIdsByKey([`topup-reversal:${first.entry_id}`])).get(
+        `topup-reversal:${first.entry_id}`,
+      ),
+    ).toBe(reversal?.id);
+    expect(await ledger.getReversalOf(first.fee_entry_id)).not.toBeNull();
+    expect((await custody()).toString()).toBe('0');
+    expect((await treasuryCustody()).sub(treasuryBefore).toString()).toBe('0');
+    expect((await fees()).sub(feesBefore).toString()).toBe('0');
+
+    // Mined again in another block: booked again, under new keys.
+    expect(await devnet.rpc<Hex>('eth_sendRawTransaction', [raw])).toBe(txHash);
+    await devnet.mine(4);
+    for (let i = 0; i < 3; i += 1) await w.runOnce();
+    const second = await topUp();
+    expect(second).toMatchObject({ status: 'booked', reincluded: 2 });
+    expect(second.entry_id).not.toBe(first.entry_id);
+    expect(second.fee_entry_id).not.toBe(first.fee_entry_id);
+    expect((await custody()).toString()).toBe('0.01');
+    expect((await fees()).sub(feesBefore)).toEqual(await feeOf());
+    expect(await usdBalance(erin.id)).toBe('0');
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+
+  test('a transfer from a treasury recorded as a deposit before the treasury was known is not credited once it is: ignored with a reason', async () => {
+    const treasury = devnet.account(7);
+    const before = watcher(); // no treasury configured yet: it is recorded as a deposit
+    await before.runOnce();
+    const fay = await newUser(9010);
+    const sent = await devnet.sendEth(treasury, fay.address, 10n ** 16n);
+    await before.runOnce();
+    expect((await depositRows()).find((d) => d.tx_hash === sent.txHash)?.status).toBe('seen');
+    const w = watcher(network({ treasuryAddresses: [treasury.address] }));
+    await devnet.mine(4);
+    for (let i = 0; i < 2; i += 1) await w.runOnce();
+    expect((await depositRows()).find((d) => d.tx_hash === sent.txHash)).toMatchObject({
+      status: 'ignored',
+      ignore_reason: expect.stringMatching(/^sent by a treasury address/),
+    });
+    expect(await usdBalance(fay.id)).toBe('0');
+  });
+
   test('an RPC endpoint that fails is passed over: deposits are still credited', async () => {
     const failing = await startFailingRpcServer(500);
     try {

@@ -329,6 +329,59 @@ describe('Tron deposits', () => {
     expect(fees.posted.mul(1_000_000).toString()).toBe(rows[0].fee);
   });
 
+  test('TRX from the treasury to a deposit address is booked custody to custody, never credited; a customer TRX deposit beside it is', async () => {
+    const treasury = sim.chain.account('treasury');
+    const withTrx = network({
+      assets: [
+        {
+          symbol: 'USDT',
+          contract: MAINNET_USDT,
+          decimals: 6,
+          price: { fixed: '1' },
+          minDeposit: '1',
+        },
+        { symbol: 'TRX', native: true, decimals: 6, price: { fixed: '0.25' } },
+      ],
+    });
+    const w = watcher(withTrx);
+    await w.runOnce();
+    const erin = await newUser(8005);
+    sim.chain.setTrxBalance(treasury, 1_000_000_000n);
+    const topUp = sim.chain.sendTrx({ from: treasury, to: erin.address, amountSun: 30_000_000n });
+    const paid = sim.chain.sendTrx({ from: sender, to: erin.address, amountSun: 8_000_000n });
+    sim.chain.produceBlocks(SOLIDITY_LAG + 2);
+    for (let i = 0; i < 2; i += 1) await w.runOnce();
+
+    // Only the customer's 8 TRX is a deposit: 8 x 0.25 = 2 USD.
+    expect(await deposit(paid)).toMatchObject({ status: 'credited', amount_usd: '2' });
+    expect(await deposit(topUp)).toBeUndefined();
+    expect(await posted(erin.id)).toBe('2');
+    const { rows } = await database.pool.query(
+      `select kind, status, from_address, to_address, amount::text, fee_base_units::text as fee, entry_id
+         from outgoing_transfers where tx_hash = $1`,
+      [topUp],
+    );
+    expect(rows).toEqual([
+      expect.objectContaining({
+        kind: 'topup',
+        status: 'booked',
+        from_address: treasury,
+        to_address: erin.address,
+        amount: '30',
+      }),
+    ]);
+    const entry = await ledger.getEntry(rows[0].entry_id);
+    expect(entry?.postings.map((p) => [p.account, p.currency, p.amount.toString()])).toEqual([
+      [`assets:custody:tron:TRX:${erin.address}`, 'TRX', '30'],
+      [`assets:custody:tron:TRX:${treasury}`, 'TRX', '-30'],
+    ]);
+    // The simulator's TRX transfers burn no TRX (free bandwidth): no fee to book.
+    expect(rows[0].fee).toBe('0');
+    const custody = await ledger.getBalance(`assets:custody:tron:TRX:${erin.address}`);
+    expect(custody.posted.toString()).toBe('38');
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+
   test('a rate-limiting first host and a dead one: the watcher fails over and credits', async () => {
     sim.rateLimit({ perSecond: 1, status: 429 });
     try {

@@ -1,0 +1,151 @@
+import type { Address, Hex } from 'viem';
+import { mnemonicToAccount, privateKeyToAccount } from 'viem/accounts';
+import { toHex } from 'viem';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
+import type { ChainAdapter } from '../../chain-watchers/adapter.js';
+import { createAdapters, createWatcher } from '../../chain-watchers/pipeline/createWatcher.js';
+import type { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
+import { Decimal } from '../../ledger/index.js';
+import { parseConfig } from '../../src/config/load.js';
+import { getDepositAddresses } from '../../src/deposits/deposits.js';
+import { createLogger } from '../../src/log.js';
+import { runReconciliation } from '../../src/reconcile/runReconciliation.js';
+import { openRuntime, type Runtime } from '../../src/runtime.js';
+import { createUser } from '../../src/users/createUser.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { startDevnet, type Devnet, type DevnetAccount } from '../support/evm/devnet.js';
+
+/**
+ * EVM: the operator funds a deposit address's gas from the treasury (a top-up). While it is
+ * confirmed but not booked yet (reconciliation ran between two watcher polls), and after it is
+ * booked, neither the deposit address nor the treasury shows a finding. The treasury starts
+ * empty and gets its ETH from a booked sweep, so its custody account matches the chain.
+ */
+
+const MNEMONIC = 'test test test test test test test test test test test junk';
+const xpubs = mnemonicToAccountXpubs(MNEMONIC);
+/** A key of its own, never funded by the devnet: the treasury holds only what we book. */
+const TREASURY_KEY = `0x${'00'.repeat(31)}02` as Hex;
+const treasury: DevnetAccount = {
+  address: privateKeyToAccount(TREASURY_KEY).address.toLowerCase() as Address,
+  privateKey: TREASURY_KEY,
+  signer: privateKeyToAccount(TREASURY_KEY),
+};
+let devnet: Devnet;
+let database: TestDatabase;
+let runtime: Runtime;
+let adapters: Map<string, ChainAdapter>;
+let watcher: DepositWatcher;
+let alice: DevnetAccount;
+let bob: { id: string; address: Address };
+
+const reconcile = () => runReconciliation(runtime, { trigger: 'test', adapters });
+const eth = (wei: bigint) => new Decimal(wei.toString()).div(new Decimal(10).pow(18));
+/** A balance, zero for an account never used. */
+const posted = async (account: string) =>
+  (await runtime.ledger.getBalance(account).catch(() => null))?.posted ?? new Decimal(0);
+const custody = (address: string) => posted(`assets:custody:devnet:ETH:${address}`);
+const chain = async (address: Address) => eth(await devnet.client.getBalance({ address }));
+
+async function depositAddressOf(telegramId: number) {
+  const { id } = await createUser(runtime.database.db, { telegramId });
+  const [view] = await getDepositAddresses(runtime.database.db, runtime.config, id);
+  return { id, address: view!.address as Address };
+}
+
+beforeAll(async () => {
+  devnet = await startDevnet();
+  database = await createTestDatabase();
+  const config = parseConfig(
+    {
+      database: { url: database.url },
+      log: { level: 'silent' },
+      wallets: xpubs,
+      networks: [
+        {
+          kind: 'evm',
+          name: 'devnet',
+          chainId: 1337,
+          rpcUrls: [devnet.url],
+          confirmations: 3,
+          rpcTimeoutMs: 2000,
+          rpcRetries: 1,
+          treasuryAddresses: [treasury.address],
+          assets: [{ symbol: 'ETH', native: true, decimals: 18, price: { fixed: '3000' } }],
+        },
+      ],
+    },
+    {},
+  );
+  runtime = await openRuntime({ config, logger: createLogger('silent') });
+  const first = await depositAddressOf(7101);
+  // The operator's signer for the first deposit address (index 0): never held by the service.
+  const privateKey = toHex(mnemonicToAccount(MNEMONIC, { addressIndex: 0 }).getHdKey().privateKey!);
+  alice = { address: first.address, privateKey, signer: privateKeyToAccount(privateKey) };
+  expect(alice.signer.address.toLowerCase()).toBe(alice.address.toLowerCase());
+  bob = await depositAddressOf(7102);
+  adapters = createAdapters(config.networks, createLogger('silent'));
+  watcher = createWatcher({
+    network: config.networks[0]!,
+    adapters,
+    ledger: runtime.ledger,
+    pool: runtime.database.pool,
+    logger: createLogger('silent'),
+  });
+  await watcher.runOnce();
+  // Alice deposits 1 ETH (credited); the operator sweeps 0.5 of it to the empty treasury.
+  await devnet.sendEth(devnet.account(0), alice.address, 10n ** 18n);
+  await devnet.mine(4);
+  for (let i = 0; i < 2; i += 1) await watcher.runOnce();
+  await devnet.sendEth(alice, treasury.address, 5n * 10n ** 17n);
+  await devnet.mine(4);
+  for (let i = 0; i < 2; i += 1) await watcher.runOnce();
+});
+afterAll(async () => {
+  for (const adapter of adapters?.values() ?? []) await adapter.close();
+  await runtime?.close();
+  await database?.drop();
+  await devnet?.close();
+});
+
+test('the books start clean: the treasury holds the 0.5 ETH swept into it', async () => {
+  expect((await custody(treasury.address)).toString()).toBe('0.5');
+  expect(await chain(treasury.address)).toEqual(new Decimal('0.5'));
+  expect((await reconcile()).findings).toEqual([]);
+});
+
+test('a top-up from the treasury, confirmed but not booked, is no finding; once booked, custody matches the chain', async () => {
+  const topUp = await devnet.sendEth(treasury, bob.address, 10n ** 16n); // 0.01 ETH of gas
+  await watcher.runOnce(); // records it: not confirmed yet, so not booked
+  await devnet.mine(3); // now confirmed, but the watcher has not polled again
+  const row = async () =>
+    (
+      await database.pool.query(`select kind, status from outgoing_transfers where tx_hash = $1`, [
+        topUp.txHash,
+      ])
+    ).rows;
+  expect(await row()).toEqual([{ kind: 'topup', status: 'seen' }]);
+  // The chain has moved it (and the treasury paid the fee); the custody accounts do not know yet.
+  expect(await chain(bob.address)).toEqual(new Decimal('0.01'));
+  expect((await custody(bob.address)).toString()).toBe('0');
+  expect((await custody(treasury.address)).sub(await chain(treasury.address))).toEqual(
+    new Decimal('0.01').add(eth(topUp.feeWei)),
+  );
+
+  const run = await reconcile();
+  expect(run.findings).toEqual([]);
+  expect(run.blocks['devnet']).toBe(topUp.blockNumber.toString());
+
+  // Booked on the next poll: custody to custody, the fee against the treasury; still clean.
+  await watcher.runOnce();
+  expect(await row()).toEqual([{ kind: 'topup', status: 'booked' }]);
+  expect(await custody(bob.address)).toEqual(await chain(bob.address));
+  expect(await custody(treasury.address)).toEqual(await chain(treasury.address));
+  expect((await custody(treasury.address)).toString()).toBe(
+    new Decimal('0.49').sub(eth(topUp.feeWei)).toString(),
+  );
+  // Never credited to bob: his balance is what he paid, nothing.
+  expect((await posted(`liabilities:customers:${bob.id}`)).toString()).toBe('0');
+  expect((await reconcile()).findings).toEqual([]);
+});
