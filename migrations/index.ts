@@ -18,7 +18,7 @@ import * as treasuryTopups from './2026-11-27T0016_treasury_topups.js';
 
 /**
  * Every migration, by name; applied in name order. A new schema step is a new dated file
- * listed here (test/migrations.test.ts checks nothing is left out). Never edit one that
+ * listed here (test/ops/migrations.test.ts checks nothing is left out). Never edit one that
  * has landed.
  */
 export const migrations: Record<string, Migration> = {
