@@ -9,7 +9,7 @@ import { assignDepositAddress } from '../../chain-watchers/pipeline/depositAddre
 import { createPriceSources } from '../../chain-watchers/pipeline/createWatcher.js';
 import { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
 import { startDevnet, type Devnet } from '../support/evm/devnet.js';
-import { startFailingRpcServer } from '../support/evm/rpcServers.js';
+import { startFailingRpcServer, startRpcProxy } from '../support/evm/rpcServers.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { openLedger } from '../support/ledger.js';
 import { Kysely, PostgresDialect } from 'kysely';
@@ -761,6 +761,76 @@ describe('EVM deposits', () => {
       expect((await depositRows()).find((d) => d.tx_hash === sent.txHash)?.status).toBe('credited');
     } finally {
       await failing.close();
+    }
+  });
+
+  test('a range a fallback endpoint serves from another fork than the cursor is refused: a deposit only the losing fork had is orphaned, never credited', async () => {
+    // Two nodes that agree up to this block, then each follow their own fork (a primary and
+    // its fallback, or two nodes behind one load balancer). The primary's fork has Dave's
+    // deposit; the fallback's fork, which wins, does not.
+    const forkedAt = await devnet.blockNumber();
+    const other = await startDevnet({ forkUrl: devnet.url });
+    await devnet.mine(1); // the other has mined a block of its own at this height
+    let primaryFails: 'nothing' | 'scans' | 'everything' = 'nothing';
+    const primary = await startRpcProxy(devnet.url, (call) =>
+      primaryFails === 'everything' || (primaryFails === 'scans' && call.method === 'eth_getLogs')
+        ? { error: { code: -32603, message: 'internal error' } }
+        : undefined,
+    );
+    try {
+      const dave = await newUser(9008);
+      const config = network({
+        name: 'devnet-forks',
+        rpcUrls: [primary.url, other.url],
+        startBlock: Number(forkedAt) + 1,
+        // Native transfers too: the scan reads every block of the range.
+        assets: [
+          { symbol: 'USDT', contract: usdt, decimals: 6, price: { fixed: '1' } },
+          { symbol: 'ETH', native: true, decimals: 18, price: { fixed: '3000' } },
+        ],
+      });
+      const w = watcher(config);
+      await w.runOnce(); // the cursor: the primary's block after the last one both have
+      const sent = await devnet.transferToken(usdt, devnet.account(0), dave.address, 5_000_000n);
+      await other.mine(1);
+      const hashes = async (blockNumber: bigint) =>
+        Promise.all(
+          [devnet, other].map(async (node) => (await node.client.getBlock({ blockNumber })).hash),
+        );
+      const [shared, diverged] = [await hashes(forkedAt), await hashes(forkedAt + 1n)];
+      expect(shared[0]).toBe(shared[1]);
+      expect(diverged[0]).not.toBe(diverged[1]);
+      await w.runOnce(); // the primary: the deposit is seen, the cursor is the primary's block
+      const status = async () =>
+        (
+          await database.pool.query<{ status: string }>(
+            `select status from deposits where network = 'devnet-forks' and tx_hash = $1`,
+            [sent.txHash],
+          )
+        ).rows[0]?.status;
+      expect(await status()).toBe('seen');
+
+      await devnet.mine(2);
+      await other.mine(3);
+      // The primary still agrees with the cursor but cannot serve the range after it: the
+      // fallback, on the other fork, is asked for it.
+      primaryFails = 'scans';
+      await w.runOnce().catch(() => {});
+      expect(await status()).not.toBe('credited');
+      // The primary goes away; the fallback's fork is the chain from now on.
+      primaryFails = 'everything';
+      await other.mine(3);
+      await w.runOnce();
+      await w.runOnce();
+      expect(await status()).toBe('orphaned');
+      expect(await usdBalance(dave.id)).toBe('0');
+      expect(
+        (await postedBalance(`assets:custody:devnet-forks:USDT:${dave.address}`)).toString(),
+      ).toBe('0');
+      expect(await ledger.checkBalances()).toEqual([]);
+    } finally {
+      await primary.close();
+      await other.close();
     }
   });
 });
