@@ -833,6 +833,95 @@ describe('EVM deposits', () => {
       await other.close();
     }
   });
+  test('a credited deposit whose transaction a deep reorg mines again with another outcome (it reverts) is reversed, never credited again', async () => {
+    const w = watcher();
+    await w.runOnce();
+    const frank = await newUser(9009);
+    const custody = `assets:custody:devnet:ETH:${frank.address}`;
+    const beforeTransfer = await devnet.snapshot();
+    const raw = await signTransaction(devnet.account(4).privateKey, {
+      to: frank.address,
+      value: 10n ** 16n, // 0.01 ETH
+      gas: 100_000n,
+    });
+    const txHash = keccak256(raw);
+    expect(await devnet.rpc<Hex>('eth_sendRawTransaction', [raw])).toBe(txHash);
+    await devnet.mine(4);
+    for (let i = 0; i < 2; i += 1) await w.runOnce();
+    const deposit = async () =>
+      (
+        await database.pool.query(
+          `select status, reincluded, ignore_reason, entry_id from deposits where tx_hash = $1`,
+          [txHash],
+        )
+      ).rows[0];
+    const first = await deposit();
+    expect(first).toMatchObject({ status: 'credited', reincluded: 0 });
+    expect(await usdBalance(frank.id)).toBe('31.2345678901');
+
+    // A deeper reorg than the confirmations. On the new branch the address refuses ether (its
+    // code: PUSH1 0 PUSH1 0 REVERT; on a real chain, an EIP-7702 delegation would do) and the
+    // very same transaction is mined again there: it reverts, the 0.01 ETH never arrives. The
+    // rescan sees it under the same identity (transaction, log index -1), failed.
+    await devnet.revert(beforeTransfer);
+    await devnet.rpc('evm_setAccountCode', [frank.address, '0x60006000fd']);
+    expect(await devnet.rpc<Hex>('eth_sendRawTransaction', [raw])).toBe(txHash);
+    const receipt = await devnet.client.getTransactionReceipt({ hash: txHash });
+    expect(receipt.status).toBe('reverted');
+    await devnet.mine(12, { increaseTimeS: 11 });
+    for (let i = 0; i < 3; i += 1) await w.runOnce();
+
+    const reversal = await ledger.getReversalOf(first.entry_id);
+    expect(reversal?.reversesEntryId).toBe(first.entry_id);
+    expect(await deposit()).toMatchObject({
+      status: 'ignored',
+      ignore_reason: 'the transaction failed',
+      reincluded: 1,
+      entry_id: null,
+    });
+    expect(await usdBalance(frank.id)).toBe('0');
+    expect((await postedBalance(custody)).toString()).toBe('0');
+    await devnet.mine(3);
+    await w.runOnce();
+    await watcher().runOnce();
+    expect((await deposit()).status).toBe('ignored');
+    expect(await usdBalance(frank.id)).toBe('0');
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+  test('a credited deposit whose transaction a deep reorg mines again with the same outcome stays credited, once', async () => {
+    const w = watcher();
+    await w.runOnce();
+    const grace = await newUser(9010);
+    const beforeTransfer = await devnet.snapshot();
+    const raw = await signTransaction(devnet.account(4).privateKey, {
+      to: grace.address,
+      value: 10n ** 16n,
+      gas: 21_000n,
+    });
+    const txHash = keccak256(raw);
+    await devnet.rpc<Hex>('eth_sendRawTransaction', [raw]);
+    await devnet.mine(4);
+    for (let i = 0; i < 2; i += 1) await w.runOnce();
+    const deposit = async () =>
+      (
+        await database.pool.query(
+          `select status, reincluded, entry_id, reversal_entry_id from deposits where tx_hash = $1`,
+          [txHash],
+        )
+      ).rows[0];
+    const first = await deposit();
+    expect(first).toMatchObject({ status: 'credited', reincluded: 0 });
+    // The new branch has the same transaction, with the same outcome, in another block.
+    await devnet.revert(beforeTransfer);
+    await devnet.mine(1, { increaseTimeS: 3 });
+    expect(await devnet.rpc<Hex>('eth_sendRawTransaction', [raw])).toBe(txHash);
+    await devnet.mine(12, { increaseTimeS: 11 });
+    for (let i = 0; i < 3; i += 1) await w.runOnce();
+    expect(await deposit()).toEqual({ ...first, status: 'credited', reversal_entry_id: null });
+    expect(await ledger.getReversalOf(first.entry_id)).toBeNull();
+    expect(await usdBalance(grace.id)).toBe('31.2345678901');
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
 });
 
 describe('EVM deposits priced by a Chainlink feed on another network', () => {
