@@ -106,7 +106,9 @@ interface Candidate {
  * ERC-20 `Transfer` logs of any contract (see TransferLogQueryMode for how they are asked
  * for), and when a native asset is configured, the value of every transaction in the range. The block at
  * `toBlock` is read before and checked after, from the same endpoint, so the transfers and
- * `toBlockRef` describe one chain. The caller checks the range and the addresses first
+ * `toBlockRef` describe one chain. With `parentHash` (the caller's cursor), the first block
+ * of the range must have it as its parent, else the range is refused (InconsistentScanError,
+ * an endpoint fault: the next endpoint is tried). The caller checks the range and the addresses first
  * (`assertScanParameters`): anything thrown in here is blamed on the endpoint.
  *
  * @example await scanTransfers(client, { fromBlock: 100n, toBlock: 199n, addresses, assets, ... })
@@ -116,9 +118,20 @@ export async function scanTransfers(
   params: ScanTransfersParameters,
 ): Promise<ScanResult> {
   const { fromBlock, toBlock } = params;
-  const toBlockRef = await getBlockRef(client, toBlock);
+  // The first block is read with the last (one batch) when the scan must continue a cursor.
+  const [toBlockRef, firstRef] = await Promise.all([
+    getBlockRef(client, toBlock),
+    params.parentHash === undefined || fromBlock === toBlock
+      ? null
+      : getBlockRef(client, fromBlock),
+  ]);
   if (!toBlockRef)
     throw new BlockNotServedError(`the endpoint does not serve block ${toBlock} yet`);
+  if (params.parentHash !== undefined) {
+    const first = fromBlock === toBlock ? toBlockRef : firstRef;
+    if (!first) throw new BlockNotServedError(`the endpoint does not serve block ${fromBlock}`);
+    assertContinues(first, params.parentHash);
+  }
 
   const watched = [...params.addresses].sort();
   if (watched.length === 0) return { transfers: [], toBlockRef };
@@ -146,6 +159,8 @@ export async function scanTransfers(
   if (nativeAsset) {
     const bodies = await getBlockRange(client, fromBlock, toBlock, params.batchSize);
     assertChainOfBlocks(bodies, toBlockRef);
+    // Linked to `toBlockRef` by the chain of bodies: the range as a whole continues the cursor.
+    if (params.parentHash !== undefined) assertContinues(blockRefOf(bodies[0]!), params.parentHash);
     for (const body of bodies) {
       const ref = blockRefOf(body);
       blocks.set(ref.number, ref);
@@ -382,6 +397,20 @@ async function getBlockRange(
     if (!body) throw new BlockNotServedError(`the endpoint does not serve block ${number}`);
     return body;
   });
+}
+
+/**
+ * The range's first block has the caller's cursor as its parent. An endpoint on another fork
+ * (a fallback, or another node behind a load balancer) fails here, as an endpoint fault, so
+ * the cursor never moves onto its fork without the blocks recorded from the cursor's fork
+ * being checked again (the next reorg check compares them, on whichever chain wins).
+ */
+function assertContinues(first: BlockRef, parentHash: string): void {
+  if (first.parentHash !== parentHash.toLowerCase()) {
+    throw new InconsistentScanError(
+      `block ${first.number} (parent ${first.parentHash}) does not continue the block ${first.number - 1n} the scan starts after (${parentHash}): the endpoint is on another fork`,
+    );
+  }
 }
 
 /** Each block's parent is the block before it, and the last is the scan's `toBlockRef`. */

@@ -163,10 +163,20 @@ export class DepositWatcher {
       if (report.forkPoint !== null) await this.markForRecheck(tx, report.forkPoint);
       // Deposits recorded before this iteration now count as confirming; new ones start as seen.
       await this.updateConfirmations(tx, head.latest.number);
-      report.recorded = await this.record(tx, transfers, addresses, head.latest.number);
-      const vanished = await this.settleRechecks(tx, client, newCursor.number);
+      const changed = await this.changedCredits(tx, transfers, addresses);
+      report.recorded = await this.record(
+        tx,
+        transfers.filter((t) => !changed.has(t)),
+        addresses,
+        head.latest.number,
+      );
+      const vanished = await this.settleRechecks(tx, client, newCursor.number, [
+        ...changed.values(),
+      ]);
       report.orphaned = vanished.orphaned;
       report.reversed = vanished.reversed;
+      // Reversed just now, they start over with what the chain says of them now.
+      report.recorded += await this.record(tx, [...changed.keys()], addresses, head.latest.number);
       const credit = await this.credit(tx, client, creditHeight, head.latest.number, quotes);
       report.credited = credit.credited;
       report.ignored = credit.ignored;
@@ -408,6 +418,42 @@ export class DepositWatcher {
   }
 
   /**
+   * Credited deposits a reorg put up for recheck that this scan sees again with another
+   * outcome (the same transaction mined again on the new branch, where it reverts, or pays
+   * another amount or address): the credit is gone as surely as if the transaction were, so
+   * they are reversed like one (by `settleRechecks`) and then recorded afresh. By transfer, the
+   * deposit's id.
+   */
+  private async changedCredits(
+    tx: Kysely<WatcherTables>,
+    transfers: ObservedTransfer[],
+    addresses: Map<string, string>,
+  ): Promise<Map<ObservedTransfer, string>> {
+    const changed = new Map<ObservedTransfer, string>();
+    const incoming = transfers.filter((t) => addresses.has(t.to));
+    if (incoming.length === 0) return changed;
+    const credited = await tx
+      .selectFrom('deposits')
+      .select(['id', 'tx_hash', 'log_index', 'address', 'contract', 'amount_base_units'])
+      .where('network', '=', this.network.name)
+      .where('status', '=', 'credited')
+      .where('needs_recheck', '=', true)
+      .execute();
+    const byKey = new Map(credited.map((d) => [`${d.tx_hash}:${d.log_index}`, d]));
+    for (const t of incoming) {
+      const stored = byKey.get(`${t.txHash}:${t.logIndex}`);
+      if (!stored) continue;
+      const same =
+        t.success &&
+        stored.address === t.to &&
+        stored.contract === t.contract &&
+        BigInt(stored.amount_base_units) === t.amountBaseUnits;
+      if (!same) changed.set(t, stored.id);
+    }
+    return changed;
+  }
+
+  /**
    * Transfers above a fork point that the rescan has passed without seeing again are gone:
    * not yet credited, they are orphaned; already credited, they are reversed (with the part
    * the customer already spent booked as a receivable) and reported at error level.
@@ -416,6 +462,7 @@ export class DepositWatcher {
     tx: Kysely<WatcherTables>,
     client: pg.PoolClient,
     scannedTo: bigint,
+    changedIds: string[] = [],
   ): Promise<{ orphaned: number; reversed: number }> {
     const network = this.network.name;
     const gone = await tx
@@ -423,7 +470,11 @@ export class DepositWatcher {
       .select(['id', 'status', 'entry_id', 'user_id', 'tx_hash', 'log_index'])
       .where('network', '=', network)
       .where('needs_recheck', '=', true)
-      .where('block_number', '<=', scannedTo.toString())
+      .where((eb) =>
+        changedIds.length === 0
+          ? eb('block_number', '<=', scannedTo.toString())
+          : eb.or([eb('block_number', '<=', scannedTo.toString()), eb('id', 'in', changedIds)]),
+      )
       .execute();
     const credited = gone.filter((d) => d.status === 'credited' && d.entry_id);
     // The liability the credit went to: the customer's, or (a deposit that arrived after its
@@ -1037,7 +1088,7 @@ const OUTGOING_OBSERVED = [
  * In the deposits upsert: the new sighting's `column` while the stored row has not been credited
  * (seen, confirming, ignored, or removed by a reorg), else the stored value: a credit keeps what
  * it credited. (On Tron a credited deposit is solidified and cannot change; a credited EVM
- * deposit mined again with another outcome is not detected here.)
+ * deposit mined again with another outcome never reaches here credited: `changedCredits`.)
  */
 function ifNotCredited(column: string): RawBuilder<never> {
   return sql<never>`case when deposits.status in ('seen', 'confirming', 'ignored', 'orphaned', 'reversed') then ${sql.ref(`excluded.${column}`)} else ${sql.ref(`deposits.${column}`)} end`;

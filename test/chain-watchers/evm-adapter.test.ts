@@ -336,6 +336,36 @@ describe('scan: deposits to watched addresses', () => {
     expect(after.toBlockRef.number).toBe(before.toBlockRef.number);
     expect(after.toBlockRef.hash).not.toBe(before.toBlockRef.hash);
   });
+
+  it('refuses a range whose first block does not follow the parentHash it continues (an endpoint on another fork)', async () => {
+    const fromBlock = await nextBlock();
+    await devnet.transferToken(usdt, sender, alice.address, 1n);
+    await devnet.mine(2);
+    const parent = await devnet.client.getBlock({ blockNumber: fromBlock - 1n });
+    const tokensOnly = createEvmAdapter(
+      devnetNetworkConfig({
+        rpcUrls: [devnet.url],
+        assets: [{ symbol: 'USDT', contract: usdt, decimals: 6 }],
+        rpcRetries: 0,
+      }),
+      { logger: { warn: () => {} } },
+    );
+    // With a native asset every block of the range is read; without, only its ends.
+    for (const on of [adapterFor([devnet.url], {}, { rpcRetries: 0 }), tokensOnly]) {
+      for (const toBlock of [fromBlock, fromBlock + 2n]) {
+        const range = { fromBlock, toBlock, addresses: new Set([alice.address]) };
+        const continued = await on.scan({ ...range, parentHash: parent.hash });
+        expect(continued.transfers).toHaveLength(1);
+        const error = await on
+          .scan({ ...range, parentHash: parent.parentHash })
+          .catch((caught: unknown) => caught);
+        expect(error).toBeInstanceOf(RpcUnavailableError);
+        expect((error as Error).message).toMatch(
+          new RegExp(`block ${fromBlock} .* does not continue .*: the endpoint is on another fork`),
+        );
+      }
+    }
+  });
 });
 
 describe('verify', () => {

@@ -9,7 +9,7 @@ import { assignDepositAddress } from '../../chain-watchers/pipeline/depositAddre
 import { createPriceSources } from '../../chain-watchers/pipeline/createWatcher.js';
 import { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
 import { startDevnet, type Devnet } from '../support/evm/devnet.js';
-import { startFailingRpcServer } from '../support/evm/rpcServers.js';
+import { startFailingRpcServer, startRpcProxy } from '../support/evm/rpcServers.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { openLedger } from '../support/ledger.js';
 import { Kysely, PostgresDialect } from 'kysely';
@@ -936,6 +936,165 @@ describe('EVM deposits', () => {
     } finally {
       await failing.close();
     }
+  });
+
+  test('a range a fallback endpoint serves from another fork than the cursor is refused: a deposit only the losing fork had is orphaned, never credited', async () => {
+    // Two nodes that agree up to this block, then each follow their own fork (a primary and
+    // its fallback, or two nodes behind one load balancer). The primary's fork has Dave's
+    // deposit; the fallback's fork, which wins, does not.
+    const forkedAt = await devnet.blockNumber();
+    const other = await startDevnet({ forkUrl: devnet.url });
+    await devnet.mine(1); // the other has mined a block of its own at this height
+    let primaryFails: 'nothing' | 'scans' | 'everything' = 'nothing';
+    const primary = await startRpcProxy(devnet.url, (call) =>
+      primaryFails === 'everything' || (primaryFails === 'scans' && call.method === 'eth_getLogs')
+        ? { error: { code: -32603, message: 'internal error' } }
+        : undefined,
+    );
+    try {
+      const dave = await newUser(9008);
+      const config = network({
+        name: 'devnet-forks',
+        rpcUrls: [primary.url, other.url],
+        startBlock: Number(forkedAt) + 1,
+        // Native transfers too: the scan reads every block of the range.
+        assets: [
+          { symbol: 'USDT', contract: usdt, decimals: 6, price: { fixed: '1' } },
+          { symbol: 'ETH', native: true, decimals: 18, price: { fixed: '3000' } },
+        ],
+      });
+      const w = watcher(config);
+      await w.runOnce(); // the cursor: the primary's block after the last one both have
+      const sent = await devnet.transferToken(usdt, devnet.account(0), dave.address, 5_000_000n);
+      await other.mine(1);
+      const hashes = async (blockNumber: bigint) =>
+        Promise.all(
+          [devnet, other].map(async (node) => (await node.client.getBlock({ blockNumber })).hash),
+        );
+      const [shared, diverged] = [await hashes(forkedAt), await hashes(forkedAt + 1n)];
+      expect(shared[0]).toBe(shared[1]);
+      expect(diverged[0]).not.toBe(diverged[1]);
+      await w.runOnce(); // the primary: the deposit is seen, the cursor is the primary's block
+      const status = async () =>
+        (
+          await database.pool.query<{ status: string }>(
+            `select status from deposits where network = 'devnet-forks' and tx_hash = $1`,
+            [sent.txHash],
+          )
+        ).rows[0]?.status;
+      expect(await status()).toBe('seen');
+
+      await devnet.mine(2);
+      await other.mine(3);
+      // The primary still agrees with the cursor but cannot serve the range after it: the
+      // fallback, on the other fork, is asked for it.
+      primaryFails = 'scans';
+      await w.runOnce().catch(() => {});
+      expect(await status()).not.toBe('credited');
+      // The primary goes away; the fallback's fork is the chain from now on.
+      primaryFails = 'everything';
+      await other.mine(3);
+      await w.runOnce();
+      await w.runOnce();
+      expect(await status()).toBe('orphaned');
+      expect(await usdBalance(dave.id)).toBe('0');
+      expect(
+        (await postedBalance(`assets:custody:devnet-forks:USDT:${dave.address}`)).toString(),
+      ).toBe('0');
+      expect(await ledger.checkBalances()).toEqual([]);
+    } finally {
+      await primary.close();
+      await other.close();
+    }
+  });
+  test('a credited deposit whose transaction a deep reorg mines again with another outcome (it reverts) is reversed, never credited again', async () => {
+    const w = watcher();
+    await w.runOnce();
+    const frank = await newUser(9009);
+    const custody = `assets:custody:devnet:ETH:${frank.address}`;
+    const beforeTransfer = await devnet.snapshot();
+    const raw = await signTransaction(devnet.account(4).privateKey, {
+      to: frank.address,
+      value: 10n ** 16n, // 0.01 ETH
+      gas: 100_000n,
+    });
+    const txHash = keccak256(raw);
+    expect(await devnet.rpc<Hex>('eth_sendRawTransaction', [raw])).toBe(txHash);
+    await devnet.mine(4);
+    for (let i = 0; i < 2; i += 1) await w.runOnce();
+    const deposit = async () =>
+      (
+        await database.pool.query(
+          `select status, reincluded, ignore_reason, entry_id from deposits where tx_hash = $1`,
+          [txHash],
+        )
+      ).rows[0];
+    const first = await deposit();
+    expect(first).toMatchObject({ status: 'credited', reincluded: 0 });
+    expect(await usdBalance(frank.id)).toBe('31.2345678901');
+
+    // A deeper reorg than the confirmations. On the new branch the address refuses ether (its
+    // code: PUSH1 0 PUSH1 0 REVERT; on a real chain, an EIP-7702 delegation would do) and the
+    // very same transaction is mined again there: it reverts, the 0.01 ETH never arrives. The
+    // rescan sees it under the same identity (transaction, log index -1), failed.
+    await devnet.revert(beforeTransfer);
+    await devnet.rpc('evm_setAccountCode', [frank.address, '0x60006000fd']);
+    expect(await devnet.rpc<Hex>('eth_sendRawTransaction', [raw])).toBe(txHash);
+    const receipt = await devnet.client.getTransactionReceipt({ hash: txHash });
+    expect(receipt.status).toBe('reverted');
+    await devnet.mine(12, { increaseTimeS: 11 });
+    for (let i = 0; i < 3; i += 1) await w.runOnce();
+
+    const reversal = await ledger.getReversalOf(first.entry_id);
+    expect(reversal?.reversesEntryId).toBe(first.entry_id);
+    expect(await deposit()).toMatchObject({
+      status: 'ignored',
+      ignore_reason: 'the transaction failed',
+      reincluded: 1,
+      entry_id: null,
+    });
+    expect(await usdBalance(frank.id)).toBe('0');
+    expect((await postedBalance(custody)).toString()).toBe('0');
+    await devnet.mine(3);
+    await w.runOnce();
+    await watcher().runOnce();
+    expect((await deposit()).status).toBe('ignored');
+    expect(await usdBalance(frank.id)).toBe('0');
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+  test('a credited deposit whose transaction a deep reorg mines again with the same outcome stays credited, once', async () => {
+    const w = watcher();
+    await w.runOnce();
+    const grace = await newUser(9010);
+    const beforeTransfer = await devnet.snapshot();
+    const raw = await signTransaction(devnet.account(4).privateKey, {
+      to: grace.address,
+      value: 10n ** 16n,
+      gas: 21_000n,
+    });
+    const txHash = keccak256(raw);
+    await devnet.rpc<Hex>('eth_sendRawTransaction', [raw]);
+    await devnet.mine(4);
+    for (let i = 0; i < 2; i += 1) await w.runOnce();
+    const deposit = async () =>
+      (
+        await database.pool.query(
+          `select status, reincluded, entry_id, reversal_entry_id from deposits where tx_hash = $1`,
+          [txHash],
+        )
+      ).rows[0];
+    const first = await deposit();
+    expect(first).toMatchObject({ status: 'credited', reincluded: 0 });
+    // The new branch has the same transaction, with the same outcome, in another block.
+    await devnet.revert(beforeTransfer);
+    await devnet.mine(1, { increaseTimeS: 3 });
+    expect(await devnet.rpc<Hex>('eth_sendRawTransaction', [raw])).toBe(txHash);
+    await devnet.mine(12, { increaseTimeS: 11 });
+    for (let i = 0; i < 3; i += 1) await w.runOnce();
+    expect(await deposit()).toEqual({ ...first, status: 'credited', reversal_entry_id: null });
+    expect(await ledger.getReversalOf(first.entry_id)).toBeNull();
+    expect(await usdBalance(grace.id)).toBe('31.2345678901');
+    expect(await ledger.checkBalances()).toEqual([]);
   });
 });
 

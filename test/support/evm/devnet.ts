@@ -24,6 +24,7 @@ import { getContract, type ContractName } from './compile.js';
  * - Reorgs: `snapshot()`, mine, `revert(id)`, then `mine(1, { increaseTimeS: 1 })` builds a
  *   different block at the same height (the same empty block with the same timestamp would
  *   hash the same).
+ * - Forks of one chain on two nodes: `startDevnet({ forkUrl: other.url })`.
  * - Addresses this module returns are lower-case, the adapter's canonical form.
  */
 
@@ -63,6 +64,14 @@ export interface StartDevnetOptions {
   accounts?: number;
   /** Balance of each account in wei (default 1,000,000 ETH). */
   balanceWei?: bigint;
+  /**
+   * Another node's URL: this devnet starts on that chain as it is now (its blocks, contracts
+   * and balances up to its head are shared) and mines its own blocks after it: two devnets
+   * that agree on a prefix and then each follow their own fork. It mines the first block of
+   * its own at once (funding the accounts); ganache answers `eth_getLogs` for that height
+   * with the other node's logs, so keep the other node's block there free of them.
+   */
+  forkUrl?: string;
 }
 
 export interface Devnet {
@@ -140,6 +149,7 @@ export async function startDevnet(options: StartDevnetOptions = {}): Promise<Dev
     chain: { chainId: DEVNET_CHAIN_ID, hardfork: 'shanghai' },
     logging: { quiet: true },
     miner: { instamine: 'eager' },
+    ...(options.forkUrl === undefined ? {} : { fork: { url: options.forkUrl } }),
     wallet: {
       accounts: accounts.map((account) => ({
         secretKey: account.privateKey,
