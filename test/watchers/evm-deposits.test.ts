@@ -952,7 +952,7 @@ describe('EVM deposits', () => {
         : undefined,
     );
     try {
-      const dave = await newUser(9008);
+      const dave = await newUser(9011);
       const config = network({
         name: 'devnet-forks',
         rpcUrls: [primary.url, other.url],
@@ -1010,7 +1010,7 @@ describe('EVM deposits', () => {
   test('a credited deposit whose transaction a deep reorg mines again with another outcome (it reverts) is reversed, never credited again', async () => {
     const w = watcher();
     await w.runOnce();
-    const frank = await newUser(9009);
+    const frank = await newUser(9012);
     const custody = `assets:custody:devnet:ETH:${frank.address}`;
     const beforeTransfer = await devnet.snapshot();
     const raw = await signTransaction(devnet.account(4).privateKey, {
@@ -1065,7 +1065,7 @@ describe('EVM deposits', () => {
   test('a credited deposit whose transaction a deep reorg mines again with the same outcome stays credited, once', async () => {
     const w = watcher();
     await w.runOnce();
-    const grace = await newUser(9010);
+    const grace = await newUser(9013);
     const beforeTransfer = await devnet.snapshot();
     const raw = await signTransaction(devnet.account(4).privateKey, {
       to: grace.address,
