@@ -568,20 +568,6 @@ export class Gateway {
       // not read is not one that left, nor did upstream stop sending).
       if (deadlinePassed) failure = 'deadline_exceeded';
       else if (clientGone) failure = null;
-      if (failure && !clientGone) {
-        const message =
-          failure === 'deadline_exceeded'
-            ? `the call reached its time limit of ${this.deps.config.gateway.maxCallDurationMs} ms`
-            : failure === 'upstream_timeout'
-              ? 'upstream stopped sending'
-              : 'upstream stream failed';
-        await write(
-          `data: ${JSON.stringify({ error: { message: `${message}; charged only for what was generated`, type: 'api_error', code: failure, param: null } })}\n\n`,
-        );
-      }
-      if (!failure && !clientGone) await write('data: [DONE]\n\n');
-      if (!sink.destroyed) sink.end();
-
       const finalUsage: TokenUsage = usage ?? {
         promptTokens: estimateTokens(messagesText(body.messages)),
         cachedTokens: 0n,
@@ -613,6 +599,22 @@ export class Gateway {
           'could not settle a streamed call; its hold will expire',
         );
       }
+      // The stream's end ([DONE], or the error event) goes out only once the call is settled,
+      // as a JSON answer does: a client that saw its call end has been charged for it, even if
+      // this process dies right after. A stream cut without its end was left in flight.
+      if (failure && !clientGone) {
+        const message =
+          failure === 'deadline_exceeded'
+            ? `the call reached its time limit of ${this.deps.config.gateway.maxCallDurationMs} ms`
+            : failure === 'upstream_timeout'
+              ? 'upstream stopped sending'
+              : 'upstream stream failed';
+        await write(
+          `data: ${JSON.stringify({ error: { message: `${message}; charged only for what was generated`, type: 'api_error', code: failure, param: null } })}\n\n`,
+        );
+      }
+      if (!failure && !clientGone) await write('data: [DONE]\n\n');
+      if (!sink.destroyed) sink.end();
     };
     return {
       kind: 'stream',
