@@ -88,7 +88,7 @@ export const FIELD_NOTES: Record<string, string> = {
   'networks[].name': 'Lower case; what `--network` and the API use.',
   'networks[].kind': 'Which fields follow: `evm` (any EVM chain) or `tron`.',
   'networks[].confirmations':
-    'When a deposit is credited: a block count on top of its block, `"finalized"` (EVM: the node\'s finalized block) or `"solidified"` (Tron).',
+    'When a deposit is credited: a count of confirmations (its own block counts as one: `head - block + 1`; 0 acts as 1), `"finalized"` (EVM: the node\'s finalized block) or `"solidified"` (Tron).',
   'networks[].pollIntervalMs': 'Wait between iterations once caught up.',
   'networks[].maxBlockRange':
     'Most blocks scanned per iteration (lower it for providers that limit eth_getLogs ranges).',
