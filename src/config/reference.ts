@@ -88,7 +88,7 @@ export const FIELD_NOTES: Record<string, string> = {
   'networks[].name': 'Lower case; what `--network` and the API use.',
   'networks[].kind': 'Which fields follow: `evm` (any EVM chain) or `tron`.',
   'networks[].confirmations':
-    'When a deposit is credited: a block count on top of its block, `"finalized"` (EVM: the node\'s finalized block) or `"solidified"` (Tron).',
+    'When a deposit is credited: a count of confirmations (its own block counts as one: `head - block + 1`; 0 acts as 1), `"finalized"` (EVM: the node\'s finalized block) or `"solidified"` (Tron).',
   'networks[].pollIntervalMs': 'Wait between iterations once caught up.',
   'networks[].maxBlockRange':
     'Most blocks scanned per iteration (lower it for providers that limit eth_getLogs ranges).',
@@ -99,7 +99,7 @@ export const FIELD_NOTES: Record<string, string> = {
   'networks[].startBlock':
     'Where scanning begins on first start; the head at that moment when absent.',
   'networks[].treasuryAddresses':
-    'Outgoing transfers to these addresses are sweeps to our treasury (booked with their fee).',
+    'Outgoing transfers to these addresses are sweeps to our treasury (booked with their fee); a transfer from one of them to a deposit address is a top-up (gas for a sweep), never credited to the customer.',
   'networks[].nativeCurrency':
     "Currency of network fees (ETH, BNB, POL, TRX); by default the native asset's, else ETH on EVM and TRX on Tron.",
   'networks[].chainId': 'Checked against every endpoint: one serving another chain is dropped.',
@@ -134,7 +134,7 @@ export const FIELD_NOTES: Record<string, string> = {
   'telegram.maxClockSkewS': 'How far in the future a payload may be dated.',
   'retention.usageLogDays': 'Usage rows older than this are rolled into daily aggregates.',
   'retention.requestMetaDays':
-    'Client IP and user agent are removed from usage rows after this; ended sessions deleted.',
+    'Client IP and user agent are removed from usage rows after this; sessions ended, `Idempotency-Key` records finished and spend-limit reservations released longer ago than this are deleted.',
   'gateway.rateLimit':
     'Token buckets per API key, shared by every http process (429 `rate_limit_exceeded` when empty).',
   'gateway.rateLimit.requestsPerMinute': 'Per API key, across all http processes.',
