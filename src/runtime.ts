@@ -10,6 +10,8 @@ import { Metrics } from './metrics.js';
 export interface Runtime {
   config: Config;
   database: DatabaseHandle;
+  /** The migrations this runtime applied when it opened (none when it was told not to). */
+  migrationsApplied: string[];
   ledger: PostgresLedger;
   logger: Logger;
   metrics: Metrics;
@@ -36,9 +38,11 @@ export async function openRuntime(params: OpenRuntimeParameters): Promise<Runtim
       'using the embedded PostgreSQL (set DATABASE_URL to use another)',
     );
   try {
+    let migrationsApplied: string[] = [];
     if (params.migrate ?? true) {
-      const { applied } = await migrateToLatest(database.db);
-      if (applied.length > 0) logger.info({ applied }, 'migrations applied');
+      ({ applied: migrationsApplied } = await migrateToLatest(database.db));
+      if (migrationsApplied.length > 0)
+        logger.info({ applied: migrationsApplied }, 'migrations applied');
     }
     const metrics = new Metrics(async () => {
       const row = await database.db
@@ -62,6 +66,7 @@ export async function openRuntime(params: OpenRuntimeParameters): Promise<Runtim
     return {
       config,
       database,
+      migrationsApplied,
       ledger,
       logger,
       metrics,

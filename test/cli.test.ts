@@ -1,10 +1,13 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, expect, test } from 'vitest';
+import pg from 'pg';
+import { afterAll, beforeAll, expect, inject, test } from 'vitest';
+import { migrations } from '../migrations/index.js';
 import { runCli } from '../src/cli/main.js';
 import { rowCounts } from './accounts/support.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
+import { withDatabase } from './support/global-setup.js';
 
 let database: TestDatabase;
 let configFile: string;
@@ -191,4 +194,35 @@ test('deposits list: a limit or a user id that is not one is bad usage (exit 2),
   const listed = await lingxi('deposits', 'list', '--limit', '200', '--json');
   expect(listed.code).toBe(0);
   expect(listed.json()).toEqual({ data: [], nextCursor: null });
+});
+
+test('`lingxi migrate` on an empty database applies every migration, then finds nothing to do', async () => {
+  const adminUrl = inject('pgAdminUrl');
+  // Named like the run's databases, so a run that dies before dropping it has it swept later.
+  const name = `${inject('pgTemplate').replace(/_template$/, '')}_empty`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query(`create database ${name}`);
+  const file = join(mkdtempSync(join(tmpdir(), 'lingxi-migrate-')), 'lingxi.config.json');
+  writeFileSync(file, JSON.stringify({ database: { url: withDatabase(adminUrl, name) } }));
+  const migrate = async () => {
+    let stdout = '';
+    let stderr = '';
+    const code = await runCli(['migrate', '--json', '--config', file], {
+      stdout: (text) => (stdout += text),
+      stderr: (text) => (stderr += text),
+    });
+    return {
+      code,
+      stderr,
+      applied: stdout ? (JSON.parse(stdout) as { applied: string[] }).applied : null,
+    };
+  };
+  try {
+    expect(await migrate()).toEqual({ code: 0, stderr: '', applied: Object.keys(migrations) });
+    expect(await migrate()).toEqual({ code: 0, stderr: '', applied: [] });
+  } finally {
+    await admin.query(`drop database if exists ${name} with (force)`);
+    await admin.end();
+  }
 });

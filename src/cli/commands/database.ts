@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { migrateToLatest } from '../../db/migrate.js';
 import type { CliContext } from '../context.js';
 
 /** `lingxi migrate`. */
@@ -8,10 +7,9 @@ export function registerDatabaseCommands(program: Command, cli: CliContext): voi
     .command('migrate')
     .description('apply pending database migrations')
     .action(async (_options, command: Command) => {
-      const { applied } = await cli.withRuntime(
-        command,
-        (runtime) => migrateToLatest(runtime.database.db),
-        { migrate: false },
+      // Opening the runtime applies what is pending (before the ledger reads its tables).
+      const applied = await cli.withRuntime(command, (runtime) =>
+        Promise.resolve(runtime.migrationsApplied),
       );
       cli
         .out(command)
