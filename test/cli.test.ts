@@ -226,3 +226,12 @@ test('`lingxi migrate` on an empty database applies every migration, then finds 
     await admin.end();
   }
 });
+
+test('`lingxi watch` with no networks configured, or a network not in the config, exits 2 saying why', async () => {
+  const none = await lingxi('watch');
+  expect(none).toMatchObject({ code: 2, stdout: '' });
+  expect(none.stderr).toMatch(/^lingxi: no networks are configured: there is nothing to watch/);
+  const unknown = await lingxi('watch', '--network', 'nope');
+  expect(unknown).toMatchObject({ code: 2, stdout: '' });
+  expect(unknown.stderr).toMatch(/^lingxi: no network named "nope" in the config \(known: none\)/);
+});

@@ -1,4 +1,5 @@
 import type { LoadedConfig } from '../config/load.js';
+import { AppError } from '../errors.js';
 import { openRuntime, type Runtime } from '../runtime.js';
 import { startHttpRole, type HttpRole } from './http.js';
 import { startWatcherRole } from './watch.js';
@@ -52,10 +53,18 @@ export async function startRoles(params: StartRolesParameters): Promise<StartedR
       stops.push({ role: 'http', stop: () => http!.stop() });
       logger.info({ url: http.url }, `http listening on ${http.url}`);
     }
-    if (params.roles.watchers && config.networks.length > 0) {
-      const watchers = await startWatcherRole(runtime, params.roles.watchers);
+    const { watchers: watching } = params.roles;
+    if (watching && (config.networks.length > 0 || watching !== 'all')) {
+      // Networks named (`--network N`) are checked against the config even when it has none.
+      const watchers = await startWatcherRole(runtime, watching);
       stops.push({ role: 'watchers', stop: () => watchers.stop() });
       logger.info({ networks: watchers.networks }, `watching ${watchers.networks.join(', ')}`);
+    } else if (watching && !params.roles.http && !params.roles.cron) {
+      // `lingxi watch` alone with nothing to watch would sit idle: refuse, saying why.
+      throw new AppError(
+        'no_networks',
+        'no networks are configured: there is nothing to watch (add networks to the config file)',
+      );
     }
     if (params.roles.cron) {
       const jobs = startCronRole(runtime);
