@@ -317,4 +317,32 @@ describe('a booked sweep whose transaction a deep reorg mines again', () => {
     expect((await reconcile()).findings).toEqual([]);
     expect(await runtime.ledger.checkBalances()).toEqual([]);
   });
+
+  test('a failed sweep whose fee is booked, mined again failed in another block: its fee stays booked once', async () => {
+    const feesBefore = await fees();
+    await devnet.rpc('evm_setAccountCode', [TREASURY, '0x60006000fd']);
+    const beforeSweep = await devnet.snapshot();
+    const { raw, txHash } = await signedEthSweep(10n ** 17n);
+    const first = await send(raw);
+    expect(first.status).toBe('reverted');
+    await devnet.mine(4);
+    await poll(2);
+    const [failed] = await outgoing(txHash);
+    expect(failed).toMatchObject({ status: 'failed', reincluded: 0, entry_id: null });
+    expect(failed.fee_entry_id).not.toBeNull();
+
+    await devnet.revert(beforeSweep);
+    await devnet.mine(1, { increaseTimeS: 3 });
+    const again = await send(raw);
+    expect(again).toEqual(first);
+    await devnet.rpc('evm_setAccountCode', [TREASURY, '0x']);
+    await devnet.mine(12, { increaseTimeS: 11 });
+    await poll(3);
+
+    expect(await outgoing(txHash)).toEqual([failed]);
+    expect(await runtime.ledger.getReversalOf(failed.fee_entry_id)).toBeNull();
+    expect((await fees()).sub(feesBefore)).toEqual(eth(first.feeWei));
+    expect((await reconcile()).findings).toEqual([]);
+    expect(await runtime.ledger.checkBalances()).toEqual([]);
+  });
 });
