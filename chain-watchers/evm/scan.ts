@@ -99,6 +99,8 @@ interface Candidate {
   needsBlock: boolean;
   /** The transaction's receipt is needed (native status, or the fee of an outgoing transfer). */
   needsReceipt: boolean;
+  /** Kept only if the receipt says the transaction failed (see `failedCallCandidate`). */
+  onlyIfFailed?: boolean;
 }
 
 /**
@@ -164,7 +166,13 @@ export async function scanTransfers(
     for (const body of bodies) {
       const ref = blockRefOf(body);
       blocks.set(ref.number, ref);
-      for (const candidate of nativeCandidates(body, ref, nativeAsset, watchedSet)) {
+      for (const candidate of nativeCandidates(
+        body,
+        ref,
+        nativeAsset,
+        watchedSet,
+        assetsByContract,
+      )) {
         candidates.set(`${candidate.transfer.txHash}:-1`, candidate);
       }
     }
@@ -172,6 +180,8 @@ export async function scanTransfers(
 
   await fillBlocks(client, [...candidates.values()], blocks, params.batchSize);
   await fillReceipts(client, [...candidates.values()], watchedSet, params.batchSize);
+  for (const [key, candidate] of candidates)
+    if (candidate.onlyIfFailed && candidate.transfer.success) candidates.delete(key);
 
   if (!nativeAsset) {
     // Without the full chain of bodies, re-read the last block: unchanged means no reorg
@@ -352,14 +362,18 @@ function nativeCandidates(
   ref: BlockRef,
   asset: TrackedAsset,
   watched: ReadonlySet<string>,
+  assetsByContract: ReadonlyMap<string, TrackedAsset>,
 ): Candidate[] {
   const candidates: Candidate[] = [];
   for (const tx of body.transactions) {
     if (!tx.to || tx.transactionIndex === null) continue; // contract creation
     const value = hexToBigInt(tx.value);
-    if (value === 0n) continue;
     const from = tx.from.toLowerCase();
     const to = tx.to.toLowerCase();
+    if (value === 0n) {
+      if (watched.has(from)) candidates.push(failedCallCandidate(tx, ref, assetsByContract));
+      continue;
+    }
     if (!watched.has(from) && !watched.has(to)) continue;
     candidates.push({
       transfer: {
@@ -382,6 +396,46 @@ function nativeCandidates(
     });
   }
   return candidates;
+}
+
+const ERC20_TRANSFER_CALL = /^0xa9059cbb0{24}([0-9a-f]{40})([0-9a-f]{64})$/i;
+
+/**
+ * A transaction without value sent by a watched address (a token sweep or top-up, another
+ * contract call): if it reverts it leaves no Transfer log, yet its sender paid the fee. It is
+ * kept (log index -1, failed, with its fee) only when its receipt says it failed; a call that
+ * succeeds is seen through its logs. A call to `transfer(to, amount)` of a tracked token names
+ * the recipient and amount it tried to move; any other call is a transfer of nothing to the
+ * contract called.
+ */
+function failedCallCandidate(
+  tx: RpcBlockWithTransactions['transactions'][number],
+  ref: BlockRef,
+  assetsByContract: ReadonlyMap<string, TrackedAsset>,
+): Candidate {
+  const contract = tx.to!.toLowerCase();
+  const asset = assetsByContract.get(contract) ?? null;
+  const call = asset ? ERC20_TRANSFER_CALL.exec(tx.input) : null;
+  return {
+    transfer: {
+      txHash: tx.hash.toLowerCase(),
+      logIndex: -1,
+      blockNumber: ref.number,
+      blockHash: ref.hash,
+      blockTimestamp: ref.timestamp,
+      contract,
+      asset: call ? asset : null,
+      from: tx.from.toLowerCase(),
+      to: call ? `0x${call[1]!.toLowerCase()}` : contract,
+      amountBaseUnits: call ? hexToBigInt(`0x${call[2]!}`) : 0n,
+      success: false, // until the receipt says otherwise
+      feeBaseUnits: null,
+    },
+    transactionIndex: hexToNumber(tx.transactionIndex!),
+    needsBlock: false,
+    needsReceipt: true,
+    onlyIfFailed: true,
+  };
 }
 
 async function getBlockRange(

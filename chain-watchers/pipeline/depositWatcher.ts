@@ -166,17 +166,20 @@ export class DepositWatcher {
       const changed = await this.changedCredits(tx, transfers, addresses);
       report.recorded = await this.record(
         tx,
-        transfers.filter((t) => !changed.has(t)),
+        transfers.filter((t) => !changed.transfers.has(t)),
         addresses,
         head.latest.number,
       );
-      const vanished = await this.settleRechecks(tx, client, newCursor.number, [
-        ...changed.values(),
-      ]);
+      const vanished = await this.settleRechecks(tx, client, newCursor.number, changed);
       report.orphaned = vanished.orphaned;
       report.reversed = vanished.reversed;
       // Reversed just now, they start over with what the chain says of them now.
-      report.recorded += await this.record(tx, [...changed.keys()], addresses, head.latest.number);
+      report.recorded += await this.record(
+        tx,
+        [...changed.transfers],
+        addresses,
+        head.latest.number,
+      );
       const credit = await this.credit(tx, client, creditHeight, head.latest.number, quotes);
       report.credited = credit.credited;
       report.ignored = credit.ignored;
@@ -389,6 +392,9 @@ export class DepositWatcher {
                 ? ('sweep' as const)
                 : ('unexpected' as const),
             status: t.success ? 'seen' : 'failed',
+            // A transaction whose other rows a reorg removed (a sweep that reverts on the new
+            // branch has no log: its row there is another one): its fee is booked afresh.
+            reincluded: sql<number>`coalesce(${reincludedAfter(sql`${network}`, sql`${t.txHash}`)}, 0)`,
           })),
         )
         .onConflict((oc) =>
@@ -407,7 +413,7 @@ export class DepositWatcher {
             reincluded: ifRemoved(
               'outgoing_transfers',
               'reincluded',
-              sql`outgoing_transfers.reincluded + 1`,
+              reincludedAfter(sql`outgoing_transfers.network`, sql`outgoing_transfers.tx_hash`),
             ),
             updated_at: new Date(),
           }),
@@ -418,18 +424,22 @@ export class DepositWatcher {
   }
 
   /**
-   * Credited deposits a reorg put up for recheck that this scan sees again with another
-   * outcome (the same transaction mined again on the new branch, where it reverts, or pays
-   * another amount or address): the credit is gone as surely as if the transaction were, so
-   * they are reversed like one (by `settleRechecks`) and then recorded afresh. By transfer, the
-   * deposit's id.
+   * Credited deposits, and booked outgoing transfers, that a reorg put up for recheck and that
+   * this scan sees again with another outcome (the same transaction mined again on the new
+   * branch, where it reverts, or moves another amount, or pays another address or fee): what
+   * was booked is gone as surely as if the transaction were, so they are reversed like one (by
+   * `settleRechecks`) and then recorded afresh. An outgoing transaction is compared as a whole,
+   * its rows together (they share its fee): a sweep that reverts on the new branch leaves no
+   * log, and is seen there as another row (log index -1, failed).
    */
   private async changedCredits(
     tx: Kysely<WatcherTables>,
     transfers: ObservedTransfer[],
     addresses: Map<string, string>,
-  ): Promise<Map<ObservedTransfer, string>> {
-    const changed = new Map<ObservedTransfer, string>();
+  ): Promise<ChangedOutcomes> {
+    const changed: ChangedOutcomes = { transfers: new Set(), deposits: [], outgoing: [] };
+    const outgoing = transfers.filter((t) => addresses.has(t.from) || this.isTopUp(t, addresses));
+    if (outgoing.length > 0) await this.changedBookings(tx, outgoing, changed);
     const incoming = transfers.filter((t) => addresses.has(t.to));
     if (incoming.length === 0) return changed;
     const credited = await tx
@@ -448,9 +458,59 @@ export class DepositWatcher {
         stored.address === t.to &&
         stored.contract === t.contract &&
         BigInt(stored.amount_base_units) === t.amountBaseUnits;
-      if (!same) changed.set(t, stored.id);
+      if (!same) {
+        changed.transfers.add(t);
+        changed.deposits.push(stored.id);
+      }
     }
     return changed;
+  }
+
+  /** `changedCredits` for outgoing transactions already booked (transfer or fee entry). */
+  private async changedBookings(
+    tx: Kysely<WatcherTables>,
+    outgoing: ObservedTransfer[],
+    changed: ChangedOutcomes,
+  ): Promise<void> {
+    const booked = await tx
+      .selectFrom('outgoing_transfers')
+      .select([
+        'id',
+        'tx_hash',
+        'log_index',
+        'status',
+        'to_address',
+        'contract',
+        'amount_base_units',
+        'fee_base_units',
+      ])
+      .where('network', '=', this.network.name)
+      .where('needs_recheck', '=', true)
+      .where('tx_hash', 'in', [...new Set(outgoing.map((t) => t.txHash))])
+      .where((eb) =>
+        eb.or([eb('status', 'in', ['booked', 'unbooked']), eb('fee_entry_id', 'is not', null)]),
+      )
+      .execute();
+    for (const txHash of new Set(booked.map((o) => o.tx_hash))) {
+      const stored = booked.filter((o) => o.tx_hash === txHash);
+      const seen = outgoing.filter((t) => t.txHash === txHash);
+      const same =
+        stored.length === seen.length &&
+        seen.every((t) => {
+          const o = stored.find((row) => row.log_index === t.logIndex);
+          return (
+            o !== undefined &&
+            (o.status !== 'failed') === t.success &&
+            o.to_address === t.to &&
+            o.contract === t.contract &&
+            BigInt(o.amount_base_units) === t.amountBaseUnits &&
+            (o.fee_base_units === null ? null : BigInt(o.fee_base_units)) === t.feeBaseUnits
+          );
+        });
+      if (same) continue;
+      for (const t of seen) changed.transfers.add(t);
+      changed.outgoing.push(...stored.map((o) => o.id));
+    }
   }
 
   /**
@@ -462,8 +522,9 @@ export class DepositWatcher {
     tx: Kysely<WatcherTables>,
     client: pg.PoolClient,
     scannedTo: bigint,
-    changedIds: string[] = [],
+    changed: Pick<ChangedOutcomes, 'deposits' | 'outgoing'> = { deposits: [], outgoing: [] },
   ): Promise<{ orphaned: number; reversed: number }> {
+    const changedIds = changed.deposits;
     const network = this.network.name;
     const gone = await tx
       .selectFrom('deposits')
@@ -539,7 +600,14 @@ export class DepositWatcher {
       .select(['id', 'kind', 'status', 'entry_id', 'fee_entry_id', 'tx_hash', 'log_index'])
       .where('network', '=', network)
       .where('needs_recheck', '=', true)
-      .where('block_number', '<=', scannedTo.toString())
+      .where((eb) =>
+        changed.outgoing.length === 0
+          ? eb('block_number', '<=', scannedTo.toString())
+          : eb.or([
+              eb('block_number', '<=', scannedTo.toString()),
+              eb('id', 'in', changed.outgoing),
+            ]),
+      )
       .execute();
     // The sweeps and the network fees (one per transaction, on each of its rows) that were
     // booked; keyed by the entry they reverse, so a transfer booked again can be reversed again.
@@ -875,6 +943,8 @@ export class DepositWatcher {
       .where('network', '=', network)
       .where('status', 'in', ['seen', 'failed'])
       .where('entry_id', 'is', null)
+      // A failed transfer stays `failed` once its fee is booked.
+      .where('fee_entry_id', 'is', null)
       .where('needs_recheck', '=', false)
       .where('block_number', '<=', creditHeight.toString())
       .orderBy('block_number')
@@ -1109,6 +1179,28 @@ function ifRemoved(
   then: RawBuilder<unknown>,
 ): RawBuilder<never> {
   return sql<never>`case when ${sql.ref(`${table}.status`)} in ('orphaned', 'reversed') then ${then} else ${sql.ref(`${table}.${column}`)} end`;
+}
+
+/** What `changedCredits` found mined again with another outcome: to reverse, then record again. */
+interface ChangedOutcomes {
+  /** Recorded after the reversals, as the chain has them now. */
+  transfers: Set<ObservedTransfer>;
+  /** Credited deposits to reverse. */
+  deposits: string[];
+  /** Booked outgoing transfers to reverse (every booked row of a changed transaction). */
+  outgoing: string[];
+}
+
+/**
+ * An outgoing row's `reincluded` when it is recorded (again) after a reorg removed rows of its
+ * transaction: one more than any of them had, so that the transaction's fee, keyed by the
+ * transaction, is booked under a key its reversed fee did not use (null: none was removed).
+ */
+function reincludedAfter(
+  network: RawBuilder<unknown>,
+  txHash: RawBuilder<unknown>,
+): RawBuilder<number> {
+  return sql<number>`(select max(removed.reincluded) + 1 from outgoing_transfers removed where removed.network = ${network} and removed.tx_hash = ${txHash} and removed.status = 'orphaned')`;
 }
 
 /** The idempotency key of a transfer's entry: a new one each time a reorg removed it and it came back. */

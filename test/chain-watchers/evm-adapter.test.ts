@@ -216,6 +216,36 @@ describe('scan: deposits to watched addresses', () => {
     ]);
   });
 
+  it('reports a reverted token transfer sent by a watched address as failed, with the fee it paid', async () => {
+    await devnet.mint(usdt, alice.address, 5_000_000n);
+    const fromBlock = await nextBlock();
+    await devnet.setTransfersBlocked(usdt, true);
+    const reverted = await devnet.transferToken(usdt, alice, stranger.address, 5_000_000n, {
+      gas: 200_000n,
+    });
+    await devnet.setTransfersBlocked(usdt, false);
+    expect(reverted.status).toBe('reverted');
+
+    // It left no Transfer log; its sender's transaction is read from the block instead.
+    const { transfers } = await scanSince(fromBlock, [alice.address]);
+    expect(transfers).toEqual([
+      {
+        txHash: reverted.txHash,
+        logIndex: -1,
+        blockNumber: reverted.blockNumber,
+        blockHash: reverted.blockHash,
+        blockTimestamp: expect.any(BigInt),
+        contract: usdt.toLowerCase(),
+        asset: asset('USDT'),
+        from: alice.address,
+        to: stranger.address,
+        amountBaseUnits: 5_000_000n,
+        success: false,
+        feeBaseUnits: reverted.feeWei,
+      },
+    ]);
+  });
+
   it('carries the network fee on transfers out of a watched address', async () => {
     await devnet.mint(usdt, alice.address, 50_000_000n);
     const fromBlock = await nextBlock();
