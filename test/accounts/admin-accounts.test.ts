@@ -314,9 +314,11 @@ describe('the audit log', () => {
     const { userId } = await userWithKey(service, { telegramId: 6201, balance: '2' });
     await admin(service, 'POST', `/users/${userId}/suspend`, { reason: 'check' });
     await admin(service, 'GET', `/users/${userId}`);
+    await admin(service, 'GET', `/users/${userId}/balance`);
     const page = await admin<AuditPage>(service, 'GET', `/audit-log?target=user:${userId}`);
     expect(page.status).toBe(200);
     expect(page.body.data.map((e) => e.action)).toEqual([
+      'balance.read',
       'user.read',
       'user.suspend',
       'key.create',
@@ -329,7 +331,7 @@ describe('the audit log', () => {
       expect(entry.requestId).toMatch(/^req_/);
       expect(Date.now() - Date.parse(entry.at)).toBeLessThan(60_000);
     }
-    expect(page.body.data[1]!.details).toMatchObject({ reason: 'check' });
+    expect(page.body.data[2]!.details).toMatchObject({ reason: 'check' });
 
     const ids: string[] = [];
     let cursor: string | null = null;

@@ -81,9 +81,12 @@ export function adminUserRoutes(services: Services): Router {
     ctx.body = { entryId: result.entryId, balance: await getUserBalance(runtime.ledger, user.id) };
   });
 
+  // A person's balance is their data: reading it is audited, as `user.read` is.
   router.get('/:id/balance', async (ctx) => {
     const user = await requireUser(db, ctx.params['id']!);
-    ctx.body = await getUserBalance(runtime.ledger, user.id);
+    const balance = await getUserBalance(runtime.ledger, user.id);
+    await record(ctx, 'balance.read', `user:${user.id}`, {});
+    ctx.body = balance;
   });
 
   return router;
