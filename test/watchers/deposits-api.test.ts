@@ -161,4 +161,22 @@ test('a deposit shows its state and confirmations as it confirms, then the credi
       .data,
   ).toEqual([]);
   expect((await call(service, 'GET', '/api/me/deposits')).status).toBe(401);
+  // A page size that is not one is refused, as /api/me/usage refuses it; a good one pages.
+  for (const limit of ['0', '201', 'ten', '1.5']) {
+    const refused = await call<{ error: { code: string; param: string } }>(
+      service,
+      'GET',
+      `/api/me/deposits?limit=${limit}`,
+      { token: alice.token },
+    );
+    expect({ limit, status: refused.status, param: refused.body.error.param }).toEqual({
+      limit,
+      status: 400,
+      param: 'limit',
+    });
+  }
+  const one = await call<{ data: unknown[] }>(service, 'GET', '/api/me/deposits?limit=1', {
+    token: alice.token,
+  });
+  expect(one.body.data).toHaveLength(1);
 });

@@ -1,5 +1,6 @@
 import Router from '@koa/router';
 import { getDepositAddresses, listDeposits } from '../../../deposits/deposits.js';
+import { parseLimit, parseText } from '../../../account/params.js';
 import type { Services } from '../../../services.js';
 import { currentAccount } from '../../middleware/accountAuth.js';
 
@@ -17,12 +18,13 @@ export function meDepositRoutes(services: Services): Router {
   });
 
   router.get('/deposits', async (ctx) => {
-    const limit = ctx.query['limit'] === undefined ? undefined : Number(ctx.query['limit']);
+    // As /api/me/usage does: a limit that is not 1-200 is a 400, not quietly something else.
+    const limit = parseLimit(ctx.query['limit'], 50, 200);
     const cursor = typeof ctx.query['cursor'] === 'string' ? ctx.query['cursor'] : null;
-    const network = typeof ctx.query['network'] === 'string' ? ctx.query['network'] : undefined;
+    const network = parseText(ctx.query['network'], 'network', 64);
     ctx.body = await listDeposits(runtime.database.db, {
       userId: currentAccount(ctx).userId,
-      ...(limit !== undefined && Number.isInteger(limit) ? { limit } : {}),
+      limit,
       ...(network ? { network } : {}),
       cursor,
     });
