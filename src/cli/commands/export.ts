@@ -151,10 +151,17 @@ async function emit(
 }
 
 async function writeToIo(io: CliIo, chunks: AsyncGenerator<string>): Promise<void> {
-  for await (const chunk of chunks) {
-    io.stdout(chunk);
-    // When io is the process's stdout on a slow pipe, wait for it rather than buffer.
-    if (process.stdout.writableNeedDrain) await once(process.stdout, 'drain');
+  try {
+    for await (const chunk of chunks) {
+      io.stdout(chunk);
+      // When io is the process's stdout on a slow pipe, wait for it rather than buffer.
+      if (process.stdout.writableNeedDrain) await once(process.stdout, 'drain');
+    }
+  } catch (error) {
+    // The reader went away (`| head`): it has what it wanted; the export stops (leaving the
+    // loop closes its cursor) and the command ends as a success, as Unix tools do.
+    if ((error as NodeJS.ErrnoException).code === 'EPIPE') return;
+    throw error;
   }
 }
 
