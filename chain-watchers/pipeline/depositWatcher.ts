@@ -53,6 +53,12 @@ export interface IterationReport {
 const USD_SCALE = 18;
 
 /**
+ * The ignore reason of a transfer in a failed transaction: it moved nothing, so reconciliation
+ * does not count it among the uncredited deposits the address holds.
+ */
+export const FAILED_TRANSACTION = 'the transaction failed';
+
+/**
  * Follows one network: scans bounded block ranges for transfers to or from our addresses,
  * records each, credits a deposit once it has the network's confirmations, books sweeps, and
  * rewinds to the fork point when the chain changes under it. Everything an iteration learns
@@ -310,7 +316,7 @@ export class DepositWatcher {
             const config = asset ? this.assetsBySymbol.get(asset.symbol) : undefined;
             const amount = asset ? fromBaseUnits(t.amountBaseUnits, asset.decimals) : null;
             const ignoreReason = !t.success
-              ? 'the transaction failed'
+              ? FAILED_TRANSACTION
               : !asset
                 ? `not an accepted asset (contract ${t.contract ?? 'native'})`
                 : config && amount!.lt(config.minDeposit)

@@ -1,6 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 import type { ChainAdapter, TrackedAsset } from '../../chain-watchers/adapter.js';
 import type { NetworkConfig } from '../../chain-watchers/config.js';
+import { FAILED_TRANSACTION } from '../../chain-watchers/pipeline/depositWatcher.js';
 import { accountCodes, Decimal, fromBaseUnits } from '../../ledger/index.js';
 import type { Database } from '../db/schema.js';
 import type { Finding } from '../integrity/findings.js';
@@ -33,7 +34,8 @@ export interface ReconcileNetworkParameters {
  * on-chain balance at block B equals the custody account as of B, plus deposits the chain
  * has that are still confirming and sweeps and top-ups in not yet booked, minus transfers out not yet
  * booked and (native coin) the network fees of transactions not yet booked, once per
- * transaction; any difference is a finding with the numbers. B is the highest block both
+ * transaction, plus deposits it holds that the watcher recorded `ignored` and that nobody booked
+ * (named in an `uncredited_deposits` warning); any difference is a finding with the numbers. B is the highest block both
  * confirmed and scanned by the watcher. Tron cannot answer at a chosen block: its balances
  * are read at the latest solidified block (where the watcher credits), and when that is above
  * what the watcher has scanned they are not compared (a `watcher_behind` warning says so).
@@ -114,8 +116,14 @@ export async function reconcileNetwork(
     const fees = asset.native
       ? fromBaseUnits(await pendingFees(db, name, address, at), asset.decimals)
       : new Decimal(0);
+    const uncredited = await uncreditedDeposits(db, name, address, asset.symbol, account, at);
     const actual = fromBaseUnits(onChain.amountBaseUnits, asset.decimals);
-    const expected = custody.add(pendingIn).add(sweepsIn).sub(pendingOut).sub(fees);
+    const expected = custody
+      .add(pendingIn)
+      .add(sweepsIn)
+      .sub(pendingOut)
+      .sub(fees)
+      .add(uncredited.total);
     compared += 1;
     if (!actual.eq(expected)) {
       findings.push({
@@ -136,6 +144,30 @@ export async function reconcileNetwork(
           unbookedSweepsIn: sweepsIn.toString(),
           unbookedOutgoing: pendingOut.toString(),
           ...(asset.native ? { unbookedFees: fees.toString() } : {}),
+          uncreditedDeposits: uncredited.total.toString(),
+        },
+      });
+    }
+    // In custody, never booked: named, so that it is not an anonymous mismatch for ever.
+    if (uncredited.count > 0) {
+      findings.push({
+        severity: 'warning',
+        kind: 'uncredited_deposits',
+        network: name,
+        asset: asset.symbol,
+        address,
+        account,
+        currency: asset.currency,
+        expected: '0',
+        actual: uncredited.total.toString(),
+        difference: uncredited.total.toString(),
+        details: {
+          block: at.toString(),
+          count: uncredited.count,
+          deposits: uncredited.listed,
+          ...(uncredited.count > uncredited.listed.length
+            ? { listed: uncredited.listed.length }
+            : {}),
         },
       });
     }
@@ -342,6 +374,88 @@ async function pendingDeposits(
     .where('block_number', '<=', block.toString())
     .executeTakeFirstOrThrow();
   return new Decimal(row.total);
+}
+
+/** How many uncredited deposits an `uncredited_deposits` finding lists (the oldest first). */
+const UNCREDITED_LISTED = 20;
+
+/**
+ * Deposits the address holds that the books never will by themselves: successful transfers of
+ * an accepted asset, confirmed, recorded `ignored` (below `minDeposit`, worth less than the
+ * smallest USD unit, more than the ledger holds, sent by a treasury before top-ups were told
+ * apart). Not counted: a failed transaction (it moved nothing), a token we do not accept (no
+ * asset), a transfer also recorded as a top-up (booked, or counted, with those), and one an
+ * operator has booked by hand: an entry posting to this custody account whose
+ * `metadata.chain` names the deposit (network, txHash, logIndex) and that is not reversed.
+ */
+async function uncreditedDeposits(
+  db: Kysely<Database>,
+  network: string,
+  address: string,
+  asset: string,
+  account: string,
+  block: bigint,
+): Promise<{
+  total: Decimal;
+  count: number;
+  listed: Array<{
+    txHash: string;
+    logIndex: number;
+    blockNumber: string;
+    amount: string;
+    reason: string | null;
+  }>;
+}> {
+  const matching = sql`
+      from deposits d
+     where d.network = ${network}
+       and d.address = ${address}
+       and d.asset = ${asset}
+       and d.status = 'ignored'
+       and d.ignore_reason is distinct from ${FAILED_TRANSACTION}
+       and d.needs_recheck = false
+       and d.block_number <= ${block.toString()}::bigint
+       and not exists (
+             select 1 from outgoing_transfers o
+              where o.network = d.network and o.tx_hash = d.tx_hash and o.log_index = d.log_index
+                and o.status in ('seen', 'booked'))
+       and not exists (
+             select 1
+               from ledger_entries e
+               join ledger_postings p on p.entry_id = e.id
+               join ledger_accounts a on a.id = p.account_id
+              where a.code = ${account}
+                and e.metadata -> 'chain' ->> 'network' = d.network
+                and e.metadata -> 'chain' ->> 'txHash' = d.tx_hash
+                and e.metadata -> 'chain' ->> 'logIndex' = d.log_index::text
+                and not exists (select 1 from ledger_entries r where r.reverses_entry_id = e.id))`;
+  const { rows: totals } = await sql<{ total: string; count: number }>`
+    select coalesce(sum(d.amount), 0)::text as total, count(*)::int as count ${matching}`.execute(
+    db,
+  );
+  const { rows } = await sql<{
+    tx_hash: string;
+    log_index: number;
+    block_number: string;
+    amount: string;
+    ignore_reason: string | null;
+  }>`
+    select d.tx_hash, d.log_index, d.block_number::text as block_number, d.amount::text as amount,
+           d.ignore_reason
+    ${matching}
+     order by d.block_number, d.id
+     limit ${UNCREDITED_LISTED}`.execute(db);
+  return {
+    total: new Decimal(totals[0]!.total),
+    count: totals[0]!.count,
+    listed: rows.map((r) => ({
+      txHash: r.tx_hash,
+      logIndex: r.log_index,
+      blockNumber: r.block_number,
+      amount: r.amount,
+      reason: r.ignore_reason,
+    })),
+  };
 }
 
 /**
