@@ -1,17 +1,14 @@
 import type { Address } from 'viem';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
-import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
-import { createAdapters, createWatcher } from '../../chain-watchers/pipeline/createWatcher.js';
+import { createWatcher } from '../../chain-watchers/pipeline/createWatcher.js';
 import type { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
 import type { ChainAdapter } from '../../chain-watchers/adapter.js';
-import { parseConfig } from '../../src/config/load.js';
-import { getDepositAddresses } from '../../src/deposits/deposits.js';
 import { createLogger } from '../../src/log.js';
 import { latestReconciliation, runReconciliation } from '../../src/reconcile/runReconciliation.js';
-import { openRuntime, type Runtime } from '../../src/runtime.js';
-import { createUser } from '../../src/users/createUser.js';
-import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { type Runtime } from '../../src/runtime.js';
+import type { TestDatabase } from '../support/db.js';
+import { startEvmStack, type EvmStack } from '../support/evm/stack.js';
 import { startDevnet, type Devnet } from '../support/evm/devnet.js';
 
 /**
@@ -19,8 +16,8 @@ import { startDevnet, type Devnet } from '../support/evm/devnet.js';
  * clean book that produces no finding.
  */
 
-const xpubs = mnemonicToAccountXpubs('test test test test test test test test test test test junk');
 let devnet: Devnet;
+let stack: EvmStack;
 let database: TestDatabase;
 let runtime: Runtime;
 let adapters: Map<string, ChainAdapter>;
@@ -29,12 +26,6 @@ let usdt: Address;
 let alice: { id: string; address: Address };
 let early: { id: string; address: Address };
 let unseenTransfer: string;
-
-async function user(telegramId: number) {
-  const { id } = await createUser(runtime.database.db, { telegramId });
-  const [view] = await getDepositAddresses(runtime.database.db, runtime.config, id);
-  return { id, address: view!.address as Address };
-}
 
 async function sync(blocks = 4) {
   await devnet.mine(blocks);
@@ -51,51 +42,23 @@ async function findingsGauge(): Promise<Record<string, number>> {
 
 beforeAll(async () => {
   devnet = await startDevnet();
-  database = await createTestDatabase();
   usdt = await devnet.deployToken(6, { symbol: 'USDT' });
   await devnet.mint(usdt, devnet.account(0).address, 10n ** 13n);
-  const config = parseConfig(
-    {
-      database: { url: database.url },
-      log: { level: 'silent' },
-      wallets: xpubs,
-      networks: [
-        {
-          kind: 'evm',
-          name: 'devnet',
-          chainId: 1337,
-          rpcUrls: [devnet.url],
-          confirmations: 2,
-          rpcTimeoutMs: 2000,
-          rpcRetries: 1,
-          assets: [{ symbol: 'USDT', contract: usdt, decimals: 6, price: { fixed: '1' } }],
-        },
-      ],
-    },
-    {},
-  );
-  runtime = await openRuntime({ config, logger: createLogger('silent') });
-  alice = await user(6001);
-  early = await user(6002);
+  stack = await startEvmStack(devnet, {
+    assets: [{ symbol: 'USDT', contract: usdt, decimals: 6, price: { fixed: '1' } }],
+    confirmations: 2,
+  });
+  ({ database, runtime, adapters, watcher } = stack);
+  alice = await stack.depositAddressOf(6001);
+  early = await stack.depositAddressOf(6002);
   // Sent before the watcher ever starts: no watcher sees it (it begins at the head).
   unseenTransfer = (await devnet.transferToken(usdt, devnet.account(0), early.address, 4_200_000n))
     .txHash;
   await devnet.mine(1);
-  adapters = createAdapters(config.networks, createLogger('silent'));
-  watcher = createWatcher({
-    network: config.networks[0]!,
-    adapters,
-    ledger: runtime.ledger,
-    pool: runtime.database.pool,
-    logger: createLogger('silent'),
-  });
   await watcher.runOnce();
 });
 afterAll(async () => {
-  for (const adapter of adapters?.values() ?? []) await adapter.close();
-  await runtime?.close();
-  await database?.drop();
-  await devnet?.close();
+  await stack?.close();
 });
 
 test('a transfer to one of our addresses that no watcher saw is a custody mismatch of exactly its amount', async () => {

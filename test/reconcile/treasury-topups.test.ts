@@ -1,19 +1,13 @@
 import type { Address, Hex } from 'viem';
-import { mnemonicToAccount, privateKeyToAccount } from 'viem/accounts';
-import { toHex } from 'viem';
+import { privateKeyToAccount } from 'viem/accounts';
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
 import type { ChainAdapter } from '../../chain-watchers/adapter.js';
-import { createAdapters, createWatcher } from '../../chain-watchers/pipeline/createWatcher.js';
 import type { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
 import { Decimal } from '../../ledger/index.js';
-import { parseConfig } from '../../src/config/load.js';
-import { getDepositAddresses } from '../../src/deposits/deposits.js';
-import { createLogger } from '../../src/log.js';
 import { runReconciliation } from '../../src/reconcile/runReconciliation.js';
-import { openRuntime, type Runtime } from '../../src/runtime.js';
-import { createUser } from '../../src/users/createUser.js';
-import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { type Runtime } from '../../src/runtime.js';
+import type { TestDatabase } from '../support/db.js';
+import { operatorSigner, startEvmStack, type EvmStack } from '../support/evm/stack.js';
 import { startDevnet, type Devnet, type DevnetAccount } from '../support/evm/devnet.js';
 
 /**
@@ -23,8 +17,6 @@ import { startDevnet, type Devnet, type DevnetAccount } from '../support/evm/dev
  * empty and gets its ETH from a booked sweep, so its custody account matches the chain.
  */
 
-const MNEMONIC = 'test test test test test test test test test test test junk';
-const xpubs = mnemonicToAccountXpubs(MNEMONIC);
 /** A key of its own, never funded by the devnet: the treasury holds only what we book. */
 const TREASURY_KEY = `0x${'00'.repeat(31)}02` as Hex;
 const treasury: DevnetAccount = {
@@ -33,6 +25,7 @@ const treasury: DevnetAccount = {
   signer: privateKeyToAccount(TREASURY_KEY),
 };
 let devnet: Devnet;
+let stack: EvmStack;
 let database: TestDatabase;
 let runtime: Runtime;
 let adapters: Map<string, ChainAdapter>;
@@ -48,51 +41,18 @@ const posted = async (account: string) =>
 const custody = (address: string) => posted(`assets:custody:devnet:ETH:${address}`);
 const chain = async (address: Address) => eth(await devnet.client.getBalance({ address }));
 
-async function depositAddressOf(telegramId: number) {
-  const { id } = await createUser(runtime.database.db, { telegramId });
-  const [view] = await getDepositAddresses(runtime.database.db, runtime.config, id);
-  return { id, address: view!.address as Address };
-}
-
 beforeAll(async () => {
   devnet = await startDevnet();
-  database = await createTestDatabase();
-  const config = parseConfig(
-    {
-      database: { url: database.url },
-      log: { level: 'silent' },
-      wallets: xpubs,
-      networks: [
-        {
-          kind: 'evm',
-          name: 'devnet',
-          chainId: 1337,
-          rpcUrls: [devnet.url],
-          confirmations: 3,
-          rpcTimeoutMs: 2000,
-          rpcRetries: 1,
-          treasuryAddresses: [treasury.address],
-          assets: [{ symbol: 'ETH', native: true, decimals: 18, price: { fixed: '3000' } }],
-        },
-      ],
-    },
-    {},
-  );
-  runtime = await openRuntime({ config, logger: createLogger('silent') });
-  const first = await depositAddressOf(7101);
-  // The operator's signer for the first deposit address (index 0): never held by the service.
-  const privateKey = toHex(mnemonicToAccount(MNEMONIC, { addressIndex: 0 }).getHdKey().privateKey!);
-  alice = { address: first.address, privateKey, signer: privateKeyToAccount(privateKey) };
-  expect(alice.signer.address.toLowerCase()).toBe(alice.address.toLowerCase());
-  bob = await depositAddressOf(7102);
-  adapters = createAdapters(config.networks, createLogger('silent'));
-  watcher = createWatcher({
-    network: config.networks[0]!,
-    adapters,
-    ledger: runtime.ledger,
-    pool: runtime.database.pool,
-    logger: createLogger('silent'),
+  stack = await startEvmStack(devnet, {
+    assets: [{ symbol: 'ETH', native: true, decimals: 18, price: { fixed: '3000' } }],
+    treasuryAddresses: [treasury.address],
   });
+  ({ database, runtime, adapters, watcher } = stack);
+  const first = await stack.depositAddressOf(7101);
+  // The operator's signer for the first deposit address (index 0): never held by the service.
+  alice = { address: first.address, ...operatorSigner(0) };
+  expect(alice.signer.address.toLowerCase()).toBe(alice.address.toLowerCase());
+  bob = await stack.depositAddressOf(7102);
   await watcher.runOnce();
   // Alice deposits 1 ETH (credited); the operator sweeps 0.5 of it to the empty treasury.
   await devnet.sendEth(devnet.account(0), alice.address, 10n ** 18n);
@@ -103,10 +63,7 @@ beforeAll(async () => {
   for (let i = 0; i < 2; i += 1) await watcher.runOnce();
 });
 afterAll(async () => {
-  for (const adapter of adapters?.values() ?? []) await adapter.close();
-  await runtime?.close();
-  await database?.drop();
-  await devnet?.close();
+  await stack?.close();
 });
 
 test('the books start clean: the treasury holds the 0.5 ETH swept into it', async () => {

@@ -1,17 +1,12 @@
 import type { Address } from 'viem';
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
 import type { ChainAdapter } from '../../chain-watchers/adapter.js';
-import { createAdapters, createWatcher } from '../../chain-watchers/pipeline/createWatcher.js';
 import type { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
 import { Decimal } from '../../ledger/index.js';
-import { parseConfig } from '../../src/config/load.js';
-import { getDepositAddresses } from '../../src/deposits/deposits.js';
-import { createLogger } from '../../src/log.js';
 import { runReconciliation } from '../../src/reconcile/runReconciliation.js';
-import { openRuntime, type Runtime } from '../../src/runtime.js';
-import { createUser } from '../../src/users/createUser.js';
-import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { type Runtime } from '../../src/runtime.js';
+import type { TestDatabase } from '../support/db.js';
+import { operatorSigner, startEvmStack, type EvmStack } from '../support/evm/stack.js';
 import { startDevnet, type Devnet, type DevnetAccount } from '../support/evm/devnet.js';
 
 /**
@@ -20,10 +15,9 @@ import { startDevnet, type Devnet, type DevnetAccount } from '../support/evm/dev
  * not the custody accounts yet; both are accounted for, the fee once per transaction.
  */
 
-const MNEMONIC = 'test test test test test test test test test test test junk';
-const xpubs = mnemonicToAccountXpubs(MNEMONIC);
 const TREASURY = '0x7e5f4552091a69125d5dfcb7b8c2659029395bdf' as Address;
 let devnet: Devnet;
+let stack: EvmStack;
 let database: TestDatabase;
 let runtime: Runtime;
 let adapters: Map<string, ChainAdapter>;
@@ -44,54 +38,20 @@ async function outgoing(txHash: string): Promise<Array<{ status: string; fee: st
 
 beforeAll(async () => {
   devnet = await startDevnet();
-  database = await createTestDatabase();
   usdt = await devnet.deployToken(6, { symbol: 'USDT' });
   await devnet.mint(usdt, devnet.account(0).address, 10n ** 13n);
-  const config = parseConfig(
-    {
-      database: { url: database.url },
-      log: { level: 'silent' },
-      wallets: xpubs,
-      networks: [
-        {
-          kind: 'evm',
-          name: 'devnet',
-          chainId: 1337,
-          rpcUrls: [devnet.url],
-          confirmations: 3,
-          rpcTimeoutMs: 2000,
-          rpcRetries: 1,
-          treasuryAddresses: [TREASURY],
-          assets: [
-            { symbol: 'USDT', contract: usdt, decimals: 6, price: { fixed: '1' } },
-            { symbol: 'ETH', native: true, decimals: 18, price: { fixed: '3000' } },
-          ],
-        },
-      ],
-    },
-    {},
-  );
-  runtime = await openRuntime({ config, logger: createLogger('silent') });
-  const { id } = await createUser(runtime.database.db, { telegramId: 7001 });
-  const [view] = await getDepositAddresses(runtime.database.db, runtime.config, id);
-  // The operator's signer for the first deposit address (index 0): never held by the service.
-  const { mnemonicToAccount, privateKeyToAccount } = await import('viem/accounts');
-  const { toHex } = await import('viem');
-  const privateKey = toHex(mnemonicToAccount(MNEMONIC, { addressIndex: 0 }).getHdKey().privateKey!);
-  alice = {
-    address: view!.address as Address,
-    privateKey,
-    signer: privateKeyToAccount(privateKey),
-  };
-  expect(alice.signer.address.toLowerCase()).toBe(alice.address.toLowerCase());
-  adapters = createAdapters(config.networks, createLogger('silent'));
-  watcher = createWatcher({
-    network: config.networks[0]!,
-    adapters,
-    ledger: runtime.ledger,
-    pool: runtime.database.pool,
-    logger: createLogger('silent'),
+  stack = await startEvmStack(devnet, {
+    assets: [
+      { symbol: 'USDT', contract: usdt, decimals: 6, price: { fixed: '1' } },
+      { symbol: 'ETH', native: true, decimals: 18, price: { fixed: '3000' } },
+    ],
+    treasuryAddresses: [TREASURY],
   });
+  ({ database, runtime, adapters, watcher } = stack);
+  const { address } = await stack.depositAddressOf(7001);
+  // The operator's signer for the first deposit address (index 0): never held by the service.
+  alice = { address, ...operatorSigner(0) };
+  expect(alice.signer.address.toLowerCase()).toBe(alice.address.toLowerCase());
   await watcher.runOnce();
   // Alice's address holds ETH (for gas) and USDT, both credited.
   await devnet.sendEth(devnet.account(0), alice.address, 10n ** 18n);
@@ -100,10 +60,7 @@ beforeAll(async () => {
   for (let i = 0; i < 2; i += 1) await watcher.runOnce();
 });
 afterAll(async () => {
-  for (const adapter of adapters?.values() ?? []) await adapter.close();
-  await runtime?.close();
-  await database?.drop();
-  await devnet?.close();
+  await stack?.close();
 });
 
 test('the books start clean: ETH and USDT credited to the deposit address', async () => {

@@ -1,16 +1,13 @@
 import type { Address } from 'viem';
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
 import type { ChainAdapter } from '../../chain-watchers/adapter.js';
-import { createAdapters, createWatcher } from '../../chain-watchers/pipeline/createWatcher.js';
 import type { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
-import { parseConfig } from '../../src/config/load.js';
 import { getDepositAddresses } from '../../src/deposits/deposits.js';
-import { createLogger } from '../../src/log.js';
 import { runReconciliation } from '../../src/reconcile/runReconciliation.js';
-import { openRuntime, type Runtime } from '../../src/runtime.js';
+import { type Runtime } from '../../src/runtime.js';
 import { createUser } from '../../src/users/createUser.js';
-import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import type { TestDatabase } from '../support/db.js';
+import { startEvmStack, type EvmStack } from '../support/evm/stack.js';
 import { startDevnet, type Devnet } from '../support/evm/devnet.js';
 
 /**
@@ -22,9 +19,8 @@ import { startDevnet, type Devnet } from '../support/evm/devnet.js';
  * by hand (a custody entry whose chain metadata names it), the warning goes away.
  */
 
-const MNEMONIC = 'test test test test test test test test test test test junk';
-const xpubs = mnemonicToAccountXpubs(MNEMONIC);
 let devnet: Devnet;
+let stack: EvmStack;
 let database: TestDatabase;
 let runtime: Runtime;
 let adapters: Map<string, ChainAdapter>;
@@ -45,61 +41,32 @@ async function deposit(txHash: string): Promise<{ status: string; ignore_reason:
 
 beforeAll(async () => {
   devnet = await startDevnet();
-  database = await createTestDatabase();
   usdt = await devnet.deployToken(6, { symbol: 'USDT' });
   fake = await devnet.deployToken(6, { symbol: 'USDT' });
   await devnet.mint(usdt, devnet.account(0).address, 10n ** 13n);
   await devnet.mint(fake, devnet.account(0).address, 10n ** 13n);
-  const config = parseConfig(
-    {
-      database: { url: database.url },
-      log: { level: 'silent' },
-      wallets: xpubs,
-      networks: [
-        {
-          kind: 'evm',
-          name: 'devnet',
-          chainId: 1337,
-          rpcUrls: [devnet.url],
-          confirmations: 3,
-          rpcTimeoutMs: 2000,
-          rpcRetries: 1,
-          assets: [
-            {
-              symbol: 'USDT',
-              contract: usdt,
-              decimals: 6,
-              minDeposit: '1',
-              price: { fixed: '1' },
-            },
-          ],
-        },
-      ],
-    },
-    {},
-  );
-  runtime = await openRuntime({ config, logger: createLogger('silent') });
+  stack = await startEvmStack(devnet, {
+    assets: [
+      {
+        symbol: 'USDT',
+        contract: usdt,
+        decimals: 6,
+        minDeposit: '1',
+        price: { fixed: '1' },
+      },
+    ],
+  });
+  ({ database, runtime, adapters, watcher } = stack);
   const { id } = await createUser(runtime.database.db, { telegramId: 7101 });
   const [view] = await getDepositAddresses(runtime.database.db, runtime.config, id);
   alice = view!.address as Address;
-  adapters = createAdapters(config.networks, createLogger('silent'));
-  watcher = createWatcher({
-    network: config.networks[0]!,
-    adapters,
-    ledger: runtime.ledger,
-    pool: runtime.database.pool,
-    logger: createLogger('silent'),
-  });
   await watcher.runOnce();
   await devnet.transferToken(usdt, devnet.account(0), alice, 30_000_000n);
   await devnet.mine(4);
   for (let i = 0; i < 2; i += 1) await watcher.runOnce();
 });
 afterAll(async () => {
-  for (const adapter of adapters?.values() ?? []) await adapter.close();
-  await runtime?.close();
-  await database?.drop();
-  await devnet?.close();
+  await stack?.close();
 });
 
 let dust: { txHash: string; blockNumber: bigint };
