@@ -1,8 +1,18 @@
 import type pg from 'pg';
 import { z } from 'zod';
 import {
+  accountSpecFromChart,
+  CurrencyMismatchError,
+  Decimal,
+  DEFAULT_CHART,
+  InsufficientFundsError,
   InvalidAmountError,
   LedgerError,
+  normalSide,
+  parseAmount,
+  UnbalancedEntryError,
+  UnknownAccountError,
+  ZERO,
   type PostEntryParameters,
   type PostgresLedger,
 } from '../../ledger/index.js';
@@ -174,6 +184,9 @@ export async function postManualEntry(
     const customer = CUSTOMER.exec(posting.account);
     if (customer) users.add(customer[1]!);
   }
+  await preflight(deps.ledger, request.postings).catch((error: unknown) => {
+    throw error instanceof LedgerError ? asRequestError(error) : error;
+  });
   const entry: PostEntryParameters = {
     kind: MANUAL_KIND,
     description: request.description,
@@ -183,7 +196,10 @@ export async function postManualEntry(
     ...(options.idempotencyKey ? { idempotencyKey: `manual:${options.idempotencyKey}` } : {}),
   };
   return withUsersLocked(deps, [...users], async (ledger) => {
-    const [result] = await ledger.postEntries([entry]);
+    const [result] = await ledger.postEntries([entry]).catch((error: unknown) => {
+      // Accounts are resolved before the write: an unknown one is thrown, not returned.
+      throw error instanceof LedgerError ? asRequestError(error) : error;
+    });
     if (result instanceof LedgerError) throw asRequestError(result);
     return { entryId: result!.entryId, replayed: result!.replayed };
   });
@@ -234,6 +250,60 @@ export async function reverseManually(
       replayed: result!.replayed,
     };
   });
+}
+
+/**
+ * The ledger creates an account the chart allows when an entry first names it, before it
+ * decides on the entry: a refused entry could leave a new, empty account behind. The checks
+ * that need no lock are made here first, with the ledger's own errors, so that a bad entry
+ * writes nothing: accounts and currencies, amounts in the currency's scale, balance per
+ * currency, and (on the balances now) a no-overdraft account taken below zero. The ledger
+ * checks all of it again under its lock when it writes.
+ */
+async function preflight(
+  ledger: PostgresLedger,
+  postings: ManualEntryRequest['postings'],
+): Promise<void> {
+  const sums = new Map<string, Decimal>();
+  const reductions = new Map<string, { exists: boolean; amount: Decimal }>();
+  for (const [i, posting] of postings.entries()) {
+    let account: {
+      code: string;
+      type: Parameters<typeof normalSide>[0];
+      currency: string;
+      noNegative: boolean;
+    };
+    let exists = true;
+    try {
+      account = await ledger.resolveAccount(posting.account, { create: false });
+    } catch (error) {
+      if (!(error instanceof UnknownAccountError)) throw error;
+      account = accountSpecFromChart(DEFAULT_CHART, posting.account, posting.currency);
+      exists = false;
+    }
+    if (posting.currency && posting.currency !== account.currency)
+      throw new CurrencyMismatchError(account.code, account.currency, posting.currency);
+    const amount = parseAmount(posting.amount, {
+      scale: ledger.scaleOf(account.currency),
+      currency: account.currency,
+      field: `postings[${i}].amount`,
+      allowNegative: true,
+    });
+    sums.set(account.currency, (sums.get(account.currency) ?? ZERO).add(amount));
+    if (account.noNegative) {
+      const reduction = normalSide(account.type) === 'credit' ? amount : amount.neg();
+      const before = reductions.get(account.code)?.amount ?? ZERO;
+      reductions.set(account.code, { exists, amount: before.add(reduction) });
+    }
+  }
+  for (const [currency, sum] of sums)
+    if (!sum.isZero()) throw new UnbalancedEntryError(currency, sum.toString());
+  for (const [code, { exists, amount }] of reductions) {
+    if (!amount.isPositive()) continue;
+    const available = exists ? (await ledger.getBalance(code)).available : ZERO;
+    if (available.lt(amount))
+      throw new InsufficientFundsError(code, available.toString(), amount.toString());
+  }
 }
 
 /**
