@@ -77,7 +77,12 @@ export async function auditCli(
   target: string | null,
   details: Record<string, unknown> = {},
 ): Promise<void> {
-  await audit(runtime.database.db, { actor: `cli:${loginName()}`, action, target, details });
+  await audit(runtime.database.db, { actor: cliActor(), action, target, details });
+}
+
+/** The actor of a CLI action, as the audit log names it: `cli:<login name>`. */
+export function cliActor(): string {
+  return `cli:${loginName()}`;
 }
 
 function loginName(): string {

@@ -6,6 +6,7 @@ import { toErrorResponse } from '../http/errors.js';
 import { registerDatabaseCommands } from './commands/database.js';
 import { registerDemoCommand } from './commands/demo.js';
 import { registerDepositCommands } from './commands/deposits.js';
+import { registerEntryCommands } from './commands/entries.js';
 import { registerReconcileCommands } from './commands/reconcile.js';
 import { registerExportCommands } from './commands/export.js';
 import { registerLedgerCommands } from './commands/ledger.js';
@@ -45,6 +46,7 @@ export function buildProgram(io: CliIo = defaultIo): Command {
   registerDoctorCommand(program, cli);
   registerUserCommands(program, cli);
   registerLedgerCommands(program, cli);
+  registerEntryCommands(program, cli);
   registerExportCommands(program, cli);
   registerPrivacyCommands(program, cli);
   registerDepositCommands(program, cli);

@@ -1134,6 +1134,108 @@ const paths: Record<string, PathItem> = {
       },
     },
   },
+  '/admin/entries': {
+    post: {
+      operationId: 'postManualEntry',
+      summary:
+        'Post a manual journal entry (kind `manual`): a custody correction, a dust deposit, a refund',
+      description:
+        "Balanced per currency, amounts as decimal strings in the currency's scale, accounts the chart allows (created on first use; `currency` names the currency of a new custody or fee account). Refused: postings to `revenue:usage` (it changes only with metered calls), to the customer account of an erased user, or that take a customer below zero. The description and the admin are recorded in the entry's metadata; `metadata.chain` ({network, txHash, logIndex, blockNumber}) is kept as given and read by reconciliation (a deposit booked by hand). Nothing is written when refused.",
+      tags: ['admin'],
+      security: admin,
+      parameters: [idempotencyKey],
+      requestBody: body(
+        object(
+          {
+            description: { type: 'string', minLength: 1, maxLength: 500 },
+            postings: list(
+              object(
+                {
+                  account: { type: 'string', description: 'an account code of the chart' },
+                  amount: { ...decimal, description: 'positive debits, negative credits' },
+                  currency: {
+                    type: 'string',
+                    description: 'needed to create an account whose template leaves it open',
+                  },
+                },
+                ['currency'],
+              ),
+            ),
+            metadata: { type: 'object', additionalProperties: true },
+            effectiveAt: time,
+          },
+          ['metadata', 'effectiveAt'],
+        ),
+        {
+          description: 'dust deposit 0xabc.. log 3, below minDeposit, booked into custody',
+          postings: [
+            { account: 'assets:custody:ethereum:USDT:0x7099...', amount: '0.5', currency: 'USDT' },
+            { account: 'equity:trading:USDT', amount: '-0.5' },
+          ],
+          metadata: {
+            chain: { network: 'ethereum', txHash: '0xabc...', logIndex: 3, blockNumber: 19000000 },
+          },
+        },
+      ),
+      responses: {
+        '201': json('Booked.', object({ entryId: str })),
+        '400': error(
+          [
+            'invalid_request',
+            'invalid_amount',
+            'unbalanced_entry',
+            'invalid_entry',
+            'unknown_currency',
+            'unknown_account',
+            'invalid_account',
+            'currency_mismatch',
+            'account_not_allowed',
+          ],
+          'A bad body, an unbalanced entry, a bad amount, an unknown currency or account, or a posting to revenue:usage.',
+        ),
+        '402': error(
+          ['insufficient_balance'],
+          'The entry would take a customer account below zero. Type `insufficient_quota`.',
+        ),
+        ...adminAuthErrors,
+        '404': error(['user_not_found'], 'A customer account of no user.'),
+        '409': error(
+          ['user_erased', 'idempotency_conflict', 'idempotency_in_progress'],
+          'A customer account of an erased user, or Idempotency-Key.',
+        ),
+        ...commonErrors,
+      },
+    },
+  },
+  '/admin/entries/{id}/reversal': {
+    post: {
+      operationId: 'reverseEntry',
+      summary: 'Reverse an entry (a new entry of kind `manual.reversal` mirroring it)',
+      description:
+        "Nothing is edited; an entry is reversed at most once. Refused for a charged call (an entry posting to `revenue:usage`), for an entry of an erased user's customer account, and when the reversal would take a customer below zero.",
+      tags: ['admin'],
+      security: admin,
+      parameters: [pathParam('id', 'the entry to reverse'), idempotencyKey],
+      requestBody: body(object({ reason: { type: 'string', minLength: 1, maxLength: 500 } }), {
+        reason: 'posted to the wrong custody address',
+      }),
+      responses: {
+        '201': json('Reversed.', object({ entryId: str, reversedEntryId: str })),
+        '400': error(['invalid_request', 'account_not_allowed'], 'No reason, or a charged call.'),
+        '402': error(
+          ['insufficient_balance'],
+          'The reversal would take a customer account below zero. Type `insufficient_quota`.',
+        ),
+        ...adminAuthErrors,
+        '404': error(['entry_not_found'], 'No such entry.'),
+        '409': error(
+          ['already_reversed', 'user_erased', 'idempotency_conflict', 'idempotency_in_progress'],
+          'Already reversed, an erased user, or Idempotency-Key.',
+        ),
+        ...commonErrors,
+      },
+    },
+  },
   '/admin/trial-balance': {
     get: {
       operationId: 'getTrialBalance',

@@ -5,6 +5,7 @@ import { idempotency } from '../../middleware/idempotency.js';
 import { jsonBody } from '../../middleware/jsonBody.js';
 import { adminAccountRoutes } from './accounts.js';
 import { adminAuditLogRoutes } from './auditLog.js';
+import { adminEntryRoutes } from './entries.js';
 import { adminExportRoutes } from './exports.js';
 import { adminLedgerRoutes } from './ledger.js';
 import { adminReconciliationRoutes } from './reconciliations.js';
@@ -22,6 +23,7 @@ export function adminRoutes(services: Services): Router {
   for (const child of [
     adminUserRoutes(services),
     adminLedgerRoutes(services),
+    adminEntryRoutes(services),
     adminAccountRoutes(services),
     adminAuditLogRoutes(services),
     adminExportRoutes(services),

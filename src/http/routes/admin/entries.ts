@@ -1,0 +1,66 @@
+import Router from '@koa/router';
+import type { Context } from 'koa';
+import { audit } from '../../../audit.js';
+import {
+  parseManualEntry,
+  parseReversal,
+  postManualEntry,
+  reverseManually,
+} from '../../../billing/manualEntry.js';
+import type { Services } from '../../../services.js';
+
+/**
+ * /admin/entries: manual journal entries and reversals (docs/accounting.md, "Manual entries").
+ * `Idempotency-Key` is honoured by the admin middleware (a replay answers as the first time) and
+ * also keys the ledger entry, so a retry that lost its answer writes nothing twice.
+ */
+export function adminEntryRoutes(services: Services): Router {
+  const { runtime } = services;
+  const { db } = runtime.database;
+  const router = new Router({ prefix: '/entries' });
+  const record = (ctx: Context, action: string, target: string, details: Record<string, unknown>) =>
+    audit(db, {
+      actor: ctx.state['actor'],
+      action,
+      target,
+      details,
+      ip: ctx.ip,
+      requestId: ctx.state['requestId'],
+    });
+
+  router.post('/', async (ctx) => {
+    const request = parseManualEntry(ctx.state['body']);
+    const idempotencyKey = ctx.get('idempotency-key') || undefined;
+    const result = await postManualEntry(runtime, request, {
+      actor: String(ctx.state['actor']),
+      idempotencyKey,
+    });
+    if (!result.replayed)
+      await record(ctx, 'entry.post', `entry:${result.entryId}`, {
+        entryId: result.entryId,
+        description: request.description,
+        postings: request.postings,
+      });
+    ctx.status = 201;
+    ctx.body = { entryId: result.entryId };
+  });
+
+  router.post('/:id/reversal', async (ctx) => {
+    const { reason } = parseReversal(ctx.state['body']);
+    const idempotencyKey = ctx.get('idempotency-key') || undefined;
+    const result = await reverseManually(runtime, ctx.params['id']!, reason, {
+      actor: String(ctx.state['actor']),
+      idempotencyKey,
+    });
+    if (!result.replayed)
+      await record(ctx, 'entry.reverse', `entry:${result.reversedEntryId}`, {
+        entryId: result.entryId,
+        reversedEntryId: result.reversedEntryId,
+        reason,
+      });
+    ctx.status = 201;
+    ctx.body = { entryId: result.entryId, reversedEntryId: result.reversedEntryId };
+  });
+
+  return router;
+}
