@@ -134,6 +134,9 @@ function zodError(error: z.ZodError, prefix: Array<string | number> = []): AppEr
   return badRequest(message, param || null);
 }
 
+/** The kinds of entry a person booked, which a person may reverse: manual entries and adjustments. */
+const REVERSIBLE_BY_HAND = new Set(['manual', 'manual.reversal', 'adjustment']);
+
 /** True for revenue:usage and its sub-accounts: only metered calls post there (law 7). */
 export function isUsageRevenue(account: string): boolean {
   return account === 'revenue:usage' || account.startsWith('revenue:usage:');
@@ -206,8 +209,9 @@ export async function postManualEntry(
 }
 
 /**
- * Reverses an entry (kind `manual.reversal`, the reason and the actor in its metadata). Refused
- * as a manual entry is: an entry that posted to revenue:usage (a charged call) or to an erased
+ * Reverses an entry (kind `manual.reversal`, the reason and the actor in its metadata). Only an
+ * entry a person booked (manual, adjustment) is reversed by hand (400 `entry_not_reversible`
+ * otherwise). Refused as a manual entry is: an entry that posted to revenue:usage or to an erased
  * user's customer account; the ledger refuses an unknown entry (404 `entry_not_found`), one
  * already reversed (409 `already_reversed`) and one whose reversal would take a customer below
  * zero (402).
@@ -220,6 +224,15 @@ export async function reverseManually(
 ): Promise<ManualReversalResult> {
   checkKey(options.idempotencyKey);
   const original = await deps.ledger.getEntry(entryId);
+  // Entries the service books from the chain (deposits, sweeps, top-ups, fees, their
+  // reversals) are reversed by the watcher when a reorg removes them, and an entry is reversed
+  // once: a reversal by hand would stop that. Those are corrected with a manual entry.
+  if (original && !REVERSIBLE_BY_HAND.has(original.kind))
+    throw new AppError(
+      'entry_not_reversible',
+      `entry ${entryId} (kind ${original.kind}) was booked by the service and is reversed by it when the chain says so; correct it with a manual entry instead`,
+      { status: 400, param: 'entryId' },
+    );
   const users = new Set<string>();
   for (const posting of original?.postings ?? []) {
     if (isUsageRevenue(posting.account))

@@ -1221,7 +1221,10 @@ const paths: Record<string, PathItem> = {
       }),
       responses: {
         '201': json('Reversed.', object({ entryId: str, reversedEntryId: str })),
-        '400': error(['invalid_request', 'account_not_allowed'], 'No reason, or a charged call.'),
+        '400': error(
+          ['invalid_request', 'entry_not_reversible'],
+          'No reason, or an entry the service booked.',
+        ),
         '402': error(
           ['insufficient_balance'],
           'The reversal would take a customer account below zero. Type `insufficient_quota`.',

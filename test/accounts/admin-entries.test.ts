@@ -319,7 +319,30 @@ describe('POST /admin/entries/:id/reversal', () => {
     const before = await ledgerRowCounts(database.pool);
     const result = await post(`/entries/${usage.entryId}/reversal`, { reason: 'refund' });
     expect(result.status).toBe(400);
-    expectErrorShape(result.body, 'account_not_allowed');
+    expectErrorShape(result.body, 'entry_not_reversible');
     expect(await ledgerRowCounts(database.pool)).toEqual(before);
+  });
+
+  test("an entry the watcher booked is not reversed by hand: a reorg's own reversal must stay possible", async () => {
+    const { userId } = await userWithKey(service, { telegramId: 7202, balance: '1' });
+    const deposit = await service.runtime.ledger.postEntry({
+      kind: 'deposit',
+      postings: [
+        { account: CUSTODY, amount: '2', currency: 'USDT' },
+        { account: 'equity:trading:USDT', amount: '-2' },
+        { account: 'equity:trading:USD', amount: '2' },
+        { account: `liabilities:customers:${userId}`, amount: '-2' },
+      ],
+    });
+    const before = await ledgerRowCounts(database.pool);
+    const result = await post(`/entries/${deposit.entryId}/reversal`, { reason: 'mistake' });
+    expect(result.status).toBe(400);
+    expectErrorShape(result.body, 'entry_not_reversible');
+    expect(await ledgerRowCounts(database.pool)).toEqual(before);
+    // Still reversible by the watcher (once).
+    await service.runtime.ledger.reverseEntry({
+      entryId: deposit.entryId,
+      kind: 'deposit.reversal',
+    });
   });
 });
