@@ -1,13 +1,12 @@
 import Router from '@koa/router';
-import type { Context } from 'koa';
 import { findUsers } from '../../../account/findUsers.js';
 import { parseText } from '../../../account/params.js';
 import { getAdminUserView } from '../../../account/profile.js';
 import { setSuspension } from '../../../account/suspendUser.js';
-import { audit } from '../../../audit.js';
 import { getUserBalance } from '../../../billing/getUserBalance.js';
 import { listApiKeys } from '../../../keys/apiKeys.js';
 import type { Services } from '../../../services.js';
+import { adminAudit } from '../../adminAudit.js';
 import { objectBody } from '../../objectBody.js';
 
 /**
@@ -19,20 +18,7 @@ export function adminAccountRoutes(services: Services): Router {
   const { runtime } = services;
   const { db } = runtime.database;
   const router = new Router({ prefix: '/users' });
-  const record = (
-    ctx: Context,
-    action: string,
-    target: string | null,
-    details: Record<string, unknown>,
-  ) =>
-    audit(db, {
-      actor: ctx.state['actor'],
-      action,
-      target,
-      details,
-      ip: ctx.ip,
-      requestId: ctx.state['requestId'],
-    });
+  const record = adminAudit(db);
 
   router.get('/', async (ctx) => {
     const telegramId = parseText(ctx.query['telegramId'], 'telegramId', 20);

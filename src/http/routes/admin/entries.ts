@@ -1,6 +1,4 @@
 import Router from '@koa/router';
-import type { Context } from 'koa';
-import { audit } from '../../../audit.js';
 import {
   parseManualEntry,
   parseReversal,
@@ -8,6 +6,7 @@ import {
   reverseManually,
 } from '../../../billing/manualEntry.js';
 import type { Services } from '../../../services.js';
+import { adminAudit } from '../../adminAudit.js';
 
 /**
  * /admin/entries: manual journal entries and reversals (docs/accounting.md, "Manual entries").
@@ -18,15 +17,7 @@ export function adminEntryRoutes(services: Services): Router {
   const { runtime } = services;
   const { db } = runtime.database;
   const router = new Router({ prefix: '/entries' });
-  const record = (ctx: Context, action: string, target: string, details: Record<string, unknown>) =>
-    audit(db, {
-      actor: ctx.state['actor'],
-      action,
-      target,
-      details,
-      ip: ctx.ip,
-      requestId: ctx.state['requestId'],
-    });
+  const record = adminAudit(db);
 
   router.post('/', async (ctx) => {
     const request = parseManualEntry(ctx.state['body']);

@@ -1,6 +1,5 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import { audit } from '../../../audit.js';
 import { badRequest } from '../../../errors.js';
 import { parseJournalFilter } from '../../../exports/journalFilter.js';
 import { streamSealsJsonl } from '../../../exports/sealsJsonl.js';
@@ -14,6 +13,7 @@ import {
 } from '../../../exports/streamJournal.js';
 import { streamTrialBalanceCsv } from '../../../exports/trialBalanceCsv.js';
 import type { Services } from '../../../services.js';
+import { adminAudit } from '../../adminAudit.js';
 import { requireUser } from '../../../users/createUser.js';
 
 /**
@@ -23,14 +23,9 @@ import { requireUser } from '../../../users/createUser.js';
 export function adminExportRoutes(services: Services): Router {
   const { database } = services.runtime;
   const router = new Router({ prefix: '/exports' });
+  const audited = adminAudit(database.db);
   const record = (ctx: Context, action: string, details: Record<string, unknown>) =>
-    audit(database.db, {
-      actor: ctx.state['actor'],
-      action,
-      details,
-      ip: ctx.ip,
-      requestId: ctx.state['requestId'],
-    });
+    audited(ctx, action, null, details);
 
   router.get('/journal', async (ctx) => {
     const format = query(ctx, 'format');

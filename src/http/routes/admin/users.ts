@@ -1,10 +1,9 @@
 import Router from '@koa/router';
-import type { Context } from 'koa';
-import { audit } from '../../../audit.js';
 import { adjustBalance } from '../../../billing/adjustBalance.js';
 import { getUserBalance } from '../../../billing/getUserBalance.js';
 import { createApiKey, revokeApiKey } from '../../../keys/apiKeys.js';
 import type { Services } from '../../../services.js';
+import { adminAudit } from '../../adminAudit.js';
 import { objectBody } from '../../objectBody.js';
 import { createUser, requireUser } from '../../../users/createUser.js';
 
@@ -13,15 +12,7 @@ export function adminUserRoutes(services: Services): Router {
   const { runtime } = services;
   const { db } = runtime.database;
   const router = new Router({ prefix: '/users' });
-  const record = (ctx: Context, action: string, target: string, details: Record<string, unknown>) =>
-    audit(db, {
-      actor: ctx.state['actor'],
-      action,
-      target,
-      details,
-      ip: ctx.ip,
-      requestId: ctx.state['requestId'],
-    });
+  const record = adminAudit(db);
 
   router.post('/', async (ctx) => {
     const body = objectBody(ctx) as { telegramId?: unknown; username?: unknown };

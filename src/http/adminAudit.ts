@@ -1,0 +1,24 @@
+import type { Context } from 'koa';
+import type { Kysely } from 'kysely';
+import { audit } from '../audit.js';
+import type { Database } from '../db/schema.js';
+
+/** Records an admin request's action; who, from where and the request id come from the request. */
+export type AdminAudit = (
+  ctx: Context,
+  action: string,
+  target: string | null,
+  details: Record<string, unknown>,
+) => Promise<void>;
+
+export function adminAudit(db: Kysely<Database>): AdminAudit {
+  return (ctx, action, target, details) =>
+    audit(db, {
+      actor: ctx.state['actor'],
+      action,
+      target,
+      details,
+      ip: ctx.ip,
+      requestId: ctx.state['requestId'],
+    });
+}
