@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, inject, test } from 'vitest';
 import { migrations } from '../migrations/index.js';
+import { runLingxi } from './support/cli.js';
 import { runCli } from '../src/cli/main.js';
 import { rowCounts } from './accounts/support.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
@@ -21,16 +22,7 @@ afterAll(async () => {
   await database?.drop();
 });
 
-/** Runs `lingxi <args> --config <file>` in-process and captures what a shell would see. */
-async function lingxi(...args: string[]) {
-  let stdout = '';
-  let stderr = '';
-  const code = await runCli([...args, '--config', configFile], {
-    stdout: (text) => (stdout += text),
-    stderr: (text) => (stderr += text),
-  });
-  return { code, stdout, stderr, json: () => JSON.parse(stdout) as Record<string, unknown> };
-}
+const lingxi = (...args: string[]) => runLingxi(configFile, args);
 
 test('users, credits, balances and the trial balance, with the contract --json shapes and exit codes', async () => {
   const user = await lingxi(

@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { runCli } from '../src/cli/main.js';
+import { runLingxi } from './support/cli.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 import { ledgerRowCounts } from './support/ledger.js';
 
@@ -20,16 +20,7 @@ afterAll(async () => {
   await database?.drop();
 });
 
-/** Runs `lingxi <args> --config <file>` in-process and captures what a shell would see. */
-async function lingxi(...args: string[]) {
-  let stdout = '';
-  let stderr = '';
-  const code = await runCli([...args, '--config', configFile], {
-    stdout: (text) => (stdout += text),
-    stderr: (text) => (stderr += text),
-  });
-  return { code, stdout, stderr, json: () => JSON.parse(stdout) as Record<string, unknown> };
-}
+const lingxi = (...args: string[]) => runLingxi(configFile, args);
 
 let files = 0;
 function entryFile(entry: unknown): string {

@@ -2,7 +2,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { PostgresLedger } from '../../ledger/index.js';
-import { runCli } from '../../src/cli/main.js';
+import { runLingxi } from '../support/cli.js';
 import { readableFromFirstChunk } from '../../src/exports/sinks.js';
 import { streamStatementCsv } from '../../src/exports/statementCsv.js';
 import { streamJournal } from '../../src/exports/streamJournal.js';
@@ -36,15 +36,7 @@ afterAll(async () => {
   await database.drop();
 });
 
-async function lingxi(...args: string[]) {
-  let stdout = '';
-  let stderr = '';
-  const code = await runCli([...args, '--config', configFile], {
-    stdout: (text) => (stdout += text),
-    stderr: (text) => (stderr += text),
-  });
-  return { code, stdout, stderr };
-}
+const lingxi = (...args: string[]) => runLingxi(configFile, args);
 
 async function auditCount(): Promise<number> {
   const { rows } = await database.pool.query<{ n: string }>(
