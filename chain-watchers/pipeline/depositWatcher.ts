@@ -637,7 +637,11 @@ export class DepositWatcher {
           : {
               entryId: o.entry_id!,
               kind: 'sweep.reversal',
-              metadata: { reason: 'reorg' },
+              description: `sweep ${o.tx_hash}:${o.log_index} on ${network} was removed by a reorg`,
+              metadata: {
+                reason: 'reorg',
+                chain: { network, txHash: o.tx_hash, logIndex: o.log_index },
+              },
               idempotencyKey: `sweep-reversal:${o.entry_id}`,
             },
       ),
@@ -650,6 +654,11 @@ export class DepositWatcher {
       })),
     ]);
     for (const result of outReversals) if (result instanceof LedgerError) throw result;
+    for (const o of bookedOut)
+      this.options.logger.error(
+        { network, txHash: o.tx_hash, logIndex: o.log_index, kind: o.kind, entry: o.entry_id },
+        `a booked ${o.kind} was reorged away (or mined again otherwise) and has been reversed`,
+      );
     if (goneOut.length > 0) {
       await tx
         .updateTable('outgoing_transfers')

@@ -177,8 +177,13 @@ describe('a booked sweep whose transaction a deep reorg mines again', () => {
     // Both earlier entries reversed, by the entry they reverse.
     const sweepReversal = await runtime.ledger.getReversalOf(booked.entry_id);
     const feeReversal = await runtime.ledger.getReversalOf(booked.fee_entry_id);
-    expect(sweepReversal).not.toBeNull();
-    expect(feeReversal).not.toBeNull();
+    // Each says what it reverses, for an accountant reading the journal.
+    expect(sweepReversal).toMatchObject({
+      kind: 'sweep.reversal',
+      description: `sweep ${txHash}:${booked.log_index} on devnet was removed by a reorg`,
+      metadata: { reason: 'reorg', chain: { network: 'devnet', txHash } },
+    });
+    expect(feeReversal).toMatchObject({ kind: 'network-fee.reversal' });
     const keys = await runtime.ledger.entryIdsByKey([
       `sweep-reversal:${booked.entry_id}`,
       `network-fee-reversal:${booked.fee_entry_id}`,
