@@ -1,8 +1,8 @@
-import type pg from 'pg';
-import { LedgerError, parseAmount, type PostgresLedger } from '../../ledger/index.js';
-import { badRequest, notFound } from '../errors.js';
-import { assertNotErased, ERASED_NO_ADJUSTMENTS } from '../users/createUser.js';
+import { LedgerError, parseAmount } from '../../ledger/index.js';
+import { badRequest } from '../errors.js';
+import { ERASED_NO_ADJUSTMENTS } from '../users/createUser.js';
 import { accounts } from './accounts.js';
+import { withUsersLocked, type LedgerDeps } from './withUsersLocked.js';
 
 export interface AdjustBalanceParameters {
   userId: string;
@@ -30,11 +30,11 @@ export interface AdjustBalanceResult {
  * credit could land in the customer account just after erasure emptied it.
  */
 export async function adjustBalance(
-  { ledger, database: { pool } }: { ledger: PostgresLedger; database: { pool: pg.Pool } },
+  deps: LedgerDeps,
   params: AdjustBalanceParameters,
 ): Promise<AdjustBalanceResult> {
   const amount = parseAmount(params.amount, {
-    scale: ledger.scaleOf('USD'),
+    scale: deps.ledger.scaleOf('USD'),
     currency: 'USD',
     allowNegative: true,
   });
@@ -63,28 +63,14 @@ export async function adjustBalance(
     ],
     ...(key ? { idempotencyKey: `adjustment:${key}` } : {}),
   };
-  for (let attempt = 1; ; attempt += 1) {
-    const client = await pool.connect();
-    try {
-      await client.query('begin');
-      const { rows } = await client.query<{ status: string }>(
-        'select status from users where id = $1 for share',
-        [params.userId],
-      );
-      if (!rows[0])
-        throw notFound(`user ${params.userId} does not exist`, 'user_not_found', 'user');
-      assertNotErased(rows[0], ERASED_NO_ADJUSTMENTS);
-      const [result] = await ledger.within(client).postEntries([entry]);
+  return withUsersLocked(
+    deps,
+    [params.userId],
+    { erasedConsequence: ERASED_NO_ADJUSTMENTS, param: 'user' },
+    async (within) => {
+      const [result] = await within.postEntries([entry]);
       if (result instanceof LedgerError) throw result;
-      await client.query('commit');
       return result!;
-    } catch (error) {
-      await client.query('rollback').catch(() => {});
-      // The same idempotency key written by a concurrent adjustment that committed first:
-      // the next attempt finds it and replays its result (or reports the conflict).
-      if ((error as { code?: unknown }).code !== '23505' || attempt === 3) throw error;
-    } finally {
-      client.release();
-    }
-  }
+    },
+  );
 }

@@ -1,4 +1,3 @@
-import type pg from 'pg';
 import { z } from 'zod';
 import {
   accountSpecFromChart,
@@ -16,9 +15,8 @@ import {
   type PostEntryParameters,
   type PostgresLedger,
 } from '../../ledger/index.js';
-import { AppError, badRequest, notFound } from '../errors.js';
-import { assertNotErased } from '../users/createUser.js';
-import { isUserId } from '../users/userId.js';
+import { AppError, badRequest } from '../errors.js';
+import { withUsersLocked, type LedgerDeps } from './withUsersLocked.js';
 
 /**
  * Manual journal entries and reversals, for operators (docs/accounting.md, "Manual entries"):
@@ -35,6 +33,8 @@ export const MANUAL_REVERSAL_KIND = 'manual.reversal';
 /** Who is told why an erased user's customer account takes no manual posting. */
 export const ERASED_NO_MANUAL_ENTRIES =
   'its balance is kept as liabilities:unclaimed and its customer account takes no manual entries';
+
+const LOCK_OPTIONS = { erasedConsequence: ERASED_NO_MANUAL_ENTRIES, param: 'account' };
 
 const text = (field: string) =>
   z
@@ -153,10 +153,7 @@ export interface ManualReversalResult extends ManualEntryResult {
   reversedEntryId: string;
 }
 
-interface Deps {
-  ledger: PostgresLedger;
-  database: { pool: pg.Pool };
-}
+type Deps = LedgerDeps;
 
 function checkKey(key: string | undefined): void {
   if (key !== undefined && (key.length === 0 || key.length > 200))
@@ -198,7 +195,7 @@ export async function postManualEntry(
     ...(request.effectiveAt ? { effectiveAt: request.effectiveAt } : {}),
     ...(options.idempotencyKey ? { idempotencyKey: `manual:${options.idempotencyKey}` } : {}),
   };
-  return withUsersLocked(deps, [...users], async (ledger) => {
+  return withUsersLocked(deps, [...users], LOCK_OPTIONS, async (ledger) => {
     const [result] = await ledger.postEntries([entry]).catch((error: unknown) => {
       // Accounts are resolved before the write: an unknown one is thrown, not returned.
       throw error instanceof LedgerError ? asRequestError(error) : error;
@@ -233,18 +230,13 @@ export async function reverseManually(
       `entry ${entryId} (kind ${original.kind}) was booked by the service and is reversed by it when the chain says so; correct it with a manual entry instead`,
       { status: 400, param: 'entryId' },
     );
+  // (A charged call is of kind usage: refused above, so revenue stays equal to usage.)
   const users = new Set<string>();
   for (const posting of original?.postings ?? []) {
-    if (isUsageRevenue(posting.account))
-      throw new AppError(
-        'account_not_allowed',
-        `entry ${entryId} posted to ${posting.account}: a charged call is not reversed by hand (usage equals revenue)`,
-        { status: 400, param: 'entryId' },
-      );
     const customer = CUSTOMER.exec(posting.account);
     if (customer) users.add(customer[1]!);
   }
-  return withUsersLocked(deps, [...users], async (ledger) => {
+  return withUsersLocked(deps, [...users], LOCK_OPTIONS, async (ledger) => {
     const [result] = await ledger.reverseEntries([
       {
         entryId,
@@ -327,45 +319,4 @@ function asRequestError(error: LedgerError): Error {
   if (error.code === 'unknown_account')
     return new AppError(error.code, error.shortMessage, { status: 400, param: error.param });
   return error;
-}
-
-/**
- * Runs `body` in a transaction holding the named users' rows FOR SHARE (in id order), each one
- * checked to exist and not be erased under that lock: an erasure running at the same moment
- * (which takes the row FOR UPDATE) either waits and then moves what this entry credits to
- * unclaimed, or has finished and this entry is refused (see adjustBalance).
- */
-async function withUsersLocked<T>(
-  { ledger, database: { pool } }: Deps,
-  userIds: string[],
-  body: (ledger: ReturnType<PostgresLedger['within']>) => Promise<T>,
-): Promise<T> {
-  for (const userId of userIds)
-    if (!isUserId(userId))
-      throw notFound(`user ${userId.slice(0, 40)} does not exist`, 'user_not_found', 'account');
-  const sorted = [...userIds].sort((a, b) => (BigInt(a) < BigInt(b) ? -1 : 1));
-  for (let attempt = 1; ; attempt += 1) {
-    const client = await pool.connect();
-    try {
-      await client.query('begin');
-      for (const userId of sorted) {
-        const { rows } = await client.query<{ status: string }>(
-          'select status from users where id = $1 for share',
-          [userId],
-        );
-        if (!rows[0]) throw notFound(`user ${userId} does not exist`, 'user_not_found', 'account');
-        assertNotErased(rows[0], ERASED_NO_MANUAL_ENTRIES);
-      }
-      const result = await body(ledger.within(client));
-      await client.query('commit');
-      return result;
-    } catch (error) {
-      await client.query('rollback').catch(() => {});
-      // The same idempotency key written by a concurrent request that committed first: the
-      // next attempt replays its result (or reports the conflict).
-      if ((error as { code?: unknown }).code !== '23505' || attempt === 3) throw error;
-    } finally {
-      client.release();
-    }
-  }
 }
