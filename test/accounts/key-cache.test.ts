@@ -13,6 +13,7 @@ let database: TestDatabase;
 let proxy: TcpProxy;
 /** The database seen through the proxy, whose answers a test can hold back. */
 let slowDb: Kysely<Database>;
+let slowPool: pg.Pool;
 let db: Kysely<Database>;
 
 beforeAll(async () => {
@@ -20,11 +21,8 @@ beforeAll(async () => {
   const url = new URL(database.url);
   proxy = await startTcpProxy({ host: url.hostname, port: Number(url.port || 5432) });
   url.host = proxy.address;
-  slowDb = new Kysely<Database>({
-    dialect: new PostgresDialect({
-      pool: new pg.Pool({ connectionString: url.toString(), max: 2 }),
-    }),
-  });
+  slowPool = new pg.Pool({ connectionString: url.toString(), max: 2 });
+  slowDb = new Kysely<Database>({ dialect: new PostgresDialect({ pool: slowPool }) });
   db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: database.newPool(2) }) });
 });
 afterAll(async () => {
@@ -41,15 +39,20 @@ test('a key revoked while a lookup of it is on its way is not cached as valid', 
   await keys.start();
   try {
     await expect(keys.authenticate(`Bearer ${key}`)).resolves.toMatchObject({ keyId });
-    // Its last-use write (off the request path) done, the pool has an idle connection.
+    // Its last-use write (off the request path) done and answered, every connection of the
+    // pool is idle: the next lookup goes out at once, with no connection handshake to hold.
     await waitFor(async () => (await lastUsed(keyId)) !== null);
+    await waitFor(
+      async () => slowPool.totalCount > 0 && slowPool.idleCount === slowPool.totalCount,
+    );
     keys.invalidate();
 
-    // The next lookup reads the key while it is still valid; its answer is held up on the
-    // way back while the key is revoked and every process told so.
+    // The next lookup reads the key while it is still valid (its answer is on the way back,
+    // so the server has run it); the answer is held up while the key is revoked and every
+    // process told so.
     proxy.holdAnswers(true);
     const inFlight = keys.authenticate(`Bearer ${key}`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await waitFor(async () => proxy.heldAnswers() > 0);
     await revokeApiKey(db, { userId, keyId });
     await notifyKeyChange(db);
     await new Promise((resolve) => setTimeout(resolve, 200)); // NOTIFY reaches the listener

@@ -19,6 +19,8 @@ export interface TcpProxy {
    * answers arrive, in order, once this is set to false again (a slow link).
    */
   holdAnswers(on: boolean): void;
+  /** How many pieces of answer are kept back now (so a test can wait for one to arrive). */
+  heldAnswers(): number;
   close(): Promise<void>;
 }
 
@@ -69,6 +71,9 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     holdAnswers(on) {
       holding = on;
       if (!on) for (const { to, chunk } of held.splice(0)) to.write(chunk);
+    },
+    heldAnswers() {
+      return held.length;
     },
     async close() {
       for (const socket of open) socket.destroy();
