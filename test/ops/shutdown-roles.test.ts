@@ -74,8 +74,9 @@ test('lingxi start: http, the watcher and cron stop together on SIGTERM, then th
   // The watcher reports its progress on /metrics once it has finished an iteration.
   let scraped = '';
   const reported = /^lingxi_watcher_last_iteration_timestamp_seconds\{network="devnet"\} /m;
-  for (let i = 0; i < 100 && !reported.test(scraped); i += 1) {
-    if (i > 0) await new Promise((resolve) => setTimeout(resolve, 100));
+  for (const giveUpAt = Date.now() + 30_000; !reported.test(scraped);) {
+    if (scraped) await new Promise((resolve) => setTimeout(resolve, 100));
+    if (Date.now() > giveUpAt) throw new Error(`no watcher iteration on /metrics: ${scraped}`);
     scraped = await (await fetch(`${url}/metrics`)).text();
   }
   expect(scraped).toMatch(/^lingxi_watcher_head_block\{network="devnet"\} \d+$/m);
@@ -89,7 +90,8 @@ test('lingxi start: http, the watcher and cron stop together on SIGTERM, then th
   const tookMs = Date.now() - signalledAt;
 
   expect({ code, signal }).toEqual({ code: 0, signal: null });
-  expect(tookMs).toBeLessThan(10_000);
+  // Well under the 30 s default grace a stuck request would use up (loaded machine: a few s).
+  expect(tookMs).toBeLessThan(20_000);
   const lines = messages(lingxi.log);
   const at = (text: string) => lines.indexOf(text);
   for (const role of ['http', 'watchers', 'cron'])
@@ -121,7 +123,7 @@ test('on the embedded PostgreSQL, the process stops the server it started, last,
   const url = await lingxi.url(120_000);
   expect((await fetch(`${url}/readyz`)).status).toBe(200);
   const serverUrl = `postgres://postgres:lingxi-embedded@127.0.0.1:${port}/lingxi`;
-  expect(await serverAnswers(serverUrl, 2000)).toBe(true);
+  expect(await serverAnswers(serverUrl, 10_000)).toBe(true);
 
   lingxi.child.kill('SIGTERM');
   const { code, signal } = await lingxi.exited;

@@ -62,13 +62,14 @@ async function serve(): Promise<Omit<LingxiProcess, 'url'> & { url: string }> {
   return { ...started, url: await started.url() };
 }
 
-async function readyStatus(url: string): Promise<number | 'refused'> {
+/** /readyz's status; 'refused' once nothing listens (a probe that merely times out is not that). */
+async function readyStatus(url: string): Promise<number | 'refused' | 'timeout'> {
   try {
-    const response = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(2000) });
+    const response = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(10_000) });
     await response.arrayBuffer();
     return response.status;
-  } catch {
-    return 'refused';
+  } catch (error) {
+    return (error as Error).name === 'TimeoutError' ? 'timeout' : 'refused';
   }
 }
 
@@ -100,9 +101,11 @@ test('SIGTERM mid-stream: readiness turns 503, the stream completes and is settl
   const signalledAt = Date.now();
   served.child.kill('SIGTERM');
 
-  const readiness: Array<number | 'refused'> = [];
+  // Probes until the listener is gone (it closes after SHUTDOWN_DELAY_MS, or later on a
+  // loaded machine), not for a fixed time.
+  const readiness: Array<number | 'refused' | 'timeout'> = [];
   const probing = (async () => {
-    while (Date.now() - signalledAt < SHUTDOWN_DELAY_MS + 1000) {
+    while (Date.now() - signalledAt < 30_000) {
       const status = await readyStatus(served.url);
       readiness.push(status);
       if (status === 'refused') break;
@@ -137,8 +140,10 @@ test('SIGTERM mid-stream: readiness turns 503, the stream completes and is settl
 
   expect(signal).toBeNull();
   expect(code).toBe(0);
-  // Nothing lingers once the work is done (a forgotten timer or socket would hold the exit).
-  expect(exitedAt - streamEndedAt).toBeLessThan(5000);
+  // Nothing lingers once the work is done (a forgotten timer or socket would hold the exit:
+  // the keep-alive timeout is 65 s, the grace timer 20 s from the listener's close). About
+  // 1.5 s on a loaded 2-core machine.
+  expect(exitedAt - streamEndedAt).toBeLessThan(12_000);
 
   // Settled in the database: one usage row for exactly the tokens, its hold posted, none left.
   const usage = await database.pool.query<{
