@@ -90,8 +90,8 @@ test('upstream 500 whose error body never comes: a 502 at the provider timeout, 
   expect((error as InstanceType<typeof OpenAI.APIError>).message).toMatch(
     /stub answered 500; nothing was charged/,
   );
-  // The provider timeout is 1.5 s; the SDK would give up at 10 s.
-  expect(Date.now() - started).toBeLessThan(5000);
+  // The provider timeout is 1.5 s; the SDK would give up at 10 s (about 2 s on a loaded machine).
+  expect(Date.now() - started).toBeLessThan(8000);
   await expectUncharged(userId, 'upstream_error', 502);
 });
 
@@ -209,8 +209,10 @@ test('a client that leaves a non-streamed call after it was forwarded is charged
   const settled = async () =>
     (await database.pool.query('select 1 from usage_records where user_id = $1', [userId])).rows
       .length > 0;
-  for (let i = 0; i < 500 && !(await settled()); i += 1)
+  for (const giveUpAt = Date.now() + 30_000; !(await settled());) {
+    if (Date.now() > giveUpAt) throw new Error('no usage row for the abandoned call');
     await new Promise((r) => setTimeout(r, 10));
+  }
   const cost = expectedCost(MODELS.mini, {
     prompt: countPromptTokens({ messages }),
     completion: 40,
@@ -234,9 +236,10 @@ test('a client that leaves a non-streamed call after it was forwarded is charged
 test('a client that leaves a stream before its first chunk: nothing charged, nothing held, no tokens on the row', async () => {
   const { userId, apiKey } = await userWithKey(service, { telegramId: 2011, balance: '1' });
   const controller = new AbortController();
-  // Headers at once, the first chunk after 500 ms: the client is gone by then.
+  // Headers at once, the first chunk after 1.2 s (just inside the 1.5 s idle limit): the
+  // client is gone by then.
   const stream = await sdk(service.url, apiKey).chat.completions.create(
-    { model: 'gpt-4o-mini', messages: ask('never mind [[tokens=5]] [[delay=500]]'), stream: true },
+    { model: 'gpt-4o-mini', messages: ask('never mind [[tokens=5]] [[delay=1200]]'), stream: true },
     { signal: controller.signal },
   );
   controller.abort();
@@ -415,12 +418,12 @@ describe('a streaming client that stops reading', () => {
         'select latency_ms from usage_records where user_id = $1',
         [userId],
       );
-      // Cut for not reading, long before the call limit (and so before its hold expires).
-      expect(timing[0].latency_ms).toBeLessThan(8000);
+      // Cut for not reading, before the 10 s call limit (and so before its hold expires).
+      expect(timing[0].latency_ms).toBeLessThan(10_000);
     } finally {
       req.destroy();
     }
-  }, 20_000);
+  });
 
   test('that reads slowly but steadily gets the whole answer, charged exactly, without a listener leak', async () => {
     const { userId, apiKey } = await userWithKey(slow.service, { telegramId: 2102, balance: '1' });
@@ -472,18 +475,18 @@ describe('a streaming client that stops reading', () => {
     } finally {
       process.off('warning', onWarning);
     }
-  }, 30_000);
+  });
 });
 
 describe('a stream cut by the call deadline', () => {
   let short: GatewayStack;
-  // Upstream (and a client that does not read) may be idle 5 s, but a call may last only 2 s:
-  // the deadline, not the idle limit, ends these calls. A hold lives 5 + 2 + 1 s.
+  // Upstream (and a client that does not read) may be idle 10 s, but a call may last only 2 s:
+  // the deadline, not the idle limit, ends these calls. A hold lives 10 + 2 + 1 s.
   useGatewayStack(
     (stack) => (short = stack),
     (config) => ({
       ...config,
-      providers: config.providers!.map((provider) => ({ ...provider, timeoutMs: 5000 })),
+      providers: config.providers!.map((provider) => ({ ...provider, timeoutMs: 10_000 })),
       models: config.models!.map((model) =>
         model.kind === 'embedding'
           ? model
@@ -527,13 +530,13 @@ describe('a stream cut by the call deadline', () => {
         held: '0',
         pendingHolds: 0,
       });
-      // Cut at the 2 s deadline, well before the 5 s idle limit.
+      // Cut at the 2 s deadline, well before the 10 s idle limit.
       expect(await latencyMs(userId)).toBeGreaterThanOrEqual(2000);
-      expect(await latencyMs(userId)).toBeLessThan(4500);
+      expect(await latencyMs(userId)).toBeLessThan(9000);
     } finally {
       req.destroy();
     }
-  }, 20_000);
+  });
 
   test('while waiting for a slow upstream: the client gets an error event naming the time limit; recorded as the deadline; charged for what was generated', async () => {
     const { userId, apiKey } = await userWithKey(short.service, { telegramId: 2202, balance: '1' });
@@ -570,6 +573,6 @@ describe('a stream cut by the call deadline', () => {
         },
       ],
     });
-    expect(await latencyMs(userId)).toBeLessThan(4500);
-  }, 20_000);
+    expect(await latencyMs(userId)).toBeLessThan(9000);
+  });
 });
