@@ -85,9 +85,12 @@ test('a settlement repeated after a database blip counts once against the limit'
 
 test('a call that never settled (its process died) gives the limit back once its hold could have expired', async () => {
   const caller = await limitedKey(5003, '1');
-  await hold(caller, '0.9', 1000); // never settled
+  // Long enough that the refusal below surely comes before it expires (the two holds took
+  // 0.6 s on a loaded machine), then wait until it has.
+  const expiresAt = Date.now() + 3000;
+  await hold(caller, '0.9', expiresAt - Date.now()); // never settled
   await expect(hold(caller, '0.5')).rejects.toMatchObject({ code: 'spend_limit_exceeded' });
-  await new Promise((resolve) => setTimeout(resolve, 1200));
+  await new Promise((resolve) => setTimeout(resolve, expiresAt + 200 - Date.now()));
   // The next call finds the dead call's reservation expired and releases it.
   await hold(caller, '0.5');
   expect(await keyTotals(caller.keyId)).toEqual({ spent: '0', reserved: '0.5', open: 1 });
