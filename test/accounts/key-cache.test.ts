@@ -76,8 +76,8 @@ async function lastUsed(keyId: string): Promise<Date | null> {
 }
 
 async function waitFor(condition: () => Promise<boolean>): Promise<void> {
-  for (let i = 0; !(await condition()); i += 1) {
-    if (i > 100) throw new Error('timed out waiting');
+  for (const giveUpAt = Date.now() + 30_000; !(await condition());) {
+    if (Date.now() > giveUpAt) throw new Error('timed out waiting');
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, expect, test } from 'vitest';
+import { afterAll, beforeAll, expect, test, vi } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { ledgerRowCounts } from '../support/ledger.js';
@@ -188,9 +188,18 @@ test('a content part that is not an object: 400 naming the part, as OpenAI shape
 test('a revoked key stops working at once', async () => {
   const fresh = await userWithKey(service, { telegramId: 3002, balance: '1' });
   expect((await post(valid, { authorization: `Bearer ${fresh.apiKey}` })).status).toBe(200);
-  await database.pool.query(`update api_keys set revoked_at = now() where id = $1`, [fresh.keyId]);
-  await database.pool.query(`select pg_notify('lingxi_keys', 'changed')`);
-  await new Promise((resolve) => setTimeout(resolve, 100));
+  // Revoked by another process: this one hears of it only by NOTIFY. Waits until its
+  // listener has it (not a fixed time: the notification's trip is longer on a loaded machine).
+  const heard = vi.spyOn(service.http.services.keys, 'invalidate');
+  try {
+    await database.pool.query(`update api_keys set revoked_at = now() where id = $1`, [
+      fresh.keyId,
+    ]);
+    await database.pool.query(`select pg_notify('lingxi_keys', 'changed')`);
+    await vi.waitFor(() => expect(heard).toHaveBeenCalled(), { timeout: 20_000 });
+  } finally {
+    heard.mockRestore();
+  }
   const refused = await post(valid, { authorization: `Bearer ${fresh.apiKey}` });
   expect(refused.status).toBe(401);
   expect(refused.body.error.message).toMatch(/revoked/);
