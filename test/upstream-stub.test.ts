@@ -279,9 +279,15 @@ describe('a streamed chat completion', () => {
       askStream('hang [[tokens=10]] [[stall-after=2]]'),
       { signal: controller.signal },
     );
-    // The SDK's `timeout` stops at the response headers, so a stalled body needs a signal.
-    const watchdog = setTimeout(() => controller.abort(), 300);
-    const chunks = await collect(stream);
+    // The SDK's `timeout` stops at the response headers, so a stalled body needs a signal:
+    // once the K events are in, 300 ms more without a third (a fixed wait, as it proves that
+    // nothing comes) ends the wait.
+    const chunks: ChatCompletionChunk[] = [];
+    let watchdog: NodeJS.Timeout | undefined;
+    for await (const chunk of stream) {
+      chunks.push(chunk);
+      if (chunks.length === 2) watchdog = setTimeout(() => controller.abort(), 300);
+    }
     clearTimeout(watchdog);
 
     expect(chunks).toHaveLength(2);
@@ -331,13 +337,14 @@ describe('failures', () => {
 
   it('sends headers and then nothing on [[stall-after]] without stream, beyond the SDK timeout', async () => {
     const controller = new AbortController();
+    // A timeout the headers surely beat, even on a loaded machine.
     const pending = client.chat.completions
-      .create(ask('hi [[stall-after=0]]'), { timeout: 100, signal: controller.signal })
+      .create(ask('hi [[stall-after=0]]'), { timeout: 1000, signal: controller.signal })
       .catch((e) => e);
-    // The SDK's timeout covers only the wait for headers: 300 ms later it still waits.
+    // The SDK's timeout covers only the wait for headers: twice as long later it still waits.
     const outcome = await Promise.race([
       pending,
-      new Promise((resolve) => setTimeout(() => resolve('still waiting'), 300)),
+      new Promise((resolve) => setTimeout(() => resolve('still waiting'), 2000)),
     ]);
     expect(outcome).toBe('still waiting');
     controller.abort();
