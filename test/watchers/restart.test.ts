@@ -202,8 +202,25 @@ describe.each([
   }
 
   test('two watchers at once: one is active, the other stands by and takes over when the first is killed mid-backlog', async () => {
+    // The test holds the network's watcher lock until both processes are up and standing
+    // by: otherwise one that starts seconds after the other (a loaded machine) could find
+    // the whole backlog credited already, and nothing would be left to take over.
+    const gate = await database.pool.connect();
+    await gate.query('select pg_advisory_lock(hashtext($1))', [
+      `lingxi:watcher:${String(backlog.network['name'])}`,
+    ]);
     const first = startWatcher();
     const second = startWatcher();
+    try {
+      await until(
+        () => [first, second].every((w) => w.log.some((l) => l.includes('standing by'))),
+        60_000,
+        'both watchers to stand by',
+      );
+    } finally {
+      await gate.query('select pg_advisory_unlock_all()');
+      gate.release();
+    }
     await until(async () => (await credited()) > 20, 60_000, 'the first credits');
     await until(
       () => [first, second].some((w) => w.log.some((l) => l.includes('watcher active'))),
@@ -212,11 +229,7 @@ describe.each([
     );
     const active = first.log.some((l) => l.includes('watcher active')) ? first : second;
     const standby = active === first ? second : first;
-    await until(
-      () => standby.log.some((l) => l.includes('standing by')),
-      30_000,
-      'the other to stand by',
-    );
+    expect(standby.log.some((l) => l.includes('standing by'))).toBe(true);
     expect(standby.log.some((l) => l.includes('watcher active'))).toBe(false);
 
     await kill(active);
