@@ -397,10 +397,13 @@ export class Gateway {
     this.finish(record, status, outcome);
     await this.deps.meter.release(held, record);
     const code = error.kind === 'timeout' ? 'upstream_timeout' : 'upstream_error';
+    // A provider that said when to come back (429, 503): clients (the OpenAI SDKs) wait that long.
+    const retryAfter =
+      error.retryAfterS === null ? {} : { 'retry-after': String(error.retryAfterS) };
     return {
       kind: 'json',
       status,
-      headers: { 'x-lingxi-cost': '0' },
+      headers: { 'x-lingxi-cost': '0', ...retryAfter },
       body: {
         error: {
           message: `${error.message}; nothing was charged`,

@@ -11,6 +11,8 @@ export class UpstreamError extends Error {
     readonly status: number | null = null,
     /** The request field upstream blamed, when it named one. */
     readonly param: string | null = null,
+    /** How long upstream asked us to wait before trying again (its `retry-after`), in seconds. */
+    readonly retryAfterS: number | null = null,
   ) {
     super(message);
   }
@@ -116,6 +118,7 @@ export async function postUpstream(params: {
       `${provider.name} answered ${status}${message ? `: ${message}` : ''}`,
       status,
       param,
+      retryAfterSeconds(response.headers['retry-after']),
     );
   }
   const body = response;
@@ -128,6 +131,26 @@ export async function postUpstream(params: {
       return stoppedBy;
     },
   };
+}
+
+/** Longest wait passed on from upstream's `retry-after`: a day (beyond that it is a mistake). */
+const RETRY_AFTER_MAX_S = 86_400;
+
+/**
+ * A `retry-after` header (delay-seconds or an HTTP-date, RFC 9110 §10.2.3) as whole seconds
+ * from now, at most a day; null when absent or unreadable.
+ */
+export function retryAfterSeconds(
+  header: string | undefined,
+  now: number = Date.now(),
+): number | null {
+  const value = header?.trim();
+  if (!value) return null;
+  if (/^\d+$/.test(value)) return Math.min(Number(value), RETRY_AFTER_MAX_S);
+  // An HTTP-date starts with the day's name (all three of RFC 9110's formats do).
+  const at = /^[A-Za-z]{3}/.test(value) ? Date.parse(value) : Number.NaN;
+  if (Number.isNaN(at)) return null;
+  return Math.min(Math.max(0, Math.ceil((at - now) / 1000)), RETRY_AFTER_MAX_S);
 }
 
 /** The whole body as UTF-8 text. */

@@ -122,6 +122,21 @@ function retryLater(description: string): ResponseObject {
   };
 }
 
+/** 502 `upstream_error`: with the provider's own `retry-after` when it sent one. */
+function upstreamFailed(when: string): ResponseObject {
+  const response = error(['upstream_error'], when);
+  return {
+    ...response,
+    headers: {
+      ...response.headers,
+      'retry-after': {
+        description: "seconds to wait, when the provider said (its 429 or 503's retry-after)",
+        schema: int,
+      },
+    },
+  };
+}
+
 const commonErrors = {
   '500': { $ref: '#/components/responses/InternalError' },
   '503': { $ref: '#/components/responses/ServiceUnavailable' },
@@ -623,8 +638,7 @@ const paths: Record<string, PathItem> = {
         '404': error(['model_not_found'], 'No such model.'),
         '413': error(['request_too_large'], 'The body is larger than http.bodyLimitBytes.'),
         '429': { $ref: '#/components/responses/RateLimited' },
-        '502': error(
-          ['upstream_error'],
+        '502': upstreamFailed(
           'The provider failed (5xx, 401, 403, 429) or answered garbage; nothing charged.',
         ),
         '504': error(['upstream_timeout'], 'The provider did not answer in time; nothing charged.'),
@@ -664,7 +678,7 @@ const paths: Record<string, PathItem> = {
         '404': error(['model_not_found'], 'No such embedding model.'),
         '413': error(['request_too_large'], 'The body is too large.'),
         '429': { $ref: '#/components/responses/RateLimited' },
-        '502': error(['upstream_error'], 'The provider failed; nothing charged.'),
+        '502': upstreamFailed('The provider failed; nothing charged.'),
         '504': error(['upstream_timeout'], 'The provider timed out; nothing charged.'),
         ...commonErrors,
       },

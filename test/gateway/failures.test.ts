@@ -2,6 +2,7 @@ import { request, type IncomingMessage } from 'node:http';
 import OpenAI from 'openai';
 import { describe, expect, test } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
+import { retryAfterSeconds } from '../../src/gateway/upstream.js';
 import type { TestDatabase } from '../support/db.js';
 import { admin, userWithKey, type TestService } from '../support/service.js';
 import { completionText, countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
@@ -140,6 +141,53 @@ test.each([
   expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(status);
   expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe(code);
   await expectUncharged(userId, 'upstream_error', status);
+});
+
+test.each([429, 503])(
+  'upstream %i saying when to come back: the 502 carries its retry-after, so SDKs wait that long; nothing charged',
+  async (upstreamStatus) => {
+    const { userId, apiKey } = await userWithKey(service, {
+      telegramId: 2200 + upstreamStatus,
+      balance: '1',
+    });
+    const response = await fetch(`${service.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        model: 'gpt-4o-mini',
+        messages: ask(`later [[fail=${upstreamStatus}]] [[retry-after=7]]`),
+      }),
+    });
+    expect(response.status).toBe(502);
+    expect(response.headers.get('retry-after')).toBe('7');
+    expect(((await response.json()) as { error: { code: string } }).error.code).toBe(
+      'upstream_error',
+    );
+    await expectUncharged(userId, 'upstream_error', 502);
+  },
+);
+
+test("upstream's retry-after read as seconds from now: delay-seconds or an HTTP-date, at most a day", () => {
+  const now = Date.parse('2026-11-27T12:00:00Z');
+  expect(retryAfterSeconds('7', now)).toBe(7);
+  expect(retryAfterSeconds(' 0 ', now)).toBe(0);
+  expect(retryAfterSeconds('Fri, 27 Nov 2026 12:00:30 GMT', now)).toBe(30);
+  expect(retryAfterSeconds('Fri, 27 Nov 2026 11:59:00 GMT', now)).toBe(0); // already past
+  expect(retryAfterSeconds('999999999999', now)).toBe(86_400);
+  expect(retryAfterSeconds('soon', now)).toBeNull();
+  expect(retryAfterSeconds('-5', now)).toBeNull();
+  expect(retryAfterSeconds(undefined, now)).toBeNull();
+});
+
+test('an upstream failure without retry-after: none on the 502 either', async () => {
+  const { apiKey } = await userWithKey(service, { telegramId: 2014, balance: '1' });
+  const response = await fetch(`${service.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'gpt-4o-mini', messages: ask('no [[fail=503]]') }),
+  });
+  expect(response.status).toBe(502);
+  expect(response.headers.get('retry-after')).toBeNull();
 });
 
 test('upstream timeout: a 504, nothing charged, nothing held', async () => {

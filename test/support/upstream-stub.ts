@@ -40,6 +40,7 @@
  *   [[tool-call]]       the answer is one tool call (function `f`, id `call_stub`) whose
  *                       arguments are the completion text (streamed: a piece per token);
  *                       content null, finish_reason 'tool_calls' (or 'length')
+ *   [[retry-after=S]]   with [[fail=S]]: the error carries `retry-after: S` (0..86400)
  *   [[delay=MS]]        wait MS (0..60000) before answering (failures included); streaming:
  *                       headers at once, then MS before every SSE event
  * Precedence: fail, then stall, then malformed, then the normal answer. stall-after and
@@ -409,6 +410,8 @@ async function handleChat(
     return;
   }
   if (behaviour.failStatus !== undefined) {
+    if (behaviour.retryAfterS !== undefined)
+      exchange.res.setHeader('retry-after', String(behaviour.retryAfterS));
     sendError(
       exchange,
       behaviour.failStatus,
@@ -541,6 +544,8 @@ async function handleEmbeddings(
     return;
   }
   if (behaviour.failStatus !== undefined) {
+    if (behaviour.retryAfterS !== undefined)
+      exchange.res.setHeader('retry-after', String(behaviour.retryAfterS));
     sendError(
       exchange,
       behaviour.failStatus,

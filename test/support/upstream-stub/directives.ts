@@ -32,6 +32,8 @@ export interface StubBehaviour {
   toolCall?: boolean;
   /** Wait before answering; in a stream, before every event. */
   delayMs?: number;
+  /** With `failStatus`: a `retry-after` header of this many seconds. */
+  retryAfterS?: number;
 }
 
 // Bounds keep a typo (`[[tokens=1000000000]]`) from turning into a hung test run.
@@ -58,6 +60,7 @@ const DIRECTIVES: Readonly<Record<string, DirectiveSpec>> = {
   'usage-strings': { set: (b) => void (b.usageStrings = true) },
   'tool-call': { set: (b) => void (b.toolCall = true) },
   delay: { range: [0, MAX_DELAY_MS], set: (b, v) => void (b.delayMs = v) },
+  'retry-after': { range: [0, 86_400], set: (b, v) => void (b.retryAfterS = v) },
 };
 
 /** Directives that mean something for an embeddings request. */
@@ -68,6 +71,7 @@ export const EMBEDDING_DIRECTIVES: ReadonlySet<string> = new Set([
   'malformed',
   'no-usage',
   'delay',
+  'retry-after',
 ]);
 
 const DIRECTIVE_PATTERN = /\[\[([a-z-]+)(?:=([^\]]*))?\]\]/g;
