@@ -89,6 +89,12 @@ test('hledger: a currency without decimals is declared as hledger reads it, and 
   });
 });
 
+test("hledger: every amount keeps its digits when a currency's scale was narrowed later", async () => {
+  const file = await exportFile('hledger');
+  await tool('hledger', ['-f', file, 'check', '--strict']);
+  expect(show(await hledgerBalances(file))).toEqual(await trialBalances());
+});
+
 test('beancount: the same book passes bean-check with sums to the last digit', async () => {
   const file = await exportFile('beancount');
   await tool('bean-check', [file]);
