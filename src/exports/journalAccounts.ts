@@ -10,6 +10,10 @@ export interface UsedAccount {
 
 export interface UsedCurrency {
   currency: string;
+  /**
+   * Fractional digits to declare: the currency's scale, or more when an amount in the export
+   * has more (a scale narrowed after those amounts were booked).
+   */
   scale: number;
   firstDay: string;
 }
@@ -45,8 +49,11 @@ export async function usedCurrencies(
   filter: JournalFilter,
 ): Promise<UsedCurrency[]> {
   const used = usedFrom(filter, 'join ledger_currencies c on c.code = p.currency');
+  // The configured scale can be narrowed after amounts with more digits were booked; a
+  // declaration below an amount's digits would make hledger round that amount in reports.
   return reader.query<UsedCurrency>(
-    `select p.currency, c.scale, ${used.day} as "firstDay" from ${used.from}
+    `select p.currency, greatest(c.scale, max(min_scale(p.amount))) as scale,
+            ${used.day} as "firstDay" from ${used.from}
       group by p.currency, c.scale order by p.currency`,
     used.values,
   );

@@ -16,7 +16,9 @@ export async function* journalHledger(context: JournalWriterContext): AsyncGener
   const { reader, filter } = context;
   let head = `${exportComment(filter, ';')}decimal-mark .\n\n`;
   for (const currency of await usedCurrencies(reader, filter)) {
-    const sample = currency.scale > 0 ? `1.${'0'.repeat(currency.scale)}` : '1';
+    // hledger refuses a commodity directive without a decimal mark (`1 GEM`); `1.` is zero
+    // decimals.
+    const sample = `1.${'0'.repeat(currency.scale)}`;
     head += `commodity ${sample} ${hledgerCommodity(currency.currency)}\n`;
   }
   yield `${head}\n`;
