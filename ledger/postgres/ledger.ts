@@ -162,15 +162,20 @@ export class PostgresLedger {
     };
   }
 
-  /** Writes the currency table (new codes, changed scales). Call once at start. */
+  /**
+   * Writes the currency table (new codes, widened scales) and takes the books' scales. Call
+   * once at start. A scale is never narrowed: amounts booked with more digits stay in the
+   * books, and a narrower scale would refuse to move them exactly (a config that widened USDT
+   * to 18 for BSC, then dropped the override, keeps 18).
+   */
   async init(): Promise<void> {
     const codes = [...this.currencies.keys()];
     await sql`insert into ledger_currencies (code, scale)
       select * from unnest(${codes}::text[], ${codes.map((c) => this.currencies.get(c))}::int[])
-      on conflict (code) do update set scale = excluded.scale`.execute(this.db);
+      on conflict (code) do update set scale = greatest(ledger_currencies.scale, excluded.scale)
+      where excluded.scale > ledger_currencies.scale`.execute(this.db);
     const known = await this.db.selectFrom('ledger_currencies').selectAll().execute();
-    for (const row of known)
-      if (!this.currencies.has(row.code)) this.currencies.set(row.code, row.scale);
+    for (const row of known) this.currencies.set(row.code, row.scale);
   }
 
   scaleOf(currency: string): number {

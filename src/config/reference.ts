@@ -19,7 +19,7 @@ const SECTION_NOTES: Record<string, string> = {
     'PostgreSQL. With no `url` (and no `DATABASE_URL` in the environment, which fills `url` when the file has none), an embedded server is started under `embedded.dir`.',
   adminToken:
     'The bearer token of the admin API (`/admin`). Without it the admin API answers 403 `admin_disabled`; the CLI works regardless.',
-  'currencies[]': `Ledger currencies and their scale (fractional digits). Built in: ${DEFAULT_CURRENCIES.map((c) => `${c.code} ${c.scale}`).join(', ')}. An entry here adds a currency or overrides a scale. A scale may be widened later, never narrowed. An asset's \`decimals\` may not exceed its currency's scale: BSC's USDT has 18 decimals, so a config with BSC needs \`{"code": "USDT", "scale": 18}\`.`,
+  'currencies[]': `Ledger currencies and their scale (fractional digits). Built in: ${DEFAULT_CURRENCIES.map((c) => `${c.code} ${c.scale}`).join(', ')}. An entry here adds a currency or overrides a scale. A scale may be widened later, never narrowed: a narrower one is ignored (the books keep the wider scale, so amounts booked with more digits still move exactly). An asset's \`decimals\` may not exceed its currency's scale: BSC's USDT has 18 decimals, so a config with BSC needs \`{"code": "USDT", "scale": 18}\`.`,
   'providers[]':
     'Upstream model APIs (OpenAI-compatible: `{baseUrl}/chat/completions`, `/embeddings`, `/models`).',
   'models[]':

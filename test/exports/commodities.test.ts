@@ -10,7 +10,7 @@ import { beancountSums, collect, hledgerBalances, scratchDir, tool } from './too
 
 // Currencies at the edges of what the config allows: a token without decimals (scale 0), and a
 // currency whose scale was narrowed after amounts with more digits were booked (a config that
-// widened USDT to 18 for BSC, then dropped the override: USDT is back to the built-in 6).
+// widened USDT to 18 for BSC, then dropped the override, under a release that narrowed it).
 
 let database: TestDatabase;
 let ledger: PostgresLedger;
@@ -47,7 +47,9 @@ beforeAll(async () => {
     ],
   });
   await widened.close();
-  // The next start reads a config without the override: USDT's scale is 6 again.
+  // Books whose USDT scale was narrowed back to 6 by an older release (the ledger now keeps
+  // the wider scale itself), read by a config without the override.
+  await database.pool.query(`update ledger_currencies set scale = 6 where code = 'USDT'`);
   ledger = await openLedger(database.pool, {
     currencies: [...TEST_CURRENCIES, { code: 'GEM', scale: 0 }],
   });
