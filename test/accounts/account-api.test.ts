@@ -368,6 +368,22 @@ describe('/api/me/keys', () => {
   });
 });
 
+describe('a method a route does not take', () => {
+  test('is a 405 in the error shape, with the methods it does take in Allow', async () => {
+    for (const [method, path] of [
+      ['PUT', '/api/me/keys'],
+      ['POST', '/api/me/usage'],
+      ['PATCH', '/api/me'],
+    ] as const) {
+      const result = await call(service, method, path, { token: session.token, body: {} });
+      expect({ method, path, status: result.status }).toEqual({ method, path, status: 405 });
+      expect(result.headers.get('content-type')).toMatch(/json/);
+      expectErrorShape(result.body, 'method_not_allowed');
+      expect(result.headers.get('allow')).toMatch(/GET/);
+    }
+  });
+});
+
 describe('GET /api/me/export', () => {
   test('everything held about the user, in one JSON document, without secrets or hashes', async () => {
     const result = await call<Record<string, unknown>>(service, 'GET', '/api/me/export', {
