@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
+import { exportAccount } from '../../src/account/exportAccount.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { admin, startTestService, userWithKey, type TestService } from '../support/service.js';
 import { startUpstreamStub, type UpstreamStub } from '../support/upstream-stub.js';
@@ -421,5 +422,36 @@ describe('GET /api/me/export', () => {
       `select key_hash from api_keys union all select token_hash from sessions`,
     );
     for (const { key_hash } of rows) expect(text).not.toContain(key_hash);
+  });
+
+  test('one view of the account: money booked while the export runs is in all of it or none', async () => {
+    const { userId } = await userWithKey(service, { telegramId: 7101, balance: '3' });
+    const { db } = service.runtime.database;
+    const chunks = exportAccount(db, userId, new Date());
+    // The profile and the balance are out; the ledger and the rest are still to be read.
+    const parts = [(await chunks.next()).value as string];
+    const credit = await admin(service, 'POST', `/users/${userId}/adjustments`, {
+      amount: '2',
+      reason: 'booked during the export',
+    });
+    expect(credit.status).toBe(201);
+    for await (const part of chunks) parts.push(part);
+    const document = JSON.parse(parts.join('')) as {
+      balance: { posted: string };
+      ledger: {
+        lineCount: number;
+        closingBalance: string;
+        totalIn: string;
+        lines: Array<{ runningBalance: string }>;
+      };
+      auditLog: Array<{ action: string }>;
+    };
+    expect(document.ledger.lines).toHaveLength(document.ledger.lineCount);
+    expect(document.ledger.lines.at(-1)!.runningBalance).toBe(document.ledger.closingBalance);
+    expect(document.balance.posted).toBe(document.ledger.closingBalance);
+    expect(document.ledger.totalIn).toBe(document.ledger.closingBalance);
+    expect(document.auditLog.filter((e) => e.action === 'balance.adjust')).toHaveLength(
+      document.ledger.lineCount,
+    );
   });
 });
