@@ -280,6 +280,26 @@ describe('GET /api/me/statement while money moves', () => {
   });
 });
 
+describe('GET /api/me/deposits', () => {
+  test('a parameter given twice is a 400 naming it, as on /api/me/usage', async () => {
+    for (const [query, param] of [
+      ['cursor=9&cursor=1', 'cursor'],
+      ['network=ethereum&network=tron', 'network'],
+      ['limit=1&limit=2', 'limit'],
+    ] as const) {
+      const result = await call<{ error: { param: string } }>(
+        service,
+        'GET',
+        `/api/me/deposits?${query}`,
+        { token: session.token },
+      );
+      expect({ query, status: result.status }).toEqual({ query, status: 400 });
+      expectErrorShape(result.body, 'invalid_request');
+      expect(result.body.error.param).toBe(param);
+    }
+  });
+});
+
 describe('times in from and to', () => {
   test('a date that is not on the calendar is a 400, not a day of the next month', async () => {
     for (const path of ['/api/me/usage', '/api/me/statement', '/api/me/statement?format=csv']) {
