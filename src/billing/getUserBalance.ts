@@ -1,5 +1,10 @@
 import type { Kysely } from 'kysely';
-import { Decimal, normalSide, type AccountType, type PostgresLedger } from '../../ledger/index.js';
+import {
+  balanceFromRow,
+  UnknownAccountError,
+  type Balance,
+  type PostgresLedger,
+} from '../../ledger/index.js';
 import type { Database } from '../db/schema.js';
 import { accounts } from './accounts.js';
 
@@ -12,14 +17,11 @@ export interface UserBalance {
 
 /** A user's prepaid USD balance in the contract's shape (zeros before the first top-up). */
 export async function getUserBalance(ledger: PostgresLedger, userId: string): Promise<UserBalance> {
-  const code = accounts.customer(userId);
-  const balance = (await ledger.listBalances(code)).find((b) => b.account === code);
-  return {
-    currency: 'USD',
-    available: balance?.available.toString() ?? '0',
-    posted: balance?.posted.toString() ?? '0',
-    held: balance?.held.toString() ?? '0',
-  };
+  const balance = await ledger.getBalance(accounts.customer(userId)).catch((error: unknown) => {
+    if (error instanceof UnknownAccountError) return null;
+    throw error;
+  });
+  return toUserBalance(balance);
 }
 
 /**
@@ -29,19 +31,26 @@ export async function getUserBalance(ledger: PostgresLedger, userId: string): Pr
 export async function readUserBalance(db: Kysely<Database>, userId: string): Promise<UserBalance> {
   const row = await db
     .selectFrom('ledger_accounts')
-    .select(['type', 'debits_posted', 'credits_posted', 'debits_pending', 'credits_pending'])
+    .select([
+      'code',
+      'type',
+      'currency',
+      'no_negative',
+      'debits_posted',
+      'credits_posted',
+      'debits_pending',
+      'credits_pending',
+    ])
     .where('code', '=', accounts.customer(userId))
     .executeTakeFirst();
-  if (!row) return { currency: 'USD', available: '0', posted: '0', held: '0' };
-  const credit = normalSide(row.type as AccountType) === 'credit';
-  const debits = new Decimal(row.debits_posted);
-  const credits = new Decimal(row.credits_posted);
-  const posted = credit ? credits.sub(debits) : debits.sub(credits);
-  const held = new Decimal(credit ? row.debits_pending : row.credits_pending);
+  return toUserBalance(row ? balanceFromRow(row) : null);
+}
+
+function toUserBalance(balance: Balance | null): UserBalance {
   return {
     currency: 'USD',
-    available: posted.sub(held).toString(),
-    posted: posted.toString(),
-    held: held.toString(),
+    available: balance?.available.toString() ?? '0',
+    posted: balance?.posted.toString() ?? '0',
+    held: balance?.held.toString() ?? '0',
   };
 }
