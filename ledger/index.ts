@@ -32,6 +32,7 @@ export type { ExpireHoldsParameters, ExpireHoldsResult } from './commands/expire
 export type { ReverseEntryParameters, ReverseEntryResult } from './commands/reverseEntry.js';
 export {
   PostgresLedger,
+  balanceFromRow,
   type PostgresLedgerOptions,
   type AccountEntriesPage,
   type AccountEntryLine,

@@ -581,7 +581,8 @@ export class PostgresLedger {
   }
 }
 
-function balanceFromRow(row: {
+/** The balance an account row of `ledger_accounts` holds (its cached totals). */
+export function balanceFromRow(row: {
   code: string;
   type: string;
   currency: string;

@@ -1,7 +1,6 @@
 import { sql, type Kysely } from 'kysely';
-import type { PostgresLedger } from '../../ledger/index.js';
 import { listSessions } from '../auth/sessions.js';
-import { getUserBalance } from '../billing/getUserBalance.js';
+import { readUserBalance } from '../billing/getUserBalance.js';
 import type { Database } from '../db/schema.js';
 import { listApiKeys } from '../keys/apiKeys.js';
 import { toEntry } from './listAuditLog.js';
@@ -25,11 +24,29 @@ const OTHER_ROWS_MAX = 10_000;
  * balance, API keys and sessions (without their hashes), every ledger line of the balance,
  * every usage row (with the request metadata still kept) and daily usage aggregate, the audit
  * entries about or by the user, and the rows of any other table with a `user_id` column
- * (deposit addresses, deposits...). Written a page at a time: memory stays constant.
+ * (deposit addresses, deposits...). Written a page at a time: memory stays constant. Read in
+ * one read-only snapshot, so a call charged or a top-up credited while it streams is in every
+ * part of it (balance, ledger lines, totals, usage) or in none.
  */
 export async function* exportAccount(
   db: Kysely<Database>,
-  ledger: PostgresLedger,
+  userId: string,
+  now: Date,
+): AsyncGenerator<string> {
+  const snapshot = await db
+    .startTransaction()
+    .setIsolationLevel('repeatable read')
+    .setAccessMode('read only')
+    .execute();
+  try {
+    yield* exportFrom(snapshot, userId, now);
+  } finally {
+    await snapshot.rollback().execute();
+  }
+}
+
+async function* exportFrom(
+  db: Kysely<Database>,
   userId: string,
   now: Date,
 ): AsyncGenerator<string> {
@@ -37,7 +54,7 @@ export async function* exportAccount(
     format: EXPORT_FORMAT,
     exportedAt: now.toISOString(),
     profile: await getAdminUserView(db, userId),
-    balance: await getUserBalance(ledger, userId),
+    balance: await readUserBalance(db, userId),
     keys: await listApiKeys(db, userId),
     sessions: await listSessions(db, userId),
   };

@@ -60,16 +60,24 @@ export async function getStatement(
   db: Kysely<Database>,
   params: StatementParameters & { limit: number; cursor?: string },
 ): Promise<StatementPage> {
-  const account = await findAccount(db, params.userId);
-  const summary = await summarise(db, account, params);
-  if (!account) return { ...summary, lines: [], nextCursor: null };
-  const rows = await readLines(db, account, params, params.cursor ?? '0', params.limit + 1);
-  const lines = rows.slice(0, params.limit);
-  return {
-    ...summary,
-    lines,
-    nextCursor: rows.length > params.limit ? lines[lines.length - 1]!.sequence : null,
-  };
+  // One snapshot: a line booked between the summary and the lines would otherwise be listed
+  // but not counted, and the last running balance would not be the closing balance.
+  return db
+    .transaction()
+    .setIsolationLevel('repeatable read')
+    .setAccessMode('read only')
+    .execute(async (trx) => {
+      const account = await findAccount(trx, params.userId);
+      const summary = await summarise(trx, account, params);
+      if (!account) return { ...summary, lines: [], nextCursor: null };
+      const rows = await readLines(trx, account, params, params.cursor ?? '0', params.limit + 1);
+      const lines = rows.slice(0, params.limit);
+      return {
+        ...summary,
+        lines,
+        nextCursor: rows.length > params.limit ? lines[lines.length - 1]!.sequence : null,
+      };
+    });
 }
 
 /** Opening and closing balances and totals of the range, without the lines. */

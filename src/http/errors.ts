@@ -108,6 +108,16 @@ export async function errorMiddleware(ctx: Context, next: Next): Promise<void> {
     if (ctx.status === 404 && ctx.body === undefined) {
       throw new AppError('not_found', `no route for ${ctx.method} ${ctx.path}`, { status: 404 });
     }
+    // The routers' allowedMethods() answer a known path with another method in plain text;
+    // the Allow header they set stays.
+    if ((ctx.status === 405 || ctx.status === 501) && ctx.body === undefined) {
+      const allow = ctx.response.get('allow');
+      throw new AppError(
+        ctx.status === 405 ? 'method_not_allowed' : 'method_not_implemented',
+        `${ctx.method} is not a method of ${ctx.path}${allow ? `; use ${allow}` : ''}`,
+        { status: ctx.status },
+      );
+    }
   } catch (error) {
     const { status, body, headers } = toErrorResponse(error);
     if (status >= 500) ctx.state['log']?.error({ err: error }, 'request failed');

@@ -1,10 +1,10 @@
-import { Readable } from 'node:stream';
 import Router from '@koa/router';
 import { eraseAccount } from '../../../account/eraseAccount.js';
 import { exportAccount } from '../../../account/exportAccount.js';
 import { getProfileWithBalance } from '../../../account/profile.js';
 import { getUserBalance } from '../../../billing/getUserBalance.js';
 import { badRequest } from '../../../errors.js';
+import { readableFromFirstChunk } from '../../../exports/sinks.js';
 import type { Services } from '../../../services.js';
 import { readJsonBody } from '../../body.js';
 import { currentAccount, requireUnrestricted } from '../../middleware/accountAuth.js';
@@ -36,7 +36,8 @@ export function meAccountRoutes(services: Services): Router {
     ctx.set('cache-control', 'no-store');
     ctx.set('content-disposition', `attachment; filename="lingxi-account-${userId}.json"`);
     ctx.type = 'application/json; charset=utf-8';
-    ctx.body = Readable.from(exportAccount(db, runtime.ledger, userId, new Date()));
+    // The first chunk in before the 200: a database that fails at once still answers an error.
+    ctx.body = await readableFromFirstChunk(exportAccount(db, userId, new Date()));
   });
 
   router.delete('/', async (ctx) => {

@@ -1,6 +1,6 @@
 import Router from '@koa/router';
 import { getDepositAddresses, listDeposits } from '../../../deposits/deposits.js';
-import { parseLimit, parseText } from '../../../account/params.js';
+import { parseLimit, parseText, single } from '../../../account/params.js';
 import type { Services } from '../../../services.js';
 import { currentAccount } from '../../middleware/accountAuth.js';
 
@@ -20,7 +20,8 @@ export function meDepositRoutes(services: Services): Router {
   router.get('/deposits', async (ctx) => {
     // As /api/me/usage does: a limit that is not 1-200 is a 400, not quietly something else.
     const limit = parseLimit(ctx.query['limit'], 50, 200);
-    const cursor = typeof ctx.query['cursor'] === 'string' ? ctx.query['cursor'] : null;
+    // Given twice it is a 400, as on /api/me/usage, not quietly the first page again.
+    const cursor = single(ctx.query['cursor'], 'cursor') ?? null;
     const network = parseText(ctx.query['network'], 'network', 64);
     ctx.body = await listDeposits(runtime.database.db, {
       userId: currentAccount(ctx).userId,
