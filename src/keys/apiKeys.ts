@@ -3,7 +3,7 @@ import { sql, type Kysely } from 'kysely';
 import { v7 as uuidv7 } from 'uuid';
 import { parseAmount } from '../../ledger/index.js';
 import type { Database } from '../db/schema.js';
-import { badRequest, notFound } from '../errors.js';
+import { badRequest, conflict, notFound } from '../errors.js';
 import { assertNotErased } from '../users/createUser.js';
 
 /** Keys look like `lx-` + 43 base64url characters (32 random bytes). */
@@ -19,6 +19,8 @@ export interface CreateApiKeyParameters {
   spendLimitUsd?: unknown;
   /** Model ids the key may call; all when absent. */
   allowedModels?: unknown;
+  /** Refuse (409 `too_many_keys`) when the user already holds this many active keys. */
+  maxActive?: number;
 }
 
 export interface CreatedApiKey {
@@ -61,17 +63,29 @@ export async function createApiKey(
   }
   const key = `${KEY_PREFIX}${randomBytes(32).toString('base64url')}`;
   const row = await db.transaction().execute(async (trx) => {
-    // FOR SHARE waits for an erasure in progress (it locks the row FOR UPDATE) and holds the
-    // next one off until this key is in, so erasure revokes it: an erased user never ends
-    // up with a live key.
-    const user = await trx
-      .selectFrom('users')
-      .select('status')
-      .where('id', '=', params.userId)
-      .forShare()
-      .executeTakeFirst();
+    // The row lock waits for an erasure in progress (it locks the row FOR UPDATE) and holds
+    // the next one off until this key is in, so erasure revokes it: an erased user never ends
+    // up with a live key. With a cap, the lock is exclusive among key creations, so two at
+    // once cannot both count one below it.
+    const query = trx.selectFrom('users').select('status').where('id', '=', params.userId);
+    const user = await (
+      params.maxActive === undefined ? query.forShare() : query.forNoKeyUpdate()
+    ).executeTakeFirst();
     if (!user) throw notFound(`user ${params.userId} does not exist`, 'user_not_found', 'user');
     assertNotErased(user, 'it can have no new API keys');
+    if (params.maxActive !== undefined) {
+      const active = await trx
+        .selectFrom('api_keys')
+        .select((eb) => eb.fn.countAll<string>().as('n'))
+        .where('user_id', '=', params.userId)
+        .where('revoked_at', 'is', null)
+        .executeTakeFirstOrThrow();
+      if (Number(active.n) >= params.maxActive)
+        throw conflict(
+          `an account holds at most ${params.maxActive} active keys; revoke one first`,
+          'too_many_keys',
+        );
+    }
     return trx
       .insertInto('api_keys')
       .values({

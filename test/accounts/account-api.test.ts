@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
 import { exportAccount } from '../../src/account/exportAccount.js';
+import { createApiKey } from '../../src/keys/apiKeys.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { admin, startTestService, userWithKey, type TestService } from '../support/service.js';
 import { startUpstreamStub, type UpstreamStub } from '../support/upstream-stub.js';
@@ -367,6 +368,32 @@ describe('/api/me/keys', () => {
     expectErrorShape(after.body, 'invalid_api_key');
     const v1 = await call(service, 'GET', '/v1/models', { token: created.body.key });
     expect(v1.status).toBe(401);
+  });
+
+  test('at most 100 active keys, even when many are created at once: the rest are 409 too_many_keys', async () => {
+    const user = await devSignIn(service, 7090, 'keyring');
+    for (let i = 0; i < 95; i += 1)
+      await createApiKey(service.http.services.runtime.database.db, {
+        userId: user.userId,
+        name: `k${i}`,
+      });
+    const results = await Promise.all(
+      Array.from({ length: 12 }, (_, i) =>
+        call<{ key?: string }>(service, 'POST', '/api/me/keys', {
+          token: user.token,
+          body: { name: `burst ${i}` },
+        }),
+      ),
+    );
+    const statuses = results.map((r) => r.status).sort();
+    expect(statuses).toEqual([...Array(5).fill(201), ...Array(7).fill(409)]);
+    for (const refused of results.filter((r) => r.status === 409))
+      expectErrorShape(refused.body, 'too_many_keys');
+    const { rows } = await database.pool.query<{ n: number }>(
+      `select count(*)::int as n from api_keys where user_id = $1 and revoked_at is null`,
+      [user.userId],
+    );
+    expect(rows[0]!.n).toBe(100);
   });
 
   test('revoking a key id that is not a uuid is a 404 key_not_found; nothing is revoked', async () => {

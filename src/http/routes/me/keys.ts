@@ -1,7 +1,6 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import { audit } from '../../../audit.js';
-import { conflict } from '../../../errors.js';
 import { createApiKey, listApiKeys, revokeApiKey } from '../../../keys/apiKeys.js';
 import type { Services } from '../../../services.js';
 import { objectBody } from '../../objectBody.js';
@@ -33,23 +32,13 @@ export function meKeyRoutes(services: Services): Router {
   router.post('/', async (ctx) => {
     const account = currentAccount(ctx);
     requireUnrestricted(account, 'create keys');
-    const active = await db
-      .selectFrom('api_keys')
-      .select((eb) => eb.fn.countAll<string>().as('n'))
-      .where('user_id', '=', account.userId)
-      .where('revoked_at', 'is', null)
-      .executeTakeFirstOrThrow();
-    if (Number(active.n) >= ACTIVE_KEYS_MAX)
-      throw conflict(
-        `an account holds at most ${ACTIVE_KEYS_MAX} active keys; revoke one first`,
-        'too_many_keys',
-      );
     const body = objectBody(ctx);
     const key = await createApiKey(db, {
       userId: account.userId,
       name: body['name'] as string | undefined,
       spendLimitUsd: body['spendLimitUsd'],
       allowedModels: body['allowedModels'],
+      maxActive: ACTIVE_KEYS_MAX,
     });
     await record(ctx, 'key.create', { keyId: key.id });
     ctx.set('cache-control', 'no-store');
