@@ -148,3 +148,91 @@ describe('a process killed while it runs a request with an Idempotency-Key', () 
     expect(whileAlive.headers.get('retry-after')).toBe('1');
   });
 });
+
+describe('a request that fails after its money moved', () => {
+  // The audit insert fails once, as a database failover between two statements would.
+  async function failAuditOnce<T>(action: string, run: () => Promise<T>): Promise<T> {
+    await database.pool.query(`
+      create table if not exists test_fail_audit (action text primary key);
+      create or replace function test_fail_audit() returns trigger language plpgsql as $$
+      begin
+        if exists (select 1 from test_fail_audit where action = new.action) then
+          raise exception 'injected failure writing the audit log';
+        end if;
+        return new;
+      end $$;
+      drop trigger if exists test_fail_audit on audit_log;
+      create trigger test_fail_audit before insert on audit_log
+        for each row execute function test_fail_audit();`);
+    await database.pool.query('insert into test_fail_audit values ($1)', [action]);
+    try {
+      return await run();
+    } finally {
+      await database.pool.query('delete from test_fail_audit');
+    }
+  }
+
+  test('an adjustment retried with its key is credited once and audited once', async () => {
+    const userId = await newUser(880_102);
+    const failed = await failAuditOnce('balance.adjust', () =>
+      adjust(service.url, userId, 'audit-credit-1', '7'),
+    );
+    expect(failed.status).toBe(500);
+    expectErrorShape(failed.body, 'internal_error', 'api_error');
+
+    const retried = await adjust(service.url, userId, 'audit-credit-1', '7');
+    expect(retried.status, retried.text).toBe(201);
+    expect(retried.body.balance.available).toBe('7');
+    expect(await adjustmentEntries(userId)).toBe(1);
+    const recorded = await audits('balance.adjust', `user:${userId}`);
+    expect(recorded).toEqual([
+      { amount: '7', reason: 'goodwill credit', entryId: retried.body.entryId },
+    ]);
+  });
+
+  test('a manual entry and its reversal retried with their keys are each audited once', async () => {
+    const entry = {
+      description: 'custody correction',
+      postings: [
+        { account: 'assets:custody:tron:USDT:TXaudit', amount: '3', currency: 'USDT' },
+        { account: 'equity:trading:USDT', amount: '-3', currency: 'USDT' },
+      ],
+    };
+    const post = () =>
+      call<{ entryId: string }>(service, 'POST', '/admin/entries', {
+        token: ADMIN_TOKEN,
+        headers: { 'idempotency-key': 'audit-entry-1' },
+        body: entry,
+      });
+    expect((await failAuditOnce('entry.post', post)).status).toBe(500);
+    const posted = await post();
+    expect(posted.status, posted.text).toBe(201);
+    expect(await audits('entry.post', `entry:${posted.body.entryId}`)).toHaveLength(1);
+
+    const reverse = () =>
+      call<{ entryId: string; reversedEntryId: string }>(
+        service,
+        'POST',
+        `/admin/entries/${posted.body.entryId}/reversal`,
+        {
+          token: ADMIN_TOKEN,
+          headers: { 'idempotency-key': 'audit-reversal-1' },
+          body: { reason: 'booked twice' },
+        },
+      );
+    expect((await failAuditOnce('entry.reverse', reverse)).status).toBe(500);
+    const reversed = await reverse();
+    expect(reversed.status, reversed.text).toBe(201);
+    expect(await audits('entry.reverse', `entry:${posted.body.entryId}`)).toEqual([
+      {
+        entryId: reversed.body.entryId,
+        reversedEntryId: posted.body.entryId,
+        reason: 'booked twice',
+      },
+    ]);
+    const { rows } = await database.pool.query(
+      `select count(*)::int as n from ledger_entries where kind in ('manual', 'manual.reversal')`,
+    );
+    expect(rows[0]).toEqual({ n: 2 });
+  });
+});
