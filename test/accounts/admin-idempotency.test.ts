@@ -236,3 +236,18 @@ describe('a request that fails after its money moved', () => {
     expect(rows[0]).toEqual({ n: 2 });
   });
 });
+
+describe('POST /admin/reconciliations', () => {
+  test('networks that are not a list of names are a 400 naming the field, and nothing runs', async () => {
+    const runs = async () =>
+      (await database.pool.query('select 1 from reconciliation_runs')).rowCount;
+    const before = await runs();
+    for (const networks of ['tron', ['tron', 5], { name: 'tron' }, [['tron']]]) {
+      const result = await admin(service, 'POST', '/reconciliations', { networks });
+      expect(result.status, JSON.stringify(networks)).toBe(400);
+      expectErrorShape(result.body, 'invalid_request');
+      expect((result.body as { error: { param: string } }).error.param).toBe('networks');
+    }
+    expect(await runs()).toBe(before);
+  });
+});
