@@ -1,4 +1,5 @@
 import { LedgerError, parseAmount } from '../../ledger/index.js';
+import { auditWithin, type AuditEvent } from '../audit.js';
 import { badRequest } from '../errors.js';
 import { ERASED_NO_ADJUSTMENTS } from '../users/createUser.js';
 import { accounts } from './accounts.js';
@@ -12,6 +13,11 @@ export interface AdjustBalanceParameters {
   idempotencyKey?: string | undefined;
   /** Who asked for it (recorded on the entry). */
   actor?: string;
+  /**
+   * The audit record of this adjustment, written in the entry's transaction when the entry is
+   * new: once per adjustment, never for a replay, never for a write that rolled back.
+   */
+  audit?: (written: { entryId: string }) => AuditEvent;
 }
 
 export interface AdjustBalanceResult {
@@ -67,9 +73,11 @@ export async function adjustBalance(
     deps,
     [params.userId],
     { erasedConsequence: ERASED_NO_ADJUSTMENTS, param: 'user' },
-    async (within) => {
+    async (within, client) => {
       const [result] = await within.postEntries([entry]);
       if (result instanceof LedgerError) throw result;
+      if (params.audit && !result!.replayed)
+        await auditWithin(client, params.audit({ entryId: result!.entryId }));
       return result!;
     },
   );

@@ -15,6 +15,7 @@ import {
   type PostEntryParameters,
   type PostgresLedger,
 } from '../../ledger/index.js';
+import { auditWithin, type AuditEvent } from '../audit.js';
 import { AppError, badRequest } from '../errors.js';
 import { withUsersLocked, type LedgerDeps } from './withUsersLocked.js';
 
@@ -155,6 +156,16 @@ export interface ManualReversalResult extends ManualEntryResult {
 
 type Deps = LedgerDeps;
 
+/**
+ * How a manual write is recorded: `actor`, the ledger key, and the audit record written in the
+ * entry's transaction when the entry is new, so a write is audited once, and only if it commits.
+ */
+export interface ManualWriteOptions<Written> {
+  actor: string;
+  idempotencyKey?: string | undefined;
+  audit?: (written: Written) => AuditEvent;
+}
+
 function checkKey(key: string | undefined): void {
   if (key !== undefined && (key.length === 0 || key.length > 200))
     throw badRequest('the idempotency key must be 1-200 characters', 'idempotencyKey');
@@ -170,7 +181,7 @@ function checkKey(key: string | undefined): void {
 export async function postManualEntry(
   deps: Deps,
   request: ManualEntryRequest,
-  options: { actor: string; idempotencyKey?: string | undefined },
+  options: ManualWriteOptions<{ entryId: string }>,
 ): Promise<ManualEntryResult> {
   checkKey(options.idempotencyKey);
   const users = new Set<string>();
@@ -195,12 +206,14 @@ export async function postManualEntry(
     ...(request.effectiveAt ? { effectiveAt: request.effectiveAt } : {}),
     ...(options.idempotencyKey ? { idempotencyKey: `manual:${options.idempotencyKey}` } : {}),
   };
-  return withUsersLocked(deps, [...users], LOCK_OPTIONS, async (ledger) => {
+  return withUsersLocked(deps, [...users], LOCK_OPTIONS, async (ledger, client) => {
     const [result] = await ledger.postEntries([entry]).catch((error: unknown) => {
       // Accounts are resolved before the write: an unknown one is thrown, not returned.
       throw error instanceof LedgerError ? asRequestError(error) : error;
     });
     if (result instanceof LedgerError) throw asRequestError(result);
+    if (options.audit && !result!.replayed)
+      await auditWithin(client, options.audit({ entryId: result!.entryId }));
     return { entryId: result!.entryId, replayed: result!.replayed };
   });
 }
@@ -217,7 +230,7 @@ export async function reverseManually(
   deps: Deps,
   entryId: string,
   reason: string,
-  options: { actor: string; idempotencyKey?: string | undefined },
+  options: ManualWriteOptions<{ entryId: string; reversedEntryId: string }>,
 ): Promise<ManualReversalResult> {
   checkKey(options.idempotencyKey);
   const original = await deps.ledger.getEntry(entryId);
@@ -236,7 +249,7 @@ export async function reverseManually(
     const customer = CUSTOMER.exec(posting.account);
     if (customer) users.add(customer[1]!);
   }
-  return withUsersLocked(deps, [...users], LOCK_OPTIONS, async (ledger) => {
+  return withUsersLocked(deps, [...users], LOCK_OPTIONS, async (ledger, client) => {
     const [result] = await ledger.reverseEntries([
       {
         entryId,
@@ -249,6 +262,11 @@ export async function reverseManually(
       },
     ]);
     if (result instanceof LedgerError) throw asRequestError(result);
+    if (options.audit && !result!.replayed)
+      await auditWithin(
+        client,
+        options.audit({ entryId: result!.entryId, reversedEntryId: result!.reversedEntryId }),
+      );
     return {
       entryId: result!.entryId,
       reversedEntryId: result!.reversedEntryId,

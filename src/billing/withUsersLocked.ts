@@ -17,13 +17,14 @@ export interface LedgerDeps {
  * what this write credited to unclaimed, or has finished and this write is refused (409
  * `user_erased`, saying `erasedConsequence`). A unique violation (the same idempotency key
  * written by a concurrent request that committed first) is tried again: the next attempt
- * replays that result, or reports the conflict.
+ * replays that result, or reports the conflict. `body` also gets the transaction's client, for
+ * writes that must commit with the entry (its audit record).
  */
 export async function withUsersLocked<T>(
   { ledger, database: { pool } }: LedgerDeps,
   userIds: string[],
   options: { erasedConsequence: string; param: string },
-  body: (ledger: ReturnType<PostgresLedger['within']>) => Promise<T>,
+  body: (ledger: ReturnType<PostgresLedger['within']>, client: pg.PoolClient) => Promise<T>,
 ): Promise<T> {
   const missing = (userId: string) =>
     notFound(`user ${userId.slice(0, 40)} does not exist`, 'user_not_found', options.param);
@@ -41,7 +42,7 @@ export async function withUsersLocked<T>(
         if (!rows[0]) throw missing(userId);
         assertNotErased(rows[0], options.erasedConsequence);
       }
-      const result = await body(ledger.within(client));
+      const result = await body(ledger.within(client), client);
       await client.query('commit');
       return result;
     } catch (error) {

@@ -23,6 +23,8 @@ const httpSchema = z
     shutdownDelayMs: z.number().int().min(0).max(300_000).default(0),
     /** After that, how long requests in flight (streams included) may take to finish. */
     shutdownGraceMs: z.number().int().min(0).max(3_600_000).default(30_000),
+    /** How long an unanswered Idempotency-Key claim outlives its last heartbeat. */
+    idempotencyLeaseMs: z.number().int().min(1000).max(3_600_000).default(30_000),
   })
   .prefault({});
 

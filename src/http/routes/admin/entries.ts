@@ -6,7 +6,7 @@ import {
   reverseManually,
 } from '../../../billing/manualEntry.js';
 import type { Services } from '../../../services.js';
-import { adminAudit } from '../../adminAudit.js';
+import { adminAuditEvent } from '../../adminAudit.js';
 
 /**
  * /admin/entries: manual journal entries and reversals (docs/accounting.md, "Manual entries").
@@ -15,9 +15,7 @@ import { adminAudit } from '../../adminAudit.js';
  */
 export function adminEntryRoutes(services: Services): Router {
   const { runtime } = services;
-  const { db } = runtime.database;
   const router = new Router({ prefix: '/entries' });
-  const record = adminAudit(db);
 
   router.post('/', async (ctx) => {
     const request = parseManualEntry(ctx.state['body']);
@@ -25,13 +23,13 @@ export function adminEntryRoutes(services: Services): Router {
     const result = await postManualEntry(runtime, request, {
       actor: String(ctx.state['actor']),
       idempotencyKey,
+      audit: ({ entryId }) =>
+        adminAuditEvent(ctx, 'entry.post', `entry:${entryId}`, {
+          entryId,
+          description: request.description,
+          postings: request.postings,
+        }),
     });
-    if (!result.replayed)
-      await record(ctx, 'entry.post', `entry:${result.entryId}`, {
-        entryId: result.entryId,
-        description: request.description,
-        postings: request.postings,
-      });
     ctx.status = 201;
     ctx.body = { entryId: result.entryId };
   });
@@ -42,13 +40,13 @@ export function adminEntryRoutes(services: Services): Router {
     const result = await reverseManually(runtime, ctx.params['id']!, reason, {
       actor: String(ctx.state['actor']),
       idempotencyKey,
+      audit: ({ entryId, reversedEntryId }) =>
+        adminAuditEvent(ctx, 'entry.reverse', `entry:${reversedEntryId}`, {
+          entryId,
+          reversedEntryId,
+          reason,
+        }),
     });
-    if (!result.replayed)
-      await record(ctx, 'entry.reverse', `entry:${result.reversedEntryId}`, {
-        entryId: result.entryId,
-        reversedEntryId: result.reversedEntryId,
-        reason,
-      });
     ctx.status = 201;
     ctx.body = { entryId: result.entryId, reversedEntryId: result.reversedEntryId };
   });

@@ -18,7 +18,7 @@ export function adminRoutes(services: Services): Router {
   router.use(
     requireAdmin(config.adminToken),
     jsonBody(config.http.bodyLimitBytes),
-    idempotency(database.db),
+    idempotency(database.db, { leaseMs: config.http.idempotencyLeaseMs }),
   );
   for (const child of [
     adminUserRoutes(services),

@@ -1,6 +1,6 @@
 import Router from '@koa/router';
 import { audit } from '../../../audit.js';
-import { notFound } from '../../../errors.js';
+import { badRequest, notFound } from '../../../errors.js';
 import { objectBody } from '../../objectBody.js';
 import { latestReconciliation, runReconciliation } from '../../../reconcile/runReconciliation.js';
 import type { Services } from '../../../services.js';
@@ -10,10 +10,7 @@ export function adminReconciliationRoutes(services: Services): Router {
   const { runtime } = services;
   const router = new Router({ prefix: '/reconciliations' });
   router.post('/', async (ctx) => {
-    const body = objectBody(ctx) as { networks?: unknown };
-    const networks = Array.isArray(body.networks)
-      ? body.networks.filter((n): n is string => typeof n === 'string')
-      : undefined;
+    const networks = parseNetworks(objectBody(ctx)['networks']);
     const run = await runReconciliation(runtime, {
       trigger: 'admin',
       ...(networks ? { networks } : {}),
@@ -35,4 +32,12 @@ export function adminReconciliationRoutes(services: Services): Router {
     ctx.body = run;
   });
   return router;
+}
+
+/** `networks`: absent (or null) for all of them, else a list of names, never silently narrowed. */
+function parseNetworks(value: unknown): string[] | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (!Array.isArray(value) || !value.every((name) => typeof name === 'string'))
+    throw badRequest('networks must be a list of network names, such as ["tron"]', 'networks');
+  return value;
 }

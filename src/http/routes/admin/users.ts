@@ -3,7 +3,7 @@ import { adjustBalance } from '../../../billing/adjustBalance.js';
 import { getUserBalance } from '../../../billing/getUserBalance.js';
 import { createApiKey, revokeApiKey } from '../../../keys/apiKeys.js';
 import type { Services } from '../../../services.js';
-import { adminAudit } from '../../adminAudit.js';
+import { adminAudit, adminAuditEvent } from '../../adminAudit.js';
 import { objectBody } from '../../objectBody.js';
 import { createUser, requireUser } from '../../../users/createUser.js';
 
@@ -61,13 +61,13 @@ export function adminUserRoutes(services: Services): Router {
       reason: body.reason,
       idempotencyKey,
       actor: ctx.state['actor'],
+      audit: ({ entryId }) =>
+        adminAuditEvent(ctx, 'balance.adjust', `user:${user.id}`, {
+          amount: body.amount,
+          reason: body.reason,
+          entryId,
+        }),
     });
-    if (!result.replayed)
-      await record(ctx, 'balance.adjust', `user:${user.id}`, {
-        amount: body.amount,
-        reason: body.reason,
-        entryId: result.entryId,
-      });
     ctx.status = 201;
     ctx.body = { entryId: result.entryId, balance: await getUserBalance(runtime.ledger, user.id) };
   });

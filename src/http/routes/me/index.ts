@@ -17,7 +17,11 @@ import { meUsageRoutes } from './usage.js';
 export function meRoutes(services: Services): Router {
   const { config, database } = services.runtime;
   const router = new Router({ prefix: '/api/me' });
-  router.use(accountAuth(services), jsonBody(config.http.bodyLimitBytes), idempotency(database.db));
+  router.use(
+    accountAuth(services),
+    jsonBody(config.http.bodyLimitBytes),
+    idempotency(database.db, { leaseMs: config.http.idempotencyLeaseMs }),
+  );
   for (const child of [
     meAccountRoutes(services),
     meUsageRoutes(services),
