@@ -223,6 +223,30 @@ test('erasure leaves no key name in the answers kept for Idempotency-Key replays
   expect(JSON.stringify(after)).not.toContain('Jane Doe');
 });
 
+test('erasure leaves no key name in the audit log: keys made by an admin or with the CLI are audited by id', async () => {
+  const { token, userId } = await devSignIn(service, 870_101, 'audited_user');
+  const byAdmin = await admin(service, 'POST', `/users/${userId}/keys`, {
+    name: 'Jane Roe office laptop',
+  });
+  expect(byAdmin.status).toBe(201);
+  const configFile = join(mkdtempSync(join(tmpdir(), 'lingxi-erasure-')), 'lingxi.config.json');
+  writeFileSync(configFile, JSON.stringify({ database: { url: database.url } }));
+  const code = await runCli(
+    ['keys', 'create', '--user', userId, '--name', 'Jane Roe phone', '--config', configFile],
+    { stdout: () => {}, stderr: () => {} },
+  );
+  expect(code).toBe(0);
+
+  expect((await call(service, 'DELETE', '/api/me', { token, body: CONFIRM })).status).toBe(200);
+  // The audit log is never changed, so what it keeps about the user outlives the erasure.
+  const { rows } = await database.pool.query<{ action: string; details: unknown }>(
+    `select action, details from audit_log where target = $1 order by id`,
+    [`user:${userId}`],
+  );
+  expect(rows.filter((row) => row.action === 'key.create')).toHaveLength(2);
+  expect(JSON.stringify(rows)).not.toContain('Jane Roe');
+});
+
 test('an account with nothing left erases without a ledger entry', async () => {
   const { token } = await devSignIn(service, 5301, 'empty');
   const ledgerBefore = await ledgerRowCounts(database.pool);

@@ -46,10 +46,8 @@ export function registerUserCommands(program: Command, cli: CliContext): void {
             spendLimitUsd: options.spendLimit,
             allowedModels: options.models?.split(',').map((m) => m.trim()),
           });
-          await auditCli(runtime, 'key.create', `user:${user.id}`, {
-            keyId: created.id,
-            name: created.name,
-          });
+          // By id only: a key's name can name the person, and the audit log outlives an erasure.
+          await auditCli(runtime, 'key.create', `user:${user.id}`, { keyId: created.id });
           return created;
         });
         cli

@@ -38,7 +38,8 @@ export function adminUserRoutes(services: Services): Router {
       spendLimitUsd: body.spendLimitUsd,
       allowedModels: body.allowedModels,
     });
-    await record(ctx, 'key.create', `user:${user.id}`, { keyId: key.id, name: key.name });
+    // By id only: a key's name can name the person, and the audit log outlives an erasure.
+    await record(ctx, 'key.create', `user:${user.id}`, { keyId: key.id });
     ctx.status = 201;
     ctx.body = key;
   });
