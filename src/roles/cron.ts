@@ -89,6 +89,11 @@ class JobLocks {
   private client: Promise<pg.Client> | null = null;
   /** Jobs share the connection: their lock queries go one after another. */
   private queue: Promise<unknown> = Promise.resolve();
+  /**
+   * Keys this process holds. A session's advisory locks are re-entrant: asked again on the
+   * same connection, PostgreSQL would grant a held lock, and a job could run on top of itself.
+   */
+  private readonly held = new Set<string>();
 
   constructor(
     private readonly url: string,
@@ -97,6 +102,28 @@ class JobLocks {
 
   /** Takes the job's lock if no other process holds it; returns the release, or null. */
   async tryLock(key: string): Promise<(() => Promise<void>) | null> {
+    if (this.held.has(key)) return null;
+    this.held.add(key);
+    try {
+      const release = await this.lockOnce(key);
+      if (release === null) this.held.delete(key);
+      return (
+        release &&
+        (async () => {
+          try {
+            await release();
+          } finally {
+            this.held.delete(key);
+          }
+        })
+      );
+    } catch (error) {
+      this.held.delete(key);
+      throw error;
+    }
+  }
+
+  private async lockOnce(key: string): Promise<(() => Promise<void>) | null> {
     const connecting = this.connection();
     let client: pg.Client;
     try {
