@@ -1,12 +1,20 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import type { Decimal, PostgresLedger } from '../../ledger/index.js';
+import type { PostgresLedger } from '../../ledger/index.js';
 import { beancountAccount } from '../../src/exports/beancountAccounts.js';
 import { streamJournal, type JournalFormat } from '../../src/exports/streamJournal.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { openLedger, TEST_CURRENCIES } from '../support/ledger.js';
-import { beancountSums, collect, hledgerBalances, scratchDir, tool } from './tools.js';
+import {
+  beancountSums,
+  collect,
+  hledgerBalances,
+  scratchDir,
+  tool,
+  show,
+  trialBalances,
+} from './tools.js';
 
 // Currencies at the edges of what the config allows: a token without decimals (scale 0), and a
 // currency whose scale was narrowed after amounts with more digits were booked (a config that
@@ -65,22 +73,6 @@ async function exportFile(format: JournalFormat): Promise<string> {
   return file;
 }
 
-async function trialBalances(rename = (code: string) => code): Promise<Record<string, string>> {
-  const trial = await ledger.trialBalance();
-  return Object.fromEntries(
-    trial.accounts
-      .filter((a) => !a.debit.isZero() || !a.credit.isZero())
-      .map((a) => [`${rename(a.account)}|${a.currency}`, a.balance.toString()])
-      .sort(([a], [b]) => a!.localeCompare(b!)),
-  );
-}
-
-function show(balances: Map<string, Decimal>): Record<string, string> {
-  return Object.fromEntries(
-    [...balances].sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => [k, v.toString()]),
-  );
-}
-
 test('hledger: a currency without decimals is declared as hledger reads it, and the check passes', async () => {
   const file = await exportFile('hledger');
   await tool('hledger', ['-f', file, 'check', '--strict']);
@@ -94,7 +86,7 @@ test('hledger: a currency without decimals is declared as hledger reads it, and 
 test("hledger: every amount keeps its digits when a currency's scale was narrowed later", async () => {
   const file = await exportFile('hledger');
   await tool('hledger', ['-f', file, 'check', '--strict']);
-  expect(show(await hledgerBalances(file))).toEqual(await trialBalances());
+  expect(show(await hledgerBalances(file))).toEqual(await trialBalances(ledger));
 });
 
 test('beancount: the same book passes bean-check with sums to the last digit', async () => {
@@ -102,5 +94,5 @@ test('beancount: the same book passes bean-check with sums to the last digit', a
   await tool('bean-check', [file]);
   const sums = await beancountSums(file);
   expect(sums.errors).toEqual([]);
-  expect(show(sums.totals)).toEqual(await trialBalances(beancountAccount));
+  expect(show(sums.totals)).toEqual(await trialBalances(ledger, beancountAccount));
 });

@@ -22,6 +22,8 @@ import {
   runsAsFormula,
   scratchDir,
   tool,
+  show,
+  trialBalances,
 } from './tools.js';
 
 // Text that admins (credit reasons), operators (model ids in the config) and other writers of
@@ -127,23 +129,6 @@ async function ledgerEntries() {
   return rows;
 }
 
-/** `account|currency` to debits minus credits, from the ledger's own trial balance. */
-async function trialBalances(rename = (code: string) => code): Promise<Record<string, string>> {
-  const trial = await ledger.trialBalance();
-  return Object.fromEntries(
-    trial.accounts
-      .filter((a) => !a.debit.isZero() || !a.credit.isZero())
-      .map((a) => [`${rename(a.account)}|${a.currency}`, a.balance.toString()])
-      .sort(([a], [b]) => a!.localeCompare(b!)),
-  );
-}
-
-function show(balances: Map<string, Decimal>): Record<string, string> {
-  return Object.fromEntries(
-    [...balances].sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => [k, v.toString()]),
-  );
-}
-
 /** No cell of the file runs as a formula, read with commas or with semicolons as separators. */
 function expectNoFormula(text: string): void {
   for (const separator of [',', ';'] as const) {
@@ -200,7 +185,7 @@ describe('CSV: text that would run as a formula', () => {
       balance = balance.add(row['amount']!);
       expect(row['balance']).toBe(balance.toString());
     }
-    const trial = await trialBalances();
+    const trial = await trialBalances(ledger);
     expect(new Decimal(trial[`liabilities:customers:${book.alice}|USD`]!).neg().toString()).toBe(
       rows.at(-1)!['balance'],
     );
@@ -212,7 +197,7 @@ describe('CSV: text that would run as a formula', () => {
     const customer = csvObjects(text).find(
       (r) => r['account'] === `liabilities:customers:${book.alice}`,
     );
-    const trial = await trialBalances();
+    const trial = await trialBalances(ledger);
     expect(customer!['balance']).toBe(trial[`liabilities:customers:${book.alice}|USD`]);
     expect(customer!['balance']).toMatch(/^-\d/);
   });
@@ -224,7 +209,7 @@ describe('journals: text that looks like journal syntax', () => {
   test('hledger: one transaction per entry, our description and tags only, balances unchanged', async () => {
     const file = await exportFile('hledger');
     await tool('hledger', ['-f', file, 'check', '--strict']);
-    expect(show(await hledgerBalances(file))).toEqual(await trialBalances());
+    expect(show(await hledgerBalances(file))).toEqual(await trialBalances(ledger));
 
     const transactions = JSON.parse(
       await tool('hledger', ['-f', file, 'print', '-O', 'json']),
@@ -267,7 +252,7 @@ describe('journals: text that looks like journal syntax', () => {
     await tool('bean-check', [file]);
     const sums = await beancountSums(file);
     expect(sums.errors).toEqual([]);
-    expect(show(sums.totals)).toEqual(await trialBalances(beancountAccount));
+    expect(show(sums.totals)).toEqual(await trialBalances(ledger, beancountAccount));
     // The loader lists the file itself as the one file included.
     expect(sums.options).toEqual({ operating_currency: ['USD'], include: [file] });
 

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { Decimal } from '../../ledger/index.js';
+import { Decimal, type PostgresLedger } from '../../ledger/index.js';
 
 const run = promisify(execFile);
 
@@ -172,4 +172,25 @@ export function runsAsFormula(cell: string): boolean {
 export function csvObjects(text: string): Array<Record<string, string>> {
   const [header, ...rows] = parseCsv(text);
   return rows.map((row) => Object.fromEntries(header!.map((name, i) => [name, row[i] ?? ''])));
+}
+
+/** `account|currency` to debits minus credits, from the ledger's own trial balance. */
+export async function trialBalances(
+  ledger: PostgresLedger,
+  rename = (code: string) => code,
+): Promise<Record<string, string>> {
+  const trial = await ledger.trialBalance();
+  return Object.fromEntries(
+    trial.accounts
+      .filter((a) => !a.debit.isZero() || !a.credit.isZero())
+      .map((a) => [`${rename(a.account)}|${a.currency}`, a.balance.toString()])
+      .sort(([a], [b]) => a!.localeCompare(b!)),
+  );
+}
+
+/** Balances read by a tool, as `trialBalances` shows them. */
+export function show(balances: Map<string, Decimal>): Record<string, string> {
+  return Object.fromEntries(
+    [...balances].sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => [k, v.toString()]),
+  );
 }
