@@ -113,3 +113,54 @@ describe('configuration', () => {
     ).toHaveLength(1);
   });
 });
+
+describe('configuration mistakes a person makes in the file', () => {
+  const provider = { name: 'p', baseUrl: 'http://x/v1' };
+  const model = {
+    id: 'm',
+    provider: 'p',
+    upstreamModel: 'm',
+    pricePer1M: { input: '1', output: '1' },
+  };
+
+  test('a misspelt or unknown key stops with its path instead of being dropped', () => {
+    // "databse" used to be dropped: no database URL, so an empty embedded database was
+    // started under ./data and the operator's credits went there.
+    expect(() => parseConfig({ databse: { url: 'postgres://x@h/db' } }, {})).toThrow(
+      new ConfigError('unknown key (misspelt? see docs/config-reference.md)', 'databse'),
+    );
+    expect(() => parseConfig({ http: { prot: 9000 } }, {})).toThrow(
+      /^config http\.prot: unknown key/,
+    );
+    expect(() => parseConfig({ adminTokn: 'a-long-enough-admin-token' }, {})).toThrow(
+      /^config adminTokn: unknown key/,
+    );
+    expect(() =>
+      parseConfig({ providers: [{ ...provider, apiKye: 'sk-1' }], models: [model] }, {}),
+    ).toThrow(/^config providers\[0\]\.apiKye: unknown key/);
+    expect(() =>
+      parseConfig(
+        {
+          providers: [provider],
+          models: [{ ...model, pricePer1M: { input: '1', ouptut: '1', output: '2' } }],
+        },
+        {},
+      ),
+    ).toThrow(/^config models\[0\]\.pricePer1M\.ouptut: unknown key/);
+    const tron = {
+      kind: 'tron',
+      name: 'tron',
+      fullHost: 'http://tron',
+      confirmations: 'solidified',
+      assets: [{ symbol: 'USDT', contract: 'T1', decimals: 6, price: { fixed: '1' } }],
+    };
+    expect(() => parseConfig({ networks: [{ ...tron, confirmation: 20 }] }, {})).toThrow(
+      /^config networks\[0\]\.confirmation: unknown key/,
+    );
+    expect(() =>
+      parseConfig({ networks: [{ ...tron, assets: [{ ...tron.assets[0], minDepsit: '5' }] }] }, {}),
+    ).toThrow(/^config networks\[0\]\.assets\[0\]\.minDepsit: unknown key/);
+    // Several at once: all named.
+    expect(() => parseConfig({ a: 1, b: 2 }, {})).toThrow(/^config a, b: unknown keys/);
+  });
+});

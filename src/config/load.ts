@@ -71,6 +71,14 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env):
   const result = configSchema.safeParse(substituted);
   if (!result.success) {
     const issue = result.error.issues[0]!;
+    if (issue.code === 'unrecognized_keys') {
+      // A misspelt key must not be dropped: "databse" would start an empty embedded database.
+      const paths = issue.keys.map((key) => formatPath([...issue.path, key]));
+      throw new ConfigError(
+        `unknown ${paths.length === 1 ? 'key' : 'keys'} (misspelt? see docs/config-reference.md)`,
+        paths.join(', '),
+      );
+    }
     const path = formatPath(issue.path);
     const variable = [...missing].find(
       ([at]) => at === path || at.startsWith(`${path}[`) || at.startsWith(`${path}.`),
