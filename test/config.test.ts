@@ -163,4 +163,13 @@ describe('configuration mistakes a person makes in the file', () => {
     // Several at once: all named.
     expect(() => parseConfig({ a: 1, b: 2 }, {})).toThrow(/^config a, b: unknown keys/);
   });
+
+  test('two providers of one name are refused (the gateway would use only the last one)', () => {
+    expect(() =>
+      parseConfig(
+        { providers: [provider, { ...provider, baseUrl: 'http://y/v1' }], models: [model] },
+        {},
+      ),
+    ).toThrow(new ConfigError('duplicate provider "p"', 'providers[1].name'));
+  });
 });

@@ -106,7 +106,13 @@ export function currencyTable(config: Config): Map<string, number> {
 }
 
 function checkReferences(config: Config): void {
-  const providers = new Set(config.providers.map((p) => p.name));
+  const providers = new Set<string>();
+  config.providers.forEach((provider, i) => {
+    // The gateway finds a provider by name: a second one of the same name would win silently.
+    if (providers.has(provider.name))
+      throw new ConfigError(`duplicate provider "${provider.name}"`, `providers[${i}].name`);
+    providers.add(provider.name);
+  });
   // A price per 1M tokens with more than (USD scale - 6) decimals would make per-token costs
   // inexact; refuse it rather than round a charge.
   const priceDigits = (currencyTable(config).get('USD') ?? 18) - 6;
