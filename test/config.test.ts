@@ -172,4 +172,56 @@ describe('configuration mistakes a person makes in the file', () => {
       ),
     ).toThrow(new ConfigError('duplicate provider "p"', 'providers[1].name'));
   });
+
+  test('two assets of one symbol on a network are refused (prices, custody accounts and reconciliation go by symbol)', () => {
+    const polygon = {
+      kind: 'evm',
+      name: 'polygon',
+      chainId: 137,
+      rpcUrls: ['http://polygon'],
+      confirmations: 64,
+      assets: [
+        {
+          symbol: 'USDC',
+          contract: '0x3c499c542cEF5E3811e1192ce70d8cC03d5c3359',
+          decimals: 6,
+          price: { fixed: '1' },
+        },
+        {
+          symbol: 'USDC',
+          contract: '0x2791Bca1f2de4661ED88A30C99A7a9449Aa84174',
+          decimals: 6,
+          price: { fixed: '1' },
+        },
+      ],
+    };
+    expect(() => parseConfig({ networks: [polygon] }, {})).toThrow(
+      new ConfigError(
+        'duplicate asset symbol "USDC" on network "polygon"; give each asset its own symbol (and "currency" to book them as one)',
+        'networks[0].assets[1].symbol',
+      ),
+    );
+    // The same symbol on two networks is fine: accounts and prices are per network.
+    const other = { ...polygon, name: 'polygon-2', assets: [polygon.assets[0]] };
+    expect(
+      parseConfig({ networks: [{ ...polygon, assets: [polygon.assets[0]] }, other] }, {}).networks,
+    ).toHaveLength(2);
+    // Distinct symbols booked in one currency are fine too.
+    expect(
+      parseConfig(
+        {
+          networks: [
+            {
+              ...polygon,
+              assets: [
+                polygon.assets[0],
+                { ...polygon.assets[1], symbol: 'USDCe', currency: 'USDC' },
+              ],
+            },
+          ],
+        },
+        {},
+      ).networks[0]!.assets,
+    ).toHaveLength(2);
+  });
 });

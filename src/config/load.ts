@@ -171,8 +171,17 @@ function checkReferences(config: Config): void {
         `networks[${i}].confirmations`,
       );
     }
+    // Prices, minimums, custody accounts and reconciliation find a network's asset by its
+    // symbol: two of one symbol would share an account and one's price.
+    const symbols = new Set<string>();
     network.assets.forEach((asset, j) => {
       const at = `networks[${i}].assets[${j}]`;
+      if (symbols.has(asset.symbol))
+        throw new ConfigError(
+          `duplicate asset symbol "${asset.symbol}" on network "${network.name}"; give each asset its own symbol (and "currency" to book them as one)`,
+          `${at}.symbol`,
+        );
+      symbols.add(asset.symbol);
       if (!asset.native && !asset.contract)
         throw new ConfigError('a token needs "contract" (or "native": true)', at);
       if (asset.native && asset.contract)
