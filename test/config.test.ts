@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { ConfigError, parseConfig } from '../src/config/load.js';
+import { ConfigError, loadConfig, parseConfig } from '../src/config/load.js';
 
 describe('configuration', () => {
   test('embedded defaults: no file, no networks, no providers', () => {
@@ -223,5 +223,13 @@ describe('configuration mistakes a person makes in the file', () => {
         {},
       ).networks[0]!.assets,
     ).toHaveLength(2);
+  });
+
+  test('--config "" (a script\'s unset variable) is refused, not read as "no flag"', () => {
+    // It used to fall back to $LINGXI_CONFIG, ./lingxi.config.json or the embedded database:
+    // `lingxi --config "$CONF" credit ...` with CONF unset wrote to another database.
+    expect(() => loadConfig('', {})).toThrow(
+      new ConfigError('--config names no file (an empty path)', ''),
+    );
   });
 });

@@ -31,7 +31,11 @@ export interface LoadedConfig {
 
 /** Finds the config file: the flag, then $LINGXI_CONFIG, then ./lingxi.config.json if present. */
 export function resolveConfigPath(flag?: string): string | null {
-  if (flag) return resolve(flag);
+  if (flag !== undefined) {
+    // `--config "$CONF"` with CONF unset: falling back would run on another config and database.
+    if (flag === '') throw new ConfigError('--config names no file (an empty path)', '');
+    return resolve(flag);
+  }
   const fromEnv = process.env['LINGXI_CONFIG'];
   if (fromEnv) return resolve(fromEnv);
   const local = resolve('lingxi.config.json');
