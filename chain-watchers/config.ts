@@ -11,16 +11,21 @@ const decimalString = z
 
 const positiveInt = z.number().int().positive();
 
-const priceSourceSchema = z.union([
-  z.strictObject({ fixed: decimalString }),
-  z.strictObject({
-    chainlink: z.strictObject({
-      network: z.string(),
-      feed: z.string(),
-      maxAgeS: positiveInt.default(3600),
+const priceSourceSchema = z.union(
+  [
+    z.strictObject({ fixed: decimalString }),
+    z.strictObject({
+      chainlink: z.strictObject({
+        network: z.string(),
+        feed: z.string(),
+        maxAgeS: positiveInt.default(3600),
+      }),
     }),
-  }),
-]);
+  ],
+  {
+    error: 'must be {"fixed": "1"} or {"chainlink": {"network", "feed"}}',
+  },
+);
 
 const assetSchema = z.strictObject({
   symbol: z.string().min(1),

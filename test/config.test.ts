@@ -232,4 +232,27 @@ describe('configuration mistakes a person makes in the file', () => {
       new ConfigError('--config names no file (an empty path)', ''),
     );
   });
+
+  test('a price source with a number or a misspelt kind names the bad field, not "price: Invalid input"', () => {
+    const tron = (price: unknown) => ({
+      networks: [
+        {
+          kind: 'tron',
+          name: 'tron',
+          fullHost: 'http://tron',
+          confirmations: 'solidified',
+          assets: [{ symbol: 'USDT', contract: 'T1', decimals: 6, price }],
+        },
+      ],
+    });
+    expect(() => parseConfig(tron({ fixed: 1 }), {})).toThrow(
+      /^config networks\[0\]\.assets\[0\]\.price\.fixed: Invalid input: expected string, received number$/,
+    );
+    expect(() => parseConfig(tron({ chainlink: { network: 'tron' } }), {})).toThrow(
+      /^config networks\[0\]\.assets\[0\]\.price\.chainlink\.feed: /,
+    );
+    expect(() => parseConfig(tron({ fixd: '1' }), {})).toThrow(
+      /^config networks\[0\]\.assets\[0\]\.price: must be \{"fixed": "1"\} or \{"chainlink": \{"network", "feed"\}\}$/,
+    );
+  });
 });

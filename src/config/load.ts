@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import type { z } from 'zod';
 import { configSchema, type Config, type ConfigInput } from './schema.js';
 
 /** The built-in currency table; `currencies` in the config file adds to or overrides it. */
@@ -74,7 +75,7 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env):
   }
   const result = configSchema.safeParse(substituted);
   if (!result.success) {
-    const issue = result.error.issues[0]!;
+    const issue = innermostIssue(result.error.issues[0]!);
     if (issue.code === 'unrecognized_keys') {
       // A misspelt key must not be dropped: "databse" would start an empty embedded database.
       const paths = issue.keys.map((key) => formatPath([...issue.path, key]));
@@ -213,6 +214,22 @@ function checkReferences(config: Config): void {
       }
     }),
   );
+}
+
+/**
+ * An issue of a union (a price source: `{"fixed"}` or `{"chainlink"}`) says only "Invalid
+ * input" at the union's path. When exactly one branch has the keys the value has, that
+ * branch's own issue names the bad field (`price.fixed`: expected string, received number).
+ */
+function innermostIssue(issue: z.core.$ZodIssue): z.core.$ZodIssue {
+  if (issue.code !== 'invalid_union') return issue;
+  const matching = issue.errors.filter(
+    (branch) =>
+      !branch.some((inner) => inner.code === 'unrecognized_keys' && inner.path.length === 0),
+  );
+  const only = matching.length === 1 ? matching[0]![0] : undefined;
+  if (!only) return issue;
+  return innermostIssue({ ...only, path: [...issue.path, ...only.path] } as z.core.$ZodIssue);
 }
 
 function substituteEnv(
