@@ -255,4 +255,18 @@ describe('configuration mistakes a person makes in the file', () => {
       /^config networks\[0\]\.assets\[0\]\.price: must be \{"fixed": "1"\} or \{"chainlink": \{"network", "feed"\}\}$/,
     );
   });
+
+  test('a currency listed twice is refused (the last one would win)', () => {
+    expect(() =>
+      parseConfig(
+        {
+          currencies: [
+            { code: 'USDT', scale: 18 },
+            { code: 'USDT', scale: 6 },
+          ],
+        },
+        {},
+      ),
+    ).toThrow(new ConfigError('duplicate currency "USDT"', 'currencies[1].code'));
+  });
 });

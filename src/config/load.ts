@@ -157,6 +157,12 @@ function checkReferences(config: Config): void {
       throw new ConfigError(`duplicate model id "${model.id}"`, `models[${i}].id`);
     seenModels.add(model.id);
   });
+  const codes = new Set<string>();
+  config.currencies.forEach((currency, i) => {
+    if (codes.has(currency.code))
+      throw new ConfigError(`duplicate currency "${currency.code}"`, `currencies[${i}].code`);
+    codes.add(currency.code);
+  });
   const currencies = currencyTable(config);
   const networks = new Set<string>();
   config.networks.forEach((network, i) => {
