@@ -11,18 +11,23 @@ const decimalString = z
 
 const positiveInt = z.number().int().positive();
 
-const priceSourceSchema = z.union([
-  z.object({ fixed: decimalString }),
-  z.object({
-    chainlink: z.object({
-      network: z.string(),
-      feed: z.string(),
-      maxAgeS: positiveInt.default(3600),
+const priceSourceSchema = z.union(
+  [
+    z.strictObject({ fixed: decimalString }),
+    z.strictObject({
+      chainlink: z.strictObject({
+        network: z.string(),
+        feed: z.string(),
+        maxAgeS: positiveInt.default(3600),
+      }),
     }),
-  }),
-]);
+  ],
+  {
+    error: 'must be {"fixed": "1"} or {"chainlink": {"network", "feed"}}',
+  },
+);
 
-const assetSchema = z.object({
+const assetSchema = z.strictObject({
   symbol: z.string().min(1),
   /** Ledger currency code; defaults to the symbol. */
   currency: z.string().optional(),
@@ -61,14 +66,14 @@ const networkCommon = {
   assets: z.array(assetSchema).min(1),
 };
 
-const evmNetworkSchema = z.object({
+const evmNetworkSchema = z.strictObject({
   ...networkCommon,
   kind: z.literal('evm'),
   chainId: positiveInt,
   rpcUrls: z.array(z.string().min(1)).min(1),
 });
 
-const tronNetworkSchema = z.object({
+const tronNetworkSchema = z.strictObject({
   ...networkCommon,
   kind: z.literal('tron'),
   fullHost: z.string().min(1),

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { ConfigError, parseConfig } from '../src/config/load.js';
+import { ConfigError, loadConfig, parseConfig } from '../src/config/load.js';
 
 describe('configuration', () => {
   test('embedded defaults: no file, no networks, no providers', () => {
@@ -111,5 +111,162 @@ describe('configuration', () => {
     expect(
       parseConfig({ networks: [bsc], currencies: [{ code: 'USDT', scale: 18 }] }, {}).networks,
     ).toHaveLength(1);
+  });
+});
+
+describe('configuration mistakes a person makes in the file', () => {
+  const provider = { name: 'p', baseUrl: 'http://x/v1' };
+  const model = {
+    id: 'm',
+    provider: 'p',
+    upstreamModel: 'm',
+    pricePer1M: { input: '1', output: '1' },
+  };
+
+  test('a misspelt or unknown key stops with its path instead of being dropped', () => {
+    // "databse" used to be dropped: no database URL, so an empty embedded database was
+    // started under ./data and the operator's credits went there.
+    expect(() => parseConfig({ databse: { url: 'postgres://x@h/db' } }, {})).toThrow(
+      new ConfigError('unknown key (misspelt? see docs/config-reference.md)', 'databse'),
+    );
+    expect(() => parseConfig({ http: { prot: 9000 } }, {})).toThrow(
+      /^config http\.prot: unknown key/,
+    );
+    expect(() => parseConfig({ adminTokn: 'a-long-enough-admin-token' }, {})).toThrow(
+      /^config adminTokn: unknown key/,
+    );
+    expect(() =>
+      parseConfig({ providers: [{ ...provider, apiKye: 'sk-1' }], models: [model] }, {}),
+    ).toThrow(/^config providers\[0\]\.apiKye: unknown key/);
+    expect(() =>
+      parseConfig(
+        {
+          providers: [provider],
+          models: [{ ...model, pricePer1M: { input: '1', ouptut: '1', output: '2' } }],
+        },
+        {},
+      ),
+    ).toThrow(/^config models\[0\]\.pricePer1M\.ouptut: unknown key/);
+    const tron = {
+      kind: 'tron',
+      name: 'tron',
+      fullHost: 'http://tron',
+      confirmations: 'solidified',
+      assets: [{ symbol: 'USDT', contract: 'T1', decimals: 6, price: { fixed: '1' } }],
+    };
+    expect(() => parseConfig({ networks: [{ ...tron, confirmation: 20 }] }, {})).toThrow(
+      /^config networks\[0\]\.confirmation: unknown key/,
+    );
+    expect(() =>
+      parseConfig({ networks: [{ ...tron, assets: [{ ...tron.assets[0], minDepsit: '5' }] }] }, {}),
+    ).toThrow(/^config networks\[0\]\.assets\[0\]\.minDepsit: unknown key/);
+    // Several at once: all named.
+    expect(() => parseConfig({ a: 1, b: 2 }, {})).toThrow(/^config a, b: unknown keys/);
+  });
+
+  test('two providers of one name are refused (the gateway would use only the last one)', () => {
+    expect(() =>
+      parseConfig(
+        { providers: [provider, { ...provider, baseUrl: 'http://y/v1' }], models: [model] },
+        {},
+      ),
+    ).toThrow(new ConfigError('duplicate provider "p"', 'providers[1].name'));
+  });
+
+  test('two assets of one symbol on a network are refused (prices, custody accounts and reconciliation go by symbol)', () => {
+    const polygon = {
+      kind: 'evm',
+      name: 'polygon',
+      chainId: 137,
+      rpcUrls: ['http://polygon'],
+      confirmations: 64,
+      assets: [
+        {
+          symbol: 'USDC',
+          contract: '0x3c499c542cEF5E3811e1192ce70d8cC03d5c3359',
+          decimals: 6,
+          price: { fixed: '1' },
+        },
+        {
+          symbol: 'USDC',
+          contract: '0x2791Bca1f2de4661ED88A30C99A7a9449Aa84174',
+          decimals: 6,
+          price: { fixed: '1' },
+        },
+      ],
+    };
+    expect(() => parseConfig({ networks: [polygon] }, {})).toThrow(
+      new ConfigError(
+        'duplicate asset symbol "USDC" on network "polygon"; give each asset its own symbol (and "currency" to book them as one)',
+        'networks[0].assets[1].symbol',
+      ),
+    );
+    // The same symbol on two networks is fine: accounts and prices are per network.
+    const other = { ...polygon, name: 'polygon-2', assets: [polygon.assets[0]] };
+    expect(
+      parseConfig({ networks: [{ ...polygon, assets: [polygon.assets[0]] }, other] }, {}).networks,
+    ).toHaveLength(2);
+    // Distinct symbols booked in one currency are fine too.
+    expect(
+      parseConfig(
+        {
+          networks: [
+            {
+              ...polygon,
+              assets: [
+                polygon.assets[0],
+                { ...polygon.assets[1], symbol: 'USDCe', currency: 'USDC' },
+              ],
+            },
+          ],
+        },
+        {},
+      ).networks[0]!.assets,
+    ).toHaveLength(2);
+  });
+
+  test('--config "" (a script\'s unset variable) is refused, not read as "no flag"', () => {
+    // It used to fall back to $LINGXI_CONFIG, ./lingxi.config.json or the embedded database:
+    // `lingxi --config "$CONF" credit ...` with CONF unset wrote to another database.
+    expect(() => loadConfig('', {})).toThrow(
+      new ConfigError('--config names no file (an empty path)', ''),
+    );
+  });
+
+  test('a price source with a number or a misspelt kind names the bad field, not "price: Invalid input"', () => {
+    const tron = (price: unknown) => ({
+      networks: [
+        {
+          kind: 'tron',
+          name: 'tron',
+          fullHost: 'http://tron',
+          confirmations: 'solidified',
+          assets: [{ symbol: 'USDT', contract: 'T1', decimals: 6, price }],
+        },
+      ],
+    });
+    expect(() => parseConfig(tron({ fixed: 1 }), {})).toThrow(
+      /^config networks\[0\]\.assets\[0\]\.price\.fixed: Invalid input: expected string, received number$/,
+    );
+    expect(() => parseConfig(tron({ chainlink: { network: 'tron' } }), {})).toThrow(
+      /^config networks\[0\]\.assets\[0\]\.price\.chainlink\.feed: /,
+    );
+    expect(() => parseConfig(tron({ fixd: '1' }), {})).toThrow(
+      /^config networks\[0\]\.assets\[0\]\.price: must be \{"fixed": "1"\} or \{"chainlink": \{"network", "feed"\}\}$/,
+    );
+  });
+
+  test('a currency listed twice is refused (the last one would win)', () => {
+    expect(() =>
+      parseConfig(
+        {
+          currencies: [
+            { code: 'USDT', scale: 18 },
+            { code: 'USDT', scale: 6 },
+          ],
+        },
+        {},
+      ),
+    ).toThrow(new ConfigError('duplicate currency "USDT"', 'currencies[1].code'));
   });
 });

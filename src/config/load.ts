@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
+import type { z } from 'zod';
 import { configSchema, type Config, type ConfigInput } from './schema.js';
 
 /** The built-in currency table; `currencies` in the config file adds to or overrides it. */
@@ -31,7 +32,11 @@ export interface LoadedConfig {
 
 /** Finds the config file: the flag, then $LINGXI_CONFIG, then ./lingxi.config.json if present. */
 export function resolveConfigPath(flag?: string): string | null {
-  if (flag) return resolve(flag);
+  if (flag !== undefined) {
+    // `--config "$CONF"` with CONF unset: falling back would run on another config and database.
+    if (flag === '') throw new ConfigError('--config names no file (an empty path)', '');
+    return resolve(flag);
+  }
   const fromEnv = process.env['LINGXI_CONFIG'];
   if (fromEnv) return resolve(fromEnv);
   const local = resolve('lingxi.config.json');
@@ -70,7 +75,15 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env):
   }
   const result = configSchema.safeParse(substituted);
   if (!result.success) {
-    const issue = result.error.issues[0]!;
+    const issue = innermostIssue(result.error.issues[0]!);
+    if (issue.code === 'unrecognized_keys') {
+      // A misspelt key must not be dropped: "databse" would start an empty embedded database.
+      const paths = issue.keys.map((key) => formatPath([...issue.path, key]));
+      throw new ConfigError(
+        `unknown ${paths.length === 1 ? 'key' : 'keys'} (misspelt? see docs/config-reference.md)`,
+        paths.join(', '),
+      );
+    }
     const path = formatPath(issue.path);
     const variable = [...missing].find(
       ([at]) => at === path || at.startsWith(`${path}[`) || at.startsWith(`${path}.`),
@@ -98,7 +111,13 @@ export function currencyTable(config: Config): Map<string, number> {
 }
 
 function checkReferences(config: Config): void {
-  const providers = new Set(config.providers.map((p) => p.name));
+  const providers = new Set<string>();
+  config.providers.forEach((provider, i) => {
+    // The gateway finds a provider by name: a second one of the same name would win silently.
+    if (providers.has(provider.name))
+      throw new ConfigError(`duplicate provider "${provider.name}"`, `providers[${i}].name`);
+    providers.add(provider.name);
+  });
   // A price per 1M tokens with more than (USD scale - 6) decimals would make per-token costs
   // inexact; refuse it rather than round a charge.
   const priceDigits = (currencyTable(config).get('USD') ?? 18) - 6;
@@ -138,6 +157,12 @@ function checkReferences(config: Config): void {
       throw new ConfigError(`duplicate model id "${model.id}"`, `models[${i}].id`);
     seenModels.add(model.id);
   });
+  const codes = new Set<string>();
+  config.currencies.forEach((currency, i) => {
+    if (codes.has(currency.code))
+      throw new ConfigError(`duplicate currency "${currency.code}"`, `currencies[${i}].code`);
+    codes.add(currency.code);
+  });
   const currencies = currencyTable(config);
   const networks = new Set<string>();
   config.networks.forEach((network, i) => {
@@ -157,8 +182,17 @@ function checkReferences(config: Config): void {
         `networks[${i}].confirmations`,
       );
     }
+    // Prices, minimums, custody accounts and reconciliation find a network's asset by its
+    // symbol: two of one symbol would share an account and one's price.
+    const symbols = new Set<string>();
     network.assets.forEach((asset, j) => {
       const at = `networks[${i}].assets[${j}]`;
+      if (symbols.has(asset.symbol))
+        throw new ConfigError(
+          `duplicate asset symbol "${asset.symbol}" on network "${network.name}"; give each asset its own symbol (and "currency" to book them as one)`,
+          `${at}.symbol`,
+        );
+      symbols.add(asset.symbol);
       if (!asset.native && !asset.contract)
         throw new ConfigError('a token needs "contract" (or "native": true)', at);
       if (asset.native && asset.contract)
@@ -186,6 +220,22 @@ function checkReferences(config: Config): void {
       }
     }),
   );
+}
+
+/**
+ * An issue of a union (a price source: `{"fixed"}` or `{"chainlink"}`) says only "Invalid
+ * input" at the union's path. When exactly one branch has the keys the value has, that
+ * branch's own issue names the bad field (`price.fixed`: expected string, received number).
+ */
+function innermostIssue(issue: z.core.$ZodIssue): z.core.$ZodIssue {
+  if (issue.code !== 'invalid_union') return issue;
+  const matching = issue.errors.filter(
+    (branch) =>
+      !branch.some((inner) => inner.code === 'unrecognized_keys' && inner.path.length === 0),
+  );
+  const only = matching.length === 1 ? matching[0]![0] : undefined;
+  if (!only) return issue;
+  return innermostIssue({ ...only, path: [...issue.path, ...only.path] } as z.core.$ZodIssue);
 }
 
 function substituteEnv(

@@ -9,7 +9,7 @@ const decimalString = z
 const positiveInt = z.number().int().positive();
 
 const httpSchema = z
-  .object({
+  .strictObject({
     host: z.string().default('127.0.0.1'),
     port: z.number().int().min(0).max(65535).default(8080),
     /** Largest request body the gateway and APIs accept. */
@@ -29,13 +29,13 @@ const httpSchema = z
   .prefault({});
 
 const databaseSchema = z
-  .object({
+  .strictObject({
     /** When absent, an embedded PostgreSQL under `embedded.dir` is started. */
     url: z.string().optional(),
     poolSize: positiveInt.max(200).default(10),
     connectTimeoutMs: z.number().int().min(0).max(600_000).default(10_000),
     embedded: z
-      .object({
+      .strictObject({
         dir: z.string().default('./data/pg'),
         port: z.number().int().min(1).max(65535).default(54329),
       })
@@ -43,19 +43,19 @@ const databaseSchema = z
   })
   .prefault({});
 
-const currencySchema = z.object({
+const currencySchema = z.strictObject({
   code: z.string().regex(/^[A-Z][A-Z0-9-]{1,15}$/, 'must be upper case, such as "USDT"'),
   scale: z.number().int().min(0).max(30),
 });
 
-const providerSchema = z.object({
+const providerSchema = z.strictObject({
   name: z.string().min(1),
   baseUrl: z.url(),
   apiKey: z.string().optional(),
   timeoutMs: positiveInt.default(120_000),
 });
 
-const priceSchema = z.object({
+const priceSchema = z.strictObject({
   input: decimalString,
   cachedInput: decimalString.optional(),
   output: decimalString,
@@ -63,7 +63,7 @@ const priceSchema = z.object({
   reasoning: decimalString.optional(),
 });
 
-const modelSchema = z.object({
+const modelSchema = z.strictObject({
   id: z.string().min(1),
   provider: z.string().min(1),
   upstreamModel: z.string().min(1),
@@ -75,14 +75,14 @@ const modelSchema = z.object({
 });
 
 const rateLimitSchema = z
-  .object({
+  .strictObject({
     requestsPerMinute: positiveInt.default(600),
     tokensPerMinute: positiveInt.default(2_000_000),
   })
   .prefault({});
 
 const gatewaySchema = z
-  .object({
+  .strictObject({
     rateLimit: rateLimitSchema,
     /** A call (a stream included) is cut off after this long. */
     maxCallDurationMs: positiveInt.default(600_000),
@@ -94,7 +94,7 @@ const gatewaySchema = z
   .prefault({});
 
 const ledgerSchema = z
-  .object({
+  .strictObject({
     /** Operations grouped into one database transaction at most. */
     batchMaxSize: positiveInt.max(10_000).default(500),
     /** Database writes in flight at once per process (1: they all meet on the revenue account, so one lane batches best). */
@@ -103,7 +103,7 @@ const ledgerSchema = z
   .prefault({});
 
 const cronSchema = z
-  .object({
+  .strictObject({
     reconcile: z.string().default('*/10 * * * *'),
     expireHolds: z.string().default('* * * * *'),
     seal: z.string().default('* * * * *'),
@@ -111,7 +111,7 @@ const cronSchema = z
   })
   .prefault({});
 
-export const configSchema = z.object({
+export const configSchema = z.strictObject({
   http: httpSchema,
   database: databaseSchema,
   adminToken: z.string().min(16, 'must be at least 16 characters').optional(),
@@ -120,11 +120,11 @@ export const configSchema = z.object({
   providers: z.array(providerSchema).default([]),
   models: z.array(modelSchema).default([]),
   wallets: z
-    .object({ evmXpub: z.string().optional(), tronXpub: z.string().optional() })
+    .strictObject({ evmXpub: z.string().optional(), tronXpub: z.string().optional() })
     .prefault({}),
   networks: z.array(networkSchema).default([]),
   telegram: z
-    .object({
+    .strictObject({
       botToken: z.string().optional(),
       /** The bot's public username (no @): the dashboard's Login Widget needs it. */
       botUsername: z
@@ -140,15 +140,18 @@ export const configSchema = z.object({
     })
     .prefault({}),
   retention: z
-    .object({ usageLogDays: positiveInt.default(90), requestMetaDays: positiveInt.default(30) })
+    .strictObject({
+      usageLogDays: positiveInt.default(90),
+      requestMetaDays: positiveInt.default(30),
+    })
     .prefault({}),
   gateway: gatewaySchema,
   ledger: ledgerSchema,
   cron: cronSchema,
-  alerts: z.object({ webhookUrl: z.url().optional() }).prefault({}),
-  sessions: z.object({ ttlS: positiveInt.default(30 * 86_400) }).prefault({}),
+  alerts: z.strictObject({ webhookUrl: z.url().optional() }).prefault({}),
+  sessions: z.strictObject({ ttlS: positiveInt.default(30 * 86_400) }).prefault({}),
   log: z
-    .object({
+    .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     })
     .prefault({}),

@@ -22,7 +22,8 @@ export async function writeChunks(
 
 /**
  * Writes an export to `path` through `path.partial`, renamed into place only when complete:
- * a failed export never leaves a truncated file under the real name.
+ * a failed export never leaves a truncated file under the real name. A file that cannot be
+ * opened or written (no such directory, a full disk) is an error naming it.
  */
 export async function writeChunksToFile(
   chunks: AsyncIterable<string>,
@@ -30,16 +31,32 @@ export async function writeChunksToFile(
 ): Promise<number> {
   const partial = `${path}.partial`;
   const stream = createWriteStream(partial);
+  // The stream fails on its own schedule (opening happens after this returns): without a
+  // listener that is an uncaught 'error' event that kills the process with a stack trace.
+  const file: { error: Error | null } = { error: null };
+  const failed = new Promise<never>((_, reject) =>
+    stream.once('error', (error) => {
+      file.error = error;
+      reject(error);
+    }),
+  );
+  failed.catch(() => {});
   try {
-    const bytes = await writeChunks(chunks, stream);
+    const bytes = await Promise.race([writeChunks(chunks, stream), failed]);
     stream.end();
-    await once(stream, 'finish');
+    await Promise.race([once(stream, 'finish'), failed]);
     await rename(partial, path);
     return bytes;
   } catch (error) {
     stream.destroy();
     await rm(partial, { force: true });
+    if (file.error && error === file.error)
+      throw new Error(`cannot write ${path}: ${file.error.message}`);
     throw error;
+  } finally {
+    // A write that failed while the export was mid-way leaves the generator suspended: end it
+    // (its database cursor is closed).
+    await (chunks as AsyncGenerator<string>).return?.(undefined);
   }
 }
 

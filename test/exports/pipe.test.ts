@@ -39,3 +39,23 @@ test('an export piped into a reader that stops early (`| head`) ends quietly: ex
   await new Promise((resolve) => shell.once('exit', resolve));
   expect(stderr).toBe('status=0\n');
 }, 60_000);
+
+test('an export --out a file that cannot be written exits 2 with a one-line reason, not a crash', async () => {
+  const bin = join(import.meta.dirname, '..', '..', 'bin', 'lingxi.js');
+  const dir = mkdtempSync(join(tmpdir(), 'lingxi-out-'));
+  const out = join(dir, 'no-such-dir', 'journal.csv');
+  const child = spawn(
+    process.execPath,
+    [bin, 'export', 'journal', '--format', 'csv', '--out', out, '--json', '--config', configFile],
+    { env: { ...process.env, LINGXI_FROM_SOURCE: '1' } },
+  );
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const code = await new Promise((resolve) => child.once('exit', resolve));
+  expect({ code, stdout }).toEqual({ code: 2, stdout: '' });
+  expect(stderr).toBe(
+    `lingxi: cannot write ${out}: ENOENT: no such file or directory, open '${out}.partial'\n`,
+  );
+}, 60_000);
