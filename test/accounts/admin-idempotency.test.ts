@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { runLingxi } from '../support/cli.js';
 import { startLingxi, type LingxiProcess } from '../support/lingxiProcess.js';
 import { ADMIN_TOKEN, admin, startTestService, type TestService } from '../support/service.js';
 import { call, expectErrorShape } from './support.js';
@@ -232,6 +233,80 @@ describe('a request that fails after its money moved', () => {
     ]);
     const { rows } = await database.pool.query(
       `select count(*)::int as n from ledger_entries where kind in ('manual', 'manual.reversal')`,
+    );
+    expect(rows[0]).toEqual({ n: 2 });
+  });
+
+  test('the CLI too: lingxi credit and entries post/reverse, failed at the audit and run again, write and audit once', async () => {
+    const userId = await newUser(880_103);
+    const credit = () =>
+      runLingxi(configFile, [
+        'credit',
+        '--user',
+        userId,
+        '--amount',
+        '4',
+        '--reason',
+        'cli goodwill',
+        '--idempotency-key',
+        'cli-audit-credit-1',
+        '--json',
+      ]);
+    expect((await failAuditOnce('balance.adjust', credit)).code).toBe(2);
+    const credited = await credit();
+    expect(credited.code, credited.stderr).toBe(0);
+    expect(await adjustmentEntries(userId)).toBe(1);
+    expect(await audits('balance.adjust', `user:${userId}`)).toEqual([
+      { amount: '4', reason: 'cli goodwill', entryId: credited.json()['entryId'] },
+    ]);
+
+    const entryFile = join(dir, 'entry.json');
+    writeFileSync(
+      entryFile,
+      JSON.stringify({
+        description: 'cli custody correction',
+        postings: [
+          { account: 'assets:custody:tron:USDT:TXcli', amount: '2', currency: 'USDT' },
+          { account: 'equity:trading:USDT', amount: '-2', currency: 'USDT' },
+        ],
+      }),
+    );
+    const post = () =>
+      runLingxi(configFile, [
+        'entries',
+        'post',
+        '--file',
+        entryFile,
+        '--idempotency-key',
+        'cli-audit-entry-1',
+        '--json',
+      ]);
+    expect((await failAuditOnce('entry.post', post)).code).toBe(2);
+    const posted = await post();
+    expect(posted.code, posted.stderr).toBe(0);
+    const entryId = posted.json()['entryId'] as string;
+    expect(await audits('entry.post', `entry:${entryId}`)).toHaveLength(1);
+
+    const reverse = () =>
+      runLingxi(configFile, [
+        'entries',
+        'reverse',
+        '--entry',
+        entryId,
+        '--reason',
+        'typo',
+        '--idempotency-key',
+        'cli-audit-reversal-1',
+        '--json',
+      ]);
+    expect((await failAuditOnce('entry.reverse', reverse)).code).toBe(2);
+    const reversed = await reverse();
+    expect(reversed.code, reversed.stderr).toBe(0);
+    expect(await audits('entry.reverse', `entry:${entryId}`)).toHaveLength(1);
+    const { rows } = await database.pool.query(
+      `select count(*)::int as n from ledger_entries
+        where metadata->>'description' = 'cli custody correction' or reverses_entry_id = $1`,
+      [entryId],
     );
     expect(rows[0]).toEqual({ n: 2 });
   });

@@ -7,7 +7,7 @@ import {
   reverseManually,
 } from '../../billing/manualEntry.js';
 import { badRequest } from '../../errors.js';
-import { auditCli, cliActor, type CliContext } from '../context.js';
+import { cliActor, type CliContext } from '../context.js';
 
 /** `lingxi entries post` and `lingxi entries reverse`: manual journal entries (docs/accounting.md). */
 export function registerEntryCommands(program: Command, cli: CliContext): void {
@@ -25,18 +25,22 @@ export function registerEntryCommands(program: Command, cli: CliContext): void {
     .action(async (options: { file: string; idempotencyKey?: string }, command: Command) => {
       const request = parseManualEntry(await readEntryFile(options.file));
       const result = await cli.withRuntime(command, async (runtime) => {
-        const posted = await postManualEntry(runtime, request, {
+        return postManualEntry(runtime, request, {
           actor: cliActor(),
           idempotencyKey: options.idempotencyKey,
+          // Written with the entry: an entry that commits is audited, once.
+          audit: ({ entryId }) => ({
+            actor: cliActor(),
+            action: 'entry.post',
+            target: `entry:${entryId}`,
+            details: {
+              entryId,
+              description: request.description,
+              postings: request.postings,
+              ...(options.idempotencyKey ? { idempotencyKey: options.idempotencyKey } : {}),
+            },
+          }),
         });
-        if (!posted.replayed)
-          await auditCli(runtime, 'entry.post', `entry:${posted.entryId}`, {
-            entryId: posted.entryId,
-            description: request.description,
-            postings: request.postings,
-            ...(options.idempotencyKey ? { idempotencyKey: options.idempotencyKey } : {}),
-          });
-        return posted;
       });
       cli
         .out(command)
@@ -59,18 +63,21 @@ export function registerEntryCommands(program: Command, cli: CliContext): void {
       ) => {
         const { reason } = parseReversal({ reason: options.reason });
         const result = await cli.withRuntime(command, async (runtime) => {
-          const reversed = await reverseManually(runtime, options.entry, reason, {
+          return reverseManually(runtime, options.entry, reason, {
             actor: cliActor(),
             idempotencyKey: options.idempotencyKey,
+            audit: ({ entryId, reversedEntryId }) => ({
+              actor: cliActor(),
+              action: 'entry.reverse',
+              target: `entry:${reversedEntryId}`,
+              details: {
+                entryId,
+                reversedEntryId,
+                reason,
+                ...(options.idempotencyKey ? { idempotencyKey: options.idempotencyKey } : {}),
+              },
+            }),
           });
-          if (!reversed.replayed)
-            await auditCli(runtime, 'entry.reverse', `entry:${reversed.reversedEntryId}`, {
-              entryId: reversed.entryId,
-              reversedEntryId: reversed.reversedEntryId,
-              reason,
-              ...(options.idempotencyKey ? { idempotencyKey: options.idempotencyKey } : {}),
-            });
-          return reversed;
         });
         cli
           .out(command)

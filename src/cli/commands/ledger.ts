@@ -3,7 +3,7 @@ import { adjustBalance } from '../../billing/adjustBalance.js';
 import { getUserBalance } from '../../billing/getUserBalance.js';
 import { trialBalanceJson } from '../../billing/trialBalance.js';
 import { requireUser } from '../../users/createUser.js';
-import { auditCli, type CliContext } from '../context.js';
+import { cliActor, type CliContext } from '../context.js';
 import { formatTable } from '../output.js';
 
 /** `lingxi credit`, `balance`, `trial-balance`. */
@@ -28,13 +28,14 @@ export function registerLedgerCommands(program: Command, cli: CliContext): void 
             reason: options.reason,
             idempotencyKey: options.idempotencyKey,
             actor: 'cli',
+            // Written with the entry: a credit that commits is audited, once.
+            audit: ({ entryId }) => ({
+              actor: cliActor(),
+              action: 'balance.adjust',
+              target: `user:${user.id}`,
+              details: { amount: options.amount, reason: options.reason, entryId },
+            }),
           });
-          if (!adjusted.replayed)
-            await auditCli(runtime, 'balance.adjust', `user:${user.id}`, {
-              amount: options.amount,
-              reason: options.reason,
-              entryId: adjusted.entryId,
-            });
           return adjusted;
         });
         cli
