@@ -220,10 +220,22 @@ const RETRIABLE = new Set([
   '23505', // unique_violation: another process wrote the same idempotency key or reversal first
 ]);
 
+/**
+ * Checks on `ledger_accounts` that a batch planned on stale memory can trip: an account taken
+ * below zero by totals that moved meanwhile, or an account's held total taken below zero by
+ * resolving a hold another process already resolved (expired, say) while this one remembered
+ * it pending. Planned again on what the database holds, such a command is refused properly.
+ */
+const STALE_PLAN_CHECKS = new Set([
+  'ledger_accounts_no_negative',
+  'ledger_accounts_debits_pending_check',
+  'ledger_accounts_credits_pending_check',
+]);
+
 function isRetriable(error: unknown): boolean {
   const { code, constraint } = error as { code?: unknown; constraint?: unknown };
-  // A batch planned on totals that moved meanwhile would take an account below zero: plan it again.
-  if (code === '23514' && constraint === 'ledger_accounts_no_negative') return true;
+  if (code === '23514' && typeof constraint === 'string' && STALE_PLAN_CHECKS.has(constraint))
+    return true;
   return typeof code === 'string' && RETRIABLE.has(code);
 }
 

@@ -545,6 +545,44 @@ describe('holds remembered from earlier batches, resolved by another process', (
     expect(await ledger.checkBalances()).toEqual([]);
   });
 
+  test('a hold another process expired, its account not read since: void and post answer hold_not_pending (expired), nothing written', async () => {
+    const other = await openLedger(database.newPool(2));
+    await fund(ledger, 'rh3', '5');
+    // This ledger creates the holds and remembers them, and the account, as they were then.
+    const { rows } = await database.pool.query<{ past: Date }>(
+      `select now() - interval '1 second' as past`,
+    );
+    const overdue = async (amount: string) =>
+      (
+        await ledger.createHold({
+          debitAccount: customer('rh3'),
+          creditAccount: 'revenue:usage',
+          amount,
+          expiresAt: rows[0]!.past,
+        })
+      ).holdId;
+    const [voided, posted] = [await overdue('1'), await overdue('2')];
+    // The cron job of another process expires them.
+    expect((await other.expireHolds({ limit: 100 })).expiredHoldIds).toEqual(
+      expect.arrayContaining([voided, posted]),
+    );
+    await other.close();
+    const before = await ledgerRowCounts(database.pool);
+
+    for (const attempt of [
+      () => ledger.voidHold({ holdId: voided }),
+      () => ledger.postHold({ holdId: posted, amount: '1' }),
+      () => ledger.voidHold({ holdId: posted }),
+    ])
+      await expect(attempt()).rejects.toMatchObject({
+        code: 'hold_not_pending',
+        status: 'expired',
+      });
+    expect(await ledgerRowCounts(database.pool)).toEqual(before);
+    expect(await balanceOf('rh3')).toEqual({ posted: '5', held: '0', available: '5' });
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+
   test("a hold is settled by the database's clock: this machine's clock running ahead does not call it expired", async () => {
     await fund(ledger, 'rh2', '10');
     const { rows } = await database.pool.query<{ deadline: Date }>(
