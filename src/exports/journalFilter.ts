@@ -52,6 +52,12 @@ export function parseJournalFilter(input: {
     }
     filter[field] = value;
   }
+  if (
+    filter.from !== undefined &&
+    filter.to !== undefined &&
+    epochMs(filter.from) > epochMs(filter.to)
+  )
+    throw badRequest(`from (${filter.from}) must not be after to (${filter.to})`, 'from');
   const account = input.account;
   if (account !== undefined && account !== null && account !== '') {
     if (typeof account !== 'string' || account.length > 200 || !ACCOUNT_PREFIX.test(account)) {
@@ -70,6 +76,16 @@ export function parseJournalFilter(input: {
     filter.basis = basis as TimeBasis;
   }
   return filter;
+}
+
+/** An exact time as milliseconds since the epoch; a time without a zone is UTC, as in SQL here. */
+function epochMs(value: string): number {
+  const iso = value.replace(' ', 'T');
+  if (!iso.includes('T')) return Date.parse(iso); // a date alone: UTC midnight
+  const zone = /(Z|([+-]\d{2}):?(\d{2})?)$/.exec(iso.slice(10));
+  if (!zone) return Date.parse(`${iso}Z`);
+  if (zone[1] === 'Z') return Date.parse(iso);
+  return Date.parse(`${iso.slice(0, iso.length - zone[0].length)}${zone[2]}:${zone[3] ?? '00'}`);
 }
 
 /**

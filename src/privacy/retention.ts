@@ -154,10 +154,11 @@ export async function runRetention(
     .deleteFrom('sessions')
     .where(sql<boolean>`least(revoked_at, expires_at) < ${liveMetaCutoff}`)
     .executeTakeFirst();
+  // Answered keys, and claims whose request died unanswered: a running request refreshes its
+  // claim every third of http.idempotencyLeaseMs (at most an hour), so one this old is abandoned.
   const idempotencyKeys = await db
     .deleteFrom('http_idempotency')
     .where('created_at', '<', liveMetaCutoff)
-    .where('status', 'is not', null)
     .executeTakeFirst();
   const reservations = await db
     .deleteFrom('api_key_reservations')

@@ -178,7 +178,8 @@ test('ended sessions, expired Telegram login hashes, old Idempotency-Key records
     `insert into http_idempotency (key, method, path, request_hash, status, response, created_at) values
        ('old-done', 'POST', '/admin/users', 'h', 200, '{}', now() - interval '31 days'),
        ('old-running', 'POST', '/admin/users', 'h', null, null, now() - interval '31 days'),
-       ('recent', 'POST', '/admin/users', 'h', 200, '{}', now() - interval '1 day')`,
+       ('recent', 'POST', '/admin/users', 'h', 200, '{}', now() - interval '1 day'),
+       ('running', 'POST', '/admin/users', 'h', null, null, now())`,
   );
   const limited = await userWithKey(service, { telegramId: 4102, key: { spendLimitUsd: '5' } });
   await database.pool.query(
@@ -199,7 +200,8 @@ test('ended sessions, expired Telegram login hashes, old Idempotency-Key records
   expect(result).toMatchObject({
     prunedSessions: 1,
     prunedLoginReplays: 1,
-    prunedIdempotencyKeys: 1,
+    // The answered one and the one abandoned by a process that died (no heartbeat for 31 days).
+    prunedIdempotencyKeys: 2,
     prunedKeyReservations: 1,
     prunedRateLimitBuckets: 1,
   });
@@ -214,7 +216,7 @@ test('ended sessions, expired Telegram login hashes, old Idempotency-Key records
   );
   expect(reservations.map((r) => r.charged)).toEqual(['0.2', null]);
   const { rows: keys } = await database.pool.query('select key from http_idempotency order by key');
-  expect(keys.map((r) => r.key)).toEqual(['old-running', 'recent']);
+  expect(keys.map((r) => r.key)).toEqual(['recent', 'running']);
   const { rows } = await database.pool.query('select id from sessions where user_id = $1', [
     live.userId,
   ]);

@@ -299,6 +299,16 @@ describe('filters', () => {
     expect(() => parseJournalFilter({ to: '2026-02-30' })).toThrow(/to must be/);
     expect(() => parseJournalFilter({ account: 'Liabilities;drop' })).toThrow(/account/);
     expect(() => parseJournalFilter({ basis: 'posted' })).toThrow(/basis/);
+    // A reversed range, whatever the zones; an empty one (from = to) is allowed.
+    expect(() => parseJournalFilter({ from: '2026-11-28', to: '2026-11-27T23:59:59Z' })).toThrow(
+      /from \(2026-11-28\) must not be after to/,
+    );
+    expect(() =>
+      parseJournalFilter({ from: '2026-11-27T10:00:00+0800', to: '2026-11-27T01:59:59' }),
+    ).toThrow(/must not be after/);
+    expect(
+      parseJournalFilter({ from: '2026-11-27T10:00:00+08', to: '2026-11-27T02:00:00Z' }),
+    ).toEqual({ from: '2026-11-27T10:00:00+08', to: '2026-11-27T02:00:00Z' });
     expect(
       parseJournalFilter({ from: '2026-11-27T10:00:00.123456+08:00', account: 'revenue:' }),
     ).toEqual({

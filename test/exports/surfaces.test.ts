@@ -128,6 +128,28 @@ describe('lingxi export', () => {
     expect(user.stderr).toMatch(/user 424242 does not exist/);
   });
 
+  test("an empty --from (a script's unset variable) or a range that ends before it starts exits 2, writes nothing", async () => {
+    const audited = await auditCount();
+    const empty = await lingxi('export', 'journal', '--format', 'csv', '--from', '');
+    expect(empty).toMatchObject({ code: 2, stdout: '' });
+    expect(empty.stderr).toMatch(/^lingxi: --from names no time/);
+    const emptyTo = await lingxi('export', 'statement', '--user', book.alice, '--to', ' ');
+    expect(emptyTo).toMatchObject({ code: 2, stdout: '' });
+    const reversed = await lingxi(
+      'export',
+      'journal',
+      '--format',
+      'hledger',
+      '--from',
+      '2026-11-28T08:00:00+08:00',
+      '--to',
+      '2026-11-27T23:00:00Z',
+    );
+    expect(reversed).toMatchObject({ code: 2, stdout: '' });
+    expect(reversed.stderr).toMatch(/must not be after to/);
+    expect(await auditCount()).toBe(audited);
+  });
+
   test('a time off the clock, the calendar or the zones exits 2 and writes nothing', async () => {
     const audited = await auditCount();
     for (const args of [

@@ -8,6 +8,7 @@ import { streamStatementCsv } from '../../exports/statementCsv.js';
 import { JOURNAL_FORMATS, streamJournal, type JournalFormat } from '../../exports/streamJournal.js';
 import { streamTrialBalanceCsv } from '../../exports/trialBalanceCsv.js';
 import { requireUser } from '../../users/createUser.js';
+import { badRequest } from '../../errors.js';
 import { auditCli, type CliContext, type CliIo } from '../context.js';
 
 interface OutOption {
@@ -48,7 +49,7 @@ export function registerExportCommands(program: Command, cli: CliContext): void 
         },
         command: Command,
       ) => {
-        const filter = parseJournalFilter(options);
+        const filter = parseJournalFilter(withoutEmptyTimes(options));
         await cli.withRuntime(command, async (runtime) => {
           await auditCli(runtime, 'export.journal', null, { format: options.format, ...filter });
           const progress = progressBar(options.out);
@@ -77,7 +78,7 @@ export function registerExportCommands(program: Command, cli: CliContext): void 
     )
     .option('--out <file>', 'write to this file')
     .action(async (options: OutOption & { to?: string; basis: string }, command: Command) => {
-      const filter = parseJournalFilter(options);
+      const filter = parseJournalFilter(withoutEmptyTimes(options));
       await cli.withRuntime(command, async (runtime) => {
         await auditCli(runtime, 'export.trial_balance', null, { ...filter });
         await emit(
@@ -104,7 +105,7 @@ export function registerExportCommands(program: Command, cli: CliContext): void 
         options: OutOption & { user: string; from?: string; to?: string },
         command: Command,
       ) => {
-        const filter = parseJournalFilter(options);
+        const filter = parseJournalFilter(withoutEmptyTimes(options));
         await cli.withRuntime(command, async (runtime) => {
           const user = await requireUser(runtime.database.db, options.user);
           await auditCli(runtime, 'export.statement', `user:${user.id}`, { ...filter });
@@ -191,4 +192,15 @@ function progressBar(
       started = false;
     },
   };
+}
+
+/**
+ * `--from ""` (a script's unset variable) is refused, not read as "no bound": an export of the
+ * whole book where a range was meant looks complete. Query strings keep `from=` as unset.
+ */
+function withoutEmptyTimes<T extends { from?: string; to?: string }>(options: T): T {
+  for (const field of ['from', 'to'] as const)
+    if (options[field] !== undefined && options[field]!.trim() === '')
+      throw badRequest(`--${field} names no time (an empty value)`, field);
+  return options;
 }
