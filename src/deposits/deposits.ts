@@ -1,4 +1,5 @@
 import type { Kysely } from 'kysely';
+import { getAddress } from 'viem';
 import {
   assignDepositAddress,
   type AddressFamily,
@@ -18,12 +19,16 @@ export interface DepositAddressView {
 
 /**
  * The user's deposit address on every configured network (one EVM address serves all EVM
- * networks), assigned on first request.
+ * networks), assigned on first request. `form: 'canonical'` (the default) gives addresses as
+ * stored and as the watchers and ledger accounts name them (EVM lower-case); `form: 'display'`
+ * gives what a user copies into a wallet: EVM addresses with their EIP-55 checksum (mixed
+ * case), so a wallet catches a mistyped or altered character. Tron base58 is the same in both.
  */
 export async function getDepositAddresses(
   db: Kysely<Database>,
   config: Config,
   userId: string,
+  options: { form?: 'canonical' | 'display' } = {},
 ): Promise<DepositAddressView[]> {
   const watcherDb = db as unknown as Kysely<WatcherTables>;
   const byFamily = new Map<AddressFamily, { address: string; derivationPath: string }>();
@@ -45,7 +50,10 @@ export async function getDepositAddresses(
     }
     views.push({
       network: network.name,
-      address: address.address,
+      address:
+        family === 'evm' && options.form === 'display'
+          ? getAddress(address.address)
+          : address.address,
       derivationPath: address.derivationPath,
       assets: network.assets.map((a) => ({
         symbol: a.symbol,

@@ -1,4 +1,6 @@
-import type { Address } from 'viem';
+import QRCode from 'qrcode';
+import { getAddress, type Address } from 'viem';
+import { mnemonicToAccount } from 'viem/accounts';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
 import { deriveEvmAddress } from '../../chain-watchers/addresses/deriveEvmAddress.js';
@@ -12,7 +14,8 @@ import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { startDevnet, type Devnet } from '../support/evm/devnet.js';
 import { startTestService, type TestService } from '../support/service.js';
 
-const xpubs = mnemonicToAccountXpubs('test test test test test test test test test test test junk');
+const MNEMONIC = 'test test test test test test test test test test test junk';
+const xpubs = mnemonicToAccountXpubs(MNEMONIC);
 let devnet: Devnet;
 let database: TestDatabase;
 let service: TestService;
@@ -92,7 +95,14 @@ test('each user gets their own deposit addresses: one EVM address for every EVM 
   const [ethereum, base, tron] = first.body;
   expect(ethereum!.address).toBe(base!.address);
   expect(ethereum!.derivationPath).toBe("m/44'/60'/0'/0/0");
-  expect(ethereum!.address).toBe(deriveEvmAddress(xpubs.evmXpub, 0).address.toLowerCase());
+  // Shown with its EIP-55 checksum (mixed case), so a wallet catches a mistyped character.
+  expect(ethereum!.address).toBe(deriveEvmAddress(xpubs.evmXpub, 0).address);
+  expect(ethereum!.address).toBe(getAddress(ethereum!.address));
+  expect(ethereum!.address).not.toBe(ethereum!.address.toLowerCase());
+  // The path shown is the one the address derives from, from the mnemonic (the operator's side).
+  expect(mnemonicToAccount(MNEMONIC, { path: ethereum!.derivationPath as never }).address).toBe(
+    ethereum!.address,
+  );
   expect(tron!.address).toBe(deriveTronAddress(xpubs.tronXpub, 0).address);
   expect(tron!.address).toMatch(/^T[1-9A-HJ-NP-Za-km-z]{33}$/);
   expect(ethereum!.assets).toEqual([
@@ -100,6 +110,21 @@ test('each user gets their own deposit addresses: one EVM address for every EVM 
   ]);
   const again = await call(service, 'GET', '/api/me/deposit-addresses', { token: alice.token });
   expect(again.body).toEqual(first.body);
+  // The QR code encodes exactly the address shown (the same code for every EVM network).
+  for (const view of first.body) {
+    const qr = await call(service, 'GET', `/api/me/deposit-addresses/${view.network}/qr.svg`, {
+      token: alice.token,
+    });
+    expect(qr.status).toBe(200);
+    expect(qr.text, view.network).toBe(
+      await QRCode.toString(view.address, {
+        type: 'svg',
+        errorCorrectionLevel: 'M',
+        margin: 2,
+        width: 240,
+      }),
+    );
+  }
   const other = await call<Array<{ address: string; derivationPath: string }>>(
     service,
     'GET',

@@ -58,7 +58,10 @@ export function dashboardRoutes(services: Services): Router {
     const networkName = ctx.params['network'] ?? '';
     if (!/^[a-z0-9-]{1,64}$/.test(networkName))
       throw badRequest('network must be a configured network name', 'network');
-    const addresses = await getDepositAddresses(database.db, config, currentAccount(ctx).userId);
+    // As GET /api/me/deposit-addresses shows it: EVM with its EIP-55 checksum.
+    const addresses = await getDepositAddresses(database.db, config, currentAccount(ctx).userId, {
+      form: 'display',
+    });
     const view = addresses.find((a) => a.network === networkName);
     if (!view) throw notFound(`no network named ${networkName}`, 'network_not_found', 'network');
     // Per user behind one URL: the browser must not hand one user's code to another.

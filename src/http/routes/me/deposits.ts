@@ -14,6 +14,7 @@ export function meDepositRoutes(services: Services): Router {
       runtime.database.db,
       runtime.config,
       currentAccount(ctx).userId,
+      { form: 'display' },
     );
   });
 
