@@ -285,3 +285,49 @@ test('a user signs in, tops up on the devnet and watches it confirm, creates a k
   expect(offsite).toEqual([]);
   expect(pageProblems).toEqual([]);
 });
+
+test('a deposit that is not credited says why on the page, with no progress bar that reads as still confirming', async () => {
+  await page.goto(`${service.url}/`);
+  await page.getByLabel('Telegram id').fill('850001');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.locator('#balance-title').waitFor();
+  const token = await page.evaluate(() => sessionStorage.getItem('lingxi.session'));
+  const [view] = (
+    await call<Array<{ address: Address }>>(service, 'GET', '/api/me/deposit-addresses', {
+      token: token!,
+    })
+  ).body;
+  // 0.3 USDT, below the 0.5 minimum: recorded, never credited.
+  await devnet.transferToken(usdt, devnet.account(0), view!.address, 300_000n);
+  await watcher.runOnce();
+  const api = await call<{ data: Array<Record<string, unknown>> }>(
+    service,
+    'GET',
+    '/api/me/deposits',
+    { token: token! },
+  );
+  expect(api.body.data[0]).toMatchObject({
+    status: 'ignored',
+    ignoreReason: 'below the minimum of 0.5 USDT',
+  });
+  const row = page.locator('#deposits-table tbody tr[data-status="ignored"]');
+  await row.waitFor({ timeout: 15_000 });
+  expect(await row.locator('.amount').innerText()).toBe('0.3 USDT');
+  expect(await row.locator('.badge').innerText()).toBe('Not credited');
+  // The reason is on the page, not only in a tooltip a touch screen never shows.
+  expect(await row.locator('.reason').isVisible()).toBe(true);
+  expect(await row.locator('.reason').innerText()).toBe('below the minimum of 0.5 USDT');
+  expect(await row.locator('progress').count()).toBe(0);
+  expect(await row.locator('.count').innerText()).toBe('—');
+  // The chain moves on; the row does not start to look as if it were still confirming.
+  await devnet.mine(3);
+  await watcher.runOnce();
+  await page.getByRole('button', { name: 'Check now' }).click();
+  await row.waitFor();
+  expect(await row.locator('progress').count()).toBe(0);
+  expect(await row.locator('.credited').innerText()).toBe('—');
+  await waitForText(page, '#balance-available', '0');
+
+  expect(offsite).toEqual([]);
+  expect(pageProblems).toEqual([]);
+});

@@ -448,6 +448,15 @@ const DEPOSIT_STATUS_TEXT = {
   reversed: 'Reversed',
 };
 
+/** States in which a deposit is never credited (unless the chain brings it back). */
+const DEPOSIT_ENDED = new Set(['ignored', 'orphaned', 'reversed']);
+
+/** What an ended state means, when the API gives no reason of its own. */
+const DEPOSIT_ENDED_TEXT = {
+  orphaned: 'Its block left the chain before it was credited; not credited.',
+  reversed: 'Its block left the chain after it was credited; the credit was taken back.',
+};
+
 async function loadDeposits() {
   let page;
   try {
@@ -458,7 +467,11 @@ async function loadDeposits() {
   }
   const rows = page.data.map((deposit) => {
     const required = Number.parseInt(deposit.confirmationsRequired, 10);
-    const counted = Number.isInteger(required) && required > 0;
+    // A deposit that will never be credited (ignored, or its block left the chain) is not on
+    // its way to the required count: no progress bar that reads as "still confirming".
+    const counted =
+      Number.isInteger(required) && required > 0 && !DEPOSIT_ENDED.has(deposit.status);
+    const why = deposit.ignoreReason ?? DEPOSIT_ENDED_TEXT[deposit.status] ?? null;
     const done = Math.min(deposit.confirmations, counted ? required : deposit.confirmations);
     return el(
       'tr',
@@ -479,9 +492,11 @@ async function loadDeposits() {
         el(
           'span',
           { class: 'count' },
-          counted
-            ? `${deposit.confirmations} / ${deposit.confirmationsRequired}`
-            : `${deposit.confirmations} (${deposit.confirmationsRequired})`,
+          DEPOSIT_ENDED.has(deposit.status)
+            ? '—'
+            : counted
+              ? `${deposit.confirmations} / ${deposit.confirmationsRequired}`
+              : `${deposit.confirmations} (${deposit.confirmationsRequired})`,
         ),
       ),
       el(
@@ -490,8 +505,9 @@ async function loadDeposits() {
         el('span', {
           class: `badge status status-${deposit.status}`,
           text: DEPOSIT_STATUS_TEXT[deposit.status] ?? deposit.status,
-          title: deposit.ignoreReason ?? '',
         }),
+        // Why it was not credited, in words (a tooltip alone is lost on a touch screen).
+        why ? el('small', { class: 'reason muted', text: why }) : null,
       ),
       el(
         'td',
