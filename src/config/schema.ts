@@ -72,6 +72,12 @@ const modelSchema = z.strictObject({
   maxOutputTokensDefault: positiveInt.default(4096),
   /** Largest output a caller may ask for; above it the request is refused. */
   maxOutputTokensLimit: positiveInt.default(1_000_000),
+  /**
+   * The parameter `maxOutputTokensDefault` is sent as when a request sets no cap. Absent:
+   * `max_completion_tokens` for OpenAI's reasoning models (o1, o3, o4, gpt-5: they refuse
+   * `max_tokens`), else `max_tokens`.
+   */
+  outputCapParam: z.enum(['max_tokens', 'max_completion_tokens']).optional(),
 });
 
 const rateLimitSchema = z
