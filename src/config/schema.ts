@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { networkSchema } from '../../chain-watchers/config.js';
+import { IMAGE_TOKENS_MAX } from '../gateway/tokens.js';
 
 /** A non-negative decimal amount written as a string: "0.15", "1", "3000.5". */
 const decimalString = z
@@ -78,6 +79,8 @@ const modelSchema = z.strictObject({
    * `max_tokens`), else `max_tokens`.
    */
   outputCapParam: z.enum(['max_tokens', 'max_completion_tokens']).optional(),
+  /** Most input tokens one image part may bill; the hold counts this much per image. */
+  imageTokensMax: positiveInt.default(IMAGE_TOKENS_MAX),
 });
 
 const rateLimitSchema = z

@@ -126,7 +126,11 @@ export class Gateway {
     const requested = caps.length === 0 ? null : Math.max(...caps.map((param) => body[param]!));
     const outputTokensMax =
       BigInt(requested ?? model.config.maxOutputTokensDefault) * BigInt(body.n ?? 1);
-    const promptTokensMax = promptTokensUpperBound(body, this.deps.config.gateway.bytesPerTokenMin);
+    const promptTokensMax = promptTokensUpperBound(
+      body,
+      this.deps.config.gateway.bytesPerTokenMin,
+      model.config.imageTokensMax,
+    );
     const stream = body.stream === true;
     const record = this.newRecord(call, model, 'chat.completions', stream);
     const held = await this.admit(call, model, record, promptTokensMax, outputTokensMax);

@@ -73,3 +73,51 @@ describe('the output cap the gateway adds', () => {
     expect(body).not.toHaveProperty('max_completion_tokens');
   });
 });
+
+describe('images in the prompt', () => {
+  const prompt = 2_833 + 8 * 5_667; // gpt-4o-mini, high detail, 768x2048: OpenAI's dearest image
+  const imageCall = (maxTokens: number) => ({
+    model: 'gpt-4o-mini',
+    max_tokens: maxTokens,
+    messages: [
+      {
+        role: 'user' as const,
+        content: [
+          { type: 'text' as const, text: `Describe. [[tokens=4]] [[prompt-tokens=${prompt}]]` },
+          {
+            type: 'image_url' as const,
+            image_url: { url: 'https://example.com/768x2048.png', detail: 'high' as const },
+          },
+        ],
+      },
+    ],
+  });
+
+  test('a balance that cannot pay what an image may bill is refused (402, nothing sent), not served on credit', async () => {
+    const cost = expectedCost(MODELS.mini, { prompt, completion: 4 });
+    const balance = '0.007';
+    expect(cost.gt(balance)).toBe(true);
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 860_011, balance });
+    const sent = stub.requests.length;
+    const error = await sdk(service.url, apiKey)
+      .chat.completions.create(imageCall(16))
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ status: 402, code: 'insufficient_balance' });
+    expect(stub.requests.length).toBe(sent);
+    const { rows } = await database.pool.query(
+      `select count(*)::int as n from usage_records where user_id = $1 and shortfall_usd > 0`,
+      [userId],
+    );
+    expect(rows[0].n).toBe(0);
+  });
+
+  test('with enough balance the image call is charged exactly, all within its hold', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 860_012, balance: '1' });
+    const { response } = await sdk(service.url, apiKey)
+      .chat.completions.create(imageCall(16))
+      .withResponse();
+    const cost = expectedCost(MODELS.mini, { prompt, completion: 4 });
+    expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
+    expect(await usageRow(userId)).toMatchObject({ cost_usd: cost.toString(), shortfall_usd: '0' });
+  });
+});
