@@ -121,3 +121,24 @@ describe('images in the prompt', () => {
     expect(await usageRow(userId)).toMatchObject({ cost_usd: cost.toString(), shortfall_usd: '0' });
   });
 });
+
+describe('n', () => {
+  test("n up to OpenAI's limit of 128 is accepted and passed upstream; above it, a 400 naming n", async () => {
+    const { apiKey } = await userWithKey(service, { telegramId: 860_021, balance: '1' });
+    await sdk(service.url, apiKey).chat.completions.create({
+      model: 'gpt-4o-mini',
+      n: 20,
+      max_tokens: 8,
+      messages: [{ role: 'user', content: 'Pick. [[tokens=2]]' }],
+    });
+    expect(lastUpstreamBody()).toMatchObject({ n: 20, max_tokens: 8 });
+    const error = await sdk(service.url, apiKey)
+      .chat.completions.create({
+        model: 'gpt-4o-mini',
+        n: 129,
+        messages: [{ role: 'user', content: 'Pick.' }],
+      })
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ status: 400, param: 'n' });
+  });
+});
