@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { networkSchema } from '../../chain-watchers/config.js';
+import { IMAGE_TOKENS_MAX } from '../gateway/tokens.js';
 
 /** A non-negative decimal amount written as a string: "0.15", "1", "3000.5". */
 const decimalString = z
@@ -72,6 +73,14 @@ const modelSchema = z.strictObject({
   maxOutputTokensDefault: positiveInt.default(4096),
   /** Largest output a caller may ask for; above it the request is refused. */
   maxOutputTokensLimit: positiveInt.default(1_000_000),
+  /**
+   * The parameter `maxOutputTokensDefault` is sent as when a request sets no cap. Absent:
+   * `max_completion_tokens` for OpenAI's reasoning models (o1, o3, o4, gpt-5: they refuse
+   * `max_tokens`), else `max_tokens`.
+   */
+  outputCapParam: z.enum(['max_tokens', 'max_completion_tokens']).optional(),
+  /** Most input tokens one image part may bill; the hold counts this much per image. */
+  imageTokensMax: positiveInt.default(IMAGE_TOKENS_MAX),
 });
 
 const rateLimitSchema = z

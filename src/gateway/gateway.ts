@@ -126,14 +126,19 @@ export class Gateway {
     const requested = caps.length === 0 ? null : Math.max(...caps.map((param) => body[param]!));
     const outputTokensMax =
       BigInt(requested ?? model.config.maxOutputTokensDefault) * BigInt(body.n ?? 1);
-    const promptTokensMax = promptTokensUpperBound(body, this.deps.config.gateway.bytesPerTokenMin);
+    const promptTokensMax = promptTokensUpperBound(
+      body,
+      this.deps.config.gateway.bytesPerTokenMin,
+      model.config.imageTokensMax,
+    );
     const stream = body.stream === true;
     const record = this.newRecord(call, model, 'chat.completions', stream);
     const held = await this.admit(call, model, record, promptTokensMax, outputTokensMax);
 
     const upstreamBody: Record<string, unknown> = { ...body, model: model.price.upstreamModel };
     // A cap upstream must honour, so the call cannot cost more than was held.
-    if (requested === null) upstreamBody['max_tokens'] = model.config.maxOutputTokensDefault;
+    if (requested === null)
+      upstreamBody[outputCapParam(model)] = model.config.maxOutputTokensDefault;
     if (stream)
       upstreamBody['stream_options'] = { ...(body.stream_options ?? {}), include_usage: true };
 
@@ -639,4 +644,15 @@ export class Gateway {
  */
 function untilForwarded(clientSignal: AbortSignal): AbortSignal {
   return clientSignal.aborted ? clientSignal : new AbortController().signal;
+}
+
+/** OpenAI's reasoning models: they refuse `max_tokens` (400) and take `max_completion_tokens`. */
+const REASONING_MODEL = /^(o\d|gpt-5)/;
+
+/** The parameter the gateway's own output cap goes upstream as. */
+function outputCapParam(model: Model): 'max_tokens' | 'max_completion_tokens' {
+  return (
+    model.config.outputCapParam ??
+    (REASONING_MODEL.test(model.price.upstreamModel) ? 'max_completion_tokens' : 'max_tokens')
+  );
 }

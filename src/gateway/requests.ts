@@ -20,7 +20,8 @@ export const chatRequestSchema = z.looseObject({
     .max(10_000),
   max_tokens: tokenCount.nullish(),
   max_completion_tokens: tokenCount.nullish(),
-  n: z.number().int().min(1).max(16).nullish(),
+  // OpenAI's own limit; the hold multiplies the output cap by it.
+  n: z.number().int().min(1).max(128).nullish(),
   stream: z.boolean().nullish(),
   stream_options: z.looseObject({ include_usage: z.boolean().optional() }).nullish(),
 });

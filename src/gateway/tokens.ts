@@ -4,18 +4,26 @@
  * Upper bound: a token is at least `bytesPerTokenMin` bytes of text (1 unless configured:
  * `gateway.bytesPerTokenMin`), so a prompt has at most its JSON's UTF-8 bytes divided by it
  * in tokens (the JSON also covers roles, names and per-message overhead), plus a fixed
- * allowance per image, whose cost does not show in its URL's length.
+ * allowance per image (the model's `imageTokensMax`), whose cost does not show in its URL's
+ * length. A `file` part (a PDF: its text and an image per page, or a `file_id`) cannot be
+ * bounded from the request: a call that costs more than was held is charged in full, the
+ * difference booked as the user's receivable.
  *
  * Estimate (used only when upstream sent no usage, and then the usage record says so):
  * about four bytes of text per token, rounded up.
  */
 
-export const IMAGE_TOKENS_MAX = 3_000;
+/**
+ * The default allowance per image: above OpenAI's dearest, gpt-4o-mini's 2 833 + 5 667 per
+ * 512 px tile, at most 8 tiles in high detail (48 169 tokens).
+ */
+export const IMAGE_TOKENS_MAX = 50_000;
 const FIXED_OVERHEAD_TOKENS = 16;
 
 export function promptTokensUpperBound(
   body: Record<string, unknown>,
   bytesPerTokenMin = 1,
+  imageTokensMax = IMAGE_TOKENS_MAX,
 ): bigint {
   const relevant = {
     messages: body['messages'],
@@ -28,7 +36,7 @@ export function promptTokensUpperBound(
   const images = countImages(body['messages']);
   return BigInt(
     Math.ceil(Buffer.byteLength(json, 'utf8') / bytesPerTokenMin) +
-      images * IMAGE_TOKENS_MAX +
+      images * imageTokensMax +
       FIXED_OVERHEAD_TOKENS,
   );
 }

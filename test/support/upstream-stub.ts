@@ -19,6 +19,9 @@
  *   space; streamed as one delta "tokK " per token); finish_reason 'length' when the cap cut
  *   N, else 'stop'. completion_tokens = N + reasoning tokens.
  *
+ * Like OpenAI, reasoning models (o1, o3-mini, o4-mini, gpt-5…) answer 400
+ * `unsupported_parameter` (param `max_tokens`) to a request with `max_tokens`.
+ *
  * Directives, read from the text of the LAST user message (for embeddings: from all string
  * inputs), override setDefault()'s behaviour field by field. Unknown or out-of-range ones
  * are answered with 400, so a typo fails the test instead of being ignored.
@@ -358,6 +361,9 @@ function safeDecode(segment: string): string {
   }
 }
 
+/** Models that, at OpenAI, take `max_completion_tokens` and refuse `max_tokens`. */
+const REASONING_MODEL = /^(o\d|gpt-5)/;
+
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
@@ -375,6 +381,16 @@ async function handleChat(
   const model = body['model'];
   if (typeof model !== 'string') {
     sendError(exchange, 400, "Missing required parameter: 'model'.", { param: 'model' });
+    return;
+  }
+  // As OpenAI does: its reasoning models (o1, o3, o4-mini, gpt-5) refuse the older cap.
+  if (REASONING_MODEL.test(model) && body['max_tokens'] != null) {
+    sendError(
+      exchange,
+      400,
+      "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+      { code: 'unsupported_parameter', param: 'max_tokens' },
+    );
     return;
   }
   const messages = body['messages'] as unknown[];

@@ -1,0 +1,144 @@
+import { describe, expect, test } from 'vitest';
+import type { TestDatabase } from '../support/db.js';
+import { userWithKey, type TestService } from '../support/service.js';
+import { countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
+import { expectedCost, MODELS, sdk, useGatewayStack } from './fixtures.js';
+
+/** Requests the official SDK sends as OpenAI documents them, through the gateway. */
+
+let database: TestDatabase;
+let stub: UpstreamStub;
+let service: TestService;
+
+useGatewayStack((stack) => ({ database, stub, service } = stack));
+
+function lastUpstreamBody(): Record<string, unknown> {
+  return stub.requests.at(-1)!.body as Record<string, unknown>;
+}
+
+async function usageRow(userId: string) {
+  const { rows } = await database.pool.query<{
+    completion_tokens: string;
+    cost_usd: string;
+    shortfall_usd: string;
+  }>(
+    `select completion_tokens::text, cost_usd::text, shortfall_usd::text
+       from usage_records where user_id = $1 order by id desc limit 1`,
+    [userId],
+  );
+  return rows[0]!;
+}
+
+describe('the output cap the gateway adds', () => {
+  test('a reasoning model (o3-mini upstream) called with no cap gets max_completion_tokens, which it accepts, not max_tokens, which OpenAI refuses', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 860_001, balance: '1' });
+    const messages = [{ role: 'user' as const, content: 'Think. [[tokens=9]] [[reasoning=4]]' }];
+    const { data, response } = await sdk(service.url, apiKey)
+      .chat.completions.create({ model: 'precise', messages })
+      .withResponse();
+    expect(data.usage?.completion_tokens).toBe(13);
+    const body = lastUpstreamBody();
+    expect(body['max_completion_tokens']).toBe(256);
+    expect(body).not.toHaveProperty('max_tokens');
+    const cost = expectedCost(MODELS.precise, {
+      prompt: countPromptTokens({ messages }),
+      completion: 13,
+      reasoning: 4,
+    });
+    expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
+    expect(await usageRow(userId)).toMatchObject({ cost_usd: cost.toString(), shortfall_usd: '0' });
+  });
+
+  test('streamed too', async () => {
+    const { apiKey } = await userWithKey(service, { telegramId: 860_002, balance: '1' });
+    const stream = await sdk(service.url, apiKey).chat.completions.create({
+      model: 'precise',
+      messages: [{ role: 'user', content: 'Think. [[tokens=3]]' }],
+      stream: true,
+    });
+    let text = '';
+    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
+    expect(text).toBe('tok0 tok1 tok2 ');
+    expect(lastUpstreamBody()['max_completion_tokens']).toBe(256);
+  });
+
+  test('other models still get max_tokens (what every OpenAI-compatible provider knows)', async () => {
+    const { apiKey } = await userWithKey(service, { telegramId: 860_003, balance: '1' });
+    await sdk(service.url, apiKey).chat.completions.create({
+      model: 'gpt-4o-mini',
+      messages: [{ role: 'user', content: 'hi [[tokens=2]]' }],
+    });
+    const body = lastUpstreamBody();
+    expect(body['max_tokens']).toBe(256);
+    expect(body).not.toHaveProperty('max_completion_tokens');
+  });
+});
+
+describe('images in the prompt', () => {
+  const prompt = 2_833 + 8 * 5_667; // gpt-4o-mini, high detail, 768x2048: OpenAI's dearest image
+  const imageCall = (maxTokens: number) => ({
+    model: 'gpt-4o-mini',
+    max_tokens: maxTokens,
+    messages: [
+      {
+        role: 'user' as const,
+        content: [
+          { type: 'text' as const, text: `Describe. [[tokens=4]] [[prompt-tokens=${prompt}]]` },
+          {
+            type: 'image_url' as const,
+            image_url: { url: 'https://example.com/768x2048.png', detail: 'high' as const },
+          },
+        ],
+      },
+    ],
+  });
+
+  test('a balance that cannot pay what an image may bill is refused (402, nothing sent), not served on credit', async () => {
+    const cost = expectedCost(MODELS.mini, { prompt, completion: 4 });
+    const balance = '0.007';
+    expect(cost.gt(balance)).toBe(true);
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 860_011, balance });
+    const sent = stub.requests.length;
+    const error = await sdk(service.url, apiKey)
+      .chat.completions.create(imageCall(16))
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ status: 402, code: 'insufficient_balance' });
+    expect(stub.requests.length).toBe(sent);
+    const { rows } = await database.pool.query(
+      `select count(*)::int as n from usage_records where user_id = $1 and shortfall_usd > 0`,
+      [userId],
+    );
+    expect(rows[0].n).toBe(0);
+  });
+
+  test('with enough balance the image call is charged exactly, all within its hold', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 860_012, balance: '1' });
+    const { response } = await sdk(service.url, apiKey)
+      .chat.completions.create(imageCall(16))
+      .withResponse();
+    const cost = expectedCost(MODELS.mini, { prompt, completion: 4 });
+    expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
+    expect(await usageRow(userId)).toMatchObject({ cost_usd: cost.toString(), shortfall_usd: '0' });
+  });
+});
+
+describe('n', () => {
+  test("n up to OpenAI's limit of 128 is accepted and passed upstream; above it, a 400 naming n", async () => {
+    const { apiKey } = await userWithKey(service, { telegramId: 860_021, balance: '1' });
+    await sdk(service.url, apiKey).chat.completions.create({
+      model: 'gpt-4o-mini',
+      n: 20,
+      max_tokens: 8,
+      messages: [{ role: 'user', content: 'Pick. [[tokens=2]]' }],
+    });
+    expect(lastUpstreamBody()).toMatchObject({ n: 20, max_tokens: 8 });
+    const error = await sdk(service.url, apiKey)
+      .chat.completions.create({
+        model: 'gpt-4o-mini',
+        n: 129,
+        messages: [{ role: 'user', content: 'Pick.' }],
+      })
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ status: 400, param: 'n' });
+  });
+});
