@@ -21,6 +21,30 @@ describe('configuration', () => {
     expect(parseConfig({ database: { url: 'env:NOPE' } }, {}).database.url).toBeUndefined();
   });
 
+  test('env: in a number or boolean field reads the variable as one (a container port); text that is none is an error naming the field', () => {
+    const config = parseConfig(
+      {
+        http: { port: 'env:PORT', trustProxy: 'env:BEHIND_PROXY', shutdownGraceMs: 'env:GRACE' },
+        database: { poolSize: 'env:POOL' },
+      },
+      { PORT: '9090', BEHIND_PROXY: 'true', GRACE: ' 5000 ', POOL: '7' },
+    );
+    expect(config.http).toMatchObject({ port: 9090, trustProxy: true, shutdownGraceMs: 5000 });
+    expect(config.database.poolSize).toBe(7);
+    expect(() => parseConfig({ http: { port: 'env:PORT' } }, { PORT: '80a' })).toThrow(
+      /config http\.port: /,
+    );
+    expect(() => parseConfig({ http: { trustProxy: 'env:TP' } }, { TP: 'yes' })).toThrow(
+      /config http\.trustProxy: /,
+    );
+    // Only a variable's text is read so: the file itself says what it means.
+    expect(() => parseConfig({ http: { port: '9090' } }, {})).toThrow(/config http\.port: /);
+    // A string field keeps the text, digits or not.
+    expect(
+      parseConfig({ adminToken: 'env:ADMIN' }, { ADMIN: '12345678901234567890' }).adminToken,
+    ).toBe('12345678901234567890');
+  });
+
   test('an unset environment variable is an error naming the field and the variable', () => {
     expect(() => parseConfig({ telegram: { botToken: 'env:TELEGRAM_BOT_TOKEN' } }, {})).toThrow(
       new ConfigError('environment variable TELEGRAM_BOT_TOKEN is not set', 'telegram.botToken'),

@@ -66,14 +66,21 @@ export function loadConfig(flag?: string, env: NodeJS.ProcessEnv = process.env):
 /** Validates an already-parsed config object (tests and the demo build theirs in code). */
 export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env): Config {
   const missing = new Map<string, string>();
-  const substituted = substituteEnv(raw, [], env, missing);
+  const fromEnv = new Set<string>();
+  const substituted = substituteEnv(raw, [], env, missing, fromEnv);
   if (env['DATABASE_URL'] && isRecord(substituted)) {
     // DATABASE_URL is how operators and CI point the service at a server, unless the file names one itself.
     const database = isRecord(substituted['database']) ? substituted['database'] : {};
     if (database['url'] === undefined)
       substituted['database'] = { ...database, url: env['DATABASE_URL'] };
   }
-  const result = configSchema.safeParse(substituted);
+  let result = configSchema.safeParse(substituted);
+  // An environment variable is text: `"port": "env:PORT"` is read as the number (or the
+  // boolean) the field wants when the text is one. Each pass fixes one such field.
+  for (let pass = 0; !result.success && pass < fromEnv.size; pass += 1) {
+    if (!typeEnvValue(substituted, innermostIssue(result.error.issues[0]!), fromEnv)) break;
+    result = configSchema.safeParse(substituted);
+  }
   if (!result.success) {
     const issue = innermostIssue(result.error.issues[0]!);
     if (issue.code === 'unrecognized_keys') {
@@ -238,11 +245,35 @@ function innermostIssue(issue: z.core.$ZodIssue): z.core.$ZodIssue {
   return innermostIssue({ ...only, path: [...issue.path, ...only.path] } as z.core.$ZodIssue);
 }
 
+/**
+ * Where `issue` says a number or a boolean was expected and found the text of an environment
+ * variable that reads as one (`8080`, `true`), puts the typed value there; false otherwise.
+ */
+function typeEnvValue(config: unknown, issue: z.core.$ZodIssue, fromEnv: Set<string>): boolean {
+  if (issue.code !== 'invalid_type' || issue.path.length === 0) return false;
+  if (!fromEnv.has(formatPath(issue.path))) return false;
+  const parent = issue.path
+    .slice(0, -1)
+    .reduce<unknown>((at, key) => (at as Record<PropertyKey, unknown>)?.[key], config);
+  const key = issue.path[issue.path.length - 1]!;
+  if (typeof parent !== 'object' || parent === null) return false;
+  const text = (parent as Record<PropertyKey, unknown>)[key];
+  if (typeof text !== 'string') return false;
+  let typed: number | boolean;
+  if (issue.expected === 'number' && /^-?\d+(\.\d+)?$/.test(text.trim())) typed = Number(text);
+  else if (issue.expected === 'boolean' && /^(true|false)$/.test(text.trim()))
+    typed = text.trim() === 'true';
+  else return false;
+  (parent as Record<PropertyKey, unknown>)[key] = typed;
+  return true;
+}
+
 function substituteEnv(
   value: unknown,
   path: Array<string | number>,
   env: NodeJS.ProcessEnv,
   missing: Map<string, string>,
+  fromEnv: Set<string>,
 ): unknown {
   if (typeof value === 'string' && value.startsWith('env:')) {
     const name = value.slice(4);
@@ -251,17 +282,18 @@ function substituteEnv(
       missing.set(formatPath(path), name);
       return undefined;
     }
+    fromEnv.add(formatPath(path));
     return found;
   }
   if (Array.isArray(value)) {
     return value
-      .map((item, i) => substituteEnv(item, [...path, i], env, missing))
+      .map((item, i) => substituteEnv(item, [...path, i], env, missing, fromEnv))
       .filter((item) => item !== undefined);
   }
   if (isRecord(value)) {
     const out: Record<string, unknown> = {};
     for (const [key, item] of Object.entries(value)) {
-      const next = substituteEnv(item, [...path, key], env, missing);
+      const next = substituteEnv(item, [...path, key], env, missing, fromEnv);
       if (next !== undefined) out[key] = next;
     }
     return out;
