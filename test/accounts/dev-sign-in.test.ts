@@ -1,3 +1,4 @@
+import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { startTestService, type TestService } from '../support/service.js';
@@ -85,4 +86,68 @@ test('a request that came through a proxy never gets a development session, what
   } finally {
     await proxied.stop();
   }
+});
+
+/** POST /api/auth/dev with the Host header a browser would send (fetch cannot set Host). */
+function devSignInAs(
+  target: TestService,
+  headers: Record<string, string>,
+  telegramId: number,
+): Promise<{ status: number; body: ErrorShape & { token?: string } }> {
+  const url = new URL('/api/auth/dev', target.url);
+  const payload = JSON.stringify({ telegramId });
+  return new Promise((resolve, reject) => {
+    const request = httpRequest(
+      url,
+      {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          'content-length': String(Buffer.byteLength(payload)),
+          ...headers,
+        },
+      },
+      (response) => {
+        let text = '';
+        response.setEncoding('utf8');
+        response.on('data', (chunk: string) => (text += chunk));
+        response.on('end', () =>
+          resolve({ status: response.statusCode ?? 0, body: JSON.parse(text) }),
+        );
+      },
+    );
+    request.on('error', reject);
+    request.end(payload);
+  });
+}
+
+test('a web page cannot reach the development sign-in through the browser of someone on this machine (DNS rebinding, cross-site POST)', async () => {
+  const port = new URL(service.url).port;
+  const before = await rowCounts(database.pool);
+  for (const headers of [
+    // evil.example resolved to 127.0.0.1 for a moment: the browser calls us as evil.example.
+    { host: `evil.example:${port}`, origin: `http://evil.example:${port}` },
+    { host: `evil.example:${port}` },
+    { host: `127.0.0.1.evil.example:${port}` },
+    // A page elsewhere posting to us (text/plain needs no preflight).
+    { host: `127.0.0.1:${port}`, origin: 'https://evil.example' },
+    { host: `127.0.0.1:${port}`, origin: 'null' },
+    { host: `localhost:${port}`, origin: `http://localhost.evil.example:${port}` },
+  ]) {
+    const result = await devSignInAs(service, headers, 840_101);
+    expect(result.status, JSON.stringify(headers)).toBe(403);
+    expect(result.body.error.code).toBe('dev_sign_in_local_only');
+  }
+  expect(await rowCounts(database.pool)).toEqual(before);
+  // The dashboard itself, opened on this machine by any loopback name, still signs in.
+  for (const [index, name] of ['127.0.0.1', 'localhost', '[::1]'].entries()) {
+    const result = await devSignInAs(
+      service,
+      { host: `${name}:${port}`, origin: `http://${name}:${port}` },
+      840_102 + index,
+    );
+    expect(result.status, name).toBe(200);
+    expect(result.body.token).toMatch(/^lxs-/);
+  }
+  expect((await devSignInAs(service, { host: `localhost:${port}` }, 840_105)).status).toBe(200);
 });

@@ -90,7 +90,10 @@ function answerSignIn(ctx: Context, result: SignInResult): void {
  * A client on this machine talking to us directly: the socket's own peer is loopback (not
  * `ctx.ip`, which `http.trustProxy` takes from X-Forwarded-For, a header any client writes),
  * and the request carries no forwarding header (a reverse proxy on this machine would make
- * every remote client's socket look local).
+ * every remote client's socket look local). And it is not a web page using the browser of
+ * someone on this machine: the Host it called must be a loopback name (a page on a name that
+ * resolves to 127.0.0.1 for a moment, DNS rebinding, calls us by that name), and an Origin,
+ * when the browser sends one, must be a loopback origin too (a page elsewhere posting here).
  */
 function isLocalClient(ctx: Context): boolean {
   const peer = ctx.req.socket.remoteAddress ?? '';
@@ -98,5 +101,23 @@ function isLocalClient(ctx: Context): boolean {
   const forwarded = ['forwarded', 'x-forwarded-for', 'x-real-ip'].some(
     (header) => ctx.get(header) !== '',
   );
-  return loopback && !forwarded;
+  const origin = ctx.get('origin');
+  return (
+    loopback &&
+    !forwarded &&
+    isLoopbackHost(ctx.req.headers.host ?? '') &&
+    (origin === '' || isLoopbackOrigin(origin))
+  );
+}
+
+/** `localhost`, `127.x.y.z` or `[::1]`, with an optional port. */
+const LOOPBACK_HOST = /^(?:localhost|127(?:\.\d{1,3}){3}|\[::1\])(?::\d{1,5})?$/i;
+
+function isLoopbackHost(host: string): boolean {
+  return LOOPBACK_HOST.test(host);
+}
+
+function isLoopbackOrigin(origin: string): boolean {
+  const match = /^https?:\/\/([^/]+)$/i.exec(origin);
+  return match !== null && isLoopbackHost(match[1]!);
 }
