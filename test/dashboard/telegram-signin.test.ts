@@ -152,8 +152,9 @@ describe('a service with a Telegram bot', () => {
       telegramLogin: BOT,
       size: 'large',
       userpic: 'false',
-      authUrl: `${service.url}/#telegram-auth`,
+      authUrl: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+\/#telegram-auth-[0-9a-f]{32}$/),
     });
+    const { authUrl } = widget as { authUrl: string };
     expect(await page.locator('#dev-signin').isHidden()).toBe(true);
     expect(offsite).toEqual(['https://telegram.org/js/telegram-widget.js?22']);
 
@@ -165,7 +166,7 @@ describe('a service with a Telegram bot', () => {
       username: 'ada_tg',
       auth_date: nowS(),
     });
-    const widgetRedirect = `${service.url}/#telegram-auth?${new URLSearchParams(
+    const widgetRedirect = `${authUrl}?${new URLSearchParams(
       Object.entries(signed).map(([name, value]): [string, string] => [name, String(value)]),
     )}`;
     await page.evaluate((url) => {
@@ -190,6 +191,57 @@ describe('a service with a Telegram bot', () => {
     expect(await page.locator('#signin-title').isVisible()).toBe(true);
     // The refused POST is the only thing the console may mention.
     expect(problems.filter((problem) => !problem.includes('401'))).toEqual([]);
+    await context.close();
+  });
+
+  test('a signed login someone else sends as a link does not sign the page in to their account (login CSRF)', async () => {
+    // The attacker's own fresh Login Widget data, put in a link to our page: opened, it would
+    // sign the victim in to the attacker's account, whose deposit address the page then shows.
+    const context = await browser.newContext();
+    await context.route('**/*', (route) => {
+      const url = new URL(route.request().url());
+      if (url.hostname === '127.0.0.1') return route.continue();
+      if (url.origin === 'https://telegram.org' && url.pathname === '/js/telegram-widget.js')
+        return route.fulfill({
+          contentType: 'text/javascript',
+          body: 'window.__widget = Object.assign({}, document.currentScript.dataset);',
+        });
+      return route.abort('blockedbyclient');
+    });
+    const attacker = signTelegram({ id: 840_201, first_name: 'Mallory', auth_date: nowS() });
+    const fields = new URLSearchParams(
+      Object.entries(attacker).map(([name, value]): [string, string] => [name, String(value)]),
+    );
+    const replaysBefore = await database.pool.query(`select count(*) from telegram_login_replays`);
+    const page = await context.newPage();
+    // A link opened in a new tab, and a page that opened ours and then moves it to the link.
+    for (const link of [
+      `${service.url}/#telegram-auth?${fields}`,
+      `${service.url}/#telegram-auth-00000000000000000000000000000000?${fields}`,
+    ]) {
+      await page.goto(link);
+      await page.locator('#signin-title').waitFor();
+      await waitForText(
+        page,
+        '#error',
+        'This Telegram sign-in was not started on this page, so it was not used. Sign in with the Telegram button.',
+      );
+      expect(await page.evaluate(() => sessionStorage.getItem('lingxi.session'))).toBeNull();
+      expect(await page.evaluate(() => location.hash)).toBe('');
+    }
+    await page.goto(`${service.url}/`);
+    await page.waitForFunction(() => (window as { __widget?: object }).__widget !== undefined);
+    await page.evaluate((url) => {
+      location.hash = url;
+    }, `#telegram-auth?${fields}`);
+    await waitForText(
+      page,
+      '#error',
+      'This Telegram sign-in was not started on this page, so it was not used. Sign in with the Telegram button.',
+    );
+    expect(await page.evaluate(() => sessionStorage.getItem('lingxi.session'))).toBeNull();
+    const replaysAfter = await database.pool.query(`select count(*) from telegram_login_replays`);
+    expect(replaysAfter.rows).toEqual(replaysBefore.rows);
     await context.close();
   });
 });

@@ -15,6 +15,8 @@ const CHART_DAYS = 14;
 /** The chart reads at most this many pages of 500 usage rows. */
 const CHART_PAGES_MAX = 20;
 const TELEGRAM_AUTH_FRAGMENT = '#telegram-auth';
+/** sessionStorage: the nonce in this tab's widget return URL (see mountTelegramWidget). */
+const TELEGRAM_NONCE_KEY = 'lingxi.telegramNonce';
 const DEPOSIT_PENDING = new Set(['seen', 'confirming']);
 
 const $ = (id) => {
@@ -203,6 +205,11 @@ function showSignIn(message) {
  * Telegram's widget evaluates `data-onauth` with eval(), which this page's CSP forbids. With
  * `data-auth-url` it navigates to that URL with the signed fields appended instead; pointing it
  * at a fragment of this page keeps them in the browser (a fragment is never sent to a server).
+ *
+ * The fragment carries a random nonce kept in this tab's sessionStorage: signed fields that
+ * arrive without it did not come from the widget this tab showed. Someone could put their own
+ * fresh login in a link (or move a tab they opened to one) and sign the page in to their
+ * account, whose deposit address it would then show: login CSRF. Such fields are not used.
  */
 function mountTelegramWidget(bot) {
   const container = $('telegram-login');
@@ -213,27 +220,57 @@ function mountTelegramWidget(bot) {
     'data-telegram-login': bot,
     'data-size': 'large',
     'data-userpic': 'false',
-    'data-auth-url': `${location.origin}${location.pathname}${TELEGRAM_AUTH_FRAGMENT}`,
+    'data-auth-url': `${location.origin}${location.pathname}${TELEGRAM_AUTH_FRAGMENT}-${telegramNonce()}`,
   });
   container.append(script);
 }
 
-/** The widget's fields from `#telegram-auth?id=..&hash=..`, or null. */
+/** This tab's nonce for the widget's return URL (crypto.randomUUID needs https; this does not). */
+function telegramNonce() {
+  let nonce = sessionStorage.getItem(TELEGRAM_NONCE_KEY);
+  if (!nonce || !/^[0-9a-f]{32}$/.test(nonce)) {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    nonce = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+    sessionStorage.setItem(TELEGRAM_NONCE_KEY, nonce);
+  }
+  return nonce;
+}
+
+/**
+ * The widget's fields from `#telegram-auth-<nonce>?id=..&hash=..`, or null when there are
+ * none; `{ foreign: true }` when they did not come from this tab's widget (no or another nonce).
+ */
 function telegramAuthFromFragment() {
   const { hash } = location;
   if (!hash.startsWith(TELEGRAM_AUTH_FRAGMENT)) return null;
-  const query = hash.slice(TELEGRAM_AUTH_FRAGMENT.length).replace(/^[?&]/, '');
+  const rest = hash.slice(TELEGRAM_AUTH_FRAGMENT.length);
+  const separator = rest.search(/[?&]/);
+  const tag = separator < 0 ? rest : rest.slice(0, separator);
+  const query = separator < 0 ? '' : rest.slice(separator + 1);
   history.replaceState(null, '', `${location.pathname}${location.search}`);
   const fields = {};
   for (const [name, value] of new URLSearchParams(query)) fields[name] = value;
-  return fields.hash ? fields : null;
+  if (!fields.hash) return null;
+  const expected = sessionStorage.getItem(TELEGRAM_NONCE_KEY);
+  if (!expected || tag !== `-${expected}`) return { foreign: true };
+  return { fields };
 }
 
 async function signInWithTelegramFragment() {
-  const fields = telegramAuthFromFragment();
-  if (!fields) return false;
+  const received = telegramAuthFromFragment();
+  if (!received) return false;
+  if (received.foreign) {
+    // Whoever is signed in here stays signed in.
+    if (sessionStorage.getItem(TOKEN_KEY) && state.me === null)
+      await openDashboard({ focus: false });
+    else if (!sessionStorage.getItem(TOKEN_KEY)) showSignIn();
+    showError(
+      'This Telegram sign-in was not started on this page, so it was not used. Sign in with the Telegram button.',
+    );
+    return true;
+  }
   try {
-    const session = await api('POST', '/api/auth/telegram', fields);
+    const session = await api('POST', '/api/auth/telegram', received.fields);
     await startSession(session.token);
   } catch (error) {
     showSignIn();
