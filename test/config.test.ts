@@ -51,6 +51,13 @@ describe('configuration', () => {
     );
   });
 
+  test('an empty bot token is refused: it would not turn Telegram sign-in on but would turn the development sign-in on', () => {
+    for (const botToken of ['', '   '])
+      expect(() => parseConfig({ telegram: { botToken } }, {})).toThrow(
+        /config telegram\.botToken: /,
+      );
+  });
+
   test('a bad field stops with its path', () => {
     expect(() => parseConfig({ http: { port: 'eighty' } }, {})).toThrow(/config http\.port: /);
     expect(() =>

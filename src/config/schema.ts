@@ -134,7 +134,11 @@ export const configSchema = z.strictObject({
   networks: z.array(networkSchema).default([]),
   telegram: z
     .strictObject({
-      botToken: z.string().optional(),
+      // An empty token would leave Telegram sign-in off and turn the development sign-in on.
+      botToken: z
+        .string()
+        .regex(/^\S+$/, 'must be the token from @BotFather (no spaces); leave the key out for none')
+        .optional(),
       /** The bot's public username (no @): the dashboard's Login Widget needs it. */
       botUsername: z
         .string()
