@@ -342,11 +342,17 @@ export class DepositWatcher {
               confirmations: Number(max(0n, latest - t.blockNumber + 1n)),
               confirmations_required: this.confirmationsRequired(),
               ignore_reason: ignoreReason,
+              // Mined again to another address after a reorg removed it from this one: a deposit
+              // of its own (another user's), credited under a key no earlier row used.
+              reincluded: sql<number>`coalesce(${reincludedDeposit(sql`${network}`, sql`${t.txHash}`, sql`${t.logIndex}::int`)}, 0)`,
             };
           }),
         )
+        // A row per address: the same transfer mined again paying another of our addresses (a
+        // contract call whose recipient depends on the chain's state) is another user's
+        // deposit; the row it left keeps its user and what happened to it (orphaned, reversed).
         .onConflict((oc) =>
-          oc.columns(['network', 'tx_hash', 'log_index']).doUpdateSet({
+          oc.columns(['network', 'tx_hash', 'log_index', 'address']).doUpdateSet({
             block_number: sql`excluded.block_number`,
             block_hash: sql`excluded.block_hash`,
             block_time: sql`excluded.block_time`,
@@ -360,7 +366,15 @@ export class DepositWatcher {
             // A transfer a reorg removed (orphaned, or credited and reversed) that is mined again
             // on the new chain starts over: it is credited afresh under a new key (`reincluded`);
             // the ledger keeps the earlier credit and its reversal.
-            reincluded: ifRemoved('deposits', 'reincluded', sql`deposits.reincluded + 1`),
+            reincluded: ifRemoved(
+              'deposits',
+              'reincluded',
+              reincludedDeposit(
+                sql`deposits.network`,
+                sql`deposits.tx_hash`,
+                sql`deposits.log_index`,
+              ),
+            ),
             entry_id: ifRemoved('deposits', 'entry_id', sql`null`),
             credited_at: ifRemoved('deposits', 'credited_at', sql`null`),
             amount_usd: ifRemoved('deposits', 'amount_usd', sql`null`),
@@ -920,7 +934,13 @@ export class DepositWatcher {
    * when the deposit never came back, or its reversal booked nothing to the receivable.
    */
   private async previousReversal(
-    deposit: { network: string; tx_hash: string; log_index: number; reincluded: number },
+    deposit: {
+      network: string;
+      tx_hash: string;
+      log_index: number;
+      reincluded: number;
+      user_id: string | null;
+    },
     receivable: string,
   ): Promise<{ entryId: string; receivableBooked: Decimal } | null> {
     if (deposit.reincluded === 0) return null;
@@ -931,7 +951,17 @@ export class DepositWatcher {
     );
     const { ledger } = this.options;
     const credits = await ledger.entryIdsByKey(keys);
-    const latest = keys.map((k) => credits.get(k)).find((id) => id !== undefined);
+    // The latest credit of this deposit's user: a return of the transfer that paid another of
+    // our addresses (another user's deposit row) was not theirs.
+    let latest: string | undefined;
+    for (const id of keys.map((k) => credits.get(k))) {
+      if (id === undefined) continue;
+      const entry = await ledger.getEntry(id);
+      if (entry?.metadata['userId'] === deposit.user_id) {
+        latest = id;
+        break;
+      }
+    }
     if (!latest) return null;
     const reversal = await ledger.getReversalOf(latest);
     if (!reversal) return null;
@@ -1140,10 +1170,11 @@ export class DepositWatcher {
   }
 }
 
-/** What a scan observes of a deposit: refreshed on every sighting until it is credited. */
+/**
+ * What a scan observes of a deposit: refreshed on every sighting until it is credited. Its
+ * address (and so its user) is the row's identity: a sighting at another address is another row.
+ */
 const DEPOSIT_OBSERVED = [
-  'user_id',
-  'address',
   'from_address',
   'contract',
   'asset',
@@ -1216,6 +1247,19 @@ function reincludedAfter(
   txHash: RawBuilder<unknown>,
 ): RawBuilder<number> {
   return sql<number>`(select max(removed.reincluded) + 1 from outgoing_transfers removed where removed.network = ${network} and removed.tx_hash = ${txHash} and removed.status = 'orphaned')`;
+}
+
+/**
+ * A deposit row's `reincluded` when the transfer is recorded again after a reorg removed it: one
+ * more than any row of the transfer has (at this address or another), so that its credit's key
+ * is one no earlier credit of the transfer used (null: the transfer has no row yet).
+ */
+function reincludedDeposit(
+  network: RawBuilder<unknown>,
+  txHash: RawBuilder<unknown>,
+  logIndex: RawBuilder<unknown>,
+): RawBuilder<number> {
+  return sql<number>`(select max(earlier.reincluded) + 1 from deposits earlier where earlier.network = ${network} and earlier.tx_hash = ${txHash} and earlier.log_index = ${logIndex})`;
 }
 
 /** The idempotency key of a transfer's entry: a new one each time a reorg removed it and it came back. */

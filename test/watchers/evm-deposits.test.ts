@@ -1096,6 +1096,73 @@ describe('EVM deposits', () => {
     expect(await usdBalance(grace.id)).toBe('31.2345678901');
     expect(await ledger.checkBalances()).toEqual([]);
   });
+  test("a credited deposit that a reorg removes and the new branch pays to another user's address stays reversed in the first user's history; the other user's is a deposit of its own", async () => {
+    const w = watcher();
+    await w.runOnce();
+    const ivan = await newUser(830_001);
+    const judy = await newUser(830_002);
+    // A contract call whose recipient depends on the chain's state (a router, a payment
+    // splitter): this router pays 50 USDT to whoever its code names. The very same transaction
+    // is mined on both branches; on the new one the router names another address.
+    const router = '0x00000000000000000000000000000000000c0de1' as Address;
+    await devnet.mint(usdt, router, 50_000_000n);
+    // PUSH4 transfer-selector, SHL 224, MSTORE 0; PUSH20 to, MSTORE 4; PUSH32 amount, MSTORE 36;
+    // CALL(gas, usdt, 0, 0, 68, 0, 0); POP; STOP.
+    const routerCode = (to: Address): Hex =>
+      (`0x63a9059cbb60e01b600052` +
+        `73${to.slice(2).toLowerCase()}600452` +
+        `7f${50_000_000n.toString(16).padStart(64, '0')}602452` +
+        `6000600060446000600073${usdt.slice(2).toLowerCase()}5af15000`) as Hex;
+    await devnet.rpc('evm_setAccountCode', [router, routerCode(ivan.address)]);
+    await devnet.mine(4);
+    await w.runOnce();
+    const beforeTransfer = await devnet.snapshot();
+    const raw = await signTransaction(devnet.account(4).privateKey, { to: router, gas: 200_000n });
+    const txHash = keccak256(raw);
+    expect(await devnet.rpc<Hex>('eth_sendRawTransaction', [raw])).toBe(txHash);
+    await devnet.mine(4);
+    for (let i = 0; i < 2; i += 1) await w.runOnce();
+    const rows = async () =>
+      (
+        await database.pool.query(
+          `select user_id, address, status, entry_id, reversal_entry_id, amount::text
+             from deposits where tx_hash = $1 order by id`,
+          [txHash],
+        )
+      ).rows;
+    const [first] = await rows();
+    expect(first).toMatchObject({ user_id: ivan.id, status: 'credited', amount: '50' });
+    expect(await usdBalance(ivan.id)).toBe('50');
+
+    // A deep reorg; on the new branch the router pays Judy, in the very same transaction.
+    await devnet.revert(beforeTransfer);
+    await devnet.rpc('evm_setAccountCode', [router, routerCode(judy.address)]);
+    await devnet.mine(1, { increaseTimeS: 3 });
+    expect(await devnet.rpc<Hex>('eth_sendRawTransaction', [raw])).toBe(txHash);
+    await devnet.mine(12, { increaseTimeS: 11 });
+    for (let i = 0; i < 3; i += 1) await w.runOnce();
+
+    const reversal = await ledger.getReversalOf(first.entry_id);
+    expect(reversal?.reversesEntryId).toBe(first.entry_id);
+    // Ivan's balance went back to 0: his history still says why (the deposit, reversed).
+    expect(await usdBalance(ivan.id)).toBe('0');
+    expect(await usdBalance(judy.id)).toBe('50');
+    const after = await rows();
+    expect(after).toHaveLength(2);
+    expect(after[0]).toMatchObject({
+      user_id: ivan.id,
+      address: ivan.address,
+      status: 'reversed',
+      entry_id: first.entry_id,
+      reversal_entry_id: reversal!.id,
+    });
+    expect(after[1]).toMatchObject({ user_id: judy.id, address: judy.address, status: 'credited' });
+    expect(after[1].entry_id).not.toBe(first.entry_id);
+    expect(
+      (await database.pool.query(`select status from deposits where user_id = $1`, [ivan.id])).rows,
+    ).toEqual([{ status: 'reversed' }]);
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
 });
 
 describe('EVM deposits priced by a Chainlink feed on another network', () => {
