@@ -1,5 +1,6 @@
 import cron, { type ScheduledTask } from 'node-cron';
 import pg from 'pg';
+import { moveErasedBalances } from '../account/eraseAccount.js';
 import { releaseExpiredReservations } from '../gateway/meter.js';
 import { sealJournal } from '../integrity/sealJournal.js';
 import { runRetention } from '../privacy/retention.js';
@@ -51,7 +52,10 @@ export function startCronRole(runtime: Runtime): CronRole {
     {
       name: 'retention',
       schedule: config.cron.retention,
-      run: () => runRetention(database.db, config, new Date()),
+      run: async () => ({
+        ...(await runRetention(database.db, config, new Date())),
+        erasedBalancesMoved: await moveErasedBalances(database.db, ledger),
+      }),
     },
   ];
   const locks = new JobLocks(database.url, config.database.connectTimeoutMs);

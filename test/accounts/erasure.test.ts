@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, test } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
+import { moveErasedBalances } from '../../src/account/eraseAccount.js';
 import { runCli } from '../../src/cli/main.js';
 import type { TestDatabase } from '../support/db.js';
 import { ledgerRowCounts } from '../support/ledger.js';
@@ -259,6 +260,30 @@ test('an account with nothing left erases without a ledger entry', async () => {
   expect(result.status).toBe(200);
   expect(result.body.unclaimedBalance).toMatchObject({ amount: '0', entryId: null });
   expect(await ledgerRowCounts(database.pool)).toEqual(ledgerBefore);
+});
+
+test("what reaches an erased user's balance later (a call released after the erasure, a move that failed) is moved to unclaimed by the retention job, once", async () => {
+  const { userId, token } = await devSignIn(service, 870_201, 'late');
+  const active = await userWithKey(service, { telegramId: 870_202, balance: '3' });
+  expect((await call(service, 'DELETE', '/api/me', { token, body: CONFIRM })).status).toBe(200);
+  const { ledger, database: db } = service.http.services.runtime;
+  // Money that lands in the customer account after the erasure (as a hold released late does).
+  await ledger.postEntry({
+    kind: 'adjustment',
+    postings: [
+      { account: 'expenses:promotions', amount: '1.25' },
+      { account: `liabilities:customers:${userId}`, amount: '-1.25' },
+    ],
+  });
+  expect(await moveErasedBalances(db.db, ledger)).toBe(1);
+  expect(await moveErasedBalances(db.db, ledger)).toBe(0);
+  const balance = async (code: string) => (await ledger.getBalance(code)).available.toString();
+  expect(await balance(`liabilities:customers:${userId}`)).toBe('0');
+  expect(await balance(`liabilities:unclaimed:${userId}`)).toBe('1.25');
+  // A user who was not erased keeps their balance.
+  expect(await balance(`liabilities:customers:${active.userId}`)).toBe('3');
+  expect(await ledger.checkBalances()).toEqual([]);
+  expect(await trialBalanceNets()).toBe(true);
 });
 
 test('an erased user gets no new API keys and no admin adjustments: 409, nothing written', async () => {
