@@ -7,7 +7,13 @@ import { Decimal } from '../../ledger/index.js';
 import { runReconciliation } from '../../src/reconcile/runReconciliation.js';
 import { type Runtime } from '../../src/runtime.js';
 import type { TestDatabase } from '../support/db.js';
-import { operatorSigner, startEvmStack, type EvmStack } from '../support/evm/stack.js';
+import {
+  operatorSigner,
+  startEvmStack,
+  type EvmStack,
+  eth,
+  postedOrZero,
+} from '../support/evm/stack.js';
 import { startDevnet, type Devnet, type DevnetAccount } from '../support/evm/devnet.js';
 
 /**
@@ -34,10 +40,7 @@ let alice: DevnetAccount;
 let bob: { id: string; address: Address };
 
 const reconcile = () => runReconciliation(runtime, { trigger: 'test', adapters });
-const eth = (wei: bigint) => new Decimal(wei.toString()).div(new Decimal(10).pow(18));
-/** A balance, zero for an account never used. */
-const posted = async (account: string) =>
-  (await runtime.ledger.getBalance(account).catch(() => null))?.posted ?? new Decimal(0);
+const posted = (account: string) => postedOrZero(runtime, account);
 const custody = (address: string) => posted(`assets:custody:devnet:ETH:${address}`);
 const chain = async (address: Address) => eth(await devnet.client.getBalance({ address }));
 

@@ -2,11 +2,10 @@ import type { Address } from 'viem';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import type { ChainAdapter } from '../../chain-watchers/adapter.js';
 import type { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
-import { Decimal } from '../../ledger/index.js';
 import { runReconciliation } from '../../src/reconcile/runReconciliation.js';
 import { type Runtime } from '../../src/runtime.js';
 import type { TestDatabase } from '../support/db.js';
-import { operatorSigner, startEvmStack, type EvmStack } from '../support/evm/stack.js';
+import { operatorSigner, startEvmStack, type EvmStack, eth } from '../support/evm/stack.js';
 import { startDevnet, type Devnet, type DevnetAccount } from '../support/evm/devnet.js';
 
 /**
@@ -26,7 +25,6 @@ let usdt: Address;
 let alice: DevnetAccount;
 
 const reconcile = () => runReconciliation(runtime, { trigger: 'test', adapters });
-const eth = (wei: bigint) => new Decimal(wei.toString()).div(new Decimal(10).pow(18));
 
 async function outgoing(txHash: string): Promise<Array<{ status: string; fee: string | null }>> {
   const { rows } = await database.pool.query(

@@ -7,7 +7,13 @@ import { Decimal } from '../../ledger/index.js';
 import { runReconciliation } from '../../src/reconcile/runReconciliation.js';
 import { type Runtime } from '../../src/runtime.js';
 import type { TestDatabase } from '../support/db.js';
-import { operatorSigner, startEvmStack, type EvmStack } from '../support/evm/stack.js';
+import {
+  operatorSigner,
+  startEvmStack,
+  type EvmStack,
+  eth,
+  postedOrZero,
+} from '../support/evm/stack.js';
 import { startDevnet, type Devnet } from '../support/evm/devnet.js';
 
 /**
@@ -30,9 +36,7 @@ let usdt: Address;
 let alice: { address: Address; privateKey: Hex };
 
 const reconcile = () => runReconciliation(runtime, { trigger: 'test', adapters });
-const eth = (wei: bigint) => new Decimal(wei.toString()).div(new Decimal(10).pow(18));
-const posted = async (account: string) =>
-  (await runtime.ledger.getBalance(account).catch(() => null))?.posted ?? new Decimal(0);
+const posted = (account: string) => postedOrZero(runtime, account);
 const fees = () => posted('expenses:network-fees:devnet');
 const custody = (asset: string, address: string) =>
   posted(`assets:custody:devnet:${asset}:${address}`);

@@ -1,6 +1,7 @@
 import type { Address, Hex, PrivateKeyAccount } from 'viem';
 import { toHex } from 'viem';
 import { mnemonicToAccount, privateKeyToAccount } from 'viem/accounts';
+import { Decimal } from '../../../ledger/index.js';
 import { mnemonicToAccountXpubs } from '../../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
 import type { ChainAdapter } from '../../../chain-watchers/adapter.js';
 import { createAdapters, createWatcher } from '../../../chain-watchers/pipeline/createWatcher.js';
@@ -110,4 +111,14 @@ export function operatorSigner(index: number): { privateKey: Hex; signer: Privat
     mnemonicToAccount(DEPOSIT_MNEMONIC, { addressIndex: index }).getHdKey().privateKey!,
   );
   return { privateKey, signer: privateKeyToAccount(privateKey) };
+}
+
+/** Wei as ETH, exactly. */
+export function eth(wei: bigint): Decimal {
+  return new Decimal(wei.toString()).div(new Decimal(10).pow(18));
+}
+
+/** An account's posted balance; zero for an account never used. */
+export async function postedOrZero(runtime: Runtime, account: string): Promise<Decimal> {
+  return (await runtime.ledger.getBalance(account).catch(() => null))?.posted ?? new Decimal(0);
 }
