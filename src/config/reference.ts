@@ -34,7 +34,7 @@ const SECTION_NOTES: Record<string, string> = {
   retention: 'How long request data is kept (docs/privacy.md).',
   gateway: 'Limits of the OpenAI-compatible gateway.',
   ledger: 'How the ledger batches its writes.',
-  cron: 'Schedules of the cron role (cron syntax, five fields, the process time zone).',
+  cron: 'Schedules of the cron role (cron syntax, five fields, the process time zone). Each scheduled tick runs at most once across the cron processes (docs/operating.md, the roles): give every cron process the same schedules and time zone.',
   alerts: 'Where reconciliation findings are sent.',
   sessions: 'Account sessions (sign-in tokens).',
   log: 'Structured JSON logs on stderr.',

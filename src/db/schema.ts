@@ -170,4 +170,14 @@ export interface Database extends LedgerTables, WatcherTables {
     algorithm: string;
     created_at: Generated<Date>;
   };
+  cron_ticks: {
+    job: string;
+    /** The schedule's time of the turn (not a clock reading). */
+    tick: Timestamp;
+    /** hostname:pid of the cron process that ran it. */
+    runner: string;
+    started_at: Generated<Date>;
+    finished_at: Timestamp | null;
+    outcome: 'ok' | 'failed' | null;
+  };
 }

@@ -1,9 +1,12 @@
-import cron, { type ScheduledTask } from 'node-cron';
+import { hostname } from 'node:os';
+import { sql, type Kysely } from 'kysely';
+import cron from 'node-cron';
 import pg from 'pg';
 import { moveErasedBalances } from '../account/eraseAccount.js';
 import { releaseExpiredReservations } from '../gateway/meter.js';
 import { sealJournal } from '../integrity/sealJournal.js';
 import { runRetention } from '../privacy/retention.js';
+import type { Database } from '../db/schema.js';
 import { runReconciliation } from '../reconcile/runReconciliation.js';
 import type { Runtime } from '../runtime.js';
 
@@ -19,12 +22,34 @@ interface Job {
 }
 
 /**
+ * Starts one job's schedule: `turn(at)` runs the turn scheduled for `at`. The default is
+ * node-cron, which passes each turn's scheduled time as this process's clock reads it.
+ */
+export type Scheduler = (
+  job: { name: string; schedule: string },
+  turn: (at: Date) => Promise<void>,
+) => { stop(): void | Promise<void> };
+
+export interface CronRoleOptions {
+  /** What triggers the turns (tests: a trigger per role, as if their clocks differed). */
+  scheduler?: Scheduler;
+}
+
+const nodeCronScheduler: Scheduler = (job, turn) =>
+  cron.schedule(job.schedule, (context) => turn(context.date), {
+    name: `lingxi-${job.name}`,
+    noOverlap: true,
+  });
+
+/**
  * The cron role: reconciliation, hold expiry, journal sealing and the retention purge on
  * node-cron schedules (config `cron`). Each job runs in one process at a time across the
  * deployment (a try-advisory-lock per job; a process that cannot take it skips that turn)
- * and never overlaps itself.
+ * and never overlaps itself. Each scheduled tick runs at most once across the deployment: a
+ * turn claims its (job, tick) row in `cron_ticks` before it runs, so a process whose clock is
+ * late, taking the lock after another process has run that tick, skips it.
  */
-export function startCronRole(runtime: Runtime): CronRole {
+export function startCronRole(runtime: Runtime, options: CronRoleOptions = {}): CronRole {
   const { config, database, ledger, logger } = runtime;
   const jobs: Job[] = [
     {
@@ -60,16 +85,14 @@ export function startCronRole(runtime: Runtime): CronRole {
   ];
   const locks = new JobLocks(database.url, config.database.connectTimeoutMs);
   const inFlight = new Set<Promise<unknown>>();
-  const tasks: ScheduledTask[] = jobs.map((job) =>
-    cron.schedule(
-      job.schedule,
-      async () => {
-        const work = runExclusive(runtime, locks, job).finally(() => inFlight.delete(work));
-        inFlight.add(work);
-        await work;
-      },
-      { name: `lingxi-${job.name}`, noOverlap: true },
-    ),
+  const scheduler = options.scheduler ?? nodeCronScheduler;
+  const tasks = jobs.map((job) =>
+    scheduler(job, async (at) => {
+      const tick = scheduledTick(job.schedule, at);
+      const work = runExclusive(runtime, locks, job, tick).finally(() => inFlight.delete(work));
+      inFlight.add(work);
+      await work;
+    }),
   );
   logger.info({ jobs: jobs.map((j) => `${j.name} (${j.schedule})`) }, 'cron jobs scheduled');
   return {
@@ -205,18 +228,67 @@ class JobLocks {
 }
 
 /**
- * One turn of a job, if this process gets its lock. Never rejects: whatever fails (the
- * database gone before the job began, or the job itself) is counted and logged as a failed
- * turn, and the next turn tries again.
+ * The tick a turn belongs to: its scheduled time on the schedule's grain (the second for a
+ * six-field schedule, else the minute), so that processes agree on it whatever their clocks
+ * and however late their timers fire.
  */
-async function runExclusive(runtime: Runtime, locks: JobLocks, job: Job): Promise<void> {
-  const { logger, metrics } = runtime;
+export function scheduledTick(schedule: string, at: Date): Date {
+  const grainMs = schedule.trim().split(/\s+/).length === 6 ? 1000 : 60_000;
+  return new Date(Math.floor(at.getTime() / grainMs) * grainMs);
+}
+
+const RUNNER = `${hostname()}:${process.pid}`;
+
+/**
+ * Claims the job's tick; false when a process (this one or another) has claimed it already.
+ * Rows a day older than the tick go with the claim.
+ */
+async function claimTick(db: Kysely<Database>, job: string, tick: Date): Promise<boolean> {
+  const { rows } = await sql<{ claimed: number }>`
+    with claimed as (
+      insert into cron_ticks (job, tick, runner) values (${job}, ${tick}, ${RUNNER})
+      on conflict (job, tick) do nothing
+      returning 1
+    ), pruned as (
+      delete from cron_ticks where job = ${job} and tick < ${tick}::timestamptz - interval '1 day'
+    )
+    select count(*)::int as claimed from claimed`.execute(db);
+  return rows[0]!.claimed === 1;
+}
+
+async function finishTick(
+  db: Kysely<Database>,
+  job: string,
+  tick: Date,
+  outcome: 'ok' | 'failed',
+): Promise<void> {
+  await db
+    .updateTable('cron_ticks')
+    .set({ outcome, finished_at: sql<Date>`now()` })
+    .where('job', '=', job)
+    .where('tick', '=', tick)
+    .execute();
+}
+
+/**
+ * One turn of a job, if this process gets its lock and the tick has not run yet. Never
+ * rejects: whatever fails (the database gone before the job began, or the job itself) is
+ * counted and logged as a failed turn, and the next turn tries again.
+ */
+async function runExclusive(
+  runtime: Runtime,
+  locks: JobLocks,
+  job: Job,
+  tick: Date,
+): Promise<void> {
+  const { database, logger, metrics } = runtime;
   const started = performance.now();
   const failed = (error: unknown) => {
     metrics.cronRuns.inc({ job: job.name, outcome: 'failed' });
     logger.error(
       {
         job: job.name,
+        tick: tick.toISOString(),
         durationMs: Math.round(performance.now() - started),
         err: error instanceof Error ? error.message : String(error),
       },
@@ -235,19 +307,42 @@ async function runExclusive(runtime: Runtime, locks: JobLocks, job: Job): Promis
     return;
   }
   try {
-    const result = await job.run();
+    let claimed: boolean;
+    try {
+      claimed = await claimTick(database.db, job.name, tick);
+    } catch (error) {
+      failed(error);
+      return;
+    }
+    if (!claimed) {
+      // A process whose clock is ahead of ours ran this tick already.
+      metrics.cronRuns.inc({ job: job.name, outcome: 'skipped' });
+      logger.debug({ job: job.name, tick: tick.toISOString() }, 'cron tick already run');
+      return;
+    }
+    let result: unknown;
+    try {
+      result = await job.run();
+    } catch (error) {
+      failed(error);
+      await finishTick(database.db, job.name, tick, 'failed').catch(() => {});
+      return;
+    }
     metrics.cronRuns.inc({ job: job.name, outcome: 'ok' });
     metrics.cronLastSuccess.set({ job: job.name }, Date.now() / 1000);
     logger.info(
       {
         job: job.name,
+        tick: tick.toISOString(),
         durationMs: Math.round(performance.now() - started),
         result: summary(result),
       },
       'cron job done',
     );
-  } catch (error) {
-    failed(error);
+    // The tick is claimed whatever this says; the outcome is for the operator.
+    await finishTick(database.db, job.name, tick, 'ok').catch((error: unknown) =>
+      logger.warn({ job: job.name, err: error }, 'cron tick outcome not recorded'),
+    );
   } finally {
     await release();
   }

@@ -3,7 +3,7 @@ import pino from 'pino';
 import { afterAll, afterEach, beforeAll, expect, test } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import type { Logger } from '../../src/log.js';
-import { startCronRole, type CronRole } from '../../src/roles/cron.js';
+import { startCronRole, type CronRole, type Scheduler } from '../../src/roles/cron.js';
 import { openRuntime, type Runtime } from '../../src/runtime.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { startTcpProxy, type TcpProxy } from '../support/tcpProxy.js';
@@ -50,6 +50,7 @@ function capturedLogger(): { logger: Logger; lines: Array<Record<string, unknown
 async function startRole(
   raw: { url: string; poolSize: number; cron: Record<string, string> },
   logger: Logger,
+  scheduler?: Scheduler,
 ) {
   const config = parseConfig({
     database: { url: raw.url, poolSize: raw.poolSize, connectTimeoutMs: 2000 },
@@ -57,7 +58,7 @@ async function startRole(
     cron: raw.cron,
   });
   const runtime = await openRuntime({ config, logger });
-  const role = startCronRole(runtime);
+  const role = startCronRole(runtime, scheduler ? { scheduler } : {});
   started.push({ runtime, role });
   return runtime;
 }
@@ -65,6 +66,22 @@ async function startRole(
 async function turns(runtime: Runtime, job: string, outcome: string): Promise<number> {
   const { values } = await runtime.metrics.cronRuns.get();
   return values.find((v) => v.labels.job === job && v.labels.outcome === outcome)?.value ?? 0;
+}
+
+/** A role's turns, fired by the test as this role's clock would fire them. */
+function manualClock(): { scheduler: Scheduler; fire(job: string, at: Date): Promise<void> } {
+  const turns = new Map<string, (at: Date) => Promise<void>>();
+  return {
+    scheduler: (job, turn) => {
+      turns.set(job.name, turn);
+      return { stop: () => void turns.delete(job.name) };
+    },
+    fire(job, at) {
+      const turn = turns.get(job);
+      if (!turn) throw new Error(`the role scheduled no ${job} job`);
+      return turn(at);
+    },
+  };
 }
 
 async function waitFor(what: string, done: () => Promise<boolean>, timeoutMs = 20_000) {
@@ -134,4 +151,63 @@ test('a job the database refuses is counted and logged as failed, the process li
     'a turn that succeeds again',
     async () => (await turns(runtime, 'expire-holds', 'ok')) > okBefore,
   );
+});
+
+test('two cron processes whose clocks differ by more than a job takes run each scheduled tick once', async () => {
+  const { logger } = capturedLogger();
+  const schedules = {
+    reconcile: '*/10 * * * *',
+    expireHolds: NEVER,
+    seal: NEVER,
+    retention: NEVER,
+  };
+  const ahead = manualClock();
+  const behind = manualClock();
+  const first = await startRole(
+    { url: database.url, poolSize: 3, cron: schedules },
+    logger,
+    ahead.scheduler,
+  );
+  const second = await startRole(
+    { url: database.url, poolSize: 3, cron: schedules },
+    logger,
+    behind.scheduler,
+  );
+  const cronRuns = async () =>
+    (
+      await database.pool.query<{ n: number }>(
+        `select count(*)::int as n from reconciliation_runs where trigger = 'cron'`,
+      )
+    ).rows[0]!.n;
+  const before = await cronRuns();
+  const tick = new Date('2031-05-01T12:20:00Z');
+  const minutes = (n: number) => new Date(tick.getTime() + n * 60_000);
+
+  // The process whose clock is ahead runs the 12:20 reconciliation, and it finishes; then
+  // the one 40 s behind reaches 12:20 (its timer a little late) and finds the lock free.
+  await ahead.fire('reconcile', tick);
+  expect(await cronRuns()).toBe(before + 1);
+  await behind.fire('reconcile', new Date(tick.getTime() + 250));
+  expect(await cronRuns()).toBe(before + 1);
+  expect(await turns(second, 'reconcile', 'skipped')).toBe(1);
+  expect(await turns(second, 'reconcile', 'ok')).toBe(0);
+
+  // Whichever process comes first runs a tick: here the late one, at 12:30.
+  await behind.fire('reconcile', minutes(10));
+  await ahead.fire('reconcile', minutes(10));
+  expect(await cronRuns()).toBe(before + 2);
+  expect(await turns(first, 'reconcile', 'ok')).toBe(1);
+  expect(await turns(second, 'reconcile', 'ok')).toBe(1);
+
+  const ticks = async () =>
+    (
+      await database.pool.query<{ tick: Date; outcome: string }>(
+        `select tick, outcome from cron_ticks where job = 'reconcile' order by tick`,
+      )
+    ).rows.map((row) => `${row.tick.toISOString()} ${row.outcome}`);
+  expect(await ticks()).toEqual(['2031-05-01T12:20:00.000Z ok', '2031-05-01T12:30:00.000Z ok']);
+  // Records a day older than the tick being run are pruned.
+  await ahead.fire('reconcile', minutes(24 * 60 + 20));
+  expect(await cronRuns()).toBe(before + 3);
+  expect(await ticks()).toEqual(['2031-05-02T12:40:00.000Z ok']);
 });
