@@ -45,10 +45,11 @@ const BUCKET_IDLE_MS = 3_600_000;
  *    `requestMetaDays` ago, and finished Idempotency-Key records (and the answers they
  *    replay) and spend-limit reservations released before then are deleted, and rate-limit
  *    buckets untouched for an hour (full again, so nothing changes). What guards live state
- *    (login hashes, sessions, Idempotency-Key records, buckets) is judged by the real clock
- *    when `now` is later: a `now` in the future moves the usage cutoffs, but never ends a live
- *    session, forgets a login hash or Idempotency-Key record still inside its window (a
- *    retried request would run again) or refills a rate-limit bucket in use.
+ *    (login hashes, sessions, Idempotency-Key records, buckets) is judged by the earliest of
+ *    `now`, this process's clock and the database's: a `now` in the future, or a process clock
+ *    ahead of the database's, moves the usage cutoffs at most, and never ends a live session,
+ *    forgets a login hash or Idempotency-Key record still inside its window (a retried request
+ *    would run again) or refills a rate-limit bucket in use.
  * Ledger tables and usage_daily are never deleted from. Safe to run concurrently with itself
  * (rows are taken with SKIP LOCKED) and with the gateway writing new usage rows.
  */
@@ -64,7 +65,11 @@ export async function runRetention(
     throw new RangeError('batchSize must be 1-100000');
   const metaCutoff = new Date(now.getTime() - config.retention.requestMetaDays * DAY_MS);
   const usageCutoff = new Date(now.getTime() - config.retention.usageLogDays * DAY_MS);
-  const liveClock = new Date(Math.min(now.getTime(), Date.now()));
+  // Live state is judged by the earliest of `now`, this process's clock and the database's,
+  // which stamps buckets, login hashes and sessions: a process whose clock runs ahead (or a
+  // `now` in the future) must not make a bucket in use look idle.
+  const { rows: clock } = await sql<{ now: Date }>`select clock_timestamp() as now`.execute(db);
+  const liveClock = new Date(Math.min(now.getTime(), Date.now(), clock[0]!.now.getTime()));
   const liveMetaCutoff = new Date(liveClock.getTime() - config.retention.requestMetaDays * DAY_MS);
   let complete = true;
 

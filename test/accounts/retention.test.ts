@@ -1,7 +1,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, expect, test } from 'vitest';
+import { afterAll, beforeAll, expect, test, vi } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
 import { runCli } from '../../src/cli/main.js';
 import { chargedUsageTotal } from '../../src/privacy/chargedUsageTotal.js';
@@ -287,4 +287,52 @@ test('a `now` in the future moves the retention cutoffs, but leaves live session
   expect(await still(`select 1 from telegram_login_replays where payload_hash = 'fresh'`)).toBe(1);
   expect(await still(`select 1 from http_idempotency where key = 'yesterday'`)).toBe(1);
   expect(await still('select 1 from rate_limit_buckets where key_id = $1', [inUse])).toBe(1);
+});
+
+test('`lingxi retention run --now <future>` on a machine whose clock runs ahead of the database keeps rate-limit buckets in use and live login hashes', async () => {
+  const inUse = '00000000-0000-7000-8000-0000000000a4';
+  // Touched a minute ago and still refilling, by the database's clock.
+  await database.pool.query(
+    `insert into rate_limit_buckets (key_id, requests, tokens, updated_at)
+       values ($1, 0, 0, now() - interval '1 minute')`,
+    [inUse],
+  );
+  await database.pool.query(
+    `insert into telegram_login_replays (payload_hash, expires_at) values ('ahead', now() + interval '1 hour')`,
+  );
+  const file = join(mkdtempSync(join(tmpdir(), 'lingxi-retention-')), 'lingxi.config.json');
+  writeFileSync(file, JSON.stringify({ database: { url: database.url }, ...RETENTION }));
+  let stdout = '';
+  let stderr = '';
+  // The operator's machine runs two hours ahead of the database server.
+  vi.useFakeTimers({ toFake: ['Date'], now: Date.now() + 2 * 3_600_000 });
+  try {
+    const code = await runCli(
+      [
+        'retention',
+        'run',
+        '--json',
+        '--now',
+        new Date(Date.now() + 400 * DAY_MS).toISOString(),
+        '--config',
+        file,
+      ],
+      { stdout: (t) => void (stdout += t), stderr: (t) => void (stderr += t) },
+    );
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+  } finally {
+    vi.useRealTimers();
+  }
+  expect(JSON.parse(stdout)).toMatchObject({ complete: true });
+  const { rows: bucket } = await database.pool.query(
+    'select requests from rate_limit_buckets where key_id = $1',
+    [inUse],
+  );
+  // Still there: the key's next call still finds its budget spent, not a full one.
+  expect(bucket).toEqual([{ requests: 0 }]);
+  const { rows: replay } = await database.pool.query(
+    `select 1 from telegram_login_replays where payload_hash = 'ahead'`,
+  );
+  expect(replay).toHaveLength(1);
 });
