@@ -35,11 +35,38 @@ export interface CronRoleOptions {
   scheduler?: Scheduler;
 }
 
-const nodeCronScheduler: Scheduler = (job, turn) =>
-  cron.schedule(job.schedule, (context) => turn(context.date), {
-    name: `lingxi-${job.name}`,
-    noOverlap: true,
-  });
+/**
+ * node-cron, its messages in the role's JSON log. A turn runs however late its timer fires (an
+ * event loop kept busy, a paused VM) as long as the next tick is not due yet: node-cron's
+ * default dropped a turn more than a second late, and a daily job (retention) then waited a
+ * day. A tick node-cron does drop (a later one was due by then, or the job's previous turn
+ * was still running) is counted `missed` and logged.
+ */
+function nodeCronScheduler({ logger, metrics }: Runtime): Scheduler {
+  return (job, turn) => {
+    const log = logger.child({ job: job.name });
+    const task = cron.schedule(job.schedule, (context) => turn(context.date), {
+      name: `lingxi-${job.name}`,
+      noOverlap: true,
+      missedExecutionTolerance: Number.MAX_SAFE_INTEGER,
+      logger: {
+        info: (message) => log.info(`node-cron: ${message}`),
+        // Its warnings are about missed ticks, which are logged below with the tick.
+        warn: (message) => log.debug(`node-cron: ${message}`),
+        error: (message, err) =>
+          log.error({ err: err ?? message }, `node-cron: ${String(message)}`),
+        debug: (message) => log.debug(`node-cron: ${String(message)}`),
+      },
+    });
+    const missed = (why: string) => (context: { date: Date }) => {
+      metrics.cronRuns.inc({ job: job.name, outcome: 'missed' });
+      log.warn({ tick: context.date.toISOString() }, `cron tick missed: ${why}`);
+    };
+    task.on('execution:missed', missed('a later tick was due by the time it could run'));
+    task.on('execution:overlap', missed("the job's previous turn was still running"));
+    return task;
+  };
+}
 
 /**
  * The cron role: reconciliation, hold expiry, journal sealing and the retention purge on
@@ -85,7 +112,7 @@ export function startCronRole(runtime: Runtime, options: CronRoleOptions = {}): 
   ];
   const locks = new JobLocks(database.url, config.database.connectTimeoutMs);
   const inFlight = new Set<Promise<unknown>>();
-  const scheduler = options.scheduler ?? nodeCronScheduler;
+  const scheduler = options.scheduler ?? nodeCronScheduler(runtime);
   const tasks = jobs.map((job) =>
     scheduler(job, async (at) => {
       const tick = scheduledTick(job.schedule, at);

@@ -211,3 +211,59 @@ test('two cron processes whose clocks differ by more than a job takes run each s
   expect(await cronRuns()).toBe(before + 3);
   expect(await ticks()).toEqual(['2031-05-02T12:40:00.000Z ok']);
 });
+
+test('a turn whose timer fires seconds late (the event loop was busy) still runs, for its own tick', async () => {
+  const { logger } = capturedLogger();
+  const runtime = await startRole(
+    {
+      url: database.url,
+      poolSize: 3,
+      cron: { reconcile: '*/5 * * * * *', expireHolds: NEVER, seal: NEVER, retention: NEVER },
+    },
+    logger,
+  );
+  // Between two turns: the last one has just finished.
+  await waitFor('a turn', async () => (await turns(runtime, 'reconcile', 'ok')) >= 1);
+  const okBefore = await turns(runtime, 'reconcile', 'ok');
+  await waitFor('the next turn', async () => (await turns(runtime, 'reconcile', 'ok')) > okBefore);
+  const tick = Math.ceil(Date.now() / 5000) * 5000;
+  // The event loop is kept busy (a heavy computation in this process) past the next tick, so
+  // its timer fires 2.5 s late. This blocks; it does not wait for anything to happen.
+  while (Date.now() < tick + 2500);
+  const started = async () =>
+    (
+      await database.pool.query<{ at: Date }>(
+        `select started_at as at from reconciliation_runs
+          where trigger = 'cron' and started_at >= $1 order by started_at limit 1`,
+        [new Date(tick)],
+      )
+    ).rows[0]?.at;
+  await waitFor('a reconciliation after the tick', async () => (await started()) !== undefined);
+  // It ran for that tick, before the next one (5 s later) was due.
+  expect((await started())!.getTime()).toBeLessThan(tick + 5000);
+});
+
+test('a tick dropped because a later one was due by then is counted and logged as missed', async () => {
+  const { logger, lines } = capturedLogger();
+  const runtime = await startRole(
+    {
+      url: database.url,
+      poolSize: 3,
+      cron: { expireHolds: '* * * * * *', reconcile: NEVER, seal: NEVER, retention: NEVER },
+    },
+    logger,
+  );
+  await waitFor('a turn', async () => (await turns(runtime, 'expire-holds', 'ok')) >= 1);
+  // The event loop is kept busy for 3.5 s: the every-second job's timer fires when two later
+  // ticks are due already. This blocks; it does not wait for anything to happen.
+  const until = Date.now() + 3500;
+  while (Date.now() < until);
+  await waitFor('a missed tick', async () => (await turns(runtime, 'expire-holds', 'missed')) >= 1);
+  expect(lines).toContainEqual(
+    expect.objectContaining({
+      msg: expect.stringMatching(/^cron tick missed/),
+      job: 'expire-holds',
+      level: 40,
+    }),
+  );
+});
