@@ -16,6 +16,7 @@ import * as usageReservations from './2026-11-27T0014_usage_reservations.js';
 import * as cursorCreditedTo from './2026-11-27T0015_cursor_credited_to.js';
 import * as treasuryTopups from './2026-11-27T0016_treasury_topups.js';
 import * as depositPerAddress from './2026-11-27T0017_deposit_per_address.js';
+import * as reconAlerts from './2026-11-27T0019_recon_alerts.js';
 
 /**
  * Every migration, by name; applied in name order. A new schema step is a new dated file
@@ -40,4 +41,5 @@ export const migrations: Record<string, Migration> = {
   '2026-11-27T0015_cursor_credited_to': cursorCreditedTo,
   '2026-11-27T0016_treasury_topups': treasuryTopups,
   '2026-11-27T0017_deposit_per_address': depositPerAddress,
+  '2026-11-27T0019_recon_alerts': reconAlerts,
 };
