@@ -129,7 +129,7 @@ test('a receivable written off resolves its reversal; an acknowledged one is lef
   await runtime.ledger.postEntry({
     kind: 'adjustment',
     postings: [
-      { account: 'expenses:promotions', amount: '30' },
+      { account: 'expenses:losses', amount: '30' },
       { account: `assets:receivables:customers:${bob.id}`, amount: '-30' },
     ],
   });
