@@ -350,6 +350,21 @@ export async function reconcileNetwork(
         eb('fee_base_units', '>', '0'),
       ]),
     )
+    // Booked by hand once explained (as a deposit the watcher ignored is): an entry, not
+    // reversed, posting to the custody account it left and naming it in `metadata.chain`.
+    .where(
+      sql<boolean>`not exists (
+        select 1
+          from ledger_entries e
+          join ledger_postings p on p.entry_id = e.id
+          join ledger_accounts a on a.id = p.account_id
+         where a.code = 'assets:custody:' || outgoing_transfers.network || ':'
+                        || outgoing_transfers.asset || ':' || outgoing_transfers.from_address
+           and e.metadata -> 'chain' ->> 'network' = outgoing_transfers.network
+           and e.metadata -> 'chain' ->> 'txHash' = outgoing_transfers.tx_hash
+           and e.metadata -> 'chain' ->> 'logIndex' = outgoing_transfers.log_index::text
+           and not exists (select 1 from ledger_entries r where r.reverses_entry_id = e.id))`,
+    )
     .limit(100)
     .execute();
   for (const o of outflows) {
