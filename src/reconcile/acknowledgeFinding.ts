@@ -28,10 +28,10 @@ export interface AcknowledgedFinding {
 }
 
 /**
- * Acknowledges a finding of the latest reconciliation run by its fingerprint: later runs leave
+ * Acknowledges a finding of the latest completed reconciliation run (one that failed has none) by its fingerprint: later runs leave
  * it out (counted in `stats.acknowledged`), it no longer makes the CLI exit 1, and the alert
  * webhook is told it is resolved. Recorded with the reason, and in the audit log
- * (`reconciliation.acknowledge`) in the same transaction. Refused: a finding the latest run
+ * (`reconciliation.acknowledge`) in the same transaction. Refused: a finding that run
  * does not have (404 `finding_not_found`), a kind that is not acknowledged by hand (400
  * `finding_not_acknowledgeable`), one already acknowledged (409 `already_acknowledged`).
  */
@@ -42,7 +42,7 @@ export async function acknowledgeFinding(
   const reason = params.reason.trim();
   if (!reason) throw badRequest('reason must say why the finding is acknowledged', 'reason');
   if (reason.length > 1000) throw badRequest('reason is at most 1000 characters', 'reason');
-  const latest = await latestReconciliation(runtime);
+  const latest = await latestReconciliation(runtime, { completed: true });
   const finding = latest?.findings.find((f) => f.fingerprint === params.fingerprint);
   if (!latest || !finding)
     throw notFound(

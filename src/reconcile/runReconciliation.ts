@@ -232,13 +232,23 @@ async function alertErrors(
     : { state: previous, status: 'failed', error };
 }
 
-/** The newest finished run with its findings, or null. */
-export async function latestReconciliation(runtime: Runtime): Promise<ReconciliationRun | null> {
+/**
+ * The newest finished run with its findings, or null. `completed`: the newest that did not fail
+ * (a run that failed, the RPC down say, has no findings to act on).
+ */
+export async function latestReconciliation(
+  runtime: Runtime,
+  options: { completed?: boolean } = {},
+): Promise<ReconciliationRun | null> {
   const { db } = runtime.database;
   const run = await db
     .selectFrom('reconciliation_runs')
     .selectAll()
-    .where('status', '<>', 'running')
+    .where(
+      'status',
+      'in',
+      options.completed ? ['clean', 'findings'] : ['clean', 'findings', 'failed'],
+    )
     .orderBy('id', 'desc')
     .limit(1)
     .executeTakeFirst();

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Address } from 'viem';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { runCli } from '../../src/cli/main.js';
+import { runReconciliation } from '../../src/reconcile/runReconciliation.js';
 import type { Runtime } from '../../src/runtime.js';
 import { startDevnet, type Devnet } from '../support/evm/devnet.js';
 import { startEvmStack, type EvmStack } from '../support/evm/stack.js';
@@ -142,6 +143,10 @@ test('a receivable written off resolves its reversal; an acknowledged one is lef
   expect(unknown.code).not.toBe(0);
   expect(unknown.stderr).toMatch(/finding_not_found|no finding/);
 
+  // A run that failed since (the RPC down: no adapter) has no findings; it is not the one acted on.
+  await expect(
+    runReconciliation(runtime, { trigger: 'test', adapters: new Map() }),
+  ).rejects.toThrow(/no adapter/);
   // Dave's 5 is left owed on purpose: the operator acknowledges it.
   const ack = await cli(
     'reconcile',
