@@ -17,6 +17,7 @@ import * as cursorCreditedTo from './2026-11-27T0015_cursor_credited_to.js';
 import * as treasuryTopups from './2026-11-27T0016_treasury_topups.js';
 import * as depositPerAddress from './2026-11-27T0017_deposit_per_address.js';
 import * as cronTicks from './2026-11-27T0018_cron_ticks.js';
+import * as reconAlerts from './2026-11-27T0019_recon_alerts.js';
 
 /**
  * Every migration, by name; applied in name order. A new schema step is a new dated file
@@ -42,4 +43,5 @@ export const migrations: Record<string, Migration> = {
   '2026-11-27T0016_treasury_topups': treasuryTopups,
   '2026-11-27T0017_deposit_per_address': depositPerAddress,
   '2026-11-27T0018_cron_ticks': cronTicks,
+  '2026-11-27T0019_recon_alerts': reconAlerts,
 };

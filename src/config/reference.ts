@@ -155,7 +155,11 @@ export const FIELD_NOTES: Record<string, string> = {
   'cron.expireHolds': 'Expiry of holds past their deadline.',
   'cron.seal': 'Sealing newly committed entries into the hash chain.',
   'cron.retention': 'The retention purge.',
-  'alerts.webhookUrl': 'Error-level reconciliation findings are POSTed here as JSON.',
+  'alerts.webhookUrl':
+    'Error-level reconciliation findings are POSTed here as JSON when they appear, change or are resolved (see accounting.md).',
+  'alerts.attempts':
+    'Tries per run to post an alert (1 s apart); an alert still not delivered is posted again by the next run.',
+  'alerts.timeoutMs': 'Deadline of one try to post an alert.',
   'sessions.ttlS': 'Lifetime of a session token.',
   'log.level': 'Lowest level written.',
 };

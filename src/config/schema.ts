@@ -161,7 +161,15 @@ export const configSchema = z.strictObject({
   gateway: gatewaySchema,
   ledger: ledgerSchema,
   cron: cronSchema,
-  alerts: z.strictObject({ webhookUrl: z.url().optional() }).prefault({}),
+  alerts: z
+    .strictObject({
+      webhookUrl: z.url().optional(),
+      /** Tries per run to post an alert; what still fails is posted again by the next run. */
+      attempts: positiveInt.max(10).default(3),
+      /** Deadline of one try. */
+      timeoutMs: positiveInt.max(60_000).default(5000),
+    })
+    .prefault({}),
   sessions: z.strictObject({ ttlS: positiveInt.default(30 * 86_400) }).prefault({}),
   log: z
     .strictObject({

@@ -121,6 +121,19 @@ export interface Database extends LedgerTables, WatcherTables {
     blocks: ColumnType<Record<string, string>, string, string>;
     stats: ColumnType<Record<string, unknown>, string, string>;
     error: string | null;
+    /** What the alert webhook has been told is open after this run (by fingerprint). */
+    alert_state: ColumnType<Record<string, unknown> | null, string | null, string | null>;
+    alert_status: string | null;
+    alert_error: string | null;
+  };
+  reconciliation_acknowledgements: {
+    fingerprint: string;
+    kind: string;
+    finding: ColumnType<Record<string, unknown>, string, string>;
+    reason: string;
+    actor: string;
+    run_id: string;
+    created_at: Generated<Date>;
   };
   reconciliation_findings: {
     id: Generated<string>;

@@ -267,6 +267,11 @@ const finding = object(
     actual: nullable(str),
     difference: nullable(str),
     details: { type: 'object' },
+    fingerprint: {
+      type: 'string',
+      description:
+        'the same problem has the same fingerprint in every run; alerts and acknowledgements are keyed by it',
+    },
   },
   ['account', 'currency', 'network', 'asset', 'address'],
 );
@@ -1401,6 +1406,32 @@ const paths: Record<string, PathItem> = {
         '200': json('The run.', ref('ReconciliationRun')),
         ...adminAuthErrors,
         '404': error(['no_reconciliation'], 'None has run yet.'),
+        ...commonErrors,
+      },
+    },
+  },
+  '/admin/reconciliations/acknowledgements': {
+    post: {
+      operationId: 'acknowledgeReconciliationFinding',
+      summary: 'Acknowledge a finding of the latest run',
+      description:
+        'A `deposit_reversed` or `unexpected_outflow` finding an operator has decided on, by its fingerprint: later runs leave it out (counted in `stats.acknowledged`). Recorded with the reason and in the audit log (`reconciliation.acknowledge`).',
+      tags: ['admin'],
+      security: admin,
+      parameters: [idempotencyKey],
+      requestBody: body(object({ fingerprint: str, reason: str })),
+      responses: {
+        '201': json('Acknowledged.', object({ fingerprint: str, runId: str, finding })),
+        '400': error(
+          ['invalid_request', 'finding_not_acknowledgeable'],
+          'No fingerprint or reason, or a kind that goes away only when put right.',
+        ),
+        ...adminAuthErrors,
+        '404': error(['finding_not_found'], 'The latest run has no such finding.'),
+        '409': error(
+          ['already_acknowledged', 'idempotency_conflict', 'idempotency_in_progress'],
+          'Acknowledged before; Idempotency-Key.',
+        ),
         ...commonErrors,
       },
     },

@@ -26,6 +26,11 @@ export interface ReconcileNetworkParameters {
   adapter: ChainAdapter;
   /** How far back credited deposits are re-checked against the canonical chain (blocks). */
   recheckBlocks?: number;
+  /**
+   * When the previous completed run started: a deposit reversal that owes nothing is reported
+   * (as info) only if it was booked since. Absent: all of them.
+   */
+  reportSince?: Date;
 }
 
 /**
@@ -41,7 +46,8 @@ export interface ReconcileNetworkParameters {
  * what the watcher has scanned they are not compared (a `watcher_behind` warning says so).
  * Also reported:
  * deposits past their confirmations but not credited, credited deposits whose block is no
- * longer on the canonical chain, deposits reversed after a reorg, and transfers out of our
+ * longer on the canonical chain, deposits reversed after a reorg (an error while the
+ * receivable their reversal booked is owed, else info once), and transfers out of our
  * addresses to anyone but the treasury.
  */
 export async function reconcileNetwork(
@@ -258,16 +264,47 @@ export async function reconcileNetwork(
     }
   }
 
-  const reversed = await db
-    .selectFrom('deposits')
-    .select(['tx_hash', 'log_index', 'address', 'asset', 'amount_usd', 'reversal_entry_id'])
-    .where('network', '=', name)
-    .where('status', '=', 'reversed')
-    .limit(100)
-    .execute();
+  // A reversal is booked (reversal entry, and a receivable for what the customer had spent):
+  // it needs someone only while that receivable is owed (an error); else it is reported once,
+  // in the first run after it, for information. Acknowledged ones are left out by the run.
+  const { rows: reversed } = await sql<{
+    tx_hash: string;
+    log_index: number;
+    address: string;
+    asset: string | null;
+    amount_usd: string | null;
+    reversal_entry_id: string | null;
+    reversed_at: Date | null;
+    receivable_booked: string;
+    receivable_owed: string;
+  }>`
+    select d.tx_hash, d.log_index, d.address, d.asset, d.amount_usd::text as amount_usd,
+           d.reversal_entry_id, r.created_at as reversed_at,
+           receivable.booked::text as receivable_booked,
+           greatest(least(receivable.booked, receivable.balance), 0)::text as receivable_owed
+      from deposits d
+      left join ledger_entries r on r.id = d.reversal_entry_id
+      cross join lateral (
+        select coalesce((select sum(p.amount)
+                           from ledger_postings p
+                           join ledger_accounts a on a.id = p.account_id
+                          where p.entry_id = d.reversal_entry_id
+                            and a.code = 'assets:receivables:customers:' || d.user_id), 0) as booked,
+               coalesce((select a.debits_posted - a.credits_posted
+                           from ledger_accounts a
+                          where a.code = 'assets:receivables:customers:' || d.user_id), 0) as balance
+      ) receivable
+     where d.network = ${name}
+       and d.status = 'reversed'
+       and (least(receivable.booked, receivable.balance) > 0
+            or ${params.reportSince ?? null}::timestamptz is null
+            or r.created_at >= ${params.reportSince ?? null}::timestamptz)
+     order by least(receivable.booked, receivable.balance) > 0 desc, r.created_at desc, d.id desc
+     limit 100`.execute(db);
   for (const d of reversed) {
+    const owed = new Decimal(d.receivable_owed);
     findings.push({
-      severity: 'error',
+      severity: owed.gt(0) ? 'error' : 'info',
       kind: 'deposit_reversed',
       network: name,
       ...(d.asset ? { asset: d.asset } : {}),
@@ -279,6 +316,9 @@ export async function reconcileNetwork(
         txHash: d.tx_hash,
         logIndex: d.log_index,
         reversalEntryId: d.reversal_entry_id,
+        reversedAt: d.reversed_at ? new Date(d.reversed_at).toISOString() : null,
+        receivableBooked: d.receivable_booked,
+        receivableOwed: owed.toString(),
         why: 'credited, then removed by a reorg',
       },
     });
@@ -309,6 +349,21 @@ export async function reconcileNetwork(
         eb.and([eb('asset', 'is not', null), eb('amount', '>', '0')]),
         eb('fee_base_units', '>', '0'),
       ]),
+    )
+    // Booked by hand once explained (as a deposit the watcher ignored is): an entry, not
+    // reversed, posting to the custody account it left and naming it in `metadata.chain`.
+    .where(
+      sql<boolean>`not exists (
+        select 1
+          from ledger_entries e
+          join ledger_postings p on p.entry_id = e.id
+          join ledger_accounts a on a.id = p.account_id
+         where a.code = 'assets:custody:' || outgoing_transfers.network || ':'
+                        || outgoing_transfers.asset || ':' || outgoing_transfers.from_address
+           and e.metadata -> 'chain' ->> 'network' = outgoing_transfers.network
+           and e.metadata -> 'chain' ->> 'txHash' = outgoing_transfers.tx_hash
+           and e.metadata -> 'chain' ->> 'logIndex' = outgoing_transfers.log_index::text
+           and not exists (select 1 from ledger_entries r where r.reverses_entry_id = e.id))`,
     )
     .limit(100)
     .execute();

@@ -4,17 +4,20 @@ import { AppError } from '../errors.js';
 import type { Finding } from '../integrity/findings.js';
 import { runLedgerIntegrity } from '../integrity/runLedgerIntegrity.js';
 import type { Runtime } from '../runtime.js';
-import { sendAlert } from './alerts.js';
+import { alertChanges, hasChanges, postAlert, type AlertState } from './alerts.js';
+import { findingFingerprint, type ReportedFinding } from './fingerprint.js';
 import { reconcileNetwork, type ChainFinding } from './reconcileNetwork.js';
 
 export interface ReconciliationRun {
   runId: string;
+  /** `findings` when there is an error or a warning; info findings alone leave a run `clean`. */
   status: 'clean' | 'findings' | 'failed';
   startedAt: string;
   finishedAt: string;
   /** Per network, the block the chain was compared at. */
   blocks: Record<string, string>;
-  findings: Array<Finding & { network?: string; asset?: string; address?: string }>;
+  /** Each with its `fingerprint`: the same problem has the same one in every run. */
+  findings: Array<ReportedFinding & { fingerprint: string }>;
   stats: Record<string, unknown>;
 }
 
@@ -31,8 +34,9 @@ const LOCK = 'lingxi:reconciliation';
 /**
  * One reconciliation run: ledger integrity (trial balance, cached and running balances,
  * overdue holds expired, usage against revenue per day, the seal chain), then chain against
- * ledger for each network. The run and its findings are stored; error-level findings go to
- * the alert webhook. Two runs started at once take turns (advisory lock).
+ * ledger for each network. The run and its findings are stored, less those an operator has
+ * acknowledged; what changed in the error-level findings since the webhook was last told
+ * (new, changed, resolved) goes to the alert webhook. Two runs started at once take turns (advisory lock).
  */
 export async function runReconciliation(
   runtime: Runtime,
@@ -59,17 +63,31 @@ export async function runReconciliation(
       .values({ trigger: params.trigger, status: 'running', blocks: '{}', stats: '{}' })
       .returning(['id', 'started_at'])
       .executeTakeFirstOrThrow();
-    const findings: ReconciliationRun['findings'] = [];
+    const findings: ReportedFinding[] = [];
     const blocks: Record<string, string> = {};
     const stats: Record<string, unknown> = {};
     try {
       const integrity = await runLedgerIntegrity({ pool: database.pool, ledger });
       findings.push(...integrity.findings);
       stats['ledger'] = integrity.stats;
+      // What happened since the previous completed run is reported once (a reorg's reversal).
+      const previous = await database.db
+        .selectFrom('reconciliation_runs')
+        .select('started_at')
+        .where('id', '<', run.id)
+        .where('status', 'in', ['clean', 'findings'])
+        .orderBy('id', 'desc')
+        .limit(1)
+        .executeTakeFirst();
       for (const network of networks) {
         const adapter = adapters.get(network.name);
         if (!adapter) throw new Error(`no adapter for ${network.name}`);
-        const result = await reconcileNetwork({ db: database.db, network, adapter });
+        const result = await reconcileNetwork({
+          db: database.db,
+          network,
+          adapter,
+          ...(previous ? { reportSince: previous.started_at } : {}),
+        });
         findings.push(...result.findings);
         blocks[network.name] = result.block.toString();
         stats[network.name] = result.stats;
@@ -89,11 +107,13 @@ export async function runReconciliation(
         .execute();
       throw error;
     }
-    if (findings.length > 0) {
+    const reported = await withoutAcknowledged(runtime, findings);
+    stats['acknowledged'] = findings.length - reported.length;
+    if (reported.length > 0) {
       await database.db
         .insertInto('reconciliation_findings')
         .values(
-          findings.map((f) => ({
+          reported.map((f) => ({
             run_id: run.id,
             severity: f.severity,
             kind: f.kind,
@@ -110,7 +130,9 @@ export async function runReconciliation(
         )
         .execute();
     }
-    const status = findings.length > 0 ? 'findings' : 'clean';
+    const status = reported.some((f) => f.severity !== 'info') ? 'findings' : 'clean';
+    const errors = reported.filter((f) => f.severity === 'error');
+    const alert = await alertErrors(runtime, run.id, errors);
     const finished = await database.db
       .updateTable('reconciliation_runs')
       .set({
@@ -118,6 +140,9 @@ export async function runReconciliation(
         finished_at: new Date(),
         blocks: JSON.stringify(blocks),
         stats: JSON.stringify(stats),
+        alert_state: JSON.stringify(alert.state),
+        alert_status: alert.status,
+        alert_error: alert.error,
       })
       .where('id', '=', run.id)
       .returning('finished_at')
@@ -128,19 +153,15 @@ export async function runReconciliation(
       startedAt: run.started_at.toISOString(),
       finishedAt: new Date(finished.finished_at!).toISOString(),
       blocks,
-      findings,
+      findings: reported,
       stats,
     };
     const bySeverity = { error: 0, warning: 0, info: 0 };
-    for (const finding of findings) bySeverity[finding.severity] += 1;
+    for (const finding of reported) bySeverity[finding.severity] += 1;
     for (const [severity, count] of Object.entries(bySeverity))
       metrics.reconcileFindings.set({ severity }, count);
-    const errors = findings.filter((f) => f.severity === 'error');
-    if (errors.length > 0) {
+    if (errors.length > 0)
       logger.error({ runId: run.id, errors: errors.length }, 'reconciliation found errors');
-      if (config.alerts.webhookUrl)
-        await sendAlert(config.alerts.webhookUrl, { runId: run.id, findings: errors }, logger);
-    }
     return result;
   } finally {
     await lock.query('select pg_advisory_unlock(hashtext($1))', [LOCK]).catch(() => {});
@@ -149,13 +170,85 @@ export async function runReconciliation(
   }
 }
 
-/** The newest finished run with its findings, or null. */
-export async function latestReconciliation(runtime: Runtime): Promise<ReconciliationRun | null> {
+/**
+ * The findings no operator has acknowledged, each with its fingerprint. An acknowledged one
+ * (see acknowledgeFinding) is left out and counted in the run's `stats.acknowledged`.
+ */
+async function withoutAcknowledged(
+  runtime: Runtime,
+  findings: ReportedFinding[],
+): Promise<ReconciliationRun['findings']> {
+  const fingerprinted = findings.map((f) => ({ ...f, fingerprint: findingFingerprint(f) }));
+  if (fingerprinted.length === 0) return [];
+  const acknowledged = await runtime.database.db
+    .selectFrom('reconciliation_acknowledgements')
+    .select('fingerprint')
+    .where('fingerprint', 'in', [...new Set(fingerprinted.map((f) => f.fingerprint))])
+    .execute();
+  const skip = new Set(acknowledged.map((a) => a.fingerprint));
+  return fingerprinted.filter((f) => !skip.has(f.fingerprint));
+}
+
+/**
+ * Posts to the alert webhook what changed in the error findings since what it was last told
+ * (the `alert_state` of the latest run that has one): new, changed and resolved findings, not
+ * the same open ones again each run. Returns what the webhook knows after this run: the new
+ * state once delivered, the previous one when the post failed (so the next run posts again).
+ */
+async function alertErrors(
+  runtime: Runtime,
+  runId: string,
+  errors: ReconciliationRun['findings'],
+): Promise<{
+  state: AlertState;
+  status: 'sent' | 'unchanged' | 'failed' | 'off';
+  error: string | null;
+}> {
+  const { config, database, logger } = runtime;
+  const url = config.alerts.webhookUrl;
+  // Nothing delivered: a webhook configured later is told about every open finding.
+  if (!url) return { state: {}, status: 'off', error: null };
+  const last = await database.db
+    .selectFrom('reconciliation_runs')
+    .select('alert_state')
+    .where('id', '<', runId)
+    .where('alert_state', 'is not', null)
+    .orderBy('id', 'desc')
+    .limit(1)
+    .executeTakeFirst();
+  const previous = (last?.alert_state ?? {}) as AlertState;
+  const changes = alertChanges(previous, errors);
+  if (!hasChanges(changes)) return { state: previous, status: 'unchanged', error: null };
+  const error = await postAlert({
+    url,
+    runId,
+    changes,
+    attempts: config.alerts.attempts,
+    timeoutMs: config.alerts.timeoutMs,
+    logger,
+  });
+  return error === null
+    ? { state: changes.state, status: 'sent', error: null }
+    : { state: previous, status: 'failed', error };
+}
+
+/**
+ * The newest finished run with its findings, or null. `completed`: the newest that did not fail
+ * (a run that failed, the RPC down say, has no findings to act on).
+ */
+export async function latestReconciliation(
+  runtime: Runtime,
+  options: { completed?: boolean } = {},
+): Promise<ReconciliationRun | null> {
   const { db } = runtime.database;
   const run = await db
     .selectFrom('reconciliation_runs')
     .selectAll()
-    .where('status', '<>', 'running')
+    .where(
+      'status',
+      'in',
+      options.completed ? ['clean', 'findings'] : ['clean', 'findings', 'failed'],
+    )
     .orderBy('id', 'desc')
     .limit(1)
     .executeTakeFirst();
@@ -173,18 +266,24 @@ export async function latestReconciliation(runtime: Runtime): Promise<Reconcilia
     finishedAt: run.finished_at ? new Date(run.finished_at).toISOString() : '',
     blocks: run.blocks,
     stats: run.stats,
-    findings: rows.map((r) => ({
-      severity: r.severity as Finding['severity'],
-      kind: r.kind,
-      ...(r.network ? { network: r.network } : {}),
-      ...(r.asset ? { asset: r.asset } : {}),
-      ...(r.address ? { address: r.address } : {}),
-      ...(r.account ? { account: r.account } : {}),
-      ...(r.currency ? { currency: r.currency } : {}),
-      expected: r.expected,
-      actual: r.actual,
-      difference: r.difference,
-      details: r.details,
-    })),
+    findings: rows.map((r) =>
+      withFingerprint({
+        severity: r.severity as Finding['severity'],
+        kind: r.kind,
+        ...(r.network ? { network: r.network } : {}),
+        ...(r.asset ? { asset: r.asset } : {}),
+        ...(r.address ? { address: r.address } : {}),
+        ...(r.account ? { account: r.account } : {}),
+        ...(r.currency ? { currency: r.currency } : {}),
+        expected: r.expected,
+        actual: r.actual,
+        difference: r.difference,
+        details: r.details,
+      }),
+    ),
   };
+}
+
+function withFingerprint(finding: ReportedFinding): ReportedFinding & { fingerprint: string } {
+  return { ...finding, fingerprint: findingFingerprint(finding) };
 }

@@ -275,5 +275,10 @@ test('real answers match the documented schemas and error codes', async () => {
   await documentedCall('get', '/admin/reconciliations/latest', { token: ADMIN_TOKEN });
   await documentedCall('post', '/admin/reconciliations', { token: ADMIN_TOKEN, body: {} });
   await documentedCall('get', '/admin/reconciliations/latest', { token: ADMIN_TOKEN });
+  const ack = (body: unknown) =>
+    documentedCall('post', '/admin/reconciliations/acknowledgements', { token: ADMIN_TOKEN, body });
+  expect((await ack({ fingerprint: '0123456789abcdef', reason: 'seen' })).status).toBe(404);
+  expect((await ack({ fingerprint: '0123456789abcdef' })).status).toBe(400);
+  expect((await ack({ fingerprint: '0123456789abcdef', reason: '  ' })).status).toBe(400);
   expect(keyId).toBeTruthy();
 }, 60_000);

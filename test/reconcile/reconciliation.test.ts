@@ -79,6 +79,7 @@ test('a transfer to one of our addresses that no watcher saw is a custody mismat
       actual: '4.2',
       difference: '4.2',
       details: expect.objectContaining({ custody: '0' }),
+      fingerprint: expect.stringMatching(/^[0-9a-f]{16}$/),
     },
   ]);
   expect(unseenTransfer).toMatch(/^0x/);

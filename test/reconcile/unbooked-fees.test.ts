@@ -156,3 +156,41 @@ test('real discrepancies beside an unbooked sweep are still found, with their ex
     }),
   ]);
 });
+
+test('an unexpected outflow is reported until it is booked by hand, naming its transaction', async () => {
+  const stranger = '0x2b5ad5c4795c026514f8317c7a215e218dccd6cf' as Address;
+  const sent = await devnet.transferToken(usdt, alice, stranger, 2_000_000n);
+  await devnet.mine(3);
+  await watcher.runOnce();
+  expect(await outgoing(sent.txHash)).toEqual([
+    { status: 'unbooked', fee: sent.feeWei.toString() },
+  ]);
+  const aboutAlice = (findings: Awaited<ReturnType<typeof reconcile>>['findings']) =>
+    findings
+      .filter((f) => f.address === alice.address && f.asset === 'USDT')
+      .map((f) => [f.kind, f.difference]);
+  // The custody account still counts the 2 USDT that left: both are reported.
+  expect(aboutAlice((await reconcile()).findings)).toEqual([
+    ['custody_mismatch', '-2'],
+    ['unexpected_outflow', '-2'],
+  ]);
+  // Explained (say, a refund the operator sent): booked by hand, naming the transfer.
+  await runtime.ledger.postEntry({
+    kind: 'manual',
+    metadata: {
+      chain: {
+        network: 'devnet',
+        txHash: sent.txHash,
+        logIndex: 0,
+        blockNumber: sent.blockNumber.toString(),
+      },
+    },
+    postings: [
+      { account: `assets:custody:devnet:USDT:${alice.address}`, amount: '-2', currency: 'USDT' },
+      { account: 'equity:trading:USDT', amount: '2' },
+      { account: 'equity:trading:USD', amount: '-2' },
+      { account: 'expenses:losses', amount: '2' },
+    ],
+  });
+  expect(aboutAlice((await reconcile()).findings)).toEqual([]);
+});

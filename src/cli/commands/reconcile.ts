@@ -1,14 +1,19 @@
 import type { Command } from 'commander';
+import { acknowledgeFinding } from '../../reconcile/acknowledgeFinding.js';
 import { runReconciliation } from '../../reconcile/runReconciliation.js';
-import { FindingsExit, type CliContext } from '../context.js';
+import { cliActor, FindingsExit, type CliContext } from '../context.js';
 import { formatTable } from '../output.js';
 
-/** `lingxi reconcile`: one run; exit 1 when it has findings. */
+/**
+ * `lingxi reconcile`: one run; exit 1 when it has findings that need someone (errors or
+ * warnings; info alone does not). `lingxi reconcile ack FINGERPRINT --reason TEXT`
+ * acknowledges one of the latest run's findings.
+ */
 export function registerReconcileCommands(program: Command, cli: CliContext): void {
-  program
+  const reconcile = program
     .command('reconcile')
     .description(
-      'one reconciliation run: ledger integrity, then each network against the chain; exit 1 on findings',
+      'one reconciliation run: ledger integrity, then each network against the chain; exit 1 on errors or warnings',
     )
     .option(
       '--network <name>',
@@ -24,7 +29,7 @@ export function registerReconcileCommands(program: Command, cli: CliContext): vo
       );
       const human = run.findings.length
         ? formatTable(
-            ['severity', 'kind', 'where', 'expected', 'actual', 'difference'],
+            ['severity', 'kind', 'where', 'expected', 'actual', 'difference', 'fingerprint'],
             run.findings.map((f) => [
               f.severity,
               f.kind,
@@ -32,6 +37,7 @@ export function registerReconcileCommands(program: Command, cli: CliContext): vo
               f.expected ?? '',
               f.actual ?? '',
               f.difference ?? '',
+              f.fingerprint,
             ]),
           )
         : `run ${run.runId}: clean (${
@@ -45,7 +51,28 @@ export function registerReconcileCommands(program: Command, cli: CliContext): vo
           { runId: run.runId, status: run.status, blocks: run.blocks, findings: run.findings },
           human,
         );
-      if (run.findings.length > 0)
+      if (run.status === 'findings')
         throw new FindingsExit(`run ${run.runId}: ${run.findings.length} findings`);
+    });
+  reconcile
+    .command('ack <fingerprint>')
+    .description(
+      'acknowledge a finding of the latest run (a deposit reversed by a reorg, an outflow explained): later runs leave it out; recorded in the audit log',
+    )
+    .requiredOption('--reason <text>', 'why (kept with the acknowledgement and in the audit log)')
+    .action(async (fingerprint: string, options: { reason: string }, command: Command) => {
+      const acknowledged = await cli.withRuntime(command, (runtime) =>
+        acknowledgeFinding(runtime, {
+          fingerprint,
+          reason: options.reason,
+          audit: { actor: cliActor() },
+        }),
+      );
+      cli
+        .out(command)
+        .data(
+          acknowledged,
+          `acknowledged ${acknowledged.finding.kind} ${acknowledged.fingerprint} (run ${acknowledged.runId})`,
+        );
     });
 }

@@ -2,10 +2,14 @@ import Router from '@koa/router';
 import { audit } from '../../../audit.js';
 import { badRequest, notFound } from '../../../errors.js';
 import { objectBody } from '../../objectBody.js';
+import { acknowledgeFinding } from '../../../reconcile/acknowledgeFinding.js';
 import { latestReconciliation, runReconciliation } from '../../../reconcile/runReconciliation.js';
 import type { Services } from '../../../services.js';
 
-/** /admin/reconciliations: run one now (answers when it is done), or read the latest. */
+/**
+ * /admin/reconciliations: run one now (answers when it is done), read the latest, or
+ * acknowledge one of its findings (a reversed deposit or an outflow an operator has decided on).
+ */
 export function adminReconciliationRoutes(services: Services): Router {
   const { runtime } = services;
   const router = new Router({ prefix: '/reconciliations' });
@@ -30,6 +34,24 @@ export function adminReconciliationRoutes(services: Services): Router {
     const run = await latestReconciliation(runtime);
     if (!run) throw notFound('no reconciliation has run yet', 'no_reconciliation');
     ctx.body = run;
+  });
+  router.post('/acknowledgements', async (ctx) => {
+    const body = objectBody(ctx);
+    const fingerprint = body['fingerprint'];
+    const reason = body['reason'];
+    if (typeof fingerprint !== 'string' || !fingerprint)
+      throw badRequest(
+        "fingerprint must be a finding's fingerprint, as a run lists it",
+        'fingerprint',
+      );
+    if (typeof reason !== 'string') throw badRequest('reason must say why, as text', 'reason');
+    const acknowledged = await acknowledgeFinding(runtime, {
+      fingerprint,
+      reason,
+      audit: { actor: ctx.state['actor'], ip: ctx.ip, requestId: ctx.state['requestId'] },
+    });
+    ctx.status = 201;
+    ctx.body = acknowledged;
   });
   return router;
 }
