@@ -6,7 +6,7 @@ import { BatchState, countLaterPostings } from '../state.js';
 import { readBatchInputs, type BatchInputs, type IdempotencyRecord } from './readBatchInputs.js';
 import { ignoreConnectionErrors } from './connectionErrors.js';
 import type { KnownState } from './knownState.js';
-import { writeBatch } from './writeBatch.js';
+import { buildBatchWrite, writeBatch } from './writeBatch.js';
 
 export type CommandOutcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
@@ -83,9 +83,8 @@ export async function executeBatch(
     }
     const { outcomes, state, newKeys } = planned!;
     const batchId = uuidv7();
-    const totals = await unlessOutcomeUnknown(batchId, outcomes, () =>
-      writeBatch(client, state, newKeys, batchId),
-    );
+    const write = buildBatchWrite(state, newKeys, batchId);
+    const totals = await unlessOutcomeUnknown(batchId, outcomes, () => writeBatch(client, write));
     known?.rememberWrite(state, totals, mark);
     return outcomes;
   }
@@ -93,7 +92,7 @@ export async function executeBatch(
     // The caller may still roll back: nothing of this is remembered.
     const inputs = await readBatchInputs(client, commands, { lock: true });
     const { outcomes, state, newKeys } = planBatch(commands, inputs);
-    await writeBatch(client, state, newKeys, null);
+    await writeBatch(client, buildBatchWrite(state, newKeys, null));
     return outcomes;
   }
   await client.query('begin');
@@ -101,8 +100,9 @@ export async function executeBatch(
     const inputs = await readBatchInputs(client, commands, { lock: true });
     const { outcomes, state, newKeys } = planBatch(commands, inputs);
     const batchId = uuidv7();
+    const write = buildBatchWrite(state, newKeys, batchId);
     const totals = await unlessOutcomeUnknown(batchId, outcomes, async () => {
-      const written = await writeBatch(client, state, newKeys, batchId);
+      const written = await writeBatch(client, write);
       await client.query('commit');
       return written;
     });

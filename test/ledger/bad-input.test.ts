@@ -360,9 +360,42 @@ test('a command that cannot be written, batched with others: only it is refused,
     settled.map((s) => (s.status === 'fulfilled' ? 'ok' : (s.reason as { code?: string }).code)),
   ).toEqual(['ok', 'invalid_entry', 'invalid_entry', 'ok']);
   const after = await ledgerRowCounts(database.pool);
-  expect(after.entries - before.entries).toBe(2);
-  expect(after.holds - before.holds).toBe(0);
+  expect(after.entries! - before.entries!).toBe(2);
+  expect(after.holds! - before.holds!).toBe(0);
   // Credited 1 and 2, once each.
   expect((await balance()).sub(balanceBefore).toString()).toBe('3');
+  expect(await ledger.checkBalances()).toEqual([]);
+});
+
+test("a row attached to a command that cannot be encoded fails that command only, not its batch's others", async () => {
+  await database.pool.query('create table test_settlements (hold_id uuid, data jsonb)');
+  await ledger.resolveAccount('revenue:usage', { create: true });
+  const hold = async (amount: string) =>
+    (
+      await ledger.createHold({
+        debitAccount: 'liabilities:customers:bad',
+        creditAccount: 'revenue:usage',
+        amount,
+      })
+    ).holdId;
+  const [good, bad] = [await hold('0.5'), await hold('0.25')];
+  const attach = (data: unknown) => (outcome: { holdId: string }) => [
+    {
+      table: 'test_settlements',
+      columns: { hold_id: 'uuid', data: 'jsonb' } as const,
+      row: { hold_id: outcome.holdId, data },
+    },
+  ];
+  const settled = await Promise.allSettled([
+    ledger.postHold({ holdId: good, amount: '0.5', attach: attach({ tokens: '12' }) }),
+    // A caller's bug: a BigInt where its own row wants JSON.
+    ledger.postHold({ holdId: bad, amount: '0.25', attach: attach({ tokens: 12n }) }),
+    ledger.postEntry(transfer('1')),
+  ]);
+  expect(settled.map((s) => s.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+  expect((await ledger.getHold(good))?.status).toBe('posted');
+  expect((await ledger.getHold(bad))?.status).toBe('pending');
+  const { rows } = await database.pool.query('select hold_id, data from test_settlements');
+  expect(rows).toEqual([{ hold_id: good, data: { tokens: '12' } }]);
   expect(await ledger.checkBalances()).toEqual([]);
 });
