@@ -85,7 +85,7 @@ export async function executeBatch(
     const batchId = uuidv7();
     const write = buildBatchWrite(state, newKeys, batchId);
     const totals = await unlessOutcomeUnknown(batchId, outcomes, () => writeBatch(client, write));
-    known?.rememberWrite(state, totals, mark);
+    rememberCommitted(known, () => known?.rememberWrite(state, totals, mark));
     return outcomes;
   }
   if (mode === 'caller-transaction') {
@@ -106,11 +106,25 @@ export async function executeBatch(
       await client.query('commit');
       return written;
     });
-    known?.rememberWrite(state, totals, mark);
+    rememberCommitted(known, () => known?.rememberWrite(state, totals, mark));
     return outcomes;
   } catch (error) {
     await client.query('rollback').catch(() => {});
     throw error;
+  }
+}
+
+/**
+ * Runs what a batch does after it committed to keep this process's memory. Nothing may fail a
+ * committed batch: its callers would get an error for what was written, and the batcher would
+ * run the batch again (each command alone), writing it twice. What cannot be remembered is
+ * forgotten, so the next batches read afresh.
+ */
+function rememberCommitted(known: KnownState | undefined, remember: () => void): void {
+  try {
+    remember();
+  } catch {
+    known?.forgetAll();
   }
 }
 
