@@ -119,6 +119,9 @@ export function buildBatchWrite(
         ${column(resolved, 'numeric[]', (h) => h.shortfall?.toString() ?? null)},
         ${column(resolved, 'uuid[]', (h) => h.entryId)}) as t(id, st, pa, sf, ent)
       where h.id = t.id and h.status = 'pending'
+        -- Posted only before its deadline by the database's clock (the plan may have used this
+        -- machine's, for a hold it remembered): past it, the batch is planned again on a read.
+        and (t.st <> 'posted' or h.expires_at is null or h.expires_at > clock_timestamp())
       returning h.id)`);
   }
 
