@@ -1,6 +1,7 @@
 import { v7 as uuidv7 } from 'uuid';
 import { hashRequest, type PrepareContext, type PreparedCommand } from '../command.js';
 import { CurrencyMismatchError, InvalidEntryError } from '../errors.js';
+import { checkCommandInput } from '../input.js';
 import { parseAmount, type AmountInput } from '../money.js';
 
 export interface CreateHoldParameters {
@@ -31,6 +32,11 @@ export async function prepareCreateHold(
   context: PrepareContext,
   params: CreateHoldParameters,
 ): Promise<PreparedCommand<CreateHoldResult>> {
+  checkCommandInput({
+    metadata: params.metadata,
+    idempotencyKey: params.idempotencyKey,
+    dates: { expiresAt: params.expiresAt },
+  });
   const debit = await context.resolveAccount(params.debitAccount, { create: true });
   const credit = await context.resolveAccount(params.creditAccount, {
     currency: debit.currency,

@@ -1,6 +1,7 @@
 import { hashRequest, type PrepareContext, type PreparedCommand } from '../command.js';
 import { CurrencyMismatchError, InvalidEntryError } from '../errors.js';
 import { Decimal, parseAmount, ZERO, type AmountInput } from '../money.js';
+import { checkCommandInput } from '../input.js';
 import { available } from '../state.js';
 import { normalSide, type PostingInput } from '../types.js';
 
@@ -61,6 +62,12 @@ export async function preparePostEntry(
     });
   }
   checkKind(params.kind);
+  checkCommandInput({
+    metadata: params.metadata,
+    description: params.description,
+    idempotencyKey: params.idempotencyKey,
+    dates: { effectiveAt: params.effectiveAt },
+  });
   const postings: Array<{
     accountId: string;
     account: string;

@@ -7,6 +7,7 @@ import {
   InvalidAmountError,
 } from '../errors.js';
 import { Decimal, parseAmount, ZERO, type AmountInput } from '../money.js';
+import { checkCommandInput } from '../input.js';
 import { available } from '../state.js';
 import { checkKind } from './postEntry.js';
 import type { Attachment } from '../attachments.js';
@@ -52,6 +53,7 @@ export async function preparePostHold(
   const amount = parseAmount(params.amount, { scale: 36, allowZero: true });
   const kind = params.kind ?? 'hold.post';
   checkKind(kind);
+  checkCommandInput({ metadata: params.metadata, description: params.description });
   let shortfallAccount: { id: string; currency: string } | null = null;
   if (params.allowOverHold && params.shortfallAccount) {
     shortfallAccount = await context.resolveAccount(params.shortfallAccount, {

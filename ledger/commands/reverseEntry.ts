@@ -1,6 +1,7 @@
 import { hashRequest, type PrepareContext, type PreparedCommand } from '../command.js';
 import { AlreadyReversedError, CurrencyMismatchError, EntryNotFoundError } from '../errors.js';
 import { Decimal, ZERO } from '../money.js';
+import { checkCommandInput } from '../input.js';
 import { available } from '../state.js';
 import { normalSide } from '../types.js';
 import { checkKind } from './postEntry.js';
@@ -38,6 +39,11 @@ export async function prepareReverseEntry(
 ): Promise<PreparedCommand<ReverseEntryResult>> {
   const kind = params.kind ?? 'reversal';
   checkKind(kind);
+  checkCommandInput({
+    metadata: params.metadata,
+    description: params.description,
+    idempotencyKey: params.idempotencyKey,
+  });
   const shortfallAccounts = new Map<string, { id: string; code: string; currency: string }>();
   for (const [from, to] of Object.entries(params.shortfallAccounts ?? {})) {
     const source = await context.resolveAccount(from, { create: false });

@@ -127,12 +127,16 @@ export class Batcher {
     for (let attempt = 1; ; attempt += 1) {
       const mode: BatchMode = attempt <= optimisticAttempts ? 'optimistic' : 'locking';
       const committed = (outcomes: CommandOutcome[]) => {
-        this.options.onBatch?.({
-          size: batch.length,
-          attempts: attempt,
-          mode,
-          durationMs: performance.now() - started,
-        });
+        try {
+          this.options.onBatch?.({
+            size: batch.length,
+            attempts: attempt,
+            mode,
+            durationMs: performance.now() - started,
+          });
+        } catch {
+          // The batch committed: a failing observer must not fail it (it would run again).
+        }
         settle(batch, outcomes);
       };
       try {

@@ -6,7 +6,7 @@ import { BatchState, countLaterPostings } from '../state.js';
 import { readBatchInputs, type BatchInputs, type IdempotencyRecord } from './readBatchInputs.js';
 import { ignoreConnectionErrors } from './connectionErrors.js';
 import type { KnownState } from './knownState.js';
-import { writeBatch } from './writeBatch.js';
+import { buildBatchWrite, writeBatch } from './writeBatch.js';
 
 export type CommandOutcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
@@ -83,17 +83,16 @@ export async function executeBatch(
     }
     const { outcomes, state, newKeys } = planned!;
     const batchId = uuidv7();
-    const totals = await unlessOutcomeUnknown(batchId, outcomes, () =>
-      writeBatch(client, state, newKeys, batchId),
-    );
-    known?.rememberWrite(state, totals, mark);
+    const write = buildBatchWrite(state, newKeys, batchId);
+    const totals = await unlessOutcomeUnknown(batchId, outcomes, () => writeBatch(client, write));
+    rememberCommitted(known, () => known?.rememberWrite(state, totals, mark));
     return outcomes;
   }
   if (mode === 'caller-transaction') {
     // The caller may still roll back: nothing of this is remembered.
     const inputs = await readBatchInputs(client, commands, { lock: true });
     const { outcomes, state, newKeys } = planBatch(commands, inputs);
-    await writeBatch(client, state, newKeys, null);
+    await writeBatch(client, buildBatchWrite(state, newKeys, null));
     return outcomes;
   }
   await client.query('begin');
@@ -101,16 +100,31 @@ export async function executeBatch(
     const inputs = await readBatchInputs(client, commands, { lock: true });
     const { outcomes, state, newKeys } = planBatch(commands, inputs);
     const batchId = uuidv7();
+    const write = buildBatchWrite(state, newKeys, batchId);
     const totals = await unlessOutcomeUnknown(batchId, outcomes, async () => {
-      const written = await writeBatch(client, state, newKeys, batchId);
+      const written = await writeBatch(client, write);
       await client.query('commit');
       return written;
     });
-    known?.rememberWrite(state, totals, mark);
+    rememberCommitted(known, () => known?.rememberWrite(state, totals, mark));
     return outcomes;
   } catch (error) {
     await client.query('rollback').catch(() => {});
     throw error;
+  }
+}
+
+/**
+ * Runs what a batch does after it committed to keep this process's memory. Nothing may fail a
+ * committed batch: its callers would get an error for what was written, and the batcher would
+ * run the batch again (each command alone), writing it twice. What cannot be remembered is
+ * forgotten, so the next batches read afresh.
+ */
+function rememberCommitted(known: KnownState | undefined, remember: () => void): void {
+  try {
+    remember();
+  } catch {
+    known?.forgetAll();
   }
 }
 

@@ -116,6 +116,15 @@ export class KnownState {
     }
   }
 
+  /** Forgets everything, and lets no batch already running remember anything. */
+  forgetAll(): void {
+    this.changedAt.clear();
+    this.accounts.clear();
+    this.holds.clear();
+    this.resetAt = this.clock + 1;
+    this.clock += 1;
+  }
+
   private tick(): number {
     if (this.changedAt.size > this.maxAccounts + this.maxHolds) {
       // Bounded memory: start over, and let no batch already running remember anything.

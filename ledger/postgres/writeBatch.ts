@@ -6,8 +6,35 @@ import { Decimal } from '../money.js';
 import type { AccountTotals } from './knownState.js';
 import { preparedStatement } from './preparedStatement.js';
 
+/** A batch's write, built: the statement and what the database returns when it runs. */
+export interface BatchWrite {
+  statement: { name: string; text: string; values: unknown[] } | null;
+}
+
 /**
- * Writes every row of a planned batch in one statement: data-modifying CTEs, each fed by
+ * Writes every row of a planned batch in one statement (see buildBatchWrite). Outside a
+ * transaction this statement is the batch's commit.
+ */
+export async function writeBatch(
+  client: pg.PoolClient,
+  write: BatchWrite,
+): Promise<AccountTotals[]> {
+  if (write.statement === null) return [];
+  const { rows } = await client.query<{ accounts: Array<Record<string, string>>; holds: string }>(
+    write.statement,
+  );
+  return rows[0]!.accounts.map((row) => ({
+    id: row['id']!,
+    version: BigInt(row['version']!),
+    debitsPosted: new Decimal(row['debitsPosted']!),
+    creditsPosted: new Decimal(row['creditsPosted']!),
+    debitsPending: new Decimal(row['debitsPending']!),
+    creditsPending: new Decimal(row['creditsPending']!),
+  }));
+}
+
+/**
+ * Builds the one statement that writes every row of a planned batch: data-modifying CTEs, each fed by
  * unnest() of arrays, and the batch's fence row (`batchId`, see the ledger_batch_fences
  * migration) when it has one. Account totals move by the batch's deltas through
  * `ledger_apply_account_deltas` (in id order); a no-overdraft account that would end below
@@ -15,14 +42,14 @@ import { preparedStatement } from './preparedStatement.js';
  * violation or serialization_failure) and nothing of the batch is written: the batcher then
  * plans it again on fresh totals.
  *
- * Outside a transaction this statement is the batch's commit.
+ * Built before anything is sent, so that a row that cannot be encoded (an attachment holding a
+ * BigInt, say) fails its batch as a plain error, never as a write whose outcome is unknown.
  */
-export async function writeBatch(
-  client: pg.PoolClient,
+export function buildBatchWrite(
   state: BatchState,
   newKeys: Map<string, IdempotencyRecord>,
   batchId: string | null,
-): Promise<AccountTotals[]> {
+): BatchWrite {
   const parts: string[] = [];
   const values: unknown[] = [];
   const param = (value: unknown, type: string): string => {
@@ -92,6 +119,9 @@ export async function writeBatch(
         ${column(resolved, 'numeric[]', (h) => h.shortfall?.toString() ?? null)},
         ${column(resolved, 'uuid[]', (h) => h.entryId)}) as t(id, st, pa, sf, ent)
       where h.id = t.id and h.status = 'pending'
+        -- Posted only before its deadline by the database's clock (the plan may have used this
+        -- machine's, for a hold it remembered): past it, the batch is planned again on a read.
+        and (t.st <> 'posted' or h.expires_at is null or h.expires_at > clock_timestamp())
       returning h.id)`);
   }
 
@@ -106,7 +136,7 @@ export async function writeBatch(
     parts.push(`w_attached_${i} as (${insert})`),
   );
 
-  if (parts.length === 0) return [];
+  if (parts.length === 0) return { statement: null };
   // Last, so that a batch still waiting on a row lock has not written it yet.
   if (batchId !== null)
     parts.push(
@@ -122,18 +152,10 @@ export async function writeBatch(
            'debitsPosted', debits_posted::text, 'creditsPosted', credits_posted::text,
            'debitsPending', debits_pending::text, 'creditsPending', credits_pending::text)) from w_accounts)`
       : `'[]'::json`;
-  const { rows } = await client.query<{ accounts: Array<Record<string, string>>; holds: string }>(
-    preparedStatement(
+  return {
+    statement: preparedStatement(
       `with ${parts.join(',\n')} select ${accounts} as accounts, ${holdCheck} as holds`,
       values,
     ),
-  );
-  return rows[0]!.accounts.map((row) => ({
-    id: row['id']!,
-    version: BigInt(row['version']!),
-    debitsPosted: new Decimal(row['debitsPosted']!),
-    creditsPosted: new Decimal(row['creditsPosted']!),
-    debitsPending: new Decimal(row['debitsPending']!),
-    creditsPending: new Decimal(row['creditsPending']!),
-  }));
+  };
 }

@@ -198,6 +198,110 @@ const cases: Array<[string, () => Promise<unknown>, new (...args: never[]) => Er
     /unknown account/,
   ],
   [
+    'metadata with a BigInt (cannot be written as JSON)',
+    () => ledger.postEntry({ ...transfer('1'), metadata: { tokens: 12n } }),
+    InvalidEntryError,
+    /metadata must be a JSON object/,
+  ],
+  [
+    'metadata with a cycle',
+    () => {
+      const metadata: Record<string, unknown> = {};
+      metadata['self'] = metadata;
+      return ledger.postEntry({ ...transfer('1'), metadata });
+    },
+    InvalidEntryError,
+    /metadata must be a JSON object/,
+  ],
+  [
+    'metadata that is a list',
+    () =>
+      ledger.postEntry({
+        ...transfer('1'),
+        metadata: [1, 2] as unknown as Record<string, unknown>,
+      }),
+    InvalidEntryError,
+    /metadata must be a JSON object/,
+  ],
+  [
+    'metadata with a NUL character (jsonb refuses it)',
+    () => ledger.postEntry({ ...transfer('1'), metadata: { note: 'a\u0000b' } }),
+    InvalidEntryError,
+    /metadata must not contain a NUL/,
+  ],
+  [
+    'a metadata key with half of a surrogate pair',
+    () => ledger.postEntry({ ...transfer('1'), metadata: { '\ud800': 'x' } }),
+    InvalidEntryError,
+    /surrogate/,
+  ],
+  [
+    'metadata of more than 64 KiB',
+    () => ledger.postEntry({ ...transfer('1'), metadata: { note: 'x'.repeat(70_000) } }),
+    InvalidEntryError,
+    /at most 65536 bytes/,
+  ],
+  [
+    'a description with a NUL character',
+    () => ledger.postEntry({ ...transfer('1'), description: 'a\u0000b' }),
+    InvalidEntryError,
+    /description must not contain a NUL/,
+  ],
+  [
+    'a hold with metadata with a NUL character',
+    () =>
+      ledger.createHold({
+        debitAccount: 'liabilities:customers:bad',
+        creditAccount: 'revenue:usage',
+        amount: '1',
+        metadata: { requestId: '\u0000' },
+      }),
+    InvalidEntryError,
+    /metadata must not contain a NUL/,
+  ],
+  [
+    'an effectiveAt that is an invalid Date',
+    () => ledger.postEntry({ ...transfer('1'), effectiveAt: new Date('not a date') }),
+    InvalidEntryError,
+    /effectiveAt must be a valid date/,
+  ],
+  [
+    'an invalid Date under an idempotency key',
+    () =>
+      ledger.postEntry({
+        ...transfer('1'),
+        effectiveAt: new Date(NaN),
+        idempotencyKey: 'bad-date',
+      }),
+    InvalidEntryError,
+    /effectiveAt must be a valid date/,
+  ],
+  [
+    'an expiresAt that is a string, not a Date',
+    () =>
+      ledger.createHold({
+        debitAccount: 'liabilities:customers:bad',
+        creditAccount: 'revenue:usage',
+        amount: '1',
+        expiresAt: 'tomorrow' as unknown as Date,
+      }),
+    InvalidEntryError,
+    /expiresAt must be a valid date/,
+  ],
+  [
+    // An empty key turned idempotency off: the same call sent twice was written twice.
+    'an empty idempotency key',
+    () => ledger.postEntry({ ...transfer('1'), idempotencyKey: '' }),
+    InvalidEntryError,
+    /idempotencyKey must be a text of 1-255 characters/,
+  ],
+  [
+    'an idempotency key of 256 characters',
+    () => ledger.postEntry({ ...transfer('1'), idempotencyKey: 'k'.repeat(256) }),
+    InvalidEntryError,
+    /idempotencyKey must be a text of 1-255 characters/,
+  ],
+  [
     'a kind with spaces',
     () => ledger.postEntry({ ...transfer('1'), kind: 'two words' }),
     InvalidEntryError,
@@ -234,4 +338,64 @@ test('a Decimal of another decimal.js configuration is checked as given: a hold 
   await expect(ledger.postHold({ holdId, amount: tiny })).rejects.toThrow(/2000 fractional digits/);
   expect((await ledger.getHold(holdId))?.status).toBe('pending');
   await ledger.voidHold({ holdId });
+});
+
+test('a command that cannot be written, batched with others: only it is refused, the others are written once', async () => {
+  await ledger.resolveAccount('revenue:usage', { create: true });
+  const before = await ledgerRowCounts(database.pool);
+  const balance = async () => (await ledger.getBalance('liabilities:customers:bad')).posted;
+  const balanceBefore = await balance();
+  const settled = await Promise.allSettled([
+    ledger.postEntry(transfer('1')),
+    ledger.postEntry({ ...transfer('1'), metadata: { tokens: 12n } }),
+    ledger.createHold({
+      debitAccount: 'liabilities:customers:bad',
+      creditAccount: 'revenue:usage',
+      amount: '1',
+      expiresAt: 'tomorrow' as unknown as Date,
+    }),
+    ledger.postEntry(transfer('2')),
+  ]);
+  expect(
+    settled.map((s) => (s.status === 'fulfilled' ? 'ok' : (s.reason as { code?: string }).code)),
+  ).toEqual(['ok', 'invalid_entry', 'invalid_entry', 'ok']);
+  const after = await ledgerRowCounts(database.pool);
+  expect(after.entries! - before.entries!).toBe(2);
+  expect(after.holds! - before.holds!).toBe(0);
+  // Credited 1 and 2, once each.
+  expect((await balance()).sub(balanceBefore).toString()).toBe('3');
+  expect(await ledger.checkBalances()).toEqual([]);
+});
+
+test("a row attached to a command that cannot be encoded fails that command only, not its batch's others", async () => {
+  await database.pool.query('create table test_settlements (hold_id uuid, data jsonb)');
+  await ledger.resolveAccount('revenue:usage', { create: true });
+  const hold = async (amount: string) =>
+    (
+      await ledger.createHold({
+        debitAccount: 'liabilities:customers:bad',
+        creditAccount: 'revenue:usage',
+        amount,
+      })
+    ).holdId;
+  const [good, bad] = [await hold('0.5'), await hold('0.25')];
+  const attach = (data: unknown) => (outcome: { holdId: string }) => [
+    {
+      table: 'test_settlements',
+      columns: { hold_id: 'uuid', data: 'jsonb' } as const,
+      row: { hold_id: outcome.holdId, data },
+    },
+  ];
+  const settled = await Promise.allSettled([
+    ledger.postHold({ holdId: good, amount: '0.5', attach: attach({ tokens: '12' }) }),
+    // A caller's bug: a BigInt where its own row wants JSON.
+    ledger.postHold({ holdId: bad, amount: '0.25', attach: attach({ tokens: 12n }) }),
+    ledger.postEntry(transfer('1')),
+  ]);
+  expect(settled.map((s) => s.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+  expect((await ledger.getHold(good))?.status).toBe('posted');
+  expect((await ledger.getHold(bad))?.status).toBe('pending');
+  const { rows } = await database.pool.query('select hold_id, data from test_settlements');
+  expect(rows).toEqual([{ hold_id: good, data: { tokens: '12' } }]);
+  expect(await ledger.checkBalances()).toEqual([]);
 });

@@ -2,9 +2,10 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import pg from 'pg';
 import { v7 as uuidv7 } from 'uuid';
-import { afterAll, beforeAll, expect, test } from 'vitest';
+import { afterAll, beforeAll, expect, test, vi } from 'vitest';
 import type { PostgresLedger } from '../../ledger/index.js';
 import { settleUnknownOutcome } from '../../ledger/postgres/executeBatch.js';
+import { KnownState } from '../../ledger/postgres/knownState.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { fund, keyedCharge, openLedger } from '../support/ledger.js';
 import { startTcpProxy, type TcpProxy } from '../support/tcpProxy.js';
@@ -242,4 +243,53 @@ test('the probe of a batch tells committed from fenced, also when its own earlie
     [unknown],
   );
   expect(rows).toEqual([{ abandoned: true }]);
+});
+
+test('what fails after a batch committed (its metrics callback, what the process remembers) neither fails its callers nor writes it again', async () => {
+  let failObserver = false;
+  const observed = await openLedger(database.pool, {
+    onBatch: () => {
+      if (failObserver) {
+        failObserver = false;
+        throw new Error('metrics registry unavailable');
+      }
+    },
+  });
+  await fund(observed, 'after-commit', '10');
+  await observed.resolveAccount('revenue:usage', { create: true });
+  const twoCharges = () =>
+    Promise.allSettled(
+      [1, 2].map(() =>
+        observed.postEntry({
+          kind: 'usage',
+          metadata: { test: 'after-commit' },
+          postings: [
+            { account: 'liabilities:customers:after-commit', amount: '0.25' },
+            { account: 'revenue:usage', amount: '-0.25' },
+          ],
+        }),
+      ),
+    );
+
+  failObserver = true;
+  expect((await twoCharges()).map((r) => r.status)).toEqual(['fulfilled', 'fulfilled']);
+  expect(failObserver).toBe(false);
+
+  const remember = vi.spyOn(KnownState.prototype, 'rememberWrite').mockImplementationOnce(() => {
+    throw new Error('out of memory');
+  });
+  try {
+    expect((await twoCharges()).map((r) => r.status)).toEqual(['fulfilled', 'fulfilled']);
+    expect(remember).toHaveBeenCalled();
+  } finally {
+    remember.mockRestore();
+  }
+  // Four charges of 0.25, each written once.
+  expect(await entriesTagged('after-commit')).toBe(4);
+  expect(await available('after-commit')).toBe('9');
+  // What could not be remembered was forgotten, not left stale: the next charges are exact too.
+  await twoCharges();
+  expect(await available('after-commit')).toBe('8.5');
+  expect(await observed.checkBalances()).toEqual([]);
+  await observed.close();
 });

@@ -606,4 +606,42 @@ describe('holds remembered from earlier batches, resolved by another process', (
     expect(await balanceOf('rh2')).toEqual({ posted: '8.5', held: '0', available: '8.5' });
     expect((await ledger.getHold(holdId))?.status).toBe('posted');
   });
+
+  test("this machine's clock running behind does not let a hold past its deadline (by the database's clock) be posted", async () => {
+    await fund(ledger, 'rh4', '10');
+    const { rows } = await database.pool.query<{ deadline: Date }>(
+      `select now() + interval '300 milliseconds' as deadline`,
+    );
+    const deadline = rows[0]!.deadline;
+    const { holdId } = await ledger.createHold({
+      debitAccount: customer('rh4'),
+      creditAccount: 'revenue:usage',
+      amount: '2',
+      expiresAt: deadline,
+    });
+    const giveUpAt = Date.now() + 30_000;
+    for (;;) {
+      const past = await database.pool.query<{ past: boolean }>(
+        `select clock_timestamp() > $1::timestamptz as past`,
+        [deadline],
+      );
+      if (past.rows[0]!.past) break;
+      if (Date.now() > giveUpAt) throw new Error('the deadline never passed');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    // By this machine's clock, two minutes behind, the hold (which this ledger remembers,
+    // pending) still has time; by the database's, its deadline has passed.
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.now() - 120_000 });
+    try {
+      await expect(ledger.postHold({ holdId, amount: '1.5' })).rejects.toMatchObject({
+        code: 'hold_not_pending',
+        status: 'expired',
+      });
+    } finally {
+      vi.useRealTimers();
+    }
+    expect(await balanceOf('rh4')).toEqual({ posted: '10', held: '2', available: '8' });
+    expect((await ledger.expireHolds()).expiredHoldIds).toContain(holdId);
+    expect(await balanceOf('rh4')).toEqual({ posted: '10', held: '0', available: '10' });
+  });
 });
