@@ -16,18 +16,18 @@
  *
  * Parameters: `$1` the account id, `$2` from, `$3` to (timestamptz text, or null for no
  * bound). Columns: `after` (0 when there is no `from`), `through` (null when there is no `to`).
- * Walks the account's history back from its newest line to the boundary, on the
- * `(account_id, account_version)` index.
+ * A max() over a join, not `order by account_version desc limit 1`: the planner then reads
+ * whichever is smaller, the account's lines or the entries before the instant, where the
+ * index walk back from the newest line took 1.4 s for a period at the start of a
+ * 200,000-line history (64 ms this way).
  */
 export const STATEMENT_BOUNDS_SQL = `
   select (case when $2::timestamptz is null then 0 else coalesce((
-            select p.account_version from ledger_postings p join ledger_entries e on e.id = p.entry_id
-             where p.account_id = $1::bigint and e.created_at < $2::timestamptz
-             order by p.account_version desc limit 1), 0) end)::text as after,
+            select max(p.account_version) from ledger_postings p join ledger_entries e on e.id = p.entry_id
+             where p.account_id = $1::bigint and e.created_at < $2::timestamptz), 0) end)::text as after,
          (case when $3::timestamptz is null then null else coalesce((
-            select p.account_version from ledger_postings p join ledger_entries e on e.id = p.entry_id
-             where p.account_id = $1::bigint and e.created_at < $3::timestamptz
-             order by p.account_version desc limit 1), 0) end)::text as through`;
+            select max(p.account_version) from ledger_postings p join ledger_entries e on e.id = p.entry_id
+             where p.account_id = $1::bigint and e.created_at < $3::timestamptz), 0) end)::text as through`;
 
 /** A statement period as account versions: lines with `after < account_version <= through`. */
 export interface StatementBounds {
