@@ -5,10 +5,10 @@ import { encodeCursor, iso, type CursorPart } from './params.js';
 
 export interface ListUsageParameters {
   userId: string;
-  /** started_at at or after. */
-  from?: Date;
+  /** started_at at or after: exact ISO 8601 text (microseconds kept, see parseTime). */
+  from?: string;
   /** started_at before. */
-  to?: Date;
+  to?: string;
   model?: string;
   limit: number;
   /** From a previous page's nextCursor: [startedAt (UTC, microseconds), id]. */
@@ -121,8 +121,8 @@ export async function listUsage(
     .orderBy('started_at', 'desc')
     .orderBy('id', 'desc')
     .limit(params.limit + 1);
-  if (params.from) query = query.where('started_at', '>=', params.from);
-  if (params.to) query = query.where('started_at', '<', params.to);
+  if (params.from) query = query.where(sql<boolean>`started_at >= ${params.from}::timestamptz`);
+  if (params.to) query = query.where(sql<boolean>`started_at < ${params.to}::timestamptz`);
   if (params.model !== undefined) query = query.where('model', '=', params.model);
   if (params.cursor) {
     const [startedAt, id] = params.cursor as [string, string];

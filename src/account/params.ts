@@ -6,7 +6,7 @@ export type QueryValue = string | string[] | undefined;
 
 const DATE_ONLY = /^\d{4}-\d{2}-\d{2}$/;
 const DATE_TIME =
-  /^\d{4}-\d{2}-\d{2}T(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
+  /^(?<seconds>\d{4}-\d{2}-\d{2}T(?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d)?)(?:\.(?<fraction>\d{1,9}))?(?<zone>Z|[+-]\d{2}:\d{2})$/;
 
 /** One value of a query parameter, or undefined; a repeated parameter is a 400. */
 export function single(value: QueryValue, param: string): string | undefined {
@@ -15,38 +15,59 @@ export function single(value: QueryValue, param: string): string | undefined {
 }
 
 /**
- * `YYYY-MM-DD` (UTC midnight) or an ISO 8601 time with a zone, such as `2026-11-27T10:00:00Z`.
- * The date must be on the calendar and the offset within ±14:00: JS Date would move
- * `2026-02-30` to March 2 without a word.
+ * `YYYY-MM-DD` (UTC midnight) or an ISO 8601 time with a zone, such as `2026-11-27T10:00:00Z`,
+ * as exact UTC text for PostgreSQL: `2026-11-27T02:00:00.000Z`, or with six fractional digits
+ * when the time has microseconds (`2026-11-27T02:00:00.123456Z`), as the ledger keeps them. A
+ * JS Date would cut `.123456` to `.123`, moving a bound before a line booked at `.123456`.
+ * Digits past the microsecond must be zeros (`.123456000`): the ledger cannot tell them
+ * apart, so `.1234567` is a 400 rather than rounded. The date must be on the calendar and
+ * the offset within ±14:00: JS Date would move `2026-02-30` to March 2 without a word.
  */
-export function parseTime(value: QueryValue, param: string): Date | undefined {
+export function parseTime(value: QueryValue, param: string): string | undefined {
   const text = single(value, param);
   if (text === undefined) return undefined;
-  const zone = DATE_TIME.exec(text)?.[1];
+  const match = DATE_TIME.exec(text)?.groups;
   if (
     text.length > 40 ||
-    !(DATE_ONLY.test(text) || (zone !== undefined && isOffsetInRange(zone))) ||
+    !(DATE_ONLY.test(text) || (match !== undefined && isOffsetInRange(match['zone']!))) ||
     !startsWithCalendarDate(text)
   )
     throw badRequest(
       `${param} must be a date (2026-11-27) or an ISO 8601 time with a zone (2026-11-27T10:00:00Z)`,
       param,
     );
-  const time = new Date(DATE_ONLY.test(text) ? `${text}T00:00:00Z` : text);
-  if (Number.isNaN(time.getTime())) throw badRequest(`${param} is not a valid time`, param);
-  return time;
+  const fraction = (match?.['fraction'] ?? '').padEnd(9, '0');
+  if (!fraction.endsWith('000'))
+    throw badRequest(
+      `${param} has digits past the microsecond, which the ledger does not keep (at most 6 fractional digits)`,
+      param,
+    );
+  // Offsets are whole minutes: the fraction is the same in UTC.
+  const whole = new Date(
+    DATE_ONLY.test(text) ? `${text}T00:00:00Z` : `${match!['seconds']}${match!['zone']}`,
+  );
+  const year = whole.getUTCFullYear();
+  if (Number.isNaN(whole.getTime()) || year < 1 || year > 9999)
+    throw badRequest(`${param} is not a valid time`, param);
+  const micro = fraction.slice(0, 6);
+  return `${whole.toISOString().slice(0, 19)}.${micro.endsWith('000') ? micro.slice(0, 3) : micro}Z`;
 }
 
 /** A time range: `from` inclusive, `to` exclusive; `from` must come before `to`. */
 export function parseRange(query: { from?: QueryValue; to?: QueryValue }): {
-  from?: Date;
-  to?: Date;
+  from?: string;
+  to?: string;
 } {
   const from = parseTime(query.from, 'from');
   const to = parseTime(query.to, 'to');
-  if (from && to && from.getTime() >= to.getTime())
+  if (from !== undefined && to !== undefined && !(microsKey(from) < microsKey(to)))
     throw badRequest('from must be before to', 'from');
   return { ...(from ? { from } : {}), ...(to ? { to } : {}) };
+}
+
+/** parseTime's text with six fractional digits: such texts sort as their instants do. */
+function microsKey(time: string): string {
+  return time.length === 24 ? `${time.slice(0, 23)}000Z` : time;
 }
 
 /** A page size between 1 and `max`. */

@@ -1,14 +1,18 @@
-import { sql, type Kysely } from 'kysely';
+import { CompiledQuery, sql, type Kysely } from 'kysely';
 import { Decimal } from '../../ledger/index.js';
 import { accounts } from '../billing/accounts.js';
 import type { Database } from '../db/schema.js';
+import { STATEMENT_BOUNDS_SQL, type StatementBounds } from '../exports/statementBounds.js';
 
 export interface StatementParameters {
   userId: string;
-  /** Lines booked (entry created_at) at or after. */
-  from?: Date;
+  /**
+   * Lines booked (entry created_at) at or after, as exact ISO 8601 text (microseconds kept;
+   * see parseTime). The boundary is placed in the account's history: see STATEMENT_BOUNDS_SQL.
+   */
+  from?: string;
   /** Lines booked before. */
-  to?: Date;
+  to?: string;
 }
 
 /** One ledger line of the user's balance: positive amounts grow it, negative ones spend it. */
@@ -51,6 +55,11 @@ interface AccountRef {
   sign: 1 | -1;
 }
 
+/** The account and the period's place in its history. */
+interface Period extends AccountRef {
+  bounds: StatementBounds;
+}
+
 /**
  * The user's statement: the ledger lines of `liabilities:customers:{id}` booked in the range,
  * oldest first, each with the running balance after it, plus opening and closing balances.
@@ -67,10 +76,10 @@ export async function getStatement(
     .setIsolationLevel('repeatable read')
     .setAccessMode('read only')
     .execute(async (trx) => {
-      const account = await findAccount(trx, params.userId);
+      const account = await findPeriod(trx, params);
       const summary = await summarise(trx, account, params);
       if (!account) return { ...summary, lines: [], nextCursor: null };
-      const rows = await readLines(trx, account, params, params.cursor ?? '0', params.limit + 1);
+      const rows = await readLines(trx, account, params.cursor ?? '0', params.limit + 1);
       const lines = rows.slice(0, params.limit);
       return {
         ...summary,
@@ -85,7 +94,7 @@ export async function getStatementSummary(
   db: Kysely<Database>,
   params: StatementParameters,
 ): Promise<StatementSummary> {
-  return summarise(db, await findAccount(db, params.userId), params);
+  return summarise(db, await findPeriod(db, params), params);
 }
 
 const PAGE = 1000;
@@ -95,34 +104,46 @@ export async function* statementLinePages(
   db: Kysely<Database>,
   params: StatementParameters,
 ): AsyncGenerator<StatementLine[]> {
-  const account = await findAccount(db, params.userId);
+  const account = await findPeriod(db, params);
   if (!account) return;
   let after = '0';
   for (;;) {
-    const lines = await readLines(db, account, params, after, PAGE);
+    const lines = await readLines(db, account, after, PAGE);
     if (lines.length > 0) yield lines;
     if (lines.length < PAGE) return;
     after = lines[lines.length - 1]!.sequence;
   }
 }
 
-async function findAccount(db: Kysely<Database>, userId: string): Promise<AccountRef | null> {
+async function findPeriod(
+  db: Kysely<Database>,
+  params: StatementParameters,
+): Promise<Period | null> {
   const row = await db
     .selectFrom('ledger_accounts')
     .select(['id', 'type'])
-    .where('code', '=', accounts.customer(userId))
+    .where('code', '=', accounts.customer(params.userId))
     .executeTakeFirst();
   if (!row) return null;
-  return { id: row.id, sign: row.type === 'asset' || row.type === 'expense' ? 1 : -1 };
+  const { rows } = await db.executeQuery<StatementBounds>(
+    CompiledQuery.raw(STATEMENT_BOUNDS_SQL, [row.id, params.from ?? null, params.to ?? null]),
+  );
+  return {
+    id: row.id,
+    sign: row.type === 'asset' || row.type === 'expense' ? 1 : -1,
+    bounds: rows[0]!,
+  };
 }
 
+/** Lines of the period after `afterSequence` (a cursor), in the account's order. */
 async function readLines(
   db: Kysely<Database>,
-  account: AccountRef,
-  params: StatementParameters,
+  account: Period,
   afterSequence: string,
   limit: number,
 ): Promise<StatementLine[]> {
+  const { after, through } = account.bounds;
+  const from = BigInt(afterSequence) > BigInt(after) ? afterSequence : after;
   let query = db
     .selectFrom('ledger_postings as p')
     .innerJoin('ledger_entries as e', 'e.id', 'p.entry_id')
@@ -139,11 +160,10 @@ async function readLines(
       'e.effective_at',
     ])
     .where('p.account_id', '=', account.id)
-    .where('p.account_version', '>', afterSequence)
+    .where('p.account_version', '>', from)
     .orderBy('p.account_version', 'asc')
     .limit(limit);
-  if (params.from) query = query.where('e.created_at', '>=', params.from);
-  if (params.to) query = query.where('e.created_at', '<', params.to);
+  if (through !== null) query = query.where('p.account_version', '<=', through);
   const rows = await query.execute();
   return rows.map((row) => ({
     sequence: row.account_version,
@@ -161,14 +181,14 @@ async function readLines(
 
 async function summarise(
   db: Kysely<Database>,
-  account: AccountRef | null,
+  account: Period | null,
   params: StatementParameters,
 ): Promise<StatementSummary> {
   const base = {
     account: accounts.customer(params.userId),
     currency: 'USD' as const,
-    from: params.from?.toISOString() ?? null,
-    to: params.to?.toISOString() ?? null,
+    from: params.from ?? null,
+    to: params.to ?? null,
   };
   if (!account)
     return {
@@ -179,35 +199,30 @@ async function summarise(
       totalOut: '0',
       lineCount: 0,
     };
-  const from = params.from ?? null;
-  const to = params.to ?? null;
+  const { after, through } = account.bounds;
   const { rows } = await sql<{
     lines: string;
-    first_before: string | null;
     last_after: string | null;
     debits: string | null;
     credits: string | null;
     before: string | null;
   }>`
     with r as (
-      select p.account_version, p.amount, p.balance_after
-        from ledger_postings p join ledger_entries e on e.id = p.entry_id
-       where p.account_id = ${account.id}
-         and (${from}::timestamptz is null or e.created_at >= ${from}::timestamptz)
-         and (${to}::timestamptz is null or e.created_at < ${to}::timestamptz)
+      select p.account_version, p.amount, p.balance_after from ledger_postings p
+       where p.account_id = ${account.id} and p.account_version > ${after}::bigint
+         and (${through}::bigint is null or p.account_version <= ${through}::bigint)
     )
     select (select count(*) from r) as lines,
-           (select balance_after - amount from r order by account_version asc limit 1) as first_before,
            (select balance_after from r order by account_version desc limit 1) as last_after,
            (select sum(amount) filter (where amount > 0) from r) as debits,
            (select -sum(amount) filter (where amount < 0) from r) as credits,
-           (select p.balance_after from ledger_postings p join ledger_entries e on e.id = p.entry_id
-             where p.account_id = ${account.id}
-               and ${from}::timestamptz is not null and e.created_at < ${from}::timestamptz
-             order by p.account_version desc limit 1) as before`.execute(db);
+           (select p.balance_after from ledger_postings p
+             where p.account_id = ${account.id} and p.account_version = ${after}::bigint) as before`.execute(
+    db,
+  );
   const row = rows[0]!;
   const signed = (value: string | null) => new Decimal(value ?? 0).mul(account.sign);
-  const opening = row.first_before !== null ? signed(row.first_before) : signed(row.before);
+  const opening = signed(row.before);
   const closing = row.last_after !== null ? signed(row.last_after) : opening;
   // On a credit-normal account credits grow the balance.
   const [grow, shrink] =

@@ -1,8 +1,10 @@
 /**
  * A spreadsheet runs a cell that starts with one of these as a formula (OWASP, CSV
  * injection): `=`, `+`, `-`, `@`, and the tab and carriage return some of them skip first.
+ * Other white space before them counts too: an import that trims spaces (LibreOffice's
+ * "Trim spaces" with "Evaluate formulas") reads ` =1+1` as `=1+1`.
  */
-const FORMULA_START = /^[=+\-@\t\r]/;
+const FORMULA_START = /^(?:\s*[=+\-@]|[\t\r])/;
 
 /** A plain decimal number, as amounts are written: `-1.5`, `0.000123456789012345`, `100`. */
 const DECIMAL_NUMBER = /^-?\d+(\.\d+)?$/;
@@ -19,11 +21,13 @@ export function csvField(value: string): string {
 /**
  * A text cell that a spreadsheet cannot run: text that starts like a formula gets a leading
  * `'`, which spreadsheets read as "this cell is text" (OWASP's advice for CSV injection).
+ * Text that already starts with `'` gets one too, so that dropping one leading `'` always
+ * gives the original text back (`'=1` would otherwise read back as `=1`).
  *
  * @example csvText('=HYPERLINK("https://example.com")') // `'=HYPERLINK("https://example.com")`
  */
 export function csvText(value: string): string {
-  return FORMULA_START.test(value) ? `'${value}` : value;
+  return FORMULA_START.test(value) || value.startsWith("'") ? `'${value}` : value;
 }
 
 /** The header and the record writer of one CSV table. */

@@ -55,7 +55,7 @@ export function parseJournalFilter(input: {
   if (
     filter.from !== undefined &&
     filter.to !== undefined &&
-    epochMs(filter.from) > epochMs(filter.to)
+    epochMicros(filter.from) > epochMicros(filter.to)
   )
     throw badRequest(`from (${filter.from}) must not be after to (${filter.to})`, 'from');
   const account = input.account;
@@ -76,6 +76,15 @@ export function parseJournalFilter(input: {
     filter.basis = basis as TimeBasis;
   }
   return filter;
+}
+
+/**
+ * An exact time as microseconds since the epoch (PostgreSQL's precision; JS Date stops at
+ * milliseconds, and `.0005` and `.0001` are one millisecond to it).
+ */
+function epochMicros(value: string): bigint {
+  const fraction = /\.(\d{1,6})/.exec(value)?.[1] ?? '';
+  return BigInt(epochMs(value.replace(/\.\d{1,6}/, ''))) * 1000n + BigInt(fraction.padEnd(6, '0'));
 }
 
 /** An exact time as milliseconds since the epoch; a time without a zone is UTC, as in SQL here. */

@@ -828,7 +828,10 @@ const paths: Record<string, PathItem> = {
       tags: ['account'],
       security: account,
       parameters: [
-        query('from', 'inclusive start: a date (UTC midnight) or an ISO time with a zone'),
+        query(
+          'from',
+          'inclusive start: a date (UTC midnight) or an ISO time with a zone, exact to the microsecond',
+        ),
         query('to', 'exclusive end, same forms'),
         query('limit', '1-500, default 50', { type: 'integer', minimum: 1, maximum: 500 }),
         query('cursor', "the previous page's nextCursor"),
@@ -849,8 +852,11 @@ const paths: Record<string, PathItem> = {
       tags: ['account'],
       security: account,
       parameters: [
-        query('from', 'inclusive start'),
-        query('to', 'exclusive end'),
+        query(
+          'from',
+          'inclusive start: a date (UTC midnight) or an ISO time with a zone, exact to the microsecond',
+        ),
+        query('to', 'exclusive end, same forms; periods that meet chain exactly'),
         query('format', 'json (default) or csv', { type: 'string', enum: ['json', 'csv'] }),
         query('limit', 'json only: 1-5000, default 500', { type: 'integer' }),
         query('cursor', "json only: the previous page's nextCursor"),

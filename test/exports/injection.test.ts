@@ -17,6 +17,7 @@ import {
   beancountSums,
   collect,
   csvObjects,
+  csvTextValue,
   hledgerBalances,
   parseCsv,
   runsAsFormula,
@@ -37,8 +38,13 @@ const FORMULAS = [
   "@SUM(1+1)*cmd|' /C calc'!A0",
   '-5.000000',
 ];
-/** A tab or carriage return first: an admin's reason is trimmed, other writers' text is not. */
-const LEADING_BLANKS = ['\t=1+1', '\r=1+1'];
+/**
+ * White space first: an admin's reason is trimmed, other writers' text is not. A spreadsheet
+ * that trims spaces on import runs the formula behind them.
+ */
+const LEADING_BLANKS = ['\t=1+1', '\r=1+1', '  =1+1', '\u00a0@SUM(1)', '\n-1+1'];
+/** Text that already starts with the quote that marks text: it must read back as written. */
+const LEADING_QUOTES = ["'=1+1", "'quoted' refund"];
 /** Harmless in a comma-separated reading, a formula where the list separator is ';'. */
 const SEMICOLON = 'refund;=1+1';
 
@@ -82,7 +88,7 @@ beforeAll(async () => {
     );
     written.set(entryId, reason.trim());
   }
-  for (const description of LEADING_BLANKS) {
+  for (const description of [...LEADING_BLANKS, ...LEADING_QUOTES]) {
     const { entryId } = await ledger.postEntry({
       kind: 'adjustment',
       description,
@@ -147,9 +153,11 @@ describe('CSV: text that would run as a formula', () => {
     for (const [entryId, description] of written) {
       const lines = rows.filter((r) => r['entry_id'] === entryId);
       expect(lines.length).toBeGreaterThanOrEqual(2);
-      const startsFormula = /^[=+\-@\t\r]/.test(description);
+      const marked = /^(?:\s*[=+\-@]|[\t\r'])/.test(description);
       for (const line of lines) {
-        expect(line['description']).toBe(startsFormula ? `'${description}` : description);
+        expect(line['description']).toBe(marked ? `'${description}` : description);
+        // What the docs tell a program reading the file: drop one leading quote.
+        expect(csvTextValue(line['description']!)).toBe(description);
       }
     }
     const debit = rows.filter((r) => written.get(r['entry_id']!) === '-5.000000');

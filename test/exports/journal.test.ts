@@ -306,6 +306,13 @@ describe('filters', () => {
     expect(() =>
       parseJournalFilter({ from: '2026-11-27T10:00:00+0800', to: '2026-11-27T01:59:59' }),
     ).toThrow(/must not be after/);
+    // Within one millisecond: PostgreSQL keeps microseconds, so these are in the wrong order.
+    expect(() =>
+      parseJournalFilter({ from: '2026-11-27T10:00:00.000500Z', to: '2026-11-27T10:00:00.0001Z' }),
+    ).toThrow(/must not be after/);
+    expect(
+      parseJournalFilter({ from: '2026-11-27T10:00:00.0001Z', to: '2026-11-27T10:00:00.000500Z' }),
+    ).toEqual({ from: '2026-11-27T10:00:00.0001Z', to: '2026-11-27T10:00:00.000500Z' });
     expect(
       parseJournalFilter({ from: '2026-11-27T10:00:00+08', to: '2026-11-27T02:00:00Z' }),
     ).toEqual({ from: '2026-11-27T10:00:00+08', to: '2026-11-27T02:00:00Z' });

@@ -161,11 +161,16 @@ function parseCsvLine(line: string): string[] {
 
 /**
  * Whether a spreadsheet would run a cell it read as a formula: one that starts (after any
- * tabs, carriage returns or spaces, which some spreadsheets drop) with `=`, `+`, `-` or `@`
- * and is not a plain number (`-1.5` is a number; `-2+3` is a formula).
+ * white space, which some spreadsheets drop) with `=`, `+`, `-` or `@` and is not a plain
+ * number (`-1.5` is a number; `-2+3` is a formula).
  */
 export function runsAsFormula(cell: string): boolean {
-  return /^[\t\r ]*[=+\-@]/.test(cell) && !/^-?\d+(\.\d+)?$/.test(cell);
+  return /^\s*[=+\-@]/.test(cell) && !/^-?\d+(\.\d+)?$/.test(cell);
+}
+
+/** A CSV text cell's original text, as docs/accounting-exports.md says: drop one leading `'`. */
+export function csvTextValue(cell: string): string {
+  return cell.startsWith("'") ? cell.slice(1) : cell;
 }
 
 /** CSV text as objects keyed by the header. */

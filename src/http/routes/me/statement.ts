@@ -22,8 +22,8 @@ export function meStatementRoutes(services: Services): Router {
       const body = await readableFromFirstChunk(
         streamStatementCsv(pool, {
           userId,
-          ...(range.from ? { from: range.from.toISOString() } : {}),
-          ...(range.to ? { to: range.to.toISOString() } : {}),
+          ...(range.from ? { from: range.from } : {}),
+          ...(range.to ? { to: range.to } : {}),
         }),
       );
       ctx.set('content-disposition', `attachment; filename="lingxi-statement-${userId}.csv"`);
