@@ -11,6 +11,7 @@ const POLL_ACTIVE_MS = 2500;
 /** ...and this often otherwise, so a new deposit shows without a reload. */
 const POLL_IDLE_MS = 5000;
 const USAGE_PAGE_SIZE = 20;
+const DEPOSITS_PAGE_SIZE = 50;
 const CHART_DAYS = 14;
 /** The chart reads at most this many pages of 500 usage rows. */
 const CHART_PAGES_MAX = 20;
@@ -33,6 +34,9 @@ const state = {
   pollGeneration: 0,
   usageCursors: [null],
   usageNextCursor: null,
+  /** The cursor of each deposits page shown so far (null: the newest); the last is on screen. */
+  depositCursors: [null],
+  depositNextCursor: null,
   qrUrls: new Map(),
 };
 
@@ -335,6 +339,8 @@ function endSession() {
   state.balanceKey = '';
   state.usageCursors = [null];
   state.usageNextCursor = null;
+  state.depositCursors = [null];
+  state.depositNextCursor = null;
   for (const url of state.qrUrls.values()) URL.revokeObjectURL(url);
   state.qrUrls.clear();
   for (const id of ['addresses', 'spend-chart']) $(id).replaceChildren();
@@ -495,9 +501,12 @@ const DEPOSIT_ENDED_TEXT = {
 };
 
 async function loadDeposits() {
+  const cursor = state.depositCursors[state.depositCursors.length - 1];
+  const query = new URLSearchParams({ limit: String(DEPOSITS_PAGE_SIZE) });
+  if (cursor) query.set('cursor', cursor);
   let page;
   try {
-    page = await api('GET', '/api/me/deposits?limit=50');
+    page = await api('GET', `/api/me/deposits?${query}`);
   } catch (error) {
     $('deposits-status').textContent = `Could not load deposits: ${errorText(error)}`;
     return { pending: false };
@@ -557,12 +566,30 @@ async function loadDeposits() {
   $('deposits-table')
     .querySelector('tbody')
     .replaceChildren(...rows);
-  $('deposits-empty').hidden = rows.length > 0;
+  $('deposits-empty').hidden = rows.length > 0 || state.depositCursors.length > 1;
+  state.depositNextCursor = page.nextCursor;
+  $('deposits-newer').disabled = state.depositCursors.length === 1;
+  $('deposits-older').disabled = !page.nextCursor;
+  $('deposits-pager').hidden = state.depositCursors.length === 1 && !page.nextCursor;
+  $('deposits-page').textContent = rows.length ? `Page ${state.depositCursors.length}` : '';
   const pending = page.data.some((d) => DEPOSIT_PENDING.has(d.status));
   $('deposits-status').textContent = pending
     ? 'Waiting for confirmations; this list updates by itself.'
     : '';
   return { pending };
+}
+
+/** Older deposits: the API's cursor, as the usage pager does. */
+async function depositsOlder() {
+  if (!state.depositNextCursor) return;
+  state.depositCursors.push(state.depositNextCursor);
+  await loadDeposits();
+}
+
+async function depositsNewer() {
+  if (state.depositCursors.length === 1) return;
+  state.depositCursors.pop();
+  await loadDeposits();
 }
 
 function shortHash(hash) {
@@ -897,6 +924,8 @@ async function main() {
   $('deposits-refresh').addEventListener('click', refreshNow);
   $('usage-refresh').addEventListener('click', () => Promise.all([loadUsage(), loadChart()]));
   $('usage-older').addEventListener('click', usageOlder);
+  $('deposits-older').addEventListener('click', depositsOlder);
+  $('deposits-newer').addEventListener('click', depositsNewer);
   $('usage-newer').addEventListener('click', usageNewer);
   $('key-create').addEventListener('submit', onCreateKey);
   $('key-secret-copy').addEventListener('click', (event) =>
