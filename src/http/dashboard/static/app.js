@@ -405,6 +405,22 @@ async function loadAddresses() {
   problem.textContent = views.length === 0 ? 'No networks are configured for deposits.' : '';
   const cards = views.map((view) => {
     const addressId = `address-${view.network}`;
+    // A network the service cannot give an address on (no xpub configured for it): said so,
+    // with no address to copy; the other networks' cards are shown as usual.
+    if (view.address === null)
+      return el(
+        'article',
+        {
+          class: 'card unavailable',
+          'data-network': view.network,
+          'aria-labelledby': `${addressId}-title`,
+        },
+        el('h3', { id: `${addressId}-title`, text: networkTitle(view.network) }),
+        el('p', {
+          class: 'warning',
+          text: `Deposits on ${networkTitle(view.network)} are not available at the moment; do not send anything on this network.`,
+        }),
+      );
     const qr = el('img', {
       class: 'qr',
       width: 200,
