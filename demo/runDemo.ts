@@ -190,7 +190,7 @@ export async function runDemo(
         `${a.network.padEnd(9)} ${a.address}  (${a.derivationPath}; ${a.assets.map((x) => x.symbol).join(', ')})`,
       );
     const evmAddress = addresses.find((a) => a.network === 'devnet')!.address as Address;
-    const tronAddress = addresses.find((a) => a.network === 'tron-sim')!.address;
+    const tronAddress = addresses.find((a) => a.network === 'tron-sim')!.address!;
 
     await say.step('Sending 100 USDT and 0.05 ETH on the devnet, 50 USDT on Tron', async () => {
       const funder = devnet.account(0);
@@ -304,7 +304,7 @@ export async function runDemo(
       dashboardUrl,
       userId: user.id,
       apiKey: key.key,
-      depositAddresses: addresses.map((a) => ({ network: a.network, address: a.address })),
+      depositAddresses: addresses.map((a) => ({ network: a.network, address: a.address! })),
       deposits: deposits.map((d) => ({
         network: d.network,
         asset: d.asset,

@@ -761,7 +761,11 @@ export class DepositWatcher {
       .execute();
     // A deposit to the address of a user who has since been erased is still owed to them:
     // it goes where erasure put the rest of their balance (docs/privacy.md), not to a
-    // customer account nobody can sign in to any more.
+    // customer account nobody can sign in to any more. Read under the users' rows (FOR SHARE,
+    // in id order) until this iteration commits: an erasure running now (it takes the row FOR
+    // UPDATE) either finishes first and this credit goes to unclaimed, or waits and then
+    // moves this credit with the rest of the balance. Read without the lock, a credit could
+    // land in the customer account just after the erasure emptied it.
     const userIds = [...new Set(due.flatMap((d) => (d.user_id ? [d.user_id] : [])))];
     const erased = new Set(
       userIds.length === 0
@@ -769,11 +773,14 @@ export class DepositWatcher {
         : (
             await tx
               .selectFrom('users')
-              .select('id')
+              .select(['id', 'status'])
               .where('id', 'in', userIds)
-              .where('status', '=', 'erased')
+              .orderBy('id')
+              .forShare()
               .execute()
-          ).map((u) => u.id),
+          )
+            .filter((u) => u.status === 'erased')
+            .map((u) => u.id),
     );
     const entries: PostEntryParameters[] = [];
     const credited: Array<{
@@ -782,6 +789,8 @@ export class DepositWatcher {
       usd: Decimal;
       txHash: string;
       logIndex: number;
+      /** The unclaimed account it was booked to (an erased user's deposit), else null. */
+      toUnclaimed: string | null;
     }> = [];
     let ignored = 0;
     for (const deposit of due) {
@@ -891,12 +900,25 @@ export class DepositWatcher {
         usd,
         txHash: deposit.tx_hash,
         logIndex: deposit.log_index,
+        toUnclaimed: erased.has(deposit.user_id!) ? customer : null,
       });
     }
     const results = await this.options.ledger.within(client).postEntries(entries);
     for (const [i, deposit] of credited.entries()) {
       const result = results[i]!;
       if (result instanceof LedgerError) throw result;
+      if (deposit.toUnclaimed && !result.replayed)
+        this.options.logger.warn(
+          {
+            network,
+            txHash: deposit.txHash,
+            logIndex: deposit.logIndex,
+            entryId: result.entryId,
+            account: deposit.toUnclaimed,
+            amountUsd: deposit.usd.toString(),
+          },
+          "a deposit reached an erased user's address: booked to their unclaimed liability, for an operator to settle",
+        );
       await tx
         .updateTable('deposits')
         .set({

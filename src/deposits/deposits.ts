@@ -11,10 +11,17 @@ import { AppError, badRequest } from '../errors.js';
 
 export interface DepositAddressView {
   network: string;
-  address: string;
-  derivationPath: string;
+  /** Null when deposits on this network cannot be served (see `unavailable`). */
+  address: string | null;
+  derivationPath: string | null;
   assets: Array<{ symbol: string; contract: string | null; decimals: number; minDeposit: string }>;
   confirmations: string;
+  /**
+   * Null when the address is served; else why not, as an error names it (`code`
+   * `deposits_not_configured`: no xpub for the network's family). The other networks are
+   * served all the same.
+   */
+  unavailable: { code: string; message: string } | null;
 }
 
 /**
@@ -23,6 +30,8 @@ export interface DepositAddressView {
  * stored and as the watchers and ledger accounts name them (EVM lower-case); `form: 'display'`
  * gives what a user copies into a wallet: EVM addresses with their EIP-55 checksum (mixed
  * case), so a wallet catches a mistyped or altered character. Tron base58 is the same in both.
+ * A network whose family has no xpub configured is listed with `address: null` and
+ * `unavailable` saying so: one missing xpub does not hide the other networks' addresses.
  */
 export async function getDepositAddresses(
   db: Kysely<Database>,
@@ -36,12 +45,26 @@ export async function getDepositAddresses(
   for (const network of config.networks) {
     const family: AddressFamily = network.kind === 'evm' ? 'evm' : 'tron';
     const xpub = family === 'evm' ? config.wallets.evmXpub : config.wallets.tronXpub;
+    const assets = network.assets.map((a) => ({
+      symbol: a.symbol,
+      contract: a.contract ?? null,
+      decimals: a.decimals,
+      minDeposit: a.minDeposit,
+    }));
+    const confirmations = String(network.confirmations);
     if (!xpub) {
-      throw new AppError(
-        'deposits_not_configured',
-        `deposits on ${network.name} are not configured (no wallets.${family}Xpub)`,
-        { status: 503 },
-      );
+      views.push({
+        network: network.name,
+        address: null,
+        derivationPath: null,
+        assets,
+        confirmations,
+        unavailable: {
+          code: 'deposits_not_configured',
+          message: `deposits on ${network.name} are not configured (no wallets.${family}Xpub)`,
+        },
+      });
+      continue;
     }
     let address = byFamily.get(family);
     if (!address) {
@@ -55,16 +78,21 @@ export async function getDepositAddresses(
           ? getAddress(address.address)
           : address.address,
       derivationPath: address.derivationPath,
-      assets: network.assets.map((a) => ({
-        symbol: a.symbol,
-        contract: a.contract ?? null,
-        decimals: a.decimals,
-        minDeposit: a.minDeposit,
-      })),
-      confirmations: String(network.confirmations),
+      assets,
+      confirmations,
+      unavailable: null,
     });
   }
   return views;
+}
+
+/** 503 `deposits_not_configured`: why a network's address is unavailable, as an error to throw. */
+export function depositsUnavailable(view: DepositAddressView): AppError {
+  return new AppError(
+    view.unavailable?.code ?? 'deposits_not_configured',
+    view.unavailable?.message ?? `deposits on ${view.network} are not available`,
+    { status: 503 },
+  );
 }
 
 export interface DepositView {

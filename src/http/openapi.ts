@@ -423,12 +423,18 @@ const schemas: Record<string, JsonSchema> = {
   }),
   DepositAddress: object({
     network: str,
-    address: str,
-    derivationPath: str,
+    address: nullable(str),
+    derivationPath: nullable(str),
     assets: list(
       object({ symbol: str, contract: nullable(str), decimals: int, minDeposit: decimal }),
     ),
     confirmations: { type: 'string', description: 'a count, "finalized" or "solidified"' },
+    unavailable: nullable(
+      object({
+        code: { type: 'string', description: '`deposits_not_configured`' },
+        message: str,
+      }),
+    ),
   }),
   Deposit: object({
     id: str,
@@ -939,8 +945,8 @@ const paths: Record<string, PathItem> = {
         ...accountAuthErrors,
         ...commonErrors,
         '503': error(
-          ['deposits_not_configured', 'service_unavailable'],
-          'No xpub configured for a network family, or the database cannot be reached (then with retry-after).',
+          ['service_unavailable'],
+          'The database cannot be reached (then with retry-after). A network without an xpub is listed with `address: null` and `unavailable`, not a 503.',
         ),
       },
     },
@@ -962,6 +968,10 @@ const paths: Record<string, PathItem> = {
         ...accountAuthErrors,
         '404': error(['network_not_found'], 'No such network.'),
         ...commonErrors,
+        '503': error(
+          ['deposits_not_configured', 'service_unavailable'],
+          'No xpub configured for this network family, or the database cannot be reached (then with retry-after).',
+        ),
       },
     },
   },

@@ -1,5 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { sql, type Kysely } from 'kysely';
+import { sql, type Kysely, type Transaction } from 'kysely';
 import { v7 as uuidv7 } from 'uuid';
 import { parseAmount } from '../../ledger/index.js';
 import type { Database } from '../db/schema.js';
@@ -21,6 +21,11 @@ export interface CreateApiKeyParameters {
   allowedModels?: unknown;
   /** Refuse (409 `too_many_keys`) when the user already holds this many active keys. */
   maxActive?: number;
+  /**
+   * Runs in the transaction that inserts the key (its audit record, the Idempotency-Key
+   * answer): committed with the key or not at all.
+   */
+  within?: (trx: Transaction<Database>, key: CreatedApiKey) => Promise<void>;
 }
 
 export interface CreatedApiKey {
@@ -62,7 +67,7 @@ export async function createApiKey(
     allowedModels = params.allowedModels as string[];
   }
   const key = `${KEY_PREFIX}${randomBytes(32).toString('base64url')}`;
-  const row = await db.transaction().execute(async (trx) => {
+  return db.transaction().execute(async (trx) => {
     // The row lock waits for an erasure in progress (it locks the row FOR UPDATE) and holds
     // the next one off until this key is in, so erasure revokes it: an erased user never ends
     // up with a live key. With a cap, the lock is exclusive among key creations, so two at
@@ -86,7 +91,7 @@ export async function createApiKey(
           'too_many_keys',
         );
     }
-    return trx
+    const row = await trx
       .insertInto('api_keys')
       .values({
         id: uuidv7(),
@@ -99,16 +104,18 @@ export async function createApiKey(
       })
       .returning(['id', 'prefix', 'name', 'created_at'])
       .executeTakeFirstOrThrow();
+    const created: CreatedApiKey = {
+      id: row.id,
+      key,
+      prefix: row.prefix,
+      name: row.name,
+      spendLimitUsd: spendLimit?.toString() ?? null,
+      allowedModels,
+      createdAt: row.created_at.toISOString(),
+    };
+    await params.within?.(trx, created);
+    return created;
   });
-  return {
-    id: row.id,
-    key,
-    prefix: row.prefix,
-    name: row.name,
-    spendLimitUsd: spendLimit?.toString() ?? null,
-    allowedModels,
-    createdAt: row.created_at.toISOString(),
-  };
 }
 
 export interface ApiKeySummary {

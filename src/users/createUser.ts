@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../db/schema.js';
 import { AppError, badRequest, conflict, notFound } from '../errors.js';
 import { parseTelegramId } from './telegramId.js';
@@ -14,10 +14,15 @@ export interface CreateUserResult {
   id: string;
 }
 
-/** Creates a user; a Telegram id can belong to one user only. */
+/**
+ * Creates a user; a Telegram id can belong to one user only. `within` runs in the transaction
+ * that inserts the user (its audit record, the Idempotency-Key answer): committed with it or
+ * not at all.
+ */
 export async function createUser(
   db: Kysely<Database>,
   params: CreateUserParameters,
+  options: { within?: (trx: Transaction<Database>, user: CreateUserResult) => Promise<void> } = {},
 ): Promise<CreateUserResult> {
   const telegramId = parseTelegramId(params.telegramId);
   const username = params.username ?? null;
@@ -27,19 +32,23 @@ export async function createUser(
   ) {
     throw badRequest('username must be 1-64 letters, digits or underscores', 'username');
   }
-  const row = await db
-    .insertInto('users')
-    .values({ telegram_id: telegramId, username })
-    .onConflict((oc) => oc.column('telegram_id').doNothing())
-    .returning('id')
-    .executeTakeFirst();
-  if (!row)
-    throw conflict(
-      `a user with Telegram id ${telegramId} already exists`,
-      'user_exists',
-      'telegramId',
-    );
-  return { id: row.id };
+  return db.transaction().execute(async (trx) => {
+    const row = await trx
+      .insertInto('users')
+      .values({ telegram_id: telegramId, username })
+      .onConflict((oc) => oc.column('telegram_id').doNothing())
+      .returning('id')
+      .executeTakeFirst();
+    if (!row)
+      throw conflict(
+        `a user with Telegram id ${telegramId} already exists`,
+        'user_exists',
+        'telegramId',
+      );
+    const user = { id: row.id };
+    await options.within?.(trx, user);
+    return user;
+  });
 }
 
 /** Throws a 404-style error unless the user exists; returns its status. */

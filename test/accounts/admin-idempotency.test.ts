@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,7 +7,7 @@ import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { runLingxi } from '../support/cli.js';
 import { startLingxi, type LingxiProcess } from '../support/lingxiProcess.js';
 import { ADMIN_TOKEN, admin, startTestService, type TestService } from '../support/service.js';
-import { call, expectErrorShape } from './support.js';
+import { call, devSignIn, expectErrorShape } from './support.js';
 
 /**
  * Idempotency-Key on the admin API when things go wrong between the work and the answer: the
@@ -147,6 +148,109 @@ describe('a process killed while it runs a request with an Idempotency-Key', () 
     expect(balance.body.available).toBe('5');
     expect(await audits('balance.adjust', `user:${userId}`)).toHaveLength(1);
     expect(whileAlive.headers.get('retry-after')).toBe('1');
+  });
+});
+
+describe('user and key creation killed between the work and its answer', () => {
+  /**
+   * Runs `send` (a request with an Idempotency-Key) on a process of its own and kills that
+   * process while the request writes its audit record: after the user or key is inserted,
+   * before the key's answer is recorded. Then retries on the test service, first while the
+   * dead process's claim still has a lease (409 idempotency_in_progress), until it has not.
+   */
+  async function killedMidRequest<T>(
+    send: (baseUrl: string) => Promise<{ status: number; body: T; text: string }>,
+  ) {
+    const doomed = await serve();
+    const lock = await database.pool.connect();
+    try {
+      await lock.query('begin');
+      await lock.query('lock table audit_log in share mode');
+      void send(doomed.baseUrl).catch(() => {});
+      await until('the request waiting to write its audit record', async () => {
+        const { rowCount } = await database.pool.query(
+          `select 1 from pg_locks l join pg_class c on c.oid = l.relation
+            where c.relname = 'audit_log' and not l.granted`,
+        );
+        return rowCount === 1;
+      });
+      doomed.child.kill('SIGKILL');
+      expect(await doomed.exited).toEqual({ code: null, signal: 'SIGKILL' });
+    } finally {
+      await lock.query('commit');
+      lock.release();
+    }
+    let retried = await send(service.url);
+    const deadline = Date.now() + 20_000;
+    while (
+      retried.status === 409 &&
+      retried.text.includes('idempotency_in_progress') &&
+      Date.now() < deadline
+    ) {
+      await sleep(50);
+      retried = await send(service.url);
+    }
+    return retried;
+  }
+
+  const post = <T>(
+    baseUrl: string,
+    path: string,
+    key: string,
+    body: unknown,
+    token = ADMIN_TOKEN,
+  ) =>
+    call<T>({ url: baseUrl }, 'POST', path, {
+      token,
+      headers: { 'idempotency-key': key },
+      body,
+    });
+
+  test('a user: the retry answers 201 with the one user, not 409 user_exists; audited once', async () => {
+    const send = (baseUrl: string) =>
+      post<{ id: string }>(baseUrl, '/admin/users', 'crash-user-1', {
+        telegramId: '880201',
+        username: 'crash_user',
+      });
+    const retried = await killedMidRequest(send);
+    expect(retried.status, retried.text).toBe(201);
+    const replayed = await send(service.url);
+    expect(replayed.status).toBe(201);
+    expect(replayed.headers.get('idempotent-replayed')).toBe('true');
+    expect(replayed.body.id).toBe(retried.body.id);
+    const { rows } = await database.pool.query(
+      `select id::text from users where telegram_id = '880201'`,
+    );
+    expect(rows).toEqual([{ id: retried.body.id }]);
+    expect(await audits('user.create', `user:${retried.body.id}`)).toHaveLength(1);
+  });
+
+  test('a key (admin API and /api/me/keys): the retry answers with one key, never a second one', async () => {
+    const userId = await newUser(880_202);
+    const session = await devSignIn(service, 880_203);
+    for (const [owner, path, token] of [
+      [userId, `/admin/users/${userId}/keys`, ADMIN_TOKEN],
+      [session.userId, '/api/me/keys', session.token],
+    ] as const) {
+      const send = (baseUrl: string) =>
+        post<{ id: string; key: string | null }>(
+          baseUrl,
+          path,
+          `crash-key-${owner}`,
+          { name: 'ci' },
+          token,
+        );
+      const retried = await killedMidRequest(send);
+      expect(retried.status, retried.text).toBe(201);
+      const replayed = await send(service.url);
+      expect(replayed.status, path).toBe(201);
+      expect(replayed.body.id).toBe(retried.body.id);
+      const { rows } = await database.pool.query(
+        'select id::text from api_keys where user_id = $1',
+        [owner],
+      );
+      expect(rows, path).toEqual([{ id: retried.body.id }]);
+    }
   });
 });
 
@@ -324,5 +428,95 @@ describe('POST /admin/reconciliations', () => {
       expect((result.body as { error: { param: string } }).error.param).toBe('networks');
     }
     expect(await runs()).toBe(before);
+  });
+});
+
+describe('Idempotency-Key and the order of JSON keys', () => {
+  const send = (path: string, key: string, json: string) =>
+    call<{ id: string }>(service, 'POST', path, {
+      token: ADMIN_TOKEN,
+      headers: { 'idempotency-key': key },
+      body: json,
+    });
+
+  test('the same request with its keys in another order (inside lists too) is a replay, not a 409', async () => {
+    const first = await send(
+      '/admin/users',
+      'order-user-1',
+      '{"telegramId":"880301","username":"ord"}',
+    );
+    expect(first.status, first.text).toBe(201);
+    const reordered = await send(
+      '/admin/users',
+      'order-user-1',
+      '{ "username": "ord", "telegramId": "880301" }',
+    );
+    expect(reordered.status, reordered.text).toBe(201);
+    expect(reordered.headers.get('idempotent-replayed')).toBe('true');
+    expect(reordered.body.id).toBe(first.body.id);
+
+    const path = `/admin/users/${first.body.id}/keys`;
+    const key = await send(path, 'order-key-1', '{"name":"a","allowedModels":["m1","m2"]}');
+    expect(key.status, key.text).toBe(201);
+    const again = await send(path, 'order-key-1', '{"allowedModels":["m1","m2"],"name":"a"}');
+    expect(again.status, again.text).toBe(201);
+    expect(again.body.id).toBe(key.body.id);
+    // What is different stays different: the order of a list, a value.
+    const swapped = await send(path, 'order-key-1', '{"allowedModels":["m2","m1"],"name":"a"}');
+    expect(swapped.status).toBe(409);
+    expectErrorShape(swapped.body, 'idempotency_conflict');
+    const renamed = await send(path, 'order-key-1', '{"name":"b","allowedModels":["m1","m2"]}');
+    expect(renamed.status).toBe(409);
+    const { rows } = await database.pool.query('select 1 from api_keys where user_id = $1', [
+      first.body.id,
+    ]);
+    expect(rows).toHaveLength(1);
+
+    // Keys inside the list's objects too: a manual entry's postings.
+    const posting = (account: string, amount: string, reversed: boolean) =>
+      reversed
+        ? `{"currency":"USDT","amount":"${amount}","account":"${account}"}`
+        : `{"account":"${account}","amount":"${amount}","currency":"USDT"}`;
+    const entry = (reversed: boolean) =>
+      `{"description":"order test","postings":[${posting('assets:custody:tron:USDT:TXorder', '2', reversed)},${posting('equity:trading:USDT', '-2', reversed)}]}`;
+    const posted = await call<{ entryId: string }>(service, 'POST', '/admin/entries', {
+      token: ADMIN_TOKEN,
+      headers: { 'idempotency-key': 'order-entry-1' },
+      body: entry(false),
+    });
+    expect(posted.status, posted.text).toBe(201);
+    const repeated = await call<{ entryId: string }>(service, 'POST', '/admin/entries', {
+      token: ADMIN_TOKEN,
+      headers: { 'idempotency-key': 'order-entry-1' },
+      body: entry(true),
+    });
+    expect(repeated.status, repeated.text).toBe(201);
+    expect(repeated.body.entryId).toBe(posted.body.entryId);
+  });
+
+  test('a claim recorded before the upgrade (hash of the body as sent) still replays its retry', async () => {
+    const userId = await newUser(880_302);
+    // Keys not in sorted order: the old hash is not the canonical one.
+    const body = '{"spendLimitUsd":"5","name":"old"}';
+    const path = `/admin/users/${userId}/keys`;
+    // As the earlier version stored it: sha256 of "POST <path>\n" + JSON.stringify(body).
+    const legacyHash = createHash('sha256')
+      .update(`POST ${path}\n${JSON.stringify(JSON.parse(body))}`)
+      .digest('hex');
+    await database.pool.query(
+      `insert into http_idempotency (key, method, path, request_hash, status, response)
+       values ('admin:legacy-key-1', 'POST', $1, $2, 201, $3)`,
+      [path, legacyHash, JSON.stringify({ id: 'kept-answer', key: null })],
+    );
+    const retried = await send(path, 'legacy-key-1', body);
+    expect(retried.status, retried.text).toBe(201);
+    expect(retried.headers.get('idempotent-replayed')).toBe('true');
+    expect(retried.body.id).toBe('kept-answer');
+    const other = await send(path, 'legacy-key-1', '{"name":"other"}');
+    expect(other.status).toBe(409);
+    const { rows } = await database.pool.query('select 1 from api_keys where user_id = $1', [
+      userId,
+    ]);
+    expect(rows).toHaveLength(0);
   });
 });

@@ -331,3 +331,66 @@ test('a deposit that is not credited says why on the page, with no progress bar 
   expect(offsite).toEqual([]);
   expect(pageProblems).toEqual([]);
 });
+
+test('a user with more deposits than one page pages back to the oldest, and forward again', async () => {
+  await page.goto(`${service.url}/`);
+  // Whoever the tests before left signed in in this tab signs out.
+  await page.evaluate(() => sessionStorage.clear());
+  await page.reload();
+  await page.getByLabel('Telegram id').fill('850002');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.locator('#balance-title').waitFor();
+  const token = await page.evaluate(() => sessionStorage.getItem('lingxi.session'));
+  const [view] = (
+    await call<Array<{ address: Address }>>(service, 'GET', '/api/me/deposit-addresses', {
+      token: token!,
+    })
+  ).body;
+  const me = await call<{ id: string }>(service, 'GET', '/api/me', { token: token! });
+  // 60 small deposits as the watcher records them (below the minimum: never credited); the
+  // chain is not needed to show a list.
+  const hashes = Array.from(
+    { length: 60 },
+    (_, i) => `0x${(i + 1).toString(16).padStart(64, '0')}`,
+  );
+  for (const [i, hash] of hashes.entries())
+    await database.pool.query(
+      `insert into deposits (network, tx_hash, log_index, user_id, address, from_address, contract,
+         asset, currency, decimals, amount_base_units, amount, block_number, block_hash, status,
+         confirmations, confirmations_required, ignore_reason)
+       values ('ethereum', $1, 0, $2, $3, $4, $5, 'USDT', 'USDT', 6, '100000', '0.1', $6, $7,
+         'ignored', 0, '3', 'below the minimum of 0.5 USDT')`,
+      [
+        hash,
+        me.body.id,
+        view!.address.toLowerCase(),
+        devnet.account(0).address.toLowerCase(),
+        usdt.toLowerCase(),
+        1000 + i,
+        hash,
+      ],
+    );
+  await page.getByRole('button', { name: 'Check now' }).click();
+  const rows = page.locator('#deposits-table tbody tr');
+  const newest = page.locator(`#deposits-table td[title="${hashes[59]}"]`);
+  const oldest = page.locator(`#deposits-table td[title="${hashes[0]}"]`);
+  await newest.waitFor({ timeout: 15_000 });
+  expect(await rows.count()).toBe(50);
+  expect(await oldest.count()).toBe(0);
+
+  await page.locator('#deposits-pager').getByRole('button', { name: 'Older' }).click();
+  await oldest.waitFor({ timeout: 15_000 });
+  expect(await rows.count()).toBe(10);
+  expect(await newest.count()).toBe(0);
+  await waitForText(page, '#deposits-page', 'Page 2');
+  expect(await page.locator('#deposits-older').isDisabled()).toBe(true);
+
+  await page.locator('#deposits-pager').getByRole('button', { name: 'Newer' }).click();
+  await newest.waitFor({ timeout: 15_000 });
+  expect(await rows.count()).toBe(50);
+  await waitForText(page, '#deposits-page', 'Page 1');
+  expect(await page.locator('#deposits-newer').isDisabled()).toBe(true);
+
+  expect(offsite).toEqual([]);
+  expect(pageProblems).toEqual([]);
+});

@@ -47,7 +47,7 @@ async function depositStatus(txId: string): Promise<string | undefined> {
 async function user(telegramId: number): Promise<string> {
   const { id } = await createUser(runtime.database.db, { telegramId });
   const [view] = await getDepositAddresses(runtime.database.db, runtime.config, id);
-  return view!.address;
+  return view!.address!;
 }
 
 beforeAll(async () => {

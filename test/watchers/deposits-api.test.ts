@@ -9,7 +9,7 @@ import { createAdapters, createWatcher } from '../../chain-watchers/pipeline/cre
 import type { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
 import type { ChainAdapter } from '../../chain-watchers/adapter.js';
 import { createLogger } from '../../src/log.js';
-import { call, devSignIn } from '../accounts/support.js';
+import { call, devSignIn, expectErrorShape, type ErrorShape } from '../accounts/support.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { startDevnet, type Devnet } from '../support/evm/devnet.js';
 import { startTestService, type TestService } from '../support/service.js';
@@ -22,6 +22,8 @@ let service: TestService;
 let adapters: Map<string, ChainAdapter>;
 let watcher: DepositWatcher;
 let usdt: Address;
+/** The networks the service runs with (config input). */
+let networks: unknown[];
 
 beforeAll(async () => {
   devnet = await startDevnet();
@@ -38,29 +40,27 @@ beforeAll(async () => {
       { symbol: 'USDT', contract: usdt, decimals: 6, price: { fixed: '1' }, minDeposit: '0.5' },
     ],
   });
+  networks = [
+    evm('ethereum'),
+    evm('base'),
+    {
+      kind: 'tron',
+      name: 'tron',
+      fullHost: 'http://127.0.0.1:9',
+      confirmations: 'solidified',
+      assets: [
+        {
+          symbol: 'USDT',
+          contract: 'TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t',
+          decimals: 6,
+          price: { fixed: '1' },
+        },
+      ],
+    },
+  ];
   service = await startTestService({
     databaseUrl: database.url,
-    config: {
-      wallets: xpubs,
-      networks: [
-        evm('ethereum'),
-        evm('base'),
-        {
-          kind: 'tron',
-          name: 'tron',
-          fullHost: 'http://127.0.0.1:9',
-          confirmations: 'solidified',
-          assets: [
-            {
-              symbol: 'USDT',
-              contract: 'TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t',
-              decimals: 6,
-              price: { fixed: '1' },
-            },
-          ],
-        },
-      ] as never,
-    },
+    config: { wallets: xpubs, networks: networks as never },
   });
   adapters = createAdapters(service.runtime.config.networks, createLogger('silent'));
   watcher = createWatcher({
@@ -133,6 +133,66 @@ test('each user gets their own deposit addresses: one EVM address for every EVM 
   );
   expect(other.body[0]!.derivationPath).toBe("m/44'/60'/0'/0/1");
   expect(other.body[0]!.address).not.toBe(ethereum!.address);
+});
+
+test('a missing tronXpub leaves the Ethereum address served: Tron is listed as unavailable, not the whole list a 503', async () => {
+  const partial = await startTestService({
+    databaseUrl: database.url,
+    config: { wallets: { evmXpub: xpubs.evmXpub }, networks: networks as never },
+  });
+  try {
+    const carol = await devSignIn(partial, 4103);
+    const answer = await call<
+      Array<{
+        network: string;
+        address: string | null;
+        derivationPath: string | null;
+        assets: Array<{ symbol: string }>;
+        confirmations: string;
+        unavailable: { code: string; message: string } | null;
+      }>
+    >(partial, 'GET', '/api/me/deposit-addresses', { token: carol.token });
+    expect(answer.status).toBe(200);
+    expect(answer.body.map((a) => [a.network, a.unavailable?.code ?? null])).toEqual([
+      ['ethereum', null],
+      ['base', null],
+      ['tron', 'deposits_not_configured'],
+    ]);
+    const [ethereum, , tron] = answer.body;
+    expect(ethereum!.address).toMatch(/^0x[0-9a-fA-F]{40}$/);
+    expect(ethereum!.address).toBe(getAddress(ethereum!.address!));
+    expect(tron).toMatchObject({
+      address: null,
+      derivationPath: null,
+      assets: [{ symbol: 'USDT' }],
+      confirmations: 'solidified',
+      unavailable: {
+        code: 'deposits_not_configured',
+        message: 'deposits on tron are not configured (no wallets.tronXpub)',
+      },
+    });
+    // The QR code of the served address works; the unavailable one says why.
+    const qr = await call(partial, 'GET', '/api/me/deposit-addresses/ethereum/qr.svg', {
+      token: carol.token,
+    });
+    expect(qr.status).toBe(200);
+    const none = await call<ErrorShape>(partial, 'GET', '/api/me/deposit-addresses/tron/qr.svg', {
+      token: carol.token,
+    });
+    expect(none.status).toBe(503);
+    expectErrorShape(none.body, 'deposits_not_configured', 'api_error');
+    // No Tron address was assigned; the EVM one stays the user's once Tron is configured.
+    const full = await call<Array<{ network: string; address: string }>>(
+      service,
+      'GET',
+      '/api/me/deposit-addresses',
+      { token: carol.token },
+    );
+    expect(full.body[0]!.address).toBe(ethereum!.address);
+    expect(full.body[2]!.address).toMatch(/^T/);
+  } finally {
+    await partial.stop();
+  }
 });
 
 test('a deposit shows its state and confirmations as it confirms, then the credited USD and rate; other users never see it', async () => {

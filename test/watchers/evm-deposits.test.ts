@@ -665,6 +665,78 @@ describe('EVM deposits', () => {
     expect(await ledger.checkBalances()).toEqual([]);
   });
 
+  test('a deposit credited while its user is being erased ends in their unclaimed balance, not in a customer account nobody can use', async () => {
+    const w = watcher();
+    await w.runOnce();
+    const leaving = await newUser(9008);
+    // A first deposit, credited as usual (its ledger accounts exist from then on).
+    await devnet.transferToken(usdt, devnet.account(0), leaving.address, 2_000_000n);
+    await devnet.mine(4);
+    await w.runOnce();
+    expect(await usdBalance(leaving.id)).toBe('2');
+    // The next one is seen in one iteration and credited in a later one (the usual case).
+    await devnet.transferToken(usdt, devnet.account(0), leaving.address, 40_000_000n);
+    await w.runOnce();
+    await devnet.mine(3);
+    // The watcher's ledger write is held back (another writer on equity:trading:USD) after it
+    // has looked at the user, while the user erases their account.
+    const holder = await database.pool.connect();
+    let credited: Promise<unknown> | undefined;
+    let erasure: Promise<unknown> | undefined;
+    try {
+      await holder.query('begin');
+      await holder.query(
+        `select 1 from ledger_accounts where code = 'equity:trading:USD' for update`,
+      );
+      const running = w.runOnce();
+      credited = running.then(
+        () => 'done',
+        (error: unknown) => error,
+      );
+      // A statement on `table` waiting for a lock (a row lock waits on the holder's transaction).
+      const blockedOn = async (table: string) =>
+        (
+          await database.pool.query(
+            `select 1 from pg_stat_activity
+              where wait_event_type = 'Lock' and query ~ ('from "?' || $1 || '"? ')`,
+            [table],
+          )
+        ).rowCount! > 0;
+      const deadline = Date.now() + 20_000;
+      while (!(await blockedOn('ledger_accounts')) && Date.now() < deadline)
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      expect(await blockedOn('ledger_accounts')).toBe(true);
+      erasure = eraseAccount(kyselyOver(database.pool), ledger, {
+        userId: leaving.id,
+        confirm: ERASURE_CONFIRMATION,
+        now: new Date(),
+      }).then(
+        () => 'done',
+        (error: unknown) => error,
+      );
+      // The erasure either finishes, or waits for the watcher's hold on the user's row.
+      const settled = { erasure: false };
+      void erasure.then(() => (settled.erasure = true));
+      while (!settled.erasure && !(await blockedOn('users')) && Date.now() < deadline)
+        await new Promise((resolve) => setTimeout(resolve, 25));
+    } finally {
+      await holder.query('commit');
+      holder.release();
+    }
+    expect(await credited).toBe('done');
+    expect(await erasure).toBe('done');
+
+    const { rows } = await database.pool.query(
+      `select status, entry_id from deposits where address = $1`,
+      [leaving.address.toLowerCase()],
+    );
+    expect(rows.map((r) => r.status)).toEqual(['credited', 'credited']);
+    // Nothing stays in the erased user's customer account: all 42 USD are owed as unclaimed.
+    expect(await usdBalance(leaving.id)).toBe('0');
+    expect((await postedBalance(`liabilities:unclaimed:${leaving.id}`)).toString()).toBe('42');
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+
   test('a deposit beyond what the ledger holds exactly is ignored for an operator, and the watcher goes on crediting', async () => {
     const w = watcher();
     await w.runOnce();

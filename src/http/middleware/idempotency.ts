@@ -3,6 +3,16 @@ import { sql, type Kysely } from 'kysely';
 import type { Context, Next } from 'koa';
 import type { Database } from '../../db/schema.js';
 import { AppError, badRequest, conflict } from '../../errors.js';
+import { canonicalJson } from '../../integrity/canonical.js';
+
+/** Where the middleware leaves the claim of the request it runs (see recordAnswerWithin). */
+const CLAIM = 'idempotencyClaim';
+
+interface Claim {
+  key: string;
+  /** Set once the handler recorded its answer in its own transaction. */
+  answered: boolean;
+}
 
 export interface IdempotencyOptions {
   /**
@@ -31,9 +41,13 @@ export function idempotency(db: Kysely<Database>, options: IdempotencyOptions) {
     if (key.length > 200)
       throw badRequest('Idempotency-Key must be at most 200 characters', 'Idempotency-Key');
     const scoped = `${ctx.state['actor'] ?? 'anonymous'}:${key}`;
-    const requestHash = createHash('sha256')
-      .update(`${ctx.method} ${ctx.path}\n${JSON.stringify(ctx.state['body'] ?? null)}`)
-      .digest('hex');
+    // The body's canonical form (keys sorted): the same request from a JSON library that
+    // orders keys otherwise is the same request. Claims written before the upgrade hold the
+    // hash of the body as it arrived (`legacyHash`); a retry of one still matches it.
+    const body: unknown = ctx.state['body'] ?? null;
+    const requestHash = hashRequest(ctx, canonicalJson(body));
+    const legacyHash = hashRequest(ctx, JSON.stringify(body));
+    const hashes = requestHash === legacyHash ? [requestHash] : [requestHash, legacyHash];
     const inserted = await db
       .insertInto('http_idempotency')
       .values({
@@ -48,14 +62,14 @@ export function idempotency(db: Kysely<Database>, options: IdempotencyOptions) {
       .returning('key')
       .executeTakeFirst();
     const claimed =
-      inserted !== undefined || (await takeOverAbandoned(db, scoped, requestHash, leaseMs));
+      inserted !== undefined || (await takeOverAbandoned(db, scoped, hashes, leaseMs));
     if (!claimed) {
       const previous = await db
         .selectFrom('http_idempotency')
         .selectAll()
         .where('key', '=', scoped)
         .executeTakeFirstOrThrow();
-      if (previous.request_hash !== requestHash)
+      if (!hashes.includes(previous.request_hash))
         throw conflict(
           'this Idempotency-Key was used for a different request',
           'idempotency_conflict',
@@ -83,15 +97,23 @@ export function idempotency(db: Kysely<Database>, options: IdempotencyOptions) {
       },
       Math.max(1, Math.floor(leaseMs / 3)),
     );
+    const claim: Claim = { key: scoped, answered: false };
+    ctx.state[CLAIM] = claim;
     try {
       await next();
     } catch (error) {
-      // A failed request may be sent again with the same key.
-      await db.deleteFrom('http_idempotency').where('key', '=', scoped).execute();
+      // A failed request may be sent again with the same key; one whose work committed with
+      // its answer (recordAnswerWithin) replays that answer instead.
+      await db
+        .deleteFrom('http_idempotency')
+        .where('key', '=', scoped)
+        .where('status', 'is', null)
+        .execute();
       throw error;
     } finally {
       clearInterval(heartbeat);
     }
+    if (claim.answered) return;
     const kept = redactSecrets(ctx.body);
     await db
       .updateTable('http_idempotency')
@@ -102,13 +124,39 @@ export function idempotency(db: Kysely<Database>, options: IdempotencyOptions) {
 }
 
 /**
+ * Records the answer to the request's Idempotency-Key in `trx`, the transaction that does the
+ * request's work: a process that dies after the work committed has answered too, so a retry
+ * replays the first answer instead of doing the work again (a second key, or 409 user_exists
+ * for the user it did create). Nothing without a key.
+ */
+export async function recordAnswerWithin(
+  trx: Kysely<Database>,
+  ctx: Context,
+  status: number,
+  body: unknown,
+): Promise<void> {
+  const claim = ctx.state[CLAIM] as Claim | undefined;
+  if (!claim) return;
+  await trx
+    .updateTable('http_idempotency')
+    .set({ status, response: JSON.stringify(redactSecrets(body)) })
+    .where('key', '=', claim.key)
+    .execute();
+  claim.answered = true;
+}
+
+function hashRequest(ctx: Context, body: string): string {
+  return createHash('sha256').update(`${ctx.method} ${ctx.path}\n${body}`).digest('hex');
+}
+
+/**
  * Takes over a claim whose request died before answering (no heartbeat for `leaseMs`), for the
  * same request only; one caller wins when several retry at once.
  */
 async function takeOverAbandoned(
   db: Kysely<Database>,
   key: string,
-  requestHash: string,
+  requestHashes: string[],
   leaseMs: number,
 ): Promise<boolean> {
   const taken = await db
@@ -116,7 +164,7 @@ async function takeOverAbandoned(
     .set({ created_at: sql<Date>`now()` })
     .where('key', '=', key)
     .where('status', 'is', null)
-    .where('request_hash', '=', requestHash)
+    .where('request_hash', 'in', requestHashes)
     .where('created_at', '<', sql<Date>`now() - make_interval(secs => ${leaseMs / 1000})`)
     .returning('key')
     .executeTakeFirst();

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import Router from '@koa/router';
 import type { Context } from 'koa';
 import QRCode from 'qrcode';
-import { getDepositAddresses } from '../../deposits/deposits.js';
+import { depositsUnavailable, getDepositAddresses } from '../../deposits/deposits.js';
 import { badRequest, notFound } from '../../errors.js';
 import type { Services } from '../../services.js';
 import { publicConfig } from '../dashboard/publicConfig.js';
@@ -64,6 +64,7 @@ export function dashboardRoutes(services: Services): Router {
     });
     const view = addresses.find((a) => a.network === networkName);
     if (!view) throw notFound(`no network named ${networkName}`, 'network_not_found', 'network');
+    if (view.address === null) throw depositsUnavailable(view);
     // Per user behind one URL: the browser must not hand one user's code to another.
     ctx.set('cache-control', 'private, no-cache');
     ctx.set('vary', 'authorization');

@@ -11,6 +11,7 @@ const POLL_ACTIVE_MS = 2500;
 /** ...and this often otherwise, so a new deposit shows without a reload. */
 const POLL_IDLE_MS = 5000;
 const USAGE_PAGE_SIZE = 20;
+const DEPOSITS_PAGE_SIZE = 50;
 const CHART_DAYS = 14;
 /** The chart reads at most this many pages of 500 usage rows. */
 const CHART_PAGES_MAX = 20;
@@ -33,6 +34,9 @@ const state = {
   pollGeneration: 0,
   usageCursors: [null],
   usageNextCursor: null,
+  /** The cursor of each deposits page shown so far (null: the newest); the last is on screen. */
+  depositCursors: [null],
+  depositNextCursor: null,
   qrUrls: new Map(),
 };
 
@@ -335,6 +339,8 @@ function endSession() {
   state.balanceKey = '';
   state.usageCursors = [null];
   state.usageNextCursor = null;
+  state.depositCursors = [null];
+  state.depositNextCursor = null;
   for (const url of state.qrUrls.values()) URL.revokeObjectURL(url);
   state.qrUrls.clear();
   for (const id of ['addresses', 'spend-chart']) $(id).replaceChildren();
@@ -399,6 +405,22 @@ async function loadAddresses() {
   problem.textContent = views.length === 0 ? 'No networks are configured for deposits.' : '';
   const cards = views.map((view) => {
     const addressId = `address-${view.network}`;
+    // A network the service cannot give an address on (no xpub configured for it): said so,
+    // with no address to copy; the other networks' cards are shown as usual.
+    if (view.address === null)
+      return el(
+        'article',
+        {
+          class: 'card unavailable',
+          'data-network': view.network,
+          'aria-labelledby': `${addressId}-title`,
+        },
+        el('h3', { id: `${addressId}-title`, text: networkTitle(view.network) }),
+        el('p', {
+          class: 'warning',
+          text: `Deposits on ${networkTitle(view.network)} are not available at the moment; do not send anything on this network.`,
+        }),
+      );
     const qr = el('img', {
       class: 'qr',
       width: 200,
@@ -495,9 +517,12 @@ const DEPOSIT_ENDED_TEXT = {
 };
 
 async function loadDeposits() {
+  const cursor = state.depositCursors[state.depositCursors.length - 1];
+  const query = new URLSearchParams({ limit: String(DEPOSITS_PAGE_SIZE) });
+  if (cursor) query.set('cursor', cursor);
   let page;
   try {
-    page = await api('GET', '/api/me/deposits?limit=50');
+    page = await api('GET', `/api/me/deposits?${query}`);
   } catch (error) {
     $('deposits-status').textContent = `Could not load deposits: ${errorText(error)}`;
     return { pending: false };
@@ -557,12 +582,30 @@ async function loadDeposits() {
   $('deposits-table')
     .querySelector('tbody')
     .replaceChildren(...rows);
-  $('deposits-empty').hidden = rows.length > 0;
+  $('deposits-empty').hidden = rows.length > 0 || state.depositCursors.length > 1;
+  state.depositNextCursor = page.nextCursor;
+  $('deposits-newer').disabled = state.depositCursors.length === 1;
+  $('deposits-older').disabled = !page.nextCursor;
+  $('deposits-pager').hidden = state.depositCursors.length === 1 && !page.nextCursor;
+  $('deposits-page').textContent = rows.length ? `Page ${state.depositCursors.length}` : '';
   const pending = page.data.some((d) => DEPOSIT_PENDING.has(d.status));
   $('deposits-status').textContent = pending
     ? 'Waiting for confirmations; this list updates by itself.'
     : '';
   return { pending };
+}
+
+/** Older deposits: the API's cursor, as the usage pager does. */
+async function depositsOlder() {
+  if (!state.depositNextCursor) return;
+  state.depositCursors.push(state.depositNextCursor);
+  await loadDeposits();
+}
+
+async function depositsNewer() {
+  if (state.depositCursors.length === 1) return;
+  state.depositCursors.pop();
+  await loadDeposits();
 }
 
 function shortHash(hash) {
@@ -897,6 +940,8 @@ async function main() {
   $('deposits-refresh').addEventListener('click', refreshNow);
   $('usage-refresh').addEventListener('click', () => Promise.all([loadUsage(), loadChart()]));
   $('usage-older').addEventListener('click', usageOlder);
+  $('deposits-older').addEventListener('click', depositsOlder);
+  $('deposits-newer').addEventListener('click', depositsNewer);
   $('usage-newer').addEventListener('click', usageNewer);
   $('key-create').addEventListener('submit', onCreateKey);
   $('key-secret-copy').addEventListener('click', (event) =>

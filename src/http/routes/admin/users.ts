@@ -3,7 +3,9 @@ import { adjustBalance } from '../../../billing/adjustBalance.js';
 import { getUserBalance } from '../../../billing/getUserBalance.js';
 import { createApiKey, revokeApiKey } from '../../../keys/apiKeys.js';
 import type { Services } from '../../../services.js';
+import { audit } from '../../../audit.js';
 import { adminAudit, adminAuditEvent } from '../../adminAudit.js';
+import { recordAnswerWithin } from '../../middleware/idempotency.js';
 import { objectBody } from '../../objectBody.js';
 import { createUser, requireUser } from '../../../users/createUser.js';
 
@@ -16,11 +18,26 @@ export function adminUserRoutes(services: Services): Router {
 
   router.post('/', async (ctx) => {
     const body = objectBody(ctx) as { telegramId?: unknown; username?: unknown };
-    const user = await createUser(db, {
-      telegramId: body.telegramId,
-      username: (body.username as string | undefined) ?? null,
-    });
-    await record(ctx, 'user.create', `user:${user.id}`, { telegramId: String(body.telegramId) });
+    // Audited and answered (Idempotency-Key) in the user's transaction: a process that dies
+    // after the user is in has answered, so a retry replays that answer (not 409 user_exists).
+    const user = await createUser(
+      db,
+      {
+        telegramId: body.telegramId,
+        username: (body.username as string | undefined) ?? null,
+      },
+      {
+        within: async (trx, created) => {
+          await audit(
+            trx,
+            adminAuditEvent(ctx, 'user.create', `user:${created.id}`, {
+              telegramId: String(body.telegramId),
+            }),
+          );
+          await recordAnswerWithin(trx, ctx, 201, created);
+        },
+      },
+    );
     ctx.status = 201;
     ctx.body = user;
   });
@@ -37,9 +54,17 @@ export function adminUserRoutes(services: Services): Router {
       name: body.name as string | undefined,
       spendLimitUsd: body.spendLimitUsd,
       allowedModels: body.allowedModels,
+      // By id only: a key's name can name the person, and the audit log outlives an erasure.
+      // In the key's transaction, with the Idempotency-Key answer: a retry after a crash gets
+      // this key's answer, never a second key.
+      within: async (trx, created) => {
+        await audit(
+          trx,
+          adminAuditEvent(ctx, 'key.create', `user:${user.id}`, { keyId: created.id }),
+        );
+        await recordAnswerWithin(trx, ctx, 201, created);
+      },
     });
-    // By id only: a key's name can name the person, and the audit log outlives an erasure.
-    await record(ctx, 'key.create', `user:${user.id}`, { keyId: key.id });
     ctx.status = 201;
     ctx.body = key;
   });

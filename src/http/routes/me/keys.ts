@@ -1,9 +1,12 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
+import type { Kysely } from 'kysely';
+import type { Database } from '../../../db/schema.js';
 import { audit } from '../../../audit.js';
 import { createApiKey, listApiKeys, revokeApiKey } from '../../../keys/apiKeys.js';
 import type { Services } from '../../../services.js';
 import { objectBody } from '../../objectBody.js';
+import { recordAnswerWithin } from '../../middleware/idempotency.js';
 import { currentAccount, requireUnrestricted } from '../../middleware/accountAuth.js';
 
 /** Active keys a user may hold at once. */
@@ -13,10 +16,15 @@ const ACTIVE_KEYS_MAX = 100;
 export function meKeyRoutes(services: Services): Router {
   const { db } = services.runtime.database;
   const router = new Router({ prefix: '/keys' });
-  const record = (ctx: Context, action: string, details: Record<string, unknown>) => {
+  const record = (
+    ctx: Context,
+    action: string,
+    details: Record<string, unknown>,
+    on: Kysely<Database> = db,
+  ) => {
     const { userId } = currentAccount(ctx);
     // No IP: the audit log cannot be erased, so it holds no personal data of users.
-    return audit(db, {
+    return audit(on, {
       actor: `user:${userId}`,
       action,
       target: `user:${userId}`,
@@ -39,8 +47,13 @@ export function meKeyRoutes(services: Services): Router {
       spendLimitUsd: body['spendLimitUsd'],
       allowedModels: body['allowedModels'],
       maxActive: ACTIVE_KEYS_MAX,
+      // Audited and answered (Idempotency-Key) in the key's transaction: a retry after a
+      // crash gets this key's answer, never a second key.
+      within: async (trx, created) => {
+        await record(ctx, 'key.create', { keyId: created.id }, trx);
+        await recordAnswerWithin(trx, ctx, 201, created);
+      },
     });
-    await record(ctx, 'key.create', { keyId: key.id });
     ctx.set('cache-control', 'no-store');
     ctx.status = 201;
     ctx.body = key;
