@@ -87,7 +87,7 @@ export const FIELD_NOTES: Record<string, string> = {
   'models[].imageTokensMax':
     "Most prompt tokens one image may bill; the hold counts this much per `image_url` part. The default covers OpenAI's dearest (gpt-4o-mini, up to 48169); set the model's own to hold less.",
   'models[].outputCapParam':
-    'How that default cap is sent upstream; absent: `max_completion_tokens` for o1/o3/o4/gpt-5 upstream models (they refuse `max_tokens`), else `max_tokens`.',
+    'How that default cap is sent upstream; absent: `max_completion_tokens` for o1/o3/o4/gpt-5 upstream models, routed names included (`openai/o3-mini`: the last path segment counts; they refuse `max_tokens`), else `max_tokens`.',
   'wallets.evmXpub':
     "xpub of `m/44'/60'/0'`: one deposit address per user serves every EVM network.",
   'wallets.tronXpub': "xpub of `m/44'/195'/0'`.",

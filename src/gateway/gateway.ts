@@ -649,10 +649,18 @@ function untilForwarded(clientSignal: AbortSignal): AbortSignal {
 /** OpenAI's reasoning models: they refuse `max_tokens` (400) and take `max_completion_tokens`. */
 const REASONING_MODEL = /^(o\d|gpt-5)/;
 
+/**
+ * Whether an upstream model name is one of OpenAI's reasoning models, routed names included:
+ * a router (OpenRouter: `openai/o3-mini`) prefixes the vendor, so the last path segment counts.
+ */
+export function isReasoningModel(upstreamModel: string): boolean {
+  return REASONING_MODEL.test(upstreamModel.slice(upstreamModel.lastIndexOf('/') + 1));
+}
+
 /** The parameter the gateway's own output cap goes upstream as. */
 function outputCapParam(model: Model): 'max_tokens' | 'max_completion_tokens' {
   return (
     model.config.outputCapParam ??
-    (REASONING_MODEL.test(model.price.upstreamModel) ? 'max_completion_tokens' : 'max_tokens')
+    (isReasoningModel(model.price.upstreamModel) ? 'max_completion_tokens' : 'max_tokens')
   );
 }

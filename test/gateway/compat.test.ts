@@ -10,7 +10,24 @@ let database: TestDatabase;
 let stub: UpstreamStub;
 let service: TestService;
 
-useGatewayStack((stack) => ({ database, stub, service } = stack));
+useGatewayStack(
+  (stack) => ({ database, stub, service } = stack),
+  (config) => ({
+    ...config,
+    models: [
+      ...config.models!,
+      {
+        // A reasoning model by its routed name (OpenRouter style).
+        id: 'routed-o3-mini',
+        provider: 'stub',
+        upstreamModel: 'openai/o3-mini',
+        pricePer1M: MODELS.precise,
+        maxOutputTokensDefault: 256,
+        maxOutputTokensLimit: 4096,
+      },
+    ],
+  }),
+);
 
 function lastUpstreamBody(): Record<string, unknown> {
   return stub.requests.at(-1)!.body as Record<string, unknown>;
@@ -60,6 +77,26 @@ describe('the output cap the gateway adds', () => {
     for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
     expect(text).toBe('tok0 tok1 tok2 ');
     expect(lastUpstreamBody()['max_completion_tokens']).toBe(256);
+  });
+
+  test('a reasoning model by its routed name (openai/o3-mini) gets max_completion_tokens too, not a 400', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 860_004, balance: '1' });
+    const messages = [{ role: 'user' as const, content: 'Think. [[tokens=5]] [[reasoning=2]]' }];
+    const { data, response } = await sdk(service.url, apiKey)
+      .chat.completions.create({ model: 'routed-o3-mini', messages })
+      .withResponse();
+    expect(data.usage?.completion_tokens).toBe(7);
+    const body = lastUpstreamBody();
+    expect(body['model']).toBe('openai/o3-mini');
+    expect(body['max_completion_tokens']).toBe(256);
+    expect(body).not.toHaveProperty('max_tokens');
+    const cost = expectedCost(MODELS.precise, {
+      prompt: countPromptTokens({ messages }),
+      completion: 7,
+      reasoning: 2,
+    });
+    expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
+    expect(await usageRow(userId)).toMatchObject({ cost_usd: cost.toString(), shortfall_usd: '0' });
   });
 
   test('other models still get max_tokens (what every OpenAI-compatible provider knows)', async () => {

@@ -20,7 +20,8 @@
  *   N, else 'stop'. completion_tokens = N + reasoning tokens.
  *
  * Like OpenAI, reasoning models (o1, o3-mini, o4-mini, gpt-5…) answer 400
- * `unsupported_parameter` (param `max_tokens`) to a request with `max_tokens`.
+ * `unsupported_parameter` (param `max_tokens`) to a request with `max_tokens`; so do their
+ * routed names (`openai/o3-mini`: the last path segment counts).
  *
  * Directives, read from the text of the LAST user message (for embeddings: from all string
  * inputs), override setDefault()'s behaviour field by field. Unknown or out-of-range ones
@@ -383,8 +384,9 @@ async function handleChat(
     sendError(exchange, 400, "Missing required parameter: 'model'.", { param: 'model' });
     return;
   }
-  // As OpenAI does: its reasoning models (o1, o3, o4-mini, gpt-5) refuse the older cap.
-  if (REASONING_MODEL.test(model) && body['max_tokens'] != null) {
+  // As OpenAI does: its reasoning models (o1, o3, o4-mini, gpt-5) refuse the older cap; so
+  // does a router for them by their routed name (OpenRouter style: `openai/o3-mini`).
+  if (REASONING_MODEL.test(model.slice(model.lastIndexOf('/') + 1)) && body['max_tokens'] != null) {
     sendError(
       exchange,
       400,
