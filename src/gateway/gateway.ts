@@ -22,6 +22,8 @@ import {
   estimateEmbeddingTokens,
   estimateTokens,
   messagesText,
+  predictionText,
+  predictionTokensUpperBound,
   promptTokensUpperBound,
 } from './tokens.js';
 import { postUpstream, readText, readUsage, UpstreamError, type UpstreamCall } from './upstream.js';
@@ -124,11 +126,15 @@ export class Gateway {
         );
     }
     const requested = caps.length === 0 ? null : Math.max(...caps.map((param) => body[param]!));
+    const { bytesPerTokenMin } = this.deps.config.gateway;
+    // A Predicted Output's rejected tokens are billed as output on top of the answer's own.
     const outputTokensMax =
-      BigInt(requested ?? model.config.maxOutputTokensDefault) * BigInt(body.n ?? 1);
+      (BigInt(requested ?? model.config.maxOutputTokensDefault) +
+        predictionTokensUpperBound(body['prediction'], bytesPerTokenMin)) *
+      BigInt(body.n ?? 1);
     const promptTokensMax = promptTokensUpperBound(
       body,
-      this.deps.config.gateway.bytesPerTokenMin,
+      bytesPerTokenMin,
       model.config.imageTokensMax,
     );
     const stream = body.stream === true;
@@ -168,12 +174,7 @@ export class Gateway {
       return this.failed(error, held, record);
     }
     const usage = readUsage(json['usage']);
-    record.usage = usage ?? {
-      promptTokens: estimateTokens(messagesText(body.messages)),
-      cachedTokens: 0n,
-      completionTokens: estimateTokens(choicesText(json['choices'])),
-      reasoningTokens: 0n,
-    };
+    record.usage = usage ?? estimatedChatUsage(body, choicesText(json['choices']));
     record.estimated = usage === null;
     return this.answered(held, record, model, json, call.clientSignal);
   }
@@ -576,12 +577,7 @@ export class Gateway {
       // not read is not one that left, nor did upstream stop sending).
       if (deadlinePassed) failure = 'deadline_exceeded';
       else if (clientGone) failure = null;
-      const finalUsage: TokenUsage = usage ?? {
-        promptTokens: estimateTokens(messagesText(body.messages)),
-        cachedTokens: 0n,
-        completionTokens: estimateTokens(text),
-        reasoningTokens: 0n,
-      };
+      const finalUsage: TokenUsage = usage ?? estimatedChatUsage(body, text);
       record.usage = finalUsage;
       record.estimated = usage === null;
       const outcome: CallOutcome =
@@ -634,6 +630,21 @@ export class Gateway {
       pump: (sink) => this.deps.work.track(pump(sink)),
     };
   }
+}
+
+/**
+ * A chat call's usage when upstream sent none: its messages' text and what was generated,
+ * estimated; a Predicted Output counts in full (which of its tokens were rejected, and so
+ * billed, is not known; a stream cut before anything was generated is not charged at all).
+ */
+function estimatedChatUsage(body: ChatRequest, generated: string): TokenUsage {
+  return {
+    promptTokens: estimateTokens(messagesText(body.messages)),
+    cachedTokens: 0n,
+    completionTokens:
+      estimateTokens(generated) + estimateTokens(predictionText(body['prediction'])),
+    reasoningTokens: 0n,
+  };
 }
 
 /**

@@ -30,6 +30,10 @@
  *   [[cached=N]]        prompt_tokens_details.cached_tokens = min(N, prompt_tokens)
  *   [[reasoning=N]]     completion_tokens_details.reasoning_tokens = N, added to completion_tokens
  *   [[prompt-tokens=N]] prompt_tokens = N instead of the formula
+ *   [[accepted=N]]      with a `prediction` (Predicted Outputs, its text's tokens counted as a
+ *                       prompt's): N of them are accepted (at most the visible tokens), the
+ *                       rest rejected; completion_tokens_details says both, and the rejected
+ *                       ones are added to completion_tokens (OpenAI bills them as output)
  *   [[fail=S]]          status S (400..599) with an OpenAI error body; streaming too (no SSE)
  *   [[stall]]           accept and never send even a status line, until the client leaves
  *   [[stall-after=K]]   stream K SSE events (the role chunk is the first), then go silent;
@@ -407,6 +411,7 @@ async function handleChat(
       messages: messages.map((message) => (isRecord(message) ? message : {})),
       max_tokens: body['max_tokens'],
       max_completion_tokens: body['max_completion_tokens'],
+      prediction: body['prediction'],
     },
     behaviour,
   );
