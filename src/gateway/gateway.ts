@@ -14,6 +14,7 @@ import {
   chatRequestSchema,
   embeddingRequestSchema,
   parseRequest,
+  unpricedFeature,
   type ChatRequest,
 } from './requests.js';
 import {
@@ -113,6 +114,13 @@ export class Gateway {
   async chatCompletion(call: GatewayCall): Promise<GatewayResponse> {
     const body = parseRequest(chatRequestSchema, call.body);
     const model = this.modelFor(body.model, call.caller, 'chat');
+    const unpriced = unpricedFeature(body);
+    if (unpriced)
+      throw new AppError(
+        'feature_not_priced',
+        `${unpriced.param}: ${unpriced.feature} has no price on \`${model.config.id}\`, so it is not served; nothing was charged`,
+        { param: unpriced.param },
+      );
     // Both caps go upstream, and a provider may honour either: hold for the larger.
     const caps = (['max_completion_tokens', 'max_tokens'] as const).filter(
       (param) => body[param] != null,

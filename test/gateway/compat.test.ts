@@ -255,3 +255,18 @@ describe('Predicted Outputs', () => {
     expect(new Decimal(row.held_usd).gte(cost)).toBe(true);
   });
 });
+
+describe('features without a price', () => {
+  test('text-only modalities are served (only audio and web search are refused, with 400 feature_not_priced)', async () => {
+    const { apiKey } = await userWithKey(service, { telegramId: 860_041, balance: '1' });
+    const { response } = await sdk(service.url, apiKey)
+      .chat.completions.create({
+        model: 'gpt-4o-mini',
+        modalities: ['text'],
+        messages: [{ role: 'user', content: 'hi [[tokens=2]]' }],
+      })
+      .withResponse();
+    expect(response.status).toBe(200);
+    expect(lastUpstreamBody()['modalities']).toEqual(['text']);
+  });
+});
