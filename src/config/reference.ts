@@ -146,7 +146,8 @@ export const FIELD_NOTES: Record<string, string> = {
   'gateway.rateLimit.requestsPerMinute': 'Per API key, across all http processes.',
   'gateway.rateLimit.tokensPerMinute':
     'Per API key, across all http processes (the estimate before the call).',
-  'gateway.maxCallDurationMs': 'A call, a stream included, is cut off after this long.',
+  'gateway.maxCallDurationMs':
+    'A call, a stream included, is cut off this long after it came in, the wait for the provider included (504 `deadline_exceeded` before a stream starts, nothing charged; an error event in a stream, charged for what was generated).',
   'gateway.holdGraceMs': 'How long a hold outlives the longest possible call before it may expire.',
   'gateway.bytesPerTokenMin': 'Used to bound the prompt tokens of the cost estimate.',
   'ledger.batchMaxSize': 'Ledger operations grouped into one database transaction at most.',

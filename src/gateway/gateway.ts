@@ -27,7 +27,14 @@ import {
   predictionTokensUpperBound,
   promptTokensUpperBound,
 } from './tokens.js';
-import { postUpstream, readText, readUsage, UpstreamError, type UpstreamCall } from './upstream.js';
+import {
+  boundedWait,
+  postUpstream,
+  readText,
+  readUsage,
+  UpstreamError,
+  type UpstreamCall,
+} from './upstream.js';
 
 /** One API call as the HTTP layer hands it over. */
 export interface GatewayCall {
@@ -164,6 +171,7 @@ export class Gateway {
         body: upstreamBody,
         signal: stream ? call.clientSignal : untilForwarded(call.clientSignal),
         headersTimeoutMs: model.provider.timeoutMs,
+        deadlineAt: this.deadlineAt(call),
       });
     } catch (error) {
       return this.failed(error, held, record);
@@ -173,11 +181,11 @@ export class Gateway {
       { provider: model.provider.name },
       (upstream.firstByteAt.getTime() - call.startedAt.getTime()) / 1000,
     );
-    if (stream) return this.streamed(body, model, held, record, upstream);
+    if (stream) return this.streamed(body, model, held, record, upstream, this.deadlineAt(call));
 
     let json: Record<string, unknown>;
     try {
-      json = await this.readJson(upstream, model.provider.timeoutMs);
+      json = await this.readJson(upstream, model.provider.timeoutMs, this.deadlineAt(call));
     } catch (error) {
       return this.failed(error, held, record);
     }
@@ -224,9 +232,10 @@ export class Gateway {
         body: { ...body, model: model.price.upstreamModel },
         signal: untilForwarded(call.clientSignal),
         headersTimeoutMs: model.provider.timeoutMs,
+        deadlineAt: this.deadlineAt(call),
       });
       record.firstByteAt = upstream.firstByteAt;
-      json = await this.readJson(upstream, model.provider.timeoutMs);
+      json = await this.readJson(upstream, model.provider.timeoutMs, this.deadlineAt(call));
     } catch (error) {
       return this.failed(error, held, record);
     }
@@ -330,15 +339,23 @@ export class Gateway {
     }
   }
 
+  /** When a call must be over: `gateway.maxCallDurationMs` after it came in. */
+  private deadlineAt(call: GatewayCall): number {
+    return call.startedAt.getTime() + this.deps.config.gateway.maxCallDurationMs;
+  }
+
   private async readJson(
     upstream: UpstreamCall,
     deadlineMs: number,
+    callDeadlineAt: number,
   ): Promise<Record<string, unknown>> {
-    const timer = setTimeout(() => upstream.abort('timeout'), deadlineMs);
+    const timer = boundedWait(deadlineMs, callDeadlineAt, upstream.abort);
     let text: string;
     try {
       text = await readText(upstream.body);
     } catch {
+      if (upstream.stoppedBy === 'deadline')
+        throw new UpstreamError('deadline', 'the call reached its time limit');
       if (upstream.stoppedBy === 'timeout')
         throw new UpstreamError(
           'timeout',
@@ -399,18 +416,34 @@ export class Gateway {
         },
       };
     }
-    const status = error.kind === 'timeout' ? 504 : error.kind === 'aborted' ? 499 : 502;
+    const status =
+      error.kind === 'timeout' || error.kind === 'deadline'
+        ? 504
+        : error.kind === 'aborted'
+          ? 499
+          : 502;
     const outcome: CallOutcome =
       error.kind === 'timeout'
         ? 'upstream_timeout'
-        : error.kind === 'malformed'
-          ? 'upstream_malformed'
-          : error.kind === 'aborted'
-            ? 'client_disconnected'
-            : 'upstream_error';
+        : error.kind === 'deadline'
+          ? 'deadline_exceeded'
+          : error.kind === 'malformed'
+            ? 'upstream_malformed'
+            : error.kind === 'aborted'
+              ? 'client_disconnected'
+              : 'upstream_error';
     this.finish(record, status, outcome);
     await this.deps.meter.release(held, record);
-    const code = error.kind === 'timeout' ? 'upstream_timeout' : 'upstream_error';
+    const code =
+      error.kind === 'timeout'
+        ? 'upstream_timeout'
+        : error.kind === 'deadline'
+          ? 'deadline_exceeded'
+          : 'upstream_error';
+    const message =
+      error.kind === 'deadline'
+        ? `the call reached its time limit of ${this.deps.config.gateway.maxCallDurationMs} ms while waiting for upstream`
+        : error.message;
     // A provider that said when to come back (429, 503): clients (the OpenAI SDKs) wait that long.
     const retryAfter =
       error.retryAfterS === null ? {} : { 'retry-after': String(error.retryAfterS) };
@@ -420,7 +453,7 @@ export class Gateway {
       headers: { 'x-lingxi-cost': '0', ...retryAfter },
       body: {
         error: {
-          message: `${error.message}; nothing was charged`,
+          message: `${message}; nothing was charged`,
           type: 'api_error',
           code,
           param: null,
@@ -464,6 +497,7 @@ export class Gateway {
     held: HeldCall,
     record: CallRecord,
     upstream: UpstreamCall,
+    deadlineAt: number,
   ): GatewayResponse {
     const clientWantsUsage = body.stream_options?.include_usage === true;
     const idleMs = model.provider.timeoutMs;
@@ -557,11 +591,14 @@ export class Gateway {
         idle = setTimeout(() => upstream.abort('timeout'), idleMs);
       };
       let failure: CallOutcome | null = null;
-      const deadline = setTimeout(() => {
-        deadlinePassed = true;
-        upstream.abort('timeout');
-        stopWaiting?.();
-      }, this.deps.config.gateway.maxCallDurationMs);
+      const deadline = setTimeout(
+        () => {
+          deadlinePassed = true;
+          upstream.abort('timeout');
+          stopWaiting?.();
+        },
+        Math.max(0, deadlineAt - Date.now()),
+      );
       try {
         // The idle timer runs only while waiting for upstream, never while waiting for the client.
         armIdle();

@@ -641,7 +641,10 @@ const paths: Record<string, PathItem> = {
         '502': upstreamFailed(
           'The provider failed (5xx, 401, 403, 429) or answered garbage; nothing charged.',
         ),
-        '504': error(['upstream_timeout'], 'The provider did not answer in time; nothing charged.'),
+        '504': error(
+          ['upstream_timeout', 'deadline_exceeded'],
+          'The provider did not answer in time, or the call reached its time limit (gateway.maxCallDurationMs) waiting for it; nothing charged.',
+        ),
         ...commonErrors,
       },
     },
@@ -679,7 +682,10 @@ const paths: Record<string, PathItem> = {
         '413': error(['request_too_large'], 'The body is too large.'),
         '429': { $ref: '#/components/responses/RateLimited' },
         '502': upstreamFailed('The provider failed; nothing charged.'),
-        '504': error(['upstream_timeout'], 'The provider timed out; nothing charged.'),
+        '504': error(
+          ['upstream_timeout', 'deadline_exceeded'],
+          'The provider timed out, or the call reached its time limit; nothing charged.',
+        ),
         ...commonErrors,
       },
     },
