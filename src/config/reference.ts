@@ -76,7 +76,7 @@ export const FIELD_NOTES: Record<string, string> = {
   'models[].upstreamModel': 'The model name sent to the provider.',
   'models[].kind': '`chat` (/v1/chat/completions) or `embedding` (/v1/embeddings).',
   'models[].pricePer1M':
-    'USD per million tokens, decimal strings with at most 12 fractional digits; not all 0 (a call is held for the most it can cost first).',
+    'USD per million tokens, decimal strings with at most 12 fractional digits; not all 0 (a call is held for the most it can cost first). Text tokens only: a request for audio (`modalities` with `audio`, `audio`, an `input_audio` part) or web search (`web_search_options`) is refused with 400 `feature_not_priced`, as their fees (audio tokens, a fee per search) have no price here. Do not sell a model that always bills them (`*-search-preview`, `*-audio-preview` used for audio).',
   'models[].pricePer1M.input': 'Prompt tokens.',
   'models[].pricePer1M.cachedInput': 'Cached prompt tokens; the input price when absent.',
   'models[].pricePer1M.output': 'Completion tokens.',
@@ -87,7 +87,7 @@ export const FIELD_NOTES: Record<string, string> = {
   'models[].imageTokensMax':
     "Most prompt tokens one image may bill; the hold counts this much per `image_url` part. The default covers OpenAI's dearest (gpt-4o-mini, up to 48169); set the model's own to hold less.",
   'models[].outputCapParam':
-    'How that default cap is sent upstream; absent: `max_completion_tokens` for o1/o3/o4/gpt-5 upstream models (they refuse `max_tokens`), else `max_tokens`.',
+    'How that default cap is sent upstream; absent: `max_completion_tokens` for o1/o3/o4/gpt-5 upstream models, routed names included (`openai/o3-mini`: the last path segment counts; they refuse `max_tokens`), else `max_tokens`.',
   'wallets.evmXpub':
     "xpub of `m/44'/60'/0'`: one deposit address per user serves every EVM network.",
   'wallets.tronXpub': "xpub of `m/44'/195'/0'`.",
@@ -146,7 +146,8 @@ export const FIELD_NOTES: Record<string, string> = {
   'gateway.rateLimit.requestsPerMinute': 'Per API key, across all http processes.',
   'gateway.rateLimit.tokensPerMinute':
     'Per API key, across all http processes (the estimate before the call).',
-  'gateway.maxCallDurationMs': 'A call, a stream included, is cut off after this long.',
+  'gateway.maxCallDurationMs':
+    'A call, a stream included, is cut off this long after it came in, the wait for the provider included (504 `deadline_exceeded` before a stream starts, nothing charged; an error event in a stream, charged for what was generated).',
   'gateway.holdGraceMs': 'How long a hold outlives the longest possible call before it may expire.',
   'gateway.bytesPerTokenMin': 'Used to bound the prompt tokens of the cost estimate.',
   'ledger.batchMaxSize': 'Ledger operations grouped into one database transaction at most.',

@@ -75,7 +75,8 @@ const modelSchema = z.strictObject({
   maxOutputTokensLimit: positiveInt.default(1_000_000),
   /**
    * The parameter `maxOutputTokensDefault` is sent as when a request sets no cap. Absent:
-   * `max_completion_tokens` for OpenAI's reasoning models (o1, o3, o4, gpt-5: they refuse
+   * `max_completion_tokens` for OpenAI's reasoning models (o1, o3, o4, gpt-5, also by a routed
+   * name such as `openai/o3-mini`: they refuse
    * `max_tokens`), else `max_tokens`.
    */
   outputCapParam: z.enum(['max_tokens', 'max_completion_tokens']).optional(),

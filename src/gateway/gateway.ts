@@ -14,6 +14,7 @@ import {
   chatRequestSchema,
   embeddingRequestSchema,
   parseRequest,
+  unpricedFeature,
   type ChatRequest,
 } from './requests.js';
 import {
@@ -22,9 +23,18 @@ import {
   estimateEmbeddingTokens,
   estimateTokens,
   messagesText,
+  predictionText,
+  predictionTokensUpperBound,
   promptTokensUpperBound,
 } from './tokens.js';
-import { postUpstream, readText, readUsage, UpstreamError, type UpstreamCall } from './upstream.js';
+import {
+  boundedWait,
+  postUpstream,
+  readText,
+  readUsage,
+  UpstreamError,
+  type UpstreamCall,
+} from './upstream.js';
 
 /** One API call as the HTTP layer hands it over. */
 export interface GatewayCall {
@@ -111,6 +121,13 @@ export class Gateway {
   async chatCompletion(call: GatewayCall): Promise<GatewayResponse> {
     const body = parseRequest(chatRequestSchema, call.body);
     const model = this.modelFor(body.model, call.caller, 'chat');
+    const unpriced = unpricedFeature(body);
+    if (unpriced)
+      throw new AppError(
+        'feature_not_priced',
+        `${unpriced.param}: ${unpriced.feature} has no price on \`${model.config.id}\`, so it is not served; nothing was charged`,
+        { param: unpriced.param },
+      );
     // Both caps go upstream, and a provider may honour either: hold for the larger.
     const caps = (['max_completion_tokens', 'max_tokens'] as const).filter(
       (param) => body[param] != null,
@@ -124,11 +141,15 @@ export class Gateway {
         );
     }
     const requested = caps.length === 0 ? null : Math.max(...caps.map((param) => body[param]!));
+    const { bytesPerTokenMin } = this.deps.config.gateway;
+    // A Predicted Output's rejected tokens are billed as output on top of the answer's own.
     const outputTokensMax =
-      BigInt(requested ?? model.config.maxOutputTokensDefault) * BigInt(body.n ?? 1);
+      (BigInt(requested ?? model.config.maxOutputTokensDefault) +
+        predictionTokensUpperBound(body['prediction'], bytesPerTokenMin)) *
+      BigInt(body.n ?? 1);
     const promptTokensMax = promptTokensUpperBound(
       body,
-      this.deps.config.gateway.bytesPerTokenMin,
+      bytesPerTokenMin,
       model.config.imageTokensMax,
     );
     const stream = body.stream === true;
@@ -150,6 +171,7 @@ export class Gateway {
         body: upstreamBody,
         signal: stream ? call.clientSignal : untilForwarded(call.clientSignal),
         headersTimeoutMs: model.provider.timeoutMs,
+        deadlineAt: this.deadlineAt(call),
       });
     } catch (error) {
       return this.failed(error, held, record);
@@ -159,21 +181,16 @@ export class Gateway {
       { provider: model.provider.name },
       (upstream.firstByteAt.getTime() - call.startedAt.getTime()) / 1000,
     );
-    if (stream) return this.streamed(body, model, held, record, upstream);
+    if (stream) return this.streamed(body, model, held, record, upstream, this.deadlineAt(call));
 
     let json: Record<string, unknown>;
     try {
-      json = await this.readJson(upstream, model.provider.timeoutMs);
+      json = await this.readJson(upstream, model.provider.timeoutMs, this.deadlineAt(call));
     } catch (error) {
       return this.failed(error, held, record);
     }
     const usage = readUsage(json['usage']);
-    record.usage = usage ?? {
-      promptTokens: estimateTokens(messagesText(body.messages)),
-      cachedTokens: 0n,
-      completionTokens: estimateTokens(choicesText(json['choices'])),
-      reasoningTokens: 0n,
-    };
+    record.usage = usage ?? estimatedChatUsage(body, choicesText(json['choices']));
     record.estimated = usage === null;
     return this.answered(held, record, model, json, call.clientSignal);
   }
@@ -215,9 +232,10 @@ export class Gateway {
         body: { ...body, model: model.price.upstreamModel },
         signal: untilForwarded(call.clientSignal),
         headersTimeoutMs: model.provider.timeoutMs,
+        deadlineAt: this.deadlineAt(call),
       });
       record.firstByteAt = upstream.firstByteAt;
-      json = await this.readJson(upstream, model.provider.timeoutMs);
+      json = await this.readJson(upstream, model.provider.timeoutMs, this.deadlineAt(call));
     } catch (error) {
       return this.failed(error, held, record);
     }
@@ -321,15 +339,23 @@ export class Gateway {
     }
   }
 
+  /** When a call must be over: `gateway.maxCallDurationMs` after it came in. */
+  private deadlineAt(call: GatewayCall): number {
+    return call.startedAt.getTime() + this.deps.config.gateway.maxCallDurationMs;
+  }
+
   private async readJson(
     upstream: UpstreamCall,
     deadlineMs: number,
+    callDeadlineAt: number,
   ): Promise<Record<string, unknown>> {
-    const timer = setTimeout(() => upstream.abort('timeout'), deadlineMs);
+    const timer = boundedWait(deadlineMs, callDeadlineAt, upstream.abort);
     let text: string;
     try {
       text = await readText(upstream.body);
     } catch {
+      if (upstream.stoppedBy === 'deadline')
+        throw new UpstreamError('deadline', 'the call reached its time limit');
       if (upstream.stoppedBy === 'timeout')
         throw new UpstreamError(
           'timeout',
@@ -390,18 +416,34 @@ export class Gateway {
         },
       };
     }
-    const status = error.kind === 'timeout' ? 504 : error.kind === 'aborted' ? 499 : 502;
+    const status =
+      error.kind === 'timeout' || error.kind === 'deadline'
+        ? 504
+        : error.kind === 'aborted'
+          ? 499
+          : 502;
     const outcome: CallOutcome =
       error.kind === 'timeout'
         ? 'upstream_timeout'
-        : error.kind === 'malformed'
-          ? 'upstream_malformed'
-          : error.kind === 'aborted'
-            ? 'client_disconnected'
-            : 'upstream_error';
+        : error.kind === 'deadline'
+          ? 'deadline_exceeded'
+          : error.kind === 'malformed'
+            ? 'upstream_malformed'
+            : error.kind === 'aborted'
+              ? 'client_disconnected'
+              : 'upstream_error';
     this.finish(record, status, outcome);
     await this.deps.meter.release(held, record);
-    const code = error.kind === 'timeout' ? 'upstream_timeout' : 'upstream_error';
+    const code =
+      error.kind === 'timeout'
+        ? 'upstream_timeout'
+        : error.kind === 'deadline'
+          ? 'deadline_exceeded'
+          : 'upstream_error';
+    const message =
+      error.kind === 'deadline'
+        ? `the call reached its time limit of ${this.deps.config.gateway.maxCallDurationMs} ms while waiting for upstream`
+        : error.message;
     // A provider that said when to come back (429, 503): clients (the OpenAI SDKs) wait that long.
     const retryAfter =
       error.retryAfterS === null ? {} : { 'retry-after': String(error.retryAfterS) };
@@ -411,7 +453,7 @@ export class Gateway {
       headers: { 'x-lingxi-cost': '0', ...retryAfter },
       body: {
         error: {
-          message: `${error.message}; nothing was charged`,
+          message: `${message}; nothing was charged`,
           type: 'api_error',
           code,
           param: null,
@@ -455,6 +497,7 @@ export class Gateway {
     held: HeldCall,
     record: CallRecord,
     upstream: UpstreamCall,
+    deadlineAt: number,
   ): GatewayResponse {
     const clientWantsUsage = body.stream_options?.include_usage === true;
     const idleMs = model.provider.timeoutMs;
@@ -548,11 +591,14 @@ export class Gateway {
         idle = setTimeout(() => upstream.abort('timeout'), idleMs);
       };
       let failure: CallOutcome | null = null;
-      const deadline = setTimeout(() => {
-        deadlinePassed = true;
-        upstream.abort('timeout');
-        stopWaiting?.();
-      }, this.deps.config.gateway.maxCallDurationMs);
+      const deadline = setTimeout(
+        () => {
+          deadlinePassed = true;
+          upstream.abort('timeout');
+          stopWaiting?.();
+        },
+        Math.max(0, deadlineAt - Date.now()),
+      );
       try {
         // The idle timer runs only while waiting for upstream, never while waiting for the client.
         armIdle();
@@ -576,12 +622,7 @@ export class Gateway {
       // not read is not one that left, nor did upstream stop sending).
       if (deadlinePassed) failure = 'deadline_exceeded';
       else if (clientGone) failure = null;
-      const finalUsage: TokenUsage = usage ?? {
-        promptTokens: estimateTokens(messagesText(body.messages)),
-        cachedTokens: 0n,
-        completionTokens: estimateTokens(text),
-        reasoningTokens: 0n,
-      };
+      const finalUsage: TokenUsage = usage ?? estimatedChatUsage(body, text);
       record.usage = finalUsage;
       record.estimated = usage === null;
       const outcome: CallOutcome =
@@ -637,6 +678,21 @@ export class Gateway {
 }
 
 /**
+ * A chat call's usage when upstream sent none: its messages' text and what was generated,
+ * estimated; a Predicted Output counts in full (which of its tokens were rejected, and so
+ * billed, is not known; a stream cut before anything was generated is not charged at all).
+ */
+function estimatedChatUsage(body: ChatRequest, generated: string): TokenUsage {
+  return {
+    promptTokens: estimateTokens(messagesText(body.messages)),
+    cachedTokens: 0n,
+    completionTokens:
+      estimateTokens(generated) + estimateTokens(predictionText(body['prediction'])),
+    reasoningTokens: 0n,
+  };
+}
+
+/**
  * The signal a non-streamed upstream call is stopped by: the client's while the request has
  * not been forwarded yet (a client already gone costs nothing), none after. Once forwarded,
  * the whole answer is generated and billed to us whether or not the client waits for it, so
@@ -649,10 +705,18 @@ function untilForwarded(clientSignal: AbortSignal): AbortSignal {
 /** OpenAI's reasoning models: they refuse `max_tokens` (400) and take `max_completion_tokens`. */
 const REASONING_MODEL = /^(o\d|gpt-5)/;
 
+/**
+ * Whether an upstream model name is one of OpenAI's reasoning models, routed names included:
+ * a router (OpenRouter: `openai/o3-mini`) prefixes the vendor, so the last path segment counts.
+ */
+export function isReasoningModel(upstreamModel: string): boolean {
+  return REASONING_MODEL.test(upstreamModel.slice(upstreamModel.lastIndexOf('/') + 1));
+}
+
 /** The parameter the gateway's own output cap goes upstream as. */
 function outputCapParam(model: Model): 'max_tokens' | 'max_completion_tokens' {
   return (
     model.config.outputCapParam ??
-    (REASONING_MODEL.test(model.price.upstreamModel) ? 'max_completion_tokens' : 'max_tokens')
+    (isReasoningModel(model.price.upstreamModel) ? 'max_completion_tokens' : 'max_tokens')
   );
 }

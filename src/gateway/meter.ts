@@ -21,7 +21,7 @@ export type CallOutcome =
   | 'upstream_error'
   | 'upstream_timeout'
   | 'upstream_malformed'
-  /** A stream cut by `gateway.maxCallDurationMs`, whether it was waiting for upstream or the client. */
+  /** A call cut by `gateway.maxCallDurationMs`: a stream waiting for upstream or the client, or a call waiting for upstream's answer (504). */
   | 'deadline_exceeded'
   | 'insufficient_balance'
   | 'spend_limit'

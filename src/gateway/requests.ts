@@ -27,6 +27,29 @@ export const chatRequestSchema = z.looseObject({
 });
 export type ChatRequest = z.infer<typeof chatRequestSchema>;
 
+/**
+ * The first feature of a chat request whose fees the price table cannot express (it prices
+ * text, cached, output and reasoning tokens only), with the field that asks for it: audio in
+ * or out (billed per audio token, at several times the text price) and web search (a fee per
+ * call, on top of tokens). Such a call would be undercharged, so it is refused; null when
+ * there is none.
+ */
+export function unpricedFeature(body: ChatRequest): { param: string; feature: string } | null {
+  const modalities = body['modalities'];
+  if (Array.isArray(modalities) && modalities.some((modality) => modality !== 'text'))
+    return { param: 'modalities', feature: `output modalities other than text (audio)` };
+  if (body['audio'] != null) return { param: 'audio', feature: 'audio output' };
+  for (const [i, message] of body.messages.entries()) {
+    if (!Array.isArray(message.content)) continue;
+    for (const [j, part] of message.content.entries())
+      if (part['type'] === 'input_audio')
+        return { param: `messages.${i}.content.${j}`, feature: 'audio input (`input_audio`)' };
+  }
+  if (body['web_search_options'] != null)
+    return { param: 'web_search_options', feature: 'web search' };
+  return null;
+}
+
 export const embeddingRequestSchema = z.looseObject({
   model: z.string().min(1).max(200),
   input: z.union([

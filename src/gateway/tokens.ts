@@ -41,6 +41,28 @@ export function promptTokensUpperBound(
   );
 }
 
+/**
+ * The most output tokens a Predicted Output (`prediction`) may add to one answer: OpenAI bills
+ * the prediction's rejected tokens as completion tokens, on top of the answer (and its cap),
+ * and at most all of them are rejected. Counted as the prompt is: its JSON's UTF-8 bytes
+ * divided by `bytesPerTokenMin`; 0 without a prediction.
+ */
+export function predictionTokensUpperBound(prediction: unknown, bytesPerTokenMin = 1): bigint {
+  if (prediction === undefined || prediction === null) return 0n;
+  return BigInt(
+    Math.ceil(Buffer.byteLength(JSON.stringify(prediction), 'utf8') / bytesPerTokenMin),
+  );
+}
+
+/**
+ * A prediction's text (its `content`: a string, or the `text` of its parts), for an estimate of
+ * its tokens when upstream sends no usage: the gateway cannot tell which were rejected, so it
+ * counts them all, as the provider may bill them.
+ */
+export function predictionText(prediction: unknown): string {
+  return isRecord(prediction) ? textsOf(prediction['content']).join('\n') : '';
+}
+
 /** Embedding input: strings count their bytes (per `bytesPerTokenMin`); token-id arrays their length. */
 export function embeddingTokensUpperBound(input: unknown, bytesPerTokenMin = 1): bigint {
   const items = Array.isArray(input) ? input : [input];
@@ -75,15 +97,16 @@ export function estimateEmbeddingTokens(input: unknown): bigint {
 
 /** The text of a chat request's messages (for an estimate of its prompt tokens). */
 export function messagesText(messages: unknown): string {
-  const parts: string[] = [];
-  for (const content of contents(messages)) {
-    if (typeof content === 'string') parts.push(content);
-    else if (Array.isArray(content)) {
-      for (const part of content)
-        if (isRecord(part) && typeof part['text'] === 'string') parts.push(part['text']);
-    }
-  }
-  return parts.join('\n');
+  return contents(messages).flatMap(textsOf).join('\n');
+}
+
+/** A content's texts: the string, or the `text` of each of its parts. */
+function textsOf(content: unknown): string[] {
+  if (typeof content === 'string') return [content];
+  if (!Array.isArray(content)) return [];
+  return content.flatMap((part) =>
+    isRecord(part) && typeof part['text'] === 'string' ? [part['text']] : [],
+  );
 }
 
 function countImages(messages: unknown): number {

@@ -6,7 +6,8 @@ import type { TokenUsage } from './pricing.js';
 export class UpstreamError extends Error {
   override name = 'UpstreamError';
   constructor(
-    readonly kind: 'timeout' | 'unreachable' | 'status' | 'malformed' | 'aborted',
+    /** `deadline`: the call's own time limit (`gateway.maxCallDurationMs`) passed first. */
+    readonly kind: 'timeout' | 'deadline' | 'unreachable' | 'status' | 'malformed' | 'aborted',
     message: string,
     readonly status: number | null = null,
     /** The request field upstream blamed, when it named one. */
@@ -24,10 +25,13 @@ export interface UpstreamCall {
   /** The response body as it arrives. */
   body: AsyncIterable<Buffer>;
   firstByteAt: Date;
-  abort(reason: 'timeout' | 'aborted'): void;
+  abort(reason: StopReason): void;
   /** Why it was stopped, if it was. */
-  readonly stoppedBy: 'timeout' | 'aborted' | null;
+  readonly stoppedBy: StopReason | null;
 }
+
+/** Why an upstream call was stopped: upstream too slow, the call's deadline, the client gone. */
+export type StopReason = 'timeout' | 'deadline' | 'aborted';
 
 // Keep-alive connections to each provider, reused across calls.
 const httpAgent = new HttpAgent({ keepAlive: true, maxSockets: 1024, scheduling: 'lifo' });
@@ -45,12 +49,14 @@ export async function postUpstream(params: {
   body: unknown;
   signal: AbortSignal;
   headersTimeoutMs: number;
+  /** The call's deadline (epoch ms): waiting for upstream stops there too, as `deadline`. */
+  deadlineAt: number;
 }): Promise<UpstreamCall> {
   const { provider } = params;
   const url = new URL(`${provider.baseUrl.replace(/\/+$/, '')}${params.path}`);
   const payload = JSON.stringify(params.body);
   const secure = url.protocol === 'https:';
-  let stoppedBy: 'timeout' | 'aborted' | null = null;
+  let stoppedBy: StopReason | null = null;
   let response: IncomingMessage | null = null;
 
   const req = (secure ? httpsRequest : httpRequest)(url, {
@@ -63,14 +69,14 @@ export async function postUpstream(params: {
       ...(provider.apiKey ? { authorization: `Bearer ${provider.apiKey}` } : {}),
     },
   });
-  const abort = (reason: 'timeout' | 'aborted') => {
+  const abort = (reason: StopReason) => {
     stoppedBy ??= reason;
     req.destroy(new Error(reason));
     response?.destroy(new Error(reason));
   };
   const onClientAbort = () => abort('aborted');
   params.signal.addEventListener('abort', onClientAbort, { once: true });
-  const headersTimer = setTimeout(() => abort('timeout'), params.headersTimeoutMs);
+  const headersTimer = boundedWait(params.headersTimeoutMs, params.deadlineAt, abort);
 
   try {
     response = await new Promise<IncomingMessage>((resolve, reject) => {
@@ -81,6 +87,8 @@ export async function postUpstream(params: {
     });
   } catch (error) {
     params.signal.removeEventListener('abort', onClientAbort);
+    if (stoppedBy === 'deadline')
+      throw new UpstreamError('deadline', 'the call reached its time limit');
     if (stoppedBy === 'timeout')
       throw new UpstreamError(
         'timeout',
@@ -100,7 +108,7 @@ export async function postUpstream(params: {
   if (status < 200 || status >= 300) {
     // An error body is read under the same bound as the headers: one that stalls must not
     // hold the call (and its hold) open.
-    const errorBodyTimer = setTimeout(() => abort('timeout'), params.headersTimeoutMs);
+    const errorBodyTimer = boundedWait(params.headersTimeoutMs, params.deadlineAt, abort);
     const text = await readText(response)
       .catch(() => '')
       .finally(() => clearTimeout(errorBodyTimer));
@@ -131,6 +139,21 @@ export async function postUpstream(params: {
       return stoppedBy;
     },
   };
+}
+
+/**
+ * A wait for upstream of at most `timeoutMs`, and not past the call's deadline: stops the
+ * call as `timeout` or `deadline`, whichever comes first.
+ */
+export function boundedWait(
+  timeoutMs: number,
+  deadlineAt: number,
+  stop: (reason: StopReason) => void,
+): NodeJS.Timeout {
+  const toDeadline = Math.max(0, deadlineAt - Date.now());
+  return toDeadline < timeoutMs
+    ? setTimeout(() => stop('deadline'), toDeadline)
+    : setTimeout(() => stop('timeout'), timeoutMs);
 }
 
 /** Longest wait passed on from upstream's `retry-after`: a day (beyond that it is a mistake). */

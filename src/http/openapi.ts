@@ -634,8 +634,8 @@ const paths: Record<string, PathItem> = {
           },
         },
         '400': error(
-          ['invalid_request', 'upstream_rejected_request'],
-          'The body is not JSON or not a valid request; or the provider rejected the request (400, 404 or 422 upstream; nothing charged).',
+          ['invalid_request', 'feature_not_priced', 'upstream_rejected_request'],
+          'The body is not JSON or not a valid request; or it asks for a feature without a price (audio, web search; nothing sent); or the provider rejected the request (400, 404 or 422 upstream; nothing charged).',
         ),
         '401': error(['invalid_api_key'], 'No, an unknown or a revoked API key.'),
         '402': error(
@@ -652,7 +652,10 @@ const paths: Record<string, PathItem> = {
         '502': upstreamFailed(
           'The provider failed (5xx, 401, 403, 429) or answered garbage; nothing charged.',
         ),
-        '504': error(['upstream_timeout'], 'The provider did not answer in time; nothing charged.'),
+        '504': error(
+          ['upstream_timeout', 'deadline_exceeded'],
+          'The provider did not answer in time, or the call reached its time limit (gateway.maxCallDurationMs) waiting for it; nothing charged.',
+        ),
         ...commonErrors,
       },
     },
@@ -690,7 +693,10 @@ const paths: Record<string, PathItem> = {
         '413': error(['request_too_large'], 'The body is too large.'),
         '429': { $ref: '#/components/responses/RateLimited' },
         '502': upstreamFailed('The provider failed; nothing charged.'),
-        '504': error(['upstream_timeout'], 'The provider timed out; nothing charged.'),
+        '504': error(
+          ['upstream_timeout', 'deadline_exceeded'],
+          'The provider timed out, or the call reached its time limit; nothing charged.',
+        ),
         ...commonErrors,
       },
     },

@@ -141,6 +141,52 @@ const cases: Array<
     'invalid_request',
     /^messages\.0\.content\.1: must be a content part/,
   ],
+  // Fees the price table cannot express: served, they would be undercharged.
+  [
+    'audio output (modalities)',
+    () =>
+      post({
+        ...valid,
+        modalities: ['text', 'audio'],
+        audio: { voice: 'alloy', format: 'wav' },
+      }),
+    400,
+    'feature_not_priced',
+    /^modalities: .*audio.* has no price on `gpt-4o-mini`, so it is not served; nothing was charged$/,
+  ],
+  [
+    'audio output (the audio parameter alone)',
+    () => post({ ...valid, audio: { voice: 'alloy', format: 'mp3' } }),
+    400,
+    'feature_not_priced',
+    /^audio: audio output has no price/,
+  ],
+  [
+    'audio input (an input_audio part)',
+    () =>
+      post({
+        ...valid,
+        messages: [
+          {
+            role: 'user',
+            content: [
+              { type: 'text', text: 'What is said?' },
+              { type: 'input_audio', input_audio: { data: 'UklGRiQAAABXQVZF', format: 'wav' } },
+            ],
+          },
+        ],
+      }),
+    400,
+    'feature_not_priced',
+    /^messages\.0\.content\.1: audio input \(`input_audio`\) has no price/,
+  ],
+  [
+    'web search (web_search_options)',
+    () => post({ ...valid, web_search_options: { search_context_size: 'low' } }),
+    400,
+    'feature_not_priced',
+    /^web_search_options: web search has no price/,
+  ],
   ['a model that is a number', () => post({ ...valid, model: 4 }), 400, 'invalid_request', /model/],
   ['a JSON array body', () => post('[1,2]'), 400, 'invalid_request', /JSON object/],
 ];

@@ -1,7 +1,8 @@
 import { describe, expect, test } from 'vitest';
 import type { TestDatabase } from '../support/db.js';
 import { userWithKey, type TestService } from '../support/service.js';
-import { countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
+import { Decimal } from '../../ledger/index.js';
+import { completionText, countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
 import { expectedCost, MODELS, sdk, useGatewayStack } from './fixtures.js';
 
 /** Requests the official SDK sends as OpenAI documents them, through the gateway. */
@@ -10,7 +11,24 @@ let database: TestDatabase;
 let stub: UpstreamStub;
 let service: TestService;
 
-useGatewayStack((stack) => ({ database, stub, service } = stack));
+useGatewayStack(
+  (stack) => ({ database, stub, service } = stack),
+  (config) => ({
+    ...config,
+    models: [
+      ...config.models!,
+      {
+        // A reasoning model by its routed name (OpenRouter style).
+        id: 'routed-o3-mini',
+        provider: 'stub',
+        upstreamModel: 'openai/o3-mini',
+        pricePer1M: MODELS.precise,
+        maxOutputTokensDefault: 256,
+        maxOutputTokensLimit: 4096,
+      },
+    ],
+  }),
+);
 
 function lastUpstreamBody(): Record<string, unknown> {
   return stub.requests.at(-1)!.body as Record<string, unknown>;
@@ -21,9 +39,11 @@ async function usageRow(userId: string) {
     completion_tokens: string;
     cost_usd: string;
     shortfall_usd: string;
+    held_usd: string;
   }>(
-    `select completion_tokens::text, cost_usd::text, shortfall_usd::text
-       from usage_records where user_id = $1 order by id desc limit 1`,
+    `select u.completion_tokens::text, u.cost_usd::text, u.shortfall_usd::text, h.amount::text as held_usd
+       from usage_records u left join ledger_holds h on h.id = u.hold_id
+      where u.user_id = $1 order by u.id desc limit 1`,
     [userId],
   );
   return rows[0]!;
@@ -60,6 +80,26 @@ describe('the output cap the gateway adds', () => {
     for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
     expect(text).toBe('tok0 tok1 tok2 ');
     expect(lastUpstreamBody()['max_completion_tokens']).toBe(256);
+  });
+
+  test('a reasoning model by its routed name (openai/o3-mini) gets max_completion_tokens too, not a 400', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 860_004, balance: '1' });
+    const messages = [{ role: 'user' as const, content: 'Think. [[tokens=5]] [[reasoning=2]]' }];
+    const { data, response } = await sdk(service.url, apiKey)
+      .chat.completions.create({ model: 'routed-o3-mini', messages })
+      .withResponse();
+    expect(data.usage?.completion_tokens).toBe(7);
+    const body = lastUpstreamBody();
+    expect(body['model']).toBe('openai/o3-mini');
+    expect(body['max_completion_tokens']).toBe(256);
+    expect(body).not.toHaveProperty('max_tokens');
+    const cost = expectedCost(MODELS.precise, {
+      prompt: countPromptTokens({ messages }),
+      completion: 7,
+      reasoning: 2,
+    });
+    expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
+    expect(await usageRow(userId)).toMatchObject({ cost_usd: cost.toString(), shortfall_usd: '0' });
   });
 
   test('other models still get max_tokens (what every OpenAI-compatible provider knows)', async () => {
@@ -140,5 +180,93 @@ describe('n', () => {
       })
       .catch((e: unknown) => e);
     expect(error).toMatchObject({ status: 400, param: 'n' });
+  });
+});
+
+describe('Predicted Outputs', () => {
+  // 4000 bytes: the stub counts 1000 prediction tokens; all of them rejected unless [[accepted]].
+  const prediction = { type: 'content' as const, content: 'x'.repeat(4000) };
+  const predictionTokens = 1000;
+
+  test('the hold covers the prediction: rejected tokens are billed as output on top of max_tokens', async () => {
+    const { apiKey } = await userWithKey(service, { telegramId: 860_031 });
+    const messages = [{ role: 'user' as const, content: 'Edit. [[tokens=10]]' }];
+    const error = await sdk(service.url, apiKey)
+      .chat.completions.create({ model: 'gpt-4o-mini', messages, max_tokens: 10, prediction })
+      .catch((e: unknown) => e as Error);
+    const promptTokensMax = Buffer.byteLength(JSON.stringify({ messages })) + 16;
+    const outputTokensMax = 10 + Buffer.byteLength(JSON.stringify(prediction));
+    const maxCost = new Decimal(promptTokensMax)
+      .mul(MODELS.mini.input)
+      .add(new Decimal(outputTokensMax).mul(MODELS.mini.output))
+      .div(1_000_000);
+    expect(error).toMatchObject({ status: 402, code: 'insufficient_balance' });
+    expect(String(error)).toContain(`this call may cost up to ${maxCost.toString()} USD`);
+  });
+
+  test('rejected prediction tokens are charged once, as output (inside completion_tokens), all within the hold', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 860_032, balance: '1' });
+    const messages = [{ role: 'user' as const, content: 'Edit. [[tokens=10]] [[accepted=4]]' }];
+    const { data, response } = await sdk(service.url, apiKey)
+      .chat.completions.create({ model: 'gpt-4o-mini', messages, max_tokens: 10, prediction })
+      .withResponse();
+    expect(data.usage?.completion_tokens_details).toMatchObject({
+      accepted_prediction_tokens: 4,
+      rejected_prediction_tokens: predictionTokens - 4,
+    });
+    const completion = 10 + predictionTokens - 4;
+    expect(data.usage?.completion_tokens).toBe(completion);
+    const cost = expectedCost(MODELS.mini, { prompt: countPromptTokens({ messages }), completion });
+    expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
+    const row = await usageRow(userId);
+    expect(row).toMatchObject({
+      completion_tokens: String(completion),
+      cost_usd: cost.toString(),
+      shortfall_usd: '0',
+    });
+    // What the call cost was held before it went upstream: a balance that covers the hold covers the call.
+    expect(new Decimal(row.held_usd).gte(cost)).toBe(true);
+  });
+
+  test('without usage from upstream, the estimate counts the prediction as rejected (what the provider may bill)', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 860_033, balance: '1' });
+    const content = 'Edit. [[tokens=10]] [[no-usage]]';
+    const { response } = await sdk(service.url, apiKey)
+      .chat.completions.create({
+        model: 'gpt-4o-mini',
+        messages: [{ role: 'user', content }],
+        max_tokens: 10,
+        prediction,
+      })
+      .withResponse();
+    const completion = Math.ceil(Buffer.byteLength(completionText(10)) / 4) + Math.ceil(4000 / 4);
+    const cost = expectedCost(MODELS.mini, {
+      prompt: Math.ceil(Buffer.byteLength(content) / 4),
+      completion,
+    });
+    expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
+    const row = await usageRow(userId);
+    expect(row).toMatchObject({
+      completion_tokens: String(completion),
+      cost_usd: cost.toString(),
+      shortfall_usd: '0',
+    });
+    // What the call cost was held before it went upstream: a balance that covers the hold covers the call.
+    expect(new Decimal(row.held_usd).gte(cost)).toBe(true);
+  });
+});
+
+describe('features without a price', () => {
+  test('text-only modalities are served (only audio and web search are refused, with 400 feature_not_priced)', async () => {
+    const { apiKey } = await userWithKey(service, { telegramId: 860_041, balance: '1' });
+    const { response } = await sdk(service.url, apiKey)
+      .chat.completions.create({
+        model: 'gpt-4o-mini',
+        modalities: ['text'],
+        messages: [{ role: 'user', content: 'hi [[tokens=2]]' }],
+      })
+      .withResponse();
+    expect(response.status).toBe(200);
+    expect(lastUpstreamBody()['modalities']).toEqual(['text']);
   });
 });

@@ -623,4 +623,54 @@ describe('a stream cut by the call deadline', () => {
     });
     expect(await latencyMs(userId)).toBeLessThan(9000);
   });
+
+  // The client gives up after 5 s: before the deadline was applied to the wait for upstream,
+  // it was the one to cut these calls (recorded client_disconnected), or the 10 s provider
+  // timeout was; now the 2 s deadline does.
+  test('while waiting for a stream to start: a 504 deadline_exceeded at the time limit, recorded as the deadline; nothing charged', async () => {
+    const { userId, apiKey } = await userWithKey(short.service, { telegramId: 2203, balance: '1' });
+    const error = await sdk(short.service.url, apiKey, { timeout: 5000 })
+      .chat.completions.create({
+        model: 'gpt-4o-mini',
+        messages: ask('no answer [[stall]]'),
+        stream: true,
+      })
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ status: 504, code: 'deadline_exceeded' });
+    expect(String(error)).toMatch(
+      /time limit of 2000 ms while waiting for upstream; nothing was charged/,
+    );
+    expect(await state(userId, short)).toEqual({
+      available: '1',
+      held: '0',
+      pendingHolds: 0,
+      rows: [
+        {
+          outcome: 'deadline_exceeded',
+          http_status: 504,
+          cost: '0',
+          estimated: false,
+          completion: '0',
+        },
+      ],
+    });
+    expect(await latencyMs(userId)).toBeGreaterThanOrEqual(2000);
+    expect(await latencyMs(userId)).toBeLessThan(4500);
+  });
+
+  test('while waiting for a non-streamed answer: the same, the call is not left running past its limit', async () => {
+    const { userId, apiKey } = await userWithKey(short.service, { telegramId: 2204, balance: '1' });
+    const error = await sdk(short.service.url, apiKey, { timeout: 5000 })
+      .chat.completions.create({ model: 'gpt-4o-mini', messages: ask('slow [[delay=8000]]') })
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({ status: 504, code: 'deadline_exceeded' });
+    expect(await state(userId, short)).toMatchObject({
+      available: '1',
+      held: '0',
+      pendingHolds: 0,
+      rows: [{ outcome: 'deadline_exceeded', http_status: 504, cost: '0' }],
+    });
+    expect(await latencyMs(userId)).toBeGreaterThanOrEqual(2000);
+    expect(await latencyMs(userId)).toBeLessThan(4500);
+  });
 });

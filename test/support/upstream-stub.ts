@@ -20,7 +20,8 @@
  *   N, else 'stop'. completion_tokens = N + reasoning tokens.
  *
  * Like OpenAI, reasoning models (o1, o3-mini, o4-mini, gpt-5…) answer 400
- * `unsupported_parameter` (param `max_tokens`) to a request with `max_tokens`.
+ * `unsupported_parameter` (param `max_tokens`) to a request with `max_tokens`; so do their
+ * routed names (`openai/o3-mini`: the last path segment counts).
  *
  * Directives, read from the text of the LAST user message (for embeddings: from all string
  * inputs), override setDefault()'s behaviour field by field. Unknown or out-of-range ones
@@ -29,6 +30,10 @@
  *   [[cached=N]]        prompt_tokens_details.cached_tokens = min(N, prompt_tokens)
  *   [[reasoning=N]]     completion_tokens_details.reasoning_tokens = N, added to completion_tokens
  *   [[prompt-tokens=N]] prompt_tokens = N instead of the formula
+ *   [[accepted=N]]      with a `prediction` (Predicted Outputs, its text's tokens counted as a
+ *                       prompt's): N of them are accepted (at most the visible tokens), the
+ *                       rest rejected; completion_tokens_details says both, and the rejected
+ *                       ones are added to completion_tokens (OpenAI bills them as output)
  *   [[fail=S]]          status S (400..599) with an OpenAI error body; streaming too (no SSE)
  *   [[stall]]           accept and never send even a status line, until the client leaves
  *   [[stall-after=K]]   stream K SSE events (the role chunk is the first), then go silent;
@@ -383,8 +388,9 @@ async function handleChat(
     sendError(exchange, 400, "Missing required parameter: 'model'.", { param: 'model' });
     return;
   }
-  // As OpenAI does: its reasoning models (o1, o3, o4-mini, gpt-5) refuse the older cap.
-  if (REASONING_MODEL.test(model) && body['max_tokens'] != null) {
+  // As OpenAI does: its reasoning models (o1, o3, o4-mini, gpt-5) refuse the older cap; so
+  // does a router for them by their routed name (OpenRouter style: `openai/o3-mini`).
+  if (REASONING_MODEL.test(model.slice(model.lastIndexOf('/') + 1)) && body['max_tokens'] != null) {
     sendError(
       exchange,
       400,
@@ -405,6 +411,7 @@ async function handleChat(
       messages: messages.map((message) => (isRecord(message) ? message : {})),
       max_tokens: body['max_tokens'],
       max_completion_tokens: body['max_completion_tokens'],
+      prediction: body['prediction'],
     },
     behaviour,
   );

@@ -12,6 +12,8 @@ export interface StubBehaviour {
   cachedTokens?: number;
   /** `usage.completion_tokens_details.reasoning_tokens`, added to completion_tokens. */
   reasoningTokens?: number;
+  /** Of a request's prediction, the tokens the answer keeps (the rest are rejected). */
+  acceptedPredictionTokens?: number;
   /** Replaces the computed prompt tokens. */
   promptTokens?: number;
   /** Answer with this HTTP status and an OpenAI error body instead of a completion. */
@@ -50,6 +52,7 @@ const DIRECTIVES: Readonly<Record<string, DirectiveSpec>> = {
   tokens: { range: COUNT, set: (b, v) => void (b.tokens = v) },
   cached: { range: COUNT, set: (b, v) => void (b.cachedTokens = v) },
   reasoning: { range: COUNT, set: (b, v) => void (b.reasoningTokens = v) },
+  accepted: { range: COUNT, set: (b, v) => void (b.acceptedPredictionTokens = v) },
   'prompt-tokens': { range: COUNT, set: (b, v) => void (b.promptTokens = v) },
   fail: { range: [400, 599], set: (b, v) => void (b.failStatus = v) },
   stall: { set: (b) => void (b.stall = true) },

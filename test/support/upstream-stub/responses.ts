@@ -47,7 +47,8 @@ export interface ChatIdentity {
 }
 
 export function usageBody(plan: CompletionPlan) {
-  const completionTokens = plan.contentTokens + plan.reasoningTokens;
+  const completionTokens =
+    plan.contentTokens + plan.reasoningTokens + plan.rejectedPredictionTokens;
   return {
     prompt_tokens: plan.promptTokens,
     completion_tokens: completionTokens,
@@ -56,8 +57,8 @@ export function usageBody(plan: CompletionPlan) {
     completion_tokens_details: {
       reasoning_tokens: plan.reasoningTokens,
       audio_tokens: 0,
-      accepted_prediction_tokens: 0,
-      rejected_prediction_tokens: 0,
+      accepted_prediction_tokens: plan.acceptedPredictionTokens,
+      rejected_prediction_tokens: plan.rejectedPredictionTokens,
     },
   };
 }

@@ -63,18 +63,33 @@ export interface CompletionPlan {
   cachedTokens: number;
   contentTokens: number;
   reasoningTokens: number;
+  /** Of a Predicted Output: tokens of the prediction that are in the answer (part of contentTokens). */
+  acceptedPredictionTokens: number;
+  /** Of a Predicted Output: tokens of the prediction that are not (billed on top, as OpenAI does). */
+  rejectedPredictionTokens: number;
   finishReason: 'stop' | 'length';
 }
 
 export interface PlanCompletionParameters extends CountPromptTokensParameters {
   max_tokens?: unknown;
   max_completion_tokens?: unknown;
+  /** Predicted Outputs: `{type: 'content', content: string | text parts}`. */
+  prediction?: unknown;
+}
+
+/** A prediction's tokens: ceil(UTF-8 bytes of its text / 4); 0 without one. */
+export function countPredictionTokens(prediction: unknown): number {
+  if (typeof prediction !== 'object' || prediction === null) return 0;
+  const text = contentText((prediction as { content?: unknown }).content);
+  return Math.ceil(Buffer.byteLength(text) / UTF8_BYTES_PER_TOKEN);
 }
 
 /**
  * The numbers one chat completion reports. Visible tokens are `[[tokens]]` (default 16),
  * capped by max_completion_tokens ?? max_tokens; finish_reason is 'length' exactly when the
- * cap cut them. Reasoning tokens come on top and are not capped.
+ * cap cut them. Reasoning tokens come on top and are not capped. With a prediction, the
+ * answer keeps `[[accepted]]` (default 0) of its tokens (at most the visible ones); the rest
+ * are rejected, and come on top of completion_tokens, uncapped, as OpenAI bills them.
  */
 export function planCompletion(
   body: PlanCompletionParameters,
@@ -84,11 +99,19 @@ export function planCompletion(
   const wanted = behaviour.tokens ?? DEFAULT_COMPLETION_TOKENS;
   const contentTokens = typeof limit === 'number' && limit >= 0 ? Math.min(wanted, limit) : wanted;
   const promptTokens = behaviour.promptTokens ?? countPromptTokens(body);
+  const predictionTokens = countPredictionTokens(body.prediction);
+  const accepted = Math.min(
+    behaviour.acceptedPredictionTokens ?? 0,
+    predictionTokens,
+    contentTokens,
+  );
   return {
     promptTokens,
     cachedTokens: Math.min(behaviour.cachedTokens ?? 0, promptTokens),
     contentTokens,
     reasoningTokens: behaviour.reasoningTokens ?? 0,
+    acceptedPredictionTokens: accepted,
+    rejectedPredictionTokens: predictionTokens - accepted,
     finishReason: contentTokens < wanted ? 'length' : 'stop',
   };
 }
