@@ -29,7 +29,7 @@ export interface TronAdapterOptions {
   blocksPerRequest?: number;
   /** Requests of one scan in flight at once. Default 4. */
   concurrency?: number;
-  /** How a scan finds the receipts to read. Default `calldata`. */
+  /** How a scan finds the receipts to read. Default: the network's `discovery`. */
   discovery?: TronTransferDiscovery;
   retryBaseDelayMs?: number;
   retryMaxDelayMs?: number;
@@ -89,7 +89,7 @@ export function createTronAdapter(
   });
   const blocksPerRequest = Math.min(options.blocksPerRequest ?? 100, MAX_BLOCKS_PER_REQUEST);
   const concurrency = options.concurrency ?? 4;
-  const discovery = options.discovery ?? 'calldata';
+  const discovery = options.discovery ?? network.discovery;
 
   async function getHead(): Promise<ChainHead> {
     await rpc.checkHeadsIfDue();
