@@ -401,3 +401,108 @@ describe('Tron reorgs deeper than the solidified block', () => {
     expect(await ledger.checkBalances()).toEqual([]);
   });
 });
+
+describe('Tron RPC faults: nothing lost, nothing doubled', () => {
+  test('a block list that is not a list is a malformed answer: the watcher fails over to the next host and credits the deposit once', async () => {
+    const fallback = await startTronSimulator({ chain: sim.chain });
+    try {
+      const w = watcher(network({ fallbackHosts: [fallback.url] }));
+      await w.runOnce();
+      const kim = await newUser();
+      const tx = sim.chain.transferToken({
+        token: sim.chain.usdt,
+        from: sender,
+        to: kim.address,
+        amount: 6_000_000n,
+      });
+      // The first host answers getblockbylimitnext with a `null` body, then with `block` an
+      // object, not a list.
+      const healNull = sim.addFault({
+        path: 'wallet/getblockbylimitnext',
+        times: 1,
+        fault: { kind: 'status', status: 200, body: 'null' },
+      });
+      const heal = sim.addFault({
+        path: 'wallet/getblockbylimitnext',
+        fault: { kind: 'status', status: 200, body: { block: { blockID: '00' } } },
+      });
+      try {
+        await mineAndSolidify(w);
+      } finally {
+        healNull();
+        heal();
+      }
+      expect(await deposit(tx)).toMatchObject({ status: 'credited', amount: '6' });
+      expect(fallback.count('wallet/getblockbylimitnext')).toBeGreaterThan(0);
+      expect(sim.requests.some((r) => r.fault === 'status' && r.path.endsWith('limitnext'))).toBe(
+        true,
+      );
+      expect(await posted(customer(kim.id))).toBe('6');
+    } finally {
+      await fallback.close();
+    }
+  });
+
+  test('through HTTP 429 with Retry-After, 5xx, a truncated body, a missing receipt and a java-tron error body, each deposit is credited exactly once and no block is skipped', async () => {
+    const w = watcher(network({ rpcRetries: 1 }));
+    await w.runOnce();
+    const lee = await newUser();
+    const sent: string[] = [];
+    sim.resetRequests();
+    const faults: Array<[Parameters<TronSimulator['failNext']>[1], string]> = [
+      [
+        { kind: 'status', status: 429, headers: { 'retry-after': '1' } },
+        'wallet/getblockbylimitnext',
+      ],
+      [{ kind: 'status', status: 503 }, 'wallet/gettransactioninfobyid'],
+      [
+        { kind: 'status', status: 200, body: '{"block":[{"blockID":"00000' },
+        'wallet/getblockbylimitnext',
+      ],
+      [{ kind: 'empty' }, 'wallet/gettransactioninfobyid'],
+      [
+        { kind: 'error-body', message: 'class java.lang.NullPointerException : null' },
+        'wallet/getnowblock',
+      ],
+      [{ kind: 'reset' }, 'wallet/getblockbylimitnext'],
+      [{ kind: 'status', status: 200, body: 'null' }, 'wallet/gettransactioninfobyid'],
+    ];
+    // One deposit per block while a fault is armed for the next iteration.
+    for (const [fault, path] of faults) {
+      sent.push(
+        sim.chain.transferToken({
+          token: sim.chain.usdt,
+          from: sender,
+          to: lee.address,
+          amount: 1_000_000n,
+        }),
+      );
+      sim.chain.produceBlocks(1);
+      sim.failNext(2, fault, path);
+      for (let i = 0; i < 5; i += 1) {
+        const ok = await w.runOnce().then(
+          () => true,
+          () => false,
+        );
+        if (ok) break;
+      }
+    }
+    for (let i = 0; i < 30; i += 1) {
+      const statuses = await Promise.all(sent.map(async (tx) => (await deposit(tx))?.status));
+      if (statuses.every((status) => status === 'credited')) break;
+      sim.chain.produceBlocks(2);
+      await w.runOnce().catch(() => {});
+    }
+    for (const tx of sent)
+      expect(await deposit(tx)).toMatchObject({ status: 'credited', amount: '1' });
+    expect(sim.requests.filter((r) => r.fault !== null).length).toBe(faults.length * 2);
+    await watcher().runOnce();
+    expect(await posted(customer(lee.id))).toBe(String(faults.length));
+    const { rows } = await database.pool.query(
+      `select count(*)::int as n from deposits where user_id = $1`,
+      [lee.id],
+    );
+    expect(rows[0].n).toBe(faults.length);
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+});
