@@ -665,6 +665,19 @@ describe('RPC resilience', () => {
     expect(sim.count('walletsolidity/getaccount')).toBe(2);
   });
 
+  test('a null body for an account is an endpoint fault, retried: the TRX balance is read, never thrown as a TypeError', async () => {
+    const network = tronNetwork({
+      assets: [{ symbol: 'TRX', native: true, decimals: 6, price: { fixed: '0.3' } }],
+    });
+    const trx = { symbol: 'TRX', currency: 'TRX', native: true, contract: null, decimals: 6 };
+    sim.chain.setTrxBalance(DEPOSIT_1, 7_000_001n);
+    sim.chain.produceBlocks(20);
+    sim.failNext(1, { kind: 'status', status: 200, body: 'null' }, 'walletsolidity/getaccount');
+    const balance = await adapterFor(network).getBalance(DEPOSIT_1, trx, null);
+    expect(balance.amountBaseUnits).toBe(7_000_001n);
+    expect(sim.count('walletsolidity/getaccount')).toBe(2);
+  });
+
   test('a missing receipt (load-balanced node) is retried, never read as a failure', async () => {
     const alice = fundedSender('alice');
     const fromBlock = BigInt(sim.chain.headNumber + 1);
