@@ -322,6 +322,23 @@ describe('scanning TRC-20 deposits', () => {
     expect(sim.count('wallet/gettransactioninfobyid')).toBe(0);
   });
 
+  test('a contract paying an address its call data does not name: only the config\'s discovery "receipts" sees it', async () => {
+    const alice = fundedSender('alice');
+    const router = sim.chain.deployRouter({ token: sim.chain.usdt, payee: DEPOSIT_0 });
+    sim.chain.mintToken(sim.chain.usdt, router.address, 10n);
+    sim.chain.produceBlocks(1);
+    const fromBlock = BigInt(sim.chain.headNumber + 1);
+    const tx = sim.chain.callRouter({ router, from: alice, amount: 10n });
+    sim.chain.produceBlocks(1);
+    const range = { fromBlock, toBlock: fromBlock, addresses: WATCHED };
+
+    expect((await adapterFor().scan(range)).transfers).toEqual([]);
+    const { transfers } = await adapterFor(tronNetwork({ discovery: 'receipts' })).scan(range);
+    expect(transfers.map((t) => [t.txHash, t.logIndex, t.to, t.amountBaseUnits])).toEqual([
+      [tx, 0, DEPOSIT_0, 10n],
+    ]);
+  });
+
   test('with no watched address, nothing is returned but the range is still read', async () => {
     const adapter = adapterFor();
     const head = BigInt(sim.chain.headNumber);
