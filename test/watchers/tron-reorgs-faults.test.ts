@@ -356,6 +356,63 @@ describe('Tron reorgs deeper than the solidified block', () => {
     expect(await ledger.checkBalances()).toEqual([]);
   });
 
+  test('a booked USDT sweep a reorg removes is reversed with its TRX fee, and booked again (with the new fee) when mined again in a later block', async () => {
+    const treasury = sim.chain.account('treasury');
+    const w = watcher(network({ treasuryAddresses: [treasury] }));
+    await w.runOnce();
+    const mia = await newUser();
+    sim.chain.transferToken({
+      token: sim.chain.usdt,
+      from: sender,
+      to: mia.address,
+      amount: 10_000_000n,
+    });
+    sim.chain.setTrxBalance(mia.address, 100_000_000n);
+    await mineAndSolidify(w);
+    const fees = () => posted('expenses:network-fees:tron');
+    const swept = () => posted(`assets:custody:tron:USDT:${treasury}`);
+    const feesBefore = new Decimal(await fees());
+    const forkHeight = sim.chain.headNumber;
+    const tx = sim.chain.transferToken({
+      token: sim.chain.usdt,
+      from: mia.address,
+      to: treasury,
+      amount: 10_000_000n,
+    });
+    await mineAndSolidify(w);
+    const feeOf = () =>
+      new Decimal((sim.chain.transactionInfoJson(tx) as { fee: number }).fee).div(1_000_000);
+    const sweep = async () =>
+      (
+        await database.pool.query(
+          `select kind, status, reincluded, entry_id, fee_entry_id from outgoing_transfers where tx_hash = $1`,
+          [tx],
+        )
+      ).rows;
+    const [first] = await sweep();
+    expect(first).toMatchObject({ kind: 'sweep', status: 'booked', reincluded: 0 });
+    expect(new Decimal(await fees()).sub(feesBefore)).toEqual(feeOf());
+    expect(await swept()).toBe('10');
+
+    await forkAt(forkHeight, w);
+    expect(await sweep()).toEqual([expect.objectContaining({ status: 'orphaned' })]);
+    expect(new Decimal(await fees()).sub(feesBefore).toString()).toBe('0');
+    expect(await swept()).toBe('0');
+
+    sim.chain.produceBlocks(1);
+    sim.chain.rebroadcast(tx);
+    await mineAndSolidify(w);
+    await w.runOnce();
+    const [second] = await sweep();
+    expect(second).toMatchObject({ status: 'booked', reincluded: 1 });
+    expect(second.entry_id).not.toBe(first.entry_id);
+    expect(second.fee_entry_id).not.toBe(first.fee_entry_id);
+    expect(new Decimal(await fees()).sub(feesBefore)).toEqual(feeOf());
+    expect(await swept()).toBe('10');
+    expect(await posted(`assets:custody:tron:USDT:${mia.address}`)).toBe('0');
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+
   test('a credited batch payout (two logs) that reverts on the new branch is reversed for both users', async () => {
     const w = watcher();
     await w.runOnce();
