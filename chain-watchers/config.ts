@@ -80,6 +80,12 @@ const tronNetworkSchema = z.strictObject({
   /** Extra TronGrid-compatible hosts tried when the first fails. */
   fallbackHosts: z.array(z.string().min(1)).default([]),
   apiKey: z.string().optional(),
+  /**
+   * How a scan finds transfers: `calldata` reads the receipts of transactions that name a
+   * watched address; `receipts` reads every receipt of every block with a contract call, and
+   * also sees what a contract pays to an address its call data does not name.
+   */
+  discovery: z.enum(['calldata', 'receipts']).default('calldata'),
 });
 
 export const networkSchema = z.discriminatedUnion('kind', [evmNetworkSchema, tronNetworkSchema]);

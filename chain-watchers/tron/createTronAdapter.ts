@@ -29,7 +29,7 @@ export interface TronAdapterOptions {
   blocksPerRequest?: number;
   /** Requests of one scan in flight at once. Default 4. */
   concurrency?: number;
-  /** How a scan finds the receipts to read. Default `calldata`. */
+  /** How a scan finds the receipts to read. Default: the network's `discovery`. */
   discovery?: TronTransferDiscovery;
   retryBaseDelayMs?: number;
   retryMaxDelayMs?: number;
@@ -89,7 +89,7 @@ export function createTronAdapter(
   });
   const blocksPerRequest = Math.min(options.blocksPerRequest ?? 100, MAX_BLOCKS_PER_REQUEST);
   const concurrency = options.concurrency ?? 4;
-  const discovery = options.discovery ?? 'calldata';
+  const discovery = options.discovery ?? network.discovery;
 
   async function getHead(): Promise<ChainHead> {
     await rpc.checkHeadsIfDue();
@@ -238,9 +238,13 @@ async function solidifiedNumber(host: TronHost): Promise<bigint> {
 
 /** TRX (sun) as of the latest solidified block (`/walletsolidity/getaccount`). */
 async function trxBalance(host: TronHost, holder: string): Promise<bigint> {
-  const account = (await host.tronWeb.trx.getAccount(holder)) as { balance?: unknown };
+  const account: unknown = await host.tronWeb.trx.getAccount(holder);
+  // A `null` (or any non-object) body is no account at all: a fault of this host, not 0.
+  if (typeof account !== 'object' || account === null || Array.isArray(account)) {
+    throw malformed('account', `answer is ${JSON.stringify(account)?.slice(0, 40)}`);
+  }
   // `{}` is an account never activated: it holds nothing.
-  const balance = account.balance ?? 0;
+  const balance = (account as { balance?: unknown }).balance ?? 0;
   if (typeof balance !== 'number' || !Number.isSafeInteger(balance) || balance < 0) {
     throw malformed('account', `balance ${String(balance)} is not an exact integer`);
   }

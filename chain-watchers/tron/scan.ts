@@ -167,9 +167,26 @@ async function readBlocks(
     chunks.push([start, start + size - 1n < toBlock ? start + size - 1n : toBlock]);
   }
   const parts = await mapWithConcurrency(chunks, params.concurrency, async ([start, end]) => {
-    // TronWeb turns `{}` (and any body without `block`) into []: completeness is checked here.
-    const raw = await host.tronWeb.trx.getBlockRange(Number(start), Number(end));
-    const blocks = (raw as unknown[]).map(parseBlock);
+    // java-tron answers `{}` when it has none of the blocks: completeness is checked below.
+    // Read directly, not through TronWeb's getBlockRange: it hands back whatever `block` holds
+    // (an object, a string) and throws a TypeError on a `null` body, which is no endpoint
+    // fault, so the host was never passed over.
+    const raw = await host.request<unknown>('wallet/getblockbylimitnext', {
+      startNum: Number(start),
+      endNum: Number(end) + 1,
+    });
+    const list =
+      typeof raw === 'object' && raw !== null && !Array.isArray(raw)
+        ? ((raw as { block?: unknown }).block ?? [])
+        : null;
+    if (!Array.isArray(list)) {
+      throw new TronEndpointError(
+        'malformed',
+        `${host.label} /wallet/getblockbylimitnext ${start}..${end}: the answer has no block list`,
+        { host: host.label },
+      );
+    }
+    const blocks = list.map(parseBlock);
     const expected = Number(end - start) + 1;
     if (blocks.length !== expected) {
       const last = blocks[blocks.length - 1]?.ref.number;

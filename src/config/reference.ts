@@ -114,6 +114,8 @@ export const FIELD_NOTES: Record<string, string> = {
   'networks[].fullHost': 'TronGrid (or compatible) base URL, such as `https://api.trongrid.io`.',
   'networks[].fallbackHosts': 'More TronGrid-compatible hosts, tried when the first fails.',
   'networks[].apiKey': 'TronGrid API key (`TRON-PRO-API-KEY`); usually `"env:TRONGRID_API_KEY"`.',
+  'networks[].discovery':
+    'How a scan finds TRC-20 transfers: `calldata` reads the receipt of each transaction sent by one of our addresses or whose call data names one (one request per such transaction); `receipts` reads every receipt of every block with a contract call (one request per block, more quota) and also sees tokens a contract pays to an address its call data does not name (a router, an exchange payout). See docs/deposits.md.',
   'networks[].assets': 'What the network accepts: see the next section.',
   'networks[].assets[].symbol': 'Display symbol, such as `USDT`.',
   'networks[].assets[].currency': 'Ledger currency code; the symbol when absent.',

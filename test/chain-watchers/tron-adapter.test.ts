@@ -322,6 +322,23 @@ describe('scanning TRC-20 deposits', () => {
     expect(sim.count('wallet/gettransactioninfobyid')).toBe(0);
   });
 
+  test('a contract paying an address its call data does not name: only the config\'s discovery "receipts" sees it', async () => {
+    const alice = fundedSender('alice');
+    const router = sim.chain.deployRouter({ token: sim.chain.usdt, payee: DEPOSIT_0 });
+    sim.chain.mintToken(sim.chain.usdt, router.address, 10n);
+    sim.chain.produceBlocks(1);
+    const fromBlock = BigInt(sim.chain.headNumber + 1);
+    const tx = sim.chain.callRouter({ router, from: alice, amount: 10n });
+    sim.chain.produceBlocks(1);
+    const range = { fromBlock, toBlock: fromBlock, addresses: WATCHED };
+
+    expect((await adapterFor().scan(range)).transfers).toEqual([]);
+    const { transfers } = await adapterFor(tronNetwork({ discovery: 'receipts' })).scan(range);
+    expect(transfers.map((t) => [t.txHash, t.logIndex, t.to, t.amountBaseUnits])).toEqual([
+      [tx, 0, DEPOSIT_0, 10n],
+    ]);
+  });
+
   test('with no watched address, nothing is returned but the range is still read', async () => {
     const adapter = adapterFor();
     const head = BigInt(sim.chain.headNumber);
@@ -662,6 +679,19 @@ describe('RPC resilience', () => {
     );
     const balance = await adapterFor(network).getBalance(DEPOSIT_0, trx, null);
     expect(balance.amountBaseUnits).toBe(123_456_789n);
+    expect(sim.count('walletsolidity/getaccount')).toBe(2);
+  });
+
+  test('a null body for an account is an endpoint fault, retried: the TRX balance is read, never thrown as a TypeError', async () => {
+    const network = tronNetwork({
+      assets: [{ symbol: 'TRX', native: true, decimals: 6, price: { fixed: '0.3' } }],
+    });
+    const trx = { symbol: 'TRX', currency: 'TRX', native: true, contract: null, decimals: 6 };
+    sim.chain.setTrxBalance(DEPOSIT_1, 7_000_001n);
+    sim.chain.produceBlocks(20);
+    sim.failNext(1, { kind: 'status', status: 200, body: 'null' }, 'walletsolidity/getaccount');
+    const balance = await adapterFor(network).getBalance(DEPOSIT_1, trx, null);
+    expect(balance.amountBaseUnits).toBe(7_000_001n);
     expect(sim.count('walletsolidity/getaccount')).toBe(2);
   });
 

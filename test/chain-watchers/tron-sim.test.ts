@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, test } from 'vitest';
 import { TronWeb } from 'tronweb';
-import { MAINNET_USDT } from '../support/tron-sim/chain.js';
+import { MAINNET_USDT, type Json } from '../support/tron-sim/chain.js';
+import { toHex20 } from '../support/tron-sim/encoding.js';
 import { startTronSimulator, type TronSimulator } from '../support/tron-sim/server.js';
 
 // The simulator must answer like TronGrid for what the watchers and TronWeb rely on: these
@@ -80,6 +81,67 @@ describe('blocks', () => {
     sim.chain.produceBlocks(3);
     expect(sim.chain.block(height)!.blockID).not.toBe(before);
     expect(sim.chain.block(height)!.parentHash).toBe(sim.chain.block(height - 1)!.blockID);
+  });
+});
+
+describe('forks', () => {
+  test('reorgTo drops the blocks above a height; rebroadcast mines the very same transaction later, against the new branch', async () => {
+    const alice = sim.chain.account('alice');
+    const bob = sim.chain.account('bob');
+    sim.chain.setTrxBalance(alice, 10n ** 9n);
+    sim.chain.mintToken(sim.chain.usdt, alice, 5n);
+    sim.chain.produceBlocks(1);
+    const fork = sim.chain.headNumber;
+    const tx = sim.chain.transferToken({ token: sim.chain.usdt, from: alice, to: bob, amount: 5n });
+    const [first] = sim.chain.produceBlocks(3);
+    expect(() => sim.chain.rebroadcast(tx)).toThrow(/mined/);
+
+    sim.chain.reorgTo(fork);
+    expect(sim.chain.headNumber).toBe(fork);
+    expect(await post('wallet/gettransactionbyid', { value: tx })).toEqual({});
+    expect(sim.chain.tokenBalance(sim.chain.usdt, bob)).toBe(0n);
+    sim.chain.produceBlocks(2);
+    // On the new branch alice spends the tokens first: the same transaction then reverts.
+    sim.chain.transferToken({
+      token: sim.chain.usdt,
+      from: alice,
+      to: sim.chain.account('carol'),
+      amount: 5n,
+    });
+    sim.chain.rebroadcast(tx);
+    expect(() => sim.chain.rebroadcast(tx)).toThrow(/pending/);
+    const [again] = sim.chain.produceBlocks(1);
+    expect(again!.number).toBe(first!.number + 2);
+    const json = (await post('wallet/gettransactionbyid', { value: tx })) as Json;
+    expect(json['txID']).toBe(tx);
+    expect(json['ret']).toEqual([{ contractRet: 'REVERT' }]);
+    const info = (await post('wallet/gettransactioninfobyid', { value: tx })) as Json;
+    expect(info).toMatchObject({ blockNumber: again!.number, result: 'FAILED' });
+    expect(() => sim.chain.rebroadcast('ab'.repeat(32))).toThrow(/no reorg dropped/);
+  });
+
+  test("a router's payment goes to its payee at execution: the same transaction pays another address after a fork", async () => {
+    const caller = sim.chain.account('caller');
+    const [ivan, judy] = [sim.chain.account('ivan'), sim.chain.account('judy')];
+    const router = sim.chain.deployRouter({ token: sim.chain.usdt, payee: ivan });
+    sim.chain.mintToken(sim.chain.usdt, router.address, 50n);
+    sim.chain.produceBlocks(1);
+    const fork = sim.chain.headNumber;
+    const tx = sim.chain.callRouter({ router, from: caller, amount: 50n });
+    sim.chain.produceBlocks(1);
+    const log = async () =>
+      ((await post('wallet/gettransactioninfobyid', { value: tx })) as { log: Json[] }).log;
+    expect((await log())[0]!['topics']).toContain(`000000000000000000000000${toHex20(ivan)}`);
+    expect(sim.chain.tokenBalance(sim.chain.usdt, ivan)).toBe(50n);
+
+    sim.chain.reorgTo(fork);
+    sim.chain.setRouterPayee(router, judy);
+    sim.chain.rebroadcast(tx);
+    sim.chain.produceBlocks(1);
+    expect((await log())[0]!['topics']).toContain(`000000000000000000000000${toHex20(judy)}`);
+    expect((await log())[0]!['address']).toBe(toHex20(MAINNET_USDT));
+    expect(sim.chain.tokenBalance(sim.chain.usdt, ivan)).toBe(0n);
+    expect(sim.chain.tokenBalance(sim.chain.usdt, judy)).toBe(50n);
   });
 });
 

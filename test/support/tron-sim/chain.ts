@@ -68,6 +68,21 @@ export interface DisperseTokenParameters {
   fail?: boolean;
 }
 
+export interface CallRouterParameters {
+  router: RouterContract | string;
+  /** Who sends (and pays the fee for) the call. */
+  from: string;
+  /** Base units of the router's token it pays out of its own balance. */
+  amount: bigint;
+}
+
+/** A contract that pays its token to whichever address its state names (see `deployRouter`). */
+export interface RouterContract {
+  address: string;
+  hex41: string;
+  token: TokenContract;
+}
+
 export interface SendTrxParameters {
   from: string;
   to: string;
@@ -183,6 +198,7 @@ type PendingAction =
       transfers: Array<{ to: string; amount: bigint }>;
       fail: boolean;
     }
+  | { kind: 'router'; router: RouterContract; from: string; amount: bigint }
   | { kind: 'trx'; from: string; to: string; amountSun: bigint };
 
 interface PendingTransaction {
@@ -228,6 +244,11 @@ export class TronChain {
   private readonly tokens = new Map<string, TokenContract>();
   private pending: PendingTransaction[] = [];
   private readonly txIndex = new Map<string, { block: SimBlock; position: number }>();
+  /** Transactions a reorg took out of the chain and did not requeue, by txID: `rebroadcast`. */
+  private readonly dropped = new Map<string, PendingTransaction>();
+  private readonly routers = new Map<string, RouterContract>();
+  /** Router hex41 -> payee hex41. Plain state, not versioned: set it after a reorg. */
+  private readonly routerPayees = new Map<string, string>();
   private branch = 0;
   private nonce = 0;
 
@@ -387,6 +408,42 @@ export class TronChain {
     });
   }
 
+  /**
+   * Deploys a router: a contract that, called with `pay(amount)`, transfers `amount` of its
+   * token out of its own balance (mint to `router.address`) to its current payee. The call
+   * data does not name the recipient, so the very same transaction pays another address when
+   * the payee changed (`setRouterPayee`) before it is mined again on a new branch. Only a scan
+   * that reads every receipt (`discovery: 'receipts'`) sees such a transfer.
+   */
+  deployRouter(params: { token: TokenContract | string; payee: string }): RouterContract {
+    const address = addressFromLabel(`contract:router:${this.routers.size}`);
+    const router: RouterContract = {
+      address,
+      hex41: toHex41(address),
+      token: this.resolveToken(params.token),
+    };
+    this.routers.set(router.hex41, router);
+    this.routerPayees.set(router.hex41, toHex41(params.payee));
+    return router;
+  }
+
+  /** Whom the router pays from now on (transactions mined from the next block on). */
+  setRouterPayee(router: RouterContract | string, payee: string): void {
+    this.routerPayees.set(this.resolveRouter(router).hex41, toHex41(payee));
+  }
+
+  /** Queues `router.pay(amount)` sent by `from`; returns the txID. */
+  callRouter(params: CallRouterParameters): string {
+    const router = this.resolveRouter(params.router);
+    const data = SELECTORS.pay + word(params.amount);
+    return this.queue(this.triggerBody(params.from, router.hex41, data), {
+      kind: 'router',
+      router,
+      from: toHex41(params.from),
+      amount: params.amount,
+    });
+  }
+
   /** Queues a TRX transfer (TransferContract); returns the txID. */
   sendTrx(params: SendTrxParameters): string {
     const body = this.transactionBody({
@@ -445,13 +502,38 @@ export class TronChain {
     this.balances.dropAbove(this.headNumber);
     for (const block of dropped) for (const tx of block.transactions) this.txIndex.delete(tx.txID);
     this.branch += 1;
+    const transactions = dropped.flatMap((b) => b.transactions.map((t) => t.pending));
     if (options.requeue) {
-      this.pending = [
-        ...dropped.flatMap((b) => b.transactions.map((t) => t.pending)),
-        ...this.pending,
-      ];
+      this.pending = [...transactions, ...this.pending];
+    } else {
+      for (const tx of transactions) this.dropped.set(tx.txID, tx);
     }
     return dropped;
+  }
+
+  /**
+   * A fork at `height`: drops every block above it (as `reorg`), so the next block produced is
+   * `height + 1` on a new branch. `reorgTo(n); produceBlocks(k)` is the new branch.
+   */
+  reorgTo(height: number, options: { requeue?: boolean } = {}): SimBlock[] {
+    return this.reorg(this.headNumber - height, options);
+  }
+
+  /**
+   * Broadcasts again a transaction a reorg dropped (without `requeue`): the very same
+   * transaction (same txID and raw data, as a wallet or a node's mempool would send it) goes
+   * into the next block produced, executed against the state of the new branch there, so
+   * its outcome may differ (it reverts, a router pays another address). Refused for a
+   * transaction that is mined or pending, or that no reorg dropped.
+   */
+  rebroadcast(txID: string): void {
+    const id = txID.toLowerCase();
+    if (this.locate(id)) throw new Error(`transaction ${id} is mined on the canonical chain`);
+    if (this.pending.some((tx) => tx.txID === id)) throw new Error(`transaction ${id} is pending`);
+    const tx = this.dropped.get(id);
+    if (!tx) throw new Error(`no reorg dropped transaction ${id}`);
+    this.dropped.delete(id);
+    this.pending.push(tx);
   }
 
   setSolidityLag(blocks: number): void {
@@ -601,6 +683,12 @@ export class TronChain {
     return contract;
   }
 
+  private resolveRouter(router: RouterContract | string): RouterContract {
+    const found = this.routers.get(toHex41(typeof router === 'string' ? router : router.address));
+    if (!found) throw new Error(`no router at ${String(router)}`);
+    return found;
+  }
+
   private stateAt(blockNumber: number | undefined): StateView {
     if (blockNumber !== undefined && !this.block(blockNumber))
       throw new Error(`no block ${blockNumber}`);
@@ -686,15 +774,26 @@ export class TronChain {
         info: { ...base, contractResult: [''], receipt: { net_usage: 267 } },
       };
     }
-    const token = action.token.hex41;
+    const tokenContract = action.kind === 'router' ? action.router.token : action.token;
+    const token = tokenContract.hex41;
+    // A router pays out of its own balance, to the payee its state names when it runs.
+    const source = action.kind === 'router' ? action.router.hex41 : action.from;
     const moves =
       action.kind === 'trc20'
         ? [{ from: action.from, to: action.to, amount: action.amount }]
-        : action.transfers.map((t) => ({ from: action.from, to: t.to, amount: t.amount }));
+        : action.kind === 'router'
+          ? [
+              {
+                from: source,
+                to: this.routerPayees.get(action.router.hex41)!,
+                amount: action.amount,
+              },
+            ]
+          : action.transfers.map((t) => ({ from: action.from, to: t.to, amount: t.amount }));
     const total = moves.reduce((sum, move) => sum + move.amount, 0n);
     const spender = action.kind === 'trc20' ? action.spender : null;
-    const covered = state.token(token, action.from) >= total && (spender === null || total === 0n);
-    const success = covered && !action.fail;
+    const covered = state.token(token, source) >= total && (spender === null || total === 0n);
+    const success = covered && !(action.kind !== 'router' && action.fail);
     const energy = BigInt(14_650 * moves.length);
     const net = 345n;
     const feeSun =
@@ -706,7 +805,11 @@ export class TronChain {
       state.setTrx(payer, trxBalance > feeSun ? trxBalance - feeSun : 0n);
     }
     const contractAddress =
-      action.kind === 'trc20' ? action.token.hex41 : toHex41(DISPERSE_CONTRACT);
+      action.kind === 'trc20'
+        ? action.token.hex41
+        : action.kind === 'router'
+          ? action.router.hex41
+          : toHex41(DISPERSE_CONTRACT);
     const receipt = {
       energy_fee: Number(feeSun - net * NET_PRICE_SUN > 0n ? feeSun - net * NET_PRICE_SUN : 0n),
       energy_usage_total: Number(energy),
@@ -744,7 +847,7 @@ export class TronChain {
         contract_address: contractAddress,
         receipt: { ...receipt, result: 'SUCCESS' },
         log: moves.map((move) => ({
-          address: toHex20(action.token.hex41),
+          address: toHex20(token),
           topics: [TRANSFER_TOPIC, addressWord(move.from), addressWord(move.to)],
           data: word(move.amount),
         })),

@@ -59,6 +59,7 @@ export const SELECTORS = {
   name: '06fdde03', // name()
   totalSupply: '18160ddd', // totalSupply()
   disperseToken: 'c73a2d60', // disperseToken(address,address[],uint256[])
+  pay: 'c290d691', // pay(uint256): a router paying whoever its state names
 } as const;
 
 export function selectorOf(signature: string): string {
