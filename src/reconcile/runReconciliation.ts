@@ -10,7 +10,7 @@ import { reconcileNetwork, type ChainFinding } from './reconcileNetwork.js';
 
 export interface ReconciliationRun {
   runId: string;
-  /** `findings` when there is an error or a warning; info findings alone leave a run `clean`. */
+  /** `findings` when the run reports any finding (an info one is reported in one run only). */
   status: 'clean' | 'findings' | 'failed';
   startedAt: string;
   finishedAt: string;
@@ -130,7 +130,7 @@ export async function runReconciliation(
         )
         .execute();
     }
-    const status = reported.some((f) => f.severity !== 'info') ? 'findings' : 'clean';
+    const status = reported.length > 0 ? 'findings' : 'clean';
     const errors = reported.filter((f) => f.severity === 'error');
     const alert = await alertErrors(runtime, run.id, errors);
     const finished = await database.db

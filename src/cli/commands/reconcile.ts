@@ -5,15 +5,15 @@ import { cliActor, FindingsExit, type CliContext } from '../context.js';
 import { formatTable } from '../output.js';
 
 /**
- * `lingxi reconcile`: one run; exit 1 when it has findings that need someone (errors or
- * warnings; info alone does not). `lingxi reconcile ack FINGERPRINT --reason TEXT`
+ * `lingxi reconcile`: one run; exit 1 when it has findings (the contract). An info finding
+ * (a reversal that owes nothing) is reported in one run only, so it never keeps the exit at 1. `lingxi reconcile ack FINGERPRINT --reason TEXT`
  * acknowledges one of the latest run's findings.
  */
 export function registerReconcileCommands(program: Command, cli: CliContext): void {
   const reconcile = program
     .command('reconcile')
     .description(
-      'one reconciliation run: ledger integrity, then each network against the chain; exit 1 on errors or warnings',
+      'one reconciliation run: ledger integrity, then each network against the chain; exit 1 on findings',
     )
     .option(
       '--network <name>',
