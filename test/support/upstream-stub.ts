@@ -49,6 +49,8 @@
  *                       arguments are the completion text (streamed: a piece per token);
  *                       content null, finish_reason 'tool_calls' (or 'length')
  *   [[retry-after=S]]   with [[fail=S]]: the error carries `retry-after: S` (0..86400)
+ *   [[json-stream]]     with `stream: true`, answer as without it: one application/json
+ *                       chat.completion (usage included unless [[no-usage]]), no SSE
  *   [[delay=MS]]        wait MS (0..60000) before answering (failures included); streaming:
  *                       headers at once, then MS before every SSE event
  * Precedence: fail, then stall, then malformed, then the normal answer. stall-after and
@@ -420,7 +422,8 @@ async function handleChat(
     created: Math.floor(Date.now() / 1000),
     model,
   };
-  const streaming = body['stream'] === true;
+  // [[json-stream]]: a provider that ignores `stream` and answers one JSON completion.
+  const streaming = body['stream'] === true && !behaviour.jsonStream;
   const delayMs = behaviour.delayMs ?? 0;
 
   // A stream answers its headers at once and paces its events; anything else waits first.

@@ -32,6 +32,8 @@ export interface StubBehaviour {
   usageStrings?: boolean;
   /** The visible tokens are the arguments of one tool call instead of `content`. */
   toolCall?: boolean;
+  /** Answer a stream request with one plain JSON completion (application/json), as if unasked. */
+  jsonStream?: boolean;
   /** Wait before answering; in a stream, before every event. */
   delayMs?: number;
   /** With `failStatus`: a `retry-after` header of this many seconds. */
@@ -62,6 +64,7 @@ const DIRECTIVES: Readonly<Record<string, DirectiveSpec>> = {
   'null-event': { set: (b) => void (b.nullEvent = true) },
   'usage-strings': { set: (b) => void (b.usageStrings = true) },
   'tool-call': { set: (b) => void (b.toolCall = true) },
+  'json-stream': { set: (b) => void (b.jsonStream = true) },
   delay: { range: [0, MAX_DELAY_MS], set: (b, v) => void (b.delayMs = v) },
   'retry-after': { range: [0, 86_400], set: (b, v) => void (b.retryAfterS = v) },
 };
