@@ -181,7 +181,12 @@ export class Gateway {
       { provider: model.provider.name },
       (upstream.firstByteAt.getTime() - call.startedAt.getTime()) / 1000,
     );
-    if (stream) return this.streamed(body, model, held, record, upstream, this.deadlineAt(call));
+    const bounds = { promptTokensMax, outputTokensMax };
+    // A provider may ignore `stream` and answer one JSON completion: it generated the answer,
+    // so it is charged as one, and the client gets it as the stream it asked for.
+    const jsonForStream = stream && isJsonContentType(upstream.contentType);
+    if (stream && !jsonForStream)
+      return this.streamed(body, model, held, record, upstream, this.deadlineAt(call), bounds);
 
     let json: Record<string, unknown>;
     try {
@@ -190,15 +195,24 @@ export class Gateway {
       return this.failed(error, held, record);
     }
     const usage = readUsage(json['usage']);
-    record.usage = usage ?? estimatedChatUsage(body, choicesText(json['choices']));
+    record.usage = usage ?? estimatedChatUsage(body, choicesText(json['choices']), bounds);
     record.estimated = usage === null;
-    return this.answered(held, record, model, json, call.clientSignal);
+    return this.answered(
+      held,
+      record,
+      model,
+      json,
+      call.clientSignal,
+      jsonForStream ? { includeUsage: body.stream_options?.include_usage === true } : null,
+    );
   }
 
   /**
    * Settles a non-streamed answer for its usage, and returns it. A client that left after the
    * request was forwarded is charged too (the answer was generated, and the provider bills
    * for it): recorded `client_disconnected` with status 499, nobody to read the answer.
+   * With `asStream` (a stream was asked for, upstream answered JSON), the answer goes out as
+   * SSE chunks and `[DONE]`, once settled.
    */
   private async answered(
     held: HeldCall,
@@ -206,11 +220,27 @@ export class Gateway {
     model: Model,
     json: Record<string, unknown>,
     clientSignal: AbortSignal,
+    asStream: { includeUsage: boolean } | null = null,
   ): Promise<GatewayResponse> {
     const cost = costOf(record.usage, model.price);
     const gone = clientSignal.aborted;
     await this.settle(held, cost, record, gone ? 499 : 200, gone ? 'client_disconnected' : 'ok');
     if (json['model'] === model.price.upstreamModel) json['model'] = model.config.id;
+    if (asStream) {
+      const frames = completionAsChunks(json, asStream.includeUsage);
+      const pump = async (sink: Writable): Promise<void> => {
+        for (const frame of frames) {
+          if (sink.destroyed) return;
+          sink.write(frame);
+        }
+        if (!sink.destroyed) sink.end();
+      };
+      return {
+        kind: 'stream',
+        headers: { ...SSE_HEADERS, 'x-lingxi-cost': cost.toString() },
+        pump: (sink) => this.deps.work.track(pump(sink)),
+      };
+    }
     return { kind: 'json', status: 200, headers: { 'x-lingxi-cost': cost.toString() }, body: json };
   }
 
@@ -240,7 +270,8 @@ export class Gateway {
       return this.failed(error, held, record);
     }
     const usage = readUsage(json['usage']);
-    const estimatedPrompt = estimateEmbeddingTokens(body.input);
+    // Never more than was held for: a larger `bytesPerTokenMin` makes the hold's bound smaller.
+    const estimatedPrompt = minOf(estimateEmbeddingTokens(body.input), promptTokensMax);
     record.usage = usage
       ? { ...usage, completionTokens: 0n, reasoningTokens: 0n }
       : { ...ZERO_USAGE, promptTokens: estimatedPrompt };
@@ -498,6 +529,7 @@ export class Gateway {
     record: CallRecord,
     upstream: UpstreamCall,
     deadlineAt: number,
+    bounds: HoldBounds,
   ): GatewayResponse {
     const clientWantsUsage = body.stream_options?.include_usage === true;
     const idleMs = model.provider.timeoutMs;
@@ -622,7 +654,7 @@ export class Gateway {
       // not read is not one that left, nor did upstream stop sending).
       if (deadlinePassed) failure = 'deadline_exceeded';
       else if (clientGone) failure = null;
-      const finalUsage: TokenUsage = usage ?? estimatedChatUsage(body, text);
+      const finalUsage: TokenUsage = usage ?? estimatedChatUsage(body, text, bounds);
       record.usage = finalUsage;
       record.estimated = usage === null;
       const outcome: CallOutcome =
@@ -667,29 +699,102 @@ export class Gateway {
     };
     return {
       kind: 'stream',
-      headers: {
-        'content-type': 'text/event-stream; charset=utf-8',
-        'cache-control': 'no-cache',
-        'x-accel-buffering': 'no',
-      },
+      headers: SSE_HEADERS,
       pump: (sink) => this.deps.work.track(pump(sink)),
     };
   }
+}
+
+const SSE_HEADERS: Record<string, string> = {
+  'content-type': 'text/event-stream; charset=utf-8',
+  'cache-control': 'no-cache',
+  'x-accel-buffering': 'no',
+};
+
+/** The token counts a chat call's hold was computed from. */
+interface HoldBounds {
+  promptTokensMax: bigint;
+  outputTokensMax: bigint;
+}
+
+function minOf(a: bigint, b: bigint): bigint {
+  return a < b ? a : b;
 }
 
 /**
  * A chat call's usage when upstream sent none: its messages' text and what was generated,
  * estimated; a Predicted Output counts in full (which of its tokens were rejected, and so
  * billed, is not known; a stream cut before anything was generated is not charged at all).
+ * Each part is capped at what the hold counted for it (four bytes a token can be more tokens
+ * than a `gateway.bytesPerTokenMin` above 4 allows, or than the output cap upstream was
+ * given), so an estimated charge never exceeds its hold.
  */
-function estimatedChatUsage(body: ChatRequest, generated: string): TokenUsage {
+function estimatedChatUsage(body: ChatRequest, generated: string, bounds: HoldBounds): TokenUsage {
   return {
-    promptTokens: estimateTokens(messagesText(body.messages)),
+    promptTokens: minOf(estimateTokens(messagesText(body.messages)), bounds.promptTokensMax),
     cachedTokens: 0n,
-    completionTokens:
+    completionTokens: minOf(
       estimateTokens(generated) + estimateTokens(predictionText(body['prediction'])),
+      bounds.outputTokensMax,
+    ),
     reasoningTokens: 0n,
   };
+}
+
+/** `application/json` or any `+json` type: a provider's answer that is no event stream. */
+function isJsonContentType(contentType: string): boolean {
+  const type = contentType.split(';')[0]!.trim();
+  return type === 'application/json' || type.endsWith('+json');
+}
+
+/**
+ * A chat completion as the SSE frames of its stream: a chunk per choice whose delta is the
+ * whole message (tool calls numbered by `index`, as deltas carry them), the usage chunk when
+ * the client asked for usage and upstream sent it, then `[DONE]`.
+ */
+function completionAsChunks(json: Record<string, unknown>, includeUsage: boolean): string[] {
+  const head = {
+    id: json['id'] ?? null,
+    object: 'chat.completion.chunk',
+    created: json['created'] ?? Math.floor(Date.now() / 1000),
+    model: json['model'] ?? null,
+    ...('service_tier' in json ? { service_tier: json['service_tier'] } : {}),
+    ...('system_fingerprint' in json ? { system_fingerprint: json['system_fingerprint'] } : {}),
+  };
+  const frame = (chunk: unknown) => `data: ${JSON.stringify(chunk)}\n\n`;
+  const frames: string[] = [];
+  const choices = Array.isArray(json['choices']) ? (json['choices'] as unknown[]) : [];
+  choices.forEach((choice, position) => {
+    if (typeof choice !== 'object' || choice === null) return;
+    const c = choice as Record<string, unknown>;
+    const message =
+      typeof c['message'] === 'object' && c['message'] !== null
+        ? (c['message'] as Record<string, unknown>)
+        : {};
+    const delta: Record<string, unknown> = { ...message };
+    if (Array.isArray(message['tool_calls']))
+      delta['tool_calls'] = (message['tool_calls'] as unknown[]).map((call, index) =>
+        typeof call === 'object' && call !== null ? { index, ...call } : call,
+      );
+    frames.push(
+      frame({
+        ...head,
+        choices: [
+          {
+            index: typeof c['index'] === 'number' ? c['index'] : position,
+            delta,
+            logprobs: c['logprobs'] ?? null,
+            finish_reason: c['finish_reason'] ?? null,
+          },
+        ],
+        ...(includeUsage ? { usage: null } : {}),
+      }),
+    );
+  });
+  if (includeUsage && json['usage'] != null)
+    frames.push(frame({ ...head, choices: [], usage: json['usage'] }));
+  frames.push('data: [DONE]\n\n');
+  return frames;
 }
 
 /**

@@ -22,6 +22,8 @@ export class UpstreamError extends Error {
 /** An upstream call in flight: its response, and a way to stop it (which also ends its body). */
 export interface UpstreamCall {
   status: number;
+  /** The response's `content-type`, lower-cased ('' when absent). */
+  contentType: string;
   /** The response body as it arrives. */
   body: AsyncIterable<Buffer>;
   firstByteAt: Date;
@@ -132,6 +134,7 @@ export async function postUpstream(params: {
   const body = response;
   return {
     status,
+    contentType: (response.headers['content-type'] ?? '').toLowerCase(),
     body,
     firstByteAt,
     abort,
