@@ -256,6 +256,99 @@ describe('streaming calls', () => {
   });
 });
 
+describe('a provider that ignores `stream: true` and answers one JSON completion', () => {
+  test('is charged for its usage, and the SDK streaming client gets the answer as chunks', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 1041, balance: '1' });
+    const messages = [{ role: 'user' as const, content: 'count [[json-stream]] [[tokens=7]]' }];
+    const prompt = countPromptTokens({ messages });
+    const { data: stream, response } = await sdk(service.url, apiKey)
+      .chat.completions.create({
+        model: 'gpt-4o-mini',
+        messages,
+        stream: true,
+        stream_options: { include_usage: true },
+      })
+      .withResponse();
+    let text = '';
+    let finish: string | null = null;
+    let usage: unknown = null;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta?.content ?? '';
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(text).toBe(completionText(7));
+    expect(finish).toBe('stop');
+    expect(usage).toMatchObject({ prompt_tokens: prompt, completion_tokens: 7 });
+    const cost = expectedCost(MODELS.mini, { prompt, completion: 7 });
+    expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
+    await service.http.services.work.drain(20_000);
+    expect(await usageRows(userId)).toMatchObject([
+      {
+        stream: true,
+        cost_usd: cost.toString(),
+        estimated: false,
+        outcome: 'ok',
+        http_status: 200,
+      },
+    ]);
+    expect(await balance(userId)).toMatchObject({
+      available: new Decimal(1).sub(cost).toString(),
+      held: '0',
+    });
+  });
+
+  test('without usage, a tool call is charged an estimate (marked estimated) and reaches the SDK stream helper', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 1042, balance: '1' });
+    const content = 'call f [[json-stream]] [[tool-call]] [[tokens=9]] [[no-usage]]';
+    const final = await sdk(service.url, apiKey)
+      .chat.completions.stream({ model: 'gpt-4o-mini', messages: [{ role: 'user', content }] })
+      .finalChatCompletion();
+    const call = final.choices[0]?.message.tool_calls?.[0];
+    expect(call).toMatchObject({
+      id: 'call_stub',
+      function: { name: 'f', arguments: completionText(9) },
+    });
+    expect(final.choices[0]?.finish_reason).toBe('tool_calls');
+    const prompt = Math.ceil(Buffer.byteLength(content) / 4);
+    const completion = Math.ceil(Buffer.byteLength(`f${completionText(9)}`) / 4);
+    const cost = expectedCost(MODELS.mini, { prompt, completion });
+    await service.http.services.work.drain(20_000);
+    expect(await usageRows(userId)).toMatchObject([
+      {
+        stream: true,
+        prompt_tokens: String(prompt),
+        completion_tokens: String(completion),
+        cost_usd: cost.toString(),
+        estimated: true,
+        outcome: 'ok',
+      },
+    ]);
+    expect((await balance(userId)).available).toBe(new Decimal(1).sub(cost).toString());
+  });
+});
+
+describe('an estimate never exceeds its hold', () => {
+  test('the completion estimate is capped at the output cap upstream was given', async () => {
+    // "tokK " is 5 bytes a token: 40 tokens estimate as 50 at four bytes a token.
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 1043, balance: '1' });
+    const content = 'count [[tokens=40]] [[no-usage]]';
+    const { response } = await sdk(service.url, apiKey)
+      .chat.completions.create({
+        model: 'gpt-4o-mini',
+        messages: [{ role: 'user', content }],
+        max_tokens: 40,
+      })
+      .withResponse();
+    const prompt = Math.ceil(Buffer.byteLength(content) / 4);
+    const cost = expectedCost(MODELS.mini, { prompt, completion: 40 });
+    expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
+    expect(await usageRows(userId)).toMatchObject([
+      { completion_tokens: '40', cost_usd: cost.toString(), estimated: true },
+    ]);
+  });
+});
+
 describe('other endpoints', () => {
   test('embeddings of token ids, without usage from upstream, are charged one token per id (within the hold)', async () => {
     const { userId, apiKey } = await userWithKey(service, { telegramId: 1031, balance: '1' });
@@ -336,6 +429,81 @@ describe('gateway.bytesPerTokenMin', () => {
       .add(new Decimal(10).mul(MODELS.mini.output))
       .div(1_000_000);
     expect(String(error)).toContain(`this call may cost up to ${maxCost.toString()} USD`);
+  });
+});
+
+describe('gateway.bytesPerTokenMin above 4, when upstream sends no usage', () => {
+  let stack: GatewayStack;
+  useGatewayStack(
+    (ready) => (stack = ready),
+    (config) => ({ ...config, gateway: { bytesPerTokenMin: 8 } }),
+  );
+
+  test("the prompt estimate is capped at the hold's bound, so the charge stays within the hold", async () => {
+    const messages = [
+      { role: 'user' as const, content: `${'x'.repeat(4000)} [[tokens=5]] [[no-usage]]` },
+    ];
+    const promptTokensMax = Math.ceil(Buffer.byteLength(JSON.stringify({ messages })) / 8) + 16;
+    const maxCost = expectedCost(MODELS.mini, { prompt: promptTokensMax, completion: 10 });
+    // Embeddings too: a string of B bytes holds ceil(B / 8) + 16 tokens.
+    const input = `${'y'.repeat(4000)} [[no-usage]]`;
+    const embeddingTokensMax = Math.ceil(Buffer.byteLength(input) / 8) + 16;
+    const embeddingMaxCost = expectedCost(MODELS.embed, {
+      prompt: embeddingTokensMax,
+      completion: 0,
+    });
+    // Exactly the calls' holds: a charge above its hold would leave a shortfall on a later call.
+    const { userId, apiKey } = await userWithKey(stack.service, {
+      telegramId: 1044,
+      balance: maxCost.mul(2).add(embeddingMaxCost).toString(),
+    });
+    const client = sdk(stack.service.url, apiKey);
+    const { response } = await client.chat.completions
+      .create({ model: 'gpt-4o-mini', messages, max_tokens: 10 })
+      .withResponse();
+    const completion = Math.ceil(Buffer.byteLength(completionText(5)) / 4);
+    const cost = expectedCost(MODELS.mini, { prompt: promptTokensMax, completion });
+    expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
+    expect(cost.lte(maxCost)).toBe(true);
+    const { rows } = await stack.database.pool.query(
+      `select prompt_tokens::text, cost_usd::text, shortfall_usd::text, estimated
+         from usage_records where user_id = $1`,
+      [userId],
+    );
+    expect(rows).toEqual([
+      {
+        prompt_tokens: String(promptTokensMax),
+        cost_usd: cost.toString(),
+        shortfall_usd: '0',
+        estimated: true,
+      },
+    ]);
+
+    // Streamed, the same.
+    const stream = await client.chat.completions.create({
+      model: 'gpt-4o-mini',
+      messages,
+      max_tokens: 10,
+      stream: true,
+    });
+    for await (const chunk of stream) void chunk;
+    await stack.service.http.services.work.drain(20_000);
+    const streamed = await stack.database.pool.query(
+      `select prompt_tokens::text, shortfall_usd::text, estimated
+         from usage_records where user_id = $1 and stream`,
+      [userId],
+    );
+    expect(streamed.rows).toEqual([
+      { prompt_tokens: String(promptTokensMax), shortfall_usd: '0', estimated: true },
+    ]);
+
+    await client.embeddings.create({ model: 'text-embedding-3-small', input });
+    const embedded = await stack.database.pool.query(
+      `select prompt_tokens::text, estimated from usage_records
+        where user_id = $1 and endpoint = 'embeddings'`,
+      [userId],
+    );
+    expect(embedded.rows).toEqual([{ prompt_tokens: String(embeddingTokensMax), estimated: true }]);
   });
 });
 
