@@ -38,6 +38,16 @@ export class InvalidCursorError extends LedgerError {
   }
 }
 
+export class InvalidLimitError extends LedgerError {
+  readonly code = 'invalid_limit';
+  constructor(value: unknown) {
+    super('limit must be a whole number of at least 1', {
+      param: 'limit',
+      details: { limit: String(value) },
+    });
+  }
+}
+
 export class UnknownCurrencyError extends LedgerError {
   readonly code = 'unknown_currency';
   constructor(currency: string) {

@@ -1,4 +1,4 @@
-import { InvalidEntryError } from './errors.js';
+import { InvalidEntryError, InvalidLimitError } from './errors.js';
 
 /** Most bytes an entry's or a hold's metadata may take as JSON. */
 export const MAX_METADATA_BYTES = 64 * 1024;
@@ -97,4 +97,17 @@ function checkDate(value: unknown, field: string): void {
       param: field,
     });
   }
+}
+
+/**
+ * A page or batch size: absent is `fallback`, above `max` is `max`, anything but a whole
+ * number of at least 1 (NaN, 2.5, 0, -3, a string) is an InvalidLimitError, never a database
+ * error nor a silent "nothing".
+ */
+export function checkLimit(value: unknown, fallback: number, max: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
+    throw new InvalidLimitError(value);
+  }
+  return Math.min(value, max);
 }

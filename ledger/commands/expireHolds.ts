@@ -1,4 +1,5 @@
 import type { PreparedCommand } from '../command.js';
+import { checkLimit } from '../input.js';
 import { ZERO } from '../money.js';
 
 export interface ExpireHoldsParameters {
@@ -17,6 +18,7 @@ export interface ExpireHoldsResult {
 export function prepareExpireHolds(
   params: ExpireHoldsParameters = {},
 ): PreparedCommand<ExpireHoldsResult> {
+  const expireLimit = checkLimit(params.limit, 1000, 10_000);
   return {
     type: 'expireHolds',
     idempotencyKey: null,
@@ -24,7 +26,7 @@ export function prepareExpireHolds(
     accountIds: [],
     holdIds: [],
     reverseEntryIds: [],
-    expireLimit: Math.min(Math.max(params.limit ?? 1000, 1), 10_000),
+    expireLimit,
     plan({ state, overdueHolds }) {
       const expiredHoldIds: string[] = [];
       for (const candidate of overdueHolds) {

@@ -42,6 +42,7 @@ import {
   type LedgerError,
 } from '../errors.js';
 import { Decimal } from '../money.js';
+import { checkLimit } from '../input.js';
 import { available, held, posted } from '../state.js';
 import {
   normalSide,
@@ -342,7 +343,7 @@ export class PostgresLedger {
     options: { limit?: number; cursor?: string | null } = {},
   ): Promise<AccountEntriesPage> {
     const account = await this.resolveAccount(code);
-    const limit = Math.min(Math.max(options.limit ?? 50, 1), 500);
+    const limit = checkLimit(options.limit, 50, 500);
     const before = options.cursor ?? null;
     if (before !== null && !/^[1-9]\d{0,17}$/.test(before)) throw new InvalidCursorError();
     let query = this.db

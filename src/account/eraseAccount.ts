@@ -6,6 +6,7 @@ import { getUserBalance } from '../billing/getUserBalance.js';
 import type { Database } from '../db/schema.js';
 import { AppError, badRequest, conflict } from '../errors.js';
 import { notifyKeyChange } from '../keys/apiKeys.js';
+import type { Logger } from '../log.js';
 
 /** The exact words the body's `confirm` must hold, so a stray DELETE erases nothing. */
 export const ERASURE_CONFIRMATION = 'erase my account';
@@ -130,25 +131,43 @@ export async function eraseAccount(
   };
 }
 
+export interface MoveErasedBalancesResult {
+  /** Users whose remaining balance was moved to their unclaimed account. */
+  moved: number;
+  /** Users whose move threw; each is logged with its cause and tried again next run. */
+  failed: number;
+}
+
 /**
  * Moves what is left in erased users' customer accounts to their unclaimed accounts: a move
  * that failed at the erasure (`erasure_incomplete`), or a call authorised just before it whose
- * hold was released after. Run by the cron role's retention job; returns how many were moved.
+ * hold was released after. Run by the cron role's retention job, which fails when `failed` is
+ * not zero. A user whose move throws is logged and counted, and the others are still moved:
+ * one stuck user does not hold up every user after them.
  * Safe beside an erasure moving the same balance: the second move finds nothing available.
  */
 export async function moveErasedBalances(
   db: Kysely<Database>,
   ledger: PostgresLedger,
-  limit = 1000,
-): Promise<number> {
+  options: { limit?: number; logger?: Pick<Logger, 'error'> } = {},
+): Promise<MoveErasedBalancesResult> {
   const { rows } = await sql<{ id: string }>`
     select u.id::text as id from users u
       join ledger_accounts a on a.code = ${accounts.customer('')} || u.id::text
      where u.status = 'erased' and a.credits_posted - a.debits_posted - a.debits_pending > 0
-     order by u.id limit ${limit}`.execute(db);
+     order by u.id limit ${options.limit ?? 1000}`.execute(db);
   let moved = 0;
-  for (const { id } of rows) if ((await moveToUnclaimed(ledger, id)).entryId !== null) moved += 1;
-  return moved;
+  let failed = 0;
+  for (const { id } of rows) {
+    try {
+      if ((await moveToUnclaimed(ledger, id)).entryId !== null) moved += 1;
+    } catch (error) {
+      failed += 1;
+      // The whole error: pino's serializer keeps its cause (the ledger's or database's own).
+      options.logger?.error({ userId: id, err: error }, 'erased balance not moved');
+    }
+  }
+  return { moved, failed };
 }
 
 async function moveToUnclaimed(

@@ -16,6 +16,7 @@ const LEDGER_STATUS: Record<string, { status: number; type?: string; code?: stri
   unbalanced_entry: { status: 400 },
   invalid_account: { status: 400 },
   invalid_cursor: { status: 400 },
+  invalid_limit: { status: 400 },
   unknown_account: { status: 404 },
   insufficient_funds: { status: 402, type: 'insufficient_quota', code: 'insufficient_balance' },
   idempotency_conflict: { status: 409 },

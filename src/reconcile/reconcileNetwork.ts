@@ -31,6 +31,24 @@ export interface ReconcileNetworkParameters {
    * (as info) only if it was booked since. Absent: all of them.
    */
   reportSince?: Date;
+  /** Most findings of each listed kind (stuck, reversed deposits, outflows) per run. Default 100. */
+  findingsListed?: number;
+}
+
+/**
+ * An acknowledged finding of `kind` about the row `alias` (network, tx_hash, log_index and the
+ * address column given): the same one its fingerprint names (acknowledgeFinding stores the
+ * finding), listed after every live one, so acknowledged rows cannot crowd live ones out of the limit
+ * (the run still leaves them out, and counts them).
+ */
+function acknowledged(kind: string, alias: string, addressColumn: string) {
+  return sql<boolean>`exists (
+    select 1 from reconciliation_acknowledgements ack
+     where ack.kind = ${kind}
+       and ack.finding ->> 'network' = ${sql.ref(`${alias}.network`)}
+       and ack.finding ->> 'address' = ${sql.ref(`${alias}.${addressColumn}`)}
+       and ack.finding -> 'details' ->> 'txHash' = ${sql.ref(`${alias}.tx_hash`)}
+       and ack.finding -> 'details' ->> 'logIndex' = ${sql.ref(`${alias}.log_index`)}::text)`;
 }
 
 /**
@@ -55,6 +73,7 @@ export async function reconcileNetwork(
 ): Promise<NetworkReconciliation> {
   const { db, network, adapter } = params;
   const name = network.name;
+  const listed = params.findingsListed ?? 100;
   const findings: ChainFinding[] = [];
   const head = await adapter.getHead();
   const safe =
@@ -207,7 +226,9 @@ export async function reconcileNetwork(
     .where('status', 'in', ['seen', 'confirming'])
     .where('needs_recheck', '=', false)
     .where('block_number', '<=', stuckUpTo.toString())
-    .limit(100)
+    .orderBy('block_number')
+    .orderBy('id')
+    .limit(listed)
     .execute();
   for (const d of stuck) {
     findings.push({
@@ -299,8 +320,9 @@ export async function reconcileNetwork(
        and (least(receivable.booked, receivable.balance) > 0
             or ${params.reportSince ?? null}::timestamptz is null
             or r.created_at >= ${params.reportSince ?? null}::timestamptz)
-     order by least(receivable.booked, receivable.balance) > 0 desc, r.created_at desc, d.id desc
-     limit 100`.execute(db);
+     order by ${acknowledged('deposit_reversed', 'd', 'address')},
+              least(receivable.booked, receivable.balance) > 0 desc, r.created_at desc, d.id desc
+     limit ${listed}`.execute(db);
   for (const d of reversed) {
     const owed = new Decimal(d.receivable_owed);
     findings.push({
@@ -365,7 +387,10 @@ export async function reconcileNetwork(
            and e.metadata -> 'chain' ->> 'logIndex' = outgoing_transfers.log_index::text
            and not exists (select 1 from ledger_entries r where r.reverses_entry_id = e.id))`,
     )
-    .limit(100)
+    .orderBy(sql`${acknowledged('unexpected_outflow', 'outgoing_transfers', 'from_address')}`)
+    .orderBy('block_number')
+    .orderBy('id')
+    .limit(listed)
     .execute();
   for (const o of outflows) {
     findings.push({

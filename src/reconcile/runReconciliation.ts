@@ -27,6 +27,8 @@ export interface RunReconciliationParameters {
   networks?: string[];
   /** Adapters to use instead of building them from the config (tests, the cron role). */
   adapters?: ReadonlyMap<string, ChainAdapter>;
+  /** Most findings of each listed kind per network (default 100; tests use a small one). */
+  findingsListed?: number;
 }
 
 const LOCK = 'lingxi:reconciliation';
@@ -87,6 +89,7 @@ export async function runReconciliation(
           network,
           adapter,
           ...(previous ? { reportSince: previous.started_at } : {}),
+          ...(params.findingsListed !== undefined ? { findingsListed: params.findingsListed } : {}),
         });
         findings.push(...result.findings);
         blocks[network.name] = result.block.toString();

@@ -104,10 +104,22 @@ export function startCronRole(runtime: Runtime, options: CronRoleOptions = {}): 
     {
       name: 'retention',
       schedule: config.cron.retention,
-      run: async () => ({
-        ...(await runRetention(database.db, config, new Date())),
-        erasedBalancesMoved: await moveErasedBalances(database.db, ledger),
-      }),
+      run: async () => {
+        const retention = await runRetention(database.db, config, new Date());
+        const erased = await moveErasedBalances(database.db, ledger, { logger });
+        if (erased.failed > 0) {
+          logger.warn({ job: 'retention', result: retention }, 'retention purge done');
+          throw new Error(
+            `${erased.failed} erased user(s)' balance could not be moved to unclaimed ` +
+              `(${erased.moved} moved; see the "erased balance not moved" log lines)`,
+          );
+        }
+        return {
+          ...retention,
+          erasedBalancesMoved: erased.moved,
+          erasedBalancesFailed: erased.failed,
+        };
+      },
     },
   ];
   const locks = new JobLocks(database.url, config.database.connectTimeoutMs);

@@ -1,6 +1,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pino from 'pino';
 import { expect, test } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
 import { moveErasedBalances } from '../../src/account/eraseAccount.js';
@@ -275,8 +276,8 @@ test("what reaches an erased user's balance later (a call released after the era
       { account: `liabilities:customers:${userId}`, amount: '-1.25' },
     ],
   });
-  expect(await moveErasedBalances(db.db, ledger)).toBe(1);
-  expect(await moveErasedBalances(db.db, ledger)).toBe(0);
+  expect(await moveErasedBalances(db.db, ledger)).toEqual({ moved: 1, failed: 0 });
+  expect(await moveErasedBalances(db.db, ledger)).toEqual({ moved: 0, failed: 0 });
   const balance = async (code: string) => (await ledger.getBalance(code)).available.toString();
   expect(await balance(`liabilities:customers:${userId}`)).toBe('0');
   expect(await balance(`liabilities:unclaimed:${userId}`)).toBe('1.25');
@@ -284,6 +285,63 @@ test("what reaches an erased user's balance later (a call released after the era
   expect(await balance(`liabilities:customers:${active.userId}`)).toBe('3');
   expect(await ledger.checkBalances()).toEqual([]);
   expect(await trialBalanceNets()).toBe(true);
+});
+
+test("one erased user whose move throws does not stop the retention job moving the others' balances; the failure is counted and logged with its cause", async () => {
+  const erased: string[] = [];
+  for (const telegramId of [870_301, 870_302, 870_303]) {
+    const { userId, token } = await devSignIn(service, telegramId);
+    expect((await call(service, 'DELETE', '/api/me', { token, body: CONFIRM })).status).toBe(200);
+    erased.push(userId);
+  }
+  const { ledger, database: db } = service.http.services.runtime;
+  for (const userId of erased) {
+    await ledger.postEntry({
+      kind: 'adjustment',
+      postings: [
+        { account: 'expenses:promotions', amount: '2' },
+        { account: `liabilities:customers:${userId}`, amount: '-2' },
+      ],
+    });
+  }
+  // The first in the job's order (by id) cannot be moved: its erasure entry is refused.
+  const [stuck, ...others] = [...erased].sort();
+  await database.pool.query(`
+    create function test_refuse_erasure() returns trigger language plpgsql as $$
+    begin
+      if new.kind = 'erasure' and new.metadata->>'userId' = '${stuck}' then
+        raise exception 'injected: erasure entry refused for ${stuck}';
+      end if;
+      return new;
+    end $$;
+    create trigger test_refuse_erasure before insert on ledger_entries
+      for each row execute function test_refuse_erasure();`);
+  const logged: Array<Record<string, unknown>> = [];
+  const logger = pino(
+    { level: 'error' },
+    { write: (line: string) => logged.push(JSON.parse(line) as Record<string, unknown>) },
+  );
+  const balance = async (code: string) => (await ledger.getBalance(code)).available.toString();
+  try {
+    expect(await moveErasedBalances(db.db, ledger, { logger })).toEqual({ moved: 2, failed: 1 });
+  } finally {
+    await database.pool.query(
+      'drop trigger test_refuse_erasure on ledger_entries; drop function test_refuse_erasure()',
+    );
+  }
+  for (const userId of others) {
+    expect(await balance(`liabilities:customers:${userId}`)).toBe('0');
+    expect(await balance(`liabilities:unclaimed:${userId}`)).toBe('2');
+  }
+  expect(await balance(`liabilities:customers:${stuck}`)).toBe('2');
+  expect(logged).toHaveLength(1);
+  expect(logged[0]).toMatchObject({ msg: 'erased balance not moved', userId: stuck });
+  // The cause (the database's refusal), not only the wrapper's message.
+  expect(JSON.stringify(logged[0]!.err)).toContain('injected: erasure entry refused');
+  // Next run, unblocked, it is moved.
+  expect(await moveErasedBalances(db.db, ledger)).toEqual({ moved: 1, failed: 0 });
+  expect(await balance(`liabilities:unclaimed:${stuck}`)).toBe('2');
+  expect(await ledger.checkBalances()).toEqual([]);
 });
 
 test('an erased user gets no new API keys and no admin adjustments: 409, nothing written', async () => {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { InvalidCursorError, type PostgresLedger } from '../../ledger/index.js';
+import { InvalidCursorError, InvalidLimitError, type PostgresLedger } from '../../ledger/index.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { fund, openLedger } from '../support/ledger.js';
 
@@ -74,4 +74,36 @@ test('the trial balance nets to zero in every currency', async () => {
   expect([eth?.debit.toString(), eth?.credit.toString()]).toEqual(['0.5', '0.5']);
   const custody = trial.accounts.find((a) => a.account === 'assets:custody:ethereum:ETH:0xabc');
   expect(custody?.balance.toString()).toBe('0.5');
+});
+
+test('a limit that is not a whole number of at least 1 is refused with InvalidLimitError, not a database error nor a silent nothing', async () => {
+  await fund(ledger, 'q-limit', '3');
+  for (const limit of [
+    Number.NaN,
+    2.5,
+    0,
+    -1,
+    Number.POSITIVE_INFINITY,
+    '2' as unknown as number,
+  ]) {
+    const listed = ledger.listAccountEntries('liabilities:customers:q-limit', { limit });
+    await expect(listed).rejects.toBeInstanceOf(InvalidLimitError);
+    await expect(listed).rejects.toMatchObject({ code: 'invalid_limit', param: 'limit' });
+  }
+  // Above the page maximum is still the maximum, as before.
+  expect(
+    (await ledger.listAccountEntries('liabilities:customers:q-limit', { limit: 10_000 })).lines,
+  ).toHaveLength(1);
+
+  const { holdId } = await ledger.createHold({
+    debitAccount: 'liabilities:customers:q-limit',
+    creditAccount: 'revenue:usage',
+    amount: '1',
+    expiresAt: new Date(Date.now() - 1000),
+  });
+  for (const limit of [Number.NaN, 2.5, 0, -5]) {
+    await expect(ledger.expireHolds({ limit })).rejects.toBeInstanceOf(InvalidLimitError);
+  }
+  expect((await ledger.getHold(holdId))?.status).toBe('pending');
+  expect((await ledger.expireHolds({ limit: 10 })).expiredHoldIds).toEqual([holdId]);
 });

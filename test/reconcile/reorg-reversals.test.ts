@@ -182,3 +182,23 @@ test('a receivable written off resolves its reversal; an acknowledged one is lef
   const latest = await stack.reconcile();
   expect(latest.stats['acknowledged']).toBe(1);
 });
+
+test('acknowledged reversals do not crowd live ones out of the listed few', async () => {
+  // Bob's receivable is owed again (the write-off reversed by hand): his reversal is an error
+  // again, beside Dave's, acknowledged. With one finding listed per kind, Bob's must be it.
+  await runtime.ledger.postEntry({
+    kind: 'adjustment',
+    postings: [
+      { account: `assets:receivables:customers:${bob.id}`, amount: '30' },
+      { account: 'expenses:losses', amount: '-30' },
+    ],
+  });
+  const run = await runReconciliation(runtime, {
+    trigger: 'test',
+    adapters: stack.adapters,
+    findingsListed: 1,
+  });
+  expect(reversals(run.findings).map((f) => [f.address, f.severity])).toEqual([
+    [bob.address, 'error'],
+  ]);
+});
