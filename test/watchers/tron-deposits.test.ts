@@ -8,6 +8,14 @@ import { startTronWatcherStack, type TronWatcherStack } from '../support/tron-si
 /** The same scenarios as EVM, through the real tronweb client against the TronGrid simulator. */
 
 const SOLIDITY_LAG = 19;
+/** The network's USDT asset (every network of these tests has it). */
+const USDT = {
+  symbol: 'USDT',
+  contract: MAINNET_USDT,
+  decimals: 6,
+  price: { fixed: '1' },
+  minDeposit: '1',
+};
 
 let stack: TronWatcherStack;
 let sim: TronSimulator;
@@ -48,15 +56,7 @@ beforeAll(async () => {
       apiKey: 'test-key',
       pollIntervalMs: 100,
       treasuryAddresses: [stack.sim.chain.account('treasury')],
-      assets: [
-        {
-          symbol: 'USDT',
-          contract: MAINNET_USDT,
-          decimals: 6,
-          price: { fixed: '1' },
-          minDeposit: '1',
-        },
-      ],
+      assets: [USDT],
     }),
     adapterOptions: { demoteMs: 50 },
   });
@@ -268,16 +268,7 @@ describe('Tron deposits', () => {
   test('TRX from the treasury to a deposit address is booked custody to custody, never credited; a customer TRX deposit beside it is', async () => {
     const treasury = sim.chain.account('treasury');
     const withTrx = network({
-      assets: [
-        {
-          symbol: 'USDT',
-          contract: MAINNET_USDT,
-          decimals: 6,
-          price: { fixed: '1' },
-          minDeposit: '1',
-        },
-        { symbol: 'TRX', native: true, decimals: 6, price: { fixed: '0.25' } },
-      ],
+      assets: [USDT, { symbol: 'TRX', native: true, decimals: 6, price: { fixed: '0.25' } }],
     });
     const w = watcher(withTrx);
     await w.runOnce();
