@@ -6,9 +6,8 @@ import {
   RpcUnavailableError,
   type ObservedTransfer,
 } from '../../chain-watchers/adapter.js';
-import { networkSchema, type TronNetworkConfig } from '../../chain-watchers/config.js';
+import type { TronNetworkConfig } from '../../chain-watchers/config.js';
 import { deriveTronAddress } from '../../chain-watchers/addresses/deriveTronAddress.js';
-import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
 import {
   createTronAdapter,
   type TronAdapter,
@@ -16,11 +15,14 @@ import {
 } from '../../chain-watchers/tron/createTronAdapter.js';
 import { MAINNET_USDT, type TokenContract } from '../support/tron-sim/chain.js';
 import { startTronSimulator, type TronSimulator } from '../support/tron-sim/server.js';
+import {
+  DEPOSIT_XPUBS,
+  FAST_TRON_ADAPTER,
+  tronNetwork as baseTronNetwork,
+} from '../support/tron-sim/stack.js';
 
 // Deposit addresses come from the account xpub, as in production (test mnemonic: no funds).
-const { tronXpub } = mnemonicToAccountXpubs(
-  'test test test test test test test test test test test junk',
-);
+const { tronXpub } = DEPOSIT_XPUBS;
 const deposit = (index: number) => deriveTronAddress(tronXpub, index).address;
 const DEPOSIT_0 = deposit(0);
 const DEPOSIT_1 = deposit(1);
@@ -39,30 +41,14 @@ afterEach(async () => {
 });
 
 function tronNetwork(overrides: Record<string, unknown> = {}): TronNetworkConfig {
-  return networkSchema.parse({
-    kind: 'tron',
-    name: 'tron',
-    confirmations: 'solidified',
-    fullHost: sim.url,
-    apiKey: 'test-key',
-    rpcTimeoutMs: 2_000,
-    rpcRetries: 2,
-    assets: [{ symbol: 'USDT', contract: MAINNET_USDT, decimals: 6, price: { fixed: '1' } }],
-    ...overrides,
-  }) as TronNetworkConfig;
+  return baseTronNetwork(sim.url, { apiKey: 'test-key', ...overrides });
 }
 
 function adapterFor(
   network: TronNetworkConfig = tronNetwork(),
   options: TronAdapterOptions = {},
 ): TronAdapter {
-  const adapter = createTronAdapter(network, {
-    requestsPerSecond: 1_000,
-    retryBaseDelayMs: 5,
-    retryMaxDelayMs: 50,
-    demoteMs: 50,
-    ...options,
-  });
+  const adapter = createTronAdapter(network, { ...FAST_TRON_ADAPTER, demoteMs: 50, ...options });
   cleanups.push(() => adapter.close());
   return adapter;
 }

@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
 import type { ChainAdapter } from '../../chain-watchers/adapter.js';
 import type { TronNetworkConfig } from '../../chain-watchers/config.js';
 import { createWatcher } from '../../chain-watchers/pipeline/createWatcher.js';
@@ -12,8 +11,8 @@ import { runReconciliation } from '../../src/reconcile/runReconciliation.js';
 import { openRuntime, type Runtime } from '../../src/runtime.js';
 import { createUser } from '../../src/users/createUser.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
-import { MAINNET_USDT } from '../support/tron-sim/chain.js';
 import { startTronSimulator, type TronSimulator } from '../support/tron-sim/server.js';
+import { DEPOSIT_XPUBS, tronNetworkFields } from '../support/tron-sim/stack.js';
 
 /**
  * Tron: the watcher credits a deposit once its block is solidified, so balances are compared
@@ -21,7 +20,6 @@ import { startTronSimulator, type TronSimulator } from '../support/tron-sim/serv
  * but not yet solidified, seen by the watcher or not, is no finding; a real difference is.
  */
 
-const xpubs = mnemonicToAccountXpubs('test test test test test test test test test test test junk');
 const SOLIDITY_LAG = 19;
 let sim: TronSimulator;
 let database: TestDatabase;
@@ -61,19 +59,8 @@ beforeAll(async () => {
     {
       database: { url: database.url },
       log: { level: 'silent' },
-      wallets: xpubs,
-      networks: [
-        {
-          kind: 'tron',
-          name: 'tron',
-          confirmations: 'solidified',
-          fullHost: sim.url,
-          rpcTimeoutMs: 2000,
-          rpcRetries: 1,
-          startBlock: sim.chain.headNumber,
-          assets: [{ symbol: 'USDT', contract: MAINNET_USDT, decimals: 6, price: { fixed: '1' } }],
-        },
-      ],
+      wallets: DEPOSIT_XPUBS,
+      networks: [tronNetworkFields(sim.url, { rpcRetries: 1, startBlock: sim.chain.headNumber })],
     },
     {},
   );

@@ -1,95 +1,40 @@
-import { Kysely, PostgresDialect } from 'kysely';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
-import { networkSchema, type TronNetworkConfig } from '../../chain-watchers/config.js';
-import { createPriceSources } from '../../chain-watchers/pipeline/createWatcher.js';
-import { assignDepositAddress } from '../../chain-watchers/pipeline/depositAddresses.js';
-import { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
-import type { WatcherTables } from '../../chain-watchers/pipeline/tables.js';
-import { createTronAdapter } from '../../chain-watchers/tron/createTronAdapter.js';
 import { Decimal, type PostgresLedger } from '../../ledger/index.js';
-import { createTestDatabase, type TestDatabase } from '../support/db.js';
-import { openLedger } from '../support/ledger.js';
+import type { TestDatabase } from '../support/db.js';
 import { MAINNET_USDT, TronChain, type TokenContract } from '../support/tron-sim/chain.js';
 import { startTronSimulator, type TronSimulator } from '../support/tron-sim/server.js';
+import { startTronWatcherStack, type TronWatcherStack } from '../support/tron-sim/stack.js';
 
 /** The same scenarios as EVM, through the real tronweb client against the TronGrid simulator. */
 
-const xpubs = mnemonicToAccountXpubs('test test test test test test test test test test test junk');
-const quiet = { debug() {}, info() {}, warn() {}, error() {} };
 const SOLIDITY_LAG = 19;
+/** The network's USDT asset (every network of these tests has it). */
+const USDT = {
+  symbol: 'USDT',
+  contract: MAINNET_USDT,
+  decimals: 6,
+  price: { fixed: '1' },
+  minDeposit: '1',
+};
 
+let stack: TronWatcherStack;
 let sim: TronSimulator;
 let fallback: TronSimulator;
 let database: TestDatabase;
 let ledger: PostgresLedger;
-let db: Kysely<WatcherTables>;
 let sender: string;
 let fakeUsdt: TokenContract;
 let alice: { id: string; address: string };
 let bob: { id: string; address: string };
 
-function network(overrides: Record<string, unknown> = {}): TronNetworkConfig {
-  return networkSchema.parse({
-    kind: 'tron',
-    name: 'tron',
-    confirmations: 'solidified',
-    fullHost: sim.url,
-    apiKey: 'test-key',
-    rpcTimeoutMs: 2000,
-    rpcRetries: 2,
-    pollIntervalMs: 100,
-    startBlock: sim.chain.headNumber,
-    treasuryAddresses: [sim.chain.account('treasury')],
-    assets: [
-      {
-        symbol: 'USDT',
-        contract: MAINNET_USDT,
-        decimals: 6,
-        price: { fixed: '1' },
-        minDeposit: '1',
-      },
-    ],
-    ...overrides,
-  }) as TronNetworkConfig;
-}
-
-const adapters: Array<{ close(): Promise<void> }> = [];
-function watcher(config = network()) {
-  const adapter = createTronAdapter(config, {
-    requestsPerSecond: 1000,
-    retryBaseDelayMs: 5,
-    retryMaxDelayMs: 50,
-    demoteMs: 50,
-    logger: quiet,
-  });
-  adapters.push(adapter);
-  return new DepositWatcher({
-    network: config,
-    adapter,
-    ledger,
-    pool: database.pool,
-    priceSources: createPriceSources(config, new Map([[config.name, adapter]])),
-    logger: quiet,
-  });
-}
-
-async function newUser(telegramId: number) {
-  const { rows } = await database.pool.query<{ id: string }>(
-    'insert into users (telegram_id) values ($1) returning id',
-    [telegramId],
-  );
-  const id = rows[0]!.id;
-  return {
-    id,
-    address: (await assignDepositAddress(db, { userId: id, family: 'tron', xpubs })).address,
-  };
-}
+const network = (overrides: Record<string, unknown> = {}) => stack.network(overrides);
+const watcher = (config = network()) => stack.watcher(config);
+const newUser = (telegramId: number) => stack.newUser(telegramId);
 
 async function deposit(txId: string) {
-  const { rows } = await database.pool.query(
-    `select status, amount::text, amount_usd::text, ignore_reason, confirmations from deposits where tx_hash = $1`,
-    [txId],
+  const rows = await stack.depositRows(
+    txId,
+    'status, amount::text, amount_usd::text, ignore_reason, confirmations',
   );
   return rows[0];
 }
@@ -101,27 +46,22 @@ async function cursorNumber(): Promise<bigint> {
   return BigInt(rows[0]!.block_number);
 }
 
-async function posted(userId: string): Promise<string> {
-  return (
-    (
-      await ledger.getBalance(`liabilities:customers:${userId}`).catch(() => null)
-    )?.posted.toString() ?? '0'
-  );
-}
+const posted = (userId: string) => stack.posted(`liabilities:customers:${userId}`);
 
 beforeAll(async () => {
-  sim = await startTronSimulator({ chainOptions: { solidityLag: SOLIDITY_LAG } });
+  stack = await startTronWatcherStack({
+    solidityLag: SOLIDITY_LAG,
+    senderTrx: 10n ** 12n,
+    network: () => ({
+      apiKey: 'test-key',
+      pollIntervalMs: 100,
+      treasuryAddresses: [stack.sim.chain.account('treasury')],
+      assets: [USDT],
+    }),
+    adapterOptions: { demoteMs: 50 },
+  });
+  ({ sim, database, ledger, sender } = stack);
   fallback = await startTronSimulator({ chain: sim.chain });
-  database = await createTestDatabase();
-  ledger = await openLedger(database.pool);
-  await database.pool.query(
-    `insert into ledger_currencies (code, scale) values ('TRX', 6) on conflict do nothing`,
-  );
-  await ledger.init();
-  db = new Kysely<WatcherTables>({ dialect: new PostgresDialect({ pool: database.newPool(2) }) });
-  sender = sim.chain.account('sender');
-  sim.chain.mintToken(sim.chain.usdt, sender, 10n ** 15n);
-  sim.chain.setTrxBalance(sender, 10n ** 12n);
   fakeUsdt = sim.chain.deployToken({ symbol: 'USDT', decimals: 6 });
   sim.chain.mintToken(fakeUsdt, sender, 10n ** 15n);
   sim.chain.produceBlocks(3);
@@ -129,12 +69,8 @@ beforeAll(async () => {
   bob = await newUser(8002);
 });
 afterAll(async () => {
-  for (const adapter of adapters) await adapter.close();
-  await db?.destroy();
-  await ledger?.close();
-  await database?.drop();
   await fallback?.close();
-  await sim?.close();
+  await stack?.close();
 });
 
 describe('Tron deposits', () => {
@@ -332,16 +268,7 @@ describe('Tron deposits', () => {
   test('TRX from the treasury to a deposit address is booked custody to custody, never credited; a customer TRX deposit beside it is', async () => {
     const treasury = sim.chain.account('treasury');
     const withTrx = network({
-      assets: [
-        {
-          symbol: 'USDT',
-          contract: MAINNET_USDT,
-          decimals: 6,
-          price: { fixed: '1' },
-          minDeposit: '1',
-        },
-        { symbol: 'TRX', native: true, decimals: 6, price: { fixed: '0.25' } },
-      ],
+      assets: [USDT, { symbol: 'TRX', native: true, decimals: 6, price: { fixed: '0.25' } }],
     });
     const w = watcher(withTrx);
     await w.runOnce();

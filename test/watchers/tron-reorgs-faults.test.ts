@@ -1,17 +1,10 @@
-import { Kysely, PostgresDialect } from 'kysely';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
-import { networkSchema, type TronNetworkConfig } from '../../chain-watchers/config.js';
-import { createPriceSources } from '../../chain-watchers/pipeline/createWatcher.js';
-import { assignDepositAddress } from '../../chain-watchers/pipeline/depositAddresses.js';
-import { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
-import type { WatcherTables } from '../../chain-watchers/pipeline/tables.js';
-import { createTronAdapter } from '../../chain-watchers/tron/createTronAdapter.js';
+import type { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
 import { Decimal, type PostgresLedger } from '../../ledger/index.js';
-import { createTestDatabase, type TestDatabase } from '../support/db.js';
-import { openLedger } from '../support/ledger.js';
+import type { TestDatabase } from '../support/db.js';
 import { MAINNET_USDT } from '../support/tron-sim/chain.js';
 import { startTronSimulator, type TronSimulator } from '../support/tron-sim/server.js';
+import { startTronWatcherStack, type TronWatcherStack } from '../support/tron-sim/stack.js';
 
 /**
  * The Tron counterparts of the EVM reorg tests (test/watchers/evm-deposits.test.ts): credited
@@ -20,82 +13,34 @@ import { startTronSimulator, type TronSimulator } from '../support/tron-sim/serv
  * another outcome, or paying another user's address.
  */
 
-const xpubs = mnemonicToAccountXpubs('test test test test test test test test test test test junk');
-const quiet = { debug() {}, info() {}, warn() {}, error() {} };
 const SOLIDITY_LAG = 19;
 
+let stack: TronWatcherStack;
 let sim: TronSimulator;
 let database: TestDatabase;
 let ledger: PostgresLedger;
-let db: Kysely<WatcherTables>;
 let sender: string;
 let telegramId = 850_000;
 
-function network(overrides: Record<string, unknown> = {}): TronNetworkConfig {
-  return networkSchema.parse({
-    kind: 'tron',
-    name: 'tron',
-    confirmations: 'solidified',
-    fullHost: sim.url,
-    rpcTimeoutMs: 2000,
-    rpcRetries: 2,
-    startBlock: sim.chain.headNumber,
-    assets: [
-      { symbol: 'USDT', contract: MAINNET_USDT, decimals: 6, price: { fixed: '1' } },
-      { symbol: 'TRX', native: true, decimals: 6, price: { fixed: '0.25' } },
-    ],
-    ...overrides,
-  }) as TronNetworkConfig;
-}
-
-const adapters: Array<{ close(): Promise<void> }> = [];
-function watcher(config = network()) {
-  const adapter = createTronAdapter(config, {
-    requestsPerSecond: 1000,
-    retryBaseDelayMs: 5,
-    retryMaxDelayMs: 50,
-    logger: quiet,
-  });
-  adapters.push(adapter);
-  return new DepositWatcher({
-    network: config,
-    adapter,
-    ledger,
-    pool: database.pool,
-    priceSources: createPriceSources(config, new Map([[config.name, adapter]])),
-    logger: quiet,
-  });
-}
+const network = (overrides: Record<string, unknown> = {}) => stack.network(overrides);
+const watcher = (config = network()) => stack.watcher(config);
 
 async function newUser() {
   telegramId += 1;
-  const { rows } = await database.pool.query<{ id: string }>(
-    'insert into users (telegram_id) values ($1) returning id',
-    [telegramId],
-  );
-  const id = rows[0]!.id;
-  return {
-    id,
-    address: (await assignDepositAddress(db, { userId: id, family: 'tron', xpubs })).address,
-  };
+  return stack.newUser(telegramId);
 }
 
 async function deposit(txId: string) {
-  const { rows } = await database.pool.query(
-    `select status, reincluded, block_number, entry_id, reversal_entry_id, ignore_reason,
-            amount::text, amount_usd::text
-       from deposits where tx_hash = $1`,
-    [txId],
+  const rows = await stack.depositRows(
+    txId,
+    `status, reincluded, block_number, entry_id, reversal_entry_id, ignore_reason,
+     amount::text, amount_usd::text`,
   );
   expect(rows.length).toBeLessThanOrEqual(1);
   return rows[0];
 }
 
-async function posted(account: string): Promise<string> {
-  return (
-    (await ledger.getBalance(account).catch(() => null))?.posted ?? new Decimal(0)
-  ).toString();
-}
+const posted = (account: string) => stack.posted(account);
 
 const customer = (userId: string) => `liabilities:customers:${userId}`;
 const receivable = (userId: string) => `assets:receivables:customers:${userId}`;
@@ -140,25 +85,21 @@ async function forkAt(height: number, w: DepositWatcher, onNewBranch?: () => voi
 }
 
 beforeAll(async () => {
-  sim = await startTronSimulator({ chainOptions: { solidityLag: SOLIDITY_LAG } });
-  database = await createTestDatabase();
-  ledger = await openLedger(database.pool);
-  await database.pool.query(
-    `insert into ledger_currencies (code, scale) values ('TRX', 6) on conflict do nothing`,
-  );
-  await ledger.init();
-  db = new Kysely<WatcherTables>({ dialect: new PostgresDialect({ pool: database.newPool(2) }) });
-  sender = sim.chain.account('sender');
-  sim.chain.mintToken(sim.chain.usdt, sender, 10n ** 15n);
-  sim.chain.setTrxBalance(sender, 10n ** 15n);
+  stack = await startTronWatcherStack({
+    solidityLag: SOLIDITY_LAG,
+    senderTrx: 10n ** 15n,
+    network: () => ({
+      assets: [
+        { symbol: 'USDT', contract: MAINNET_USDT, decimals: 6, price: { fixed: '1' } },
+        { symbol: 'TRX', native: true, decimals: 6, price: { fixed: '0.25' } },
+      ],
+    }),
+  });
+  ({ sim, database, ledger, sender } = stack);
   sim.chain.produceBlocks(3);
 });
 afterAll(async () => {
-  for (const adapter of adapters) await adapter.close();
-  await db?.destroy();
-  await ledger?.close();
-  await database?.drop();
-  await sim?.close();
+  await stack?.close();
 });
 
 describe('Tron reorgs deeper than the solidified block', () => {
