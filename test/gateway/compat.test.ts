@@ -49,24 +49,40 @@ async function usageRow(userId: string) {
   return rows[0]!;
 }
 
+/**
+ * One uncapped call to a reasoning model priced as `precise`: the client sees the stub's
+ * tokens, and the cost header and usage row say exactly tokens x prices. Returns what upstream
+ * was sent.
+ */
+async function reasoningCallCharged(
+  model: string,
+  telegramId: number,
+  generated: { tokens: number; reasoning: number },
+): Promise<Record<string, unknown>> {
+  const { userId, apiKey } = await userWithKey(service, { telegramId, balance: '1' });
+  const content = `Think. [[tokens=${generated.tokens}]] [[reasoning=${generated.reasoning}]]`;
+  const messages = [{ role: 'user' as const, content }];
+  const { data, response } = await sdk(service.url, apiKey)
+    .chat.completions.create({ model, messages })
+    .withResponse();
+  const completion = generated.tokens + generated.reasoning;
+  expect(data.usage?.completion_tokens).toBe(completion);
+  const body = lastUpstreamBody();
+  const cost = expectedCost(MODELS.precise, {
+    prompt: countPromptTokens({ messages }),
+    completion,
+    reasoning: generated.reasoning,
+  });
+  expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
+  expect(await usageRow(userId)).toMatchObject({ cost_usd: cost.toString(), shortfall_usd: '0' });
+  return body;
+}
+
 describe('the output cap the gateway adds', () => {
   test('a reasoning model (o3-mini upstream) called with no cap gets max_completion_tokens, which it accepts, not max_tokens, which OpenAI refuses', async () => {
-    const { userId, apiKey } = await userWithKey(service, { telegramId: 860_001, balance: '1' });
-    const messages = [{ role: 'user' as const, content: 'Think. [[tokens=9]] [[reasoning=4]]' }];
-    const { data, response } = await sdk(service.url, apiKey)
-      .chat.completions.create({ model: 'precise', messages })
-      .withResponse();
-    expect(data.usage?.completion_tokens).toBe(13);
-    const body = lastUpstreamBody();
+    const body = await reasoningCallCharged('precise', 860_001, { tokens: 9, reasoning: 4 });
     expect(body['max_completion_tokens']).toBe(256);
     expect(body).not.toHaveProperty('max_tokens');
-    const cost = expectedCost(MODELS.precise, {
-      prompt: countPromptTokens({ messages }),
-      completion: 13,
-      reasoning: 4,
-    });
-    expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
-    expect(await usageRow(userId)).toMatchObject({ cost_usd: cost.toString(), shortfall_usd: '0' });
   });
 
   test('streamed too', async () => {
@@ -83,23 +99,10 @@ describe('the output cap the gateway adds', () => {
   });
 
   test('a reasoning model by its routed name (openai/o3-mini) gets max_completion_tokens too, not a 400', async () => {
-    const { userId, apiKey } = await userWithKey(service, { telegramId: 860_004, balance: '1' });
-    const messages = [{ role: 'user' as const, content: 'Think. [[tokens=5]] [[reasoning=2]]' }];
-    const { data, response } = await sdk(service.url, apiKey)
-      .chat.completions.create({ model: 'routed-o3-mini', messages })
-      .withResponse();
-    expect(data.usage?.completion_tokens).toBe(7);
-    const body = lastUpstreamBody();
+    const body = await reasoningCallCharged('routed-o3-mini', 860_004, { tokens: 5, reasoning: 2 });
     expect(body['model']).toBe('openai/o3-mini');
     expect(body['max_completion_tokens']).toBe(256);
     expect(body).not.toHaveProperty('max_tokens');
-    const cost = expectedCost(MODELS.precise, {
-      prompt: countPromptTokens({ messages }),
-      completion: 7,
-      reasoning: 2,
-    });
-    expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
-    expect(await usageRow(userId)).toMatchObject({ cost_usd: cost.toString(), shortfall_usd: '0' });
   });
 
   test('other models still get max_tokens (what every OpenAI-compatible provider knows)', async () => {
