@@ -15,11 +15,19 @@ export interface LingxiProcess {
   url(timeoutMs?: number): Promise<string>;
 }
 
-/** `node bin/lingxi.js ARGS` with LINGXI_FROM_SOURCE=1 and no DATABASE_URL unless given. */
-export function startLingxi(args: string[], env: NodeJS.ProcessEnv = {}): LingxiProcess {
+/**
+ * `node bin/lingxi.js ARGS` with LINGXI_FROM_SOURCE=1 and no DATABASE_URL unless given;
+ * `as` runs it as another user (the tests must then run as root).
+ */
+export function startLingxi(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  as?: { uid: number; gid: number },
+): LingxiProcess {
   const child = spawn(process.execPath, ['bin/lingxi.js', ...args], {
     env: { ...process.env, LINGXI_FROM_SOURCE: '1', DATABASE_URL: '', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
+    ...(as ?? {}),
   });
   const log: Array<Record<string, unknown>> = [];
   const waiters = new Set<() => void>();
