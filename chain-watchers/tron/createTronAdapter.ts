@@ -33,6 +33,8 @@ export interface TronAdapterOptions {
   discovery?: TronTransferDiscovery;
   retryBaseDelayMs?: number;
   retryMaxDelayMs?: number;
+  /** The longest `Retry-After` honoured (see TronRpc). Default 60 s. */
+  retryAfterMaxMs?: number;
   demoteMs?: number;
   demoteMsMax?: number;
   headCheckIntervalMs?: number;
@@ -79,6 +81,7 @@ export function createTronAdapter(
       'requestsPerSecond',
       'retryBaseDelayMs',
       'retryMaxDelayMs',
+      'retryAfterMaxMs',
       'demoteMs',
       'demoteMsMax',
       'headCheckIntervalMs',

@@ -13,6 +13,15 @@ export interface TronHttpProviderSettings {
   rateLimitRetries: number;
   retryBaseDelayMs: number;
   retryMaxDelayMs: number;
+  /**
+   * The longest `Retry-After` (or "suspended for N s") honoured; a longer one is cut to it.
+   * This host's limiter (the key's, for hosts that send it) holds every request until the
+   * wait is over; a wait longer than `retryMaxDelayMs` fails the request at once when the
+   * caller has another host to try.
+   */
+  retryAfterMaxMs: number;
+  /** Whether the caller has another host to fail over to (else a long wait is waited here). */
+  hasOtherHosts: boolean;
   sleep: (ms: number) => Promise<void>;
   random: () => number;
   agents: { http: HttpAgent; https: HttpsAgent };
@@ -25,7 +34,8 @@ export interface TronHttpProviderSettings {
  * - a whole-request deadline (`AbortSignal`): axios' own `timeout` is reset by TronWeb to
  *   30 s whenever headers are set, and a trickling server can outlive it;
  * - pacing to the key's rate, and in-place retries with backoff and jitter on HTTP 429/403
- *   (honouring `Retry-After` and TronGrid's "suspended for N s");
+ *   (honouring `Retry-After` and TronGrid's "suspended for N s"; a wait beyond
+ *   `retryMaxDelayMs` is waited by the limiter, up to `retryAfterMaxMs`, not in place);
  * - typed failures (`TronEndpointError`), including java-tron's HTTP 200 `{"Error": ...}`
  *   answers, which TronWeb would otherwise turn into empty results (`getBlockRange` returns
  *   `[]` for them).
@@ -53,19 +63,29 @@ export class TronHttpProvider extends providers.HttpProvider {
         return await this.send<T>(url, payload, verb);
       } catch (error) {
         if (error instanceof TronEndpointError && error.kind === 'rate-limited') {
+          const askedMs = error.details.retryAfterMs;
+          // Cutting a long wait short only earns more refusals: the key (or keyless host)
+          // waits as asked, up to the bound; everyone sharing it waits, not just this request.
+          const waitsLong = askedMs !== undefined && askedMs > settings.retryMaxDelayMs;
+          if (waitsLong) {
+            settings.limiter.pauseUntil(Date.now() + Math.min(askedMs, settings.retryAfterMaxMs));
+            // Another host may answer now.
+            if (settings.hasOtherHosts) throw error;
+          }
           if (attempt < settings.rateLimitRetries) {
-            const delayMs = Math.min(
-              settings.retryMaxDelayMs,
-              error.details.retryAfterMs ??
-                backoffMs(
-                  attempt,
-                  settings.retryBaseDelayMs,
-                  settings.retryMaxDelayMs,
-                  settings.random,
-                ),
-            );
-            // Everyone sharing the key waits, not just this request.
-            settings.limiter.pauseUntil(Date.now() + delayMs);
+            if (!waitsLong) {
+              const delayMs = Math.min(
+                settings.retryMaxDelayMs,
+                askedMs ??
+                  backoffMs(
+                    attempt,
+                    settings.retryBaseDelayMs,
+                    settings.retryMaxDelayMs,
+                    settings.random,
+                  ),
+              );
+              settings.limiter.pauseUntil(Date.now() + delayMs);
+            }
             continue;
           }
         }

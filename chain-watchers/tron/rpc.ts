@@ -15,8 +15,11 @@ import { RateLimiter } from './rateLimiter.js';
  * retries did not clear, an `{"Error"}` body, a missing or contradictory answer) that host is
  * demoted for a while and the next one is tried. A round tries every host, healthy ones
  * first; between rounds it backs off exponentially with jitter; after `retries + 1` rounds it
- * throws RpcUnavailableError. Anything else (a contract revert, a config mismatch) is thrown
- * at once: no other host would answer it differently.
+ * throws RpcUnavailableError. A refusal asking for a wait beyond `retryMaxDelayMs` fails over
+ * at once when there is another host; the refusing host's limiter holds its next requests for
+ * that wait (up to `retryAfterMaxMs`), so neither a retry nor a later round asks it too
+ * early. Anything else (a contract revert, a config mismatch) is thrown at once: no other
+ * host would answer it differently.
  *
  * A unit of work stays on one host on purpose: TronGrid is load-balanced, and a scan and the
  * block it reports must describe one chain.
@@ -44,6 +47,12 @@ export interface TronRpcOptions {
   requestsPerSecond?: number;
   retryBaseDelayMs?: number;
   retryMaxDelayMs?: number;
+  /**
+   * The longest `Retry-After` (or TronGrid's "suspended for N s") honoured, default 60 s. A
+   * wait beyond `retryMaxDelayMs` fails the request over to the next host at once, while the
+   * refused host (with every host sharing its API key) waits it out before its next request.
+   */
+  retryAfterMaxMs?: number;
   /** How long a failing host is passed over at first; doubles per consecutive failure. */
   demoteMs?: number;
   demoteMsMax?: number;
@@ -84,6 +93,7 @@ const DEFAULTS = {
   requestsPerSecond: 15,
   retryBaseDelayMs: 250,
   retryMaxDelayMs: 8_000,
+  retryAfterMaxMs: 60_000,
   demoteMs: 15_000,
   demoteMsMax: 300_000,
   headCheckIntervalMs: 30_000,
@@ -140,6 +150,8 @@ export class TronRpc {
           rateLimitRetries: options.retries,
           retryBaseDelayMs: this.settings.retryBaseDelayMs,
           retryMaxDelayMs: this.settings.retryMaxDelayMs,
+          retryAfterMaxMs: this.settings.retryAfterMaxMs,
+          hasOtherHosts: options.hosts.length > 1,
           sleep: this.settings.sleep,
           random: this.settings.random,
           agents: this.agents,
@@ -308,7 +320,8 @@ export class TronRpc {
       this.settings.demoteMsMax,
       this.settings.demoteMs * 2 ** (host.consecutiveFailures - 1),
     );
-    host.demotedUntilMs = Date.now() + Math.max(demoteMs, error.details.retryAfterMs ?? 0);
+    const retryAfterMs = Math.min(error.details.retryAfterMs ?? 0, this.settings.retryAfterMaxMs);
+    host.demotedUntilMs = Date.now() + Math.max(demoteMs, retryAfterMs);
     this.settings.logger.warn(
       {
         network: this.network,

@@ -7,6 +7,7 @@ import { releaseExpiredReservations } from '../gateway/meter.js';
 import { sealJournal } from '../integrity/sealJournal.js';
 import { runRetention } from '../privacy/retention.js';
 import type { Database } from '../db/schema.js';
+import { serializeError } from '../log.js';
 import { runReconciliation } from '../reconcile/runReconciliation.js';
 import type { Runtime } from '../runtime.js';
 
@@ -320,7 +321,9 @@ async function runExclusive(
   job: Job,
   tick: Date,
 ): Promise<void> {
-  const { database, logger, metrics } = runtime;
+  const { database, metrics } = runtime;
+  // A failed turn's error whole (type, message, stack, causes), its URLs cut to the host.
+  const logger = runtime.logger.child({}, { serializers: { err: serializeError } });
   const started = performance.now();
   const failed = (error: unknown) => {
     metrics.cronRuns.inc({ job: job.name, outcome: 'failed' });
@@ -329,7 +332,7 @@ async function runExclusive(
         job: job.name,
         tick: tick.toISOString(),
         durationMs: Math.round(performance.now() - started),
-        err: error instanceof Error ? error.message : String(error),
+        err: error,
       },
       'cron job failed',
     );

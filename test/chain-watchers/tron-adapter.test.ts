@@ -1,6 +1,6 @@
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
 import {
   ChainConfigError,
   RpcUnavailableError,
@@ -37,6 +37,7 @@ beforeEach(async () => {
   cleanups.push(() => sim.close());
 });
 afterEach(async () => {
+  vi.useRealTimers();
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
@@ -568,6 +569,79 @@ describe('RPC resilience', () => {
     const head = await adapterFor().getHead();
     expect(head.latest.number).toBe(BigInt(sim.chain.headNumber));
     expect(sim.requests.filter((r) => r.status === 403)).toHaveLength(3);
+  });
+
+  /**
+   * A clock that moves only when the adapter sleeps: the adapter's waits are read off it, and
+   * nothing really waits.
+   */
+  function simulatedClock(): { sleep: (ms: number) => Promise<void> } {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    return {
+      sleep: async (ms) => {
+        vi.setSystemTime(Date.now() + ms);
+      },
+    };
+  }
+
+  const rateLimitedFor = (seconds: number) =>
+    ({ kind: 'status', status: 429, headers: { 'retry-after': String(seconds) } }) as const;
+
+  test('a Retry-After longer than retryMaxDelayMs is waited out before the host is asked again, up to retryAfterMaxMs', async () => {
+    const { sleep } = simulatedClock();
+    const number = BigInt(sim.chain.headNumber - 5);
+    const asked = () =>
+      sim.requests
+        .filter((r) => r.path === 'wallet/getblockbynum')
+        .map((r) => ({ status: r.status, atMs: r.atMs }));
+
+    // TronGrid asks for 30 s; the in-place retry bound (8 s, the default) does not cut it short.
+    sim.failNext(1, rateLimitedFor(30), 'wallet/getblockbynum');
+    const adapter = adapterFor(tronNetwork(), {
+      retryMaxDelayMs: 8_000,
+      retryAfterMaxMs: 60_000,
+      sleep,
+    });
+    expect((await adapter.getBlock(number))!.number).toBe(number);
+    const [refused, retried] = asked();
+    expect([refused!.status, retried!.status]).toEqual([429, 200]);
+    expect(retried!.atMs - refused!.atMs).toBeGreaterThanOrEqual(30_000);
+    expect(retried!.atMs - refused!.atMs).toBeLessThan(31_000);
+
+    // Ten minutes asked: waited up to retryAfterMaxMs (60 s, the default), then asked again.
+    sim.resetRequests();
+    sim.failNext(1, rateLimitedFor(600), 'wallet/getblockbynum');
+    const bounded = adapterFor(tronNetwork(), {
+      retryMaxDelayMs: 8_000,
+      retryAfterMaxMs: 60_000,
+      sleep,
+    });
+    expect((await bounded.getBlock(number))!.number).toBe(number);
+    const [first, second] = asked();
+    expect([first!.status, second!.status]).toEqual([429, 200]);
+    expect(second!.atMs - first!.atMs).toBeGreaterThanOrEqual(60_000);
+    expect(second!.atMs - first!.atMs).toBeLessThan(61_000);
+  });
+
+  test('a Retry-After longer than retryMaxDelayMs fails over to the next host at once', async () => {
+    const { sleep } = simulatedClock();
+    const fallback = await startTronSimulator({ chain: sim.chain });
+    cleanups.push(() => fallback.close());
+    const number = BigInt(sim.chain.headNumber - 5);
+    sim.failNext(1, rateLimitedFor(30), 'wallet/getblockbynum');
+    // A host of its own (a node the operator runs, no TronGrid key): not under the key's wait.
+    const adapter = adapterFor(
+      tronNetwork({ fallbackHosts: [fallback.url.replace('127.0.0.1', 'localhost')] }),
+      { retryMaxDelayMs: 8_000, retryAfterMaxMs: 60_000, sleep },
+    );
+    const startedAtMs = Date.now();
+
+    expect((await adapter.getBlock(number))!.number).toBe(number);
+    expect(sim.requests.map((r) => r.status)).toEqual([429]);
+    expect(fallback.count('wallet/getblockbynum')).toBe(1);
+    expect(Date.now() - startedAtMs).toBeLessThan(1_000);
+    const [limited] = adapter.rpcStatus();
+    expect(limited!.lastError).toMatch(/HTTP 429/);
   });
 
   test('paced to the key rate, TronGrid never has to refuse', async () => {

@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { afterAll, afterEach, beforeAll, expect, test } from 'vitest';
+import { afterAll, afterEach, beforeAll, expect, test, vi } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import type { Logger } from '../../src/log.js';
 import { startCronRole, type CronRole, type Scheduler } from '../../src/roles/cron.js';
@@ -151,6 +151,41 @@ test('a job the database refuses is counted and logged as failed, the process li
     'a turn that succeeds again',
     async () => (await turns(runtime, 'expire-holds', 'ok')) > okBefore,
   );
+});
+
+test('a failed turn logs the error whole (type, message, stack and its cause), with URLs cut to their host', async () => {
+  const { logger, lines } = capturedLogger();
+  const clock = manualClock();
+  const runtime = await startRole(
+    {
+      url: database.url,
+      poolSize: 3,
+      cron: { expireHolds: '*/5 * * * *', reconcile: NEVER, seal: NEVER, retention: NEVER },
+    },
+    logger,
+    clock.scheduler,
+  );
+  // What an operator needs lies in the cause (here an endpoint refusing, whose URL carries
+  // a key); the job's own error only says what it was doing.
+  const refused = new Error(
+    'connect ECONNREFUSED 10.0.0.7:443 (https://rpc.example.com/v2/SECRET-KEY?token=SECRET)',
+  );
+  vi.spyOn(runtime.ledger, 'expireHolds').mockRejectedValueOnce(
+    new TypeError('expiring holds failed', { cause: refused }),
+  );
+  await clock.fire('expire-holds', new Date('2031-06-01T08:05:00Z'));
+
+  expect(await turns(runtime, 'expire-holds', 'failed')).toBe(1);
+  const failure = lines.find((line) => line['msg'] === 'cron job failed');
+  expect(failure).toMatchObject({ job: 'expire-holds', level: 50 });
+  const err = failure!['err'] as Record<string, unknown>;
+  expect(err['type']).toBe('TypeError');
+  expect(err['message']).toBe(
+    'expiring holds failed: connect ECONNREFUSED 10.0.0.7:443 (https://rpc.example.com)',
+  );
+  expect(err['stack']).toMatch(/^TypeError: expiring holds failed\n\s+at /);
+  expect(err['stack']).toContain('caused by: Error: connect ECONNREFUSED 10.0.0.7:443');
+  expect(JSON.stringify(failure)).not.toContain('SECRET');
 });
 
 test('two cron processes whose clocks differ by more than a job takes run each scheduled tick once', async () => {
