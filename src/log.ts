@@ -2,9 +2,16 @@ import pino, { type Logger } from 'pino';
 
 export type { Logger };
 
-/** Structured JSON logs on stderr (stdout is for command output). */
+/**
+ * Structured JSON logs on stderr (stdout is for command output). Errors logged as `err` are
+ * written whole (type, message, stack, causes) with every URL cut to its host: see
+ * serializeError.
+ */
 export function createLogger(level: string, bindings: Record<string, unknown> = {}): Logger {
-  return pino({ level, base: { service: 'lingxi', ...bindings } }, pino.destination(2));
+  return pino(
+    { level, base: { service: 'lingxi', ...bindings }, serializers: { err: serializeError } },
+    pino.destination(2),
+  );
 }
 
 /**
