@@ -31,7 +31,7 @@ export type ChatRequest = z.infer<typeof chatRequestSchema>;
  * The first feature of a chat request whose fees the price table cannot express (it prices
  * text, cached, output and reasoning tokens only), with the field that asks for it: audio in
  * or out (billed per audio token, at several times the text price) and web search (a fee per
- * call, on top of tokens). Such a call would be undercharged, so it is refused; null when
+ * call, on top of tokens; OpenRouter's `plugins` too). Such a call would be undercharged, so it is refused; null when
  * there is none.
  */
 export function unpricedFeature(body: ChatRequest): { param: string; feature: string } | null {
@@ -47,6 +47,10 @@ export function unpricedFeature(body: ChatRequest): { param: string; feature: st
   }
   if (body['web_search_options'] != null)
     return { param: 'web_search_options', feature: 'web search' };
+  // OpenRouter's plugins: web search (a fee per result) and file parsing (OCR, a fee per page).
+  const plugins = body['plugins'];
+  if (plugins != null && !(Array.isArray(plugins) && plugins.length === 0))
+    return { param: 'plugins', feature: 'a provider plugin (web search, file parsing)' };
   return null;
 }
 

@@ -187,6 +187,13 @@ const cases: Array<
     'feature_not_priced',
     /^web_search_options: web search has no price/,
   ],
+  [
+    "OpenRouter's plugins (web search, PDF parsing)",
+    () => post({ ...valid, plugins: [{ id: 'web', max_results: 5 }] }),
+    400,
+    'feature_not_priced',
+    /^plugins: a provider plugin \(web search, file parsing\) has no price on `gpt-4o-mini`/,
+  ],
   ['a model that is a number', () => post({ ...valid, model: 4 }), 400, 'invalid_request', /model/],
   ['a JSON array body', () => post('[1,2]'), 400, 'invalid_request', /JSON object/],
 ];
