@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -422,4 +423,54 @@ test('deposits list: a cursor that is not one is bad usage (exit 2), like a bad 
     });
     expect(result.stderr).toMatch(/^lingxi: --after \S*: not a cursor this command printed/);
   }
+});
+
+test('users create --idempotency-key after a run that failed, or died before it committed, does the work once', async () => {
+  // A run that failed (409 user_exists) wrote nothing and gives its key back.
+  const exists = await lingxi(
+    'users',
+    'create',
+    '--telegram-id',
+    '7001',
+    '--idempotency-key',
+    'f1',
+  );
+  expect(exists.code).toBe(1);
+  const created = await lingxi(
+    'users',
+    'create',
+    '--telegram-id',
+    '7008',
+    '--idempotency-key',
+    'f1',
+    '--json',
+  );
+  expect(created.code).toBe(0);
+
+  // A run killed between claiming its key and committing leaves the claim unanswered: a rerun
+  // is refused while the claim is fresh, and does the work once the lease has run out.
+  const hash = createHash('sha256')
+    .update('CLI lingxi users create\n{"telegramId":"7009","username":"dora"}')
+    .digest('hex');
+  await database.pool.query(
+    `insert into http_idempotency (key, method, path, request_hash) values ('cli:d1', 'CLI', 'lingxi users create', $1)`,
+    [hash],
+  );
+  const args = ['users', 'create', '--telegram-id', '7009', '--username', 'dora'];
+  const early = await lingxi(...args, '--idempotency-key', 'd1');
+  expect({ code: early.code, stderr: early.stderr }).toEqual({
+    code: 1,
+    stderr:
+      'lingxi: a request with this --idempotency-key is still running; retry once it has answered\n',
+  });
+  await database.pool.query(
+    `update http_idempotency set created_at = now() - interval '1 hour' where key = 'cli:d1'`,
+  );
+  const late = await lingxi(...args, '--idempotency-key', 'd1', '--json');
+  expect(late.code).toBe(0);
+  expect((await lingxi(...args, '--idempotency-key', 'd1', '--json')).json()).toEqual(late.json());
+  const { rows } = await database.pool.query(
+    `select id::text from users where telegram_id = '7009'`,
+  );
+  expect(rows).toEqual([{ id: late.json()['id'] }]);
 });
