@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -226,4 +227,250 @@ test('`lingxi watch` with no networks configured, or a network not in the config
   const unknown = await lingxi('watch', '--network', 'nope');
   expect(unknown).toMatchObject({ code: 2, stdout: '' });
   expect(unknown.stderr).toMatch(/^lingxi: no network named "nope" in the config \(known: none\)/);
+});
+
+test('users create --idempotency-key: a rerun after the answer was lost prints the same user and writes nothing; other arguments are refused', async () => {
+  const create = (...extra: string[]) =>
+    lingxi('users', 'create', '--telegram-id', '7001', '--username', 'bob', ...extra);
+  // The operator's terminal died after sending: the first answer never reached them.
+  const lost = await create('--idempotency-key', 'onboard-bob', '--json');
+  expect(lost.code).toBe(0);
+  const before = await rowCounts(database.pool);
+  const audited = await database.pool.query(`select count(*)::int as n from audit_log`);
+
+  const retry = await create('--idempotency-key', 'onboard-bob', '--json');
+  expect({ code: retry.code, stderr: retry.stderr }).toEqual({ code: 0, stderr: '' });
+  expect(retry.json()).toEqual(lost.json());
+  const human = await create('--idempotency-key', 'onboard-bob');
+  expect(human.stdout).toBe(
+    `created user ${lost.json()['id'] as string} (by an earlier run with this --idempotency-key; nothing written now)\n`,
+  );
+
+  // The same key for another request: refused (exit 1) with the conflict, nothing written.
+  for (const other of [
+    ['users', 'create', '--telegram-id', '7001', '--username', 'robert'],
+    ['users', 'create', '--telegram-id', '7002', '--username', 'bob'],
+    ['keys', 'create', '--user', lost.json()['id'] as string],
+  ]) {
+    const conflict = await lingxi(...other, '--idempotency-key', 'onboard-bob', '--json');
+    expect({
+      other,
+      code: conflict.code,
+      stdout: conflict.stdout,
+      stderr: conflict.stderr,
+    }).toEqual({
+      other,
+      code: 1,
+      stdout: '',
+      stderr: 'lingxi: this --idempotency-key was used for a different request\n',
+    });
+  }
+  // Without a key the rerun is still what it was: 409 user_exists, exit 1.
+  expect((await create()).code).toBe(1);
+
+  expect(await rowCounts(database.pool)).toEqual(before);
+  expect((await database.pool.query(`select count(*)::int as n from audit_log`)).rows).toEqual(
+    audited.rows,
+  );
+  const { rows } = await database.pool.query<{ id: string }>(
+    `select id::text from users where telegram_id = '7001'`,
+  );
+  expect(rows).toEqual([{ id: lost.json()['id'] }]);
+});
+
+test('users create with one --idempotency-key run several times at once makes one user', async () => {
+  const runs = await Promise.all(
+    Array.from({ length: 5 }, () =>
+      lingxi('users', 'create', '--telegram-id', '7003', '--idempotency-key', 'c1', '--json'),
+    ),
+  );
+  const ids = new Set<unknown>();
+  for (const run of runs) {
+    if (run.code === 0) ids.add(run.json()['id']);
+    // A run that finds the first still running says so (exit 1); rerun it once that answered.
+    else
+      expect({ code: run.code, stderr: run.stderr }).toEqual({
+        code: 1,
+        stderr: expect.stringMatching(/still running/),
+      });
+  }
+  const { rows } = await database.pool.query<{ id: string }>(
+    `select id::text from users where telegram_id = '7003'`,
+  );
+  expect(rows).toHaveLength(1);
+  expect([...ids]).toEqual([rows[0]!.id]);
+  const rerun = await lingxi(
+    'users',
+    'create',
+    '--telegram-id',
+    '7003',
+    '--idempotency-key',
+    'c1',
+    '--json',
+  );
+  expect(rerun.json()).toEqual({ id: rows[0]!.id });
+});
+
+test('keys create --idempotency-key: a rerun makes no second key and says the secret was shown once', async () => {
+  const user = (await lingxi('users', 'create', '--telegram-id', '7004', '--json')).json()[
+    'id'
+  ] as string;
+  const args = ['keys', 'create', '--user', user, '--name', 'ci', '--models', 'a, b'];
+  const first = await lingxi(...args, '--idempotency-key', 'k1', '--json');
+  expect(first.json()).toEqual({ id: expect.any(String), key: expect.stringMatching(/^lx-/) });
+  const retry = await lingxi(...args, '--idempotency-key', 'k1', '--json');
+  expect({ code: retry.code, stderr: retry.stderr }).toEqual({ code: 0, stderr: '' });
+  expect(retry.json()).toEqual({
+    id: first.json()['id'],
+    key: null,
+    keyShownOnce: 'the secret was shown in the first answer only',
+  });
+  const human = await lingxi(...args, '--idempotency-key', 'k1');
+  expect(human.stdout).toMatch(/earlier run with this --idempotency-key.*revoke the key/);
+  const renamed = await lingxi(...args.slice(0, 5), 'other', '--idempotency-key', 'k1');
+  expect({ code: renamed.code, stderr: renamed.stderr }).toEqual({
+    code: 1,
+    stderr: 'lingxi: this --idempotency-key was used for a different request\n',
+  });
+  const { rows } = await database.pool.query(`select id::text from api_keys where user_id = $1`, [
+    user,
+  ]);
+  expect(rows).toEqual([{ id: first.json()['id'] }]);
+});
+
+test('credit --idempotency-key with another amount is refused (exit 1), the first credit stands', async () => {
+  const user = (await lingxi('users', 'create', '--telegram-id', '7005', '--json')).json()[
+    'id'
+  ] as string;
+  const credit = (amount: string) =>
+    lingxi(
+      'credit',
+      '--user',
+      user,
+      '--amount',
+      amount,
+      '--reason',
+      'promo',
+      '--idempotency-key',
+      'p1',
+    );
+  expect((await credit('5')).code).toBe(0);
+  const other = await credit('6');
+  expect(other.code).toBe(1);
+  expect(other.stderr).toMatch(
+    /^lingxi: idempotency key "adjustment:p1" was already used for a different request\n$/,
+  );
+  expect((await lingxi('balance', '--user', user, '--json')).json()).toMatchObject({ posted: '5' });
+});
+
+test('deposits list --after pages through every deposit once, newest first, while new ones arrive', async () => {
+  const user = (await lingxi('users', 'create', '--telegram-id', '7006', '--json')).json()[
+    'id'
+  ] as string;
+  let tx = 0;
+  const deposit = async (network = 'ethereum') => {
+    tx += 1;
+    const { rows } = await database.pool.query<{ id: string }>(
+      `insert into deposits (network, tx_hash, log_index, user_id, address, from_address,
+         amount_base_units, amount, asset, block_number, block_hash, status, confirmations_required)
+       values ($1, $2, 0, $3, '0xaddr', '0xfrom', 1000000, 1, 'USDT', $4, '0xblock', 'credited', '12')
+       returning id::text`,
+      [network, `0x${tx.toString(16).padStart(64, '0')}`, user, tx],
+    );
+    return rows[0]!.id;
+  };
+  const first: string[] = [];
+  for (let i = 0; i < 7; i++) first.push(await deposit(i % 3 === 0 ? 'tron' : 'ethereum'));
+  type Page = { data: Array<{ id: string; network: string }>; nextCursor: string | null };
+  const page = async (...args: string[]) => {
+    const run = await lingxi('deposits', 'list', '--user', user, '--limit', '3', ...args, '--json');
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: '' });
+    return run.json() as unknown as Page;
+  };
+
+  const seen: string[] = [];
+  let current = await page();
+  const arrived: string[] = [];
+  for (;;) {
+    seen.push(...current.data.map((d) => d.id));
+    if (current.nextCursor === null) break;
+    // Deposits arrive between pages.
+    arrived.push(await deposit(), await deposit());
+    current = await page('--after', current.nextCursor);
+  }
+  expect(seen).toEqual([...first].reverse());
+  // A fresh listing starts with what arrived meanwhile, newest first.
+  expect((await page()).data.map((d) => d.id)).toEqual([...arrived].reverse().slice(0, 3));
+
+  // With --network, the same cursor pages within the filter.
+  const tron = await page('--network', 'tron', '--limit', '2');
+  expect(tron.data.map((d) => d.id)).toEqual([first[6], first[3]]);
+  const tronRest = await page('--network', 'tron', '--limit', '2', '--after', tron.nextCursor!);
+  expect(tronRest).toMatchObject({ data: [{ id: first[0] }], nextCursor: null });
+
+  // The human listing says how to go on.
+  const human = await lingxi('deposits', 'list', '--user', user, '--limit', '2');
+  expect(human.stdout).toMatch(/\nmore: lingxi deposits list --after \d+\n$/);
+});
+
+test('deposits list: a cursor that is not one is bad usage (exit 2), like a bad --limit', async () => {
+  for (const cursor of ['abc', '-1', '', '1.5', '99999999999999999999', 'eyJpZCI6MX0']) {
+    const result = await lingxi('deposits', 'list', '--after', cursor, '--json');
+    expect({ cursor, code: result.code, stdout: result.stdout }).toEqual({
+      cursor,
+      code: 2,
+      stdout: '',
+    });
+    expect(result.stderr).toMatch(/^lingxi: --after \S*: not a cursor this command printed/);
+  }
+});
+
+test('users create --idempotency-key after a run that failed, or died before it committed, does the work once', async () => {
+  // A run that failed (409 user_exists) wrote nothing and gives its key back.
+  const exists = await lingxi(
+    'users',
+    'create',
+    '--telegram-id',
+    '7001',
+    '--idempotency-key',
+    'f1',
+  );
+  expect(exists.code).toBe(1);
+  const created = await lingxi(
+    'users',
+    'create',
+    '--telegram-id',
+    '7008',
+    '--idempotency-key',
+    'f1',
+    '--json',
+  );
+  expect(created.code).toBe(0);
+
+  // A run killed between claiming its key and committing leaves the claim unanswered: a rerun
+  // is refused while the claim is fresh, and does the work once the lease has run out.
+  const hash = createHash('sha256')
+    .update('CLI lingxi users create\n{"telegramId":"7009","username":"dora"}')
+    .digest('hex');
+  await database.pool.query(
+    `insert into http_idempotency (key, method, path, request_hash) values ('cli:d1', 'CLI', 'lingxi users create', $1)`,
+    [hash],
+  );
+  const args = ['users', 'create', '--telegram-id', '7009', '--username', 'dora'];
+  const early = await lingxi(...args, '--idempotency-key', 'd1');
+  expect({ code: early.code, stderr: early.stderr }).toEqual({
+    code: 1,
+    stderr:
+      'lingxi: a request with this --idempotency-key is still running; retry once it has answered\n',
+  });
+  await database.pool.query(
+    `update http_idempotency set created_at = now() - interval '1 hour' where key = 'cli:d1'`,
+  );
+  const late = await lingxi(...args, '--idempotency-key', 'd1', '--json');
+  expect(late.code).toBe(0);
+  expect((await lingxi(...args, '--idempotency-key', 'd1', '--json')).json()).toEqual(late.json());
+  const { rows } = await database.pool.query(
+    `select id::text from users where telegram_id = '7009'`,
+  );
+  expect(rows).toEqual([{ id: late.json()['id'] }]);
 });

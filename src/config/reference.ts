@@ -53,7 +53,7 @@ export const FIELD_NOTES: Record<string, string> = {
   'http.shutdownGraceMs':
     'Then: how long requests in flight, streams included, may take to finish before their connections are cut (a cut stream is charged for what was generated).',
   'http.idempotencyLeaseMs':
-    'A POST with an `Idempotency-Key` keeps its claim alive (a heartbeat every third of this) while it runs; a claim left by a process that died mid-request is taken over by the next request with the key once this long has passed without a heartbeat. Before that, a retry answers 409 `idempotency_in_progress`.',
+    'A POST with an `Idempotency-Key` (or a CLI command with `--idempotency-key`) keeps its claim alive (a heartbeat every third of this) while it runs; a claim left by a process that died mid-request is taken over by the next request with the key once this long has passed without a heartbeat. Before that, a retry answers 409 `idempotency_in_progress` (the CLI: exit 1).',
   'database.url': 'A PostgreSQL URL, usually `"env:DATABASE_URL"`. Unset: the embedded server.',
   'database.poolSize': 'Connections per process.',
   'database.connectTimeoutMs':

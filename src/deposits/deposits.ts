@@ -114,13 +114,25 @@ export interface DepositView {
   creditedAt: string | null;
 }
 
-/** A user's deposits, newest first; `cursor` is the last id of the previous page. */
+/**
+ * Whether `cursor` is one listDeposits gives out (`nextCursor`). Opaque to callers; it is the
+ * last id of the previous page.
+ */
+export function isDepositCursor(cursor: string): boolean {
+  return /^\d{1,18}$/.test(cursor);
+}
+
+/**
+ * Deposits, newest first by id (unique, given out in insert order), `limit`
+ * a page; `cursor` is the previous page's `nextCursor`, null after the last page. Paging on
+ * from a cursor never repeats or skips a row: deposits that arrive meanwhile sort before it.
+ */
 export async function listDeposits(
   db: Kysely<Database>,
   params: { userId?: string; network?: string; limit?: number; cursor?: string | null },
 ): Promise<{ data: DepositView[]; nextCursor: string | null }> {
   const limit = Math.min(Math.max(params.limit ?? 50, 1), 200);
-  if (params.cursor && !/^\d{1,18}$/.test(params.cursor))
+  if (params.cursor && !isDepositCursor(params.cursor))
     throw badRequest('cursor is not one this API gave out', 'cursor');
   let query = db
     .selectFrom('deposits')

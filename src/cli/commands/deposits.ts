@@ -1,31 +1,59 @@
 import type { Command } from 'commander';
-import { listDeposits } from '../../deposits/deposits.js';
+import { isDepositCursor, listDeposits } from '../../deposits/deposits.js';
 import { AppError } from '../../errors.js';
 import { isUserId } from '../../users/userId.js';
 import type { CliContext } from '../context.js';
 import { formatTable } from '../output.js';
 
-/** `lingxi deposits list`: each deposit's state and confirmations. */
+/** The page size when --limit is not given, and the most one page holds. */
+const DEFAULT_LIMIT = 50;
+const MAX_LIMIT = 200;
+
+/**
+ * `lingxi deposits list`: each deposit's state and confirmations, newest first (by id, which
+ * is unique and only grows), a page at a time: `--after` the previous page's `nextCursor`.
+ */
 export function registerDepositCommands(program: Command, cli: CliContext): void {
   const deposits = program.command('deposits').description('crypto top-ups the watchers saw');
   deposits
     .command('list')
-    .description('deposits, newest first, with state and confirmations')
+    .description(
+      'deposits, newest first, with state and confirmations, a page at a time; ' +
+        'page on with --after <nextCursor> (printed last, or in --json)',
+    )
     .option('--user <id>', 'only this user')
     .option('--network <name>', 'only this network')
-    .option('--limit <n>', 'how many (at most 200)', '50')
+    .option('--limit <n>', `how many per page (1 to ${MAX_LIMIT})`, String(DEFAULT_LIMIT))
+    .option(
+      '--after <cursor>',
+      'the next page: the nextCursor of the previous page (same --user and --network); ' +
+        'deposits that arrive meanwhile are not in later pages, so none is skipped or repeated',
+    )
     .action(
-      async (options: { user?: string; network?: string; limit: string }, command: Command) => {
+      async (
+        options: { user?: string; network?: string; limit: string; after?: string },
+        command: Command,
+      ) => {
         const limit = Number(options.limit);
-        if (!/^\d+$/.test(options.limit) || limit < 1 || limit > 200)
-          throw new AppError('invalid_limit', `--limit ${options.limit}: a whole number, 1 to 200`);
+        if (!/^\d+$/.test(options.limit) || limit < 1 || limit > MAX_LIMIT)
+          throw new AppError(
+            'invalid_limit',
+            `--limit ${options.limit}: a whole number, 1 to ${MAX_LIMIT}`,
+          );
         if (options.user !== undefined && !isUserId(options.user))
           throw new AppError('invalid_user', `--user ${options.user}: not a user id`);
+        if (options.after !== undefined && !isDepositCursor(options.after))
+          throw new AppError(
+            'invalid_cursor',
+            `--after ${options.after.slice(0, 40)}: not a cursor this command printed ` +
+              '(use the nextCursor of the previous page)',
+          );
         const page = await cli.withRuntime(command, (runtime) =>
           listDeposits(runtime.database.db, {
             ...(options.user ? { userId: options.user } : {}),
             ...(options.network ? { network: options.network } : {}),
             limit,
+            cursor: options.after ?? null,
           }),
         );
         const human = formatTable(
@@ -41,7 +69,14 @@ export function registerDepositCommands(program: Command, cli: CliContext): void
             `${d.txHash.slice(0, 18)}…`,
           ]),
         );
-        cli.out(command).data(page, human);
+        cli
+          .out(command)
+          .data(
+            page,
+            page.nextCursor === null
+              ? human
+              : `${human}\nmore: lingxi deposits list --after ${page.nextCursor}`,
+          );
       },
     );
 }

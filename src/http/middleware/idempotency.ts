@@ -1,8 +1,14 @@
-import { createHash } from 'node:crypto';
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { Context, Next } from 'koa';
 import type { Database } from '../../db/schema.js';
-import { AppError, badRequest, conflict } from '../../errors.js';
+import { badRequest } from '../../errors.js';
+import {
+  claimIdempotencyKey,
+  hashIdempotentRequest,
+  keepIdempotencyClaim,
+  recordIdempotentAnswer,
+  releaseIdempotencyClaim,
+} from '../../idempotency/idempotencyClaims.js';
 import { canonicalJson } from '../../integrity/canonical.js';
 
 /** Where the middleware leaves the claim of the request it runs (see recordAnswerWithin). */
@@ -45,58 +51,26 @@ export function idempotency(db: Kysely<Database>, options: IdempotencyOptions) {
     // orders keys otherwise is the same request. Claims written before the upgrade hold the
     // hash of the body as it arrived (`legacyHash`); a retry of one still matches it.
     const body: unknown = ctx.state['body'] ?? null;
-    const requestHash = hashRequest(ctx, canonicalJson(body));
-    const legacyHash = hashRequest(ctx, JSON.stringify(body));
-    const hashes = requestHash === legacyHash ? [requestHash] : [requestHash, legacyHash];
-    const inserted = await db
-      .insertInto('http_idempotency')
-      .values({
+    const requestHash = hashIdempotentRequest(ctx.method, ctx.path, canonicalJson(body));
+    const legacyHash = hashIdempotentRequest(ctx.method, ctx.path, JSON.stringify(body));
+    const outcome = await claimIdempotencyKey(
+      db,
+      {
         key: scoped,
         method: ctx.method,
         path: ctx.path,
-        request_hash: requestHash,
-        status: null,
-        response: null,
-      })
-      .onConflict((oc) => oc.column('key').doNothing())
-      .returning('key')
-      .executeTakeFirst();
-    const claimed =
-      inserted !== undefined || (await takeOverAbandoned(db, scoped, hashes, leaseMs));
-    if (!claimed) {
-      const previous = await db
-        .selectFrom('http_idempotency')
-        .selectAll()
-        .where('key', '=', scoped)
-        .executeTakeFirstOrThrow();
-      if (!hashes.includes(previous.request_hash))
-        throw conflict(
-          'this Idempotency-Key was used for a different request',
-          'idempotency_conflict',
-          'Idempotency-Key',
-        );
-      if (previous.status === null)
-        throw new AppError(
-          'idempotency_in_progress',
-          'a request with this Idempotency-Key is still running; retry once it has answered',
-          { status: 409, param: 'Idempotency-Key', headers: { 'retry-after': '1' } },
-        );
-      ctx.status = previous.status;
-      ctx.body = previous.response;
+        requestHashes: requestHash === legacyHash ? [requestHash] : [requestHash, legacyHash],
+        param: 'Idempotency-Key',
+      },
+      { leaseMs },
+    );
+    if (!outcome.claimed) {
+      ctx.status = outcome.status;
+      ctx.body = outcome.response;
       ctx.set('idempotent-replayed', 'true');
       return;
     }
-    const heartbeat = setInterval(
-      () => {
-        db.updateTable('http_idempotency')
-          .set({ created_at: sql<Date>`now()` })
-          .where('key', '=', scoped)
-          .where('status', 'is', null)
-          .execute()
-          .catch(() => {});
-      },
-      Math.max(1, Math.floor(leaseMs / 3)),
-    );
+    const stopHeartbeat = keepIdempotencyClaim(db, scoped, leaseMs);
     const claim: Claim = { key: scoped, answered: false };
     ctx.state[CLAIM] = claim;
     try {
@@ -104,22 +78,13 @@ export function idempotency(db: Kysely<Database>, options: IdempotencyOptions) {
     } catch (error) {
       // A failed request may be sent again with the same key; one whose work committed with
       // its answer (recordAnswerWithin) replays that answer instead.
-      await db
-        .deleteFrom('http_idempotency')
-        .where('key', '=', scoped)
-        .where('status', 'is', null)
-        .execute();
+      await releaseIdempotencyClaim(db, scoped);
       throw error;
     } finally {
-      clearInterval(heartbeat);
+      stopHeartbeat();
     }
     if (claim.answered) return;
-    const kept = redactSecrets(ctx.body);
-    await db
-      .updateTable('http_idempotency')
-      .set({ status: ctx.status, response: JSON.stringify(kept) })
-      .where('key', '=', scoped)
-      .execute();
+    await recordIdempotentAnswer(db, scoped, ctx.status, ctx.body);
   };
 }
 
@@ -137,45 +102,6 @@ export async function recordAnswerWithin(
 ): Promise<void> {
   const claim = ctx.state[CLAIM] as Claim | undefined;
   if (!claim) return;
-  await trx
-    .updateTable('http_idempotency')
-    .set({ status, response: JSON.stringify(redactSecrets(body)) })
-    .where('key', '=', claim.key)
-    .execute();
+  await recordIdempotentAnswer(trx, claim.key, status, body);
   claim.answered = true;
-}
-
-function hashRequest(ctx: Context, body: string): string {
-  return createHash('sha256').update(`${ctx.method} ${ctx.path}\n${body}`).digest('hex');
-}
-
-/**
- * Takes over a claim whose request died before answering (no heartbeat for `leaseMs`), for the
- * same request only; one caller wins when several retry at once.
- */
-async function takeOverAbandoned(
-  db: Kysely<Database>,
-  key: string,
-  requestHashes: string[],
-  leaseMs: number,
-): Promise<boolean> {
-  const taken = await db
-    .updateTable('http_idempotency')
-    .set({ created_at: sql<Date>`now()` })
-    .where('key', '=', key)
-    .where('status', 'is', null)
-    .where('request_hash', 'in', requestHashes)
-    .where('created_at', '<', sql<Date>`now() - make_interval(secs => ${leaseMs / 1000})`)
-    .returning('key')
-    .executeTakeFirst();
-  return taken !== undefined;
-}
-
-function redactSecrets(body: unknown): unknown {
-  if (typeof body !== 'object' || body === null || !('key' in body)) return body ?? null;
-  return {
-    ...(body as Record<string, unknown>),
-    key: null,
-    keyShownOnce: 'the secret was shown in the first answer only',
-  };
 }
