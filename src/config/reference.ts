@@ -159,7 +159,7 @@ export const FIELD_NOTES: Record<string, string> = {
   'cron.seal': 'Sealing newly committed entries into the hash chain.',
   'cron.retention': 'The retention purge.',
   'alerts.webhookUrl':
-    'Error-level reconciliation findings are POSTed here as JSON when they appear, change or are resolved (see accounting.md).',
+    'Error-level reconciliation findings are POSTed here as JSON when they appear, change or are resolved, and a run that fails (an RPC down, any error) when it starts failing, fails another way, and recovers (see accounting.md).',
   'alerts.attempts':
     'Tries per run to post an alert (1 s apart); an alert still not delivered is posted again by the next run.',
   'alerts.timeoutMs': 'Deadline of one try to post an alert.',

@@ -10,8 +10,51 @@ export interface AlertedFinding {
   account?: string;
   currency?: string;
   difference: string | null;
-  /** What, when it changes, is alerted again (see findingState). */
+  /** What, when it changes, is alerted again (see findingState; a run failure: its cause). */
   state: string | null;
+  /** A run failure: when it was first alerted (ISO 8601). */
+  since?: string;
+}
+
+/**
+ * The kind under which a run that could not check (an RPC down on every endpoint, a thrown
+ * error) is remembered in the alert state, one per scope: a network, or none for the ledger
+ * checks. It is alerted and resolved like an error finding: once while it fails with the same
+ * cause, again when the cause changes, and as recovered once that scope is checked again.
+ */
+export const RUN_FAILED_KIND = 'reconciliation_failed';
+
+/** Where a run failed (absent network: the ledger checks), and why (the error's first line). */
+export interface RunFailure {
+  network?: string;
+  error: string;
+}
+
+/** What a run got through before it ended: the ledger checks, and these networks. */
+export interface CheckedScopes {
+  ledger: boolean;
+  networks: ReadonlySet<string>;
+}
+
+/**
+ * A failed run's failure as posted: new, failing again with another cause than the one
+ * alerted (`changed`), or with the same one (`ongoing`: posted only beside other news).
+ */
+export interface FailureAlert extends RunFailure {
+  fingerprint: string;
+  alert: 'new' | 'changed' | 'ongoing';
+  /** The cause alerted before (`changed`). */
+  previous?: string;
+  since: string;
+}
+
+/** A failure alerted before whose scope a later run checked again. */
+export interface Recovery {
+  fingerprint: string;
+  network?: string;
+  /** The cause last alerted. */
+  error: string | null;
+  since?: string;
 }
 
 /** What the webhook has been told is open, by fingerprint. */
@@ -24,16 +67,59 @@ export interface AlertChanges {
   changed: Array<ReportedFinding & { fingerprint: string; previous: string | null }>;
   /** Findings it was told about that this run no longer has as errors. */
   resolved: Array<AlertedFinding & { fingerprint: string }>;
+  /** This run failed: how (worth posting unless `ongoing`). */
+  failed: FailureAlert | null;
+  /** Run failures it was told about whose scope this run checked. */
+  recovered: Recovery[];
   /** What the webhook knows once these changes are delivered. */
   state: AlertState;
 }
 
+/** The fingerprint of a run failure in `scope` (a network, or none: the ledger checks). */
+export function failureFingerprint(network: string | undefined): string {
+  return findingFingerprint({
+    severity: 'error',
+    kind: RUN_FAILED_KIND,
+    ...(network !== undefined ? { network } : {}),
+    expected: null,
+    actual: null,
+    difference: null,
+    details: {},
+  });
+}
+
+function isChecked(known: AlertedFinding, checked: CheckedScopes): boolean {
+  return known.network === undefined ? checked.ledger : checked.networks.has(known.network);
+}
+
+function recovery(fingerprint: string, known: AlertedFinding): Recovery {
+  return {
+    fingerprint,
+    ...(known.network !== undefined ? { network: known.network } : {}),
+    error: known.state,
+    ...(known.since !== undefined ? { since: known.since } : {}),
+  };
+}
+
 /**
- * This run's error findings against what the webhook was last told: an alert is worth posting
- * when a finding appears, changes or goes away, not for every run that still has it.
+ * This completed run's error findings against what the webhook was last told: an alert is
+ * worth posting when a finding appears, changes or goes away, not for every run that still
+ * has it. A run failure alerted before is recovered when this run checked its scope (`checked`:
+ * the networks it compared; the ledger checks always run), else still open.
  */
-export function alertChanges(previous: AlertState, errors: ReportedFinding[]): AlertChanges {
-  const changes: AlertChanges = { opened: [], changed: [], resolved: [], state: {} };
+export function alertChanges(
+  previous: AlertState,
+  errors: ReportedFinding[],
+  checked: CheckedScopes,
+): AlertChanges {
+  const changes: AlertChanges = {
+    opened: [],
+    changed: [],
+    resolved: [],
+    failed: null,
+    recovered: [],
+    state: {},
+  };
   for (const finding of errors) {
     const fingerprint = findingFingerprint(finding);
     if (changes.state[fingerprint]) continue;
@@ -53,18 +139,83 @@ export function alertChanges(previous: AlertState, errors: ReportedFinding[]): A
     else if (known.state !== state)
       changes.changed.push({ ...finding, fingerprint, previous: known.state });
   }
-  for (const [fingerprint, known] of Object.entries(previous))
-    if (!changes.state[fingerprint]) changes.resolved.push({ ...known, fingerprint });
+  for (const [fingerprint, known] of Object.entries(previous)) {
+    if (changes.state[fingerprint]) continue;
+    if (known.kind !== RUN_FAILED_KIND) changes.resolved.push({ ...known, fingerprint });
+    else if (isChecked(known, checked)) changes.recovered.push(recovery(fingerprint, known));
+    else changes.state[fingerprint] = known;
+  }
+  return changes;
+}
+
+/**
+ * A run that failed, against what the webhook was last told: the failure is worth posting when
+ * it is new or its cause changed, not for every run that keeps failing the same way. The error
+ * findings the webhook knows stay as they are (this run could not check them); failures of
+ * scopes it did check before it failed are recovered.
+ */
+export function failureChanges(
+  previous: AlertState,
+  failure: RunFailure,
+  checked: CheckedScopes,
+  now: Date,
+): AlertChanges {
+  const changes: AlertChanges = {
+    opened: [],
+    changed: [],
+    resolved: [],
+    failed: null,
+    recovered: [],
+    state: {},
+  };
+  const fingerprint = failureFingerprint(failure.network);
+  for (const [key, known] of Object.entries(previous)) {
+    if (key !== fingerprint && known.kind === RUN_FAILED_KIND && isChecked(known, checked))
+      changes.recovered.push(recovery(key, known));
+    else changes.state[key] = known;
+  }
+  const known = previous[fingerprint];
+  const since = known?.since ?? now.toISOString();
+  changes.state[fingerprint] = {
+    kind: RUN_FAILED_KIND,
+    ...(failure.network !== undefined ? { network: failure.network } : {}),
+    difference: null,
+    state: failure.error,
+    since,
+  };
+  changes.failed = {
+    fingerprint,
+    ...failure,
+    alert: !known ? 'new' : known.state !== failure.error ? 'changed' : 'ongoing',
+    ...(known && known.state !== failure.error && known.state !== null
+      ? { previous: known.state }
+      : {}),
+    since,
+  };
   return changes;
 }
 
 export function hasChanges(changes: AlertChanges): boolean {
-  return changes.opened.length + changes.changed.length + changes.resolved.length > 0;
+  return (
+    changes.opened.length +
+      changes.changed.length +
+      changes.resolved.length +
+      changes.recovered.length >
+      0 ||
+    (changes.failed !== null && changes.failed.alert !== 'ongoing')
+  );
+}
+
+/** How many error findings the webhook knows are open (run failures not counted). */
+function openFindings(state: AlertState): number {
+  return Object.values(state).filter((known) => known.kind !== RUN_FAILED_KIND).length;
 }
 
 export interface PostAlertParameters {
   url: string;
   runId: string;
+  /** Whether the run completed (its findings are this run's) or failed (it could not check). */
+  outcome: 'completed' | 'failed';
   changes: AlertChanges;
   /** Tries, each with its deadline, a second apart. */
   attempts: number;
@@ -75,21 +226,32 @@ export interface PostAlertParameters {
 /**
  * Posts a run's alert changes to the webhook as JSON: `findings` are the error findings that
  * are new (`alert: "new"`) or changed (`alert: "changed"`, `previous`), `resolved` those gone,
- * `open` how many error findings the run has. Returns null once a try is answered 2xx, else why
- * the last try failed: the caller keeps what the webhook knew, so the next run posts again.
+ * `open` how many error findings are open (a failed run: those known before it). A run that
+ * failed posts `event: "reconciliation.failed"` with its `failure` (network, error, `alert`
+ * new or changed, `since`); one that checked again what had failed posts
+ * `"reconciliation.recovered"` with `recovered`; else `"reconciliation.findings"`. Returns null
+ * once a try is answered 2xx, else why the last try failed: the caller keeps what the webhook
+ * knew, so the next run posts again.
  */
 export async function postAlert(params: PostAlertParameters): Promise<string | null> {
   const { changes, logger } = params;
   const body = JSON.stringify({
     source: 'lingxi-ledger',
-    event: 'reconciliation.findings',
+    event:
+      params.outcome === 'failed'
+        ? 'reconciliation.failed'
+        : changes.recovered.length > 0
+          ? 'reconciliation.recovered'
+          : 'reconciliation.findings',
     runId: params.runId,
+    ...(changes.failed ? { failure: changes.failed } : {}),
+    recovered: changes.recovered,
     findings: [
       ...changes.opened.map((f) => ({ ...f, alert: 'new' })),
       ...changes.changed.map((f) => ({ ...f, alert: 'changed' })),
     ],
     resolved: changes.resolved,
-    open: Object.keys(changes.state).length,
+    open: openFindings(changes.state),
   });
   let failure = 'not tried';
   for (let attempt = 1; attempt <= params.attempts; attempt += 1) {

@@ -58,7 +58,9 @@ function acknowledged(kind: string, alias: string, addressColumn: string) {
  * has that are still confirming and sweeps and top-ups in not yet booked, minus transfers out not yet
  * booked and (native coin) the network fees of transactions not yet booked, once per
  * transaction, plus deposits it holds that the watcher recorded `ignored` and that nobody booked
- * (named in an `uncredited_deposits` warning); any difference is a finding with the numbers. B is the highest block both
+ * (named in an `uncredited_deposits` warning), minus the transfers out this run reports as
+ * `unexpected_outflow` (one event, one finding: the mismatch is only what no finding explains);
+ * any difference is a finding with the numbers. B is the highest block both
  * confirmed and scanned by the watcher. Tron cannot answer at a chosen block: its balances
  * are read at the latest solidified block (where the watcher credits), and when that is above
  * what the watcher has scanned they are not compared (a `watcher_behind` warning says so).
@@ -120,6 +122,67 @@ export async function reconcileNetwork(
     if (asset && address) pairs.set(`${symbol}:${address}`, { asset, address });
   }
 
+  // Transfers out of our addresses that nobody booked: each is reported as an
+  // `unexpected_outflow` (below). Read first, because the custody comparison takes off what
+  // these findings already report, so that one event is one finding.
+  const outflows = await db
+    .selectFrom('outgoing_transfers')
+    .select([
+      'tx_hash',
+      'log_index',
+      'from_address',
+      'to_address',
+      'asset',
+      'amount',
+      'block_number',
+      acknowledged('unexpected_outflow', 'outgoing_transfers', 'from_address').as('acknowledged'),
+    ])
+    .where('network', '=', name)
+    .where('status', '=', 'unbooked')
+    // A treasury's transfer to a deposit address moves nothing out of our hands; one of a
+    // token we do not accept is left unbooked (its fee is booked): not an outflow.
+    .where('kind', '<>', 'topup')
+    // Something of ours left (an accepted asset, a non-zero amount), or one of our addresses
+    // paid for the transaction (our key signed it). Not: a Transfer log "from" our address
+    // that anyone can make without our key and that moves nothing we hold: USDT's zero-value
+    // transferFrom (address-poisoning spam, needs no allowance), a token we do not accept.
+    .where((eb) =>
+      eb.or([
+        eb.and([eb('asset', 'is not', null), eb('amount', '>', '0')]),
+        eb('fee_base_units', '>', '0'),
+      ]),
+    )
+    // Booked by hand once explained (as a deposit the watcher ignored is): an entry, not
+    // reversed, posting to the custody account it left and naming it in `metadata.chain`.
+    .where(
+      sql<boolean>`not exists (
+        select 1
+          from ledger_entries e
+          join ledger_postings p on p.entry_id = e.id
+          join ledger_accounts a on a.id = p.account_id
+         where a.code = 'assets:custody:' || outgoing_transfers.network || ':'
+                        || outgoing_transfers.asset || ':' || outgoing_transfers.from_address
+           and e.metadata -> 'chain' ->> 'network' = outgoing_transfers.network
+           and e.metadata -> 'chain' ->> 'txHash' = outgoing_transfers.tx_hash
+           and e.metadata -> 'chain' ->> 'logIndex' = outgoing_transfers.log_index::text
+           and not exists (select 1 from ledger_entries r where r.reverses_entry_id = e.id))`,
+    )
+    .orderBy(sql`${acknowledged('unexpected_outflow', 'outgoing_transfers', 'from_address')}`)
+    .orderBy('block_number')
+    .orderBy('id')
+    .limit(listed)
+    .execute();
+  // The amounts those findings report, per asset and address (an acknowledged one is left out
+  // of the run, so it explains nothing: the custody account still counts that money).
+  const reportedOutflows = new Map<string, Array<{ amount: Decimal; block: bigint }>>();
+  for (const o of outflows) {
+    if (o.acknowledged || !o.asset || o.amount === null) continue;
+    const key = `${o.asset}:${o.from_address}`;
+    const list = reportedOutflows.get(key) ?? [];
+    list.push({ amount: new Decimal(o.amount), block: BigInt(o.block_number) });
+    reportedOutflows.set(key, list);
+  }
+
   let compared = 0;
   const notScanned = { pairs: 0, at: 0n };
   for (const { asset, address } of pairs.values()) {
@@ -142,13 +205,18 @@ export async function reconcileNetwork(
       ? fromBaseUnits(await pendingFees(db, name, address, at), asset.decimals)
       : new Decimal(0);
     const uncredited = await uncreditedDeposits(db, name, address, asset.symbol, account, at);
+    // Mined at or below the block the chain answered at: above it, the balance still holds them.
+    const outflowsReported = (reportedOutflows.get(`${asset.symbol}:${address}`) ?? [])
+      .filter((o) => o.block <= at)
+      .reduce((total, o) => total.add(o.amount), new Decimal(0));
     const actual = fromBaseUnits(onChain.amountBaseUnits, asset.decimals);
     const expected = custody
       .add(pendingIn)
       .add(sweepsIn)
       .sub(pendingOut)
       .sub(fees)
-      .add(uncredited.total);
+      .add(uncredited.total)
+      .sub(outflowsReported);
     compared += 1;
     if (!actual.eq(expected)) {
       findings.push({
@@ -170,6 +238,7 @@ export async function reconcileNetwork(
           unbookedOutgoing: pendingOut.toString(),
           ...(asset.native ? { unbookedFees: fees.toString() } : {}),
           uncreditedDeposits: uncredited.total.toString(),
+          unexpectedOutflows: outflowsReported.toString(),
         },
       });
     }
@@ -346,52 +415,6 @@ export async function reconcileNetwork(
     });
   }
 
-  const outflows = await db
-    .selectFrom('outgoing_transfers')
-    .select([
-      'tx_hash',
-      'log_index',
-      'from_address',
-      'to_address',
-      'asset',
-      'amount',
-      'block_number',
-    ])
-    .where('network', '=', name)
-    .where('status', '=', 'unbooked')
-    // A treasury's transfer to a deposit address moves nothing out of our hands; one of a
-    // token we do not accept is left unbooked (its fee is booked): not an outflow.
-    .where('kind', '<>', 'topup')
-    // Something of ours left (an accepted asset, a non-zero amount), or one of our addresses
-    // paid for the transaction (our key signed it). Not: a Transfer log "from" our address
-    // that anyone can make without our key and that moves nothing we hold: USDT's zero-value
-    // transferFrom (address-poisoning spam, needs no allowance), a token we do not accept.
-    .where((eb) =>
-      eb.or([
-        eb.and([eb('asset', 'is not', null), eb('amount', '>', '0')]),
-        eb('fee_base_units', '>', '0'),
-      ]),
-    )
-    // Booked by hand once explained (as a deposit the watcher ignored is): an entry, not
-    // reversed, posting to the custody account it left and naming it in `metadata.chain`.
-    .where(
-      sql<boolean>`not exists (
-        select 1
-          from ledger_entries e
-          join ledger_postings p on p.entry_id = e.id
-          join ledger_accounts a on a.id = p.account_id
-         where a.code = 'assets:custody:' || outgoing_transfers.network || ':'
-                        || outgoing_transfers.asset || ':' || outgoing_transfers.from_address
-           and e.metadata -> 'chain' ->> 'network' = outgoing_transfers.network
-           and e.metadata -> 'chain' ->> 'txHash' = outgoing_transfers.tx_hash
-           and e.metadata -> 'chain' ->> 'logIndex' = outgoing_transfers.log_index::text
-           and not exists (select 1 from ledger_entries r where r.reverses_entry_id = e.id))`,
-    )
-    .orderBy(sql`${acknowledged('unexpected_outflow', 'outgoing_transfers', 'from_address')}`)
-    .orderBy('block_number')
-    .orderBy('id')
-    .limit(listed)
-    .execute();
   for (const o of outflows) {
     findings.push({
       severity: 'error',

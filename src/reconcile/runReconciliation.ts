@@ -4,7 +4,14 @@ import { AppError } from '../errors.js';
 import type { Finding } from '../integrity/findings.js';
 import { runLedgerIntegrity } from '../integrity/runLedgerIntegrity.js';
 import type { Runtime } from '../runtime.js';
-import { alertChanges, hasChanges, postAlert, type AlertState } from './alerts.js';
+import {
+  alertChanges,
+  failureChanges,
+  hasChanges,
+  postAlert,
+  type AlertChanges,
+  type AlertState,
+} from './alerts.js';
 import { findingFingerprint, type ReportedFinding } from './fingerprint.js';
 import { reconcileNetwork, type ChainFinding } from './reconcileNetwork.js';
 
@@ -38,7 +45,10 @@ const LOCK = 'lingxi:reconciliation';
  * overdue holds expired, usage against revenue per day, the seal chain), then chain against
  * ledger for each network. The run and its findings are stored, less those an operator has
  * acknowledged; what changed in the error-level findings since the webhook was last told
- * (new, changed, resolved) goes to the alert webhook. Two runs started at once take turns (advisory lock).
+ * (new, changed, resolved) goes to the alert webhook. A run that fails (an RPC down on every
+ * endpoint, any error) is stored as failed, rethrows, and is alerted too: once while it keeps
+ * failing with the same cause, and as recovered when a later run checks that network (or the
+ * ledger) again. Two runs started at once take turns (advisory lock).
  */
 export async function runReconciliation(
   runtime: Runtime,
@@ -68,10 +78,14 @@ export async function runReconciliation(
     const findings: ReportedFinding[] = [];
     const blocks: Record<string, string> = {};
     const stats: Record<string, unknown> = {};
+    const checked = { ledger: false, networks: new Set<string>() };
+    // Where the run is: a failure is alerted for that network (none: the ledger checks).
+    let current: string | undefined;
     try {
       const integrity = await runLedgerIntegrity({ pool: database.pool, ledger });
       findings.push(...integrity.findings);
       stats['ledger'] = integrity.stats;
+      checked.ledger = true;
       // What happened since the previous completed run is reported once (a reorg's reversal).
       const previous = await database.db
         .selectFrom('reconciliation_runs')
@@ -82,6 +96,7 @@ export async function runReconciliation(
         .limit(1)
         .executeTakeFirst();
       for (const network of networks) {
+        current = network.name;
         const adapter = adapters.get(network.name);
         if (!adapter) throw new Error(`no adapter for ${network.name}`);
         const result = await reconcileNetwork({
@@ -94,9 +109,18 @@ export async function runReconciliation(
         findings.push(...result.findings);
         blocks[network.name] = result.block.toString();
         stats[network.name] = result.stats;
+        checked.networks.add(network.name);
       }
     } catch (error) {
       const message = error instanceof Error ? error.message.split('\n')[0]! : String(error);
+      // The alert must not hide why the run failed: an error of its own is logged and stored.
+      const failure = { ...(current !== undefined ? { network: current } : {}), error: message };
+      const alert = await alertRun(runtime, run.id, 'failed', (previous) =>
+        failureChanges(previous, failure, checked, new Date()),
+      ).catch((alertError: unknown) => {
+        logger.error({ runId: run.id, err: alertError }, 'reconciliation failure not alerted');
+        return null;
+      });
       await database.db
         .updateTable('reconciliation_runs')
         .set({
@@ -105,6 +129,13 @@ export async function runReconciliation(
           error: message,
           blocks: JSON.stringify(blocks),
           stats: JSON.stringify(stats),
+          ...(alert
+            ? {
+                alert_state: JSON.stringify(alert.state),
+                alert_status: alert.status,
+                alert_error: alert.error,
+              }
+            : {}),
         })
         .where('id', '=', run.id)
         .execute();
@@ -135,7 +166,9 @@ export async function runReconciliation(
     }
     const status = reported.length > 0 ? 'findings' : 'clean';
     const errors = reported.filter((f) => f.severity === 'error');
-    const alert = await alertErrors(runtime, run.id, errors);
+    const alert = await alertRun(runtime, run.id, 'completed', (previous) =>
+      alertChanges(previous, errors, checked),
+    );
     const finished = await database.db
       .updateTable('reconciliation_runs')
       .set({
@@ -193,15 +226,17 @@ async function withoutAcknowledged(
 }
 
 /**
- * Posts to the alert webhook what changed in the error findings since what it was last told
- * (the `alert_state` of the latest run that has one): new, changed and resolved findings, not
- * the same open ones again each run. Returns what the webhook knows after this run: the new
- * state once delivered, the previous one when the post failed (so the next run posts again).
+ * Posts to the alert webhook what changed since what it was last told (the `alert_state` of
+ * the latest run that has one, failed runs included): new, changed and resolved error
+ * findings, a failure new or with another cause, failures recovered; not the same open ones
+ * again each run. Returns what the webhook knows after this run: the new state once
+ * delivered, the previous one when the post failed (so the next run posts again).
  */
-async function alertErrors(
+async function alertRun(
   runtime: Runtime,
   runId: string,
-  errors: ReconciliationRun['findings'],
+  outcome: 'completed' | 'failed',
+  compare: (previous: AlertState) => AlertChanges,
 ): Promise<{
   state: AlertState;
   status: 'sent' | 'unchanged' | 'failed' | 'off';
@@ -220,11 +255,13 @@ async function alertErrors(
     .limit(1)
     .executeTakeFirst();
   const previous = (last?.alert_state ?? {}) as AlertState;
-  const changes = alertChanges(previous, errors);
-  if (!hasChanges(changes)) return { state: previous, status: 'unchanged', error: null };
+  const changes = compare(previous);
+  // Nothing new: what the webhook knows is this run's state (a failure's `since` kept).
+  if (!hasChanges(changes)) return { state: changes.state, status: 'unchanged', error: null };
   const error = await postAlert({
     url,
     runId,
+    outcome,
     changes,
     attempts: config.alerts.attempts,
     timeoutMs: config.alerts.timeoutMs,

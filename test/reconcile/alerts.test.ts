@@ -1,6 +1,10 @@
 import { createServer, type Server } from 'node:http';
 import type { Address } from 'viem';
 import { afterAll, beforeAll, expect, test } from 'vitest';
+import type { ChainAdapter } from '../../chain-watchers/adapter.js';
+import { createAdapters } from '../../chain-watchers/pipeline/createWatcher.js';
+import { createLogger } from '../../src/log.js';
+import { runReconciliation } from '../../src/reconcile/runReconciliation.js';
 import type { Runtime } from '../../src/runtime.js';
 import { startDevnet, type Devnet } from '../support/evm/devnet.js';
 import { startEvmStack, type EvmStack } from '../support/evm/stack.js';
@@ -8,11 +12,22 @@ import { startEvmStack, type EvmStack } from '../support/evm/stack.js';
 /**
  * The alert webhook is told when an error finding appears, changes or is resolved, not again on
  * every run that still has it; a post that fails is retried within the run and, still failing,
- * posted again by the next run.
+ * posted again by the next run. A run that could not check (the RPC down on every endpoint) is
+ * alerted the same way: once while it fails with the same cause, and as recovered after.
  */
 
 interface Alert {
+  event: string;
   runId: string;
+  failure?: {
+    fingerprint: string;
+    network?: string;
+    error: string;
+    alert: string;
+    previous?: string;
+    since: string;
+  };
+  recovered: Array<{ network?: string; error: string; since: string }>;
   findings: Array<{
     kind: string;
     address?: string;
@@ -32,6 +47,10 @@ let early: { id: string; address: Address };
 let alice: { id: string; address: Address };
 let unseenTransfer: string;
 let server: Server;
+/** A JSON-RPC endpoint of the devnet's network that is down (503) or on another chain. */
+let rpc: Server;
+let rpcAnswer: 'down' | 'wrong-chain' = 'down';
+let unreachable: Map<string, ChainAdapter>;
 /** Every post the webhook received, answered or not. */
 const posts: Alert[] = [];
 /** What the webhook answers. */
@@ -88,8 +107,32 @@ beforeAll(async () => {
   const alerts = runtime.config.alerts as { webhookUrl?: string; attempts: number };
   alerts.webhookUrl = `http://127.0.0.1:${(server.address() as { port: number }).port}/hook`;
   alerts.attempts = 2;
+  rpc = createServer((req, res) => {
+    let body = '';
+    req.on('data', (chunk: Buffer) => (body += chunk.toString()));
+    req.on('end', () => {
+      if (rpcAnswer === 'down') {
+        res.statusCode = 503;
+        res.end('down for maintenance');
+        return;
+      }
+      // Answers every call (batched or not) with chain id 1, not the devnet's 1337.
+      const calls = JSON.parse(body) as { id: number } | Array<{ id: number }>;
+      const answer = (call: { id: number }) => ({ jsonrpc: '2.0', id: call.id, result: '0x1' });
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify(Array.isArray(calls) ? calls.map(answer) : answer(calls)));
+    });
+  });
+  await new Promise<void>((resolve) => rpc.listen(0, '127.0.0.1', resolve));
+  const rpcUrl = `http://127.0.0.1:${(rpc.address() as { port: number }).port}`;
+  unreachable = createAdapters(
+    runtime.config.networks.map((n) => ({ ...n, rpcUrls: [rpcUrl] })),
+    createLogger('silent'),
+  );
 });
 afterAll(async () => {
+  for (const adapter of unreachable?.values() ?? []) await adapter.close();
+  rpc?.close();
   server?.close();
   await stack?.close();
 });
@@ -200,4 +243,88 @@ test('a post the webhook refuses is retried, and what it missed is posted by the
   expect(await alertStatus(next.runId)).toEqual({ alert_status: 'sent', alert_error: null });
   await stack.reconcile();
   expect(posts).toHaveLength(5);
+});
+
+test('a run that fails is alerted once while it fails the same way, again when the cause changes, and as recovered', async () => {
+  const failing = () => runReconciliation(runtime, { trigger: 'test', adapters: unreachable });
+  const latestRun = async () =>
+    (
+      await stack.database.pool.query<{ id: string; status: string; error: string }>(
+        `select id::text as id, status, error from reconciliation_runs r order by r.id desc limit 1`,
+      )
+    ).rows[0]!;
+
+  await expect(failing()).rejects.toThrow(/devnet: .* failed on every endpoint/);
+  const failed = await latestRun();
+  expect(failed.status).toBe('failed');
+  expect(posts).toHaveLength(6);
+  expect(posts[5]).toEqual({
+    source: 'lingxi-ledger',
+    event: 'reconciliation.failed',
+    runId: failed.id,
+    failure: {
+      fingerprint: expect.stringMatching(/^[0-9a-f]{16}$/),
+      network: 'devnet',
+      error: failed.error,
+      alert: 'new',
+      since: expect.any(String),
+    },
+    recovered: [],
+    // It could not check: alice's mismatch, still open as far as anyone knows, is not resolved.
+    findings: [],
+    resolved: [],
+    open: 1,
+  });
+  expect(await alertStatus(failed.id)).toEqual({ alert_status: 'sent', alert_error: null });
+
+  // Failing again, the same way: nothing new to say.
+  await expect(failing()).rejects.toThrow(/failed on every endpoint/);
+  const again = await latestRun();
+  expect(again.error).toBe(failed.error);
+  expect(posts).toHaveLength(6);
+  expect(await alertStatus(again.id)).toEqual({ alert_status: 'unchanged', alert_error: null });
+
+  // Another cause: the endpoint now serves another chain.
+  rpcAnswer = 'wrong-chain';
+  await expect(failing()).rejects.toThrow(/no RPC endpoint serves chain id 1337/);
+  const changed = await latestRun();
+  expect(changed.error).not.toBe(failed.error);
+  expect(posts).toHaveLength(7);
+  expect(posts[6]).toMatchObject({
+    event: 'reconciliation.failed',
+    runId: changed.id,
+    failure: {
+      network: 'devnet',
+      error: changed.error,
+      alert: 'changed',
+      previous: failed.error,
+      since: posts[5]!.failure!.since,
+    },
+    findings: [],
+    resolved: [],
+    open: 1,
+  });
+
+  // The RPC is back: one "recovered" alert; alice's mismatch, unchanged, is not repeated.
+  const back = await stack.reconcile();
+  expect(back.findings.map((f) => [f.kind, f.difference])).toEqual([['custody_mismatch', '-0.75']]);
+  expect(posts).toHaveLength(8);
+  expect(posts[7]).toEqual({
+    source: 'lingxi-ledger',
+    event: 'reconciliation.recovered',
+    runId: back.runId,
+    recovered: [
+      {
+        fingerprint: posts[5]!.failure!.fingerprint,
+        network: 'devnet',
+        error: changed.error,
+        since: posts[5]!.failure!.since,
+      },
+    ],
+    findings: [],
+    resolved: [],
+    open: 1,
+  });
+  await stack.reconcile();
+  expect(posts).toHaveLength(8);
 });

@@ -195,7 +195,32 @@ test('balances solidified above what the watcher has scanned are not compared: a
   ]);
 });
 
-test('USDT that really leaves a deposit address, not to the treasury, is still an unexpected outflow', async () => {
+test('USDT that really leaves a deposit address, not to the treasury, is one unexpected outflow, no custody mismatch beside it', async () => {
+  sim.chain.setTrxBalance(alice, 10n ** 8n);
+  const out = sim.chain.transferToken({
+    token: sim.chain.usdt,
+    from: alice,
+    to: sim.chain.account('outsider'),
+    amount: 2_500_000n,
+  });
+  sim.chain.produceBlocks(SOLIDITY_LAG + 1);
+  await watcher.runOnce();
+  expect((await reconcile()).findings).toEqual([
+    // Bob's 7 USDT of the tests before, unchanged.
+    expect.objectContaining({ kind: 'custody_mismatch', address: bob, difference: '7' }),
+    expect.objectContaining({
+      severity: 'error',
+      kind: 'unexpected_outflow',
+      asset: 'USDT',
+      address: alice,
+      actual: '2.5',
+      difference: '-2.5',
+      details: expect.objectContaining({ txHash: out }),
+    }),
+  ]);
+});
+
+test('an outflow beside an unexplained difference: the outflow, and a mismatch of only the difference', async () => {
   sim.chain.setTrxBalance(bob, 10n ** 8n);
   const out = sim.chain.transferToken({
     token: sim.chain.usdt,
@@ -205,14 +230,18 @@ test('USDT that really leaves a deposit address, not to the treasury, is still a
   });
   sim.chain.produceBlocks(SOLIDITY_LAG + 1);
   await watcher.runOnce();
-  expect((await reconcile()).findings).toContainEqual(
-    expect.objectContaining({
-      severity: 'error',
-      kind: 'unexpected_outflow',
-      asset: 'USDT',
-      address: bob,
-      actual: '1',
-      details: expect.objectContaining({ txHash: out }),
-    }),
-  );
+  const findings = (await reconcile()).findings;
+  expect(findings.map((f) => [f.kind, f.address, f.difference])).toEqual([
+    // Bob's 7 USDT no transaction brought: all of it, not 7 less the 1 that left.
+    ['custody_mismatch', bob, '7'],
+    ['unexpected_outflow', alice, '-2.5'],
+    ['unexpected_outflow', bob, '-1'],
+  ]);
+  expect(findings[0]!.details).toMatchObject({ unexpectedOutflows: '1' });
+  expect(findings[2]).toMatchObject({
+    severity: 'error',
+    asset: 'USDT',
+    actual: '1',
+    details: { txHash: out },
+  });
 });
