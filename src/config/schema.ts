@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import cron from 'node-cron';
 import { networkSchema } from '../../chain-watchers/config.js';
 import { IMAGE_TOKENS_MAX } from '../gateway/tokens.js';
 
@@ -112,14 +113,33 @@ const ledgerSchema = z
   })
   .prefault({});
 
+const cronSchedule = z.string().refine((schedule) => cron.validate(schedule), {
+  message: 'must be a cron schedule (five fields, or six with seconds first), e.g. "17 3 * * *"',
+});
 const cronSchema = z
   .strictObject({
-    reconcile: z.string().default('*/10 * * * *'),
-    expireHolds: z.string().default('* * * * *'),
-    seal: z.string().default('* * * * *'),
-    retention: z.string().default('17 3 * * *'),
+    reconcile: cronSchedule.default('*/10 * * * *'),
+    expireHolds: cronSchedule.default('* * * * *'),
+    seal: cronSchedule.default('* * * * *'),
+    retention: cronSchedule.default('17 3 * * *'),
+    /** The IANA time zone the schedules are read in, the same for every cron process. */
+    timezone: z
+      .string()
+      .default('UTC')
+      .refine(isTimeZone, {
+        message: 'must be an IANA time zone such as "UTC" or "Asia/Shanghai"',
+      }),
   })
   .prefault({});
+
+function isTimeZone(name: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: name });
+    return name.length > 0;
+  } catch {
+    return false;
+  }
+}
 
 export const configSchema = z.strictObject({
   http: httpSchema,

@@ -43,11 +43,18 @@ export interface CronRoleOptions {
  * day. A tick node-cron does drop (a later one was due by then, or the job's previous turn
  * was still running) is counted `missed` and logged.
  */
-function nodeCronScheduler({ logger, metrics }: Runtime): Scheduler {
+export function nodeCronScheduler({
+  logger,
+  metrics,
+  config,
+}: Pick<Runtime, 'logger' | 'metrics' | 'config'>): Scheduler {
   return (job, turn) => {
     const log = logger.child({ job: job.name });
     const task = cron.schedule(job.schedule, (context) => turn(context.date), {
       name: `lingxi-${job.name}`,
+      // Read in the configured zone (UTC by default), not the machine's: every cron process
+      // computes the same ticks wherever it runs.
+      timezone: config.cron.timezone,
       noOverlap: true,
       missedExecutionTolerance: Number.MAX_SAFE_INTEGER,
       logger: {

@@ -1,0 +1,63 @@
+import pino from 'pino';
+import { afterEach, expect, test, vi } from 'vitest';
+import { parseConfig } from '../../src/config/load.js';
+import { Metrics } from '../../src/metrics.js';
+import { nodeCronScheduler } from '../../src/roles/cron.js';
+
+/**
+ * Cron schedules are read in one configured time zone (`cron.timezone`, UTC by default), not
+ * in each machine's: two cron processes on machines set to different zones compute the same
+ * ticks, so each tick still runs once across them. The machine here is set to Shanghai
+ * (UTC+8) and the clock is simulated (fake timers), so nothing waits for a real day.
+ */
+
+const zone = process.env['TZ'];
+afterEach(() => {
+  vi.useRealTimers();
+  if (zone === undefined) delete process.env['TZ'];
+  else process.env['TZ'] = zone;
+});
+
+/** The turns a daily "0 3 * * *" schedule fires while the simulated clock runs a day from `from`. */
+async function dailyTurns(config: Record<string, unknown>, from: string): Promise<string[]> {
+  process.env['TZ'] = 'Asia/Shanghai';
+  vi.useFakeTimers({ now: new Date(from) });
+  const runtime = {
+    config: parseConfig(config, {}),
+    logger: pino({ level: 'silent' }),
+    metrics: new Metrics(() => Promise.resolve(0)),
+  };
+  const fired: string[] = [];
+  const task = nodeCronScheduler(runtime)({ name: 'retention', schedule: '0 3 * * *' }, (at) => {
+    fired.push(at.toISOString());
+    return Promise.resolve();
+  });
+  try {
+    await vi.advanceTimersByTimeAsync(24 * 3600 * 1000);
+  } finally {
+    await task.stop();
+  }
+  return fired;
+}
+
+test('by default a daily schedule runs at its hour in UTC, whatever zone the machine is set to', async () => {
+  expect(await dailyTurns({}, '2026-01-01T00:00:00Z')).toEqual(['2026-01-01T03:00:00.000Z']);
+});
+
+test('cron.timezone reads the schedules in that zone', async () => {
+  expect(
+    await dailyTurns({ cron: { timezone: 'America/New_York' } }, '2026-01-01T00:00:00Z'),
+  ).toEqual(['2026-01-01T08:00:00.000Z']);
+});
+
+test('a schedule or a time zone that is not one is refused at start, naming the field', () => {
+  expect(() => parseConfig({ cron: { retention: '17 3 * *' } }, {})).toThrow(
+    /config cron\.retention: must be a cron schedule/,
+  );
+  expect(() => parseConfig({ cron: { reconcile: 'every ten minutes' } }, {})).toThrow(
+    /config cron\.reconcile: must be a cron schedule/,
+  );
+  expect(() => parseConfig({ cron: { timezone: 'Mars/Olympus' } }, {})).toThrow(
+    /config cron\.timezone: must be an IANA time zone/,
+  );
+});
