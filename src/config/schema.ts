@@ -123,12 +123,9 @@ const cronSchema = z
     seal: cronSchedule.default('* * * * *'),
     retention: cronSchedule.default('17 3 * * *'),
     /** The IANA time zone the schedules are read in, the same for every cron process. */
-    timezone: z
-      .string()
-      .default('UTC')
-      .refine(isTimeZone, {
-        message: 'must be an IANA time zone such as "UTC" or "Asia/Shanghai"',
-      }),
+    timezone: z.string().default('UTC').refine(isTimeZone, {
+      message: 'must be an IANA time zone such as "UTC" or "Asia/Shanghai"',
+    }),
   })
   .prefault({});
 
