@@ -72,6 +72,7 @@ const UPSTREAM_REJECTED_REQUEST = new Set([400, 404, 422]);
 const ZERO_USAGE: TokenUsage = {
   promptTokens: 0n,
   cachedTokens: 0n,
+  cacheWriteTokens: 0n,
   completionTokens: 0n,
   reasoningTokens: 0n,
 };
@@ -733,6 +734,7 @@ function estimatedChatUsage(body: ChatRequest, generated: string, bounds: HoldBo
   return {
     promptTokens: minOf(estimateTokens(messagesText(body.messages)), bounds.promptTokensMax),
     cachedTokens: 0n,
+    cacheWriteTokens: 0n,
     completionTokens: minOf(
       estimateTokens(generated) + estimateTokens(predictionText(body['prediction'])),
       bounds.outputTokensMax,
