@@ -43,6 +43,7 @@ export interface Database extends LedgerTables, WatcherTables {
     calls: string;
     prompt_tokens: string;
     cached_tokens: string;
+    cache_write_tokens: Generated<string>;
     completion_tokens: string;
     reasoning_tokens: string;
     cost_usd: string;
