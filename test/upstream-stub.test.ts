@@ -190,6 +190,39 @@ describe('a chat completion through the SDK', () => {
     expect(completion.usage?.prompt_tokens_details?.cached_tokens).toBe(10);
   });
 
+  it('reports reasoning apart from completion_tokens, hidden thinking and cache writes as providers do', async () => {
+    const apart = await client.chat.completions.create(
+      ask('hi [[prompt-tokens=100]] [[tokens=5]] [[reasoning=7]] [[reasoning-apart]]'),
+    );
+    expect(apart.usage).toMatchObject({
+      prompt_tokens: 100,
+      completion_tokens: 5,
+      total_tokens: 112,
+      completion_tokens_details: { reasoning_tokens: 7 },
+    });
+    const hidden = await client.chat.completions.create(
+      ask('hi [[prompt-tokens=100]] [[tokens=5]] [[hidden-reasoning=30]]'),
+    );
+    expect(hidden.usage).toMatchObject({
+      prompt_tokens: 100,
+      completion_tokens: 5,
+      total_tokens: 135,
+      completion_tokens_details: { reasoning_tokens: 0 },
+    });
+    const writes = await client.chat.completions.create(
+      ask('hi [[prompt-tokens=100]] [[tokens=5]] [[cached=10]] [[cache-write=60]]'),
+    );
+    expect(writes.usage).toMatchObject({
+      prompt_tokens: 100,
+      total_tokens: 105,
+      prompt_tokens_details: { cached_tokens: 10, cache_write_tokens: 60 },
+    });
+    const creation = await client.chat.completions.create(
+      ask('hi [[prompt-tokens=100]] [[tokens=5]] [[cache-creation=40]]'),
+    );
+    expect(creation.usage).toMatchObject({ prompt_tokens: 100, cache_creation_input_tokens: 40 });
+  });
+
   it('waits [[delay=MS]] before answering', async () => {
     const startedAt = performance.now();
     await client.chat.completions.create(ask('hi [[delay=150]]'));

@@ -26,6 +26,8 @@ export interface UsageItem {
   stream: boolean;
   promptTokens: string;
   cachedTokens: string;
+  /** Part of promptTokens: written to the provider's prompt cache. */
+  cacheWriteTokens: string;
   completionTokens: string;
   reasoningTokens: string;
   costUsd: string;
@@ -51,6 +53,7 @@ export const USAGE_ITEM_COLUMNS = [
   'stream',
   'prompt_tokens',
   'cached_tokens',
+  'cache_write_tokens',
   'completion_tokens',
   'reasoning_tokens',
   'cost_usd',
@@ -75,6 +78,7 @@ export function usageItem(row: Pick<UsageRow, (typeof USAGE_ITEM_COLUMNS)[number
     stream: row.stream,
     promptTokens: row.prompt_tokens,
     cachedTokens: row.cached_tokens,
+    cacheWriteTokens: row.cache_write_tokens,
     completionTokens: row.completion_tokens,
     reasoningTokens: row.reasoning_tokens,
     costUsd: row.cost_usd,

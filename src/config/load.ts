@@ -142,13 +142,13 @@ function checkReferences(config: Config): void {
   config.models.forEach((model, i) => {
     // Every call first holds the most it can cost, and a hold of nothing is refused: a model
     // whose calls can only cost 0 could never be called.
-    const { input, cachedInput, output, reasoning } = model.pricePer1M;
+    const { input, cachedInput, cacheWrite, output, reasoning } = model.pricePer1M;
     const priced = (...prices: Array<string | undefined>) =>
       prices.some((price) => price !== undefined && /[1-9]/.test(price));
     const chargeable =
       model.kind === 'embedding'
-        ? priced(input, cachedInput)
-        : priced(input, cachedInput) || priced(output, reasoning);
+        ? priced(input, cachedInput, cacheWrite)
+        : priced(input, cachedInput, cacheWrite) || priced(output, reasoning);
     if (!chargeable)
       throw new ConfigError(
         'every price is 0: a call is metered by holding the most it can cost first, so a model must cost something (free models are not supported)',

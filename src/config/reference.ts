@@ -79,6 +79,8 @@ export const FIELD_NOTES: Record<string, string> = {
     'USD per million tokens, decimal strings with at most 12 fractional digits; not all 0 (a call is held for the most it can cost first). Text tokens only: a request for audio (`modalities` with `audio`, `audio`, an `input_audio` part) or web search (`web_search_options`, OpenRouter `plugins`) is refused with 400 `feature_not_priced`, as their fees (audio tokens, a fee per search) have no price here. Do not sell a model that always bills them (`*-search-preview`, `*-audio-preview` used for audio).',
   'models[].pricePer1M.input': 'Prompt tokens.',
   'models[].pricePer1M.cachedInput': 'Cached prompt tokens; the input price when absent.',
+  'models[].pricePer1M.cacheWrite':
+    "Prompt tokens the provider reports as written to its prompt cache (`prompt_tokens_details.cache_write_tokens`, or Anthropic's `cache_creation_input_tokens`); the input price when absent, never free. Anthropic bills them at 1.25x input (2x for a 1-hour cache); the hold counts every prompt token at the dearest prompt price.",
   'models[].pricePer1M.output': 'Completion tokens.',
   'models[].pricePer1M.reasoning': 'Reasoning tokens; billed as output when absent.',
   'models[].maxOutputTokensDefault':

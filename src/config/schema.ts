@@ -60,6 +60,8 @@ const providerSchema = z.strictObject({
 const priceSchema = z.strictObject({
   input: decimalString,
   cachedInput: decimalString.optional(),
+  /** Prompt tokens written to the provider's prompt cache bill as input unless priced here. */
+  cacheWrite: decimalString.optional(),
   output: decimalString,
   /** Reasoning tokens bill as output unless priced here. */
   reasoning: decimalString.optional(),

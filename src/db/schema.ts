@@ -43,6 +43,7 @@ export interface Database extends LedgerTables, WatcherTables {
     calls: string;
     prompt_tokens: string;
     cached_tokens: string;
+    cache_write_tokens: Generated<string>;
     completion_tokens: string;
     reasoning_tokens: string;
     cost_usd: string;
@@ -79,6 +80,8 @@ export interface Database extends LedgerTables, WatcherTables {
     upstream_model: string;
     input_per_1m: string;
     cached_input_per_1m: string;
+    /** Null on versions from before cache writes had a price: those billed them at `input_per_1m`. */
+    cache_write_per_1m: string | null;
     output_per_1m: string;
     reasoning_per_1m: string;
     effective_from: Generated<Date>;
@@ -95,6 +98,7 @@ export interface Database extends LedgerTables, WatcherTables {
     stream: boolean;
     prompt_tokens: string;
     cached_tokens: string;
+    cache_write_tokens: Generated<string>;
     completion_tokens: string;
     reasoning_tokens: string;
     cost_usd: string;

@@ -72,6 +72,7 @@ const UPSTREAM_REJECTED_REQUEST = new Set([400, 404, 422]);
 const ZERO_USAGE: TokenUsage = {
   promptTokens: 0n,
   cachedTokens: 0n,
+  cacheWriteTokens: 0n,
   completionTokens: 0n,
   reasoningTokens: 0n,
 };
@@ -169,7 +170,8 @@ export class Gateway {
         provider: model.provider,
         path: '/chat/completions',
         body: upstreamBody,
-        signal: stream ? call.clientSignal : untilForwarded(call.clientSignal),
+        // A stream too: whether upstream streams is known only from its answer's headers.
+        signal: untilForwarded(call.clientSignal),
         headersTimeoutMs: model.provider.timeoutMs,
         deadlineAt: this.deadlineAt(call),
       });
@@ -183,10 +185,18 @@ export class Gateway {
     );
     const bounds = { promptTokensMax, outputTokensMax };
     // A provider may ignore `stream` and answer one JSON completion: it generated the answer,
-    // so it is charged as one, and the client gets it as the stream it asked for.
+    // so it is charged as one (read to the end even if the client has left, as a non-streamed
+    // call is), and the client gets it as the stream it asked for.
     const jsonForStream = stream && isJsonContentType(upstream.contentType);
-    if (stream && !jsonForStream)
+    if (stream && !jsonForStream) {
+      // A real stream stops when its client leaves: what it did not generate is not billed.
+      if (call.clientSignal.aborted) {
+        upstream.abort('aborted');
+        return this.failed(new UpstreamError('aborted', 'the client went away'), held, record);
+      }
+      call.clientSignal.addEventListener('abort', () => upstream.abort('aborted'), { once: true });
       return this.streamed(body, model, held, record, upstream, this.deadlineAt(call), bounds);
+    }
 
     let json: Record<string, unknown>;
     try {
@@ -212,7 +222,7 @@ export class Gateway {
    * request was forwarded is charged too (the answer was generated, and the provider bills
    * for it): recorded `client_disconnected` with status 499, nobody to read the answer.
    * With `asStream` (a stream was asked for, upstream answered JSON), the answer goes out as
-   * SSE chunks and `[DONE]`, once settled.
+   * SSE chunks and `[DONE]`, once settled (a client that left is charged the same way).
    */
   private async answered(
     held: HeldCall,
@@ -226,7 +236,7 @@ export class Gateway {
     const gone = clientSignal.aborted;
     await this.settle(held, cost, record, gone ? 499 : 200, gone ? 'client_disconnected' : 'ok');
     if (json['model'] === model.price.upstreamModel) json['model'] = model.config.id;
-    if (asStream) {
+    if (asStream && !gone) {
       const frames = completionAsChunks(json, asStream.includeUsage);
       const pump = async (sink: Writable): Promise<void> => {
         for (const frame of frames) {
@@ -733,6 +743,7 @@ function estimatedChatUsage(body: ChatRequest, generated: string, bounds: HoldBo
   return {
     promptTokens: minOf(estimateTokens(messagesText(body.messages)), bounds.promptTokensMax),
     cachedTokens: 0n,
+    cacheWriteTokens: 0n,
     completionTokens: minOf(
       estimateTokens(generated) + estimateTokens(predictionText(body['prediction'])),
       bounds.outputTokensMax,
@@ -798,10 +809,11 @@ function completionAsChunks(json: Record<string, unknown>, includeUsage: boolean
 }
 
 /**
- * The signal a non-streamed upstream call is stopped by: the client's while the request has
- * not been forwarded yet (a client already gone costs nothing), none after. Once forwarded,
- * the whole answer is generated and billed to us whether or not the client waits for it, so
- * it is read and charged (a stream, by contrast, is stopped and charged for what it sent).
+ * The signal an upstream call is stopped by until its answer's headers: the client's while the
+ * request has not been forwarded yet (a client already gone costs nothing), none after. Once
+ * forwarded, a JSON answer is generated whole and billed to us whether or not the client
+ * waits for it, so it is read and charged; a stream is stopped when its client leaves, once
+ * its headers show it streams, and charged for what it sent.
  */
 function untilForwarded(clientSignal: AbortSignal): AbortSignal {
   return clientSignal.aborted ? clientSignal : new AbortController().signal;

@@ -11,13 +11,18 @@ export interface PriceVersion {
   upstreamModel: string;
   inputPer1M: Decimal;
   cachedInputPer1M: Decimal;
+  /** Prompt tokens written to the provider's prompt cache. */
+  cacheWritePer1M: Decimal;
   outputPer1M: Decimal;
   reasoningPer1M: Decimal;
 }
 
 export interface TokenUsage {
   promptTokens: bigint;
+  /** Part of promptTokens: read from the provider's prompt cache. */
   cachedTokens: bigint;
+  /** Part of promptTokens: written to the provider's prompt cache. */
+  cacheWriteTokens: bigint;
   completionTokens: bigint;
   /** Part of completionTokens (as OpenAI reports it). */
   reasoningTokens: bigint;
@@ -44,6 +49,7 @@ export async function syncPrices(
         upstream_model: model.upstreamModel,
         input_per_1m: model.pricePer1M.input,
         cached_input_per_1m: model.pricePer1M.cachedInput ?? model.pricePer1M.input,
+        cache_write_per_1m: model.pricePer1M.cacheWrite ?? model.pricePer1M.input,
         output_per_1m: model.pricePer1M.output,
         reasoning_per_1m: model.pricePer1M.reasoning ?? model.pricePer1M.output,
       };
@@ -60,6 +66,7 @@ export async function syncPrices(
         row.upstream_model === wanted.upstream_model &&
         new Decimal(row.input_per_1m).eq(wanted.input_per_1m) &&
         new Decimal(row.cached_input_per_1m).eq(wanted.cached_input_per_1m) &&
+        new Decimal(cacheWritePer1M(row)).eq(wanted.cache_write_per_1m) &&
         new Decimal(row.output_per_1m).eq(wanted.output_per_1m) &&
         new Decimal(row.reasoning_per_1m).eq(wanted.reasoning_per_1m);
       if (!same)
@@ -75,6 +82,7 @@ export async function syncPrices(
         upstreamModel: row!.upstream_model,
         inputPer1M: new Decimal(row!.input_per_1m),
         cachedInputPer1M: new Decimal(row!.cached_input_per_1m),
+        cacheWritePer1M: new Decimal(cacheWritePer1M(row!)),
         outputPer1M: new Decimal(row!.output_per_1m),
         reasoningPer1M: new Decimal(row!.reasoning_per_1m),
       });
@@ -84,24 +92,38 @@ export async function syncPrices(
 }
 
 /**
- * The exact USD cost of a call: uncached input, cached input, visible output and reasoning
- * tokens, each at its price per 1M tokens. No rounding: prices have at most 12 decimals, so
- * the result fits USD's 18.
+ * A price version's cache-write price. Versions from before cache writes had a price of their
+ * own (the column is null) billed them as prompt tokens, at the input price.
+ */
+function cacheWritePer1M(row: { input_per_1m: string; cache_write_per_1m: string | null }): string {
+  return row.cache_write_per_1m ?? row.input_per_1m;
+}
+
+/**
+ * The exact USD cost of a call: uncached input, cache reads, cache writes, visible output and
+ * reasoning tokens, each at its price per 1M tokens. The parts of the prompt are taken in that
+ * order of trust: cache reads, then cache writes, each at most what is left of the prompt, so
+ * no token is billed twice. No rounding: prices have at most 12 decimals, so the result fits
+ * USD's 18.
  */
 export function costOf(usage: TokenUsage, price: PriceVersion): Decimal {
-  const cached = usage.cachedTokens < usage.promptTokens ? usage.cachedTokens : usage.promptTokens;
-  const reasoning =
-    usage.reasoningTokens < usage.completionTokens ? usage.reasoningTokens : usage.completionTokens;
+  const cached = minOf(usage.cachedTokens, usage.promptTokens);
+  const written = minOf(usage.cacheWriteTokens, usage.promptTokens - cached);
+  const reasoning = minOf(usage.reasoningTokens, usage.completionTokens);
   const d = (n: bigint) => new Decimal(n.toString());
-  return d(usage.promptTokens - cached)
+  return d(usage.promptTokens - cached - written)
     .mul(price.inputPer1M)
     .add(d(cached).mul(price.cachedInputPer1M))
+    .add(d(written).mul(price.cacheWritePer1M))
     .add(d(usage.completionTokens - reasoning).mul(price.outputPer1M))
     .add(d(reasoning).mul(price.reasoningPer1M))
     .div(MILLION);
 }
 
-/** The most a call can cost: every prompt token at the dearer input price, every output token at the dearer output price. */
+/**
+ * The most a call can cost: every prompt token at the dearest prompt price (a cache write
+ * usually costs more than plain input), every output token at the dearer output price.
+ */
 export function maxCostOf(
   promptTokensMax: bigint,
   outputTokensMax: bigint,
@@ -109,9 +131,13 @@ export function maxCostOf(
 ): Decimal {
   const d = (n: bigint) => new Decimal(n.toString());
   return d(promptTokensMax)
-    .mul(Decimal.max(price.inputPer1M, price.cachedInputPer1M))
+    .mul(Decimal.max(price.inputPer1M, price.cachedInputPer1M, price.cacheWritePer1M))
     .add(d(outputTokensMax).mul(Decimal.max(price.outputPer1M, price.reasoningPer1M)))
     .div(MILLION);
+}
+
+function minOf(a: bigint, b: bigint): bigint {
+  return a < b ? a : b;
 }
 
 /** Prices on the wire (GET /v1/models): decimal strings per 1M tokens. */
@@ -121,6 +147,7 @@ export function priceJson(price: PriceVersion) {
     per: '1M tokens',
     input: price.inputPer1M.toString(),
     cached_input: price.cachedInputPer1M.toString(),
+    cache_write: price.cacheWritePer1M.toString(),
     output: price.outputPer1M.toString(),
     reasoning: price.reasoningPer1M.toString(),
     version: price.id,

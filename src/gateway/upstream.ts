@@ -193,24 +193,67 @@ export async function readText(body: AsyncIterable<Buffer>): Promise<string> {
  * completion tokens. Any other count (a fraction, a negative, a number already rounded by
  * JSON.parse, text) makes the whole usage unreadable: null, so the call is charged on an
  * estimate marked as such, never on a count silently read as 0.
+ *
+ * Providers do not all count alike, so the usage is read as a whole and the charge is never
+ * lower than what any of its counts says was used:
+ * - Output outside `completion_tokens`. OpenAI counts reasoning tokens inside
+ *   `completion_tokens`; xAI reports them beside it (`completion_tokens_details.reasoning_tokens`
+ *   not in `completion_tokens`, but in `total_tokens`), and Gemini's thinking tokens can be in
+ *   `total_tokens` only. Tokens that `total_tokens` has beyond prompt + completion, or
+ *   reasoning tokens beyond `completion_tokens`, were generated outside `completion_tokens`:
+ *   they are added to the completion tokens as reasoning tokens (billed at the reasoning price).
+ * - Cache writes: `prompt_tokens_details.cache_write_tokens` (OpenRouter, OpenAI) or
+ *   `cache_creation_input_tokens` (Anthropic's name, passed on by routers), the larger when
+ *   both are there. They are part of `prompt_tokens`; a prompt smaller than its cache reads
+ *   and writes together is raised to their sum.
  */
 export function readUsage(usage: unknown): TokenUsage | null {
   if (typeof usage !== 'object' || usage === null) return null;
   const u = usage as Record<string, unknown>;
   const details = (key: string) =>
     typeof u[key] === 'object' && u[key] !== null ? (u[key] as Record<string, unknown>) : {};
-  const promptTokens = readCount(u['prompt_tokens']);
-  const cachedTokens = readCount(details('prompt_tokens_details')['cached_tokens']);
-  const completionTokens = readCount(u['completion_tokens']);
-  const reasoningTokens = readCount(details('completion_tokens_details')['reasoning_tokens']);
-  if (
-    promptTokens === null ||
-    cachedTokens === null ||
-    completionTokens === null ||
-    reasoningTokens === null
-  )
-    return null;
-  return { promptTokens, cachedTokens, completionTokens, reasoningTokens };
+  const promptDetails = details('prompt_tokens_details');
+  const counts = [
+    u['prompt_tokens'],
+    promptDetails['cached_tokens'],
+    promptDetails['cache_write_tokens'],
+    promptDetails['cache_creation_input_tokens'],
+    u['cache_creation_input_tokens'],
+    u['completion_tokens'],
+    details('completion_tokens_details')['reasoning_tokens'],
+    u['total_tokens'],
+  ].map(readCount);
+  if (counts.some((count) => count === null)) return null;
+  const [
+    prompt,
+    cached,
+    cacheWrite,
+    cacheCreation,
+    cacheCreationTop,
+    completion,
+    reasoning,
+    total,
+  ] = counts as bigint[];
+  const cacheWriteTokens = maxOf(cacheWrite!, maxOf(cacheCreation!, cacheCreationTop!));
+  const promptTokens = maxOf(prompt!, cached! + cacheWriteTokens);
+  // Generated beyond `completion_tokens`: by the total, or by a reasoning count above it.
+  const outside = maxOf(
+    total! > promptTokens + completion! ? total! - promptTokens - completion! : 0n,
+    reasoning! > completion! ? reasoning! : 0n,
+  );
+  // Reasoning tokens not explained by those outside are inside `completion_tokens` (OpenAI).
+  const inside = reasoning! > outside ? reasoning! - outside : 0n;
+  return {
+    promptTokens,
+    cachedTokens: cached!,
+    cacheWriteTokens,
+    completionTokens: completion! + outside,
+    reasoningTokens: outside + (inside < completion! ? inside : completion!),
+  };
+}
+
+function maxOf(a: bigint, b: bigint): bigint {
+  return a > b ? a : b;
 }
 
 function readCount(value: unknown): bigint | null {

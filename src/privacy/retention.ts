@@ -105,32 +105,37 @@ export async function runRetention(
          where id in (select id from usage_records where finished_at < ${usageCutoff}
                        order by id limit ${batchSize} for update skip locked)
         returning finished_at, entry_id, user_id, model, outcome, prompt_tokens, cached_tokens,
-                  completion_tokens, reasoning_tokens, cost_usd, shortfall_usd
+                  cache_write_tokens, completion_tokens, reasoning_tokens, cost_usd, shortfall_usd
       ), per_outcome as (
         -- A charged call is filed under the UTC day of its ledger entry, the day its revenue
         -- keeps once the row is gone (a call finishing just before midnight settles after it).
         select (coalesce(e.created_at, m.finished_at) at time zone 'UTC')::date as day, m.user_id,
                m.model, m.outcome, count(*) as calls, sum(m.prompt_tokens) as prompt_tokens,
-               sum(m.cached_tokens) as cached_tokens, sum(m.completion_tokens) as completion_tokens,
+               sum(m.cached_tokens) as cached_tokens,
+               sum(m.cache_write_tokens) as cache_write_tokens,
+               sum(m.completion_tokens) as completion_tokens,
                sum(m.reasoning_tokens) as reasoning_tokens, sum(m.cost_usd) as cost_usd,
                sum(m.shortfall_usd) as shortfall_usd
           from moved m left join ledger_entries e on e.id = m.entry_id
          group by 1, 2, 3, 4
       ), per_day as (
         select day, user_id, model, sum(calls) as calls, sum(prompt_tokens) as prompt_tokens,
-               sum(cached_tokens) as cached_tokens, sum(completion_tokens) as completion_tokens,
+               sum(cached_tokens) as cached_tokens, sum(cache_write_tokens) as cache_write_tokens,
+               sum(completion_tokens) as completion_tokens,
                sum(reasoning_tokens) as reasoning_tokens, sum(cost_usd) as cost_usd,
                sum(shortfall_usd) as shortfall_usd, jsonb_object_agg(outcome, calls) as outcomes
           from per_outcome group by 1, 2, 3
       ), touched as (
         insert into usage_daily (day, user_id, model, calls, prompt_tokens, cached_tokens,
-                                 completion_tokens, reasoning_tokens, cost_usd, shortfall_usd, outcomes)
-        select day, user_id, model, calls, prompt_tokens, cached_tokens, completion_tokens,
-               reasoning_tokens, cost_usd, shortfall_usd, outcomes from per_day
+                                 cache_write_tokens, completion_tokens, reasoning_tokens, cost_usd,
+                                 shortfall_usd, outcomes)
+        select day, user_id, model, calls, prompt_tokens, cached_tokens, cache_write_tokens,
+               completion_tokens, reasoning_tokens, cost_usd, shortfall_usd, outcomes from per_day
         on conflict (day, user_id, model) do update set
           calls = usage_daily.calls + excluded.calls,
           prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens,
           cached_tokens = usage_daily.cached_tokens + excluded.cached_tokens,
+          cache_write_tokens = usage_daily.cache_write_tokens + excluded.cache_write_tokens,
           completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens,
           reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens,
           cost_usd = usage_daily.cost_usd + excluded.cost_usd,

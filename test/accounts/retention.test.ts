@@ -64,7 +64,7 @@ test('retention scrubs request metadata, rolls old usage into daily aggregates, 
   ] as const) {
     await sdk(service.url, who.apiKey).chat.completions.create({
       model,
-      messages: [{ role: 'user', content: `hi [[tokens=${tokens}]]` }],
+      messages: [{ role: 'user', content: `hi [[tokens=${tokens}]] [[cache-write=${tokens}]]` }],
     });
   }
   await service.http.services.work.drain(5000);
@@ -88,10 +88,10 @@ test('retention scrubs request metadata, rolls old usage into daily aggregates, 
   // entries are today's, the rows aged), a call without an entry under the day it finished.
   const old = await database.pool.query(
     `select u.user_id, u.model, count(*)::int as calls, sum(u.prompt_tokens)::text as prompt,
-            sum(u.completion_tokens)::text as completion, sum(u.cost_usd)::text as cost,
+            sum(u.cache_write_tokens)::text as cache_write, sum(u.completion_tokens)::text as completion, sum(u.cost_usd)::text as cost,
             to_char((coalesce(e.created_at, u.finished_at) at time zone 'UTC')::date, 'YYYY-MM-DD') as day
        from usage_records u left join ledger_entries e on e.id = u.entry_id
-      where u.finished_at < $1 group by 1, 2, 7 order by 1, 2, 7`,
+      where u.finished_at < $1 group by 1, 2, 8 order by 1, 2, 8`,
     [new Date(now.getTime() - 90 * DAY_MS)],
   );
   const revenueBefore = await revenue();
@@ -118,10 +118,12 @@ test('retention scrubs request metadata, rolls old usage into daily aggregates, 
 
   // The aggregates carry exactly what the deleted rows held.
   const { rows: daily } = await database.pool.query(
-    `select user_id, model, calls::int, prompt_tokens::text as prompt, completion_tokens::text as completion,
-            cost_usd::text as cost, to_char(day, 'YYYY-MM-DD') as day, outcomes from usage_daily order by 1, 2, 7`,
+    `select user_id, model, calls::int, prompt_tokens::text as prompt, cache_write_tokens::text as cache_write,
+            completion_tokens::text as completion,
+            cost_usd::text as cost, to_char(day, 'YYYY-MM-DD') as day, outcomes from usage_daily order by 1, 2, 8`,
   );
   expect(daily.map(({ outcomes: _o, ...rest }) => rest)).toEqual(old.rows);
+  expect(old.rows.map((r) => r.cache_write)).toContain('12');
   const aliceMini = daily.filter((d) => d.user_id === alice.userId && d.model === 'gpt-4o-mini');
   expect(aliceMini.map((d) => d.outcomes)).toEqual([{ upstream_error: 1 }, { ok: 2 }]);
 

@@ -281,6 +281,52 @@ test('a client that leaves a non-streamed call after it was forwarded is charged
   });
 });
 
+test('a client that leaves a stream that upstream answers as one JSON completion is charged for that answer (499 on the row), nothing stays held', async () => {
+  const { userId, apiKey } = await userWithKey(service, { telegramId: 2016, balance: '1' });
+  // The provider ignores `stream` and generates the whole answer, then sends it as JSON.
+  const messages = ask('a long answer [[json-stream]] [[tokens=40]] [[delay=400]]');
+  const controller = new AbortController();
+  const forwarded = stub.requests.length;
+  const call = (async () => {
+    const stream = await sdk(service.url, apiKey).chat.completions.create(
+      { model: 'gpt-4o-mini', messages, stream: true },
+      { signal: controller.signal },
+    );
+    for await (const _chunk of stream) void _chunk;
+  })().catch((e: unknown) => e);
+  // Forwarded (the stub has the request): upstream is generating the answer.
+  while (stub.requests.length === forwarded) await new Promise((r) => setTimeout(r, 10));
+  controller.abort();
+  expect(await call).toBeInstanceOf(OpenAI.APIUserAbortError);
+  const settled = async () =>
+    (await database.pool.query('select 1 from usage_records where user_id = $1', [userId])).rows
+      .length > 0;
+  for (const giveUpAt = Date.now() + 30_000; !(await settled());) {
+    if (Date.now() > giveUpAt) throw new Error('no usage row for the abandoned call');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  const cost = expectedCost(MODELS.mini, {
+    prompt: countPromptTokens({ messages }),
+    completion: 40,
+  });
+  expect(await state(userId)).toMatchObject({
+    available: new Decimal(1).sub(cost).toString(),
+    held: '0',
+    pendingHolds: 0,
+    rows: [
+      {
+        outcome: 'client_disconnected',
+        http_status: 499,
+        cost: cost.toString(),
+        estimated: false,
+        completion: '40',
+      },
+    ],
+  });
+  // The answer was read to its end, not cut.
+  expect(stub.requests[forwarded]!.clientDisconnected).toBe(false);
+});
+
 test('a client that leaves a stream before its first chunk: nothing charged, nothing held, no tokens on the row', async () => {
   const { userId, apiKey } = await userWithKey(service, { telegramId: 2011, balance: '1' });
   const controller = new AbortController();

@@ -64,16 +64,30 @@ export function sdk(baseUrl: string, apiKey: string, options: { timeout?: number
   });
 }
 
-/** tokens x price per 1M, exactly. */
+/** tokens x price per 1M, exactly. Cache reads and writes are parts of the prompt. */
 export function expectedCost(
-  price: { input: string; cachedInput?: string; output: string; reasoning?: string },
-  usage: { prompt: number; cached?: number; completion: number; reasoning?: number },
+  price: {
+    input: string;
+    cachedInput?: string;
+    cacheWrite?: string;
+    output: string;
+    reasoning?: string;
+  },
+  usage: {
+    prompt: number;
+    cached?: number;
+    cacheWrite?: number;
+    completion: number;
+    reasoning?: number;
+  },
 ): Decimal {
   const cached = usage.cached ?? 0;
+  const cacheWrite = usage.cacheWrite ?? 0;
   const reasoning = usage.reasoning ?? 0;
-  return new Decimal(usage.prompt - cached)
+  return new Decimal(usage.prompt - cached - cacheWrite)
     .mul(price.input)
     .add(new Decimal(cached).mul(price.cachedInput ?? price.input))
+    .add(new Decimal(cacheWrite).mul(price.cacheWrite ?? price.input))
     .add(new Decimal(usage.completion - reasoning).mul(price.output))
     .add(new Decimal(reasoning).mul(price.reasoning ?? price.output))
     .div(1_000_000);

@@ -3,6 +3,8 @@ import { Decimal } from '../../ledger/index.js';
 import type { TestDatabase } from '../support/db.js';
 import { admin, userWithKey, type TestService } from '../support/service.js';
 import { choicesText, estimateTokens } from '../../src/gateway/tokens.js';
+import { connect } from '../../src/db/connect.js';
+import { syncPrices } from '../../src/gateway/pricing.js';
 import { readUsage } from '../../src/gateway/upstream.js';
 import { completionText, countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
 import { expectedCost, useGatewayStack, MODELS, sdk, type GatewayStack } from './fixtures.js';
@@ -148,6 +150,7 @@ describe('usage counts as upstream writes them', () => {
     expect(readUsage({ prompt_tokens: 12, completion_tokens: '9007199254740993' })).toEqual({
       promptTokens: 12n,
       cachedTokens: 0n,
+      cacheWriteTokens: 0n,
       completionTokens: 9007199254740993n,
       reasoningTokens: 0n,
     });
@@ -155,9 +158,162 @@ describe('usage counts as upstream writes them', () => {
     expect(readUsage({ prompt_tokens: 8, total_tokens: 8, prompt_tokens_details: null })).toEqual({
       promptTokens: 8n,
       cachedTokens: 0n,
+      cacheWriteTokens: 0n,
       completionTokens: 0n,
       reasoningTokens: 0n,
     });
+    // The counts added since are held to the same rule.
+    expect(readUsage({ prompt_tokens: 8, completion_tokens: 2, total_tokens: 10.5 })).toBeNull();
+    expect(
+      readUsage({ prompt_tokens: 8, prompt_tokens_details: { cache_write_tokens: 'some' } }),
+    ).toBeNull();
+    expect(readUsage({ prompt_tokens: 8, cache_creation_input_tokens: -3 })).toBeNull();
+  });
+
+  test('the usage is read as a whole: output outside completion_tokens is reasoning, cache writes are part of the prompt', () => {
+    const read = (usage: Record<string, unknown>) => {
+      const u = readUsage(usage)!;
+      return [
+        u.promptTokens,
+        u.cachedTokens,
+        u.cacheWriteTokens,
+        u.completionTokens,
+        u.reasoningTokens,
+      ];
+    };
+    // OpenAI: reasoning inside completion_tokens, the total adds up.
+    expect(
+      read({
+        prompt_tokens: 20,
+        completion_tokens: 100,
+        total_tokens: 120,
+        completion_tokens_details: { reasoning_tokens: 60 },
+      }),
+    ).toEqual([20n, 0n, 0n, 100n, 60n]);
+    // xAI: reasoning beside completion_tokens, in the total.
+    expect(
+      read({
+        prompt_tokens: 10120,
+        completion_tokens: 1499,
+        total_tokens: 14428,
+        prompt_tokens_details: { cached_tokens: 128 },
+        completion_tokens_details: { reasoning_tokens: 2809 },
+      }),
+    ).toEqual([10120n, 128n, 0n, 4308n, 2809n]);
+    // xAI without a total: more reasoning than completion cannot be inside it.
+    expect(
+      read({
+        prompt_tokens: 12,
+        completion_tokens: 1,
+        completion_tokens_details: { reasoning_tokens: 97 },
+      }),
+    ).toEqual([12n, 0n, 0n, 98n, 97n]);
+    // Gemini: thinking in the total only; or as reasoning_tokens with completion_tokens 0.
+    expect(read({ prompt_tokens: 20, completion_tokens: 198, total_tokens: 623 })).toEqual([
+      20n,
+      0n,
+      0n,
+      603n,
+      405n,
+    ]);
+    expect(
+      read({
+        prompt_tokens: 21,
+        completion_tokens: 0,
+        total_tokens: 81,
+        completion_tokens_details: { reasoning_tokens: 60 },
+      }),
+    ).toEqual([21n, 0n, 0n, 60n, 60n]);
+    // A total below prompt + completion charges no less than they say.
+    expect(read({ prompt_tokens: 20, completion_tokens: 10, total_tokens: 5 })).toEqual([
+      20n,
+      0n,
+      0n,
+      10n,
+      0n,
+    ]);
+    // Cache writes: OpenRouter's field, Anthropic's name (top level or in the details), the
+    // larger when several; a prompt smaller than its cache reads and writes is raised to them.
+    expect(
+      read({
+        prompt_tokens: 194,
+        total_tokens: 196,
+        completion_tokens: 2,
+        prompt_tokens_details: { cached_tokens: 0, cache_write_tokens: 100 },
+      }),
+    ).toEqual([194n, 0n, 100n, 2n, 0n]);
+    expect(
+      read({
+        prompt_tokens: 300,
+        completion_tokens: 2,
+        cache_creation_input_tokens: 120,
+        prompt_tokens_details: { cached_tokens: 50, cache_creation_input_tokens: 90 },
+      }),
+    ).toEqual([300n, 50n, 120n, 2n, 0n]);
+    expect(
+      read({
+        prompt_tokens: 10,
+        completion_tokens: 2,
+        prompt_tokens_details: { cached_tokens: 1000, cache_write_tokens: 200 },
+      }),
+    ).toEqual([1200n, 1000n, 200n, 2n, 0n]);
+  });
+});
+
+describe('output that upstream counts outside completion_tokens', () => {
+  test('reasoning reported beside completion_tokens (xAI) is charged as reasoning, and recorded so', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 1051, balance: '1' });
+    const messages = [
+      { role: 'user' as const, content: 'think [[tokens=5]] [[reasoning=40]] [[reasoning-apart]]' },
+    ];
+    const { data, response } = await sdk(service.url, apiKey)
+      .chat.completions.create({ model: 'precise', messages })
+      .withResponse();
+    const prompt = countPromptTokens({ messages });
+    // What upstream said: 5 completion tokens, 40 reasoning tokens beside them, in the total.
+    expect(data.usage).toMatchObject({ completion_tokens: 5, total_tokens: prompt + 45 });
+    const cost = expectedCost(MODELS.precise, { prompt, completion: 45, reasoning: 40 });
+    expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
+    expect(await usageRows(userId)).toMatchObject([
+      {
+        prompt_tokens: String(prompt),
+        completion_tokens: '45',
+        reasoning_tokens: '40',
+        cost_usd: cost.toString(),
+        estimated: false,
+      },
+    ]);
+    expect((await balance(userId)).available).toBe(new Decimal(1).sub(cost).toString());
+  });
+
+  test('thinking tokens only in total_tokens (Gemini), streamed, are charged as reasoning', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 1052, balance: '1' });
+    const messages = [
+      { role: 'user' as const, content: 'think [[tokens=5]] [[hidden-reasoning=30]]' },
+    ];
+    const stream = await sdk(service.url, apiKey).chat.completions.create({
+      model: 'precise',
+      messages,
+      stream: true,
+    });
+    let text = '';
+    for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? '';
+    expect(text).toBe(completionText(5));
+    await stub.waitForIdle();
+    await service.http.services.work.drain(5000);
+    const prompt = countPromptTokens({ messages });
+    const cost = expectedCost(MODELS.precise, { prompt, completion: 35, reasoning: 30 });
+    expect(await usageRows(userId)).toMatchObject([
+      {
+        prompt_tokens: String(prompt),
+        completion_tokens: '35',
+        reasoning_tokens: '30',
+        cost_usd: cost.toString(),
+        estimated: false,
+        outcome: 'ok',
+      },
+    ]);
+    expect((await balance(userId)).available).toBe(new Decimal(1).sub(cost).toString());
   });
 });
 
@@ -526,5 +682,149 @@ describe('output caps', () => {
       .add(new Decimal(40).mul(MODELS.mini.output))
       .div(1_000_000);
     expect(String(error)).toContain(`this call may cost up to ${maxCost.toString()} USD`);
+  });
+});
+
+describe('prompt-cache writes', () => {
+  let stack: GatewayStack;
+  // 1.25x input, as Anthropic bills a 5-minute cache write; gpt-4o-mini has no such price.
+  const PRECISE = { ...MODELS.precise, cacheWrite: '0.154320986265' };
+  useGatewayStack(
+    (ready) => (stack = ready),
+    (config) => ({
+      ...config,
+      gateway: { bytesPerTokenMin: 4 },
+      models: config.models!.map((model) =>
+        model.id === 'precise' ? { ...model, pricePer1M: PRECISE } : model,
+      ),
+    }),
+  );
+  const rows = async (userId: string) =>
+    (
+      await stack.database.pool.query(
+        `select prompt_tokens::text as prompt, cached_tokens::text as cached,
+                cache_write_tokens::text as cache_write, completion_tokens::text as completion,
+                cost_usd::text as cost, estimated
+           from usage_records where user_id = $1 order by id`,
+        [userId],
+      )
+    ).rows;
+
+  test('are charged at the model’s cache-write price and recorded on the usage row', async () => {
+    const { userId, apiKey } = await userWithKey(stack.service, { telegramId: 1061, balance: '1' });
+    const content = 'cache [[prompt-tokens=100]] [[cached=10]] [[cache-write=60]] [[tokens=5]]';
+    const { response } = await sdk(stack.service.url, apiKey)
+      .chat.completions.create({ model: 'precise', messages: [{ role: 'user', content }] })
+      .withResponse();
+    const cost = expectedCost(PRECISE, { prompt: 100, cached: 10, cacheWrite: 60, completion: 5 });
+    expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
+    expect(await rows(userId)).toEqual([
+      {
+        prompt: '100',
+        cached: '10',
+        cache_write: '60',
+        completion: '5',
+        cost: cost.toString(),
+        estimated: false,
+      },
+    ]);
+  });
+
+  test('without a cache-write price they bill at the input price (never free); Anthropic’s name counts, streamed too', async () => {
+    const { userId, apiKey } = await userWithKey(stack.service, { telegramId: 1062, balance: '1' });
+    const content = 'cache [[prompt-tokens=100]] [[cache-creation=70]] [[tokens=3]]';
+    const stream = await sdk(stack.service.url, apiKey).chat.completions.create({
+      model: 'gpt-4o-mini',
+      messages: [{ role: 'user', content }],
+      stream: true,
+    });
+    for await (const _chunk of stream) void _chunk;
+    await stack.stub.waitForIdle();
+    await stack.service.http.services.work.drain(5000);
+    const cost = expectedCost(MODELS.mini, { prompt: 100, cacheWrite: 70, completion: 3 });
+    expect(cost.toString()).toBe(
+      expectedCost(MODELS.mini, { prompt: 100, completion: 3 }).toString(),
+    );
+    expect(await rows(userId)).toEqual([
+      {
+        prompt: '100',
+        cached: '0',
+        cache_write: '70',
+        completion: '3',
+        cost: cost.toString(),
+        estimated: false,
+      },
+    ]);
+  });
+
+  test('the hold counts every prompt token at the dearest prompt price, the cache-write price included', async () => {
+    const { apiKey } = await userWithKey(stack.service, { telegramId: 1063 });
+    const messages = [{ role: 'user' as const, content: 'x'.repeat(401) }];
+    const error = await sdk(stack.service.url, apiKey)
+      .chat.completions.create({ model: 'precise', messages, max_completion_tokens: 10 })
+      .catch((e: unknown) => e as Error);
+    const promptTokensMax = Math.ceil(Buffer.byteLength(JSON.stringify({ messages })) / 4) + 16;
+    const maxCost = new Decimal(promptTokensMax)
+      .mul(PRECISE.cacheWrite)
+      .add(new Decimal(10).mul(PRECISE.reasoning))
+      .div(1_000_000);
+    expect(String(error)).toContain(`this call may cost up to ${maxCost.toString()} USD`);
+  });
+
+  test('GET /v1/models shows the cache-write price (the input price when the model sets none)', async () => {
+    const { apiKey } = await userWithKey(stack.service, { telegramId: 1064 });
+    const models = (await sdk(stack.service.url, apiKey).models.list()).data as unknown as Array<{
+      id: string;
+      pricing: Record<string, string>;
+    }>;
+    expect(models.find((m) => m.id === 'precise')?.pricing).toMatchObject({
+      input: PRECISE.input,
+      cache_write: PRECISE.cacheWrite,
+    });
+    expect(models.find((m) => m.id === 'gpt-4o-mini')?.pricing).toMatchObject({
+      input: MODELS.mini.input,
+      cache_write: MODELS.mini.input,
+    });
+  });
+
+  test('a price version from before cache-write prices is kept while none is set, and a new one starts when it is', async () => {
+    const { db, close } = connect(stack.database.url, 2);
+    try {
+      // As the migration leaves a version that existed before it: no cache-write price.
+      const {
+        rows: [old],
+      } = await stack.database.pool.query(
+        `insert into model_prices (model_id, provider, upstream_model, input_per_1m,
+                                   cached_input_per_1m, output_per_1m, reasoning_per_1m)
+         values ('legacy', 'stub', 'legacy', 2, 1, 8, 8) returning id::text`,
+      );
+      const model = {
+        id: 'legacy',
+        provider: 'stub',
+        upstreamModel: 'legacy',
+        kind: 'chat' as const,
+        pricePer1M: { input: '2', cachedInput: '1', output: '8' },
+        maxOutputTokensDefault: 16,
+        maxOutputTokensLimit: 16,
+        imageTokensMax: 50_000,
+      };
+      const same = (await syncPrices(db, [model])).get('legacy')!;
+      expect(same.id).toBe(old.id);
+      expect(same.cacheWritePer1M.toString()).toBe('2');
+      const priced = { ...model, pricePer1M: { ...model.pricePer1M, cacheWrite: '2.5' } };
+      const next = (await syncPrices(db, [priced])).get('legacy')!;
+      expect(next.id).not.toBe(old.id);
+      expect(next.cacheWritePer1M.toString()).toBe('2.5');
+      // The old version is as it was: append-only.
+      const { rows } = await stack.database.pool.query(
+        `select id::text, cache_write_per_1m::text from model_prices where model_id = 'legacy' order by id`,
+      );
+      expect(rows).toEqual([
+        { id: old.id, cache_write_per_1m: null },
+        { id: next.id, cache_write_per_1m: '2.5' },
+      ]);
+    } finally {
+      await close();
+    }
   });
 });

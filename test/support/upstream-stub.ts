@@ -17,7 +17,8 @@
  * Completion: N visible tokens = [[tokens]] ?? 16, capped by max_completion_tokens ??
  *   max_tokens; content is completionText(N) = "tok0 tok1 … tok{N-1} " (each word plus one
  *   space; streamed as one delta "tokK " per token); finish_reason 'length' when the cap cut
- *   N, else 'stop'. completion_tokens = N + reasoning tokens.
+ *   N, else 'stop'. completion_tokens = N + reasoning tokens; total_tokens = prompt_tokens +
+ *   every generated token (reported apart or hidden ones included).
  *
  * Like OpenAI, reasoning models (o1, o3-mini, o4-mini, gpt-5…) answer 400
  * `unsupported_parameter` (param `max_tokens`) to a request with `max_tokens`; so do their
@@ -29,6 +30,14 @@
  *   [[tokens=N]]        N visible completion tokens (0..100000; still capped by the limits)
  *   [[cached=N]]        prompt_tokens_details.cached_tokens = min(N, prompt_tokens)
  *   [[reasoning=N]]     completion_tokens_details.reasoning_tokens = N, added to completion_tokens
+ *   [[reasoning-apart]] with [[reasoning=N]]: N is NOT added to completion_tokens, only to
+ *                       total_tokens (xAI reports reasoning beside completion_tokens)
+ *   [[hidden-reasoning=N]] N more generated tokens in total_tokens only, in no other count
+ *                       (thinking tokens as Gemini's OpenAI-compatible endpoint may report them)
+ *   [[cache-write=N]]   prompt_tokens_details.cache_write_tokens = min(N, prompt_tokens), part
+ *                       of prompt_tokens (OpenRouter's and OpenAI's field)
+ *   [[cache-creation=N]] cache_creation_input_tokens = min(N, prompt_tokens) at the top of
+ *                       usage, part of prompt_tokens (Anthropic's name, as routers pass it on)
  *   [[prompt-tokens=N]] prompt_tokens = N instead of the formula
  *   [[accepted=N]]      with a `prediction` (Predicted Outputs, its text's tokens counted as a
  *                       prompt's): N of them are accepted (at most the visible tokens), the

@@ -12,6 +12,14 @@ export interface StubBehaviour {
   cachedTokens?: number;
   /** `usage.completion_tokens_details.reasoning_tokens`, added to completion_tokens. */
   reasoningTokens?: number;
+  /** The reasoning tokens are reported beside completion_tokens, not in it (as xAI does). */
+  reasoningApart?: boolean;
+  /** Thinking tokens counted in total_tokens only (as Gemini's OpenAI-compatible endpoint may). */
+  hiddenReasoningTokens?: number;
+  /** `usage.prompt_tokens_details.cache_write_tokens` (part of the prompt tokens). */
+  cacheWriteTokens?: number;
+  /** `usage.cache_creation_input_tokens` (Anthropic's name; part of the prompt tokens). */
+  cacheCreationTokens?: number;
   /** Of a request's prediction, the tokens the answer keeps (the rest are rejected). */
   acceptedPredictionTokens?: number;
   /** Replaces the computed prompt tokens. */
@@ -54,6 +62,10 @@ const DIRECTIVES: Readonly<Record<string, DirectiveSpec>> = {
   tokens: { range: COUNT, set: (b, v) => void (b.tokens = v) },
   cached: { range: COUNT, set: (b, v) => void (b.cachedTokens = v) },
   reasoning: { range: COUNT, set: (b, v) => void (b.reasoningTokens = v) },
+  'reasoning-apart': { set: (b) => void (b.reasoningApart = true) },
+  'hidden-reasoning': { range: COUNT, set: (b, v) => void (b.hiddenReasoningTokens = v) },
+  'cache-write': { range: COUNT, set: (b, v) => void (b.cacheWriteTokens = v) },
+  'cache-creation': { range: COUNT, set: (b, v) => void (b.cacheCreationTokens = v) },
   accepted: { range: COUNT, set: (b, v) => void (b.acceptedPredictionTokens = v) },
   'prompt-tokens': { range: COUNT, set: (b, v) => void (b.promptTokens = v) },
   fail: { range: [400, 599], set: (b, v) => void (b.failStatus = v) },

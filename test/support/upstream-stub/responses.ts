@@ -48,12 +48,26 @@ export interface ChatIdentity {
 
 export function usageBody(plan: CompletionPlan) {
   const completionTokens =
-    plan.contentTokens + plan.reasoningTokens + plan.rejectedPredictionTokens;
+    plan.contentTokens +
+    (plan.reasoningApart ? 0 : plan.reasoningTokens) +
+    plan.rejectedPredictionTokens;
+  const generated =
+    plan.contentTokens +
+    plan.reasoningTokens +
+    plan.rejectedPredictionTokens +
+    plan.hiddenReasoningTokens;
   return {
     prompt_tokens: plan.promptTokens,
     completion_tokens: completionTokens,
-    total_tokens: plan.promptTokens + completionTokens,
-    prompt_tokens_details: { cached_tokens: plan.cachedTokens, audio_tokens: 0 },
+    total_tokens: plan.promptTokens + generated,
+    ...(plan.cacheCreationTokens > 0
+      ? { cache_creation_input_tokens: plan.cacheCreationTokens }
+      : {}),
+    prompt_tokens_details: {
+      cached_tokens: plan.cachedTokens,
+      audio_tokens: 0,
+      ...(plan.cacheWriteTokens > 0 ? { cache_write_tokens: plan.cacheWriteTokens } : {}),
+    },
     completion_tokens_details: {
       reasoning_tokens: plan.reasoningTokens,
       audio_tokens: 0,

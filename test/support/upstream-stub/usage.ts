@@ -61,8 +61,16 @@ export function completionText(tokens: number): string {
 export interface CompletionPlan {
   promptTokens: number;
   cachedTokens: number;
+  /** Written to the prompt cache, reported as OpenRouter does (0: not reported). */
+  cacheWriteTokens: number;
+  /** Written to the prompt cache, reported under Anthropic's name (0: not reported). */
+  cacheCreationTokens: number;
   contentTokens: number;
   reasoningTokens: number;
+  /** The reasoning tokens are not in completion_tokens (only in total_tokens). */
+  reasoningApart: boolean;
+  /** Generated, and in total_tokens only. */
+  hiddenReasoningTokens: number;
   /** Of a Predicted Output: tokens of the prediction that are in the answer (part of contentTokens). */
   acceptedPredictionTokens: number;
   /** Of a Predicted Output: tokens of the prediction that are not (billed on top, as OpenAI does). */
@@ -108,8 +116,12 @@ export function planCompletion(
   return {
     promptTokens,
     cachedTokens: Math.min(behaviour.cachedTokens ?? 0, promptTokens),
+    cacheWriteTokens: Math.min(behaviour.cacheWriteTokens ?? 0, promptTokens),
+    cacheCreationTokens: Math.min(behaviour.cacheCreationTokens ?? 0, promptTokens),
     contentTokens,
     reasoningTokens: behaviour.reasoningTokens ?? 0,
+    reasoningApart: behaviour.reasoningApart === true,
+    hiddenReasoningTokens: behaviour.hiddenReasoningTokens ?? 0,
     acceptedPredictionTokens: accepted,
     rejectedPredictionTokens: predictionTokens - accepted,
     finishReason: contentTokens < wanted ? 'length' : 'stop',
