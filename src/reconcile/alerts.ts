@@ -34,6 +34,11 @@ export interface RunFailure {
 export interface CheckedScopes {
   ledger: boolean;
   networks: ReadonlySet<string>;
+  /**
+   * The networks in the config. One that is not there (removed since) is never checked again,
+   * so what the webhook knows about it is closed by any run. Absent: nothing closed for that.
+   */
+  configured?: ReadonlySet<string>;
 }
 
 /**
@@ -88,8 +93,51 @@ export function failureFingerprint(network: string | undefined): string {
   });
 }
 
+/**
+ * Whether this run checked what `known` is about: the ledger checks (no network), or its
+ * network. A run limited to some networks (`--network`) says nothing about the others.
+ */
 function isChecked(known: AlertedFinding, checked: CheckedScopes): boolean {
-  return known.network === undefined ? checked.ledger : checked.networks.has(known.network);
+  if (known.network === undefined) return checked.ledger;
+  return (
+    checked.networks.has(known.network) ||
+    (checked.configured !== undefined && !checked.configured.has(known.network))
+  );
+}
+
+/** A URL with a host (as in log.ts); an error message names a host as its scheme and host. */
+const URL_IN_TEXT = /\b[a-z][a-z0-9+.-]*:\/\/(?!\/)[^\s"'<>()]+/gi;
+
+/**
+ * What in a failure's message tells one cause from another, not what changes from run to run
+ * while the cause stays: URLs are cut to scheme and host (kept, ports included), an HTTP status
+ * is kept (a 503 and a 401 are not the same trouble), and each hex string (a hash, a request
+ * id) and every other run of digits (a block number, a timestamp, a count) becomes `#`.
+ */
+const CAUSE_TOKENS = new RegExp(
+  [
+    `(${URL_IN_TEXT.source})`,
+    '(\\b(?:HTTP|status)[: ]\\s*[1-5]\\d\\d\\b)',
+    // Hex with a digit in it, dashed parts included (a UUID, a date): one token.
+    '\\b0x[0-9a-f]*|\\b(?=[0-9a-f-]*\\d)[0-9a-f]+(?:-[0-9a-f]+)*\\b',
+    '(\\d+)',
+  ].join('|'),
+  'gi',
+);
+
+/** A failure's cause as compared between runs (see CAUSE_TOKENS); the alert has the message. */
+export function failureCause(message: string): string {
+  return message.replace(CAUSE_TOKENS, (token, url?: string, status?: string) => {
+    if (url !== undefined) {
+      try {
+        const parsed = new URL(url);
+        return parsed.host ? `${parsed.protocol}//${parsed.host}` : `${parsed.protocol}//`;
+      } catch {
+        return '(a URL)';
+      }
+    }
+    return status !== undefined ? token : '#';
+  });
 }
 
 function recovery(fingerprint: string, known: AlertedFinding): Recovery {
@@ -141,9 +189,10 @@ export function alertChanges(
   }
   for (const [fingerprint, known] of Object.entries(previous)) {
     if (changes.state[fingerprint]) continue;
-    if (known.kind !== RUN_FAILED_KIND) changes.resolved.push({ ...known, fingerprint });
-    else if (isChecked(known, checked)) changes.recovered.push(recovery(fingerprint, known));
-    else changes.state[fingerprint] = known;
+    // Not checked (a run limited to other networks): still open, as far as anyone knows.
+    if (!isChecked(known, checked)) changes.state[fingerprint] = known;
+    else if (known.kind !== RUN_FAILED_KIND) changes.resolved.push({ ...known, fingerprint });
+    else changes.recovered.push(recovery(fingerprint, known));
   }
   return changes;
 }
@@ -176,20 +225,24 @@ export function failureChanges(
   }
   const known = previous[fingerprint];
   const since = known?.since ?? now.toISOString();
+  const alert = !known
+    ? 'new'
+    : known.state !== null && failureCause(known.state) === failureCause(failure.error)
+      ? 'ongoing'
+      : 'changed';
   changes.state[fingerprint] = {
     kind: RUN_FAILED_KIND,
     ...(failure.network !== undefined ? { network: failure.network } : {}),
     difference: null,
-    state: failure.error,
+    // The message alerted: an ongoing failure's own (another block number, say) was not.
+    state: alert === 'ongoing' ? known!.state : failure.error,
     since,
   };
   changes.failed = {
     fingerprint,
     ...failure,
-    alert: !known ? 'new' : known.state !== failure.error ? 'changed' : 'ongoing',
-    ...(known && known.state !== failure.error && known.state !== null
-      ? { previous: known.state }
-      : {}),
+    alert,
+    ...(alert === 'changed' && known?.state != null ? { previous: known.state } : {}),
     since,
   };
   return changes;

@@ -45,7 +45,8 @@ const LOCK = 'lingxi:reconciliation';
  * overdue holds expired, usage against revenue per day, the seal chain), then chain against
  * ledger for each network. The run and its findings are stored, less those an operator has
  * acknowledged; what changed in the error-level findings since the webhook was last told
- * (new, changed, resolved) goes to the alert webhook. A run that fails (an RPC down on every
+ * (new, changed, resolved: of the ledger checks and the networks this run checked) goes to the
+ * alert webhook. A run that fails (an RPC down on every
  * endpoint, any error) is stored as failed, rethrows, and is alerted too: once while it keeps
  * failing with the same cause, and as recovered when a later run checks that network (or the
  * ledger) again. Two runs started at once take turns (advisory lock).
@@ -78,7 +79,12 @@ export async function runReconciliation(
     const findings: ReportedFinding[] = [];
     const blocks: Record<string, string> = {};
     const stats: Record<string, unknown> = {};
-    const checked = { ledger: false, networks: new Set<string>() };
+    // A run limited to some networks (`--network`) resolves nothing of the others.
+    const checked = {
+      ledger: false,
+      networks: new Set<string>(),
+      configured: new Set(config.networks.map((n) => n.name)),
+    };
     // Where the run is: a failure is alerted for that network (none: the ledger checks).
     let current: string | undefined;
     try {
