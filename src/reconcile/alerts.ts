@@ -95,7 +95,8 @@ export function failureFingerprint(network: string | undefined): string {
 
 /**
  * Whether this run checked what `known` is about: the ledger checks (no network), or its
- * network. A run limited to some networks (`--network`) says nothing about the others.
+ * network (or that network is no longer configured). A run limited to some networks
+ * (`--network`) says nothing about the others: what the webhook knows of them stays open.
  */
 function isChecked(known: AlertedFinding, checked: CheckedScopes): boolean {
   if (known.network === undefined) return checked.ledger;
@@ -152,8 +153,9 @@ function recovery(fingerprint: string, known: AlertedFinding): Recovery {
 /**
  * This completed run's error findings against what the webhook was last told: an alert is
  * worth posting when a finding appears, changes or goes away, not for every run that still
- * has it. A run failure alerted before is recovered when this run checked its scope (`checked`:
- * the networks it compared; the ledger checks always run), else still open.
+ * has it. A finding or run failure alerted before is resolved (recovered) only when this run
+ * checked its scope (`checked`: the networks it compared; the ledger checks, which every run
+ * makes), else it stays open: a run limited to one network resolves nothing of the others.
  */
 export function alertChanges(
   previous: AlertState,

@@ -45,11 +45,12 @@ const LOCK = 'lingxi:reconciliation';
  * overdue holds expired, usage against revenue per day, the seal chain), then chain against
  * ledger for each network. The run and its findings are stored, less those an operator has
  * acknowledged; what changed in the error-level findings since the webhook was last told
- * (new, changed, resolved: of the ledger checks and the networks this run checked) goes to the
- * alert webhook. A run that fails (an RPC down on every
- * endpoint, any error) is stored as failed, rethrows, and is alerted too: once while it keeps
- * failing with the same cause, and as recovered when a later run checks that network (or the
- * ledger) again. Two runs started at once take turns (advisory lock).
+ * (new, changed, resolved: only of the ledger checks and the networks this run checked) goes
+ * to the alert webhook. A run that fails (an RPC down on every endpoint, any error) is stored
+ * as failed, rethrows, and is alerted too: once while it keeps failing with the same cause
+ * (its message with numbers and hex ids left out: see failureCause), and as recovered when a
+ * later run checks that network (or the ledger) again. Two runs started at once take turns
+ * (advisory lock).
  */
 export async function runReconciliation(
   runtime: Runtime,

@@ -328,3 +328,118 @@ test('a run that fails is alerted once while it fails the same way, again when t
   await stack.reconcile();
   expect(posts).toHaveLength(8);
 });
+
+test('a failure whose message changes only by a block number is alerted once', async () => {
+  // An endpoint that keeps no old state (not an archive node) cannot answer a balance at the
+  // block the run compares at, and says which block: another one every run.
+  const real = stack.adapters.get('devnet')!;
+  const pruned: ChainAdapter = {
+    network: real.network,
+    kind: real.kind,
+    assets: real.assets,
+    verify: () => real.verify(),
+    getHead: () => real.getHead(),
+    getBlock: (number) => real.getBlock(number),
+    scan: (params) => real.scan(params),
+    getBalance: (_address, _asset, blockNumber) =>
+      Promise.reject(new Error(`devnet: missing trie node for state at block ${blockNumber}`)),
+    normalizeAddress: (address) => real.normalizeAddress(address),
+    close: async () => {},
+  };
+  const failing = () =>
+    runReconciliation(runtime, { trigger: 'test', adapters: new Map([['devnet', pruned]]) });
+  const latestError = async () =>
+    (
+      await stack.database.pool.query<{ id: string; error: string }>(
+        `select r.id::text as id, r.error from reconciliation_runs r order by r.id desc limit 1`,
+      )
+    ).rows[0]!;
+
+  await expect(failing()).rejects.toThrow(/missing trie node/);
+  const first = await latestError();
+  expect(posts).toHaveLength(9);
+  expect(posts[8]).toMatchObject({
+    event: 'reconciliation.failed',
+    failure: { network: 'devnet', error: first.error, alert: 'new' },
+  });
+
+  await devnet.mine(2);
+  await stack.poll();
+  await expect(failing()).rejects.toThrow(/missing trie node/);
+  const second = await latestError();
+  // Another block, the same cause: nothing to say.
+  expect(second.error).not.toBe(first.error);
+  expect(posts).toHaveLength(9);
+  expect(await alertStatus(second.id)).toEqual({ alert_status: 'unchanged', alert_error: null });
+
+  // Recovered: the message the webhook was told about.
+  await stack.reconcile();
+  expect(posts).toHaveLength(10);
+  expect(posts[9]).toMatchObject({
+    event: 'reconciliation.recovered',
+    recovered: [{ network: 'devnet', error: first.error, since: posts[8]!.failure!.since }],
+    findings: [],
+    resolved: [],
+  });
+});
+
+test('a run limited to some networks leaves the findings of the others open, unsaid', async () => {
+  // A second network on the same chain whose watcher never ran: early's 5.2 USDT is not in its
+  // books, an error finding of "mirror" only.
+  runtime.config.networks.push({ ...runtime.config.networks[0]!, name: 'mirror' });
+  const mirror = createAdapters([runtime.config.networks[1]!], createLogger('silent'));
+  const adapters = new Map([...stack.adapters, ...mirror]);
+  const run = (networks?: string[]) =>
+    runReconciliation(runtime, { trigger: 'test', adapters, ...(networks ? { networks } : {}) });
+  try {
+    const full = await run();
+    const errors = (r: typeof full) =>
+      r.findings
+        .filter((f) => f.severity === 'error')
+        .map((f) => [f.network, f.kind, f.address, f.difference]);
+    expect(errors(full)).toEqual([
+      ['devnet', 'custody_mismatch', alice.address, '-0.75'],
+      ['mirror', 'custody_mismatch', early.address, '5.2'],
+    ]);
+    expect(posts).toHaveLength(11);
+    expect(posts[10]).toMatchObject({
+      findings: [{ kind: 'custody_mismatch', address: early.address, alert: 'new' }],
+      resolved: [],
+      open: 2,
+    });
+
+    // `--network devnet`: mirror was not checked, its finding is not resolved...
+    const devnetOnly = await run(['devnet']);
+    expect(errors(devnetOnly)).toEqual([['devnet', 'custody_mismatch', alice.address, '-0.75']]);
+    expect(posts).toHaveLength(11);
+    expect(await alertStatus(devnetOnly.runId)).toEqual({
+      alert_status: 'unchanged',
+      alert_error: null,
+    });
+    // ...so the next full run has nothing new to say about it.
+    await run();
+    expect(posts).toHaveLength(11);
+
+    // Mirror put right, `--network mirror`: its finding is resolved, devnet's left as it is.
+    await runtime.ledger.postEntry({
+      kind: 'adjustment',
+      metadata: { reason: 'test: early booked on mirror' },
+      postings: [
+        { account: `assets:custody:mirror:USDT:${early.address}`, amount: '5.2', currency: 'USDT' },
+        { account: 'equity:trading:USDT', amount: '-5.2' },
+      ],
+    });
+    await run(['mirror']);
+    expect(posts).toHaveLength(12);
+    expect(posts[11]).toMatchObject({
+      findings: [],
+      resolved: [{ kind: 'custody_mismatch', network: 'mirror', address: early.address }],
+      open: 1,
+    });
+    await run();
+    expect(posts).toHaveLength(12);
+  } finally {
+    runtime.config.networks.pop();
+    for (const adapter of mirror.values()) await adapter.close();
+  }
+});
