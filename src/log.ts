@@ -46,7 +46,7 @@ export function serializeError(error: unknown): unknown {
 const URL_IN_TEXT = /\b[a-z][a-z0-9+.-]*:\/\/(?!\/)[^\s"'<>()]+/gi;
 
 /** Each URL in the text as scheme and host (and port): no user, password, path or query. */
-function withoutUrlSecrets(text: string): string {
+export function withoutUrlSecrets(text: string): string {
   return text.replace(URL_IN_TEXT, (found) => {
     try {
       const url = new URL(found);

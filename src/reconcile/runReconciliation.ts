@@ -14,6 +14,7 @@ import {
 } from './alerts.js';
 import { findingFingerprint, type ReportedFinding } from './fingerprint.js';
 import { reconcileNetwork, type ChainFinding } from './reconcileNetwork.js';
+import { withoutUrlSecrets } from '../log.js';
 
 export interface ReconciliationRun {
   runId: string;
@@ -119,7 +120,11 @@ export async function runReconciliation(
         checked.networks.add(network.name);
       }
     } catch (error) {
-      const message = error instanceof Error ? error.message.split('\n')[0]! : String(error);
+      // Stored and posted to the webhook: its URLs as scheme and host (an RPC URL's path or
+      // query often holds a key).
+      const message = withoutUrlSecrets(
+        error instanceof Error ? error.message.split('\n')[0]! : String(error),
+      );
       // The alert must not hide why the run failed: an error of its own is logged and stored.
       const failure = { ...(current !== undefined ? { network: current } : {}), error: message };
       const alert = await alertRun(runtime, run.id, 'failed', (previous) =>

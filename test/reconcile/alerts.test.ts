@@ -342,7 +342,11 @@ test('a failure whose message changes only by a block number is alerted once', a
     getBlock: (number) => real.getBlock(number),
     scan: (params) => real.scan(params),
     getBalance: (_address, _asset, blockNumber) =>
-      Promise.reject(new Error(`devnet: missing trie node for state at block ${blockNumber}`)),
+      Promise.reject(
+        new Error(
+          `devnet: missing trie node for state at block ${blockNumber} (https://eth.example.org/v3/SECRETKEY)`,
+        ),
+      ),
     normalizeAddress: (address) => real.normalizeAddress(address),
     close: async () => {},
   };
@@ -362,6 +366,9 @@ test('a failure whose message changes only by a block number is alerted once', a
     event: 'reconciliation.failed',
     failure: { network: 'devnet', error: first.error, alert: 'new' },
   });
+  // The endpoint's key is neither stored nor posted: its URL is cut to the host.
+  expect(first.error).toMatch(/^devnet: missing trie node .*\(https:\/\/eth\.example\.org\)$/);
+  expect(JSON.stringify(posts[8])).not.toContain('SECRETKEY');
 
   await devnet.mine(2);
   await stack.poll();
