@@ -221,6 +221,15 @@ describe('a chat completion through the SDK', () => {
       ask('hi [[prompt-tokens=100]] [[tokens=5]] [[cache-creation=40]]'),
     );
     expect(creation.usage).toMatchObject({ prompt_tokens: 100, cache_creation_input_tokens: 40 });
+    const deepseek = await client.chat.completions.create(
+      ask('hi [[prompt-tokens=100]] [[tokens=5]] [[cache-hit=70]]'),
+    );
+    expect(deepseek.usage).toMatchObject({
+      prompt_tokens: 100,
+      prompt_cache_hit_tokens: 70,
+      prompt_cache_miss_tokens: 30,
+    });
+    expect(deepseek.usage).not.toHaveProperty('prompt_tokens_details');
   });
 
   it('waits [[delay=MS]] before answering', async () => {

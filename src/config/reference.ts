@@ -153,6 +153,8 @@ export const FIELD_NOTES: Record<string, string> = {
   'gateway.maxCallDurationMs':
     'A call, a stream included, is cut off this long after it came in, the wait for the provider included (504 `deadline_exceeded` before a stream starts, nothing charged; an error event in a stream, charged for what was generated).',
   'gateway.holdGraceMs': 'How long a hold outlives the longest possible call before it may expire.',
+  'gateway.clientGoneGraceMs':
+    "How long a stream whose client left before the provider's headers came still waits for them (to learn whether the provider answers one JSON completion, which is then read and charged); then the provider's request is aborted (recorded `client_disconnected`, 499, nothing charged). Never past the provider's `timeoutMs` or the call's `maxCallDurationMs`. 0: abort at once.",
   'gateway.bytesPerTokenMin': 'Used to bound the prompt tokens of the cost estimate.',
   'ledger.batchMaxSize': 'Ledger operations grouped into one database transaction at most.',
   'ledger.batchConcurrency': 'Ledger transactions in flight at once per process.',

@@ -101,6 +101,8 @@ const gatewaySchema = z
     maxCallDurationMs: positiveInt.default(600_000),
     /** How long a hold outlives the longest possible call before it may be expired. */
     holdGraceMs: positiveInt.default(300_000),
+    /** How long a stream whose client left still waits for the provider's headers. */
+    clientGoneGraceMs: z.number().int().min(0).max(600_000).default(5000),
     /** Upper bound on tokens a prompt may have: used by the cost estimate. */
     bytesPerTokenMin: z.number().positive().default(1),
   })

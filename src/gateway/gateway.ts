@@ -164,19 +164,26 @@ export class Gateway {
     if (stream)
       upstreamBody['stream_options'] = { ...(body.stream_options ?? {}), include_usage: true };
 
+    // A stream too: whether upstream streams is known only from its answer's headers. But a
+    // stream's provider sends those at once, so one whose client left waits for them only
+    // `gateway.clientGoneGraceMs`, not until the provider timeout or the deadline.
+    const untilHeaders = stream
+      ? untilGraceAfterClientGone(call.clientSignal, this.deps.config.gateway.clientGoneGraceMs)
+      : { signal: untilForwarded(call.clientSignal), disarm: () => {} };
     let upstream: UpstreamCall;
     try {
       upstream = await postUpstream({
         provider: model.provider,
         path: '/chat/completions',
         body: upstreamBody,
-        // A stream too: whether upstream streams is known only from its answer's headers.
-        signal: untilForwarded(call.clientSignal),
+        signal: untilHeaders.signal,
         headersTimeoutMs: model.provider.timeoutMs,
         deadlineAt: this.deadlineAt(call),
       });
     } catch (error) {
-      return this.failed(error, held, record);
+      return this.failed(error, held, record, call.clientSignal);
+    } finally {
+      untilHeaders.disarm();
     }
     record.firstByteAt = upstream.firstByteAt;
     this.deps.metrics.upstreamDuration.observe(
@@ -192,7 +199,12 @@ export class Gateway {
       // A real stream stops when its client leaves: what it did not generate is not billed.
       if (call.clientSignal.aborted) {
         upstream.abort('aborted');
-        return this.failed(new UpstreamError('aborted', 'the client went away'), held, record);
+        return this.failed(
+          new UpstreamError('aborted', 'the client went away'),
+          held,
+          record,
+          call.clientSignal,
+        );
       }
       call.clientSignal.addEventListener('abort', () => upstream.abort('aborted'), { once: true });
       return this.streamed(body, model, held, record, upstream, this.deadlineAt(call), bounds);
@@ -202,7 +214,7 @@ export class Gateway {
     try {
       json = await this.readJson(upstream, model.provider.timeoutMs, this.deadlineAt(call));
     } catch (error) {
-      return this.failed(error, held, record);
+      return this.failed(error, held, record, call.clientSignal);
     }
     const usage = readUsage(json['usage']);
     record.usage = usage ?? estimatedChatUsage(body, choicesText(json['choices']), bounds);
@@ -277,7 +289,7 @@ export class Gateway {
       record.firstByteAt = upstream.firstByteAt;
       json = await this.readJson(upstream, model.provider.timeoutMs, this.deadlineAt(call));
     } catch (error) {
-      return this.failed(error, held, record);
+      return this.failed(error, held, record, call.clientSignal);
     }
     const usage = readUsage(json['usage']);
     // Never more than was held for: a larger `bytesPerTokenMin` makes the hold's bound smaller.
@@ -421,11 +433,17 @@ export class Gateway {
     );
   }
 
-  /** Releases the hold for a call that failed before anything was generated, and says why. */
+  /**
+   * Releases the hold for a call that failed before anything was generated, and says why. A
+   * call whose client had left before it ended is recorded `client_disconnected` (499), as
+   * other departures are, whatever then ended the wait for upstream (its timeout, the
+   * deadline, an error): the client saw none of it. What upstream did is logged.
+   */
   private async failed(
     error: unknown,
     held: HeldCall,
     record: CallRecord,
+    clientSignal: AbortSignal,
   ): Promise<GatewayResponse> {
     if (!(error instanceof UpstreamError)) {
       this.finish(record, 500, 'upstream_error');
@@ -439,7 +457,14 @@ export class Gateway {
         );
       throw error;
     }
-    if (error.kind === 'status' && UPSTREAM_REJECTED_REQUEST.has(error.status ?? 0)) {
+    const gone = clientSignal.aborted;
+    if (gone && error.kind !== 'aborted')
+      this.deps.logger.info(
+        // Upstream's message is left out: it can quote the request.
+        { requestId: record.requestId, upstream: error.kind, upstreamStatus: error.status },
+        'upstream failed after the client left',
+      );
+    if (!gone && error.kind === 'status' && UPSTREAM_REJECTED_REQUEST.has(error.status ?? 0)) {
       // The caller's request is at fault: a 502 would have SDKs send it again, twice.
       this.finish(record, 400, 'upstream_error');
       await this.deps.meter.release(held, record);
@@ -458,20 +483,20 @@ export class Gateway {
       };
     }
     const status =
-      error.kind === 'timeout' || error.kind === 'deadline'
-        ? 504
-        : error.kind === 'aborted'
-          ? 499
+      gone || error.kind === 'aborted'
+        ? 499
+        : error.kind === 'timeout' || error.kind === 'deadline'
+          ? 504
           : 502;
     const outcome: CallOutcome =
-      error.kind === 'timeout'
-        ? 'upstream_timeout'
-        : error.kind === 'deadline'
-          ? 'deadline_exceeded'
-          : error.kind === 'malformed'
-            ? 'upstream_malformed'
-            : error.kind === 'aborted'
-              ? 'client_disconnected'
+      gone || error.kind === 'aborted'
+        ? 'client_disconnected'
+        : error.kind === 'timeout'
+          ? 'upstream_timeout'
+          : error.kind === 'deadline'
+            ? 'deadline_exceeded'
+            : error.kind === 'malformed'
+              ? 'upstream_malformed'
               : 'upstream_error';
     this.finish(record, status, outcome);
     await this.deps.meter.release(held, record);
@@ -813,10 +838,40 @@ function completionAsChunks(json: Record<string, unknown>, includeUsage: boolean
  * request has not been forwarded yet (a client already gone costs nothing), none after. Once
  * forwarded, a JSON answer is generated whole and billed to us whether or not the client
  * waits for it, so it is read and charged; a stream is stopped when its client leaves, once
- * its headers show it streams, and charged for what it sent.
+ * its headers show it streams, and charged for what it sent (a stream's wait for its headers
+ * is bounded after its client left: `untilGraceAfterClientGone`).
  */
 function untilForwarded(clientSignal: AbortSignal): AbortSignal {
   return clientSignal.aborted ? clientSignal : new AbortController().signal;
+}
+
+/**
+ * The signal a stream's wait for upstream's headers is stopped by: the client's at once when
+ * it is already gone (nothing was forwarded, nothing is owed), else one that stops the wait
+ * `graceMs` after the client leaves. A provider that streams sends its headers at once; one
+ * still silent after the client left has stalled, or is generating a whole JSON answer (read
+ * and charged if it comes within the grace, see `untilForwarded`). Keeping the request open
+ * longer would keep the provider's connection and the call's hold for a client that is gone.
+ * `disarm` once the wait is over: from the headers on, the stream (or the JSON read) decides.
+ */
+function untilGraceAfterClientGone(
+  clientSignal: AbortSignal,
+  graceMs: number,
+): { signal: AbortSignal; disarm(): void } {
+  if (clientSignal.aborted) return { signal: clientSignal, disarm: () => {} };
+  const controller = new AbortController();
+  let grace: NodeJS.Timeout | undefined;
+  const onGone = () => {
+    grace = setTimeout(() => controller.abort(), graceMs);
+  };
+  clientSignal.addEventListener('abort', onGone, { once: true });
+  return {
+    signal: controller.signal,
+    disarm: () => {
+      clientSignal.removeEventListener('abort', onGone);
+      clearTimeout(grace);
+    },
+  };
 }
 
 /** OpenAI's reasoning models: they refuse `max_tokens` (400) and take `max_completion_tokens`. */

@@ -206,6 +206,10 @@ export async function readText(body: AsyncIterable<Buffer>): Promise<string> {
  *   `cache_creation_input_tokens` (Anthropic's name, passed on by routers), the larger when
  *   both are there. They are part of `prompt_tokens`; a prompt smaller than its cache reads
  *   and writes together is raised to their sum.
+ * - Cache reads: `prompt_tokens_details.cached_tokens` (OpenAI), or, when that is absent,
+ *   `prompt_cache_hit_tokens` (DeepSeek's name, beside `prompt_cache_miss_tokens`; the two
+ *   add up to `prompt_tokens`). A prompt smaller than DeepSeek's hits and misses together is
+ *   raised to their sum, so cached tokens are never more than the prompt's.
  */
 export function readUsage(usage: unknown): TokenUsage | null {
   if (typeof usage !== 'object' || usage === null) return null;
@@ -215,7 +219,10 @@ export function readUsage(usage: unknown): TokenUsage | null {
   const promptDetails = details('prompt_tokens_details');
   const counts = [
     u['prompt_tokens'],
-    promptDetails['cached_tokens'],
+    // DeepSeek reports its cache reads beside the prompt count, under its own name.
+    promptDetails['cached_tokens'] ?? u['prompt_cache_hit_tokens'],
+    u['prompt_cache_hit_tokens'],
+    u['prompt_cache_miss_tokens'],
     promptDetails['cache_write_tokens'],
     promptDetails['cache_creation_input_tokens'],
     u['cache_creation_input_tokens'],
@@ -227,6 +234,8 @@ export function readUsage(usage: unknown): TokenUsage | null {
   const [
     prompt,
     cached,
+    cacheHit,
+    cacheMiss,
     cacheWrite,
     cacheCreation,
     cacheCreationTop,
@@ -235,7 +244,7 @@ export function readUsage(usage: unknown): TokenUsage | null {
     total,
   ] = counts as bigint[];
   const cacheWriteTokens = maxOf(cacheWrite!, maxOf(cacheCreation!, cacheCreationTop!));
-  const promptTokens = maxOf(prompt!, cached! + cacheWriteTokens);
+  const promptTokens = maxOf(maxOf(prompt!, cached! + cacheWriteTokens), cacheHit! + cacheMiss!);
   // Generated beyond `completion_tokens`: by the total, or by a reasoning count above it.
   const outside = maxOf(
     total! > promptTokens + completion! ? total! - promptTokens - completion! : 0n,

@@ -57,6 +57,37 @@ async function openStream(on: GatewayStack, apiKey: string, content: string) {
   return { req, res };
 }
 
+/**
+ * A streamed call (the official SDK) whose client gives up once the call was forwarded, before
+ * upstream's headers: returns the index of its request in the stub's log.
+ */
+async function leaveBeforeHeaders(on: GatewayStack, apiKey: string, content: string) {
+  const controller = new AbortController();
+  const forwarded = on.stub.requests.length;
+  const call = sdk(on.service.url, apiKey)
+    .chat.completions.create(
+      { model: 'gpt-4o-mini', messages: ask(content), stream: true },
+      { signal: controller.signal },
+    )
+    .catch((e: unknown) => e);
+  // Forwarded (the stub has the request), and no headers from upstream yet.
+  while (on.stub.requests.length === forwarded) await new Promise((r) => setTimeout(r, 10));
+  controller.abort();
+  expect(await call).toBeInstanceOf(OpenAI.APIUserAbortError);
+  return forwarded;
+}
+
+/** Waits for the user's usage row: the call has ended and is settled or released. */
+async function untilRecorded(on: GatewayStack, userId: string, giveUpAfterMs = 30_000) {
+  const recorded = async () =>
+    (await on.database.pool.query('select 1 from usage_records where user_id = $1', [userId])).rows
+      .length > 0;
+  for (const giveUpAt = Date.now() + giveUpAfterMs; !(await recorded());) {
+    if (Date.now() > giveUpAt) throw new Error('no usage row: the call has not ended');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 /** The user's 1 USD untouched: nothing charged, nothing held, one usage row saying why. */
 async function expectUncharged(userId: string, outcome: string, httpStatus: number) {
   expect(await state(userId)).toMatchObject({
@@ -325,6 +356,19 @@ test('a client that leaves a stream that upstream answers as one JSON completion
   });
   // The answer was read to its end, not cut.
   expect(stub.requests[forwarded]!.clientDisconnected).toBe(false);
+});
+
+test('a client that leaves a stream before upstream answers, upstream then timing out: recorded as the client leaving (499), not as the timeout; nothing charged', async () => {
+  const { userId, apiKey } = await userWithKey(service, { telegramId: 2017, balance: '1' });
+  // The provider timeout (1.5 s here) ends the wait before the grace for a departed client.
+  const forwarded = await leaveBeforeHeaders(
+    { database, stub, service },
+    apiKey,
+    'no answer [[stall]]',
+  );
+  await untilRecorded({ database, stub, service }, userId);
+  await expectUncharged(userId, 'client_disconnected', 499);
+  expect(stub.requests[forwarded]!.clientDisconnected).toBe(true);
 });
 
 test('a client that leaves a stream before its first chunk: nothing charged, nothing held, no tokens on the row', async () => {
@@ -718,5 +762,44 @@ describe('a stream cut by the call deadline', () => {
     });
     expect(await latencyMs(userId)).toBeGreaterThanOrEqual(2000);
     expect(await latencyMs(userId)).toBeLessThan(4500);
+  });
+});
+
+describe('a stream whose client leaves before upstream answers', () => {
+  let patient: GatewayStack;
+  // A provider given a minute to answer, a call ten: only the grace for a client that left
+  // (300 ms here) can end a wait for a stalled provider within this test's time.
+  useGatewayStack(
+    (stack) => (patient = stack),
+    (config) => ({
+      ...config,
+      providers: config.providers!.map((provider) => ({ ...provider, timeoutMs: 60_000 })),
+      gateway: { maxCallDurationMs: 600_000, clientGoneGraceMs: 300 },
+    }),
+  );
+
+  test('upstream is aborted after the grace, not held open until its timeout; recorded as the client leaving (499), nothing charged, nothing held', async () => {
+    const { userId, apiKey } = await userWithKey(patient.service, {
+      telegramId: 2205,
+      balance: '1',
+    });
+    const forwarded = await leaveBeforeHeaders(patient, apiKey, 'no answer [[stall]]');
+    await untilRecorded(patient, userId);
+    expect(await state(userId, patient)).toEqual({
+      available: '1',
+      held: '0',
+      pendingHolds: 0,
+      rows: [
+        {
+          outcome: 'client_disconnected',
+          http_status: 499,
+          cost: '0',
+          estimated: false,
+          completion: '0',
+        },
+      ],
+    });
+    // The stub saw the gateway hang up: the request was aborted, not left to time out.
+    expect(patient.stub.requests[forwarded]!.clientDisconnected).toBe(true);
   });
 });

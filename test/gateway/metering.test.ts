@@ -168,6 +168,8 @@ describe('usage counts as upstream writes them', () => {
       readUsage({ prompt_tokens: 8, prompt_tokens_details: { cache_write_tokens: 'some' } }),
     ).toBeNull();
     expect(readUsage({ prompt_tokens: 8, cache_creation_input_tokens: -3 })).toBeNull();
+    expect(readUsage({ prompt_tokens: 8, prompt_cache_hit_tokens: 2.5 })).toBeNull();
+    expect(readUsage({ prompt_tokens: 8, prompt_cache_miss_tokens: 'none' })).toBeNull();
   });
 
   test('the usage is read as a whole: output outside completion_tokens is reasoning, cache writes are part of the prompt', () => {
@@ -257,6 +259,68 @@ describe('usage counts as upstream writes them', () => {
         prompt_tokens_details: { cached_tokens: 1000, cache_write_tokens: 200 },
       }),
     ).toEqual([1200n, 1000n, 200n, 2n, 0n]);
+    // DeepSeek: cache reads as prompt_cache_hit_tokens, beside the misses; OpenAI's field
+    // wins when both are there; a prompt below hits + misses is raised to them.
+    expect(
+      read({
+        prompt_tokens: 1200,
+        completion_tokens: 30,
+        total_tokens: 1230,
+        prompt_cache_hit_tokens: 1024,
+        prompt_cache_miss_tokens: 176,
+      }),
+    ).toEqual([1200n, 1024n, 0n, 30n, 0n]);
+    expect(
+      read({
+        prompt_tokens: 1200,
+        completion_tokens: 30,
+        prompt_cache_hit_tokens: 1024,
+        prompt_cache_miss_tokens: 176,
+        prompt_tokens_details: { cached_tokens: 1000 },
+      }),
+    ).toEqual([1200n, 1000n, 0n, 30n, 0n]);
+    expect(
+      read({
+        prompt_tokens: 100,
+        completion_tokens: 1,
+        prompt_cache_hit_tokens: 1024,
+        prompt_cache_miss_tokens: 176,
+      }),
+    ).toEqual([1200n, 1024n, 0n, 1n, 0n]);
+  });
+});
+
+describe('cache reads that DeepSeek reports under its own names', () => {
+  test('prompt_cache_hit_tokens are charged at the cached-input price, not the input price', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 1071, balance: '1' });
+    // A long shared prefix, most of it read from DeepSeek's cache.
+    const messages = [
+      { role: 'user' as const, content: `${'a'.repeat(4096)} [[cache-hit=1024]] [[tokens=30]]` },
+    ];
+    const prompt = countPromptTokens({ messages });
+    expect(prompt).toBe(1036);
+    const { data, response } = await sdk(service.url, apiKey)
+      .chat.completions.create({ model: 'gpt-4o-mini', messages })
+      .withResponse();
+    expect(data.usage).toMatchObject({
+      prompt_tokens: 1036,
+      prompt_cache_hit_tokens: 1024,
+      prompt_cache_miss_tokens: 12,
+    });
+    // (12 x 0.15 + 1024 x 0.075 + 30 x 0.6) / 1M; all 1036 at the input price: 0.0001734.
+    const cost = expectedCost(MODELS.mini, { prompt: 1036, cached: 1024, completion: 30 });
+    expect(cost.toString()).toBe('0.0000966');
+    expect(response.headers.get('x-lingxi-cost')).toBe('0.0000966');
+    expect(await balance(userId)).toMatchObject({ available: '0.9999034', held: '0' });
+    expect(await usageRows(userId)).toMatchObject([
+      {
+        prompt_tokens: '1036',
+        cached_tokens: '1024',
+        completion_tokens: '30',
+        cost_usd: '0.0000966',
+        estimated: false,
+      },
+    ]);
   });
 });
 

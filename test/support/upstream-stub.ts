@@ -34,6 +34,9 @@
  *                       total_tokens (xAI reports reasoning beside completion_tokens)
  *   [[hidden-reasoning=N]] N more generated tokens in total_tokens only, in no other count
  *                       (thinking tokens as Gemini's OpenAI-compatible endpoint may report them)
+ *   [[cache-hit=N]]     cache reads in DeepSeek's shape: prompt_cache_hit_tokens =
+ *                       min(N, prompt_tokens), prompt_cache_miss_tokens = the rest, and no
+ *                       prompt_tokens_details (so [[cached]] and [[cache-write]] go unsent)
  *   [[cache-write=N]]   prompt_tokens_details.cache_write_tokens = min(N, prompt_tokens), part
  *                       of prompt_tokens (OpenRouter's and OpenAI's field)
  *   [[cache-creation=N]] cache_creation_input_tokens = min(N, prompt_tokens) at the top of

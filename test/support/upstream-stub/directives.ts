@@ -16,6 +16,11 @@ export interface StubBehaviour {
   reasoningApart?: boolean;
   /** Thinking tokens counted in total_tokens only (as Gemini's OpenAI-compatible endpoint may). */
   hiddenReasoningTokens?: number;
+  /**
+   * Cache reads reported as DeepSeek does: `usage.prompt_cache_hit_tokens` (clamped to the
+   * prompt tokens) and `prompt_cache_miss_tokens` (the rest), and no `prompt_tokens_details`.
+   */
+  cacheHitTokens?: number;
   /** `usage.prompt_tokens_details.cache_write_tokens` (part of the prompt tokens). */
   cacheWriteTokens?: number;
   /** `usage.cache_creation_input_tokens` (Anthropic's name; part of the prompt tokens). */
@@ -64,6 +69,7 @@ const DIRECTIVES: Readonly<Record<string, DirectiveSpec>> = {
   reasoning: { range: COUNT, set: (b, v) => void (b.reasoningTokens = v) },
   'reasoning-apart': { set: (b) => void (b.reasoningApart = true) },
   'hidden-reasoning': { range: COUNT, set: (b, v) => void (b.hiddenReasoningTokens = v) },
+  'cache-hit': { range: COUNT, set: (b, v) => void (b.cacheHitTokens = v) },
   'cache-write': { range: COUNT, set: (b, v) => void (b.cacheWriteTokens = v) },
   'cache-creation': { range: COUNT, set: (b, v) => void (b.cacheCreationTokens = v) },
   accepted: { range: COUNT, set: (b, v) => void (b.acceptedPredictionTokens = v) },

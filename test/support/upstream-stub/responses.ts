@@ -63,11 +63,19 @@ export function usageBody(plan: CompletionPlan) {
     ...(plan.cacheCreationTokens > 0
       ? { cache_creation_input_tokens: plan.cacheCreationTokens }
       : {}),
-    prompt_tokens_details: {
-      cached_tokens: plan.cachedTokens,
-      audio_tokens: 0,
-      ...(plan.cacheWriteTokens > 0 ? { cache_write_tokens: plan.cacheWriteTokens } : {}),
-    },
+    // DeepSeek's shape: hits and misses beside the prompt count, no prompt_tokens_details.
+    ...(plan.cacheHitTokens === null
+      ? {
+          prompt_tokens_details: {
+            cached_tokens: plan.cachedTokens,
+            audio_tokens: 0,
+            ...(plan.cacheWriteTokens > 0 ? { cache_write_tokens: plan.cacheWriteTokens } : {}),
+          },
+        }
+      : {
+          prompt_cache_hit_tokens: plan.cacheHitTokens,
+          prompt_cache_miss_tokens: plan.promptTokens - plan.cacheHitTokens,
+        }),
     completion_tokens_details: {
       reasoning_tokens: plan.reasoningTokens,
       audio_tokens: 0,

@@ -61,6 +61,11 @@ export function completionText(tokens: number): string {
 export interface CompletionPlan {
   promptTokens: number;
   cachedTokens: number;
+  /**
+   * Read from the prompt cache, reported as DeepSeek does (`prompt_cache_hit_tokens` and
+   * `prompt_cache_miss_tokens`, no `prompt_tokens_details`); null: OpenAI's shape.
+   */
+  cacheHitTokens: number | null;
   /** Written to the prompt cache, reported as OpenRouter does (0: not reported). */
   cacheWriteTokens: number;
   /** Written to the prompt cache, reported under Anthropic's name (0: not reported). */
@@ -116,6 +121,10 @@ export function planCompletion(
   return {
     promptTokens,
     cachedTokens: Math.min(behaviour.cachedTokens ?? 0, promptTokens),
+    cacheHitTokens:
+      behaviour.cacheHitTokens === undefined
+        ? null
+        : Math.min(behaviour.cacheHitTokens, promptTokens),
     cacheWriteTokens: Math.min(behaviour.cacheWriteTokens ?? 0, promptTokens),
     cacheCreationTokens: Math.min(behaviour.cacheCreationTokens ?? 0, promptTokens),
     contentTokens,
