@@ -29,6 +29,11 @@ export function registerKeyManagementCommands(keys: Command, cli: CliContext): v
     .command('list')
     .description("list a user's API keys, newest first (never the secret or its hash)")
     .requiredOption('--user <id>', 'user id')
+    .addHelpText(
+      'after',
+      '\nWith --json: {"data": [{"id","name","prefix","spendLimitUsd","spentUsd","allowedModels",' +
+        '"createdAt","lastUsedAt","revokedAt"}]}, as GET /admin/users/:id/keys answers.',
+    )
     .action(async (options: { user: string }, command: Command) => {
       checkUserId(options.user);
       const listed = await cli.withRuntime(command, async (runtime) => {
@@ -66,6 +71,12 @@ export function registerKeyManagementCommands(keys: Command, cli: CliContext): v
     .argument('<id>', 'the key id (a uuid, as `keys list` shows it)')
     .option('--user <id>', 'the user who holds the key (refused when it is not theirs)')
     .option('--reason <text>', `why, kept in the audit log (1-${REASON_LENGTH_MAX} characters)`)
+    .addHelpText(
+      'after',
+      '\nExit 0 when revoked or already revoked (its first time shown, nothing written), ' +
+        '1 when there is no such key (of --user), 2 when the id is not one.\n' +
+        'With --json: {"id","revokedAt","alreadyRevoked"}.',
+    )
     .action(
       async (keyId: string, options: { user?: string; reason?: string }, command: Command) => {
         if (!isApiKeyId(keyId))
