@@ -474,3 +474,176 @@ test('users create --idempotency-key after a run that failed, or died before it 
   );
   expect(rows).toEqual([{ id: late.json()['id'] }]);
 });
+
+test('keys list and keys revoke: a leaked key revoked from a shell, once, audited once; revoking it again changes nothing', async () => {
+  const user = (await lingxi('users', 'create', '--telegram-id', '7101', '--json')).json()[
+    'id'
+  ] as string;
+  const laptop = (
+    await lingxi('keys', 'create', '--user', user, '--name', 'laptop', '--json')
+  ).json();
+  const ci = (
+    await lingxi(
+      'keys',
+      'create',
+      '--user',
+      user,
+      '--name',
+      'ci',
+      '--spend-limit',
+      '5',
+      '--models',
+      'm1',
+      '--json',
+    )
+  ).json();
+
+  const listed = await lingxi('keys', 'list', '--user', user, '--json');
+  expect({ code: listed.code, stderr: listed.stderr }).toEqual({ code: 0, stderr: '' });
+  const key = (id: unknown, name: string, more: Record<string, unknown> = {}) => ({
+    id,
+    name,
+    prefix: expect.stringMatching(/^lx-/),
+    spendLimitUsd: null,
+    spentUsd: '0',
+    allowedModels: null,
+    createdAt: expect.any(String),
+    lastUsedAt: null,
+    revokedAt: null,
+    ...more,
+  });
+  expect(listed.json()).toEqual({
+    data: [
+      key(ci['id'], 'ci', { spendLimitUsd: '5', allowedModels: ['m1'] }),
+      key(laptop['id'], 'laptop'),
+    ],
+  });
+  // Never a secret or its hash.
+  expect(listed.stdout).not.toContain(laptop['key'] as string);
+  expect(listed.stdout).not.toMatch(/[0-9a-f]{64}/);
+  const human = await lingxi('keys', 'list', '--user', user);
+  expect(human.stdout).toContain(laptop['id'] as string);
+  expect(human.stdout).toMatch(/laptop .* all/);
+  expect(human.stdout).not.toContain(laptop['key'] as string);
+
+  const revoked = await lingxi(
+    'keys',
+    'revoke',
+    laptop['id'] as string,
+    '--reason',
+    'leaked in a paste',
+    '--json',
+  );
+  expect({ code: revoked.code, stderr: revoked.stderr }).toEqual({ code: 0, stderr: '' });
+  expect(revoked.json()).toEqual({
+    id: laptop['id'],
+    revokedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+    alreadyRevoked: false,
+  });
+
+  // Again, with or without --user: exit 0, the first revocation's time, nothing written.
+  const again = await lingxi('keys', 'revoke', laptop['id'] as string, '--user', user, '--json');
+  expect({ code: again.code, stderr: again.stderr }).toEqual({ code: 0, stderr: '' });
+  expect(again.json()).toEqual({ ...revoked.json(), alreadyRevoked: true });
+  const againHuman = await lingxi('keys', 'revoke', laptop['id'] as string);
+  expect(againHuman.code).toBe(0);
+  expect(againHuman.stdout).toBe(
+    `key ${String(laptop['id'])} of user ${user} was already revoked at ${String(revoked.json()['revokedAt'])}; nothing changed\n`,
+  );
+
+  const { rows: audit } = await database.pool.query(
+    `select actor, action, target, details from audit_log where action = 'key.revoke' and target = $1`,
+    [`user:${user}`],
+  );
+  expect(audit).toEqual([
+    {
+      actor: expect.stringMatching(/^cli:/),
+      action: 'key.revoke',
+      target: `user:${user}`,
+      details: { keyId: laptop['id'], reason: 'leaked in a paste' },
+    },
+  ]);
+  expect(
+    (
+      (await lingxi('keys', 'list', '--user', user, '--json')).json()['data'] as Array<{
+        id: string;
+        revokedAt: string | null;
+      }>
+    ).map((k) => [k.id, k.revokedAt]),
+  ).toEqual([
+    [ci['id'], null],
+    [laptop['id'], revoked.json()['revokedAt']],
+  ]);
+});
+
+test('keys revoke: an unknown key, or a key of another user, is refused (exit 1, one line), nothing written', async () => {
+  const owner = (await lingxi('users', 'create', '--telegram-id', '7102', '--json')).json()[
+    'id'
+  ] as string;
+  const other = (await lingxi('users', 'create', '--telegram-id', '7103', '--json')).json()[
+    'id'
+  ] as string;
+  const key = (await lingxi('keys', 'create', '--user', owner, '--json')).json()['id'] as string;
+  const unknown = '01890a5d-ac96-774b-bcce-b302099a8057';
+  const before = await rowCounts(database.pool);
+  const audits = async () =>
+    (await database.pool.query(`select count(*)::int as n from audit_log`)).rows[0] as {
+      n: number;
+    };
+  const auditsBefore = await audits();
+  for (const [args, stderr] of [
+    [[unknown], `lingxi: no key ${unknown}; nothing revoked\n`],
+    [[unknown, '--user', owner], `lingxi: no key ${unknown} of user ${owner}; nothing revoked\n`],
+    [[key, '--user', other], `lingxi: no key ${key} of user ${other}; nothing revoked\n`],
+    [[key, '--user', '99999999'], 'lingxi: user 99999999 does not exist; nothing revoked\n'],
+  ] as const) {
+    const result = await lingxi('keys', 'revoke', ...args, '--json');
+    expect({ args, code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({
+      args,
+      code: 1,
+      stdout: '',
+      stderr,
+    });
+  }
+  expect(await rowCounts(database.pool)).toEqual(before);
+  expect(await audits()).toEqual(auditsBefore);
+});
+
+test('keys list and keys revoke: an id that is not one is bad usage (exit 2, one line), nothing written', async () => {
+  const user = (await lingxi('users', 'create', '--telegram-id', '7104', '--json')).json()[
+    'id'
+  ] as string;
+  const key = (await lingxi('keys', 'create', '--user', user, '--json')).json()['id'] as string;
+  const before = await rowCounts(database.pool);
+  for (const args of [
+    ['list', '--user', 'abc'],
+    ['list', '--user', '-1'],
+    ['list', '--user', '1.5'],
+    ['list', '--user', '9999999999999999999'],
+    ['revoke', 'nope'],
+    ['revoke', '42'],
+    ['revoke', '0'.repeat(36)],
+    ['revoke', `${key}0`],
+    ['revoke', key, '--user', 'abc'],
+    ['revoke', key, '--user', `${user}.0`],
+    ['revoke', key, '--reason', ' '],
+    ['revoke', key, '--reason', 'x'.repeat(501)],
+  ]) {
+    const result = await lingxi('keys', ...args);
+    expect({ args, code: result.code, stdout: result.stdout }).toEqual({
+      args,
+      code: 2,
+      stdout: '',
+    });
+    expect(result.stderr).toMatch(/^lingxi: [^\n]+\n$/);
+  }
+  for (const args of [['list'], ['revoke']]) {
+    const result = await lingxi('keys', ...args);
+    expect({ args, code: result.code, stdout: result.stdout }).toEqual({
+      args,
+      code: 2,
+      stdout: '',
+    });
+  }
+  expect(await rowCounts(database.pool)).toEqual(before);
+});

@@ -98,3 +98,8 @@ function loginName(): string {
 export class FindingsExit extends Error {
   override name = 'FindingsExit';
 }
+
+/** Thrown by a command that refuses what it was asked (no such key to revoke): exit 1, its one-line reason. */
+export class RefusalExit extends Error {
+  override name = 'RefusalExit';
+}

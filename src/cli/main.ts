@@ -14,7 +14,7 @@ import { registerPrivacyCommands } from './commands/privacy.js';
 import { registerRoleCommands } from './commands/roles.js';
 import { registerUserCommands } from './commands/users.js';
 import { registerDoctorCommand } from './commands/doctor.js';
-import { createCliContext, FindingsExit, type CliIo } from './context.js';
+import { createCliContext, FindingsExit, RefusalExit, type CliIo } from './context.js';
 
 export type { CliIo } from './context.js';
 
@@ -63,7 +63,7 @@ export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<num
     return EXIT.ok;
   } catch (error) {
     if (error instanceof CommanderError) return error.exitCode === 0 ? EXIT.ok : EXIT.error;
-    if (error instanceof FindingsExit) {
+    if (error instanceof FindingsExit || error instanceof RefusalExit) {
       io.stderr(`lingxi: ${error.message}\n`);
       return EXIT.refused;
     }

@@ -235,6 +235,16 @@ const keyView = object({
   revokedAt: nullable(time),
 });
 
+const revokedKey = object({
+  id: str,
+  revokedAt: time,
+  alreadyRevoked: {
+    type: 'boolean',
+    description:
+      'true when the key was revoked before: revokedAt is that time, nothing was written',
+  },
+});
+
 const createdKey = object({
   id: str,
   key: { type: 'string', description: 'the secret: shown once, only its hash is stored' },
@@ -934,7 +944,7 @@ const paths: Record<string, PathItem> = {
       security: account,
       parameters: [pathParam('id', 'the key id')],
       responses: {
-        '200': json('Revoked.', object({ id: str, revokedAt: time })),
+        '200': json('Revoked (or already revoked: the time it was).', revokedKey),
         '401': accountAuthErrors['401'],
         '403': error(['key_restricted', 'account_suspended'], 'A restricted key.'),
         '404': error(['key_not_found'], 'No such key of this user.'),
@@ -1055,6 +1065,19 @@ const paths: Record<string, PathItem> = {
     },
   },
   '/admin/users/{id}/keys': {
+    get: {
+      operationId: 'listUserKeys',
+      summary: "A user's API keys, newest first (never a hash or a secret; audited)",
+      tags: ['admin'],
+      security: admin,
+      parameters: [userId],
+      responses: {
+        '200': json('The keys.', object({ data: list(ref('ApiKey')) })),
+        ...adminAuthErrors,
+        '404': error(['user_not_found'], 'No such user.'),
+        ...commonErrors,
+      },
+    },
     post: {
       operationId: 'createUserKey',
       summary: 'Create an API key for a user: the secret is in this answer only',
@@ -1083,10 +1106,7 @@ const paths: Record<string, PathItem> = {
       security: admin,
       parameters: [userId, pathParam('keyId', 'the key id')],
       responses: {
-        '200': json(
-          'Revoked (or already revoked: the time it was).',
-          object({ id: str, revokedAt: time }),
-        ),
+        '200': json('Revoked (or already revoked: the time it was).', revokedKey),
         ...adminAuthErrors,
         '404': error(
           ['user_not_found', 'key_not_found'],

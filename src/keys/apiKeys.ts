@@ -130,6 +130,7 @@ export interface ApiKeySummary {
   revokedAt: string | null;
 }
 
+/** A user's keys, newest first, as every API lists them: never the secret or its hash. */
 export async function listApiKeys(db: Kysely<Database>, userId: string): Promise<ApiKeySummary[]> {
   const rows = await db
     .selectFrom('api_keys')
@@ -150,32 +151,83 @@ export async function listApiKeys(db: Kysely<Database>, userId: string): Promise
   }));
 }
 
-/** Revokes one of a user's keys; it stops working at once (see KeyAuthenticator). */
+/** True when `text` can be a key id (a uuid); anything else names no key. */
+export function isApiKeyId(text: string): boolean {
+  return KEY_ID_PATTERN.test(text);
+}
+
+/** The user who holds key `keyId`; 404 `key_not_found` when there is no such key. */
+export async function findApiKeyOwner(db: Kysely<Database>, keyId: string): Promise<string> {
+  if (!isApiKeyId(keyId)) throw notFound('no such key', 'key_not_found', 'id');
+  const row = await db
+    .selectFrom('api_keys')
+    .select('user_id')
+    .where('id', '=', keyId)
+    .executeTakeFirst();
+  if (!row) throw notFound('no such key', 'key_not_found', 'id');
+  return row.user_id;
+}
+
+export interface RevokeApiKeyParameters {
+  userId: string;
+  keyId: string;
+  /**
+   * Runs in the transaction that revokes the key (its audit record), and only when this call
+   * revoked it: a key already revoked is answered with its time and nothing is written.
+   */
+  within?: (trx: Transaction<Database>, revoked: RevokedApiKey) => Promise<void>;
+}
+
+export interface RevokedApiKey {
+  id: string;
+  revokedAt: string;
+  /** True when the key was revoked before this call; `revokedAt` is that first time. */
+  alreadyRevoked: boolean;
+}
+
+/**
+ * Revokes one of a user's keys; it stops working at once in this process and, by NOTIFY
+ * `lingxi_keys`, in every other (see KeyAuthenticator). Revoking it again changes nothing and
+ * answers the first revocation's time. No such key of this user: 404 `key_not_found`.
+ */
 export async function revokeApiKey(
   db: Kysely<Database>,
-  params: { userId: string; keyId: string },
-): Promise<{ id: string; revokedAt: string }> {
-  if (!KEY_ID_PATTERN.test(params.keyId)) throw notFound('no such key', 'key_not_found', 'id');
-  const row = await db
-    .updateTable('api_keys')
-    .set({ revoked_at: new Date() })
-    .where('id', '=', params.keyId)
-    .where('user_id', '=', params.userId)
-    .where('revoked_at', 'is', null)
-    .returning(['id', 'revoked_at'])
-    .executeTakeFirst();
-  if (!row) {
-    const existing = await db
+  params: RevokeApiKeyParameters,
+): Promise<RevokedApiKey> {
+  if (!isApiKeyId(params.keyId)) throw notFound('no such key', 'key_not_found', 'id');
+  const result = await db.transaction().execute(async (trx): Promise<RevokedApiKey> => {
+    const row = await trx
+      .updateTable('api_keys')
+      .set({ revoked_at: new Date() })
+      .where('id', '=', params.keyId)
+      .where('user_id', '=', params.userId)
+      .where('revoked_at', 'is', null)
+      .returning(['id', 'revoked_at'])
+      .executeTakeFirst();
+    if (row) {
+      const revoked = {
+        id: row.id,
+        revokedAt: new Date(row.revoked_at!).toISOString(),
+        alreadyRevoked: false,
+      };
+      await params.within?.(trx, revoked);
+      return revoked;
+    }
+    const existing = await trx
       .selectFrom('api_keys')
       .select(['id', 'revoked_at'])
       .where('id', '=', params.keyId)
       .where('user_id', '=', params.userId)
       .executeTakeFirst();
     if (!existing) throw notFound('no such key', 'key_not_found', 'id');
-    return { id: existing.id, revokedAt: new Date(existing.revoked_at!).toISOString() };
-  }
-  await notifyKeyChange(db);
-  return { id: row.id, revokedAt: new Date(row.revoked_at!).toISOString() };
+    return {
+      id: existing.id,
+      revokedAt: new Date(existing.revoked_at!).toISOString(),
+      alreadyRevoked: true,
+    };
+  });
+  if (!result.alreadyRevoked) await notifyKeyChange(db);
+  return result;
 }
 
 /** What this process runs when it changes keys itself (see notifyKeyChange). */

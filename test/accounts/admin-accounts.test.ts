@@ -264,7 +264,11 @@ describe('revoking a key', () => {
       `/users/${userId}/keys/${keyId}`,
     );
     expect(revoked.status).toBe(200);
-    expect(revoked.body.id).toBe(keyId);
+    expect(revoked.body).toEqual({
+      id: keyId,
+      revokedAt: expect.any(String),
+      alreadyRevoked: false,
+    });
     await expect
       .poll(async () => (await call(service, 'GET', '/v1/models', { token: apiKey })).status, {
         timeout: 20_000,
@@ -273,13 +277,26 @@ describe('revoking a key', () => {
     expect((await call(service, 'GET', '/v1/models', { token: other.body.key })).status).toBe(200);
     expect((await call(service, 'GET', '/api/me', { token })).status).toBe(200);
 
-    // Again: the same answer, nothing new.
+    // Again: the first time, nothing new (no second audit entry).
     const again = await admin<{ revokedAt: string }>(
       service,
       'DELETE',
       `/users/${userId}/keys/${keyId}`,
     );
-    expect(again.body).toEqual(revoked.body);
+    expect(again.body).toEqual({ ...revoked.body, alreadyRevoked: true });
+
+    // The listing the CLI's `keys list` prints too.
+    const listed = await admin<{ data: Array<{ id: string; revokedAt: string | null }> }>(
+      service,
+      'GET',
+      `/users/${userId}/keys`,
+    );
+    expect(listed.status).toBe(200);
+    expect(listed.body.data.map((k) => [k.id, k.revokedAt])).toEqual([
+      [other.body.id, null],
+      [keyId, revoked.body.revokedAt],
+    ]);
+    expect(JSON.stringify(listed.body)).not.toMatch(/[0-9a-f]{64}|lx-[A-Za-z0-9_-]{43}/);
 
     // Another user's key, or no key at all, through this user's path: 404, nothing revoked.
     const stranger = await userWithKey(service, { telegramId: 6302 });
@@ -304,7 +321,7 @@ describe('revoking a key', () => {
       'GET',
       `/audit-log?target=user:${userId}&action=key.revoke`,
     );
-    expect(log.body.data).toHaveLength(2);
+    expect(log.body.data).toHaveLength(1);
     expect(log.body.data[0]).toMatchObject({ actor: 'admin', details: { keyId } });
   });
 });

@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, test } from 'vitest';
@@ -6,7 +9,9 @@ import { createApiKey, notifyKeyChange, revokeApiKey } from '../../src/keys/apiK
 import { KeyAuthenticator } from '../../src/keys/keyAuthenticator.js';
 import { createLogger } from '../../src/log.js';
 import { createUser } from '../../src/users/createUser.js';
+import { runLingxi } from '../support/cli.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { startLingxi, type LingxiProcess } from '../support/lingxiProcess.js';
 import { startTcpProxy, type TcpProxy } from '../support/tcpProxy.js';
 
 let database: TestDatabase;
@@ -15,6 +20,8 @@ let proxy: TcpProxy;
 let slowDb: Kysely<Database>;
 let slowPool: pg.Pool;
 let db: Kysely<Database>;
+let dir: string | undefined;
+const processes: LingxiProcess[] = [];
 
 beforeAll(async () => {
   database = await createTestDatabase();
@@ -26,6 +33,9 @@ beforeAll(async () => {
   db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: database.newPool(2) }) });
 });
 afterAll(async () => {
+  for (const p of processes) p.child.kill('SIGKILL');
+  await Promise.all(processes.map((p) => p.exited));
+  if (dir) rmSync(dir, { recursive: true, force: true });
   await slowDb?.destroy();
   await db?.destroy();
   await proxy?.close();
@@ -64,6 +74,46 @@ test('a key revoked while a lookup of it is on its way is not cached as valid', 
   } finally {
     await keys.close();
   }
+});
+
+test('a key revoked with `lingxi keys revoke` is refused by a gateway already running that had it cached', async () => {
+  dir = mkdtempSync(join(tmpdir(), 'lingxi-key-cache-'));
+  const configFile = join(dir, 'lingxi.config.json');
+  writeFileSync(
+    configFile,
+    JSON.stringify({
+      http: { host: '127.0.0.1', port: 0 },
+      database: { url: database.url, poolSize: 3 },
+      log: { level: 'info' },
+    }),
+  );
+  // The gateway is another process: only the NOTIFY of the CLI's revocation can reach its cache.
+  const gateway = startLingxi(['serve', '--config', configFile]);
+  processes.push(gateway);
+  const baseUrl = await gateway.url();
+  const models = async (key: string) =>
+    (await fetch(`${baseUrl}/v1/models`, { headers: { authorization: `Bearer ${key}` } })).status;
+
+  const { id: userId } = await createUser(db, { telegramId: 990_002 });
+  const leaked = await createApiKey(db, { userId, name: 'leaked' });
+  const kept = await createApiKey(db, { userId, name: 'kept' });
+  expect(await models(leaked.key)).toBe(200);
+  // The gateway answers from its cache: a revocation written behind its back (no NOTIFY) is
+  // not seen. Undone before the real one.
+  await db
+    .updateTable('api_keys')
+    .set({ revoked_at: new Date() })
+    .where('id', '=', leaked.id)
+    .execute();
+  expect(await models(leaked.key)).toBe(200);
+  await db.updateTable('api_keys').set({ revoked_at: null }).where('id', '=', leaked.id).execute();
+
+  const revoked = await runLingxi(configFile, ['keys', 'revoke', leaked.id, '--json']);
+  expect({ code: revoked.code, stderr: revoked.stderr }).toEqual({ code: 0, stderr: '' });
+  expect(revoked.json()).toMatchObject({ id: leaked.id, alreadyRevoked: false });
+  // The NOTIFY's trip (milliseconds), far inside the cache's minute: without it, 200 until then.
+  await expect.poll(() => models(leaked.key), { timeout: 20_000, interval: 20 }).toBe(401);
+  expect(await models(kept.key)).toBe(200);
 });
 
 async function lastUsed(keyId: string): Promise<Date | null> {

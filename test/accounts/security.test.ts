@@ -199,6 +199,7 @@ describe('credentials that must not work', () => {
 describe('admin routes', () => {
   const ADMIN_ROUTES: Array<[string, string, unknown]> = [
     ['GET', '/admin/users/1', undefined],
+    ['GET', '/admin/users/1/keys', undefined],
     ['GET', '/admin/users?telegramId=8101', undefined],
     ['POST', '/admin/users/1/suspend', { reason: 'x' }],
     ['POST', '/admin/users/1/unsuspend', { reason: 'x' }],

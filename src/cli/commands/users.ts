@@ -5,11 +5,12 @@ import { createUser, requireUser } from '../../users/createUser.js';
 import { parseTelegramId } from '../../users/telegramId.js';
 import { cliActor, type CliContext } from '../context.js';
 import { IDEMPOTENCY_OPTION, runIdempotent } from '../idempotent.js';
+import { registerKeyManagementCommands } from './keys.js';
 
 const IDEMPOTENCY_HELP =
   'repeat-safe key: a rerun with the same key and arguments prints the first answer and writes nothing; with other arguments it is refused (exit 1)';
 
-/** `lingxi users create`, `lingxi keys create`. */
+/** `lingxi users create`, `lingxi keys create` (and `keys list`, `keys revoke`: ./keys.ts). */
 export function registerUserCommands(program: Command, cli: CliContext): void {
   const users = program.command('users').description('manage users');
   users
@@ -137,8 +138,10 @@ export function registerUserCommands(program: Command, cli: CliContext): void {
             replayed,
             `key ${replayed.id} was created by an earlier run with this ${IDEMPOTENCY_OPTION}; ` +
               'its secret was shown by that run only. If it was lost, revoke the key ' +
-              `(DELETE /admin/users/${options.user}/keys/${replayed.id}) and create another.`,
+              `(lingxi keys revoke ${replayed.id}) and create another.`,
           );
       },
     );
+
+  registerKeyManagementCommands(keys, cli);
 }

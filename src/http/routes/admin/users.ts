@@ -1,7 +1,7 @@
 import Router from '@koa/router';
 import { adjustBalance } from '../../../billing/adjustBalance.js';
 import { getUserBalance } from '../../../billing/getUserBalance.js';
-import { createApiKey, revokeApiKey } from '../../../keys/apiKeys.js';
+import { createApiKey, listApiKeys, revokeApiKey } from '../../../keys/apiKeys.js';
 import type { Services } from '../../../services.js';
 import { audit } from '../../../audit.js';
 import { adminAudit, adminAuditEvent } from '../../adminAudit.js';
@@ -69,12 +69,24 @@ export function adminUserRoutes(services: Services): Router {
     ctx.body = key;
   });
 
-  // A leaked key is revoked without suspending its owner; it stops working at once.
+  router.get('/:id/keys', async (ctx) => {
+    const user = await requireUser(db, ctx.params['id']!);
+    const keys = await listApiKeys(db, user.id);
+    // A key's name can name the person: reading them is audited, as `user.read` is.
+    await record(ctx, 'key.list', `user:${user.id}`, {});
+    ctx.body = { data: keys };
+  });
+
+  // A leaked key is revoked without suspending its owner; it stops working at once. Audited
+  // in the revocation's transaction, once: revoking it again answers its time, writes nothing.
   router.delete('/:id/keys/:keyId', async (ctx) => {
     const user = await requireUser(db, ctx.params['id']!);
-    const result = await revokeApiKey(db, { userId: user.id, keyId: ctx.params['keyId']! });
-    await record(ctx, 'key.revoke', `user:${user.id}`, { keyId: result.id });
-    ctx.body = result;
+    ctx.body = await revokeApiKey(db, {
+      userId: user.id,
+      keyId: ctx.params['keyId']!,
+      within: (trx, revoked) =>
+        audit(trx, adminAuditEvent(ctx, 'key.revoke', `user:${user.id}`, { keyId: revoked.id })),
+    });
   });
 
   router.post('/:id/adjustments', async (ctx) => {

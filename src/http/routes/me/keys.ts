@@ -62,8 +62,12 @@ export function meKeyRoutes(services: Services): Router {
   router.delete('/:id', async (ctx) => {
     const account = currentAccount(ctx);
     requireUnrestricted(account, 'revoke keys');
-    const result = await revokeApiKey(db, { userId: account.userId, keyId: ctx.params['id']! });
-    await record(ctx, 'key.revoke', { keyId: result.id });
+    // Audited in the revocation's transaction, once: revoking it again writes nothing.
+    const result = await revokeApiKey(db, {
+      userId: account.userId,
+      keyId: ctx.params['id']!,
+      within: (trx, revoked) => record(ctx, 'key.revoke', { keyId: revoked.id }, trx),
+    });
     ctx.body = result;
   });
 
