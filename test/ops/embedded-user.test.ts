@@ -1,10 +1,10 @@
 import { execFileSync } from 'node:child_process';
 import { chownSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, test } from 'vitest';
 import { serverAnswers } from '../../src/db/embedded.js';
+import { freePort } from '../support/freePort.js';
 import { startLingxi, type LingxiProcess } from '../support/lingxiProcess.js';
 
 /**
@@ -25,14 +25,6 @@ function normalUser(): { uid: number; gid: number } | undefined {
   if (userInfo().uid !== 0) return undefined; // already one
   const id = (flag: string) => Number(execFileSync('id', [flag, 'nobody']).toString().trim());
   return { uid: id('-u'), gid: id('-g') };
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 test('a normal user serves on the embedded PostgreSQL, which keeps its files as that user and stops with it', async () => {

@@ -1,5 +1,4 @@
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
@@ -7,6 +6,7 @@ import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicT
 import { serverAnswers } from '../../src/db/embedded.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { startDevnet, type Devnet } from '../support/evm/devnet.js';
+import { freePort } from '../support/freePort.js';
 import { messages, startLingxi, type LingxiProcess } from '../support/lingxiProcess.js';
 
 /**
@@ -36,14 +36,6 @@ function config(name: string, body: Record<string, unknown>): string {
   const file = join(dir, `${name}.json`);
   writeFileSync(file, JSON.stringify({ log: { level: 'info' }, ...body }));
   return file;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 test('lingxi start: http, the watcher and cron stop together on SIGTERM, then the ledger and the pool; exit 0', async () => {
