@@ -150,6 +150,11 @@ function recovery(fingerprint: string, known: AlertedFinding): Recovery {
   };
 }
 
+/** Nothing to post yet, and nothing known: what each run's changes start from. */
+function noChanges(): AlertChanges {
+  return { opened: [], changed: [], resolved: [], failed: null, recovered: [], state: {} };
+}
+
 /**
  * This completed run's error findings against what the webhook was last told: an alert is
  * worth posting when a finding appears, changes or goes away, not for every run that still
@@ -162,14 +167,7 @@ export function alertChanges(
   errors: ReportedFinding[],
   checked: CheckedScopes,
 ): AlertChanges {
-  const changes: AlertChanges = {
-    opened: [],
-    changed: [],
-    resolved: [],
-    failed: null,
-    recovered: [],
-    state: {},
-  };
+  const changes = noChanges();
   for (const finding of errors) {
     const fingerprint = findingFingerprint(finding);
     if (changes.state[fingerprint]) continue;
@@ -211,14 +209,7 @@ export function failureChanges(
   checked: CheckedScopes,
   now: Date,
 ): AlertChanges {
-  const changes: AlertChanges = {
-    opened: [],
-    changed: [],
-    resolved: [],
-    failed: null,
-    recovered: [],
-    state: {},
-  };
+  const changes = noChanges();
   const fingerprint = failureFingerprint(failure.network);
   for (const [key, known] of Object.entries(previous)) {
     if (key !== fingerprint && known.kind === RUN_FAILED_KIND && isChecked(known, checked))
