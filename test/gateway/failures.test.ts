@@ -88,6 +88,29 @@ async function untilRecorded(on: GatewayStack, userId: string, giveUpAfterMs = 3
   }
 }
 
+/** The user's 1 USD less the answer upstream generated for `messages` (`completion` tokens), on a 499 row. */
+async function expectChargedForAbandoned(
+  userId: string,
+  messages: Parameters<typeof countPromptTokens>[0]['messages'],
+  completion: number,
+) {
+  const cost = expectedCost(MODELS.mini, { prompt: countPromptTokens({ messages }), completion });
+  expect(await state(userId)).toMatchObject({
+    available: new Decimal(1).sub(cost).toString(),
+    held: '0',
+    pendingHolds: 0,
+    rows: [
+      {
+        outcome: 'client_disconnected',
+        http_status: 499,
+        cost: cost.toString(),
+        estimated: false,
+        completion: String(completion),
+      },
+    ],
+  });
+}
+
 /** The user's 1 USD untouched: nothing charged, nothing held, one usage row saying why. */
 async function expectUncharged(userId: string, outcome: string, httpStatus: number) {
   expect(await state(userId)).toMatchObject({
@@ -285,31 +308,8 @@ test('a client that leaves a non-streamed call after it was forwarded is charged
   controller.abort();
   expect(await call).toBeInstanceOf(OpenAI.APIUserAbortError);
   // The gateway goes on reading upstream's answer after the client left: until its row is in.
-  const settled = async () =>
-    (await database.pool.query('select 1 from usage_records where user_id = $1', [userId])).rows
-      .length > 0;
-  for (const giveUpAt = Date.now() + 30_000; !(await settled());) {
-    if (Date.now() > giveUpAt) throw new Error('no usage row for the abandoned call');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  const cost = expectedCost(MODELS.mini, {
-    prompt: countPromptTokens({ messages }),
-    completion: 40,
-  });
-  expect(await state(userId)).toMatchObject({
-    available: new Decimal(1).sub(cost).toString(),
-    held: '0',
-    pendingHolds: 0,
-    rows: [
-      {
-        outcome: 'client_disconnected',
-        http_status: 499,
-        cost: cost.toString(),
-        estimated: false,
-        completion: '40',
-      },
-    ],
-  });
+  await untilRecorded({ database, stub, service }, userId);
+  await expectChargedForAbandoned(userId, messages, 40);
 });
 
 test('a client that leaves a stream that upstream answers as one JSON completion is charged for that answer (499 on the row), nothing stays held', async () => {
@@ -329,31 +329,8 @@ test('a client that leaves a stream that upstream answers as one JSON completion
   while (stub.requests.length === forwarded) await new Promise((r) => setTimeout(r, 10));
   controller.abort();
   expect(await call).toBeInstanceOf(OpenAI.APIUserAbortError);
-  const settled = async () =>
-    (await database.pool.query('select 1 from usage_records where user_id = $1', [userId])).rows
-      .length > 0;
-  for (const giveUpAt = Date.now() + 30_000; !(await settled());) {
-    if (Date.now() > giveUpAt) throw new Error('no usage row for the abandoned call');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  const cost = expectedCost(MODELS.mini, {
-    prompt: countPromptTokens({ messages }),
-    completion: 40,
-  });
-  expect(await state(userId)).toMatchObject({
-    available: new Decimal(1).sub(cost).toString(),
-    held: '0',
-    pendingHolds: 0,
-    rows: [
-      {
-        outcome: 'client_disconnected',
-        http_status: 499,
-        cost: cost.toString(),
-        estimated: false,
-        completion: '40',
-      },
-    ],
-  });
+  await untilRecorded({ database, stub, service }, userId);
+  await expectChargedForAbandoned(userId, messages, 40);
   // The answer was read to its end, not cut.
   expect(stub.requests[forwarded]!.clientDisconnected).toBe(false);
 });
