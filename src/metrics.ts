@@ -71,6 +71,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly depositsAwaitingPrice = new Gauge({
+    name: 'lingxi_watcher_deposits_awaiting_price',
+    help: 'Confirmed deposits left uncredited by the last iteration because their price source refused (stale or bad feed), per network',
+    labelNames: ['network'] as const,
+    registers: [this.registry],
+  });
+
   readonly watcherLastIteration = new Gauge({
     name: 'lingxi_watcher_last_iteration_timestamp_seconds',
     help: 'When the watcher last finished an iteration, per network (alert when it stops moving)',

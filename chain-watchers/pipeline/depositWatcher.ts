@@ -11,7 +11,7 @@ import {
 } from '../../ledger/index.js';
 import type { BlockRef, ChainAdapter, ChainHead, ObservedTransfer } from '../adapter.js';
 import { feeCurrencyOf, type NetworkConfig } from '../config.js';
-import type { PriceQuote, PriceSource } from '../prices.js';
+import { PriceUnavailableError, type PriceQuote, type PriceSource } from '../prices.js';
 import { watchedAddresses, type AddressFamily } from './depositAddresses.js';
 import type { WatcherTables } from './tables.js';
 
@@ -45,6 +45,11 @@ export interface IterationReport {
   reversed: number;
   ignored: number;
   booked: number;
+  /**
+   * Confirmed deposits left uncredited because their price source refused to price them (stale,
+   * bad or unreachable feed): they wait, and are priced again on the next iteration.
+   */
+  awaitingPrice: number;
   /** The cursor reached the head: the next iteration can wait a poll interval. */
   caughtUp: boolean;
 }
@@ -103,6 +108,7 @@ export class DepositWatcher {
       reversed: 0,
       ignored: 0,
       booked: 0,
+      awaitingPrice: 0,
       caughtUp: false,
     };
 
@@ -156,7 +162,13 @@ export class DepositWatcher {
     }
     report.caughtUp = newCursor.number >= head.latest.number;
     const creditHeight = min(safeHeight, newCursor.number);
-    const quotes = await this.quotePrices(db, transfers, addresses, creditHeight);
+    const pricing = await this.quotePrices(
+      db,
+      transfers,
+      addresses,
+      creditHeight,
+      head.latest.number,
+    );
 
     const client = await pool.connect();
     try {
@@ -186,9 +198,10 @@ export class DepositWatcher {
         addresses,
         head.latest.number,
       );
-      const credit = await this.credit(tx, client, creditHeight, head.latest.number, quotes);
+      const credit = await this.credit(tx, client, creditHeight, head.latest.number, pricing);
       report.credited = credit.credited;
       report.ignored = credit.ignored;
+      report.awaitingPrice = credit.awaitingPrice;
       report.booked = await this.bookOutgoing(tx, client, creditHeight);
       await this.saveCursor(tx, newCursor, creditHeight);
       await client.query('commit');
@@ -197,6 +210,18 @@ export class DepositWatcher {
       throw error;
     } finally {
       client.release();
+    }
+    for (const refusal of pricing.refused.values()) {
+      // Every iteration while it lasts: crediting of this asset waits, never at a refused rate.
+      this.options.logger.warn(
+        {
+          network,
+          asset: refusal.asset,
+          confirmingBlock: String(refusal.block),
+          reason: refusal.reason,
+        },
+        'price unavailable: confirmed deposits of this asset wait uncredited until their price source answers',
+      );
     }
     for (const line of [
       report.credited && `credited ${report.credited} deposits`,
@@ -694,13 +719,20 @@ export class DepositWatcher {
        where network = ${this.network.name} and status in ('seen', 'confirming')`.execute(tx);
   }
 
-  /** Prices every asset that may be credited now, at the block that confirmed it (memoised). */
+  /**
+   * Prices every asset that may be credited now, at the block that confirmed it (memoised).
+   * A price the source refuses there (a stale, incomplete or non-positive round, an unreadable
+   * feed) is tried once more at the latest block: a feed that was stale when the deposit
+   * confirmed and has been updated since prices it at its new round; otherwise the asset's
+   * deposits wait (in `refused`) while everything else on the network goes on.
+   */
   private async quotePrices(
     db: Kysely<WatcherTables>,
     transfers: ObservedTransfer[],
     addresses: Map<string, string>,
     creditHeight: bigint,
-  ): Promise<Map<string, PriceQuote>> {
+    latest: bigint,
+  ): Promise<Pricing> {
     const due = await db
       .selectFrom('deposits')
       .select(['asset', 'block_number'])
@@ -721,22 +753,53 @@ export class DepositWatcher {
         wanted.push({ asset: t.asset.symbol, block: t.blockNumber });
     }
     const quotes = new Map<string, PriceQuote>();
+    const refused = new Map<string, PriceRefusal>();
+    const atLatest = new Map<string, Promise<PriceQuote | PriceUnavailableError>>();
+    const attempt = (source: PriceSource, block: bigint) =>
+      source.quote(block).catch((error: unknown) => {
+        if (error instanceof PriceUnavailableError) return error;
+        throw error;
+      });
     for (const { asset, block } of wanted) {
       const at = this.confirmingBlock(block, creditHeight);
       const key = priceKey(asset, at);
-      if (quotes.has(key)) continue;
+      if (quotes.has(key) || refused.has(key)) continue;
       const source = this.options.priceSources.get(asset);
       if (!source) throw new Error(`no price source for ${asset} on ${this.network.name}`);
-      quotes.set(key, await source.quote(at));
+      const quote = await attempt(source, at);
+      if (!(quote instanceof PriceUnavailableError)) {
+        quotes.set(key, quote);
+        continue;
+      }
+      if (at < latest) {
+        if (!atLatest.has(asset)) atLatest.set(asset, attempt(source, latest));
+        const later = await atLatest.get(asset)!;
+        if (!(later instanceof PriceUnavailableError)) {
+          quotes.set(key, {
+            ...later,
+            details: {
+              ...later.details,
+              confirmingBlock: at.toString(),
+              refusedAtConfirmingBlock: quote.message,
+            },
+          });
+          continue;
+        }
+      }
+      refused.set(key, { asset, block: at, reason: quote.message });
     }
-    return quotes;
+    return { quotes, refused };
   }
 
-  /** The block at which a deposit reached its required confirmations. */
+  /**
+   * The block at which a deposit reached its required confirmations: its own block plus the
+   * confirmations less one, the same whenever (and however often) the watcher gets to it. With
+   * `finalized`/`solidified`, the finalized height the watcher credits it at.
+   */
   private confirmingBlock(block: bigint, creditHeight: bigint): bigint {
     const required = this.network.confirmations;
     if (typeof required !== 'number') return creditHeight;
-    return min(block + BigInt(Math.max(required, 1)) - 1n, creditHeight);
+    return block + BigInt(Math.max(required, 1)) - 1n;
   }
 
   /** Credits every deposit with its confirmations: custody and trading legs, the rate on the entry. */
@@ -745,8 +808,8 @@ export class DepositWatcher {
     client: pg.PoolClient,
     creditHeight: bigint,
     latest: bigint,
-    quotes: Map<string, PriceQuote>,
-  ): Promise<{ credited: number; ignored: number }> {
+    pricing: Pricing,
+  ): Promise<{ credited: number; ignored: number; awaitingPrice: number }> {
     const network = this.network.name;
     const due = await tx
       .selectFrom('deposits')
@@ -793,6 +856,7 @@ export class DepositWatcher {
       toUnclaimed: string | null;
     }> = [];
     let ignored = 0;
+    let awaitingPrice = 0;
     for (const deposit of due) {
       // Recorded as a deposit before top-ups were told apart (a treasury sending to a deposit
       // address is our own move, recorded with the outgoing transfers since): never credited.
@@ -810,10 +874,15 @@ export class DepositWatcher {
         ignored += 1;
         continue;
       }
-      const quote = quotes.get(
-        priceKey(deposit.asset!, this.confirmingBlock(BigInt(deposit.block_number), creditHeight)),
+      const key = priceKey(
+        deposit.asset!,
+        this.confirmingBlock(BigInt(deposit.block_number), creditHeight),
       );
-      if (!quote) continue; // priced in the next iteration
+      const quote = pricing.quotes.get(key);
+      if (!quote) {
+        if (pricing.refused.has(key)) awaitingPrice += 1;
+        continue; // priced in the next iteration
+      }
       const amount = new Decimal(deposit.amount!);
       const exact = amount.mul(quote.rate);
       const usd = exact.toDecimalPlaces(USD_SCALE, Decimal.ROUND_HALF_EVEN);
@@ -946,7 +1015,7 @@ export class DepositWatcher {
           'a deposit reversed after a reorg was mined again: its credit repaid the receivable its reversal booked',
         );
     }
-    return { credited: credited.length, ignored };
+    return { credited: credited.length, ignored, awaitingPrice };
   }
 
   /**
@@ -1287,6 +1356,19 @@ function reincludedDeposit(
 /** The idempotency key of a transfer's entry: a new one each time a reorg removed it and it came back. */
 function keyOf(base: string, reincluded: number): string {
   return reincluded === 0 ? base : `${base}:reincluded-${reincluded}`;
+}
+
+/** What an iteration's price sources said: quotes by asset and confirming block, and refusals. */
+interface Pricing {
+  quotes: Map<string, PriceQuote>;
+  refused: Map<string, PriceRefusal>;
+}
+
+interface PriceRefusal {
+  asset: string;
+  /** The confirming block it was asked for. */
+  block: bigint;
+  reason: string;
 }
 
 function priceKey(asset: string, block: bigint): string {

@@ -44,9 +44,11 @@ export interface ChainlinkPriceSourceParameters {
 
 /**
  * USD rate from a Chainlink AggregatorV3 feed, read at a block of the feed's network:
- * rate = answer / 10^decimals, exactly. Refuses (PriceUnavailableError) an answer <= 0, a
- * round not yet complete, a round older than `maxAgeS` at that block, or a feed it cannot
- * read.
+ * rate = answer / 10^decimals, exactly, with `decimals()` read at the same block as the round
+ * (a feed whose decimals change is scaled by the decimals it had then). Refuses
+ * (PriceUnavailableError) an answer <= 0, a round not yet complete (`updatedAt` 0 or
+ * `answeredInRound` < `roundId`), a round older than `maxAgeS` at that block, or a feed it
+ * cannot read.
  *
  * @example
  * const eth = createChainlinkPriceSource({ chain: ethereumAdapter, feed: '0x5f4e...8419', maxAgeS: 3900 });
@@ -92,7 +94,7 @@ export function createChainlinkPriceSource(params: ChainlinkPriceSourceParameter
         cause: error,
       });
     }
-    const [roundId, answer, , updatedAt] = read.round;
+    const [roundId, answer, , updatedAt, answeredInRound] = read.round;
     if (answer <= 0n) {
       throw new PriceUnavailableError(
         `Chainlink feed ${feed} answered ${answer} in round ${roundId} at block ${read.at}: not a price`,
@@ -100,6 +102,13 @@ export function createChainlinkPriceSource(params: ChainlinkPriceSourceParameter
     }
     if (updatedAt === 0n) {
       throw new PriceUnavailableError(`Chainlink feed ${feed} round ${roundId} is not complete`);
+    }
+    // Deprecated in OCR feeds (always roundId there), but an older aggregator or a proxy mid
+    // phase change can still report a round whose answer was carried over from an earlier one.
+    if (answeredInRound < roundId) {
+      throw new PriceUnavailableError(
+        `Chainlink feed ${feed} round ${roundId} is not complete (answered in round ${answeredInRound})`,
+      );
     }
     const ageS = read.blockTimestamp - updatedAt;
     if (ageS > BigInt(params.maxAgeS)) {

@@ -128,13 +128,14 @@ export const FIELD_NOTES: Record<string, string> = {
     "The token's `decimals()`: the watcher refuses to start when the chain says otherwise. USDT is 6 on Ethereum, Tron, Polygon and Arbitrum but 18 on BSC.",
   'networks[].assets[].price':
     'The USD rate a deposit is credited at: exactly one of `fixed` or `chainlink`.',
-  'networks[].assets[].price.fixed': 'A fixed rate, such as `"1"` for a stablecoin.',
+  'networks[].assets[].price.fixed':
+    'A fixed rate, such as `"1"` for a stablecoin: USDT so configured is credited at exactly 1 USD whatever its market price.',
   'networks[].assets[].price.chainlink':
-    'A Chainlink aggregator, read at the confirming block (on another network: its latest round when the deposit is credited); the feed address, round and time are stored on the entry.',
+    "A Chainlink aggregator, read at the confirming block (the deposit's block + `confirmations` - 1; on another network: its latest round when the deposit is credited); the feed address, round and time are stored on the entry. A round refused there is tried at the latest block; refused there too, the deposit waits uncredited (a warning each iteration, `lingxi_watcher_deposits_awaiting_price`).",
   'networks[].assets[].price.chainlink.network':
     "The configured network the feed lives on (L2 ETH may use the ethereum feed). Block numbers of two networks do not match, so a feed on another network is read at that network's latest block, not at the deposit's confirming block; `maxAgeS` still applies.",
   'networks[].assets[].price.chainlink.maxAgeS':
-    'A round older than this (at the block read) is refused.',
+    'A round older than this (at the block read) is refused, as is a non-positive answer or an incomplete round (`answeredInRound` < `roundId`).',
   'networks[].assets[].price.chainlink.feed': 'Aggregator address.',
   'networks[].assets[].minDeposit': 'Smaller deposits are recorded as ignored (never credited).',
   'telegram.botToken':

@@ -55,6 +55,10 @@ export async function startWatcherRole(
         onIteration: (report) => {
           runtime.metrics.watcherHead.set({ network: network.name }, Number(report.head));
           runtime.metrics.watcherLastIteration.set({ network: network.name }, Date.now() / 1000);
+          runtime.metrics.depositsAwaitingPrice.set(
+            { network: network.name },
+            report.awaitingPrice,
+          );
           if (report.credited)
             runtime.metrics.depositsCredited.inc({ network: network.name }, report.credited);
           options.onIteration?.(network.name, report);

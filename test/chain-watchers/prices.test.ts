@@ -119,6 +119,37 @@ describe('Chainlink price source', () => {
     }
   });
 
+  it('refuses a round whose answer was carried over from an earlier round (answeredInRound < roundId)', async () => {
+    const feed = await devnet.deployAggregator(8, 'ETH / USD');
+    await devnet.setRound(feed, 300_000_000_000n, await devnet.blockTimestamp());
+    const incomplete = await devnet.setIncompleteRound(
+      feed,
+      300_000_000_000n,
+      await devnet.blockTimestamp(),
+      1n,
+    );
+    const eth = createChainlinkPriceSource({ chain: adapter, feed, maxAgeS: 3_600 });
+
+    const error = await eth.quote(incomplete.blockNumber).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(PriceUnavailableError);
+    expect((error as Error).message).toMatch(/round 2 is not complete \(answered in round 1\)/);
+    // A complete round after it prices again.
+    const complete = await devnet.setRound(feed, 310_000_000_000n, await devnet.blockTimestamp());
+    expect((await eth.quote(complete.blockNumber)).rate.toString()).toBe('3100');
+  });
+
+  it("scales each block's answer by the decimals() the feed had at that block", async () => {
+    const feed = await devnet.deployAggregator(8, 'ETH / USD');
+    const before = await devnet.setRound(feed, 312_345_678_901n, await devnet.blockTimestamp());
+    const after = await devnet.setDecimals(feed, 18, 3_123_456_789_010_000_000_000n);
+    const eth = createChainlinkPriceSource({ chain: adapter, feed, maxAgeS: 3_600 });
+
+    const old = await eth.quote(before.blockNumber);
+    const now = await eth.quote(after.blockNumber);
+    expect([old.rate.toString(), old.details['decimals']]).toEqual(['3123.45678901', '8']);
+    expect([now.rate.toString(), now.details['decimals']]).toEqual(['3123.45678901', '18']);
+  });
+
   it('refuses to price from an address that is not a feed', async () => {
     const eth = createChainlinkPriceSource({
       chain: adapter,

@@ -114,6 +114,15 @@ export interface Devnet {
   /** Deploys a MockAggregator (Chainlink AggregatorV3 look-alike). */
   deployAggregator(decimals: number, description?: string): Promise<Address>;
   setRound(aggregator: Address, answer: bigint, updatedAt: bigint): Promise<SentTransaction>;
+  /** A new round reporting an answer carried over from round `answeredInRound`. */
+  setIncompleteRound(
+    aggregator: Address,
+    answer: bigint,
+    updatedAt: bigint,
+    answeredInRound: bigint,
+  ): Promise<SentTransaction>;
+  /** Changes the feed's `decimals()`, with the current answer re-expressed in them. */
+  setDecimals(aggregator: Address, decimals: number, answer: bigint): Promise<SentTransaction>;
   tokenBalance(token: Address, owner: Address, blockNumber?: bigint): Promise<bigint>;
   /** Mines `blocks` empty blocks in one call; `increaseTimeS` moves the clock first. */
   mine(blocks?: number, options?: { increaseTimeS?: number }): Promise<bigint>;
@@ -287,6 +296,14 @@ export async function startDevnet(options: StartDevnetOptions = {}): Promise<Dev
       deploy('MockAggregator', [decimals, description]),
     setRound: (aggregator, answer, updatedAt) =>
       call('MockAggregator', aggregator, 'setRound', [answer, updatedAt]),
+    setIncompleteRound: (aggregator, answer, updatedAt, answeredInRound) =>
+      call('MockAggregator', aggregator, 'setIncompleteRound', [
+        answer,
+        updatedAt,
+        answeredInRound,
+      ]),
+    setDecimals: (aggregator, decimals, answer) =>
+      call('MockAggregator', aggregator, 'setDecimals', [decimals, answer]),
     async tokenBalance(token, owner, blockNumber) {
       const { abi } = await getContract('TestToken');
       return (await client.readContract({

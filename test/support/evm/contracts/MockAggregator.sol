@@ -3,7 +3,7 @@ pragma solidity ^0.8.20;
 
 /// Chainlink AggregatorV3Interface look-alike whose round a test sets.
 contract MockAggregator {
-    uint8 public immutable decimals;
+    uint8 public decimals;
     string public description;
     uint256 public constant version = 4;
 
@@ -11,6 +11,7 @@ contract MockAggregator {
     int256 private _answer;
     uint256 private _startedAt;
     uint256 private _updatedAt;
+    uint80 private _answeredInRound;
 
     constructor(uint8 decimals_, string memory description_) {
         decimals = decimals_;
@@ -22,6 +23,22 @@ contract MockAggregator {
         _answer = answer;
         _startedAt = updatedAt;
         _updatedAt = updatedAt;
+        _answeredInRound = _roundId;
+    }
+
+    /// A new round whose answer was carried over from `answeredInRound` (an incomplete round).
+    function setIncompleteRound(int256 answer, uint256 updatedAt, uint80 answeredInRound) external {
+        _roundId += 1;
+        _answer = answer;
+        _startedAt = updatedAt;
+        _updatedAt = updatedAt;
+        _answeredInRound = answeredInRound;
+    }
+
+    /// A feed migrated to another scale: the answer is re-expressed, the round unchanged.
+    function setDecimals(uint8 decimals_, int256 answer) external {
+        decimals = decimals_;
+        _answer = answer;
     }
 
     function latestRoundData()
@@ -29,6 +46,6 @@ contract MockAggregator {
         view
         returns (uint80 roundId, int256 answer, uint256 startedAt, uint256 updatedAt, uint80 answeredInRound)
     {
-        return (_roundId, _answer, _startedAt, _updatedAt, _roundId);
+        return (_roundId, _answer, _startedAt, _updatedAt, _answeredInRound);
     }
 }
