@@ -13,7 +13,10 @@ const positiveInt = z.number().int().positive();
 
 const priceSourceSchema = z.union(
   [
-    z.strictObject({ fixed: decimalString }),
+    z.strictObject({
+      // A rate of 0 would credit nothing for a real deposit: refused when the config loads.
+      fixed: decimalString.refine((rate) => /[1-9]/.test(rate), 'must be above 0, such as "1"'),
+    }),
     z.strictObject({
       chainlink: z.strictObject({
         network: z.string(),

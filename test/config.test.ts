@@ -279,6 +279,11 @@ describe('configuration mistakes a person makes in the file', () => {
     expect(() => parseConfig(tron({ fixed: 1 }), {})).toThrow(
       /^config networks\[0\]\.assets\[0\]\.price\.fixed: Invalid input: expected string, received number$/,
     );
+    // A rate of 0 would credit nothing: refused when the config loads, not when a watcher starts.
+    for (const zero of ['0', '0.000'])
+      expect(() => parseConfig(tron({ fixed: zero }), {})).toThrow(
+        /^config networks\[0\]\.assets\[0\]\.price\.fixed: must be above 0/,
+      );
     expect(() => parseConfig(tron({ chainlink: { network: 'tron' } }), {})).toThrow(
       /^config networks\[0\]\.assets\[0\]\.price\.chainlink\.feed: /,
     );
