@@ -263,16 +263,6 @@ export function forgetKeysLocally(): void {
   for (const listener of localKeyChangeListeners) listener();
 }
 
-/**
- * Tells every gateway process to forget cached keys, for a change already committed without
- * notifyKeyChangeOnCommit (a fix made by hand): this one at once, the others by NOTIFY
- * lingxi_keys. A change made here sends its NOTIFY in its own transaction instead.
- */
-export async function notifyKeyChange(db: Kysely<Database>): Promise<void> {
-  await sql`select pg_notify('lingxi_keys', 'changed')`.execute(db);
-  forgetKeysLocally();
-}
-
 /** A well-formed key string, compared without leaking timing. */
 export function looksLikeApiKey(candidate: string): boolean {
   return KEY_PATTERN.test(candidate);
