@@ -5,7 +5,7 @@ import { accounts } from '../billing/accounts.js';
 import { getUserBalance } from '../billing/getUserBalance.js';
 import type { Database } from '../db/schema.js';
 import { AppError, badRequest, conflict } from '../errors.js';
-import { notifyKeyChange } from '../keys/apiKeys.js';
+import { forgetKeysLocally, notifyKeyChangeOnCommit } from '../keys/apiKeys.js';
 import type { Logger } from '../log.js';
 
 /** The exact words the body's `confirm` must hold, so a stray DELETE erases nothing. */
@@ -36,10 +36,10 @@ export interface EraseAccountResult {
  * Erases a user (DELETE /api/me). In one transaction: Telegram id, username, names and photo
  * URL are removed, the user row stays with status 'erased' (so ledger account codes still
  * resolve), every API key is revoked and its name cleared, every session is deleted, and the
- * user's usage rows lose client_ip and user_agent. Then the keys' caches are told (NOTIFY),
- * and the remaining available balance is moved by a ledger entry from
- * liabilities:customers:{id} to liabilities:unclaimed:{id}: still owed, no longer tied to a
- * person. Ledger tables are only appended to, never changed.
+ * user's usage rows lose client_ip and user_agent; its NOTIFY lingxi_keys reaches every
+ * process's key cache exactly when it commits. Then the remaining available balance is moved by
+ * a ledger entry from liabilities:customers:{id} to liabilities:unclaimed:{id}: still owed, no
+ * longer tied to a person. Ledger tables are only appended to, never changed.
  *
  * Refused (409 `calls_in_flight`, nothing changed) while API calls hold part of the balance.
  */
@@ -107,13 +107,15 @@ export async function eraseAccount(
       .where('user_id', '=', userId)
       .where((eb) => eb.or([eb('client_ip', 'is not', null), eb('user_agent', 'is not', null)]))
       .executeTakeFirst();
+    // Delivered to every process's key cache exactly when this transaction commits.
+    await notifyKeyChangeOnCommit(trx);
     return {
       keysRevoked: keys.filter((k) => k.now_revoked).length,
       sessionsEnded: Number(sessions.numDeletedRows),
       usageRowsScrubbed: Number(usage.numUpdatedRows),
     };
   });
-  await notifyKeyChange(db);
+  forgetKeysLocally();
 
   const unclaimed = await moveToUnclaimed(ledger, userId);
   await audit(db, {

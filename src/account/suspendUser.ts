@@ -1,7 +1,7 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.js';
 import { badRequest } from '../errors.js';
-import { notifyKeyChange } from '../keys/apiKeys.js';
+import { forgetKeysLocally, notifyKeyChangeOnCommit } from '../keys/apiKeys.js';
 import { userErased } from '../users/createUser.js';
 import { readUser, toAdminView, type AdminUserView } from './profile.js';
 
@@ -20,8 +20,9 @@ export interface SetSuspensionResult {
 
 /**
  * Suspends or reinstates a user. A suspension stops the user's keys and sessions at once:
- * sessions are checked against the user row on every request, and NOTIFY lingxi_keys empties
- * every process's key cache. Nothing is revoked, so reinstating brings them back. An erased
+ * sessions are checked against the user row on every request, and NOTIFY lingxi_keys (sent in
+ * the suspension's transaction, so delivered exactly when it commits) empties every process's
+ * key cache. Nothing is revoked, so reinstating brings them back. An erased
  * user cannot be suspended or reinstated (409 `user_erased`).
  */
 export async function setSuspension(
@@ -34,27 +35,37 @@ export async function setSuspension(
   const current = await readUser(db, params.userId);
   if (current.status === 'erased') throw userErased('there is nothing to suspend');
   const from = params.suspended ? 'active' : 'suspended';
-  const updated = await db
-    .updateTable('users')
-    .set(
-      params.suspended
-        ? {
-            status: 'suspended',
-            suspended_at: params.now,
-            suspension_reason: reason.trim(),
-            updated_at: params.now,
-          }
-        : { status: 'active', suspended_at: null, suspension_reason: null, updated_at: params.now },
-    )
-    .where('id', '=', params.userId)
-    .where('status', '=', from)
-    .returningAll()
-    .executeTakeFirst();
+  // The NOTIFY goes in the update's transaction: delivered exactly when the change commits.
+  const updated = await db.transaction().execute(async (trx) => {
+    const row = await trx
+      .updateTable('users')
+      .set(
+        params.suspended
+          ? {
+              status: 'suspended',
+              suspended_at: params.now,
+              suspension_reason: reason.trim(),
+              updated_at: params.now,
+            }
+          : {
+              status: 'active',
+              suspended_at: null,
+              suspension_reason: null,
+              updated_at: params.now,
+            },
+      )
+      .where('id', '=', params.userId)
+      .where('status', '=', from)
+      .returningAll()
+      .executeTakeFirst();
+    if (row) await notifyKeyChangeOnCommit(trx);
+    return row;
+  });
   if (!updated) {
     const now = await readUser(db, params.userId);
     if (now.status === 'erased') throw userErased('there is nothing to suspend');
     return { user: toAdminView(now), changed: false };
   }
-  await notifyKeyChange(db);
+  forgetKeysLocally();
   return { user: toAdminView(updated), changed: true };
 }

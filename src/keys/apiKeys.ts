@@ -187,8 +187,10 @@ export interface RevokedApiKey {
 
 /**
  * Revokes one of a user's keys; it stops working at once in this process and, by NOTIFY
- * `lingxi_keys`, in every other (see KeyAuthenticator). Revoking it again changes nothing and
- * answers the first revocation's time. No such key of this user: 404 `key_not_found`.
+ * `lingxi_keys` sent in the revocation's transaction (so delivered exactly when it commits,
+ * even if this process dies right after), in every other (see KeyAuthenticator). Revoking it
+ * again changes nothing and answers the first revocation's time. No such key of this user:
+ * 404 `key_not_found`.
  */
 export async function revokeApiKey(
   db: Kysely<Database>,
@@ -205,6 +207,7 @@ export async function revokeApiKey(
       .returning(['id', 'revoked_at'])
       .executeTakeFirst();
     if (row) {
+      await notifyKeyChangeOnCommit(trx);
       const revoked = {
         id: row.id,
         revokedAt: new Date(row.revoked_at!).toISOString(),
@@ -226,26 +229,37 @@ export async function revokeApiKey(
       alreadyRevoked: true,
     };
   });
-  if (!result.alreadyRevoked) await notifyKeyChange(db);
+  if (!result.alreadyRevoked) forgetKeysLocally();
   return result;
 }
 
-/** What this process runs when it changes keys itself (see notifyKeyChange). */
+/** What this process runs when it changes keys itself (see forgetKeysLocally). */
 const localKeyChangeListeners = new Set<() => void>();
 
-/** Runs `listener` whenever this process calls notifyKeyChange; returns the unsubscriber. */
+/** Runs `listener` whenever this process calls forgetKeysLocally; returns the unsubscriber. */
 export function onLocalKeyChange(listener: () => void): () => void {
   localKeyChangeListeners.add(listener);
   return () => localKeyChangeListeners.delete(listener);
 }
 
 /**
- * Tells every gateway process to forget cached keys (revocation, suspension, erasure): this
- * one at once, before its caller answers, and the others by NOTIFY lingxi_keys (within
- * milliseconds). Call it after the change has committed.
+ * Sends NOTIFY lingxi_keys in the transaction `trx` that changes keys (revocation, suspension,
+ * erasure): PostgreSQL delivers it to every other gateway process exactly when, and only if,
+ * that transaction commits, so no crash or broken connection between the commit and a later
+ * statement can leave them serving a revoked key from their caches. After the commit, the
+ * caller runs forgetKeysLocally for this process (before it, a request could cache the old
+ * state again before the change is visible).
  */
-export async function notifyKeyChange(db: Kysely<Database>): Promise<void> {
-  await sql`select pg_notify('lingxi_keys', 'changed')`.execute(db);
+export async function notifyKeyChangeOnCommit(trx: Transaction<Database>): Promise<void> {
+  await sql`select pg_notify('lingxi_keys', 'changed')`.execute(trx);
+}
+
+/**
+ * Empties this process's key caches at once, before its caller answers (its own NOTIFY may
+ * arrive a little later). Call it after the change (with its notifyKeyChangeOnCommit) has
+ * committed.
+ */
+export function forgetKeysLocally(): void {
   for (const listener of localKeyChangeListeners) listener();
 }
 

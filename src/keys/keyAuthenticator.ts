@@ -23,10 +23,11 @@ const CACHE_MAX = 50_000;
 
 /**
  * Looks up API keys by the SHA-256 of the key (one indexed lookup, never the key itself),
- * and caches what it found for a minute. A revocation or a suspension empties this process's
- * cache before it answers and sends NOTIFY `lingxi_keys`, which empties every other process's; while the LISTEN connection
- * is down nothing is cached, so a revoked key never outlives its revocation by more than
- * the notification's trip.
+ * and caches what it found for a minute. A revocation, suspension or erasure sends NOTIFY
+ * `lingxi_keys` in its own transaction (delivered exactly when it commits), which empties every
+ * other process's cache, and empties this process's after the commit, before it answers; while
+ * the LISTEN connection is down nothing is cached, so a revoked key never outlives its
+ * revocation by more than the notification's trip.
  */
 export class KeyAuthenticator {
   private readonly cache = new Map<string, Cached>();
