@@ -69,8 +69,9 @@ test('a key revoked while a lookup of it is on its way is not cached as valid', 
     proxy.holdAnswers(true);
     const inFlight = keys.authenticate(`Bearer ${key}`);
     await waitFor(async () => proxy.heldAnswers() > 0);
+    // Returns once committed; this process's own caches are told then (other processes by the
+    // NOTIFY the revocation's transaction sent).
     await revokeApiKey(db, { userId, keyId });
-    await new Promise((resolve) => setTimeout(resolve, 200)); // NOTIFY reaches the listener
     proxy.holdAnswers(false);
     await expect(inFlight).resolves.toMatchObject({ keyId }); // it began before the revocation
 
