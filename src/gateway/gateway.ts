@@ -22,6 +22,7 @@ import {
   embeddingTokensUpperBound,
   estimateEmbeddingTokens,
   estimateTokens,
+  minOf,
   messagesText,
   predictionText,
   predictionTokensUpperBound,
@@ -750,10 +751,6 @@ const SSE_HEADERS: Record<string, string> = {
 interface HoldBounds {
   promptTokensMax: bigint;
   outputTokensMax: bigint;
-}
-
-function minOf(a: bigint, b: bigint): bigint {
-  return a < b ? a : b;
 }
 
 /**

@@ -2,6 +2,7 @@ import { sql, type Kysely } from 'kysely';
 import { Decimal } from '../../ledger/index.js';
 import type { ModelConfig } from '../config/schema.js';
 import type { Database } from '../db/schema.js';
+import { minOf } from './tokens.js';
 
 /** One version of a model's prices, in USD per 1M tokens. Usage records point at the version they paid. */
 export interface PriceVersion {
@@ -134,10 +135,6 @@ export function maxCostOf(
     .mul(Decimal.max(price.inputPer1M, price.cachedInputPer1M, price.cacheWritePer1M))
     .add(d(outputTokensMax).mul(Decimal.max(price.outputPer1M, price.reasoningPer1M)))
     .div(MILLION);
-}
-
-function minOf(a: bigint, b: bigint): bigint {
-  return a < b ? a : b;
 }
 
 /** Prices on the wire (GET /v1/models): decimal strings per 1M tokens. */

@@ -156,3 +156,13 @@ function callText(call: unknown): string {
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
+
+/** The smaller of two token counts. */
+export function minOf(a: bigint, b: bigint): bigint {
+  return a < b ? a : b;
+}
+
+/** The larger of two token counts. */
+export function maxOf(a: bigint, b: bigint): bigint {
+  return a > b ? a : b;
+}

@@ -2,6 +2,7 @@ import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { ProviderConfig } from '../config/schema.js';
 import type { TokenUsage } from './pricing.js';
+import { maxOf, minOf } from './tokens.js';
 
 export class UpstreamError extends Error {
   override name = 'UpstreamError';
@@ -257,12 +258,8 @@ export function readUsage(usage: unknown): TokenUsage | null {
     cachedTokens: cached!,
     cacheWriteTokens,
     completionTokens: completion! + outside,
-    reasoningTokens: outside + (inside < completion! ? inside : completion!),
+    reasoningTokens: outside + minOf(inside, completion!),
   };
-}
-
-function maxOf(a: bigint, b: bigint): bigint {
-  return a > b ? a : b;
 }
 
 function readCount(value: unknown): bigint | null {
