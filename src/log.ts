@@ -43,7 +43,7 @@ export function serializeError(error: unknown): unknown {
 }
 
 /** A URL with a host; not a stack frame's `file:///...` path. */
-const URL_IN_TEXT = /\b[a-z][a-z0-9+.-]*:\/\/(?!\/)[^\s"'<>()]+/gi;
+export const URL_IN_TEXT = /\b[a-z][a-z0-9+.-]*:\/\/(?!\/)[^\s"'<>()]+/gi;
 
 /** Each URL in the text as scheme and host (and port): no user, password, path or query. */
 export function withoutUrlSecrets(text: string): string {

@@ -1,4 +1,4 @@
-import type { Logger } from '../log.js';
+import { URL_IN_TEXT, withoutUrlSecrets, type Logger } from '../log.js';
 import { findingFingerprint, findingState, type ReportedFinding } from './fingerprint.js';
 
 /** An error finding the alert webhook has been told about, as remembered between runs. */
@@ -106,9 +106,6 @@ function isChecked(known: AlertedFinding, checked: CheckedScopes): boolean {
   );
 }
 
-/** A URL with a host (as in log.ts); an error message names a host as its scheme and host. */
-const URL_IN_TEXT = /\b[a-z][a-z0-9+.-]*:\/\/(?!\/)[^\s"'<>()]+/gi;
-
 /**
  * What in a failure's message tells one cause from another, not what changes from run to run
  * while the cause stays: URLs are cut to scheme and host (kept, ports included), an HTTP status
@@ -129,14 +126,7 @@ const CAUSE_TOKENS = new RegExp(
 /** A failure's cause as compared between runs (see CAUSE_TOKENS); the alert has the message. */
 export function failureCause(message: string): string {
   return message.replace(CAUSE_TOKENS, (token, url?: string, status?: string) => {
-    if (url !== undefined) {
-      try {
-        const parsed = new URL(url);
-        return parsed.host ? `${parsed.protocol}//${parsed.host}` : `${parsed.protocol}//`;
-      } catch {
-        return '(a URL)';
-      }
-    }
+    if (url !== undefined) return withoutUrlSecrets(url);
     return status !== undefined ? token : '#';
   });
 }
