@@ -47,9 +47,10 @@ export interface IterationReport {
   booked: number;
   /**
    * Confirmed deposits left uncredited because their price source refused to price them (stale,
-   * bad or unreachable feed): they wait, and are priced again on the next iteration.
+   * bad or unreachable feed): they wait, and are priced again on the next iteration. Null when
+   * the iteration ended before it priced anything (the endpoint is behind): not counted.
    */
-  awaitingPrice: number;
+  awaitingPrice: number | null;
   /** The cursor reached the head: the next iteration can wait a poll interval. */
   caughtUp: boolean;
 }
@@ -108,7 +109,7 @@ export class DepositWatcher {
       reversed: 0,
       ignored: 0,
       booked: 0,
-      awaitingPrice: 0,
+      awaitingPrice: null,
       caughtUp: false,
     };
 

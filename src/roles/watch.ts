@@ -55,10 +55,12 @@ export async function startWatcherRole(
         onIteration: (report) => {
           runtime.metrics.watcherHead.set({ network: network.name }, Number(report.head));
           runtime.metrics.watcherLastIteration.set({ network: network.name }, Date.now() / 1000);
-          runtime.metrics.depositsAwaitingPrice.set(
-            { network: network.name },
-            report.awaitingPrice,
-          );
+          // An iteration that priced nothing (the endpoint is behind) leaves the count as it was.
+          if (report.awaitingPrice !== null)
+            runtime.metrics.depositsAwaitingPrice.set(
+              { network: network.name },
+              report.awaitingPrice,
+            );
           if (report.credited)
             runtime.metrics.depositsCredited.inc({ network: network.name }, report.credited);
           options.onIteration?.(network.name, report);
