@@ -386,6 +386,9 @@ function transfersOf(
         feeBaseUnits: null,
       });
     });
+    if (context.nativeAsset) {
+      transfers.push(...internalTrxTransfers(info, base, context.nativeAsset, context.watched));
+    }
   } else {
     const decoded = decodeTransferCall(call);
     if (decoded && (context.watched.has(decoded.from) || context.watched.has(decoded.to))) {
@@ -418,6 +421,55 @@ function transfersOf(
       transfer.feeBaseUnits = 0n;
     }
   }
+  return transfers;
+}
+
+/** Internal transactions that move TRX to the recipient: a call, or a selfdestruct's payout. */
+const TRX_MOVING_NOTES = new Set(['call', 'suicide']);
+
+/**
+ * The log index of the internal transaction at `position` in its receipt's
+ * `internal_transactions`: -2, -3, ... Beside the transaction's own TRX transfer (-1) and its
+ * Transfer logs (0, 1, ...), so every transfer of a transaction has an identity of its own;
+ * java-tron lists internal transactions in execution order, so the same execution gives the
+ * same positions on every node and every re-scan.
+ */
+export function internalTransactionLogIndex(position: number): number {
+  return -2 - position;
+}
+
+/**
+ * TRX that contracts paid to a watched address during a successful transaction (its receipt's
+ * `internal_transactions`): a payout, a withdrawal from an exchange's contract, a swap's
+ * output. Not: a rejected call (undone by a revert), TRC-10 tokens (`tokenId`), a call that
+ * carried no TRX. Our addresses are not contracts, so they never make an internal
+ * transaction: these only come in (one from a watched caller would be no deposit, and is left
+ * out rather than read as an outflow).
+ */
+function internalTrxTransfers(
+  info: TronTransactionInfo,
+  base: Pick<ObservedTransfer, 'txHash' | 'blockNumber' | 'blockHash' | 'blockTimestamp'>,
+  nativeAsset: TrackedAsset,
+  watched: ReadonlyMap<string, string>,
+): ObservedTransfer[] {
+  const transfers: ObservedTransfer[] = [];
+  info.internalTransactions.forEach((internal, position) => {
+    if (internal.rejected || internal.trxSun <= 0n || !TRX_MOVING_NOTES.has(internal.note)) return;
+    if (internal.transferTo === null || watched.has(internal.caller.slice(2))) return;
+    const to = watched.get(internal.transferTo.slice(2));
+    if (to === undefined) return;
+    transfers.push({
+      ...base,
+      logIndex: internalTransactionLogIndex(position),
+      contract: null,
+      asset: nativeAsset,
+      from: tronAddressFromHex20(internal.caller.slice(2)),
+      to,
+      amountBaseUnits: internal.trxSun,
+      success: true,
+      feeBaseUnits: null,
+    });
+  });
   return transfers;
 }
 

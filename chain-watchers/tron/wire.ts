@@ -54,6 +54,27 @@ export interface TronTransactionInfo {
   /** Top-level `result`: "FAILED" when the transaction failed, absent otherwise. */
   failed: boolean;
   logs: TronLog[];
+  /** `internal_transactions`, in the receipt's order (absent in the JSON means none). */
+  internalTransactions: TronInternalTransaction[];
+}
+
+/**
+ * One entry of a receipt's `internal_transactions`: a call (or create, selfdestruct...) one
+ * contract made during the transaction, with the TRX and TRC-10 tokens it carried.
+ */
+export interface TronInternalTransaction {
+  /** 41-hex: the contract that made the call. */
+  caller: string;
+  /** 41-hex: who received it; null when the JSON has none (an old node's `create`). */
+  transferTo: string | null;
+  /** The TRX it carried, in sun: `callValueInfo`'s entry without `tokenId` (absent means 0). */
+  trxSun: bigint;
+  /** TRC-10 token ids among `callValueInfo` with a non-zero amount. */
+  trc10TokenIds: string[];
+  /** `note` decoded from hex: "call", "create", "suicide"... */
+  note: string;
+  /** The call was undone (it, or a call above it, reverted). */
+  rejected: boolean;
 }
 
 const HEX64 = /^[0-9a-fA-F]{64}$/;
@@ -182,6 +203,10 @@ export function parseTransactionInfo(json: unknown): TronTransactionInfo | null 
       data: typeof log['data'] === 'string' ? log['data'].toLowerCase().replace(/^0x/, '') : '',
     };
   });
+  const rawInternal = json['internal_transactions'] ?? [];
+  if (!Array.isArray(rawInternal)) {
+    throw malformed('transaction info', `${id} internal_transactions is not a list`);
+  }
   return {
     id,
     blockNumber: safeInteger(json['blockNumber'], `transaction info ${id} blockNumber`),
@@ -189,5 +214,55 @@ export function parseTransactionInfo(json: unknown): TronTransactionInfo | null 
     receiptResult: typeof receipt['result'] === 'string' ? receipt['result'] : null,
     failed: json['result'] === 'FAILED',
     logs,
+    internalTransactions: rawInternal.map((entry, index) =>
+      parseInternalTransaction(entry, `transaction info ${id} internal transaction ${index}`),
+    ),
+  };
+}
+
+function parseInternalTransaction(json: unknown, where: string): TronInternalTransaction {
+  if (!isObject(json)) throw malformed(where, 'not an object');
+  const address = (key: string): string | null => {
+    const field = json[key];
+    if (field === undefined) return null;
+    if (typeof field !== 'string' || !HEX41.test(field)) {
+      throw malformed(where, `${key} is not a 41-hex address`);
+    }
+    return field.toLowerCase();
+  };
+  const caller = address('caller_address');
+  if (caller === null) throw malformed(where, 'no caller_address');
+  const values = json['callValueInfo'] ?? [];
+  if (!Array.isArray(values)) throw malformed(where, 'callValueInfo is not a list');
+  let trxSun: bigint | null = null;
+  const trc10TokenIds: string[] = [];
+  for (const value of values) {
+    if (!isObject(value)) throw malformed(where, 'callValueInfo entry is not an object');
+    // Protobuf JSON leaves a zero callValue out: `{}` is a call that carried no TRX.
+    const amount = safeInteger(value['callValue'] ?? 0, `${where} callValue`);
+    const tokenId = value['tokenId'];
+    if (tokenId === undefined || tokenId === '') {
+      // java-tron writes the TRX value once; a second one would be counted twice or dropped.
+      if (trxSun !== null) throw malformed(where, 'callValueInfo holds two TRX values');
+      trxSun = amount;
+    } else if (typeof tokenId !== 'string') {
+      throw malformed(where, 'callValueInfo tokenId is not a string');
+    } else if (amount > 0n) {
+      trc10TokenIds.push(tokenId);
+    }
+  }
+  const note = json['note'] ?? '';
+  if (typeof note !== 'string' || !/^([0-9a-fA-F]{2})*$/.test(note)) {
+    throw malformed(where, 'note is not hex');
+  }
+  const rejected = json['rejected'] ?? false;
+  if (typeof rejected !== 'boolean') throw malformed(where, 'rejected is not a boolean');
+  return {
+    caller,
+    transferTo: address('transferTo_address'),
+    trxSun: trxSun ?? 0n,
+    trc10TokenIds,
+    note: Buffer.from(note, 'hex').toString('utf8'),
+    rejected: rejected === true,
   };
 }

@@ -83,6 +83,30 @@ export interface RouterContract {
   token: TokenContract;
 }
 
+/** One payment of a payout contract (see `payoutTrx`). */
+export interface TrxPayout {
+  to: string;
+  /** Sun; with `tokenId`, base units of that TRC-10 token instead (no TRX moves). */
+  amountSun: bigint;
+  tokenId?: string;
+  /** The recipient refused it (a contract that reverts on receive): undone, listed `rejected`. */
+  rejected?: boolean;
+}
+
+export interface PayoutTrxParameters {
+  /** Who calls the payout contract (and pays the fee). */
+  from: string;
+  payouts: ReadonlyArray<TrxPayout>;
+  /**
+   * The call data names the recipients (`disperseEther(address[],uint256[])`), as
+   * `discovery: 'calldata'` needs; otherwise the contract reads them from its storage
+   * (`payoutBatch(uint256)`) and only `discovery: 'receipts'` sees the transaction.
+   */
+  nameRecipients?: boolean;
+  /** The whole call reverts: nothing moves, every internal transaction is `rejected`. */
+  fail?: boolean;
+}
+
 export interface SendTrxParameters {
   from: string;
   to: string;
@@ -199,6 +223,12 @@ type PendingAction =
       fail: boolean;
     }
   | { kind: 'router'; router: RouterContract; from: string; amount: bigint }
+  | {
+      kind: 'payout';
+      from: string;
+      payouts: Array<{ to: string; amountSun: bigint; tokenId: string | null; rejected: boolean }>;
+      fail: boolean;
+    }
   | { kind: 'trx'; from: string; to: string; amountSun: bigint };
 
 interface PendingTransaction {
@@ -227,6 +257,8 @@ export interface SimBlock {
 
 /** A disperse contract (Disperse.app style): one call, many `transferFrom`s of one token. */
 export const DISPERSE_CONTRACT = addressFromLabel('contract:disperse');
+/** A payout contract (an exchange's or a batch payer's): pays TRX out of its own balance. */
+export const PAYOUT_CONTRACT = addressFromLabel('contract:payout');
 
 const WITNESSES = Array.from({ length: 27 }, (_, i) => toHex41(addressFromLabel(`witness:${i}`)));
 const NET_PRICE_SUN = 1_000n;
@@ -441,6 +473,39 @@ export class TronChain {
       router,
       from: toHex41(params.from),
       amount: params.amount,
+    });
+  }
+
+  /**
+   * Queues a call to the payout contract (`PAYOUT_CONTRACT`, fund it with `setTrxBalance`),
+   * which pays each recipient TRX out of its own balance: internal transactions, listed in the
+   * receipt's `internal_transactions` as java-tron writes them (`caller_address` the contract,
+   * `callValueInfo` `[{callValue}]`, `note` "call"); no Transfer log. A payout with `tokenId`
+   * is a TRC-10 transfer (`[{}, {tokenId, callValue}]`, TRC-10 balances are not modelled); a
+   * `rejected` one, or all of them when the call fails (REVERT), moves nothing and is listed
+   * with `rejected: true`. Returns the txID.
+   */
+  payoutTrx(params: PayoutTrxParameters): string {
+    const count = BigInt(params.payouts.length);
+    const data = params.nameRecipients
+      ? SELECTORS.disperseEther +
+        word(64n) +
+        word(64n + 32n * (1n + count)) +
+        word(count) +
+        params.payouts.map((p) => addressWord(p.to)).join('') +
+        word(count) +
+        params.payouts.map((p) => word(p.amountSun)).join('')
+      : SELECTORS.payoutBatch + word(BigInt(++this.nonce));
+    return this.queue(this.triggerBody(params.from, toHex41(PAYOUT_CONTRACT), data), {
+      kind: 'payout',
+      from: toHex41(params.from),
+      payouts: params.payouts.map((p) => ({
+        to: toHex41(p.to),
+        amountSun: p.amountSun,
+        tokenId: p.tokenId ?? null,
+        rejected: p.rejected ?? false,
+      })),
+      fail: params.fail ?? false,
     });
   }
 
@@ -774,6 +839,7 @@ export class TronChain {
         info: { ...base, contractResult: [''], receipt: { net_usage: 267 } },
       };
     }
+    if (action.kind === 'payout') return this.executePayout(pending, action, state, base, json);
     const tokenContract = action.kind === 'router' ? action.router.token : action.token;
     const token = tokenContract.hex41;
     // A router pays out of its own balance, to the payee its state names when it runs.
@@ -851,6 +917,60 @@ export class TronChain {
           topics: [TRANSFER_TOPIC, addressWord(move.from), addressWord(move.to)],
           data: word(move.amount),
         })),
+      },
+    };
+  }
+
+  private executePayout(
+    pending: PendingTransaction,
+    action: Extract<PendingAction, { kind: 'payout' }>,
+    state: StateView,
+    base: Json,
+    json: (contractRet: string) => Json,
+  ): IncludedTransaction {
+    const contract = toHex41(PAYOUT_CONTRACT);
+    const paid = action.payouts.filter((p) => p.tokenId === null && !p.rejected);
+    const total = paid.reduce((sum, p) => sum + p.amountSun, 0n);
+    const success = !action.fail && state.trx(contract) >= total;
+    const feeSun = success ? this.trc20FeeSun : this.revertFeeSun;
+    if (state.hasTrxAccount(action.from)) {
+      const balance = state.trx(action.from);
+      state.setTrx(action.from, balance > feeSun ? balance - feeSun : 0n);
+    }
+    if (success) {
+      state.setTrx(contract, state.trx(contract) - total);
+      for (const p of paid) state.setTrx(p.to, state.trx(p.to) + p.amountSun);
+    }
+    // java-tron: protobuf JSON leaves out a zero callValue and a false `rejected`; the TRX value
+    // comes first, then each TRC-10 token; a revert rejects every internal transaction.
+    const internalTransactions = action.payouts.map((p, index) => ({
+      hash: sha256Hex(`internal:${pending.txID}:${index}`),
+      caller_address: contract,
+      transferTo_address: p.to,
+      callValueInfo:
+        p.tokenId === null
+          ? [p.amountSun === 0n ? {} : { callValue: Number(p.amountSun) }]
+          : [{}, { tokenId: p.tokenId, callValue: Number(p.amountSun) }],
+      note: utf8Hex('call'),
+      ...(p.rejected || !success ? { rejected: true } : {}),
+    }));
+    const receipt = {
+      energy_fee: Number(feeSun),
+      energy_usage_total: 9_000 * action.payouts.length,
+      net_usage: 345,
+    };
+    return {
+      txID: pending.txID,
+      pending,
+      json: json(success ? 'SUCCESS' : 'REVERT'),
+      info: {
+        ...base,
+        fee: Number(feeSun),
+        contractResult: [''],
+        contract_address: contract,
+        receipt: { ...receipt, result: success ? 'SUCCESS' : 'REVERT' },
+        ...(success ? {} : { result: 'FAILED', resMessage: utf8Hex('REVERT opcode executed') }),
+        internal_transactions: internalTransactions,
       },
     };
   }

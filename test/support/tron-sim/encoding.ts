@@ -60,6 +60,8 @@ export const SELECTORS = {
   totalSupply: '18160ddd', // totalSupply()
   disperseToken: 'c73a2d60', // disperseToken(address,address[],uint256[])
   pay: 'c290d691', // pay(uint256): a router paying whoever its state names
+  disperseEther: 'e63d38ed', // disperseEther(address[],uint256[]): TRX to recipients it names
+  payoutBatch: '87480f29', // payoutBatch(uint256): TRX to recipients its storage holds
 } as const;
 
 export function selectorOf(signature: string): string {
