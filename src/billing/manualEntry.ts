@@ -58,7 +58,8 @@ const integerLike = (min: number) =>
 const chainSchema = z.looseObject({
   network: z.string().min(1).max(100),
   txHash: z.string().min(1).max(200),
-  logIndex: integerLike(-1),
+  // -1: a native transfer; -2 and below: TRX a contract paid (a Tron internal transaction).
+  logIndex: integerLike(Number.MIN_SAFE_INTEGER),
   blockNumber: integerLike(0),
 });
 

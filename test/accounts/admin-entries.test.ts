@@ -102,6 +102,18 @@ describe('POST /admin/entries', () => {
     expect(await auditRows('entry.post')).toHaveLength(1);
   });
 
+  test('a deposit named by a Tron internal transaction (log index -2 and below) can be booked by hand', async () => {
+    const chain = { network: 'tron', txHash: 'a1'.repeat(32), logIndex: -3, blockNumber: 68000001 };
+    const created = await post<{ entryId: string }>('/entries', {
+      ...dustEntry('0.25'),
+      description: 'TRX a payout contract sent below minDeposit, booked into custody',
+      metadata: { chain },
+    });
+    expect(created.status).toBe(201);
+    const entry = await service.runtime.ledger.getEntry(created.body.entryId);
+    expect(entry!.metadata['chain']).toEqual(chain);
+  });
+
   test('bad entries are the documented 4xx with the ledger code, and nothing is written', async () => {
     const { userId } = await userWithKey(service, { telegramId: 7101, balance: '3' });
     const erased = await devSignIn(service, 7102, 'erased_one');
