@@ -46,7 +46,8 @@ export interface ObservedTransfer {
   /**
    * Identity of the transfer within its transaction's block: the EVM log index, or for
    * Tron the index of the Transfer log within the transaction's receipt. -1 for a native
-   * coin transfer (the transaction's own value).
+   * coin transfer (the transaction's own value); on Tron, -2 - position for TRX a contract
+   * paid (the internal transaction at that position of the receipt's `internal_transactions`).
    */
   logIndex: number;
   blockNumber: bigint;

@@ -34,6 +34,8 @@ export const MAX_BLOCKS_PER_REQUEST = 100;
  * - `receipts`: every receipt of every block holding a contract call
  *   (gettransactioninfobyblocknum), so even such internal transfers are seen. One request
  *   per block: heavier on TronGrid quota.
+ * Either way, TRX that contracts paid to watched addresses during a transaction whose receipt
+ * was read (its `internal_transactions`) is seen with it.
  */
 export type TronTransferDiscovery = 'calldata' | 'receipts';
 
@@ -62,7 +64,9 @@ interface Found {
  * 3. each successful receipt's Transfer logs touching a watched address (amount, from and to
  *    from the log; `logIndex` is the log's position in the receipt); a failed top-level
  *    `transfer`/`transferFrom` is returned with `success: false` and `logIndex` 0, where its
- *    log would have been;
+ *    log would have been; with a native asset, also each successful receipt's internal
+ *    transactions paying TRX to a watched address (`logIndex` -2 - position, see
+ *    `internalTransactionLogIndex`);
  * 4. the block at `toBlock` read again: unchanged means no reorg reached the range meanwhile.
  *
  * @example await scanTronTransfers(host, { fromBlock, toBlock, addresses, assets, ... })
