@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
 import { Decimal, type PostgresLedger } from '../../ledger/index.js';
 import type { TestDatabase } from '../support/db.js';
-import { MAINNET_USDT } from '../support/tron-sim/chain.js';
+import { MAINNET_USDT, PAYOUT_CONTRACT } from '../support/tron-sim/chain.js';
 import { startTronSimulator, type TronSimulator } from '../support/tron-sim/server.js';
 import { startTronWatcherStack, type TronWatcherStack } from '../support/tron-sim/stack.js';
 
@@ -247,6 +247,37 @@ describe('Tron reorgs deeper than the solidified block', () => {
     expect(after.block_number).not.toBe(first.block_number);
     expect(await ledger.getReversalOf(first.entry_id)).toBeNull();
     expect(await posted(customer(frank.id))).toBe('2');
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+
+  test('TRX a contract paid (an internal transaction), credited, then removed by a reorg: reversed; mined again where the payout reverts: never credited again', async () => {
+    const w = watcher();
+    await w.runOnce();
+    const gina = await newUser();
+    sim.chain.setTrxBalance(PAYOUT_CONTRACT, 100_000_000n);
+    const forkHeight = sim.chain.headNumber;
+    const tx = sim.chain.payoutTrx({
+      from: sender,
+      nameRecipients: true,
+      payouts: [{ to: gina.address, amountSun: 20_000_000n }],
+    });
+    await mineAndSolidify(w);
+    const first = await deposit(tx);
+    expect(first).toMatchObject({ status: 'credited', amount: '20', amount_usd: '5' });
+    expect(await posted(customer(gina.id))).toBe('5');
+
+    // The new branch: the contract was emptied first, so the very same call reverts there.
+    await forkAt(forkHeight, w, () => {
+      sim.chain.setTrxBalance(PAYOUT_CONTRACT, 0n);
+      sim.chain.rebroadcast(tx);
+    });
+    await w.runOnce();
+    expect(sim.chain.locate(tx)).toBeDefined();
+    const after = await deposit(tx);
+    expect(after).toMatchObject({ status: 'reversed', entry_id: first.entry_id });
+    expect((await ledger.getEntry(after.reversal_entry_id))?.reversesEntryId).toBe(first.entry_id);
+    expect(await posted(customer(gina.id))).toBe('0');
+    expect(await posted(`assets:custody:tron:TRX:${gina.address}`)).toBe('0');
     expect(await ledger.checkBalances()).toEqual([]);
   });
 
