@@ -107,8 +107,9 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env):
   }
   const config = result.data;
   // A value that names an environment variable is wanted: an unset one is an error, not a
-  // silent default (an unset TELEGRAM_BOT_TOKEN must not start a service nobody can sign in to). The one
-  // exception is the database URL, whose documented fallback is the embedded server.
+  // silent default (an unset TELEGRAM_BOT_TOKEN must not start a service nobody can sign in
+  // to). The one exception is the database URL, whose documented fallback is the embedded
+  // server.
   for (const [path, variable] of missing) {
     if (path === 'database.url') continue;
     throw new ConfigError(`environment variable ${variable} is not set`, path);
