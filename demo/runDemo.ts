@@ -115,6 +115,8 @@ export async function runDemo(
       database: { url: databaseUrl },
       log: { level: 'error' },
       adminToken: `demo-admin-${Math.random().toString(36).slice(2)}-token`,
+      // The dashboard's dev form: the demo runs on loopback and has no Telegram bot.
+      telegram: { devSignIn: true },
       providers: [
         { name: 'stub', baseUrl: stub.url, apiKey: 'demo-upstream-key', timeoutMs: 10_000 },
       ],

@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { ConfigError, loadConfig, parseConfig } from '../src/config/load.js';
 
@@ -51,11 +54,50 @@ describe('configuration', () => {
     );
   });
 
-  test('an empty bot token is refused: it would not turn Telegram sign-in on but would turn the development sign-in on', () => {
+  test('an empty bot token is refused: it would leave Telegram sign-in off without a word', () => {
     for (const botToken of ['', '   '])
       expect(() => parseConfig({ telegram: { botToken } }, {})).toThrow(
         /config telegram\.botToken: /,
       );
+  });
+
+  test('the development sign-in is off unless the config file turns it on, and never beside a bot token', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lingxi-config-'));
+    try {
+      const file = (name: string, config: unknown) => {
+        writeFileSync(join(dir, name), JSON.stringify(config));
+        return join(dir, name);
+      };
+      // An operator's file that never heard of it (API-only: users and keys from the CLI).
+      expect(loadConfig(file('empty.json', {}), {}).config.telegram.devSignIn).toBe(false);
+      expect(
+        loadConfig(file('api-only.json', { adminToken: 'a-long-enough-admin-token' }), {}).config
+          .telegram.devSignIn,
+      ).toBe(false);
+      expect(parseConfig({}, {}).telegram.devSignIn).toBe(false);
+      expect(
+        loadConfig(file('dev.json', { telegram: { devSignIn: true } }), {}).config.telegram
+          .devSignIn,
+      ).toBe(true);
+      expect(
+        parseConfig({ telegram: { devSignIn: 'env:DEV' } }, { DEV: 'true' }).telegram.devSignIn,
+      ).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const both = new ConfigError(
+      'cannot be true with telegram.botToken set: the development sign-in signs in any Telegram id with no proof; remove one of them',
+      'telegram.devSignIn',
+    );
+    expect(() =>
+      parseConfig({ telegram: { botToken: '7000000001:AAE_token', devSignIn: true } }, {}),
+    ).toThrow(both);
+    expect(() =>
+      parseConfig(
+        { telegram: { botToken: 'env:TELEGRAM_BOT_TOKEN', devSignIn: true } },
+        { TELEGRAM_BOT_TOKEN: '7000000001:AAE_token' },
+      ),
+    ).toThrow(both);
   });
 
   test('a bad field stops with its path', () => {

@@ -42,8 +42,9 @@ export async function signInWithTelegram(
 }
 
 /**
- * The development sign-in: any Telegram id, no proof. Only for a service without a bot
- * token; the caller (the route) also keeps it to loopback clients.
+ * The development sign-in: any Telegram id, no proof. Only for a service whose config turns
+ * it on (`telegram.devSignIn`, never with a bot token); the caller (the route) also keeps it
+ * to loopback clients.
  */
 export async function signInDev(
   db: Kysely<Database>,
@@ -51,7 +52,7 @@ export async function signInDev(
   params: { telegramId: unknown; username?: unknown },
   now: Date,
 ): Promise<SignInResult> {
-  if (config.telegram.botToken) throw devSignInDisabled();
+  if (!config.telegram.devSignIn || config.telegram.botToken) throw devSignInDisabled();
   const telegramId = parseTelegramId(params.telegramId);
   const username = params.username ?? null;
   if (username !== null && (typeof username !== 'string' || !/^[A-Za-z0-9_]{1,64}$/.test(username)))

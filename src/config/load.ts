@@ -43,10 +43,17 @@ export function resolveConfigPath(flag?: string): string | null {
   return existsSync(local) ? local : null;
 }
 
+/**
+ * What a service with no config file runs on, beyond the schema's defaults: someone who ran
+ * `npm start` to try the dashboard on their machine gets the development sign-in. Any config
+ * file, even `{}`, leaves it off unless it says `"devSignIn": true`.
+ */
+const EMBEDDED_DEFAULTS = { telegram: { devSignIn: true } };
+
 /** Reads, substitutes `env:NAME` values, validates. Throws ConfigError naming the bad field. */
 export function loadConfig(flag?: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
   const file = resolveConfigPath(flag);
-  let raw: unknown = {};
+  let raw: unknown = EMBEDDED_DEFAULTS;
   if (file) {
     let text: string;
     try {
@@ -100,8 +107,9 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env):
   }
   const config = result.data;
   // A value that names an environment variable is wanted: an unset one is an error, not a
-  // silent default (an unset TELEGRAM_BOT_TOKEN must not turn dev sign-in on). The one
-  // exception is the database URL, whose documented fallback is the embedded server.
+  // silent default (an unset TELEGRAM_BOT_TOKEN must not start a service nobody can sign in
+  // to). The one exception is the database URL, whose documented fallback is the embedded
+  // server.
   for (const [path, variable] of missing) {
     if (path === 'database.url') continue;
     throw new ConfigError(`environment variable ${variable} is not set`, path);
@@ -118,6 +126,13 @@ export function currencyTable(config: Config): Map<string, number> {
 }
 
 function checkReferences(config: Config): void {
+  // A bot token means real sign-in: an unproven one beside it would let anyone on this
+  // machine, or behind a proxy that hides them, be any user.
+  if (config.telegram.devSignIn && config.telegram.botToken)
+    throw new ConfigError(
+      'cannot be true with telegram.botToken set: the development sign-in signs in any Telegram id with no proof; remove one of them',
+      'telegram.devSignIn',
+    );
   const providers = new Set<string>();
   config.providers.forEach((provider, i) => {
     // The gateway finds a provider by name: a second one of the same name would win silently.

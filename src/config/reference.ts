@@ -139,8 +139,10 @@ export const FIELD_NOTES: Record<string, string> = {
   'networks[].assets[].price.chainlink.feed': 'Aggregator address.',
   'networks[].assets[].minDeposit': 'Smaller deposits are recorded as ignored (never credited).',
   'telegram.botToken':
-    'From @BotFather. Unset: Telegram sign-in is off and a development sign-in answers loopback clients.',
+    'From @BotFather. Unset: Telegram sign-in is off (the dashboard says sign-in is unavailable unless `devSignIn` is on).',
   'telegram.botUsername': "The bot's username, without @, for the dashboard's Login Widget.",
+  'telegram.devSignIn':
+    'The development sign-in `POST /api/auth/dev`: signs in any Telegram id with no proof, from clients on this machine only. Off unless a config file says `true` (a service with no config file, on embedded defaults, has it on). Cannot be `true` beside `botToken` (a config error). Never on a machine others reach through a proxy or tunnel.',
   'telegram.maxAuthAgeS': 'Oldest login payload accepted.',
   'telegram.maxClockSkewS': 'How far in the future a payload may be dated.',
   'retention.usageLogDays': 'Usage rows older than this are rolled into daily aggregates.',

@@ -156,7 +156,7 @@ export const configSchema = z.strictObject({
   networks: z.array(networkSchema).default([]),
   telegram: z
     .strictObject({
-      // An empty token would leave Telegram sign-in off and turn the development sign-in on.
+      // An empty token would leave Telegram sign-in off: refuse it rather than start without.
       botToken: z
         .string()
         .regex(/^\S+$/, 'must be the token from @BotFather (no spaces); leave the key out for none')
@@ -169,6 +169,12 @@ export const configSchema = z.strictObject({
           'must be a bot username without @, such as "lingxi_bot"',
         )
         .optional(),
+      /**
+       * The development sign-in (POST /api/auth/dev: any Telegram id, no proof, loopback
+       * clients only). Off unless asked for: a config file must say so; only a service on
+       * embedded defaults (no config file) turns it on, for trying the dashboard locally.
+       */
+      devSignIn: z.boolean().default(false),
       maxAuthAgeS: positiveInt.default(86_400),
       /** How far in the future a login's auth_date may be (clock skew) before it is refused. */
       maxClockSkewS: positiveInt.max(3600).default(60),

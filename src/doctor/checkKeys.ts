@@ -81,11 +81,19 @@ function checkAdminToken(config: Config): DoctorCheck {
 function checkTelegram(config: Config): DoctorCheck[] {
   const area = 'telegram';
   const token = config.telegram.botToken;
+  if (token === undefined && config.telegram.devSignIn)
+    return [
+      warn(
+        area,
+        'no bot token: Telegram sign-in is off and the development sign-in (telegram.devSignIn) signs in any Telegram id from loopback clients',
+        'for a service others use, remove telegram.devSignIn and set telegram.botToken (TELEGRAM_BOT_TOKEN) to the token @BotFather gave your bot',
+      ),
+    ];
   if (token === undefined)
     return [
       warn(
         area,
-        'no bot token: Telegram sign-in is off and the development sign-in answers loopback clients',
+        'no bot token: Telegram sign-in is off and the development sign-in is off: nobody can sign in to the dashboard (users and keys come from the CLI or the admin API)',
         'set telegram.botToken (TELEGRAM_BOT_TOKEN) to the token @BotFather gave your bot',
       ),
     ];

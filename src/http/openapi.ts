@@ -748,9 +748,9 @@ const paths: Record<string, PathItem> = {
   '/api/auth/dev': {
     post: {
       operationId: 'signInDev',
-      summary: 'Development sign-in (only without a bot token, only from loopback)',
+      summary: 'Development sign-in (only when turned on, only from loopback)',
       description:
-        'Exists only when telegram.botToken is not configured; answers only clients on the same machine.',
+        'Exists only when telegram.devSignIn is true (never with telegram.botToken); answers only clients on the same machine.',
       tags: ['account'],
       requestBody: body(
         object({ telegramId: { type: ['integer', 'string'] }, username: str }, ['username']),
@@ -759,7 +759,7 @@ const paths: Record<string, PathItem> = {
         '200': json('Signed in.', ref('SignIn')),
         '400': error(['invalid_request'], 'A bad telegramId or username.'),
         '403': error(['dev_sign_in_local_only'], 'The client is not on this machine.'),
-        '404': error(['not_found'], 'A bot token is configured: this route does not exist.'),
+        '404': error(['not_found'], 'telegram.devSignIn is off: this route does not exist.'),
         ...commonErrors,
       },
     },

@@ -17,7 +17,10 @@ let apiKey: string;
 beforeAll(async () => {
   database = await createTestDatabase();
   stub = await startUpstreamStub({ apiKey: 'upstream-secret' });
-  service = await startTestService({ databaseUrl: database.url, config: gatewayConfig(stub.url) });
+  service = await startTestService({
+    databaseUrl: database.url,
+    config: gatewayConfig(stub.url, { telegram: { devSignIn: true } }),
+  });
   ({ apiKey } = await userWithKey(service, { telegramId: 7001, balance: '10' }));
   session = await devSignIn(service, 7001, 'grace');
   const client = sdk(service.url, apiKey);

@@ -7,7 +7,10 @@ import { call, devSignIn, expectErrorShape, rowCounts } from './support.js';
 let database: TestDatabase;
 let service: TestService;
 
-useGatewayStack((stack) => ({ database, service } = stack));
+useGatewayStack(
+  (stack) => ({ database, service } = stack),
+  (config) => ({ ...config, telegram: { devSignIn: true } }),
+);
 
 async function auditCount(db: TestDatabase): Promise<number> {
   const { rows } = await db.pool.query<{ n: string }>('select count(*)::text as n from audit_log');

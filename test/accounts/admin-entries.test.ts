@@ -8,7 +8,10 @@ import { call, devSignIn, expectErrorShape } from './support.js';
 let database: TestDatabase;
 let service: TestService;
 
-useGatewayStack((stack) => ({ database, service } = stack));
+useGatewayStack(
+  (stack) => ({ database, service } = stack),
+  (config) => ({ ...config, telegram: { devSignIn: true } }),
+);
 
 const CUSTODY = 'assets:custody:ethereum:USDT:0x70997970c51812dc3a010c7d01b50e0d17dc79c8';
 const CHAIN = { network: 'ethereum', txHash: '0xdust01', logIndex: 3, blockNumber: 1234 };

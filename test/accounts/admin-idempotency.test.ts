@@ -28,7 +28,7 @@ beforeAll(async () => {
   database = await createTestDatabase();
   service = await startTestService({
     databaseUrl: database.url,
-    config: { http: { idempotencyLeaseMs: LEASE_MS } },
+    config: { http: { idempotencyLeaseMs: LEASE_MS }, telegram: { devSignIn: true } },
   });
   dir = mkdtempSync(join(tmpdir(), 'lingxi-admin-idem-'));
   configFile = join(dir, 'lingxi.config.json');

@@ -15,7 +15,10 @@ import { call, devSignIn, expectErrorShape, rowCounts } from './support.js';
 let database: TestDatabase;
 let service: TestService;
 
-useGatewayStack((stack) => ({ database, service } = stack));
+useGatewayStack(
+  (stack) => ({ database, service } = stack),
+  (config) => ({ ...config, telegram: { devSignIn: true } }),
+);
 
 const CONFIRM = { confirm: 'erase my account' };
 

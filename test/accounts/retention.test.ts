@@ -24,7 +24,7 @@ beforeAll(async () => {
   stub = await startUpstreamStub({ apiKey: 'upstream-secret' });
   service = await startTestService({
     databaseUrl: database.url,
-    config: gatewayConfig(stub.url, RETENTION),
+    config: gatewayConfig(stub.url, { ...RETENTION, telegram: { devSignIn: true } }),
   });
 });
 afterAll(async () => {

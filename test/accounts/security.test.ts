@@ -42,7 +42,10 @@ beforeAll(async () => {
   stub = await startUpstreamStub({ apiKey: 'upstream-secret' });
   service = await startTestService({
     databaseUrl: database.url,
-    config: gatewayConfig(stub.url, { http: { bodyLimitBytes: 65_536 } }),
+    config: gatewayConfig(stub.url, {
+      http: { bodyLimitBytes: 65_536 },
+      telegram: { devSignIn: true },
+    }),
   });
   alice = await person(8101, 'alice');
   bob = await person(8102, 'bob');

@@ -43,6 +43,7 @@ beforeAll(async () => {
     databaseUrl: database.url,
     config: {
       ...gatewayConfig(stub.url),
+      telegram: { devSignIn: true },
       wallets: xpubs,
       networks: [
         {

@@ -79,15 +79,18 @@ describe('publicConfig', () => {
       expect(text).not.toContain(secret);
   });
 
-  test('a bot token without a username gives neither sign-in; no token gives the dev sign-in only', () => {
+  test('a bot token without a username gives neither sign-in; no token gives the dev sign-in only when turned on', () => {
     expect(publicConfig(parseConfig({ telegram: { botToken: BOT_TOKEN } }, {}))).toMatchObject({
       telegramBot: null,
       devSignIn: false,
     });
     expect(publicConfig(parseConfig({ telegram: { botUsername: BOT } }, {}))).toMatchObject({
       telegramBot: null,
-      devSignIn: true,
+      devSignIn: false,
     });
+    expect(
+      publicConfig(parseConfig({ telegram: { botUsername: BOT, devSignIn: true } }, {})),
+    ).toMatchObject({ telegramBot: null, devSignIn: true });
   });
 
   test('the bot username is checked at start', () => {
@@ -242,6 +245,41 @@ describe('a service with a Telegram bot', () => {
     expect(await page.evaluate(() => sessionStorage.getItem('lingxi.session'))).toBeNull();
     const replaysAfter = await database.pool.query(`select count(*) from telegram_login_replays`);
     expect(replaysAfter.rows).toEqual(replaysBefore.rows);
+    await context.close();
+  });
+});
+
+describe('a service with neither a Telegram bot nor the development sign-in', () => {
+  let database: TestDatabase;
+  let service: TestService;
+  let browser: Browser;
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    service = await startTestService({ databaseUrl: database.url });
+    browser = await chromium.launch(CHROMIUM_LAUNCH);
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await service?.stop();
+    await database?.drop();
+  });
+
+  test('the page says sign-in is unavailable and offers no dev form; the dev route does not exist', async () => {
+    const config = await call(service, 'GET', '/api/config');
+    expect(config.body).toEqual({ telegramBot: null, devSignIn: false, networks: [] });
+    const dev = await call(service, 'POST', '/api/auth/dev', { body: { telegramId: 1 } });
+    expect(dev.status).toBe(404);
+
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${service.url}/`);
+    await page.locator('#signin-unavailable').waitFor();
+    expect(await page.locator('#signin-unavailable').textContent()).toContain(
+      'Sign-in is not available',
+    );
+    expect(await page.locator('#dev-signin').isHidden()).toBe(true);
+    expect(await page.locator('#telegram-login').isHidden()).toBe(true);
     await context.close();
   });
 });

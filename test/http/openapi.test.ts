@@ -34,7 +34,10 @@ beforeAll(async () => {
     createTestDatabase(),
     startUpstreamStub({ apiKey: 'upstream-secret' }),
   ]);
-  service = await startTestService({ databaseUrl: database.url, config: gatewayConfig(stub.url) });
+  service = await startTestService({
+    databaseUrl: database.url,
+    config: gatewayConfig(stub.url, { telegram: { devSignIn: true } }),
+  });
 });
 afterAll(async () => {
   await service?.stop();

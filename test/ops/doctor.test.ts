@@ -161,7 +161,11 @@ test('a wrong-decimals token, a dead endpoint, another chain and a refused key f
 
   expect(find(report, 'provider stub', 'answers with the key').status).toBe('ok');
   expect(find(report, 'provider revoked', 'refused the API key (HTTP 401)').status).toBe('fail');
+  // No bot token and no devSignIn in the file: nobody signs in, not even from this machine.
   expect(find(report, 'telegram', 'no bot token').status).toBe('warn');
+  expect(find(report, 'telegram', 'no bot token').message).toContain(
+    'the development sign-in is off',
+  );
 
   // No secret reaches the report: neither the provider keys nor the admin token.
   expect(stdout).not.toContain('upstream-secret');
@@ -169,6 +173,30 @@ test('a wrong-decimals token, a dead endpoint, another chain and a refused key f
   expect(stdout).not.toContain(ADMIN_TOKEN);
   expect(report.counts.fail).toBe(report.checks.filter((c) => c.status === 'fail').length);
   expect(report.counts.fail).toBe(4);
+});
+
+test('a config that turns the development sign-in on is warned about; with a bot token beside it the config fails', async () => {
+  const dev = await doctor(baseConfig({ telegram: { devSignIn: true } }), '--json');
+  const report = JSON.parse(dev.stdout) as DoctorReport;
+  const check = find(report, 'telegram', 'no bot token');
+  expect(check.status).toBe('warn');
+  expect(check.message).toContain(
+    'the development sign-in (telegram.devSignIn) signs in any Telegram id from loopback clients',
+  );
+  expect(check.fix).toContain('remove telegram.devSignIn');
+
+  const both = await doctor(
+    baseConfig({
+      telegram: {
+        botToken: '7000000001:AAE_test-bot-token-0123456789abcdefghij',
+        devSignIn: true,
+      },
+    }),
+  );
+  expect(both.code).toBe(1);
+  expect(both.stdout).toMatch(
+    /FAIL +config +.*telegram\.devSignIn: cannot be true with telegram\.botToken set/,
+  );
 });
 
 test('an extended private key is refused; a missing xpub for a network is a failure', async () => {

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { resolve } from 'node:path';
 
 /** A `lingxi` command run as a real child process from the sources, its JSON log collected. */
 export interface LingxiProcess {
@@ -17,17 +18,20 @@ export interface LingxiProcess {
 
 /**
  * `node bin/lingxi.js ARGS` with LINGXI_FROM_SOURCE=1 and no DATABASE_URL unless given;
- * `as` runs it as another user (the tests must then run as root).
+ * `as` runs it as another user (the tests must then run as root); `cwd` in another directory
+ * (where `./lingxi.config.json` is looked for).
  */
 export function startLingxi(
   args: string[],
   env: NodeJS.ProcessEnv = {},
   as?: { uid: number; gid: number },
+  cwd?: string,
 ): LingxiProcess {
-  const child = spawn(process.execPath, ['bin/lingxi.js', ...args], {
+  const child = spawn(process.execPath, [resolve('bin/lingxi.js'), ...args], {
     env: { ...process.env, LINGXI_FROM_SOURCE: '1', DATABASE_URL: '', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
     ...(as ?? {}),
+    ...(cwd === undefined ? {} : { cwd }),
   });
   const log: Array<Record<string, unknown>> = [];
   const waiters = new Set<() => void>();

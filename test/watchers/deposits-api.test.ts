@@ -60,7 +60,7 @@ beforeAll(async () => {
   ];
   service = await startTestService({
     databaseUrl: database.url,
-    config: { wallets: xpubs, networks: networks as never },
+    config: { wallets: xpubs, networks: networks as never, telegram: { devSignIn: true } },
   });
   adapters = createAdapters(service.runtime.config.networks, createLogger('silent'));
   watcher = createWatcher({
@@ -138,7 +138,11 @@ test('each user gets their own deposit addresses: one EVM address for every EVM 
 test('a missing tronXpub leaves the Ethereum address served: Tron is listed as unavailable, not the whole list a 503', async () => {
   const partial = await startTestService({
     databaseUrl: database.url,
-    config: { wallets: { evmXpub: xpubs.evmXpub }, networks: networks as never },
+    config: {
+      wallets: { evmXpub: xpubs.evmXpub },
+      networks: networks as never,
+      telegram: { devSignIn: true },
+    },
   });
   try {
     const carol = await devSignIn(partial, 4103);

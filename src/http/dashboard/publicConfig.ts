@@ -4,7 +4,7 @@ import type { Config } from '../../config/schema.js';
 export interface PublicConfig {
   /** The Login Widget's bot username; null when Telegram sign-in is not configured. */
   telegramBot: string | null;
-  /** True when POST /api/auth/dev exists (no bot token configured). */
+  /** True when POST /api/auth/dev exists (`telegram.devSignIn`, never with a bot token). */
   devSignIn: boolean;
   networks: Array<{
     name: string;
@@ -23,7 +23,7 @@ export function publicConfig(config: Config): PublicConfig {
   const hasBotToken = Boolean(config.telegram.botToken);
   return {
     telegramBot: hasBotToken ? (config.telegram.botUsername ?? null) : null,
-    devSignIn: !hasBotToken,
+    devSignIn: config.telegram.devSignIn && !hasBotToken,
     networks: config.networks.map((network) => ({
       name: network.name,
       kind: network.kind,

@@ -16,8 +16,9 @@ import { objectBody } from '../objectBody.js';
 
 /**
  * /api/auth: sign in with Telegram (a session token out), sign out. Without a bot token the
- * Telegram route answers 503 and a development sign-in exists instead, for loopback clients
- * only; with a bot token that route does not exist at all.
+ * Telegram route answers 503. The development sign-in exists only when the config asks for
+ * it (`telegram.devSignIn`, which a bot token excludes), and then answers loopback clients
+ * only; otherwise the route does not exist at all.
  */
 export function authRoutes(services: Services): Router {
   const { config, database, logger } = services.runtime;
@@ -31,13 +32,13 @@ export function authRoutes(services: Services): Router {
     answerSignIn(ctx, result);
   });
 
-  if (!config.telegram.botToken) {
+  if (config.telegram.devSignIn) {
     logger.warn(
-      'telegram.botToken is not set: Telegram sign-in is off and POST /api/auth/dev signs in any Telegram id from loopback clients',
+      'telegram.devSignIn is on: POST /api/auth/dev signs in any Telegram id, with no proof, from loopback clients',
     );
     router.post('/dev', async (ctx) => {
-      // Checked again per request: the route must never work with a bot token configured.
-      if (config.telegram.botToken) throw devSignInDisabled();
+      // Checked again per request: the route must never work unless asked for, nor beside a bot token.
+      if (!config.telegram.devSignIn || config.telegram.botToken) throw devSignInDisabled();
       if (!isLocalClient(ctx))
         throw new AppError(
           'dev_sign_in_local_only',
