@@ -42,6 +42,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly unpricedServiceTier = new Counter({
+    name: 'lingxi_gateway_unpriced_service_tier_total',
+    help: 'Chat calls whose answer reports a service tier above the price table (priority, scale), charged at table prices',
+    labelNames: ['provider', 'model', 'tier'] as const,
+    registers: [this.registry],
+  });
+
   readonly ledgerBatchSize = new Histogram({
     name: 'lingxi_ledger_batch_size',
     help: 'Ledger operations per database write',

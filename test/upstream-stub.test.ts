@@ -137,6 +137,29 @@ describe('a chat completion through the SDK', () => {
     expect(many.usage?.completion_tokens).toBe(40);
   });
 
+  it('reports the service tier it served at: the one asked for, else the project default', async () => {
+    const tierOf = async (
+      content: string,
+      extra: Partial<ChatCompletionCreateParamsNonStreaming>,
+    ) => (await client.chat.completions.create(ask(content, extra))).service_tier;
+    expect(await tierOf('hello', {})).toBe('default');
+    expect(await tierOf('hello', { service_tier: 'auto' })).toBe('default');
+    expect(await tierOf('hello', { service_tier: 'flex' })).toBe('flex');
+    expect(await tierOf('hello', { service_tier: 'priority' })).toBe('priority');
+    expect(await tierOf('hello [[project-priority]]', {})).toBe('priority');
+    expect(await tierOf('hello [[project-priority]]', { service_tier: 'auto' })).toBe('priority');
+    expect(await tierOf('hello [[project-priority]]', { service_tier: 'default' })).toBe('default');
+    const chunks = await collect(
+      await client.chat.completions.create(
+        askStream('hello [[tokens=2]] [[project-priority]]', {
+          stream_options: { include_usage: true },
+        }),
+      ),
+    );
+    expect(chunks.length).toBeGreaterThan(1);
+    expect(chunks.every((chunk) => chunk.service_tier === 'priority')).toBe(true);
+  });
+
   it('takes directives only from the last user message', async () => {
     const completion = await client.chat.completions.create({
       model: 'gpt-4o-mini',

@@ -15,6 +15,7 @@ import {
   embeddingRequestSchema,
   parseRequest,
   unpricedFeature,
+  unpricedServedTier,
   type ChatRequest,
 } from './requests.js';
 import {
@@ -217,6 +218,7 @@ export class Gateway {
     } catch (error) {
       return this.failed(error, held, record, call.clientSignal);
     }
+    this.noteServedTier(json['service_tier'], model, record);
     const usage = readUsage(json['usage']);
     record.usage = usage ?? estimatedChatUsage(body, choicesText(json['choices']), bounds);
     record.estimated = usage === null;
@@ -529,6 +531,30 @@ export class Gateway {
     };
   }
 
+  /**
+   * An answer that reports a tier billed above the table's prices (the provider project's
+   * default tier set to Priority, say: a request without `service_tier` gets it) is still
+   * charged at table prices, but never quietly: it is logged and counted for the operator.
+   */
+  private noteServedTier(reported: unknown, model: Model, record: CallRecord): void {
+    const tier = unpricedServedTier(reported);
+    if (tier === null) return;
+    this.deps.metrics.unpricedServiceTier.inc({
+      provider: model.provider.name,
+      model: model.config.id,
+      tier: KNOWN_UNPRICED_TIERS.has(tier) ? tier : 'other',
+    });
+    this.deps.logger.warn(
+      {
+        requestId: record.requestId,
+        model: model.config.id,
+        provider: model.provider.name,
+        serviceTier: tier,
+      },
+      'upstream served a call at a service tier the price table does not cover; charged at table prices (keep the provider project default tier at `default`)',
+    );
+  }
+
   private async settle(
     held: HeldCall,
     cost: Decimal,
@@ -572,6 +598,8 @@ export class Gateway {
     const pump = async (sink: Writable): Promise<void> => {
       let text = '';
       let usage: TokenUsage | null = null;
+      // The tier upstream reports serving the call at (every chunk repeats it).
+      let servedTier: unknown = null;
       let done = false;
       let malformed = false;
       let clientGone = false;
@@ -632,6 +660,7 @@ export class Gateway {
             return;
           }
           const chunk = parsed as Record<string, unknown>;
+          servedTier ??= chunk['service_tier'];
           const choices = Array.isArray(chunk['choices']) ? (chunk['choices'] as unknown[]) : [];
           text += choicesText(choices);
           let rewrite = false;
@@ -690,6 +719,7 @@ export class Gateway {
       // not read is not one that left, nor did upstream stop sending).
       if (deadlinePassed) failure = 'deadline_exceeded';
       else if (clientGone) failure = null;
+      this.noteServedTier(servedTier, model, record);
       const finalUsage: TokenUsage = usage ?? estimatedChatUsage(body, text, bounds);
       record.usage = finalUsage;
       record.estimated = usage === null;
@@ -746,6 +776,18 @@ const SSE_HEADERS: Record<string, string> = {
   'cache-control': 'no-cache',
   'x-accel-buffering': 'no',
 };
+
+/**
+ * Tiers an answer may report that are billed above the table's prices, as the metric's `tier`
+ * label; any other is counted as `other`, so a provider's odd value cannot grow the label set.
+ */
+const KNOWN_UNPRICED_TIERS: ReadonlySet<string> = new Set([
+  'priority',
+  'scale',
+  'fast',
+  'ultrafast',
+  'auto',
+]);
 
 /** The token counts a chat call's hold was computed from. */
 interface HoldBounds {

@@ -28,11 +28,43 @@ export const chatRequestSchema = z.looseObject({
 export type ChatRequest = z.infer<typeof chatRequestSchema>;
 
 /**
+ * The `service_tier` values a request may ask for: the price table holds a model's standard
+ * prices. `auto` (or no field) is the provider project's default tier, kept at `default` (see
+ * docs/operating.md); OpenAI bills `flex` below standard, so the table's prices are safe for it.
+ * Any other value is refused: `priority` is billed above standard, `scale` draws on prepaid
+ * Scale Tier units, and a tier we do not know of has no price we could trust.
+ */
+const PRICED_REQUEST_TIERS: ReadonlySet<string> = new Set(['auto', 'default', 'flex']);
+
+/**
+ * The `service_tier` values an answer may report for a call charged at table prices: the
+ * standard tier (under OpenAI's name, and those of providers that name it otherwise: Google's
+ * `standard`, Groq's `on_demand`) and flex. Any other reported tier may have been billed to us
+ * above the table's prices.
+ */
+const PRICED_SERVED_TIERS: ReadonlySet<string> = new Set([
+  'default',
+  'flex',
+  'standard',
+  'on_demand',
+]);
+
+/** The tier an answer reports, when table prices may undercharge it (at most 64 characters); else null. */
+export function unpricedServedTier(reported: unknown): string | null {
+  if (reported == null) return null;
+  if (typeof reported === 'string' && PRICED_SERVED_TIERS.has(reported)) return null;
+  return typeof reported === 'string'
+    ? reported.slice(0, 64)
+    : JSON.stringify(reported).slice(0, 64);
+}
+
+/**
  * The first feature of a chat request whose fees the price table cannot express (it prices
- * text, cached, output and reasoning tokens only), with the field that asks for it: audio in
- * or out (billed per audio token, at several times the text price) and web search (a fee per
- * call, on top of tokens; OpenRouter's `plugins` too). Such a call would be undercharged, so it is refused; null when
- * there is none.
+ * text, cached, output and reasoning tokens only, at the provider's standard tier), with the
+ * field that asks for it: audio in or out (billed per audio token, at several times the text
+ * price), web search (a fee per call, on top of tokens; OpenRouter's `plugins` too) and a
+ * service tier billed above standard (`service_tier: "priority"`). Such a call would be
+ * undercharged, so it is refused; null when there is none.
  */
 export function unpricedFeature(body: ChatRequest): { param: string; feature: string } | null {
   const modalities = body['modalities'];
@@ -51,6 +83,12 @@ export function unpricedFeature(body: ChatRequest): { param: string; feature: st
   const plugins = body['plugins'];
   if (plugins != null && !(Array.isArray(plugins) && plugins.length === 0))
     return { param: 'plugins', feature: 'a provider plugin (web search, file parsing)' };
+  const tier = body['service_tier'];
+  if (tier != null && !(typeof tier === 'string' && PRICED_REQUEST_TIERS.has(tier)))
+    return {
+      param: 'service_tier',
+      feature: `the service tier ${JSON.stringify(tier).slice(0, 64)} (only \`auto\`, \`default\` and \`flex\` are priced)`,
+    };
   return null;
 }
 

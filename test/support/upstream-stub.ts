@@ -65,6 +65,11 @@
  *                       chat.completion (usage included unless [[no-usage]]), no SSE
  *   [[delay=MS]]        wait MS (0..60000) before answering (failures included); streaming:
  *                       headers at once, then MS before every SSE event
+ *   [[project-priority]] the project's default tier is Priority: a request without
+ *                       `service_tier` (or with "auto") is served, and reported, at "priority"
+ * Every answer and chunk reports `service_tier`: the request's "default", "flex", "priority"
+ * or "scale" as asked; otherwise (none, "auto", anything else) the project's default tier,
+ * "default" unless [[project-priority]].
  * Precedence: fail, then stall, then malformed, then the normal answer. stall-after and
  * delay combine with the normal (and the malformed) answer.
  *
@@ -433,6 +438,7 @@ async function handleChat(
     id: `chatcmpl-stub${sequence}`,
     created: Math.floor(Date.now() / 1000),
     model,
+    serviceTier: servedTier(body['service_tier'], behaviour),
   };
   // [[json-stream]]: a provider that ignores `stream` and answers one JSON completion.
   const streaming = body['stream'] === true && !behaviour.jsonStream;
@@ -490,6 +496,13 @@ async function handleChat(
           behaviour.toolCall,
         );
   await stream(exchange, events, behaviour.stallAfterChunks, delayMs);
+}
+
+/** The tier OpenAI reports serving a request at: the one it asked for, else the project's default. */
+function servedTier(requested: unknown, behaviour: StubBehaviour): string {
+  if (typeof requested === 'string' && ['default', 'flex', 'priority', 'scale'].includes(requested))
+    return requested;
+  return behaviour.projectPriority ? 'priority' : 'default';
 }
 
 /** The answer with every number in its `usage` (details included) written as a string. */

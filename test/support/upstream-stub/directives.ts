@@ -51,6 +51,8 @@ export interface StubBehaviour {
   delayMs?: number;
   /** With `failStatus`: a `retry-after` header of this many seconds. */
   retryAfterS?: number;
+  /** The project's default service tier is Priority: a request without a tier is served at it. */
+  projectPriority?: boolean;
 }
 
 // Bounds keep a typo (`[[tokens=1000000000]]`) from turning into a hung test run.
@@ -85,6 +87,7 @@ const DIRECTIVES: Readonly<Record<string, DirectiveSpec>> = {
   'json-stream': { set: (b) => void (b.jsonStream = true) },
   delay: { range: [0, MAX_DELAY_MS], set: (b, v) => void (b.delayMs = v) },
   'retry-after': { range: [0, 86_400], set: (b, v) => void (b.retryAfterS = v) },
+  'project-priority': { set: (b) => void (b.projectPriority = true) },
 };
 
 /** Directives that mean something for an embeddings request. */

@@ -44,6 +44,8 @@ export interface ChatIdentity {
   id: string;
   created: number;
   model: string;
+  /** The `service_tier` the answer reports serving the request at. */
+  serviceTier: string;
 }
 
 export function usageBody(plan: CompletionPlan) {
@@ -118,7 +120,7 @@ export function chatCompletionBody(
       },
     ],
     ...(withUsage ? { usage: usageBody(plan) } : {}),
-    service_tier: 'default',
+    service_tier: identity.serviceTier,
     system_fingerprint: SYSTEM_FINGERPRINT,
   };
 }
@@ -128,7 +130,7 @@ function chunkFormatter(identity: ChatIdentity, usageRequested: boolean) {
   const prefix =
     `{"id":${JSON.stringify(identity.id)},"object":"chat.completion.chunk",` +
     `"created":${identity.created},"model":${JSON.stringify(identity.model)},` +
-    `"service_tier":"default","system_fingerprint":"${SYSTEM_FINGERPRINT}","choices":[`;
+    `"service_tier":${JSON.stringify(identity.serviceTier)},"system_fingerprint":"${SYSTEM_FINGERPRINT}","choices":[`;
   const suffix = usageRequested ? '],"usage":null}' : ']}';
   return {
     prefix,
