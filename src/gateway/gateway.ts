@@ -778,8 +778,9 @@ const SSE_HEADERS: Record<string, string> = {
 };
 
 /**
- * Tiers an answer may report that are billed above the table's prices, as the metric's `tier`
- * label; any other is counted as `other`, so a provider's odd value cannot grow the label set.
+ * The unpriced tiers an answer may report that the metric names in its `tier` label (OpenAI's
+ * tiers above standard, and `auto`, which an answer should never report); any other is counted
+ * as `other`, so a provider's odd value cannot grow the label set.
  */
 const KNOWN_UNPRICED_TIERS: ReadonlySet<string> = new Set([
   'priority',
