@@ -76,7 +76,7 @@ export const FIELD_NOTES: Record<string, string> = {
   'models[].upstreamModel': 'The model name sent to the provider.',
   'models[].kind': '`chat` (/v1/chat/completions) or `embedding` (/v1/embeddings).',
   'models[].pricePer1M':
-    'USD per million tokens, decimal strings with at most 12 fractional digits; not all 0 (a call is held for the most it can cost first). Text tokens only: a request for audio (`modalities` with `audio`, `audio`, an `input_audio` part) or web search (`web_search_options`, OpenRouter `plugins`) is refused with 400 `feature_not_priced`, as their fees (audio tokens, a fee per search) have no price here. Do not sell a model that always bills them (`*-search-preview`, `*-audio-preview` used for audio).',
+    'USD per million tokens, decimal strings with at most 12 fractional digits; not all 0 (a call is held for the most it can cost first). Text tokens only: a request for audio (`modalities` with `audio`, `audio`, an `input_audio` part) web search (`web_search_options`, OpenRouter `plugins`) or a service tier billed above standard (`service_tier` other than `auto`, `default`, `flex`, `on_demand`) is refused with 400 `feature_not_priced`, as their fees (audio tokens, a fee per search, priority rates) have no price here. Do not sell a model that always bills them (`*-search-preview`, `*-audio-preview` used for audio).',
   'models[].pricePer1M.input': 'Prompt tokens.',
   'models[].pricePer1M.cachedInput': 'Cached prompt tokens; the input price when absent.',
   'models[].pricePer1M.cacheWrite':

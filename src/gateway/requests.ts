@@ -30,11 +30,12 @@ export type ChatRequest = z.infer<typeof chatRequestSchema>;
 /**
  * The `service_tier` values a request may ask for: the price table holds a model's standard
  * prices. `auto` (or no field) is the provider project's default tier, kept at `default` (see
- * docs/operating.md); OpenAI bills `flex` below standard, so the table's prices are safe for it.
+ * docs/operating.md); OpenAI bills `flex` below standard, so the table's prices are safe for it;
+ * `on_demand` is Groq's name for its standard tier.
  * Any other value is refused: `priority` is billed above standard, `scale` draws on prepaid
  * Scale Tier units, and a tier we do not know of has no price we could trust.
  */
-const PRICED_REQUEST_TIERS: ReadonlySet<string> = new Set(['auto', 'default', 'flex']);
+const PRICED_REQUEST_TIERS: ReadonlySet<string> = new Set(['auto', 'default', 'flex', 'on_demand']);
 
 /**
  * The `service_tier` values an answer may report for a call charged at table prices: the
@@ -87,7 +88,7 @@ export function unpricedFeature(body: ChatRequest): { param: string; feature: st
   if (tier != null && !(typeof tier === 'string' && PRICED_REQUEST_TIERS.has(tier)))
     return {
       param: 'service_tier',
-      feature: `the service tier ${JSON.stringify(tier).slice(0, 64)} (only \`auto\`, \`default\` and \`flex\` are priced)`,
+      feature: `the service tier ${JSON.stringify(tier).slice(0, 64)} (only \`auto\`, \`default\`, \`flex\` and \`on_demand\` are priced)`,
     };
   return null;
 }

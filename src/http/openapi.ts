@@ -647,7 +647,7 @@ const paths: Record<string, PathItem> = {
         },
         '400': error(
           ['invalid_request', 'feature_not_priced', 'upstream_rejected_request'],
-          'The body is not JSON or not a valid request; or it asks for a feature without a price (audio, web search; nothing sent); or the provider rejected the request (400, 404 or 422 upstream; nothing charged).',
+          'The body is not JSON or not a valid request; or it asks for a feature without a price (audio, web search, a service tier above standard; nothing sent); or the provider rejected the request (400, 404 or 422 upstream; nothing charged).',
         ),
         '401': error(['invalid_api_key'], 'No, an unknown or a revoked API key.'),
         '402': error(

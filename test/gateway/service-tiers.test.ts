@@ -92,7 +92,7 @@ describe('a request for a tier billed above the price table', () => {
       expect(error.param).toBe('service_tier');
       expect(error.type).toBe('invalid_request_error');
       expect(error.message).toContain(
-        `service_tier: the service tier "${tier}" (only \`auto\`, \`default\` and \`flex\` are priced) has no price on \`gpt-4o-mini\`, so it is not served; nothing was charged`,
+        `service_tier: the service tier "${tier}" (only \`auto\`, \`default\`, \`flex\` and \`on_demand\` are priced) has no price on \`gpt-4o-mini\`, so it is not served; nothing was charged`,
       );
       expect(await balance(userId)).toEqual({
         currency: 'USD',
@@ -108,7 +108,7 @@ describe('a request for a tier billed above the price table', () => {
 });
 
 describe('a request for the standard tier or flex', () => {
-  test.each([['flex'], ['default'], ['auto'], [null], [undefined]])(
+  test.each([['flex'], ['default'], ['auto'], ['on_demand'], [null], [undefined]])(
     'service_tier %j: served, and charged exactly tokens x table prices',
     async (tier) => {
       const { userId, apiKey } = await userWithKey(service, {
