@@ -15,6 +15,11 @@ export interface UsedCurrency {
    * has more (a scale narrowed after those amounts were booked).
    */
   scale: number;
+  /**
+   * The most significant digits of any one amount in the export (`0.000001` has 1,
+   * `12345.5` has 6): beancount reads a number with more than 28 of them rounded.
+   */
+  digits: number;
   firstDay: string;
 }
 
@@ -43,7 +48,7 @@ export async function* usedAccounts(
   );
 }
 
-/** The currencies the export's entries use, with their scale and first day. */
+/** The currencies the export's entries use, with their scale, widest amount and first day. */
 export async function usedCurrencies(
   reader: SnapshotReader,
   filter: JournalFilter,
@@ -53,6 +58,7 @@ export async function usedCurrencies(
   // declaration below an amount's digits would make hledger round that amount in reports.
   return reader.query<UsedCurrency>(
     `select p.currency, greatest(c.scale, max(min_scale(p.amount))) as scale,
+            max(length(trim(both '0' from replace(trim_scale(abs(p.amount))::text, '.', '')))) as digits,
             ${used.day} as "firstDay" from ${used.from}
       group by p.currency, c.scale order by p.currency`,
     used.values,

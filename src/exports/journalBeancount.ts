@@ -8,6 +8,13 @@ import type { JournalWriterContext } from './streamJournal.js';
 const BEANCOUNT_COMMODITY = /^[A-Z][A-Z0-9'._-]{0,22}[A-Z0-9]$/;
 
 /**
+ * beancount reads a number under Python's default decimal context: a negative amount (every
+ * credit) with more significant digits than this is rounded as it is read, so the file would
+ * hold other amounts than ours (and bean-check then finds entries that do not balance).
+ */
+export const BEANCOUNT_DIGITS = 28;
+
+/**
  * A beancount ledger: options, a `commodity` and an `open` directive (with the account's
  * currency, and our code as `code` metadata) dated at first use, then one transaction per
  * entry with its id, kind, time, rate, chain reference, request id and model as metadata.
@@ -38,6 +45,13 @@ export async function* journalBeancount(context: JournalWriterContext): AsyncGen
       throw new AppError(
         'unmappable_currency',
         `currency "${currency.currency}" is not a valid beancount commodity`,
+        { status: 422 },
+      );
+    }
+    if (currency.digits > BEANCOUNT_DIGITS) {
+      throw new AppError(
+        'unmappable_amount',
+        `an amount of ${currency.currency} in this export has ${currency.digits} significant digits; beancount reads at most ${BEANCOUNT_DIGITS} exactly (use the hledger, CSV or JSONL format, or narrow the export)`,
         { status: 422 },
       );
     }
