@@ -916,7 +916,7 @@ describe('the largest amounts the ledger accepts (36 integer digits)', () => {
         writeFileSync(file, written);
         return beancountExact(file);
       },
-      (error: unknown) => error,
+      (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
     );
     if (!(outcome instanceof Error)) {
       expect(outcome.totals).toEqual(await trialBalances(bigLedger, beancountAccount));
