@@ -15,12 +15,19 @@ export interface UsedCurrency {
    * has more (a scale narrowed after those amounts were booked).
    */
   scale: number;
+  firstDay: string;
+}
+
+/** The entry of an export whose amounts in one currency need the most digits to add up. */
+export interface WidestEntry {
+  entryId: string;
+  currency: string;
   /**
-   * The most significant digits of any one amount in the export (`0.000001` has 1,
-   * `12345.5` has 6): beancount reads a number with more than 28 of them rounded.
+   * Integer digits of the sum of the debits plus the most decimals of any posting: enough for
+   * every amount, and every partial sum of the entry in that currency (none is larger than
+   * the debits, which the credits equal), to be exact.
    */
   digits: number;
-  firstDay: string;
 }
 
 function usedFrom(
@@ -48,7 +55,7 @@ export async function* usedAccounts(
   );
 }
 
-/** The currencies the export's entries use, with their scale, widest amount and first day. */
+/** The currencies the export's entries use, with their scale and first day. */
 export async function usedCurrencies(
   reader: SnapshotReader,
   filter: JournalFilter,
@@ -58,11 +65,30 @@ export async function usedCurrencies(
   // declaration below an amount's digits would make hledger round that amount in reports.
   return reader.query<UsedCurrency>(
     `select p.currency, greatest(c.scale, max(min_scale(p.amount))) as scale,
-            max(length(trim(both '0' from replace(trim_scale(abs(p.amount))::text, '.', '')))) as digits,
             ${used.day} as "firstDay" from ${used.from}
       group by p.currency, c.scale order by p.currency`,
     used.values,
   );
+}
+
+/** The export's entry that needs the most digits to add up its amounts in one currency. */
+export async function widestEntry(
+  reader: SnapshotReader,
+  filter: JournalFilter,
+): Promise<WidestEntry | undefined> {
+  const where = journalWhere(filter);
+  const [widest] = await reader.query<WidestEntry>(
+    `select "entryId", currency,
+            (case when debits >= 1 then length(trunc(debits)::text) else 0 end) + decimals as digits
+       from (select e.id::text as "entryId", p.currency, sum(p.amount) filter (where p.amount > 0) as debits,
+                    max(min_scale(p.amount)) as decimals
+               from ledger_entries e join ledger_postings p on p.entry_id = e.id
+              where ${where.sql}
+              group by e.id, p.currency) entries
+      order by digits desc, "entryId" limit 1`,
+    where.values,
+  );
+  return widest;
 }
 
 /** Groups of used account codes that differ only in letter case (rare; beancount names fold case). */

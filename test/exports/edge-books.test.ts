@@ -864,6 +864,7 @@ describe('the largest amounts the ledger accepts (36 integer digits)', () => {
   let big: TestDatabase;
   let bigLedger: PostgresLedger;
   let largest: string;
+  let partial: string;
 
   beforeAll(async () => {
     big = await createTestDatabase();
@@ -890,6 +891,19 @@ describe('the largest amounts the ledger accepts (36 integer digits)', () => {
         { account: 'equity:trading:ETH', amount: `-${UNIT.ETH}` },
       ],
     });
+    // Four amounts of 28 digits, whose partial sum needs 29: bean-check would round it.
+    partial = (
+      await bigLedger.postEntry({
+        kind: 'adjustment',
+        description: 'two debits and two credits of 9 billion and a unit',
+        postings: [
+          { account: 'expenses:promotions', amount: `9000000000.${UNIT.USD.slice(2)}` },
+          { account: 'expenses:losses', amount: `9000000000.${UNIT.USD.slice(2)}` },
+          { account: 'liabilities:customers:3', amount: `-9000000000.${UNIT.USD.slice(2)}` },
+          { account: 'liabilities:customers:4', amount: `-9000000000.${UNIT.USD.slice(2)}` },
+        ],
+      })
+    ).entryId;
     // Three postings in one currency: what beancount must add up exactly to balance it.
     largest = (
       await bigLedger.postEntry({
@@ -918,7 +932,7 @@ describe('the largest amounts the ledger accepts (36 integer digits)', () => {
     const balances = await hledgerBalance(file);
     expect(balances).toEqual(await trialBalances(bigLedger));
     expect(balances).toMatchObject({
-      'expenses:promotions|USD': LEDGER_MAX.USD,
+      'liabilities:customers:1|USD': `-${'9'.repeat(36)}`,
       'assets:custody:ethereum:ETH:0xbig|ETH': LEDGER_MAX.ETH,
       'equity:trading:USDT|USDT': `-${LEDGER_MAX.USDT}`,
     });
@@ -947,7 +961,15 @@ describe('the largest amounts the ledger accepts (36 integer digits)', () => {
     }
     expect(outcome).toBeInstanceOf(AppError);
     expect(outcome).toMatchObject({ code: 'unmappable_amount', status: 422 });
-    expect((outcome as Error).message).toMatch(/54 significant digits; beancount reads at most 28/);
+    expect((outcome as Error).message).toMatch(
+      /needs 5\d digits to add up its [A-Z]+ amounts exactly; beancount computes with 28/,
+    );
+    // Each amount within 28 digits, but not their sum.
+    const sums = await text('beancount', { account: 'expenses:losses' }).catch(
+      (error: unknown) => error,
+    );
+    expect(sums).toMatchObject({ code: 'unmappable_amount', status: 422 });
+    expect((sums as Error).message).toContain(`entry ${partial} needs 29 digits`);
     // An export that holds none of those amounts is written as usual.
     const small = join(dir, 'small.beancount');
     writeFileSync(
