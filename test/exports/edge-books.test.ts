@@ -161,7 +161,11 @@ beforeAll(async () => {
     postings: [
       { account: customer(alice), amount: MAX.USD },
       ...parts.map((amount, i) => ({
-        account: `revenue:usage:model-${i % 7}.v${i % 3}_x`,
+        // Segments beancount cannot take as they are: '.', '_' and a leading '-'.
+        account:
+          i % 10 === 0
+            ? `revenue:usage:-lead_${i % 3}`
+            : `revenue:usage:model-${i % 7}.v${i % 3}_x`,
         amount: `-${amount}`,
       })),
     ],
@@ -375,6 +379,25 @@ beforeAll(async () => {
       { account: 'equity:trading:USDT', amount: '-0.000002' },
     ],
   });
+  // The first and the last years a business time may have.
+  ids['yearOne'] = await post({
+    kind: 'adjustment',
+    description: 'in the year 1',
+    effectiveAt: new Date('0001-01-01T00:00:00.000Z'),
+    postings: [
+      { account: 'expenses:promotions', amount: UNIT.USD },
+      { account: customer(users.bob), amount: `-${UNIT.USD}` },
+    ],
+  });
+  ids['year9999'] = await post({
+    kind: 'adjustment',
+    description: 'in the year 9999',
+    effectiveAt: new Date('9999-12-31T23:59:59.999Z'),
+    postings: [
+      { account: 'expenses:promotions', amount: UNIT.USD },
+      { account: customer(users.bob), amount: `-${UNIT.USD}` },
+    ],
+  });
   // Metadata as an admin's manual entry may carry it (any keys, any JSON numbers): keys that
   // sort differently by UTF-16 code units (RFC 8785) and by code points, and numbers that
   // JavaScript reads as doubles.
@@ -550,7 +573,7 @@ describe('amounts at every scale, from the smallest unit to the largest the ledg
       [`${customer(users.alice)}|USD`]: '-0.01',
       [`${customer(users.bob)}|USD`]: new Decimal(MAX.USD)
         .neg()
-        .add(new Decimal(UNIT.USD).mul(TEXTS.length))
+        .add(new Decimal(UNIT.USD).mul(TEXTS.length - 2)) // charged per text; credited in years 1 and 9999
         .toString(),
       'assets:custody:ethereum:ETH:0xa11ce|ETH': MAX.ETH,
       'assets:custody:tron:USDT:TXyzMax|USDT': MAX.USDT,
@@ -775,6 +798,20 @@ describe('periods cut at the instant entries were written', () => {
     expect(hledger).not.toContain(`(${T1.entryId})`);
   });
 
+  test('statements cut at T: the line written at T opens the later one, and they chain', async () => {
+    const userId = users.carol;
+    const whole = csvObjects(await collect(streamStatementCsv(database.pool, { userId })));
+    const parts = [
+      await collect(streamStatementCsv(database.pool, { userId, to: T1.at })),
+      await collect(streamStatementCsv(database.pool, { userId, from: T1.at, to: T2.at })),
+      await collect(streamStatementCsv(database.pool, { userId, from: T2.at })),
+    ].map(csvObjects);
+    expect(parts.flat()).toEqual(whole);
+    expect(parts[0]!.map((r) => r['entry_id'])).not.toContain(T1.entryId);
+    expect(parts[1]![0]!['entry_id']).toBe(T1.entryId);
+    expect(parts[2]![0]!['entry_id']).toBe(T2.entryId);
+  });
+
   test('consecutive periods add up to the whole, in hledger and in beancount', async () => {
     const periods: JournalFilter[] = [{ to: T1.at }, { from: T1.at, to: T2.at }, { from: T2.at }];
     const hledger: Array<Record<string, string>> = [];
@@ -830,9 +867,38 @@ describe('periods cut at the instant entries were written', () => {
       expect(inDay.includes(ids['lastOfOctober']!)).toBe(day === '2026-10-31');
     }
     const text = readFileSync(hledger, 'utf8');
+    expect(text).toContain(`0001-01-01 (${ids['yearOne']})`);
+    expect(text).toContain(`9999-12-31 (${ids['year9999']})`);
     expect(text).toContain(`2026-10-31 (${ids['lastOfOctober']})`);
     expect(text).toContain(`2026-11-01 (${ids['firstOfNovember']})`);
   });
+});
+
+describe('an account filter: whole entries, so the account balances as in the trial balance', () => {
+  test.each(['liabilities:customers:', 'assets:receivables:', 'revenue:usage'])(
+    '%s',
+    async (account) => {
+      const trial = await trialBalances(ledger);
+      const inside = (key: string) =>
+        key.startsWith(account.endsWith(':') ? account : `${account}:`) ||
+        key.startsWith(`${account}|`);
+      const expected = Object.fromEntries(Object.entries(trial).filter(([key]) => inside(key)));
+      const hledger = await exportFile('hledger', { account });
+      await tool('hledger', ['-f', hledger, 'check', '--strict']);
+      const balances = await hledgerBalance(hledger);
+      expect(Object.fromEntries(Object.entries(balances).filter(([key]) => inside(key)))).toEqual(
+        expected,
+      );
+      const read = await beancountExact(await exportFile('beancount', { account }));
+      const mapped = Object.fromEntries(
+        Object.entries(expected).map(([key, value]) => {
+          const [code, currency] = key.split('|');
+          return [`${beancountAccount(code!)}|${currency}`, value];
+        }),
+      );
+      expect(read.totals).toMatchObject(mapped);
+    },
+  );
 });
 
 describe('the seals, re-verified from the exports as the docs describe', () => {
