@@ -562,7 +562,7 @@ async function inPlusEight(at: string): Promise<string> {
   return rows[0]!.local;
 }
 
-describe('amounts at every scale, from the smallest unit to the largest the ledger accepts', () => {
+describe('amounts at every scale, from the smallest unit to the widest every tool reads (28 digits)', () => {
   test('hledger: check --strict passes, and every balance is the trial balance to the last digit', async () => {
     const file = await exportFile('hledger');
     await tool('hledger', ['-f', file, 'check', '--strict']);
@@ -730,7 +730,7 @@ describe('reversals, shortfalls and reorgs', () => {
         }),
       ),
     );
-    const { alice: _a, bob: _b, carol, dave } = users;
+    const { carol, dave } = users;
     expect(balances).toMatchObject({
       // The credit stands again after the reversal of its reversal; the deposit mined again
       // repaid the receivable its reorg left and credited the rest.
