@@ -18,6 +18,18 @@ export interface UsedCurrency {
   firstDay: string;
 }
 
+/** The entry of an export whose amounts in one currency need the most digits to add up. */
+export interface WidestEntry {
+  entryId: string;
+  currency: string;
+  /**
+   * Integer digits of the sum of the debits plus the most decimals of any posting: enough for
+   * every amount, and every partial sum of the entry in that currency (none is larger than
+   * the debits, which the credits equal), to be exact.
+   */
+  digits: number;
+}
+
 function usedFrom(
   filter: JournalFilter,
   join = 'join ledger_accounts a on a.id = p.account_id',
@@ -57,6 +69,26 @@ export async function usedCurrencies(
       group by p.currency, c.scale order by p.currency`,
     used.values,
   );
+}
+
+/** The export's entry that needs the most digits to add up its amounts in one currency. */
+export async function widestEntry(
+  reader: SnapshotReader,
+  filter: JournalFilter,
+): Promise<WidestEntry | undefined> {
+  const where = journalWhere(filter);
+  const [widest] = await reader.query<WidestEntry>(
+    `select "entryId", currency,
+            (case when debits >= 1 then length(trunc(debits)::text) else 0 end) + decimals as digits
+       from (select e.id::text as "entryId", p.currency, sum(p.amount) filter (where p.amount > 0) as debits,
+                    max(min_scale(p.amount)) as decimals
+               from ledger_entries e join ledger_postings p on p.entry_id = e.id
+              where ${where.sql}
+              group by e.id, p.currency) entries
+      order by digits desc, "entryId" limit 1`,
+    where.values,
+  );
+  return widest;
 }
 
 /** Groups of used account codes that differ only in letter case (rare; beancount names fold case). */

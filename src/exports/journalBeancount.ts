@@ -1,11 +1,19 @@
 import { AppError } from '../errors.js';
 import { beancountAccount } from './beancountAccounts.js';
-import { caseFoldedGroups, usedAccounts, usedCurrencies } from './journalAccounts.js';
+import { caseFoldedGroups, usedAccounts, usedCurrencies, widestEntry } from './journalAccounts.js';
 import { entryChainReference, entryRate, type JournalEntry } from './journalEntries.js';
 import { exportComment } from './journalHledger.js';
 import type { JournalWriterContext } from './streamJournal.js';
 
 const BEANCOUNT_COMMODITY = /^[A-Z][A-Z0-9'._-]{0,22}[A-Z0-9]$/;
+
+/**
+ * beancount computes under Python's default decimal context, 28 significant digits: it rounds
+ * a negative amount (every credit) with more as it reads it, and each partial sum when it
+ * checks that an entry balances. An entry that needs more would be read as other amounts
+ * than ours, or refused by bean-check ("Transaction does not balance").
+ */
+export const BEANCOUNT_DIGITS = 28;
 
 /**
  * A beancount ledger: options, a `commodity` and an `open` directive (with the account's
@@ -30,6 +38,14 @@ export async function* journalBeancount(context: JournalWriterContext): AsyncGen
       }
       names.set(name, code);
     }
+  }
+  const widest = await widestEntry(reader, filter);
+  if (widest !== undefined && widest.digits > BEANCOUNT_DIGITS) {
+    throw new AppError(
+      'unmappable_amount',
+      `entry ${widest.entryId} needs ${widest.digits} digits to add up its ${widest.currency} amounts exactly; beancount computes with ${BEANCOUNT_DIGITS} (use the hledger, CSV or JSONL format, or leave the entry out with --account or --from/--to)`,
+      { status: 422 },
+    );
   }
   const currencies = await usedCurrencies(reader, filter);
   let head = `${exportComment(filter, ';')}option "title" "Lingxi Ledger"\noption "operating_currency" "USD"\n\n`;

@@ -1368,7 +1368,12 @@ const paths: Record<string, PathItem> = {
         '400': error(['invalid_request'], 'A bad format or filter.'),
         ...adminAuthErrors,
         '422': error(
-          ['account_name_collision', 'unmappable_account', 'unmappable_currency'],
+          [
+            'account_name_collision',
+            'unmappable_account',
+            'unmappable_amount',
+            'unmappable_currency',
+          ],
           'The books cannot be written in this format as they are.',
         ),
         ...commonErrors,
