@@ -1,0 +1,357 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { encodeFunctionData, erc20Abi, keccak256, type Address, type Hex } from 'viem';
+import { privateKeyToAccount } from 'viem/accounts';
+import { Kysely, PostgresDialect } from 'kysely';
+import type pg from 'pg';
+import { Decimal, type PostgresLedger } from '../../ledger/index.js';
+import { networkSchema, type EvmNetworkConfig } from '../../chain-watchers/config.js';
+import { createEvmAdapter } from '../../chain-watchers/evm/createEvmAdapter.js';
+import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
+import { assignDepositAddress } from '../../chain-watchers/pipeline/depositAddresses.js';
+import { createPriceSources } from '../../chain-watchers/pipeline/createWatcher.js';
+import { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
+import type { WatcherTables } from '../../chain-watchers/pipeline/tables.js';
+import { startDevnet, type Devnet, type DevnetAccount } from '../support/evm/devnet.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { openLedger } from '../support/ledger.js';
+import { getContract } from '../support/evm/compile.js';
+
+/**
+ * Adversarial cases for the EVM deposit watcher, each against ganache and PostgreSQL: reorgs
+ * that move a transaction to another position, several transfers in one transaction, a
+ * connection killed before the commit, endpoints that answer from behind or from another block.
+ */
+
+const MNEMONIC = 'test test test test test test test test test test test junk';
+const xpubs = mnemonicToAccountXpubs(MNEMONIC);
+const quiet = { debug() {}, info() {}, warn() {}, error() {} };
+
+let devnet: Devnet;
+let database: TestDatabase;
+let ledger: PostgresLedger;
+let db: Kysely<WatcherTables>;
+let usdt: Address;
+let fakeUsdt: Address;
+let nextTelegramId = 7100;
+
+async function newUser() {
+  const { rows } = await database.pool.query<{ id: string }>(
+    'insert into users (telegram_id) values ($1) returning id',
+    [(nextTelegramId += 1)],
+  );
+  const id = rows[0]!.id;
+  const { address } = await assignDepositAddress(db, { userId: id, family: 'evm', xpubs });
+  return {
+    id,
+    address: address as Address,
+    customer: `liabilities:customers:${id}`,
+    receivable: `assets:receivables:customers:${id}`,
+  };
+}
+
+function network(overrides: Record<string, unknown> = {}): EvmNetworkConfig {
+  return networkSchema.parse({
+    kind: 'evm',
+    name: 'devnet',
+    chainId: 1337,
+    rpcUrls: [devnet.url],
+    confirmations: 3,
+    pollIntervalMs: 100,
+    rpcTimeoutMs: 2000,
+    rpcRetries: 1,
+    startBlock: 1,
+    assets: [{ symbol: 'USDT', contract: usdt, decimals: 6, price: { fixed: '1' } }],
+    ...overrides,
+  }) as EvmNetworkConfig;
+}
+
+function watcher(config = network(), pool: pg.Pool = database.pool) {
+  const adapter = createEvmAdapter(config, { logger: quiet });
+  return new DepositWatcher({
+    network: config,
+    adapter,
+    ledger,
+    pool,
+    priceSources: createPriceSources(config, new Map([[config.name, adapter]])),
+    logger: quiet,
+  });
+}
+
+async function balance(account: string): Promise<string> {
+  const found = await ledger.getBalance(account).catch(() => null);
+  return (found?.posted ?? new Decimal(0)).toString();
+}
+
+/** Spends `amount` of a customer's balance (an admin debit). */
+async function spend(userId: string, amount: string) {
+  await ledger.postEntry({
+    kind: 'adjustment',
+    postings: [
+      { account: `liabilities:customers:${userId}`, amount },
+      { account: 'expenses:promotions', amount: `-${amount}` },
+    ],
+  });
+}
+
+async function rowsOf(txHash: string) {
+  const { rows } = await database.pool.query<{
+    log_index: number;
+    status: string;
+    reincluded: number;
+    entry_id: string | null;
+    reversal_entry_id: string | null;
+  }>(
+    `select log_index, status, reincluded, entry_id, reversal_entry_id from deposits
+      where tx_hash = $1 order by log_index`,
+    [txHash],
+  );
+  return rows;
+}
+
+/** A USDT `transfer` signed once (nonce `nonceOffset` past the pending one), to send again after a reorg. */
+async function signTransfer(
+  from: DevnetAccount,
+  to: Address,
+  amountBaseUnits: bigint,
+  nonceOffset = 0,
+): Promise<{ raw: Hex; txHash: Hex }> {
+  const signer = privateKeyToAccount(from.privateKey);
+  const nonce = await devnet.client.getTransactionCount({
+    address: signer.address,
+    blockTag: 'pending',
+  });
+  const raw = await signer.signTransaction({
+    type: 'eip1559',
+    chainId: 1337,
+    nonce: nonce + nonceOffset,
+    maxFeePerGas: 50_000_000_000n,
+    maxPriorityFeePerGas: 1_000_000_000n,
+    gas: 500_000n,
+    to: usdt,
+    data: encodeFunctionData({
+      abi: erc20Abi,
+      functionName: 'transfer',
+      args: [to, amountBaseUnits],
+    }),
+  });
+  return { raw, txHash: keccak256(raw) };
+}
+
+/** Mines the raw transactions, in this order, into one block (ganache's miner paused meanwhile). */
+async function mineTogether(raws: Hex[]): Promise<void> {
+  await devnet.rpc('miner_stop');
+  try {
+    for (const raw of raws) await devnet.rpc('eth_sendRawTransaction', [raw]);
+    await devnet.rpc('evm_mine');
+  } finally {
+    await devnet.rpc('miner_start');
+  }
+}
+
+/** Idle until nothing is left of the ledger's invariants to complain about. */
+async function expectBalancedLedger() {
+  expect(await ledger.checkBalances()).toEqual([]);
+  const totals = (await ledger.trialBalance()).totals;
+  expect(totals.map((t) => [t.currency, t.net.toString()])).toEqual(
+    totals.map((t) => [t.currency, '0']),
+  );
+}
+
+beforeAll(async () => {
+  devnet = await startDevnet();
+  database = await createTestDatabase();
+  ledger = await openLedger(database.pool, {});
+  await ledger.init();
+  db = new Kysely<WatcherTables>({ dialect: new PostgresDialect({ pool: database.newPool(2) }) });
+  usdt = await devnet.deployToken(6, { symbol: 'USDT' });
+  fakeUsdt = await devnet.deployToken(6, { symbol: 'USDT' });
+  await devnet.mint(usdt, devnet.account(0).address, 1_000_000_000_000n);
+  await devnet.mint(fakeUsdt, devnet.account(0).address, 1_000_000_000_000n);
+});
+afterAll(async () => {
+  await db?.destroy();
+  await ledger?.close();
+  await database?.drop();
+  await devnet?.close();
+});
+
+describe('EVM watcher, adversarial', () => {
+  test('a credited, spent, reversed deposit mined again at another log index repays the receivable its reversal booked', async () => {
+    const w = watcher();
+    const dave = await newUser();
+    const sender = devnet.account(3);
+    await devnet.transferToken(usdt, devnet.account(0), sender.address, 100_000_000n);
+    await devnet.mine(4);
+    await w.runOnce();
+    const beforeTransfer = await devnet.snapshot();
+    const deposit = await signTransfer(sender, dave.address, 100_000_000n);
+    // Alone in its block: log index 0.
+    await devnet.rpc('eth_sendRawTransaction', [deposit.raw]);
+    await devnet.mine(4);
+    await w.runOnce();
+    await w.runOnce();
+    expect(await rowsOf(deposit.txHash)).toMatchObject([{ log_index: 0, status: 'credited' }]);
+    expect(await balance(dave.customer)).toBe('100');
+    await spend(dave.id, '70');
+
+    // A reorg drops it: reversed, the 70 dave spent booked to his receivable.
+    await devnet.revert(beforeTransfer);
+    await devnet.mine(12, { increaseTimeS: 11 });
+    for (let i = 0; i < 3; i += 1) await w.runOnce();
+    expect(await rowsOf(deposit.txHash)).toMatchObject([{ log_index: 0, status: 'reversed' }]);
+    expect(await balance(dave.customer)).toBe('0');
+    expect(await balance(dave.receivable)).toBe('70');
+
+    // Mined again behind another USDT transfer of the same block: now log index 1.
+    const other = await signTransfer(devnet.account(0), devnet.account(7).address, 1_000_000n);
+    await mineTogether([other.raw, deposit.raw]);
+    await devnet.mine(4);
+    await w.runOnce();
+    await w.runOnce();
+    const rows = await rowsOf(deposit.txHash);
+    expect(rows).toMatchObject([
+      { log_index: 0, status: 'reversed' },
+      { log_index: 1, status: 'credited' },
+    ]);
+    // The same 100 USDT came back: the 70 owed is repaid first, dave gets the other 30.
+    expect(await balance(dave.receivable)).toBe('0');
+    expect(await balance(dave.customer)).toBe('30');
+    expect(await balance(`assets:custody:devnet:USDT:${dave.address}`)).toBe('100');
+    // Nothing more on another pass.
+    await devnet.mine(2);
+    await w.runOnce();
+    expect(await balance(dave.customer)).toBe('30');
+    await expectBalancedLedger();
+  });
+
+  test('a reorg the watcher first sees with the transfer already mined again, confirmed, at another log index: reversed and credited again in one iteration, the receivable repaid', async () => {
+    const w = watcher();
+    const erin = await newUser();
+    const sender = devnet.account(4);
+    await devnet.transferToken(usdt, devnet.account(0), sender.address, 50_000_000n);
+    await devnet.mine(4);
+    await w.runOnce();
+    const beforeTransfer = await devnet.snapshot();
+    const deposit = await signTransfer(sender, erin.address, 50_000_000n);
+    await devnet.rpc('eth_sendRawTransaction', [deposit.raw]);
+    await devnet.mine(4);
+    await w.runOnce();
+    await w.runOnce();
+    expect(await balance(erin.customer)).toBe('50');
+    await spend(erin.id, '45');
+
+    // The new branch, with the transfer behind another one, is already deep when it is seen.
+    await devnet.revert(beforeTransfer);
+    await devnet.mine(1, { increaseTimeS: 7 });
+    const other = await signTransfer(devnet.account(0), devnet.account(7).address, 2_000_000n);
+    await mineTogether([other.raw, deposit.raw]);
+    await devnet.mine(12);
+    const report = await w.runOnce();
+    expect(report).toMatchObject({ reversed: 1, credited: 1 });
+    expect(await rowsOf(deposit.txHash)).toMatchObject([
+      { log_index: 0, status: 'reversed' },
+      { log_index: 1, status: 'credited' },
+    ]);
+    expect(await balance(erin.receivable)).toBe('0');
+    expect(await balance(erin.customer)).toBe('5');
+    expect(await balance(`assets:custody:devnet:USDT:${erin.address}`)).toBe('50');
+    await expectBalancedLedger();
+  });
+
+  test('two transfers to one address in one transaction, reversed after being spent, mined again shifted by one log: each reversal is repaid once, an unrelated receivable stays', async () => {
+    const w = watcher();
+    const fay = await newUser();
+    // 5 fay owes for something else: a call settled above a hold her balance could not cover.
+    await ledger.postEntry({
+      kind: 'adjustment',
+      postings: [
+        { account: 'expenses:promotions', amount: '1' },
+        { account: fay.customer, amount: '-1' },
+      ],
+    });
+    const { holdId } = await ledger.createHold({
+      debitAccount: fay.customer,
+      creditAccount: 'revenue:usage',
+      amount: '1',
+    });
+    await ledger.postHold({
+      holdId,
+      amount: '6',
+      allowOverHold: true,
+      shortfallAccount: fay.receivable,
+    });
+    expect(await balance(fay.receivable)).toBe('5');
+    const sender = devnet.account(5);
+    await devnet.transferToken(usdt, devnet.account(0), sender.address, 100_000_000n);
+    // And a token that calls itself USDT, from another contract: recorded, never credited.
+    await devnet.transferToken(fakeUsdt, devnet.account(0), fay.address, 1_000_000n);
+    await devnet.mine(4);
+    await w.runOnce();
+    const beforeTransfer = await devnet.snapshot();
+    // One transaction, two Transfer logs to fay (60 then 40).
+    const signer = privateKeyToAccount(sender.privateKey);
+    const raw = await signer.signTransaction({
+      type: 'eip1559',
+      chainId: 1337,
+      nonce: await devnet.client.getTransactionCount({
+        address: signer.address,
+        blockTag: 'pending',
+      }),
+      maxFeePerGas: 50_000_000_000n,
+      maxPriorityFeePerGas: 1_000_000_000n,
+      gas: 500_000n,
+      to: usdt,
+      data: encodeFunctionData({
+        abi: (await getContract('TestToken')).abi,
+        functionName: 'transferMany',
+        args: [
+          [fay.address, fay.address],
+          [60_000_000n, 40_000_000n],
+        ],
+      }),
+    });
+    const txHash = keccak256(raw);
+    await devnet.rpc('eth_sendRawTransaction', [raw]);
+    await devnet.mine(4);
+    await w.runOnce();
+    await w.runOnce();
+    expect(await rowsOf(txHash)).toMatchObject([
+      { log_index: 0, status: 'credited' },
+      { log_index: 1, status: 'credited' },
+    ]);
+    expect(await balance(fay.customer)).toBe('100');
+    await spend(fay.id, '70');
+
+    await devnet.revert(beforeTransfer);
+    await devnet.mine(12, { increaseTimeS: 11 });
+    for (let i = 0; i < 3; i += 1) await w.runOnce();
+    expect(await rowsOf(txHash)).toMatchObject([
+      { log_index: 0, status: 'reversed' },
+      { log_index: 1, status: 'reversed' },
+    ]);
+    expect(await balance(fay.customer)).toBe('0');
+    expect(await balance(fay.receivable)).toBe('75');
+
+    // Mined again behind another transfer: its logs are now 1 and 2.
+    const other = await signTransfer(devnet.account(0), devnet.account(7).address, 3_000_000n);
+    await mineTogether([other.raw, raw]);
+    await devnet.mine(4);
+    await w.runOnce();
+    await w.runOnce();
+    expect(await rowsOf(txHash)).toMatchObject([
+      { log_index: 0, status: 'reversed' },
+      { log_index: 1, status: 'credited' },
+      { log_index: 2, status: 'credited' },
+    ]);
+    // The 70 the reversals booked is repaid, once; the 5 owed for the call is not theirs.
+    expect(await balance(fay.receivable)).toBe('5');
+    expect(await balance(fay.customer)).toBe('30');
+    expect(await balance(`assets:custody:devnet:USDT:${fay.address}`)).toBe('100');
+    const { rows: fake } = await database.pool.query(
+      `select status from deposits where contract = $1 and address = $2`,
+      [fakeUsdt, fay.address],
+    );
+    expect(fake).toEqual([{ status: 'ignored' }]);
+    await expectBalancedLedger();
+  });
+});
