@@ -12,6 +12,7 @@ import { createPriceSources } from '../../chain-watchers/pipeline/createWatcher.
 import { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
 import type { WatcherTables } from '../../chain-watchers/pipeline/tables.js';
 import { startDevnet, type Devnet, type DevnetAccount } from '../support/evm/devnet.js';
+import { startRpcProxy } from '../support/evm/rpcServers.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { openLedger } from '../support/ledger.js';
 import { getContract } from '../support/evm/compile.js';
@@ -354,4 +355,65 @@ describe('EVM watcher, adversarial', () => {
     expect(fake).toEqual([{ status: 'ignored' }]);
     await expectBalancedLedger();
   });
+
+  test.each([
+    ['logs without their block timestamp (the header is read for it)', false],
+    ['logs that carry their block timestamp (newer nodes)', true],
+  ])(
+    'an endpoint whose eth_getLogs answers from another fork than its blocks (%s): the range is refused, the deposit only that fork has is never recorded nor credited',
+    async (_, withTimestamp) => {
+      // Two nodes that agree up to `forkedAt`, then each mine their own blocks: behind one
+      // endpoint (a load balancer), blocks come from the winning fork, logs from the other.
+      const forkedAt = await devnet.blockNumber();
+      const winner = await startDevnet({ forkUrl: devnet.url });
+      await devnet.mine(1); // the winner mined a block of its own at this height
+      const proxy = await startRpcProxy(winner.url, async (call) => {
+        if (call.method !== 'eth_getLogs') return undefined;
+        const logs = await devnet.rpc<Array<Record<string, unknown>>>('eth_getLogs', call.params);
+        if (!withTimestamp) return { result: logs };
+        const stamped = await Promise.all(
+          logs.map(async (log) => {
+            const block = await devnet.rpc<{ timestamp: Hex }>('eth_getBlockByHash', [
+              log['blockHash'],
+              false,
+            ]);
+            return { ...log, blockTimestamp: block.timestamp };
+          }),
+        );
+        return { result: stamped };
+      });
+      try {
+        const gus = await newUser();
+        const config = network({
+          name: `devnet-logs-${withTimestamp ? 'stamped' : 'plain'}`,
+          rpcUrls: [proxy.url],
+          startBlock: Number(forkedAt) + 1,
+        });
+        const w = watcher(config);
+        await w.runOnce(); // the cursor: the block before the first the two forks do not share
+        const sent = await devnet.transferToken(usdt, devnet.account(0), gus.address, 9_000_000n);
+        await winner.mine(6);
+        const seen = await winner.client.getBlock({ blockNumber: sent.blockNumber });
+        expect(seen.hash).not.toBe(sent.blockHash);
+        const outcomes: string[] = [];
+        for (let i = 0; i < 3; i += 1)
+          outcomes.push(
+            await w.runOnce().then(
+              () => 'ok',
+              (error: Error) => error.message,
+            ),
+          );
+        const { rows } = await database.pool.query(
+          `select status from deposits where network = $1`,
+          [config.name],
+        );
+        expect(rows).toEqual([]);
+        expect(await balance(gus.customer)).toBe('0');
+        for (const outcome of outcomes) expect(outcome).toMatch(/logs of block \d+ came from/);
+      } finally {
+        await proxy.close();
+        await winner.close();
+      }
+    },
+  );
 });
