@@ -10,7 +10,7 @@ import {
   type PostEntryParameters,
   type PostgresLedger,
 } from '../../ledger/index.js';
-import type { BlockRef, ChainAdapter, ChainHead, ObservedTransfer } from '../adapter.js';
+import type { ChainAdapter, ChainHead, ObservedTransfer } from '../adapter.js';
 import { feeCurrencyOf, type NetworkConfig } from '../config.js';
 import { PriceUnavailableError, type PriceQuote, type PriceSource } from '../prices.js';
 import { watchedAddresses, type AddressFamily } from './depositAddresses.js';
@@ -271,7 +271,13 @@ export class DepositWatcher {
     return { number: before, hash: block?.hash ?? '' };
   }
 
-  /** The newest checkpoint still on the canonical chain; scanning resumes after it. */
+  /**
+   * The newest checkpoint still on the canonical chain; scanning resumes after it. Every
+   * checkpoint kept (`saveCursor` keeps 4 x reorgDepthMax blocks of them) is a candidate, so a
+   * reorg somewhat deeper than reorgDepthMax is still rewound to where it began: the
+   * checkpoints, all of the chain the watcher followed, are on the canonical chain up to the
+   * fork and off it above, so a binary search finds the newest in a few block reads.
+   */
   private async findForkPoint(db: Kysely<WatcherTables>, cursorNumber: bigint): Promise<bigint> {
     const checkpoints = await db
       .selectFrom('watcher_checkpoints')
@@ -279,20 +285,31 @@ export class DepositWatcher {
       .where('network', '=', this.network.name)
       .where('block_number', '<', cursorNumber.toString())
       .orderBy('block_number', 'desc')
-      .limit(this.network.reorgDepthMax)
       .execute();
-    for (const checkpoint of checkpoints) {
-      const canonical: BlockRef | null = await this.options.adapter.getBlock(
-        BigInt(checkpoint.block_number),
-      );
-      if (canonical?.hash === checkpoint.block_hash) return BigInt(checkpoint.block_number);
+    const onChain = async (checkpoint: (typeof checkpoints)[number]) =>
+      (await this.options.adapter.getBlock(BigInt(checkpoint.block_number)))?.hash ===
+      checkpoint.block_hash;
+    // Newest first: the first on the chain; `low` ends at checkpoints.length when none is.
+    let low = 0;
+    let high = checkpoints.length;
+    while (low < high) {
+      const middle = Math.floor((low + high) / 2);
+      if (await onChain(checkpoints[middle]!)) high = middle;
+      else low = middle + 1;
     }
+    if (low < checkpoints.length) return BigInt(checkpoints[low]!.block_number);
     const floor =
       this.network.startBlock !== undefined ? BigInt(this.network.startBlock) - 1n : -1n;
-    const fallback = max(floor, cursorNumber - BigInt(this.network.reorgDepthMax));
+    // Below every checkpoint kept, all of them off the chain: the fork is older still.
+    const oldest = checkpoints.at(-1);
+    const below = cursorNumber - BigInt(this.network.reorgDepthMax);
+    const fallback = max(
+      floor,
+      oldest !== undefined ? min(below, BigInt(oldest.block_number) - 1n) : below,
+    );
     this.options.logger.error(
       { network: this.network.name, fallback: String(fallback) },
-      'no checkpoint matches the chain within reorgDepthMax; rescanning from there',
+      'no checkpoint kept matches the chain (a reorg deeper than they reach); rescanning from there: transfers below it that the reorg removed are not rechecked',
     );
     return fallback;
   }

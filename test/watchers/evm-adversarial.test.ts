@@ -356,6 +356,35 @@ describe('EVM watcher, adversarial', () => {
     await expectBalancedLedger();
   });
 
+  test('a reorg deeper than reorgDepthMax, within the checkpoints the watcher keeps, reverses a credited deposit it removed', async () => {
+    // One block per iteration: a checkpoint per block, kept for 4 x reorgDepthMax blocks.
+    const config = network({ name: 'devnet-deep', reorgDepthMax: 4, startBlock: undefined });
+    const w = watcher(config);
+    const hal = await newUser();
+    await w.runOnce();
+    const beforeTransfer = await devnet.snapshot();
+    await devnet.transferToken(usdt, devnet.account(0), hal.address, 8_000_000n);
+    await w.runOnce();
+    for (let i = 0; i < 9; i += 1) {
+      await devnet.mine(1);
+      await w.runOnce();
+    }
+    expect(await balance(hal.customer)).toBe('8');
+
+    // The new branch replaces the 10 blocks since the snapshot (more than reorgDepthMax).
+    await devnet.revert(beforeTransfer);
+    await devnet.mine(14, { increaseTimeS: 13 });
+    for (let i = 0; i < 3; i += 1) await w.runOnce();
+    const { rows } = await database.pool.query(
+      `select status from deposits where network = 'devnet-deep' and address = $1`,
+      [hal.address],
+    );
+    expect(rows).toEqual([{ status: 'reversed' }]);
+    expect(await balance(hal.customer)).toBe('0');
+    expect(await balance(`assets:custody:devnet-deep:USDT:${hal.address}`)).toBe('0');
+    await expectBalancedLedger();
+  });
+
   test.each([
     ['logs without their block timestamp (the header is read for it)', false],
     ['logs that carry their block timestamp (newer nodes)', true],
