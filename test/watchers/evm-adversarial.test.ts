@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { encodeFunctionData, erc20Abi, keccak256, type Address, type Hex } from 'viem';
+import { encodeFunctionData, erc20Abi, keccak256, toHex, type Address, type Hex } from 'viem';
 import { privateKeyToAccount } from 'viem/accounts';
 import { Kysely, PostgresDialect } from 'kysely';
 import type pg from 'pg';
@@ -383,6 +383,149 @@ describe('EVM watcher, adversarial', () => {
     expect(await balance(hal.customer)).toBe('0');
     expect(await balance(`assets:custody:devnet-deep:USDT:${hal.address}`)).toBe('0');
     await expectBalancedLedger();
+  });
+
+  test("the watcher's database connection killed after it booked a credit, before its commit: nothing kept, the next iteration on the same pool credits it once", async () => {
+    // The ledger's pool, as `lingxi watch` shares it: the ledger guards its clients' errors.
+    const pool = database.pool;
+    const killer = database.newPool(1);
+    let armed = false;
+    let killed = 0;
+    // The ledger as the watcher sees it: the connection of the iteration's transaction is
+    // terminated (pg_terminate_backend) right after the credit entries are written in it.
+    const trap = new Proxy(ledger, {
+      get(target, property, receiver) {
+        if (property !== 'within') return Reflect.get(target, property, receiver) as unknown;
+        return (client: pg.PoolClient) => {
+          const inner = target.within(client);
+          return {
+            ...inner,
+            postEntries: async (entries: Parameters<typeof inner.postEntries>[0]) => {
+              const results = await inner.postEntries(entries);
+              if (armed && entries.some((e) => e.kind === 'deposit')) {
+                armed = false;
+                const { rows } = await client.query<{ pid: number }>(
+                  'select pg_backend_pid() as pid',
+                );
+                await killer.query('select pg_terminate_backend($1)', [rows[0]!.pid]);
+                killed += 1;
+              }
+              return results;
+            },
+          };
+        };
+      },
+    });
+    const config = network({ name: 'devnet-kill' });
+    const adapter = createEvmAdapter(config, { logger: quiet });
+    const w = new DepositWatcher({
+      network: config,
+      adapter,
+      ledger: trap,
+      pool,
+      priceSources: createPriceSources(config, new Map([[config.name, adapter]])),
+      logger: quiet,
+    });
+    try {
+      const ivy = await newUser();
+      await devnet.transferToken(usdt, devnet.account(0), ivy.address, 12_000_000n);
+      await devnet.mine(3);
+      armed = true;
+      await expect(w.runOnce()).rejects.toThrow();
+      expect(killed).toBe(1);
+      expect(await balance(ivy.customer)).toBe('0');
+      const { rows: none } = await database.pool.query(
+        `select status from deposits where network = 'devnet-kill'`,
+      );
+      expect(none).toEqual([]);
+
+      for (let i = 0; i < 3; i += 1) await w.runOnce();
+      const { rows } = await database.pool.query(
+        `select status, entry_id from deposits where network = 'devnet-kill'`,
+      );
+      expect(rows).toMatchObject([{ status: 'credited' }]);
+      expect(await balance(ivy.customer)).toBe('12');
+      const { rows: entries } = await database.pool.query(
+        `select count(*)::int as n from ledger_entries where kind = 'deposit' and metadata->'chain'->>'network' = 'devnet-kill'`,
+      );
+      expect(entries).toEqual([{ n: 1 }]);
+      await expectBalancedLedger();
+    } finally {
+      await killer.end();
+    }
+  });
+
+  test('a fallback endpoint whose head is behind the cursor: no reorg, the cursor never goes back, a deposit waits and is credited once when it catches up', async () => {
+    // The primary can be switched off; the fallback answers as a node `lag` blocks behind.
+    let primaryDown = false;
+    let lag = 0n;
+    const primary = await startRpcProxy(devnet.url, () =>
+      primaryDown ? { error: { code: -32603, message: 'internal error' } } : undefined,
+    );
+    const laggard = await startRpcProxy(devnet.url, async (call) => {
+      const head = (await devnet.blockNumber()) - lag;
+      if (call.method === 'eth_blockNumber') return { result: toHex(head) };
+      if (call.method === 'eth_getBlockByNumber') {
+        const [tag, full] = call.params as [string, boolean];
+        const number = tag.startsWith('0x') ? BigInt(tag) : head;
+        if (number > head) return { result: null };
+        return { result: await devnet.rpc('eth_getBlockByNumber', [toHex(number), full]) };
+      }
+      if (call.method === 'eth_getLogs') {
+        const [filter] = call.params as [{ toBlock: string }];
+        if (BigInt(filter.toBlock) > head)
+          return { error: { code: -32000, message: 'unknown block' } };
+      }
+      return undefined;
+    });
+    try {
+      const config = network({ name: 'devnet-lag', rpcUrls: [primary.url, laggard.url] });
+      const w = watcher(config);
+      const jay = await newUser();
+      await w.runOnce();
+      const sent = await devnet.transferToken(usdt, devnet.account(0), jay.address, 7_000_000n);
+      await w.runOnce();
+      const cursor = async () =>
+        BigInt(
+          (
+            await database.pool.query<{ block_number: string }>(
+              `select block_number from watcher_cursors where network = 'devnet-lag'`,
+            )
+          ).rows[0]!.block_number,
+        );
+      const status = async () =>
+        (
+          await database.pool.query<{ status: string }>(
+            `select status from deposits where tx_hash = $1`,
+            [sent.txHash],
+          )
+        ).rows.map((r) => r.status);
+      expect(await cursor()).toBe(sent.blockNumber);
+      expect(await status()).toEqual(['seen']);
+
+      // The primary goes away; the fallback is 4 blocks behind: behind the cursor and the deposit.
+      primaryDown = true;
+      lag = 4n;
+      await devnet.mine(3);
+      const reports = [];
+      for (let i = 0; i < 3; i += 1) reports.push(await w.runOnce());
+      for (const report of reports)
+        expect(report).toMatchObject({ scanned: null, forkPoint: null, credited: 0 });
+      expect(await cursor()).toBe(sent.blockNumber);
+      expect(await status()).toEqual(['seen']);
+      expect(await balance(jay.customer)).toBe('0');
+
+      // It catches up: the deposit is credited, once.
+      lag = 0n;
+      for (let i = 0; i < 3; i += 1) await w.runOnce();
+      expect(await status()).toEqual(['credited']);
+      expect(await balance(jay.customer)).toBe('7');
+      expect(await cursor()).toBe(await devnet.blockNumber());
+      await expectBalancedLedger();
+    } finally {
+      await primary.close();
+      await laggard.close();
+    }
   });
 
   test.each([
