@@ -416,7 +416,7 @@ describe('EVM watcher, adversarial', () => {
         };
       },
     });
-    const config = network({ name: 'devnet-kill' });
+    const config = network({ name: 'devnet-kill', startBlock: undefined });
     const adapter = createEvmAdapter(config, { logger: quiet });
     const w = new DepositWatcher({
       network: config,
@@ -428,6 +428,7 @@ describe('EVM watcher, adversarial', () => {
     });
     try {
       const ivy = await newUser();
+      await w.runOnce();
       await devnet.transferToken(usdt, devnet.account(0), ivy.address, 12_000_000n);
       await devnet.mine(3);
       armed = true;
@@ -479,7 +480,11 @@ describe('EVM watcher, adversarial', () => {
       return undefined;
     });
     try {
-      const config = network({ name: 'devnet-lag', rpcUrls: [primary.url, laggard.url] });
+      const config = network({
+        name: 'devnet-lag',
+        rpcUrls: [primary.url, laggard.url],
+        startBlock: undefined,
+      });
       const w = watcher(config);
       const jay = await newUser();
       await w.runOnce();
@@ -526,6 +531,68 @@ describe('EVM watcher, adversarial', () => {
       await primary.close();
       await laggard.close();
     }
+  });
+
+  test('two reorgs in a row while the watcher catches up a backlog range by range: each deposit ends credited once or reversed, none lost', async () => {
+    const config = network({ name: 'devnet-backlog', maxBlockRange: 3, startBlock: undefined });
+    const w = watcher(config);
+    const kim = await newUser();
+    const sender = devnet.account(6);
+    await devnet.transferToken(usdt, devnet.account(0), sender.address, 100_000_000n);
+    await devnet.mine(1);
+    await w.runOnce();
+    const start = await devnet.blockNumber();
+    const chainOne = await devnet.snapshot();
+    // Chain 1: A at start+1, B at start+5, then a backlog up to start+12.
+    const a = await devnet.transferToken(usdt, sender, kim.address, 1_000_000n);
+    await devnet.mine(3);
+    const b = await signTransfer(sender, kim.address, 2_000_000n);
+    await devnet.rpc('eth_sendRawTransaction', [b.raw]);
+    await devnet.mine(7);
+    expect(await devnet.blockNumber()).toBe(start + 12n);
+    const first = await w.runOnce();
+    const second = await w.runOnce();
+    expect([first.scanned, second.scanned]).toEqual([
+      { from: start + 1n, to: start + 3n },
+      { from: start + 4n, to: start + 6n },
+    ]);
+    expect(await balance(kim.customer)).toBe('3'); // A and B, each confirmed in the backlog
+
+    // Chain 2 replaces it from start+1: C instead of A, no B; the watcher rescans one range.
+    await devnet.revert(chainOne);
+    await devnet.mine(1, { increaseTimeS: 5 });
+    const c = await devnet.transferToken(usdt, sender, kim.address, 4_000_000n);
+    const chainTwo = await devnet.snapshot();
+    await devnet.mine(13);
+    const third = await w.runOnce();
+    expect(third).toMatchObject({
+      forkPoint: start,
+      scanned: { from: start + 1n, to: start + 3n },
+    });
+
+    // Chain 3 replaces chain 2 after C, before the rescan got further; B is mined again in it.
+    await devnet.revert(chainTwo);
+    await devnet.mine(1, { increaseTimeS: 9 });
+    await devnet.rpc('eth_sendRawTransaction', [b.raw]);
+    await devnet.mine(16);
+    for (let i = 0; i < 12; i += 1) if ((await w.runOnce()).caughtUp) break;
+    const { rows } = await database.pool.query<{ tx_hash: string; status: string }>(
+      `select tx_hash, status from deposits where network = 'devnet-backlog' order by block_number`,
+    );
+    const byTx = Object.fromEntries(rows.map((r) => [r.tx_hash, r.status]));
+    expect(byTx).toEqual({
+      [a.txHash]: 'reversed',
+      [c.txHash]: 'credited',
+      [b.txHash]: 'credited',
+    });
+    expect(await balance(kim.customer)).toBe('6'); // B and C
+    expect(await balance(`assets:custody:devnet-backlog:USDT:${kim.address}`)).toBe('6');
+    const { rows: credits } = await database.pool.query(
+      `select metadata->'chain'->>'txHash' as tx, count(*)::int as n from ledger_entries
+        where kind = 'deposit' and metadata->'chain'->>'network' = 'devnet-backlog' group by 1 order by 1`,
+    );
+    expect(credits).toEqual([a.txHash, b.txHash, c.txHash].sort().map((tx) => ({ tx, n: 1 })));
+    await expectBalancedLedger();
   });
 
   test.each([
