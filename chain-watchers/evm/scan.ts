@@ -95,7 +95,10 @@ export class BlockNotServedError extends Error {
 interface Candidate {
   transfer: ObservedTransfer;
   transactionIndex: number;
-  /** The block's timestamp is still to be read from its header. */
+  /**
+   * The block's header is still to be read: its hash must be the log's (the logs and the
+   * blocks of one endpoint can come from two forks), and it has the timestamp.
+   */
   needsBlock: boolean;
   /** The transaction's receipt is needed (native status, or the fee of an outgoing transfer). */
   needsReceipt: boolean;
@@ -157,7 +160,10 @@ export async function scanTransfers(
     candidates.set(`${candidate.transfer.txHash}:${log.logIndex}`, candidate);
   }
 
-  const blocks = new Map<bigint, BlockRef>();
+  // The headers read already: a log in one of them is checked against it without reading it again.
+  const blocks = new Map<bigint, BlockRef>(
+    [toBlockRef, firstRef].flatMap((ref) => (ref ? [[ref.number, ref] as const] : [])),
+  );
   if (nativeAsset) {
     const bodies = await getBlockRange(client, fromBlock, toBlock, params.batchSize);
     assertChainOfBlocks(bodies, toBlockRef);
@@ -333,15 +339,15 @@ function candidateFromLog(
   const to = topicAddress(log.topics[2]!);
   if (!watched.has(from) && !watched.has(to)) return null;
   const contract = log.address.toLowerCase();
-  const timestamp = (log as { blockTimestamp?: Hex }).blockTimestamp;
   return {
     transfer: {
       txHash: log.transactionHash.toLowerCase(),
       logIndex: hexToNumber(log.logIndex),
       blockNumber: hexToBigInt(log.blockNumber),
       blockHash: log.blockHash.toLowerCase(),
-      // Newer nodes put the block's timestamp on the log; otherwise it comes from the header.
-      blockTimestamp: timestamp ? hexToBigInt(timestamp) : 0n,
+      // From the header, read for every log's block (`fillBlocks`): newer nodes put the
+      // timestamp on the log too, but the header is needed anyway to check the log's block.
+      blockTimestamp: 0n,
       contract,
       asset: assetsByContract.get(contract) ?? null,
       from,
@@ -352,7 +358,7 @@ function candidateFromLog(
       feeBaseUnits: null,
     },
     transactionIndex: hexToNumber(log.transactionIndex),
-    needsBlock: !timestamp,
+    needsBlock: true,
     needsReceipt: watched.has(from),
   };
 }
@@ -504,8 +510,7 @@ async function fillBlocks(
   }
   for (const { transfer } of candidates) {
     const ref = blocks.get(transfer.blockNumber);
-    // Not read: the log carried its own timestamp and no block bodies were needed.
-    if (!ref) continue;
+    if (!ref) throw new InconsistentScanError(`block ${transfer.blockNumber} was not read`);
     if (ref.hash !== transfer.blockHash) {
       throw new InconsistentScanError(
         `logs of block ${transfer.blockNumber} came from ${transfer.blockHash}, the block is now ${ref.hash}`,

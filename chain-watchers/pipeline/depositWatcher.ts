@@ -6,10 +6,11 @@ import {
   Decimal,
   fromBaseUnits,
   LedgerError,
+  type LedgerTransaction,
   type PostEntryParameters,
   type PostgresLedger,
 } from '../../ledger/index.js';
-import type { BlockRef, ChainAdapter, ChainHead, ObservedTransfer } from '../adapter.js';
+import type { ChainAdapter, ChainHead, ObservedTransfer } from '../adapter.js';
 import { feeCurrencyOf, type NetworkConfig } from '../config.js';
 import { PriceUnavailableError, type PriceQuote, type PriceSource } from '../prices.js';
 import { watchedAddresses, type AddressFamily } from './depositAddresses.js';
@@ -270,7 +271,13 @@ export class DepositWatcher {
     return { number: before, hash: block?.hash ?? '' };
   }
 
-  /** The newest checkpoint still on the canonical chain; scanning resumes after it. */
+  /**
+   * The newest checkpoint still on the canonical chain; scanning resumes after it. Every
+   * checkpoint kept (`saveCursor` keeps 4 x reorgDepthMax blocks of them) is a candidate, so a
+   * reorg somewhat deeper than reorgDepthMax is still rewound to where it began: the
+   * checkpoints, all of the chain the watcher followed, are on the canonical chain up to the
+   * fork and off it above, so a binary search finds the newest in a few block reads.
+   */
   private async findForkPoint(db: Kysely<WatcherTables>, cursorNumber: bigint): Promise<bigint> {
     const checkpoints = await db
       .selectFrom('watcher_checkpoints')
@@ -278,20 +285,31 @@ export class DepositWatcher {
       .where('network', '=', this.network.name)
       .where('block_number', '<', cursorNumber.toString())
       .orderBy('block_number', 'desc')
-      .limit(this.network.reorgDepthMax)
       .execute();
-    for (const checkpoint of checkpoints) {
-      const canonical: BlockRef | null = await this.options.adapter.getBlock(
-        BigInt(checkpoint.block_number),
-      );
-      if (canonical?.hash === checkpoint.block_hash) return BigInt(checkpoint.block_number);
+    const onChain = async (checkpoint: (typeof checkpoints)[number]) =>
+      (await this.options.adapter.getBlock(BigInt(checkpoint.block_number)))?.hash ===
+      checkpoint.block_hash;
+    // Newest first: the first on the chain; `low` ends at checkpoints.length when none is.
+    let low = 0;
+    let high = checkpoints.length;
+    while (low < high) {
+      const middle = Math.floor((low + high) / 2);
+      if (await onChain(checkpoints[middle]!)) high = middle;
+      else low = middle + 1;
     }
+    if (low < checkpoints.length) return BigInt(checkpoints[low]!.block_number);
     const floor =
       this.network.startBlock !== undefined ? BigInt(this.network.startBlock) - 1n : -1n;
-    const fallback = max(floor, cursorNumber - BigInt(this.network.reorgDepthMax));
+    // Below every checkpoint kept, all of them off the chain: the fork is older still.
+    const oldest = checkpoints.at(-1);
+    const below = cursorNumber - BigInt(this.network.reorgDepthMax);
+    const fallback = max(
+      floor,
+      oldest !== undefined ? min(below, BigInt(oldest.block_number) - 1n) : below,
+    );
     this.options.logger.error(
       { network: this.network.name, fallback: String(fallback) },
-      'no checkpoint matches the chain within reorgDepthMax; rescanning from there',
+      'no checkpoint kept matches the chain (a reorg deeper than they reach); rescanning from there: transfers below it that the reorg removed are not rechecked',
     );
     return fallback;
   }
@@ -846,6 +864,21 @@ export class DepositWatcher {
             .filter((u) => u.status === 'erased')
             .map((u) => u.id),
     );
+    // Every row of the due deposits' transactions: a transfer a reorg removed can come back at
+    // another log index (its position in the new block), as another row of the transaction.
+    const txHashes = [...new Set(due.map((d) => d.tx_hash))];
+    const siblings =
+      txHashes.length === 0
+        ? []
+        : await tx
+            .selectFrom('deposits')
+            .select(['id', 'tx_hash', 'log_index', 'user_id', 'reincluded'])
+            .where('network', '=', network)
+            .where('tx_hash', 'in', txHashes)
+            .execute();
+    const ledgerTx = this.options.ledger.within(client);
+    // Reversals whose receivable a credit of this iteration repays: each repaid once.
+    const claimed = new Set<string>();
     const entries: PostEntryParameters[] = [];
     const credited: Array<{
       id: string;
@@ -909,7 +942,13 @@ export class DepositWatcher {
         ? accountCodes.unclaimed(deposit.user_id!)
         : accountCodes.customer(deposit.user_id!);
       const receivable = accountCodes.receivable(deposit.user_id!);
-      const previous = await this.previousReversal(deposit, receivable);
+      const previous = await this.previousReversal(
+        ledgerTx,
+        deposit,
+        siblings.filter((r) => r.tx_hash === deposit.tx_hash && r.user_id === deposit.user_id),
+        receivable,
+        claimed,
+      );
       entries.push({
         kind: 'deposit',
         description: `${amount.toString()} ${deposit.asset} deposit on ${network}`,
@@ -1024,43 +1063,57 @@ export class DepositWatcher {
    * its latest credit, and what that reversal debited to the customer's receivable (the part of
    * the deposit the customer had spent; after a repayment, the repayment given back too). Null
    * when the deposit never came back, or its reversal booked nothing to the receivable.
+   *
+   * Its earlier credits are those of every row of the transaction for this user (`rows`, this
+   * one included): an EVM log index is the log's position in its block, so the transfer mined
+   * again in another block is often another row. The latest credit's reversal is taken, unless
+   * a later credit already repaid it (two transfers of one transaction to one address), or a
+   * credit of this iteration did (`claimed`). Read through the iteration's transaction: a
+   * reversal it has just booked counts.
    */
   private async previousReversal(
+    ledger: LedgerTransaction,
     deposit: {
+      id: string;
       network: string;
       tx_hash: string;
-      log_index: number;
       reincluded: number;
       user_id: string | null;
     },
+    rows: ReadonlyArray<{ id: string; log_index: number; reincluded: number }>,
     receivable: string,
+    claimed: Set<string>,
   ): Promise<{ entryId: string; receivableBooked: Decimal } | null> {
-    if (deposit.reincluded === 0) return null;
-    const base = `deposit:${deposit.network}:${deposit.tx_hash}:${deposit.log_index}`;
-    // Newest first: a return that was orphaned before its credit has no key.
-    const keys = Array.from({ length: deposit.reincluded }, (_, i) =>
-      keyOf(base, deposit.reincluded - 1 - i),
+    // Every key a credit of these rows was booked under (not this row's own next one).
+    const keys = rows.flatMap((row) =>
+      Array.from({ length: row.id === deposit.id ? row.reincluded : row.reincluded + 1 }, (_, n) =>
+        keyOf(`deposit:${deposit.network}:${deposit.tx_hash}:${row.log_index}`, n),
+      ),
     );
-    const { ledger } = this.options;
-    const credits = await ledger.entryIdsByKey(keys);
-    // The latest credit of this deposit's user: a return of the transfer that paid another of
-    // our addresses (another user's deposit row) was not theirs.
-    let latest: string | undefined;
-    for (const id of keys.map((k) => credits.get(k))) {
-      if (id === undefined) continue;
-      const entry = await ledger.getEntry(id);
-      if (entry?.metadata['userId'] === deposit.user_id) {
-        latest = id;
-        break;
-      }
+    if (keys.length === 0) return null;
+    const ids = [...new Set((await ledger.entryIdsByKey(keys)).values())];
+    const credits = (await Promise.all(ids.map((id) => ledger.getEntry(id))))
+      // A return of the transfer that paid another of our addresses was not this user's.
+      .filter((entry) => entry !== null && entry.metadata['userId'] === deposit.user_id)
+      .map((entry) => entry!);
+    const repaid = new Set(
+      credits.flatMap((entry) => {
+        const previous = entry.metadata['previousReversal'] as { entryId?: string } | undefined;
+        return previous?.entryId ? [previous.entryId] : [];
+      }),
+    );
+    // Newest first.
+    credits.sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime());
+    for (const credit of credits) {
+      const reversal = await ledger.getReversalOf(credit.id);
+      if (!reversal || repaid.has(reversal.id) || claimed.has(reversal.id)) continue;
+      claimed.add(reversal.id);
+      const receivableBooked = reversal.postings
+        .filter((p) => p.account === receivable)
+        .reduce((sum, p) => sum.add(p.amount), new Decimal(0));
+      return receivableBooked.gt(0) ? { entryId: reversal.id, receivableBooked } : null;
     }
-    if (!latest) return null;
-    const reversal = await ledger.getReversalOf(latest);
-    if (!reversal) return null;
-    const receivableBooked = reversal.postings
-      .filter((p) => p.account === receivable)
-      .reduce((sum, p) => sum.add(p.amount), new Decimal(0));
-    return receivableBooked.gt(0) ? { entryId: reversal.id, receivableBooked } : null;
+    return null;
   }
 
   /**

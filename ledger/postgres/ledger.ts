@@ -79,6 +79,10 @@ export interface LedgerTransaction {
   reverseEntries(
     reversals: ReverseEntryParameters[],
   ): Promise<Array<ReverseEntryResult | LedgerError>>;
+  /** As PostgresLedger's, read through the caller's transaction: its own writes included. */
+  entryIdsByKey(keys: ReadonlyArray<string>): Promise<Map<string, string>>;
+  getEntry(id: string): Promise<Entry | null>;
+  getReversalOf(entryId: string): Promise<Entry | null>;
 }
 
 export interface AccountEntryLine {
@@ -273,6 +277,14 @@ export class PostgresLedger {
    * command throws its LedgerError and writes nothing, leaving the transaction usable.
    */
   within(client: pg.PoolClient): LedgerTransaction {
+    // Kysely takes a connection from its pool for each query and gives it back: hand it this
+    // transaction's connection every time, and never let it go.
+    const connection = { query: client.query.bind(client), release: () => {} };
+    const reads = new Kysely<LedgerTables>({
+      dialect: new PostgresDialect({
+        pool: { connect: async () => connection, end: async () => {} } as unknown as pg.Pool,
+      }),
+    });
     const run = async <Result>(
       commands: Array<PreparedCommand<Result>>,
     ): Promise<Array<Result | LedgerError>> => {
@@ -289,6 +301,9 @@ export class PostgresLedger {
         run(await Promise.all(entries.map((p) => preparePostEntry(this.prepareContext, p)))),
       reverseEntries: async (reversals) =>
         run(await Promise.all(reversals.map((p) => prepareReverseEntry(this.prepareContext, p)))),
+      entryIdsByKey: (keys) => readEntryIdsByKey(reads, keys),
+      getEntry: (id) => readEntry(reads, id),
+      getReversalOf: (entryId) => readReversalOf(reads, entryId),
     };
   }
 
@@ -521,35 +536,7 @@ export class PostgresLedger {
   }
 
   async getEntry(id: string): Promise<Entry | null> {
-    if (!isUuid(id)) return null;
-    const entry = await this.db
-      .selectFrom('ledger_entries')
-      .selectAll()
-      .where('id', '=', id)
-      .executeTakeFirst();
-    if (!entry) return null;
-    const postings = await this.db
-      .selectFrom('ledger_postings as p')
-      .innerJoin('ledger_accounts as a', 'a.id', 'p.account_id')
-      .select(['a.code', 'p.currency', 'p.amount'])
-      .where('p.entry_id', '=', id)
-      .orderBy('p.line')
-      .execute();
-    return {
-      id: entry.id,
-      kind: entry.kind,
-      description: entry.description,
-      metadata: entry.metadata,
-      reversesEntryId: entry.reverses_entry_id,
-      holdId: entry.hold_id,
-      effectiveAt: entry.effective_at,
-      createdAt: entry.created_at,
-      postings: postings.map((p) => ({
-        account: p.code,
-        currency: p.currency,
-        amount: new Decimal(p.amount),
-      })),
-    };
+    return readEntry(this.db, id);
   }
 
   /**
@@ -557,29 +544,75 @@ export class PostgresLedger {
    * wrote no entry, is absent.
    */
   async entryIdsByKey(keys: ReadonlyArray<string>): Promise<Map<string, string>> {
-    if (keys.length === 0) return new Map();
-    const rows = await this.db
-      .selectFrom('ledger_idempotency')
-      .select(['key', sql<string | null>`result->>'entryId'`.as('entry_id')])
-      .where('key', 'in', [...keys])
-      .execute();
-    return new Map(rows.flatMap((r) => (r.entry_id ? [[r.key, r.entry_id] as const] : [])));
+    return readEntryIdsByKey(this.db, keys);
   }
 
   /** The entry that reversed `entryId` (an entry is reversed at most once), or null. */
   async getReversalOf(entryId: string): Promise<Entry | null> {
-    if (!isUuid(entryId)) return null;
-    const row = await this.db
-      .selectFrom('ledger_entries')
-      .select('id')
-      .where('reverses_entry_id', '=', entryId)
-      .executeTakeFirst();
-    return row ? this.getEntry(row.id) : null;
+    return readReversalOf(this.db, entryId);
   }
 
   private submit<Result>(command: PreparedCommand<Result>): Promise<Result> {
     return this.batcher.submit(command);
   }
+}
+
+/** An entry with its postings, or null (PostgresLedger.getEntry, on any connection). */
+async function readEntry(db: Kysely<LedgerTables>, id: string): Promise<Entry | null> {
+  if (!isUuid(id)) return null;
+  const entry = await db
+    .selectFrom('ledger_entries')
+    .selectAll()
+    .where('id', '=', id)
+    .executeTakeFirst();
+  if (!entry) return null;
+  const postings = await db
+    .selectFrom('ledger_postings as p')
+    .innerJoin('ledger_accounts as a', 'a.id', 'p.account_id')
+    .select(['a.code', 'p.currency', 'p.amount'])
+    .where('p.entry_id', '=', id)
+    .orderBy('p.line')
+    .execute();
+  return {
+    id: entry.id,
+    kind: entry.kind,
+    description: entry.description,
+    metadata: entry.metadata,
+    reversesEntryId: entry.reverses_entry_id,
+    holdId: entry.hold_id,
+    effectiveAt: entry.effective_at,
+    createdAt: entry.created_at,
+    postings: postings.map((p) => ({
+      account: p.code,
+      currency: p.currency,
+      amount: new Decimal(p.amount),
+    })),
+  };
+}
+
+/** PostgresLedger.entryIdsByKey, on any connection. */
+async function readEntryIdsByKey(
+  db: Kysely<LedgerTables>,
+  keys: ReadonlyArray<string>,
+): Promise<Map<string, string>> {
+  if (keys.length === 0) return new Map();
+  const rows = await db
+    .selectFrom('ledger_idempotency')
+    .select(['key', sql<string | null>`result->>'entryId'`.as('entry_id')])
+    .where('key', 'in', [...keys])
+    .execute();
+  return new Map(rows.flatMap((r) => (r.entry_id ? [[r.key, r.entry_id] as const] : [])));
+}
+
+/** PostgresLedger.getReversalOf, on any connection. */
+async function readReversalOf(db: Kysely<LedgerTables>, entryId: string): Promise<Entry | null> {
+  if (!isUuid(entryId)) return null;
+  const row = await db
+    .selectFrom('ledger_entries')
+    .select('id')
+    .where('reverses_entry_id', '=', entryId)
+    .executeTakeFirst();
+  return row ? readEntry(db, row.id) : null;
 }
 
 /** The balance an account row of `ledger_accounts` holds (its cached totals). */
