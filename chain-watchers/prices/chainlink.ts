@@ -103,7 +103,11 @@ export function createChainlinkPriceSource(params: ChainlinkPriceSourceParameter
       });
     } catch (error) {
       const reason = error instanceof BaseError ? error.shortMessage : String(error);
-      throw new PriceUnavailableError(`Chainlink feed ${feed} could not be read: ${reason}`, {
+      // What the node said ("missing trie node ...") is what tells an operator why; viem's
+      // short message names only the JSON-RPC error class.
+      const said = errorChain(error).find((cause) => cause instanceof RpcRequestError)?.details;
+      const text = said && !reason.includes(said) ? `${reason} (node: ${said})` : reason;
+      throw new PriceUnavailableError(`Chainlink feed ${feed} could not be read: ${text}`, {
         cause: error,
         kind: readFailureKind(error),
       });
@@ -173,9 +177,7 @@ const INTERNAL_ERROR_CODE = -32603;
  * JSON-RPC errors) is `unreachable`, and says nothing about the round at that block.
  */
 function readFailureKind(error: unknown): PriceUnavailableKind {
-  const chain: Error[] = [];
-  for (let cause = error; cause instanceof Error && !chain.includes(cause); cause = cause.cause)
-    chain.push(cause);
+  const chain = errorChain(error);
   const rpc = chain.find((cause) => cause instanceof RpcRequestError);
   if (rpc && !PASSING_HTTP_STATUSES.has(rpc.status ?? 200) && NO_STATE.test(rpc.details))
     return 'no-state';
@@ -185,4 +187,12 @@ function readFailureKind(error: unknown): PriceUnavailableKind {
     return internal ? 'unreachable' : 'refused';
   }
   return 'unreachable';
+}
+
+/** The error and its causes, outermost first. */
+function errorChain(error: unknown): Error[] {
+  const chain: Error[] = [];
+  for (let cause = error; cause instanceof Error && !chain.includes(cause); cause = cause.cause)
+    chain.push(cause);
+  return chain;
 }

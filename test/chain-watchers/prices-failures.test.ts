@@ -86,6 +86,7 @@ describe('how a Chainlink read that fails is told apart', () => {
     ]) {
       const error = await failureOf({ rpcError: { code: -32000, message } });
       expect([message, error.kind, error.definitive]).toEqual([message, 'no-state', true]);
+      expect(error.message).toContain(`(node: ${message})`);
     }
     // reth answers with the "internal error" code, which viem reads as a revert.
     const reth = await failureOf({
