@@ -838,7 +838,7 @@ export class DepositWatcher {
         {
           network,
           asset,
-          deposits: priced.length,
+          depositBlocks: priced.length,
           rate: priced[0]!.rate.toString(),
           blockNumber: priced[0]!.details['blockNumber'],
           waitedS: Math.round((nowMs - waiting.sinceMs) / 1000),

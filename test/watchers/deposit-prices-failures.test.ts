@@ -161,7 +161,12 @@ describe('an RPC hiccup while reading the feed at the confirming block', () => {
       });
       expect(row.rate_details).not.toHaveProperty('refusedAtConfirmingBlock');
       expect(pricedLines().map((l) => l.details)).toEqual([
-        expect.objectContaining({ network: 'devnet', asset: 'ETH', deposits: 1, rate: '3100' }),
+        expect.objectContaining({
+          network: 'devnet',
+          asset: 'ETH',
+          depositBlocks: 1,
+          rate: '3100',
+        }),
       ]);
       expect(await ledger.checkBalances()).toEqual([]);
     },
@@ -251,7 +256,10 @@ describe('the price unavailable warning', () => {
     await w.runOnce();
     expect(priceWarnings()).toHaveLength(5);
     expect(pricedLines().map((l) => [l.level, l.details])).toEqual([
-      ['info', expect.objectContaining({ asset: 'ETH', deposits: 2, rate: '3200', waitedS: 480 })],
+      [
+        'info',
+        expect.objectContaining({ asset: 'ETH', depositBlocks: 2, rate: '3200', waitedS: 480 }),
+      ],
     ]);
     expect((await deposit(first.txHash)).amount_usd).toBe('320');
     expect((await deposit(second.txHash)).amount_usd).toBe('640');
