@@ -12,7 +12,12 @@ import {
 } from '../../ledger/index.js';
 import type { ChainAdapter, ChainHead, ObservedTransfer } from '../adapter.js';
 import { feeCurrencyOf, type NetworkConfig } from '../config.js';
-import { PriceUnavailableError, type PriceQuote, type PriceSource } from '../prices.js';
+import {
+  PriceUnavailableError,
+  type PriceQuote,
+  type PriceSource,
+  type PriceUnavailableKind,
+} from '../prices.js';
 import { watchedAddresses, type AddressFamily } from './depositAddresses.js';
 import type { WatcherTables } from './tables.js';
 
@@ -31,7 +36,18 @@ export interface DepositWatcherOptions {
   /** Price of each accepted asset, by symbol. */
   priceSources: ReadonlyMap<string, PriceSource>;
   logger: WatcherLogger;
+  /**
+   * How often the `price unavailable` warning is repeated while an asset's deposits keep
+   * waiting for a price (it is logged at once when a deposit starts waiting or the cause
+   * changes). Five minutes by default.
+   */
+  priceWarningIntervalMs?: number;
+  /** The time in ms, for the warning's interval; `Date.now` by default. */
+  nowMs?: () => number;
 }
+
+/** How often `price unavailable` is repeated for one asset while nothing changes. */
+export const PRICE_WARNING_INTERVAL_MS = 5 * 60_000;
 
 export interface IterationReport {
   head: bigint;
@@ -82,6 +98,11 @@ export class DepositWatcher {
   private readonly feeCurrency: string;
   private readonly assetsBySymbol: Map<string, NetworkConfig['assets'][number]>;
   private readonly treasury: Set<string>;
+  /**
+   * The assets whose deposits waited for a price at the last iteration that priced: what the
+   * warnings were last about. In memory only: a restarted watcher warns afresh.
+   */
+  private waitingForPrice = new Map<string, WaitingForPrice>();
 
   constructor(private readonly options: DepositWatcherOptions) {
     this.network = options.network;
@@ -213,18 +234,7 @@ export class DepositWatcher {
     } finally {
       client.release();
     }
-    for (const refusal of pricing.refused.values()) {
-      // Every iteration while it lasts: crediting of this asset waits, never at a refused rate.
-      this.options.logger.warn(
-        {
-          network,
-          asset: refusal.asset,
-          confirmingBlock: String(refusal.block),
-          reason: refusal.reason,
-        },
-        'price unavailable: confirmed deposits of this asset wait uncredited until their price source answers',
-      );
-    }
+    this.reportPricing(pricing, creditHeight);
     for (const line of [
       report.credited && `credited ${report.credited} deposits`,
       report.reversed && `reversed ${report.reversed} credited deposits that a reorg removed`,
@@ -740,10 +750,13 @@ export class DepositWatcher {
 
   /**
    * Prices every asset that may be credited now, at the block that confirmed it (memoised).
-   * A price the source refuses there (a stale, incomplete or non-positive round, an unreadable
-   * feed) is tried once more at the latest block: a feed that was stale when the deposit
-   * confirmed and has been updated since prices it at its new round; otherwise the asset's
-   * deposits wait (in `refused`) while everything else on the network goes on.
+   * A price the source refuses there for good (a stale, incomplete or non-positive round, a
+   * feed call that reverts, a node without that block's state) is tried once more at the
+   * latest block: a feed that was stale when the deposit confirmed and has been updated since
+   * prices it at its new round. A read that failed in passing (a timeout, HTTP 5xx, a dropped
+   * connection, rate limiting) is not: it says nothing of the round at the confirming block,
+   * which is read again on the next iteration. Either way, unpriced, the asset's deposits wait
+   * (in `refused`) while everything else on the network goes on.
    */
   private async quotePrices(
     db: Kysely<WatcherTables>,
@@ -782,7 +795,12 @@ export class DepositWatcher {
     for (const { asset, block } of wanted) {
       const at = this.confirmingBlock(block, creditHeight);
       const key = priceKey(asset, at);
-      if (quotes.has(key) || refused.has(key)) continue;
+      if (quotes.has(key)) continue;
+      const known = refused.get(key);
+      if (known) {
+        known.depositBlocks.add(block);
+        continue;
+      }
       const source = this.options.priceSources.get(asset);
       if (!source) throw new Error(`no price source for ${asset} on ${this.network.name}`);
       const quote = await attempt(source, at);
@@ -790,7 +808,7 @@ export class DepositWatcher {
         quotes.set(key, quote);
         continue;
       }
-      if (at < latest) {
+      if (quote.definitive && at < latest) {
         if (!atLatest.has(asset)) atLatest.set(asset, attempt(source, latest));
         const later = await atLatest.get(asset)!;
         if (!(later instanceof PriceUnavailableError)) {
@@ -805,9 +823,84 @@ export class DepositWatcher {
           continue;
         }
       }
-      refused.set(key, { asset, block: at, reason: quote.message });
+      refused.set(key, {
+        asset,
+        block: at,
+        reason: quote.message,
+        kind: quote.kind,
+        depositBlocks: new Set([block]),
+      });
     }
     return { quotes, refused };
+  }
+
+  /**
+   * Logs what pricing left waiting, without a line per poll: `price unavailable` when an
+   * asset's deposits start waiting or the cause changes, then again every
+   * `priceWarningIntervalMs` while they wait; one info line when waiting deposits are priced.
+   * The gauge (`awaitingPrice`) still counts them every iteration.
+   */
+  private reportPricing(pricing: Pricing, creditHeight: bigint): void {
+    const network = this.network.name;
+    const nowMs = (this.options.nowMs ?? Date.now)();
+    const intervalMs = this.options.priceWarningIntervalMs ?? PRICE_WARNING_INTERVAL_MS;
+    for (const [asset, waiting] of this.waitingForPrice) {
+      const priced = [...waiting.depositBlocks]
+        .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+        .map((block) =>
+          pricing.quotes.get(priceKey(asset, this.confirmingBlock(block, creditHeight))),
+        )
+        .filter((quote) => quote !== undefined);
+      if (priced.length === 0) continue;
+      this.options.logger.info(
+        {
+          network,
+          asset,
+          depositBlocks: priced.length,
+          rate: priced[0]!.rate.toString(),
+          blockNumber: priced[0]!.details['blockNumber'],
+          waitedS: Math.round((nowMs - waiting.sinceMs) / 1000),
+        },
+        'price available: deposits of this asset that waited for a price are priced and credited',
+      );
+    }
+    const byAsset = new Map<string, PriceRefusal[]>();
+    for (const refusal of pricing.refused.values()) {
+      byAsset.set(refusal.asset, [...(byAsset.get(refusal.asset) ?? []), refusal]);
+    }
+    const next = new Map<string, WaitingForPrice>();
+    for (const [asset, refusals] of byAsset) {
+      refusals.sort((a, b) => (a.block < b.block ? -1 : a.block > b.block ? 1 : 0));
+      const depositBlocks = new Set(refusals.flatMap((r) => [...r.depositBlocks]));
+      const kinds = [...new Set(refusals.map((r) => r.kind))].sort().join(',');
+      const before = this.waitingForPrice.get(asset);
+      const due =
+        !before ||
+        before.kinds !== kinds ||
+        [...depositBlocks].some((block) => !before.depositBlocks.has(block)) ||
+        nowMs - before.warnedAtMs >= intervalMs;
+      const first = refusals[0]!;
+      if (due)
+        // Crediting of this asset waits, never at a refused rate.
+        this.options.logger.warn(
+          {
+            network,
+            asset,
+            confirmingBlock: String(first.block),
+            confirmingBlocks: refusals.length,
+            kind: first.kind,
+            reason: first.reason,
+          },
+          'price unavailable: confirmed deposits of this asset wait uncredited until their price source answers',
+        );
+      next.set(asset, {
+        depositBlocks,
+        kinds,
+        sinceMs: before?.sinceMs ?? nowMs,
+        warnedAtMs: due ? nowMs : before.warnedAtMs,
+      });
+    }
+    this.waitingForPrice = next;
   }
 
   /**
@@ -1423,6 +1516,18 @@ interface PriceRefusal {
   /** The confirming block it was asked for. */
   block: bigint;
   reason: string;
+  kind: PriceUnavailableKind;
+  /** The blocks of the deposits it holds back (with `finalized`, the confirming block moves). */
+  depositBlocks: Set<bigint>;
+}
+
+/** An asset whose deposits wait for a price, as last warned about. */
+interface WaitingForPrice {
+  depositBlocks: Set<bigint>;
+  /** The kinds of refusal, sorted and joined: a change is warned about at once. */
+  kinds: string;
+  sinceMs: number;
+  warnedAtMs: number;
 }
 
 function priceKey(asset: string, block: bigint): string {

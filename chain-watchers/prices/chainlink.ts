@@ -1,6 +1,18 @@
-import { BaseError, type Address, type PublicClient } from 'viem';
+import {
+  BaseError,
+  ContractFunctionRevertedError,
+  ContractFunctionZeroDataError,
+  RpcRequestError,
+  type Address,
+  type PublicClient,
+} from 'viem';
 import { Decimal } from '../../ledger/index.js';
-import { PriceUnavailableError, type PriceQuote, type PriceSource } from '../prices.js';
+import {
+  PriceUnavailableError,
+  type PriceQuote,
+  type PriceSource,
+  type PriceUnavailableKind,
+} from '../prices.js';
 import { normalizeEvmAddress } from '../evm/assets.js';
 import type { EvmAdapter } from '../evm/createEvmAdapter.js';
 
@@ -48,7 +60,8 @@ export interface ChainlinkPriceSourceParameters {
  * (a feed whose decimals change is scaled by the decimals it had then). Refuses
  * (PriceUnavailableError) an answer <= 0, a round not yet complete (`updatedAt` 0 or
  * `answeredInRound` < `roundId`), a round older than `maxAgeS` at that block, or a feed it
- * cannot read.
+ * cannot read; the error's `kind` tells a refusal at that block (`refused`, `no-state`: a
+ * pruned node) from a read that did not get through (`unreachable`).
  *
  * @example
  * const eth = createChainlinkPriceSource({ chain: ethereumAdapter, feed: '0x5f4e...8419', maxAgeS: 3900 });
@@ -90,8 +103,13 @@ export function createChainlinkPriceSource(params: ChainlinkPriceSourceParameter
       });
     } catch (error) {
       const reason = error instanceof BaseError ? error.shortMessage : String(error);
-      throw new PriceUnavailableError(`Chainlink feed ${feed} could not be read: ${reason}`, {
+      // What the node said ("missing trie node ...") is what tells an operator why; viem's
+      // short message names only the JSON-RPC error class.
+      const said = errorChain(error).find((cause) => cause instanceof RpcRequestError)?.details;
+      const text = said && !reason.includes(said) ? `${reason} (node: ${said})` : reason;
+      throw new PriceUnavailableError(`Chainlink feed ${feed} could not be read: ${text}`, {
         cause: error,
+        kind: readFailureKind(error),
       });
     }
     const [roundId, answer, , updatedAt, answeredInRound] = read.round;
@@ -133,4 +151,48 @@ export function createChainlinkPriceSource(params: ChainlinkPriceSourceParameter
   }
 
   return { quote };
+}
+
+/**
+ * What the JSON-RPC error of a node that cannot serve state at a block says: geth ("missing
+ * trie node ...", "header not found", "required historical state unavailable", path scheme
+ * "historical state ... is not available"), Nethermind and geth ("pruned history unavailable"),
+ * reth ("State at block #N is pruned"), OpenEthereum ("... running with state pruning").
+ * Matched only in a JSON-RPC error, never in an HTTP error page, nor in an answer of a gateway
+ * or rate limiter in front of the node (HTTP 429, 502, 503, 504).
+ */
+const NO_STATE =
+  /missing trie node|header not found|historical state|state\b.{0,120}\bnot available|state at block .{0,40}\bpruned|pruned history|state pruning/i;
+
+const PASSING_HTTP_STATUSES = new Set([429, 502, 503, 504]);
+
+/** JSON-RPC "internal error": viem reads it as a revert in a contract call. */
+const INTERNAL_ERROR_CODE = -32603;
+
+/**
+ * How a failed read of the feed failed. A node's JSON-RPC error saying it lacks that block's
+ * state is `no-state`; a revert or an empty answer is the feed's answer at that block
+ * (`refused`), except an "internal error" that viem takes for a revert but that says nothing
+ * of one; anything else (timeouts, HTTP statuses, dropped connections, rate limits, other
+ * JSON-RPC errors) is `unreachable`, and says nothing about the round at that block.
+ */
+function readFailureKind(error: unknown): PriceUnavailableKind {
+  const chain = errorChain(error);
+  const rpc = chain.find((cause) => cause instanceof RpcRequestError);
+  if (rpc && !PASSING_HTTP_STATUSES.has(rpc.status ?? 200) && NO_STATE.test(rpc.details))
+    return 'no-state';
+  if (chain.some((cause) => cause instanceof ContractFunctionZeroDataError)) return 'refused';
+  if (chain.some((cause) => cause instanceof ContractFunctionRevertedError)) {
+    const internal = rpc?.code === INTERNAL_ERROR_CODE && !/revert/i.test(rpc.details);
+    return internal ? 'unreachable' : 'refused';
+  }
+  return 'unreachable';
+}
+
+/** The error and its causes, outermost first. */
+function errorChain(error: unknown): Error[] {
+  const chain: Error[] = [];
+  for (let cause = error; cause instanceof Error && !chain.includes(cause); cause = cause.cause)
+    chain.push(cause);
+  return chain;
 }

@@ -131,7 +131,7 @@ export const FIELD_NOTES: Record<string, string> = {
   'networks[].assets[].price.fixed':
     'A fixed rate, such as `"1"` for a stablecoin: USDT so configured is credited at exactly 1 USD whatever its market price.',
   'networks[].assets[].price.chainlink':
-    "A Chainlink aggregator, read at the confirming block (the deposit's block + `confirmations` - 1; on another network: its latest round when the deposit is credited); the feed address, round and time are stored on the entry. A round refused there is tried at the latest block; refused there too, the deposit waits uncredited (a warning each iteration, `lingxi_watcher_deposits_awaiting_price`).",
+    "A Chainlink aggregator, read at the confirming block (the deposit's block + `confirmations` - 1; on another network: its latest round when the deposit is credited); the feed address, round and time are stored on the entry. A round refused there (stale, incomplete, not positive) or a node without that block's state is tried at the latest block; refused there too, or a read that failed in passing (timeout, HTTP 5xx, dropped connection), the deposit waits uncredited and the confirming block is read again next iteration (a warning when it starts waiting, then every 5 minutes; `lingxi_watcher_deposits_awaiting_price`).",
   'networks[].assets[].price.chainlink.network':
     "The configured network the feed lives on (L2 ETH may use the ethereum feed). Block numbers of two networks do not match, so a feed on another network is read at that network's latest block, not at the deposit's confirming block; `maxAgeS` still applies.",
   'networks[].assets[].price.chainlink.maxAgeS':
