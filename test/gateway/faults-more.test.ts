@@ -1,0 +1,218 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type OpenAI from 'openai';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { Decimal, PostgresLedger } from '../../ledger/index.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { TEST_CURRENCIES } from '../support/ledger.js';
+import { startLingxi, type LingxiProcess } from '../support/lingxiProcess.js';
+import { ADMIN_TOKEN, userWithKey } from '../support/service.js';
+import { startUpstreamStub, type UpstreamStub } from '../support/upstream-stub.js';
+import { gatewayConfig, sdk } from './fixtures.js';
+
+/**
+ * `lingxi serve` in a child process, stopped while many calls are under way: with SIGKILL
+ * (then a new serve and `lingxi cron` clean up), and with SIGTERM (the process itself must
+ * settle or release every hold it took before it exits). Either way, after the dust settles:
+ * no hold left pending, each hold resolved once, and the customer's balance, the usage rows
+ * and the revenue postings agree to the last digit.
+ */
+
+const TIMEOUT_MS = 4000;
+const MAX_CALL_MS = 4000;
+const GRACE_MS = 1000;
+const HOLD_MS = TIMEOUT_MS + MAX_CALL_MS + GRACE_MS;
+const FUNDED = '50';
+
+let database: TestDatabase;
+let stub: UpstreamStub;
+let ledger: PostgresLedger;
+let dir: string;
+const processes: LingxiProcess[] = [];
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  stub = await startUpstreamStub({ apiKey: 'upstream-secret' });
+  ledger = new PostgresLedger({ pool: database.pool, currencies: TEST_CURRENCIES });
+  dir = mkdtempSync(join(tmpdir(), 'lingxi-faults-more-'));
+});
+afterAll(async () => {
+  for (const p of processes) p.child.kill('SIGKILL');
+  await Promise.all(processes.map((p) => p.exited));
+  await stub?.close();
+  await database?.drop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+function configFile(name: string, http: Record<string, unknown> = {}): string {
+  const file = join(dir, `${name}.json`);
+  const base = gatewayConfig(stub.url);
+  writeFileSync(
+    file,
+    JSON.stringify({
+      ...base,
+      http: { host: '127.0.0.1', port: 0, ...http },
+      database: { url: database.url, poolSize: 5 },
+      adminToken: ADMIN_TOKEN,
+      log: { level: 'info' },
+      providers: base.providers!.map((p) => ({ ...p, timeoutMs: TIMEOUT_MS })),
+      gateway: { maxCallDurationMs: MAX_CALL_MS, holdGraceMs: GRACE_MS },
+      cron: { expireHolds: '* * * * * *', reconcile: '0 0 1 1 *', seal: '0 0 1 1 *' },
+    }),
+  );
+  return file;
+}
+
+function lingxi(args: string[]): LingxiProcess {
+  const started = startLingxi(args);
+  processes.push(started);
+  return started;
+}
+
+async function serve(config: string): Promise<LingxiProcess & { baseUrl: string }> {
+  const started = lingxi(['serve', '--config', config]);
+  return Object.assign(started, { baseUrl: await started.url() });
+}
+
+async function until(
+  what: string,
+  condition: () => Promise<boolean> | boolean,
+  timeoutMs = 30_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+const message = (content: string) => [{ role: 'user' as const, content }];
+
+/** Reads a stream to its end; resolves with the text, rejects when it is cut. */
+async function readStream(client: OpenAI, content: string, onChunk?: () => void) {
+  const stream = await client.chat.completions.create({
+    model: 'gpt-4o-mini',
+    messages: message(content),
+    stream: true,
+  });
+  let text = '';
+  for await (const chunk of stream) {
+    text += chunk.choices[0]?.delta?.content ?? '';
+    onChunk?.();
+  }
+  return text;
+}
+
+/**
+ * The user's holds, usage rows and balance, and the whole book's law 7, straight from the
+ * database; fails the test on anything that does not add up.
+ */
+async function expectBooksSettled(userId: string) {
+  const code = `liabilities:customers:${userId}`;
+  const { rows: holds } = await database.pool.query<{
+    id: string;
+    status: string;
+    posted: string | null;
+  }>(
+    `select h.id, h.status, h.posted_amount::text as posted
+       from ledger_holds h join ledger_accounts a on a.id = h.debit_account_id
+      where a.code = $1`,
+    [code],
+  );
+  const { rows: usage } = await database.pool.query<{
+    hold_id: string | null;
+    cost: string;
+    outcome: string;
+  }>(
+    `select hold_id, cost_usd::text as cost, outcome from usage_records where user_id = $1`,
+    [userId],
+  );
+  expect(holds.filter((h) => h.status === 'pending')).toEqual([]);
+  // One usage row per hold resolved by a settlement or a release, each charging what its
+  // hold posted; none for a hold that expired (nobody resolved it).
+  const byHold = new Map(usage.map((u) => [u.hold_id, u]));
+  expect(usage).toHaveLength(byHold.size);
+  for (const hold of holds) {
+    const row = byHold.get(hold.id);
+    if (hold.status === 'expired') expect(row).toBeUndefined();
+    else expect(new Decimal(row!.cost).toString()).toBe(new Decimal(hold.posted ?? 0).toString());
+  }
+  const charged = usage.reduce((sum, u) => sum.add(u.cost), new Decimal(0));
+  const balance = await ledger.getBalance(code);
+  expect(balance.held.toString()).toBe('0');
+  expect(balance.posted.toString()).toBe(new Decimal(FUNDED).sub(charged).toString());
+  const { rows } = await database.pool.query<{ usage: string }>(
+    `select coalesce(sum(cost_usd), 0)::text as usage from usage_records`,
+  );
+  expect(new Decimal(rows[0]!.usage).toString()).toBe(
+    (await ledger.getBalance('revenue:usage')).posted.toString(),
+  );
+  expect(await ledger.checkBalances()).toEqual([]);
+  return { holds, usage, charged };
+}
+
+test('SIGTERM during a burst of calls: the process settles or releases every hold it took before it exits', async () => {
+  // A grace shorter than the slowest calls: some are cut at its end.
+  const served = await serve(configFile('sigterm', { shutdownGraceMs: 1500 }));
+  const { userId, apiKey } = await userWithKey(
+    { url: served.baseUrl },
+    { telegramId: 9301, balance: FUNDED },
+  );
+  const client = sdk(served.baseUrl, apiKey, { timeout: 30_000 });
+  const before = stub.requests.length;
+  let streaming = 0;
+  const calls = [
+    // Finish within the grace.
+    ...Array.from({ length: 4 }, (_, i) =>
+      client.chat.completions.create({
+        model: 'gpt-4o-mini',
+        messages: message(`quick json ${i} [[tokens=5]] [[delay=300]]`),
+      }),
+    ),
+    ...Array.from({ length: 4 }, (_, i) =>
+      readStream(client, `quick stream ${i} [[tokens=6]] [[delay=100]]`, () => (streaming += 1)),
+    ),
+    // Still running when the grace ends: answers upstream gives after it, or never.
+    ...Array.from({ length: 3 }, (_, i) =>
+      client.chat.completions.create({
+        model: 'gpt-4o-mini',
+        messages: message(`slow json ${i} [[tokens=5]] [[delay=3000]]`),
+      }),
+    ),
+    client.chat.completions.create({
+      model: 'gpt-4o-mini',
+      messages: message('stalled json [[stall]]'),
+    }),
+    readStream(client, 'stalled stream [[tokens=40]] [[stall-after=3]]', () => (streaming += 1)),
+    readStream(client, 'slow stream [[tokens=40]] [[delay=400]]', () => (streaming += 1)),
+  ].map((call: Promise<unknown>) =>
+    call.then(
+      (value): { value?: unknown; error?: unknown } => ({ value }),
+      (error: unknown) => ({ error }),
+    ),
+  );
+  await until(
+    'every call to reach upstream, the streams under way',
+    () => stub.requests.length - before === calls.length && streaming >= 6,
+  );
+  served.child.kill('SIGTERM');
+  const outcomes = await Promise.all(calls);
+  expect(await served.exited).toEqual({ code: 0, signal: null });
+  // The quick calls completed; the others were cut.
+  expect(outcomes.slice(0, 8).every((o) => 'value' in o)).toBe(true);
+
+  const { holds, usage } = await expectBooksSettled(userId);
+  expect(holds).toHaveLength(calls.length);
+  // Resolved by the process itself, not left to expire.
+  expect(holds.filter((h) => h.status === 'expired')).toEqual([]);
+  expect(usage).toHaveLength(calls.length);
+  // The quick calls charged as answered; the cut JSON calls (no answer) released, nothing
+  // charged; the cut streams charged for what their clients received.
+  const ok = usage.filter((u) => u.outcome === 'ok');
+  const cut = usage.filter((u) => u.outcome === 'client_disconnected');
+  expect([ok.length, cut.length]).toEqual([8, 6]);
+  expect(ok.every((u) => new Decimal(u.cost).gt(0))).toBe(true);
+  expect(cut.map((u) => new Decimal(u.cost).gt(0)).filter(Boolean)).toHaveLength(2);
+  expect(holds.filter((h) => h.status === 'voided')).toHaveLength(4);
+}, 120_000);
