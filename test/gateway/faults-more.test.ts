@@ -124,10 +124,9 @@ async function expectBooksSettled(userId: string) {
     hold_id: string | null;
     cost: string;
     outcome: string;
-  }>(
-    `select hold_id, cost_usd::text as cost, outcome from usage_records where user_id = $1`,
-    [userId],
-  );
+  }>(`select hold_id, cost_usd::text as cost, outcome from usage_records where user_id = $1`, [
+    userId,
+  ]);
   expect(holds.filter((h) => h.status === 'pending')).toEqual([]);
   // One usage row per hold resolved by a settlement or a release, each charging what its
   // hold posted; none for a hold that expired (nobody resolved it).
