@@ -215,3 +215,68 @@ test('SIGTERM during a burst of calls: the process settles or releases every hol
   expect(cut.map((u) => new Decimal(u.cost).gt(0)).filter(Boolean)).toHaveLength(2);
   expect(holds.filter((h) => h.status === 'voided')).toHaveLength(4);
 }, 120_000);
+
+test('SIGKILL with many streams mid-answer: after a restart and hold expiry, each hold expired or resolved once, nothing charged twice', async () => {
+  const config = configFile('sigkill');
+  const first = await serve(config);
+  const { userId, apiKey } = await userWithKey(
+    { url: first.baseUrl },
+    { telegramId: 9302, balance: FUNDED },
+  );
+  const client = sdk(first.baseUrl, apiKey, { timeout: 30_000 });
+  // Calls that complete before the kill.
+  await Promise.all([
+    readStream(client, 'done stream [[tokens=5]]'),
+    client.chat.completions.create({
+      model: 'gpt-4o-mini',
+      messages: message('done [[tokens=4]]'),
+    }),
+  ]);
+  const STREAMS = 8;
+  const before = stub.requests.length;
+  const receiving = new Set<number>();
+  const cut = Array.from({ length: STREAMS }, (_, i) =>
+    readStream(client, `stream ${i} [[tokens=60]] [[delay=150]]`, () => receiving.add(i)).then(
+      () => 'completed',
+      (error: unknown) => error,
+    ),
+  );
+  await until(
+    'every stream to be under way',
+    () => stub.requests.length - before === STREAMS && receiving.size === STREAMS,
+  );
+  first.child.kill('SIGKILL');
+  expect(await first.exited).toEqual({ code: null, signal: 'SIGKILL' });
+  for (const outcome of await Promise.all(cut)) expect(outcome).toBeInstanceOf(Error);
+  const killedAt = Date.now();
+
+  // A new serve at once, and hold expiry as production runs it.
+  const second = await serve(config);
+  const cron = lingxi(['cron', '--config', config]);
+  const pending = async () =>
+    (
+      await database.pool.query<{ n: number }>(
+        `select count(*)::int as n from ledger_holds where status = 'pending'`,
+      )
+    ).rows[0]!.n;
+  await until(
+    'the streams’ holds to expire',
+    async () => (await pending()) === 0,
+    HOLD_MS + 20_000,
+  );
+  expect(Date.now() - killedAt).toBeGreaterThan(HOLD_MS - 3000);
+  cron.child.kill('SIGKILL');
+  await cron.exited;
+
+  const { holds, usage } = await expectBooksSettled(userId);
+  expect(holds.filter((h) => h.status === 'expired')).toHaveLength(STREAMS);
+  expect(holds.filter((h) => h.status === 'posted')).toHaveLength(2);
+  expect(usage.map((u) => u.outcome)).toEqual(['ok', 'ok']);
+
+  // The new serve charges new calls once each, and nothing again for the old ones.
+  await readStream(sdk(second.baseUrl, apiKey), 'after [[tokens=3]]');
+  const after = await expectBooksSettled(userId);
+  expect(after.usage).toHaveLength(3);
+  second.child.kill('SIGKILL');
+  await second.exited;
+}, 180_000);
