@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import OpenAI from 'openai';
+import type pg from 'pg';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
@@ -40,7 +41,10 @@ beforeAll(async () => {
   const url = new URL(database.url);
   url.username = role;
   url.password = role;
-  service = await startTestService({ databaseUrl: url.toString(), config: gatewayConfig(stub.url) });
+  service = await startTestService({
+    databaseUrl: url.toString(),
+    config: gatewayConfig(stub.url),
+  });
 });
 afterAll(async () => {
   await database?.pool.query(`alter role ${role} connection limit -1`).catch(() => {});
@@ -158,4 +162,70 @@ test('PostgreSQL refuses new connections while calls arrive: 503 service_unavail
   expect(data.usage?.completion_tokens).toBe(3);
   const after = await books(userId, keyId);
   expect([after.usage.length, after.pending, after.key.reserved]).toEqual([2, 0, '0']);
+}, 60_000);
+
+test('the pool exhausted (every connection taken) while calls arrive: 503 service_unavailable after database.connectTimeoutMs, never forwarded; a served stream is settled once a connection frees', async () => {
+  const small = await startTestService({
+    databaseUrl: database.url,
+    config: { ...gatewayConfig(stub.url), database: { poolSize: 3, connectTimeoutMs: 300 } },
+  });
+  let taken: pg.PoolClient[] = [];
+  try {
+    const { userId, keyId, apiKey } = await userWithKey(small, {
+      telegramId: 3202,
+      balance: '5',
+      key: { spendLimitUsd: '4' },
+    });
+    const client = sdk(small.url, apiKey, { timeout: 30_000 });
+    const messages = [{ role: 'user' as const, content: 'count [[tokens=8]] [[delay=50]]' }];
+    const stream = await client.chat.completions.create({
+      model: 'gpt-4o-mini',
+      messages,
+      stream: true,
+    });
+    const iterator = stream[Symbol.asyncIterator]();
+    let text = (await iterator.next()).value?.choices[0]?.delta?.content ?? '';
+    // Something else takes every connection of the service's pool.
+    taken = await Promise.all(
+      Array.from({ length: 3 }, () => small.runtime.database.pool.connect()),
+    );
+    const forwarded = stub.requests.length;
+    const rest = (async () => {
+      for (let next = await iterator.next(); !next.done; next = await iterator.next())
+        text += next.value.choices[0]?.delta?.content ?? '';
+    })();
+    const refused = await Promise.all(
+      [1, 2].map((i) =>
+        client.chat.completions
+          .create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: `json ${i}` }] })
+          .catch((e: unknown) => e),
+      ),
+    );
+    for (const error of refused) {
+      expect(error).toBeInstanceOf(OpenAI.APIError);
+      const apiError = error as InstanceType<typeof OpenAI.APIError>;
+      expect([apiError.status, apiError.code]).toEqual([503, 'service_unavailable']);
+    }
+    expect(stub.requests.length).toBe(forwarded);
+    const upstream = stub.requests[forwarded - 1]!;
+    await expect.poll(() => upstream.settled, { timeout: 20_000, interval: 20 }).toBe(true);
+    for (const client of taken.splice(0)) client.release();
+    await rest;
+    expect(text).toBe(Array.from({ length: 8 }, (_, i) => `tok${i} `).join(''));
+    await small.http.services.work.drain(20_000);
+    const cost = expectedCost(MODELS.mini, {
+      prompt: countPromptTokens({ messages }),
+      completion: 8,
+    });
+    expect(await books(userId, keyId)).toEqual({
+      usage: [{ outcome: 'ok', cost: cost.toString() }],
+      posted: new Decimal(5).sub(cost).toString(),
+      held: '0',
+      pending: 0,
+      key: { spent: cost.toString(), reserved: '0' },
+    });
+  } finally {
+    for (const client of taken) client.release();
+    await small.stop();
+  }
 }, 60_000);
