@@ -45,7 +45,11 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-function configFile(name: string, http: Record<string, unknown> = {}): string {
+function configFile(
+  name: string,
+  http: Record<string, unknown> = {},
+  timeoutMs = TIMEOUT_MS,
+): string {
   const file = join(dir, `${name}.json`);
   const base = gatewayConfig(stub.url);
   writeFileSync(
@@ -56,8 +60,8 @@ function configFile(name: string, http: Record<string, unknown> = {}): string {
       database: { url: database.url, poolSize: 5 },
       adminToken: ADMIN_TOKEN,
       log: { level: 'info' },
-      providers: base.providers!.map((p) => ({ ...p, timeoutMs: TIMEOUT_MS })),
-      gateway: { maxCallDurationMs: MAX_CALL_MS, holdGraceMs: GRACE_MS },
+      providers: base.providers!.map((p) => ({ ...p, timeoutMs })),
+      gateway: { maxCallDurationMs: Math.max(MAX_CALL_MS, timeoutMs), holdGraceMs: GRACE_MS },
       cron: { expireHolds: '* * * * * *', reconcile: '0 0 1 1 *', seal: '0 0 1 1 *' },
     }),
   );
@@ -280,3 +284,38 @@ test('SIGKILL with many streams mid-answer: after a restart and hold expiry, eac
   second.child.kill('SIGKILL');
   await second.exited;
 }, 180_000);
+
+test('SIGTERM while calls whose clients left still wait for upstream: they are stopped at the end of the grace and released, not left to a closed pool', async () => {
+  // Upstream may take a minute, as a provider's timeout allows; the grace is 1.5 s.
+  const served = await serve(configFile('sigterm-left', { shutdownGraceMs: 1500 }, 60_000));
+  const { userId, apiKey } = await userWithKey(
+    { url: served.baseUrl },
+    { telegramId: 9303, balance: FUNDED },
+  );
+  const client = sdk(served.baseUrl, apiKey, { timeout: 30_000 });
+  const before = stub.requests.length;
+  // Clients that leave once their calls were forwarded: a non-streamed call waits on for
+  // upstream's answer (to charge it), a stream for the headers (a grace of 5 s by default).
+  const leaving = Array.from({ length: 3 }, () => new AbortController());
+  const calls = leaving.map((controller, i) =>
+    client.chat.completions
+      .create(
+        { model: 'gpt-4o-mini', messages: message(`left ${i} [[stall]]`), stream: i === 2 },
+        { signal: controller.signal },
+      )
+      .catch((error: unknown) => error),
+  );
+  await until('the calls to reach upstream', () => stub.requests.length - before === 3);
+  for (const controller of leaving) controller.abort();
+  await Promise.all(calls);
+  served.child.kill('SIGTERM');
+  expect(await served.exited).toEqual({ code: 0, signal: null });
+
+  const { holds, usage } = await expectBooksSettled(userId);
+  expect(holds.map((h) => h.status)).toEqual(['voided', 'voided', 'voided']);
+  expect(usage.map((u) => u.outcome)).toEqual([
+    'client_disconnected',
+    'client_disconnected',
+    'client_disconnected',
+  ]);
+}, 120_000);
