@@ -51,7 +51,7 @@ export const FIELD_NOTES: Record<string, string> = {
   'http.shutdownDelayMs':
     'After SIGTERM/SIGINT: how long the server keeps answering, with `/readyz` at 503, before it stops accepting connections. Set it to what your load balancer needs to notice (its health-check interval times its failure threshold).',
   'http.shutdownGraceMs':
-    'Then: how long requests in flight, streams included, may take to finish before their connections are cut (a cut stream is charged for what was generated).',
+    'Then: how long requests in flight, streams included, may take to finish before their connections are cut (a cut stream is charged for what was generated; a call still waiting for upstream is stopped, its hold released, nothing charged).',
   'http.idempotencyLeaseMs':
     'A POST with an `Idempotency-Key` (or a CLI command with `--idempotency-key`) keeps its claim alive (a heartbeat every third of this) while it runs; a claim left by a process that died mid-request is taken over by the next request with the key once this long has passed without a heartbeat. Before that, a retry answers 409 `idempotency_in_progress` (the CLI: exit 1).',
   'database.url': 'A PostgreSQL URL, usually `"env:DATABASE_URL"`. Unset: the embedded server.',

@@ -86,6 +86,9 @@ const ZERO_USAGE: TokenUsage = {
  */
 export class Gateway {
   private readonly models = new Map<string, Model>();
+  /** Calls waiting for upstream (its headers, or a JSON answer): `stopCalls` aborts them. */
+  private readonly waiting = new Set<AbortController>();
+  private stopped = false;
 
   constructor(
     private readonly deps: {
@@ -104,6 +107,34 @@ export class Gateway {
       const price = deps.prices.get(model.id)!;
       this.models.set(model.id, { config: model, provider, price });
     }
+  }
+
+  /**
+   * Stops the wait for upstream of every call in flight, and of any that comes after: a
+   * shutdown whose grace is over. Each such call fails as its client having gone (499), and
+   * its hold is released (nothing charged); its client, cut off, got no answer. Streams
+   * under way are not stopped here: cutting their clients ends them, charged for what was
+   * generated.
+   */
+  stopCalls(): void {
+    this.stopped = true;
+    for (const controller of this.waiting) controller.abort();
+  }
+
+  /** `signal`, also aborted by `stopCalls`; `disarm` once the call no longer waits for upstream. */
+  private untilStopped(signal: AbortSignal): { signal: AbortSignal; disarm(): void } {
+    const controller = new AbortController();
+    const abort = () => controller.abort();
+    if (signal.aborted || this.stopped) abort();
+    signal.addEventListener('abort', abort, { once: true });
+    this.waiting.add(controller);
+    return {
+      signal: controller.signal,
+      disarm: () => {
+        signal.removeEventListener('abort', abort);
+        this.waiting.delete(controller);
+      },
+    };
   }
 
   /** GET /v1/models: the priced models, with their prices. */
@@ -172,51 +203,57 @@ export class Gateway {
     const untilHeaders = stream
       ? untilGraceAfterClientGone(call.clientSignal, this.deps.config.gateway.clientGoneGraceMs)
       : { signal: untilForwarded(call.clientSignal), disarm: () => {} };
-    let upstream: UpstreamCall;
-    try {
-      upstream = await postUpstream({
-        provider: model.provider,
-        path: '/chat/completions',
-        body: upstreamBody,
-        signal: untilHeaders.signal,
-        headersTimeoutMs: model.provider.timeoutMs,
-        deadlineAt: this.deadlineAt(call),
-      });
-    } catch (error) {
-      return this.failed(error, held, record, call.clientSignal);
-    } finally {
-      untilHeaders.disarm();
-    }
-    record.firstByteAt = upstream.firstByteAt;
-    this.deps.metrics.upstreamDuration.observe(
-      { provider: model.provider.name },
-      (upstream.firstByteAt.getTime() - call.startedAt.getTime()) / 1000,
-    );
+    const untilStopped = this.untilStopped(untilHeaders.signal);
     const bounds = { promptTokensMax, outputTokensMax };
-    // A provider may ignore `stream` and answer one JSON completion: it generated the answer,
-    // so it is charged as one (read to the end even if the client has left, as a non-streamed
-    // call is), and the client gets it as the stream it asked for.
-    const jsonForStream = stream && isJsonContentType(upstream.contentType);
-    if (stream && !jsonForStream) {
-      // A real stream stops when its client leaves: what it did not generate is not billed.
-      if (call.clientSignal.aborted) {
-        upstream.abort('aborted');
-        return this.failed(
-          new UpstreamError('aborted', 'the client went away'),
-          held,
-          record,
-          call.clientSignal,
-        );
-      }
-      call.clientSignal.addEventListener('abort', () => upstream.abort('aborted'), { once: true });
-      return this.streamed(body, model, held, record, upstream, this.deadlineAt(call), bounds);
-    }
-
+    let upstream: UpstreamCall;
     let json: Record<string, unknown>;
+    let jsonForStream: boolean;
     try {
-      json = await this.readJson(upstream, model.provider.timeoutMs, this.deadlineAt(call));
-    } catch (error) {
-      return this.failed(error, held, record, call.clientSignal);
+      try {
+        upstream = await postUpstream({
+          provider: model.provider,
+          path: '/chat/completions',
+          body: upstreamBody,
+          signal: untilStopped.signal,
+          headersTimeoutMs: model.provider.timeoutMs,
+          deadlineAt: this.deadlineAt(call),
+        });
+      } catch (error) {
+        return await this.failed(error, held, record, call.clientSignal);
+      } finally {
+        untilHeaders.disarm();
+      }
+      record.firstByteAt = upstream.firstByteAt;
+      this.deps.metrics.upstreamDuration.observe(
+        { provider: model.provider.name },
+        (upstream.firstByteAt.getTime() - call.startedAt.getTime()) / 1000,
+      );
+      // A provider may ignore `stream` and answer one JSON completion: it generated the answer,
+      // so it is charged as one (read to the end even if the client has left, as a non-streamed
+      // call is), and the client gets it as the stream it asked for.
+      jsonForStream = stream && isJsonContentType(upstream.contentType);
+      if (stream && !jsonForStream) {
+        // A real stream stops when its client leaves: what it did not generate is not billed.
+        if (call.clientSignal.aborted) {
+          upstream.abort('aborted');
+          return await this.failed(
+            new UpstreamError('aborted', 'the client went away'),
+            held,
+            record,
+            call.clientSignal,
+          );
+        }
+        const live = upstream;
+        call.clientSignal.addEventListener('abort', () => live.abort('aborted'), { once: true });
+        return this.streamed(body, model, held, record, upstream, this.deadlineAt(call), bounds);
+      }
+      try {
+        json = await this.readJson(upstream, model.provider.timeoutMs, this.deadlineAt(call));
+      } catch (error) {
+        return await this.failed(error, held, record, call.clientSignal);
+      }
+    } finally {
+      untilStopped.disarm();
     }
     this.noteServedTier(json['service_tier'], model, record);
     const usage = readUsage(json['usage']);
@@ -280,12 +317,13 @@ export class Gateway {
     const held = await this.admit(call, model, record, promptTokensMax, 0n);
     let upstream: UpstreamCall;
     let json: Record<string, unknown>;
+    const untilStopped = this.untilStopped(untilForwarded(call.clientSignal));
     try {
       upstream = await postUpstream({
         provider: model.provider,
         path: '/embeddings',
         body: { ...body, model: model.price.upstreamModel },
-        signal: untilForwarded(call.clientSignal),
+        signal: untilStopped.signal,
         headersTimeoutMs: model.provider.timeoutMs,
         deadlineAt: this.deadlineAt(call),
       });
@@ -293,6 +331,8 @@ export class Gateway {
       json = await this.readJson(upstream, model.provider.timeoutMs, this.deadlineAt(call));
     } catch (error) {
       return this.failed(error, held, record, call.clientSignal);
+    } finally {
+      untilStopped.disarm();
     }
     const usage = readUsage(json['usage']);
     // Never more than was held for: a larger `bytesPerTokenMin` makes the hold's bound smaller.

@@ -56,14 +56,20 @@ export async function startHttpRole(
       // Idle keep-alive connections close now and as soon as any other one turns idle.
       server.closeIdleConnections();
       const sweep = setInterval(() => server.closeIdleConnections(), 100);
+      const graceEndsAt = Date.now() + graceMs;
       const timer = setTimeout(() => {
         log.warn({ graceMs }, 'shutdown: grace period over; cutting the connections still open');
         server.closeAllConnections();
+        // Calls still waiting for upstream fail now and release their holds.
+        services.gateway.stopCalls();
       }, graceMs);
       log.info({ graceMs }, 'shutdown: stopped accepting connections; finishing requests');
       await closed;
       clearInterval(sweep);
+      // A call whose client left may still wait for upstream: it has the rest of the grace.
+      await services.work.drain(Math.max(0, graceEndsAt - Date.now()));
       clearTimeout(timer);
+      services.gateway.stopCalls();
       await services.close();
     },
   };

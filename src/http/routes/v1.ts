@@ -8,7 +8,7 @@ import { requireApiKey } from '../middleware/auth.js';
 
 /** /v1: the OpenAI-compatible gateway. */
 export function v1Routes(services: Services): Router {
-  const { gateway, keys, runtime } = services;
+  const { gateway, keys, runtime, work } = services;
   const limit = runtime.config.http.bodyLimitBytes;
   const router = new Router({ prefix: '/v1' });
   router.use(requireApiKey(keys));
@@ -16,11 +16,15 @@ export function v1Routes(services: Services): Router {
   router.get('/models', (ctx) => {
     ctx.body = gateway.listModels();
   });
+  // A call holds money from its hold to its settlement or release: a shutdown waits for it
+  // (and so does the pool it needs), also once its client is gone.
   router.post('/chat/completions', async (ctx) => {
-    respond(ctx, await gateway.chatCompletion(await toCall(ctx, limit)));
+    const call = await toCall(ctx, limit);
+    respond(ctx, await work.track(gateway.chatCompletion(call)));
   });
   router.post('/embeddings', async (ctx) => {
-    respond(ctx, await gateway.embedding(await toCall(ctx, limit)));
+    const call = await toCall(ctx, limit);
+    respond(ctx, await work.track(gateway.embedding(call)));
   });
   return router;
 }
