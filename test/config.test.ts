@@ -54,6 +54,18 @@ describe('configuration', () => {
     );
   });
 
+  test('an unset variable a required field needs is named as the cause, not as what the schema saw without it', () => {
+    // The example as copied, its .env not exported: no RPC URL of the first network is set.
+    expect(() => loadConfig('lingxi.config.example.json', {})).toThrow(
+      new ConfigError('environment variable ETH_RPC_URL is not set', 'networks[0].rpcUrls[0]'),
+    );
+    expect(() =>
+      parseConfig({ providers: [{ name: 'openai', baseUrl: 'env:OPENAI_BASE_URL' }] }, {}),
+    ).toThrow(
+      new ConfigError('environment variable OPENAI_BASE_URL is not set', 'providers[0].baseUrl'),
+    );
+  });
+
   test('an empty bot token is refused: it would leave Telegram sign-in off without a word', () => {
     for (const botToken of ['', '   '])
       expect(() => parseConfig({ telegram: { botToken } }, {})).toThrow(

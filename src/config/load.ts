@@ -99,11 +99,13 @@ export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env):
       );
     }
     const path = formatPath(issue.path);
-    const variable = [...missing].find(
+    const unset = [...missing].find(
       ([at]) => at === path || at.startsWith(`${path}[`) || at.startsWith(`${path}.`),
-    )?.[1];
-    const hint = variable ? ` (environment variable ${variable} is not set)` : '';
-    throw new ConfigError(`${issue.message}${hint}`, path);
+    );
+    // The unset variable is the cause: say so, as for any other unset one, rather than what
+    // the schema saw without it ("Too small: expected array to have >=1 items").
+    if (unset) throw new ConfigError(`environment variable ${unset[1]} is not set`, unset[0]);
+    throw new ConfigError(issue.message, path);
   }
   const config = result.data;
   // A value that names an environment variable is wanted: an unset one is an error, not a

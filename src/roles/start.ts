@@ -40,6 +40,8 @@ export async function startRoles(params: StartRolesParameters): Promise<StartedR
   if (config.providers.length === 0)
     logger.info('no model providers configured: /v1 answers model_not_found');
   if (config.networks.length === 0) logger.info('no networks configured: no deposits are watched');
+  if (params.roles.http && config.adminToken === undefined)
+    logger.info('no adminToken configured: the admin API (/admin) is off (403 admin_disabled)');
   const stops: Array<{ role: string; stop: () => Promise<void> }> = [];
   let http: HttpRole | null = null;
   let metricsServer: MetricsServer | null = null;
