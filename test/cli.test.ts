@@ -1,7 +1,10 @@
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, inject, test } from 'vitest';
 import { migrations } from '../migrations/index.js';
@@ -646,4 +649,21 @@ test('keys list and keys revoke: an id that is not one is bad usage (exit 2, one
     });
   }
   expect(await rowCounts(database.pool)).toEqual(before);
+});
+
+test('`lingxi --version` prints the package version and exits 0, in-process and through bin/lingxi.js', async () => {
+  const { version } = JSON.parse(
+    readFileSync(new URL('../package.json', import.meta.url), 'utf8'),
+  ) as {
+    version: string;
+  };
+  let stdout = '';
+  const code = await runCli(['--version'], {
+    stdout: (text) => (stdout += text),
+    stderr: () => {},
+  });
+  expect({ code, stdout }).toEqual({ code: 0, stdout: `${version}\n` });
+  const bin = fileURLToPath(new URL('../bin/lingxi.js', import.meta.url));
+  const { stdout: printed } = await promisify(execFile)(process.execPath, [bin, '-V']);
+  expect(printed).toBe(`${version}\n`);
 });

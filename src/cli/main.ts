@@ -15,6 +15,7 @@ import { registerRoleCommands } from './commands/roles.js';
 import { registerUserCommands } from './commands/users.js';
 import { registerDoctorCommand } from './commands/doctor.js';
 import { createCliContext, FindingsExit, RefusalExit, type CliIo } from './context.js';
+import { packageVersion } from './version.js';
 
 export type { CliIo } from './context.js';
 
@@ -37,6 +38,7 @@ export function buildProgram(io: CliIo = defaultIo): Command {
       'config file (default $LINGXI_CONFIG, else ./lingxi.config.json if present)',
     )
     .option('--json', 'machine-readable output')
+    .version(packageVersion(), '-V, --version', 'print the version and exit')
     .showHelpAfterError()
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
     .exitOverride();
