@@ -89,6 +89,13 @@ export interface ScanResult {
   transfers: ObservedTransfer[];
   /** The block at `toBlock` as the endpoint that answered the scan saw it. */
   toBlockRef: BlockRef;
+  /**
+   * The newest block of the endpoint that answered the scan, read with `toBlockRef`: the
+   * chain the transfers are on is known to be this long. The head the caller read may come
+   * from another endpoint, on another fork; confirmations are counted against the lower of
+   * the two. Absent where the adapter does not say (the caller's head counts).
+   */
+  endpointHead?: bigint;
 }
 
 export interface BalanceAt {
