@@ -127,7 +127,18 @@ export interface ChainAdapter {
   close(): Promise<void>;
 }
 
-/** Every endpoint failed (after retries and failover). The caller retries later, never skips. */
+/** Why one endpoint failed, the last time it was tried. */
+export interface EndpointError {
+  /** Scheme and host only (paths and queries often hold API keys). */
+  endpoint: string;
+  error: string;
+}
+
+/**
+ * Every endpoint failed (after retries and failover). The caller retries later, never skips.
+ * The message names each endpoint's last reason when the adapter gives them (they often differ:
+ * one refuses the connection, another rate-limits), else the last error's.
+ */
 export class RpcUnavailableError extends Error {
   override name = 'RpcUnavailableError';
   constructor(
@@ -135,11 +146,15 @@ export class RpcUnavailableError extends Error {
     readonly method: string,
     readonly attempts: number,
     cause: unknown,
+    readonly endpointErrors: ReadonlyArray<EndpointError> = [],
   ) {
-    super(
-      `${network}: ${method} failed on every endpoint after ${attempts} attempts: ${errorText(cause)}`,
-      { cause },
-    );
+    const reasons =
+      endpointErrors.length > 0
+        ? endpointErrors.map(({ endpoint, error }) => `${endpoint}: ${error}`).join('; ')
+        : errorText(cause);
+    super(`${network}: ${method} failed on every endpoint after ${attempts} attempts: ${reasons}`, {
+      cause,
+    });
   }
 }
 
