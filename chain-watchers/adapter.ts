@@ -89,6 +89,13 @@ export interface ScanResult {
   transfers: ObservedTransfer[];
   /** The block at `toBlock` as the endpoint that answered the scan saw it. */
   toBlockRef: BlockRef;
+  /**
+   * The newest block of the endpoint that answered the scan, read with `toBlockRef`: the
+   * chain the transfers are on is known to be this long. The head the caller read may come
+   * from another endpoint, on another fork; confirmations are counted against the lower of
+   * the two. Absent where the adapter does not say (the caller's head counts).
+   */
+  endpointHead?: bigint;
 }
 
 export interface BalanceAt {
@@ -120,7 +127,18 @@ export interface ChainAdapter {
   close(): Promise<void>;
 }
 
-/** Every endpoint failed (after retries and failover). The caller retries later, never skips. */
+/** Why one endpoint failed, the last time it was tried. */
+export interface EndpointError {
+  /** Scheme and host only (paths and queries often hold API keys). */
+  endpoint: string;
+  error: string;
+}
+
+/**
+ * Every endpoint failed (after retries and failover). The caller retries later, never skips.
+ * The message names each endpoint's last reason when the adapter gives them (they often differ:
+ * one refuses the connection, another rate-limits), else the last error's.
+ */
 export class RpcUnavailableError extends Error {
   override name = 'RpcUnavailableError';
   constructor(
@@ -128,11 +146,15 @@ export class RpcUnavailableError extends Error {
     readonly method: string,
     readonly attempts: number,
     cause: unknown,
+    readonly endpointErrors: ReadonlyArray<EndpointError> = [],
   ) {
-    super(
-      `${network}: ${method} failed on every endpoint after ${attempts} attempts: ${errorText(cause)}`,
-      { cause },
-    );
+    const reasons =
+      endpointErrors.length > 0
+        ? endpointErrors.map(({ endpoint, error }) => `${endpoint}: ${error}`).join('; ')
+        : errorText(cause);
+    super(`${network}: ${method} failed on every endpoint after ${attempts} attempts: ${reasons}`, {
+      cause,
+    });
   }
 }
 

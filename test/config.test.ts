@@ -249,6 +249,43 @@ describe('configuration mistakes a person makes in the file', () => {
     expect(() => parseConfig({ a: 1, b: 2 }, {})).toThrow(/^config a, b: unknown keys/);
   });
 
+  test('a reorgDepthMax below the confirmations is refused: a reorg that removes a credited deposit would be deeper than the watcher is sure to re-check', () => {
+    const polygon = {
+      kind: 'evm',
+      name: 'polygon',
+      chainId: 137,
+      rpcUrls: ['http://polygon'],
+      confirmations: 256,
+      assets: [
+        {
+          symbol: 'USDC',
+          contract: '0x3c499c542cEF5E3811e1192ce70d8cC03d5c3359',
+          decimals: 6,
+          price: { fixed: '1' },
+        },
+      ],
+    };
+    // The default reorgDepthMax (128) is less than 256.
+    expect(() => parseConfig({ networks: [polygon] }, {})).toThrow(
+      new ConfigError(
+        'is 128, less than confirmations (256): a reorg that removes a credited deposit would reach below what the watcher is sure to re-check, and the credit would stand; set it to at least 256',
+        'networks[0].reorgDepthMax',
+      ),
+    );
+    expect(() => parseConfig({ networks: [{ ...polygon, reorgDepthMax: 255 }] }, {})).toThrow(
+      /^config networks\[0\]\.reorgDepthMax: is 255, less than confirmations \(256\)/,
+    );
+    expect(
+      parseConfig({ networks: [{ ...polygon, reorgDepthMax: 256 }] }, {}).networks[0]!
+        .reorgDepthMax,
+    ).toBe(256);
+    // "finalized" is a block the node names, not a depth: nothing to compare.
+    expect(
+      parseConfig({ networks: [{ ...polygon, confirmations: 'finalized', reorgDepthMax: 1 }] }, {})
+        .networks,
+    ).toHaveLength(1);
+  });
+
   test('two providers of one name are refused (the gateway would use only the last one)', () => {
     expect(() =>
       parseConfig(

@@ -146,9 +146,11 @@ export function createEvmAdapter(
 
   async function scan(params: ScanParameters): Promise<ScanResult> {
     assertScanParameters(params);
-    return rpc.call('scan', (client) =>
-      scanTransfers(client, { ...params, assets, ...scanTuning }),
-    );
+    return rpc.call('scan', async (client) => {
+      const result = await scanTransfers(client, { ...params, assets, ...scanTuning });
+      if (result.endpointHead !== undefined) rpc.observeHead(client, result.endpointHead);
+      return result;
+    });
   }
 
   async function getBalance(

@@ -3,10 +3,11 @@ import {
   ContractFunctionRevertedError,
   ContractFunctionZeroDataError,
   createPublicClient,
+  HttpRequestError,
   http,
   type PublicClient,
 } from 'viem';
-import { ChainConfigError, RpcUnavailableError } from '../adapter.js';
+import { ChainConfigError, RpcUnavailableError, type EndpointError } from '../adapter.js';
 
 /**
  * The endpoints of one EVM network, used one at a time with failover.
@@ -132,6 +133,8 @@ export class EvmRpc {
   async call<T>(method: string, work: (client: PublicClient) => Promise<T>): Promise<T> {
     let attempts = 0;
     let lastError: unknown = null;
+    // Each endpoint's last reason: the operator reading the error needs all of them.
+    const reasons = new Map<Endpoint, string>();
     for (let round = 0; round <= this.options.retries; round++) {
       if (round > 0) await sleep(this.backoffMs(round));
       await this.checkHeadsIfDue();
@@ -147,6 +150,7 @@ export class EvmRpc {
           return result;
         } catch (error) {
           lastError = error;
+          reasons.set(endpoint, errorSummary(error));
           // A wrong-chain endpoint is already dropped: nothing to demote.
           if (error instanceof WrongChainError) continue;
           if (!isEndpointFault(error)) throw error;
@@ -155,7 +159,13 @@ export class EvmRpc {
       }
     }
     if (this.endpoints.every((endpoint) => endpoint.dropped)) throw this.allDroppedError();
-    throw new RpcUnavailableError(this.network, method, attempts, lastError);
+    throw new RpcUnavailableError(
+      this.network,
+      method,
+      attempts,
+      lastError,
+      endpointErrors(this.endpoints, (endpoint) => reasons.get(endpoint)),
+    );
   }
 
   /**
@@ -184,6 +194,10 @@ export class EvmRpc {
         'eth_chainId',
         this.endpoints.length,
         failure?.reason,
+        endpointErrors(this.endpoints, (endpoint) => {
+          const outcome = outcomes[endpoint.index];
+          return outcome?.status === 'rejected' ? errorSummary(outcome.reason) : undefined;
+        }),
       );
     }
   }
@@ -350,10 +364,45 @@ export function isEndpointFault(error: unknown): boolean {
   return true;
 }
 
+/** The reason of each endpoint that has one, in configured order, named by its label. */
+function endpointErrors(
+  endpoints: ReadonlyArray<Endpoint>,
+  reasonOf: (endpoint: Endpoint) => string | undefined,
+): EndpointError[] {
+  return endpoints.flatMap((endpoint) => {
+    const error = reasonOf(endpoint);
+    return error === undefined ? [] : [{ endpoint: endpoint.label, error }];
+  });
+}
+
 function errorSummary(error: unknown): string {
-  if (error instanceof BaseError) return error.shortMessage;
+  if (error instanceof BaseError) {
+    const failed = error.walk((cause) => cause instanceof HttpRequestError);
+    // "HTTP request failed" alone does not say why: the status, or what the connection met.
+    if (failed instanceof HttpRequestError) {
+      const shortMessage = error.shortMessage.replace(/\.$/, '');
+      if (failed.status !== undefined) return `${shortMessage}: HTTP ${failed.status}`;
+      const reasons = causeMessages(failed.cause);
+      return reasons.length > 0 ? `${shortMessage}: ${reasons.join(': ')}` : error.shortMessage;
+    }
+    return error.shortMessage;
+  }
   if (error instanceof Error) return error.message.split('\n')[0]!;
   return String(error);
+}
+
+/**
+ * The first lines of a transport error's causes ("fetch failed", "connect ECONNREFUSED ..."),
+ * bounded; one holding a URL is left out, as its path or query may hold an API key.
+ */
+function causeMessages(cause: unknown): string[] {
+  const messages: string[] = [];
+  for (let depth = 0; depth < 4 && cause instanceof Error; depth++) {
+    const line = cause.message.split('\n')[0]!.trim();
+    if (line && !line.includes('://')) messages.push(line);
+    cause = cause.cause;
+  }
+  return messages;
 }
 
 function endpointLabel(url: string, index: number): string {

@@ -123,12 +123,14 @@ export async function scanTransfers(
   params: ScanTransfersParameters,
 ): Promise<ScanResult> {
   const { fromBlock, toBlock } = params;
-  // The first block is read with the last (one batch) when the scan must continue a cursor.
-  const [toBlockRef, firstRef] = await Promise.all([
+  // The first block is read with the last (one batch) when the scan must continue a cursor,
+  // and the endpoint's head with them: how long the chain of the transfers is.
+  const [toBlockRef, firstRef, endpointHead] = await Promise.all([
     getBlockRef(client, toBlock),
     params.parentHash === undefined || fromBlock === toBlock
       ? null
       : getBlockRef(client, fromBlock),
+    client.request({ method: 'eth_blockNumber' }).then(hexToBigInt),
   ]);
   if (!toBlockRef)
     throw new BlockNotServedError(`the endpoint does not serve block ${toBlock} yet`);
@@ -139,7 +141,7 @@ export async function scanTransfers(
   }
 
   const watched = [...params.addresses].sort();
-  if (watched.length === 0) return { transfers: [], toBlockRef };
+  if (watched.length === 0) return { transfers: [], toBlockRef, endpointHead };
   const watchedSet = new Set(watched);
   const assetsByContract = new Map(
     params.assets.flatMap((asset) => (asset.contract ? [[asset.contract, asset] as const] : [])),
@@ -206,7 +208,7 @@ export async function scanTransfers(
         a.transfer.logIndex - b.transfer.logIndex,
     )
     .map((candidate) => candidate.transfer);
-  return { transfers, toBlockRef };
+  return { transfers, toBlockRef, endpointHead };
 }
 
 /** A scan's range is ordered and its addresses canonical; a caller's mistake, never retried. */

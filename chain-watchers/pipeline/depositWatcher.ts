@@ -170,6 +170,7 @@ export class DepositWatcher {
     const to = min(head.latest.number, from + BigInt(this.network.maxBlockRange) - 1n);
     let transfers: ObservedTransfer[] = [];
     let newCursor = cursor;
+    let confirmedHead = head.latest.number;
     if (from <= to) {
       const result = await adapter.scan({
         fromBlock: from,
@@ -182,9 +183,15 @@ export class DepositWatcher {
       transfers = result.transfers;
       newCursor = { number: result.toBlockRef.number, hash: result.toBlockRef.hash };
       report.scanned = { from, to };
+      // The endpoint that answered the scan may not be the one that gave the head: one ahead
+      // on another fork, whose blocks confirm nothing on this one. A deposit's confirmations
+      // are blocks of the chain it was seen on, so no more than that endpoint has.
+      if (result.endpointHead !== undefined)
+        confirmedHead = min(confirmedHead, result.endpointHead);
     }
     report.caughtUp = newCursor.number >= head.latest.number;
-    const creditHeight = min(safeHeight, newCursor.number);
+    report.safeHeight = this.safeHeightOf(head, confirmedHead);
+    const creditHeight = min(report.safeHeight, newCursor.number);
     const pricing = await this.quotePrices(
       db,
       transfers,
@@ -203,25 +210,20 @@ export class DepositWatcher {
       const tx = this.db(client);
       if (report.forkPoint !== null) await this.markForRecheck(tx, report.forkPoint);
       // Deposits recorded before this iteration now count as confirming; new ones start as seen.
-      await this.updateConfirmations(tx, head.latest.number);
+      await this.updateConfirmations(tx, confirmedHead);
       const changed = await this.changedCredits(tx, transfers, addresses);
       report.recorded = await this.record(
         tx,
         transfers.filter((t) => !changed.transfers.has(t)),
         addresses,
-        head.latest.number,
+        confirmedHead,
       );
       const vanished = await this.settleRechecks(tx, client, newCursor.number, changed);
       report.orphaned = vanished.orphaned;
       report.reversed = vanished.reversed;
       // Reversed just now, they start over with what the chain says of them now.
-      report.recorded += await this.record(
-        tx,
-        [...changed.transfers],
-        addresses,
-        head.latest.number,
-      );
-      const credit = await this.credit(tx, client, creditHeight, head.latest.number, pricing);
+      report.recorded += await this.record(tx, [...changed.transfers], addresses, confirmedHead);
+      const credit = await this.credit(tx, client, creditHeight, confirmedHead, pricing);
       report.credited = credit.credited;
       report.ignored = credit.ignored;
       report.awaitingPrice = credit.awaitingPrice;
@@ -246,10 +248,10 @@ export class DepositWatcher {
     return report;
   }
 
-  private safeHeightOf(head: ChainHead): bigint {
+  /** `latest`: the head confirmations are counted against (`head.latest` unless lower). */
+  private safeHeightOf(head: ChainHead, latest = head.latest.number): bigint {
     const required = this.network.confirmations;
-    if (typeof required === 'number')
-      return head.latest.number - BigInt(Math.max(required, 1)) + 1n;
+    if (typeof required === 'number') return latest - BigInt(Math.max(required, 1)) + 1n;
     // `finalized` / `solidified`: what the network says is final; nothing when it says nothing.
     return head.finalized ?? -1n;
   }

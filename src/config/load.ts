@@ -206,6 +206,19 @@ function checkReferences(config: Config): void {
         `networks[${i}].confirmations`,
       );
     }
+    // A deposit is credited `confirmations` blocks deep. A reorg that removes it later is at
+    // least that deep, and the watcher rechecks (and reverses the credit) only above its fork
+    // point as far as it finds it: always reorgDepthMax blocks behind its cursor, further only
+    // while its checkpoints reach further (4 x, when iterations scan short ranges).
+    if (
+      typeof network.confirmations === 'number' &&
+      network.confirmations > network.reorgDepthMax
+    ) {
+      throw new ConfigError(
+        `is ${network.reorgDepthMax}, less than confirmations (${network.confirmations}): a reorg that removes a credited deposit would reach below what the watcher is sure to re-check, and the credit would stand; set it to at least ${network.confirmations}`,
+        `networks[${i}].reorgDepthMax`,
+      );
+    }
     // Prices, minimums, custody accounts and reconciliation find a network's asset by its
     // symbol: two of one symbol would share an account and one's price.
     const symbols = new Set<string>();

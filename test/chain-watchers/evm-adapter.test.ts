@@ -584,6 +584,35 @@ describe('RPC failover', () => {
     );
   });
 
+  it('when every endpoint fails, the error names each one (host only, never its key) with its own reason', async () => {
+    const failing = await startFailingRpcServer(429);
+    servers.push(failing);
+    const hopeless = adapterFor(
+      [`${DEAD_RPC_URL}/v3/dead-endpoint-key`, `${failing.url}/rpc?apikey=limited-endpoint-key`],
+      {},
+      { rpcRetries: 0 },
+    );
+
+    const error = await hopeless.getHead().catch((caught: unknown) => caught);
+
+    expect(error).toBeInstanceOf(RpcUnavailableError);
+    const { message, endpointErrors } = error as RpcUnavailableError;
+    const failingHost = new URL(failing.url).host;
+    // The first line is what the watcher logs: each endpoint, by host, with its own reason.
+    expect(message.split('\n')[0]).toMatch(
+      new RegExp(
+        '^devnet: getHead failed on every endpoint after 2 attempts: ' +
+          '#0 http://127\\.0\\.0\\.1:9: HTTP request failed: fetch failed: [^;]+; ' +
+          `#1 http://${failingHost.replaceAll('.', '\\.')}: HTTP request failed: HTTP 429$`,
+      ),
+    );
+    expect(endpointErrors.map(({ endpoint }) => endpoint)).toEqual([
+      '#0 http://127.0.0.1:9',
+      `#1 http://${failingHost}`,
+    ]);
+    expect(message).not.toMatch(/endpoint-key/);
+  });
+
   it('passes over an endpoint whose head lags behind', async () => {
     await devnet.mine(10);
     const lagging = await startRpcProxy(devnet.url, async (call) => {

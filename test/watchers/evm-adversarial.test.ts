@@ -13,6 +13,7 @@ import { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js'
 import type { WatcherTables } from '../../chain-watchers/pipeline/tables.js';
 import { startDevnet, type Devnet, type DevnetAccount } from '../support/evm/devnet.js';
 import { startRpcProxy } from '../support/evm/rpcServers.js';
+import { startFlakyRpcProxy } from '../support/evm/flakyRpcProxy.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { openLedger } from '../support/ledger.js';
 import { getContract } from '../support/evm/compile.js';
@@ -530,6 +531,61 @@ describe('EVM watcher, adversarial', () => {
     } finally {
       await primary.close();
       await laggard.close();
+    }
+  });
+
+  test('the head from an endpoint ahead on another fork, the scan failed over to one whose fork has the deposit: confirmations are counted on the chain the deposit is in, not the other fork', async () => {
+    // Two nodes that agree up to `forkedAt`: the primary follows fork X and is ahead; the
+    // fallback follows fork Y, the only one with the deposit, two blocks long.
+    const forkedAt = await devnet.blockNumber();
+    const ahead = await startDevnet({ forkUrl: devnet.url }); // mines its own forkedAt + 1
+    await devnet.mine(1); // fork Y's own block at that height, free of logs
+    const lee = await newUser();
+    const sent = await devnet.transferToken(usdt, devnet.account(0), lee.address, 5_000_000n);
+    expect(sent.blockNumber).toBe(forkedAt + 2n);
+    await ahead.mine(8);
+    expect(await ahead.blockNumber()).toBe(forkedAt + 9n);
+    // The primary answers the head, then fails the scan's eth_getLogs once (an overloaded
+    // gateway): the scan moves on to the fallback.
+    const primary = await startFlakyRpcProxy(ahead.url);
+    primary.failNext((call) => call.method === 'eth_getLogs', { httpStatus: 503 });
+    try {
+      const config = network({
+        name: 'devnet-two-forks',
+        rpcUrls: [primary.url, devnet.url],
+        confirmations: 4,
+        maxBlockRange: 2,
+        startBlock: Number(forkedAt) + 1,
+      });
+      const w = watcher(config);
+      const report = await w.runOnce();
+      expect(primary.pendingFaults()).toBe(0);
+      expect(report).toMatchObject({
+        head: forkedAt + 9n,
+        scanned: { from: forkedAt + 1n, to: forkedAt + 2n },
+        recorded: 1,
+        credited: 0,
+      });
+      const row = async () =>
+        (
+          await database.pool.query<{ status: string; confirmations: number }>(
+            `select status, confirmations from deposits where tx_hash = $1`,
+            [sent.txHash],
+          )
+        ).rows;
+      // Fork Y is two blocks past the fork: the deposit has 1 of the 4 confirmations there.
+      expect(await row()).toEqual([{ status: 'seen', confirmations: 1 }]);
+      expect(await balance(lee.customer)).toBe('0');
+
+      // Fork Y grows to 4 confirmations: credited, once.
+      await devnet.mine(3);
+      await w.runOnce();
+      expect(await row()).toEqual([{ status: 'credited', confirmations: 4 }]);
+      expect(await balance(lee.customer)).toBe('5');
+      await expectBalancedLedger();
+    } finally {
+      await primary.close();
+      await ahead.close();
     }
   });
 
