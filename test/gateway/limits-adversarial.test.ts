@@ -92,7 +92,10 @@ describe('a spend limit across two gateways', () => {
     const N = 6;
     const maxTokens = 20;
     const messages = [{ role: 'user' as const, content: 'go [[tokens=20]]' }];
-    const cost = expectedCost(FLAT, { prompt: countPromptTokens({ messages }), completion: maxTokens });
+    const cost = expectedCost(FLAT, {
+      prompt: countPromptTokens({ messages }),
+      completion: maxTokens,
+    });
     // Room for N calls and half of another; a balance far above it: only the limit binds.
     const limit = cost.mul(N).add(cost.div(2));
     const { userId, keyId, apiKey } = await userWithKey(gateways[0]!, {
