@@ -309,3 +309,112 @@ describe('a model list', () => {
     expect(ok.model).toBe('gpt-4o-mini');
   });
 });
+
+describe('rate limits across two gateways', () => {
+  const limited: TestService[] = [];
+  beforeAll(async () => {
+    const config = gatewayConfig(stub.url, {
+      gateway: { rateLimit: { requestsPerMinute: 6, tokensPerMinute: 2_500 } },
+    });
+    for (let i = 0; i < 2; i += 1)
+      limited.push(await startTestService({ databaseUrl: database.url, config }));
+  });
+  afterAll(async () => {
+    for (const gateway of limited) await gateway.stop();
+  });
+
+  async function outcomesOf(keyId: string) {
+    const { rows } = await database.pool.query<{ outcome: string; n: number; cost: string }>(
+      `select outcome, count(*)::int as n, trim_scale(sum(cost_usd))::text as cost
+         from usage_records where key_id = $1 group by outcome order by outcome`,
+      [keyId],
+    );
+    return rows;
+  }
+
+  test('18 streamed and plain calls at once through two gateways: the key gets its 6 requests, the rest 429 with retry-after, recorded, nothing held', async () => {
+    const { userId, keyId, apiKey } = await userWithKey(limited[0]!, {
+      telegramId: 7201,
+      balance: '10',
+    });
+    const messages = [{ role: 'user' as const, content: 'hi [[tokens=2]]' }];
+    const one = async (i: number) => {
+      const client = sdk(limited[i % 2]!.url, apiKey);
+      try {
+        if (i % 3 === 0) {
+          const stream = await client.chat.completions.create({
+            model: 'gpt-4o-mini',
+            messages,
+            max_tokens: 2,
+            stream: true,
+          });
+          for await (const _ of stream);
+        } else {
+          await client.chat.completions.create({ model: 'gpt-4o-mini', messages, max_tokens: 2 });
+        }
+        return 'ok';
+      } catch (error) {
+        if (!(error instanceof OpenAI.APIError)) throw error;
+        const retryAfter = Number(error.headers?.get('retry-after'));
+        expect(retryAfter).toBeGreaterThanOrEqual(1);
+        expect(retryAfter).toBeLessThanOrEqual(10);
+        return `${error.status} ${error.code}`;
+      }
+    };
+    const outcomes = await Promise.all(Array.from({ length: 18 }, (_, i) => one(i)));
+    await Promise.all(limited.map((g) => g.http.services.work.drain(10_000)));
+    expect(outcomes.filter((o) => o === 'ok')).toHaveLength(6);
+    expect(outcomes.filter((o) => o === '429 rate_limit_exceeded')).toHaveLength(12);
+    const rows = await outcomesOf(keyId);
+    expect(rows.map(({ outcome, n }) => ({ outcome, n }))).toEqual([
+      { outcome: 'ok', n: 6 },
+      { outcome: 'rate_limited', n: 12 },
+    ]);
+    expect(rows[1]!.cost).toBe('0');
+    expect(await heldOf(userId)).toBe('0');
+  });
+
+  test('a stream whose client left after its first words still took its whole token bound: the next call that does not fit is 429 on the other gateway', async () => {
+    const { keyId, apiKey } = await userWithKey(limited[0]!, { telegramId: 7202, balance: '10' });
+    // Each call's bound is its prompt's bound plus 1,000: two fit in 2,500 tokens, three do not.
+    const controller = new AbortController();
+    const stream = await sdk(limited[0]!.url, apiKey).chat.completions.create(
+      {
+        model: 'gpt-4o-mini',
+        messages: [{ role: 'user', content: 'long [[tokens=1000]] [[stall-after=3]]' }],
+        max_tokens: 1000,
+        stream: true,
+      },
+      { signal: controller.signal },
+    );
+    let received = '';
+    await (async () => {
+      for await (const chunk of stream) {
+        received += chunk.choices[0]?.delta?.content ?? '';
+        if (received.startsWith('tok0 ')) controller.abort();
+      }
+    })().catch(() => {});
+    // Upstream sent two words before going silent; the client left after reading one or both.
+    expect(['tok0 ', 'tok0 tok1 ']).toContain(received);
+    const client = sdk(limited[1]!.url, apiKey);
+    const ask = { messages: [{ role: 'user' as const, content: 'short [[tokens=2]]' }] };
+    await client.chat.completions.create({ model: 'gpt-4o-mini', ...ask, max_tokens: 1000 });
+    const third = await client.chat.completions
+      .create({ model: 'gpt-4o-mini', ...ask, max_tokens: 1000 })
+      .catch((e: unknown) => e);
+    expect(apiError(third)).toEqual({ status: 429, code: 'rate_limit_exceeded' });
+    expect((third as Error).message).toMatch(/2500 tokens per minute/);
+    // A small call still fits what is left, on the first gateway.
+    await sdk(limited[0]!.url, apiKey).chat.completions.create({
+      model: 'gpt-4o-mini',
+      ...ask,
+      max_tokens: 2,
+    });
+    await Promise.all(limited.map((g) => g.http.services.work.drain(10_000)));
+    expect((await outcomesOf(keyId)).map(({ outcome, n }) => ({ outcome, n }))).toEqual([
+      { outcome: 'client_disconnected', n: 1 },
+      { outcome: 'ok', n: 2 },
+      { outcome: 'rate_limited', n: 1 },
+    ]);
+  });
+});
