@@ -308,6 +308,24 @@ describe('a model list', () => {
     const ok = await client.chat.completions.create({ model: 'gpt-4o-mini', messages });
     expect(ok.model).toBe('gpt-4o-mini');
   });
+  test('GET /v1/models lists the models the key can call: those of its list, all for a key without one', async () => {
+    const { apiKey: chatOnly } = await userWithKey(gateways[0]!, {
+      telegramId: 7105,
+      key: { allowedModels: ['precise', 'not-configured'] },
+    });
+    const { apiKey: none } = await userWithKey(gateways[0]!, {
+      telegramId: 7106,
+      key: { allowedModels: [] },
+    });
+    const { apiKey: all } = await userWithKey(gateways[0]!, { telegramId: 7107 });
+    const ids = async (key: string) =>
+      (await sdk(gateways[1]!.url, key).models.list()).data.map((m) => m.id).sort();
+    expect(await ids(chatOnly)).toEqual(['precise']);
+    expect(await ids(none)).toEqual([]);
+    expect(await ids(all)).toEqual(
+      ['flat', 'gpt-4o-mini', 'precise', 'text-embedding-3-small'].sort(),
+    );
+  });
 });
 
 describe('rate limits across two gateways', () => {
