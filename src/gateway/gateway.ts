@@ -137,18 +137,21 @@ export class Gateway {
     };
   }
 
-  /** GET /v1/models: the priced models, with their prices. */
-  listModels() {
+  /** GET /v1/models: the priced models the caller may call (its key's list), with their prices. */
+  listModels(caller: ApiCaller) {
+    const { allowedModels } = caller;
     return {
       object: 'list',
-      data: [...this.models.values()].map((m) => ({
-        id: m.config.id,
-        object: 'model',
-        created: Math.floor(new Date('2026-01-01T00:00:00Z').getTime() / 1000),
-        owned_by: m.provider.name,
-        type: m.config.kind,
-        pricing: priceJson(m.price),
-      })),
+      data: [...this.models.values()]
+        .filter((m) => !allowedModels || allowedModels.includes(m.config.id))
+        .map((m) => ({
+          id: m.config.id,
+          object: 'model',
+          created: Math.floor(new Date('2026-01-01T00:00:00Z').getTime() / 1000),
+          owned_by: m.provider.name,
+          type: m.config.kind,
+          pricing: priceJson(m.price),
+        })),
     };
   }
 

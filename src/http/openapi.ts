@@ -604,7 +604,7 @@ const paths: Record<string, PathItem> = {
   '/v1/models': {
     get: {
       operationId: 'listModels',
-      summary: 'The priced models, with their prices',
+      summary: 'The priced models the key can call, with their prices',
       tags: ['gateway'],
       security: apiKey,
       responses: {

@@ -62,6 +62,17 @@ export function accountAuth(services: Services) {
   };
 }
 
+/**
+ * Restricted keys only read under /api/me: anything else is 403 `key_restricted` before the
+ * Idempotency-Key middleware runs, so such a key never gets the answer kept for a key
+ * creation its owner made with the same Idempotency-Key (a 201 where it must get a 403).
+ */
+export async function restrictedKeysOnlyRead(ctx: Context, next: Next): Promise<void> {
+  if (!['GET', 'HEAD', 'OPTIONS'].includes(ctx.method))
+    requireUnrestricted(currentAccount(ctx), 'create or revoke keys or erase the account');
+  await next();
+}
+
 /** The principal set by accountAuth (an assertion: the route must sit behind it). */
 export function currentAccount(ctx: Context): AccountPrincipal {
   const account = ctx.state['account'] as AccountPrincipal | undefined;

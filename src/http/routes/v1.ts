@@ -14,7 +14,7 @@ export function v1Routes(services: Services): Router {
   router.use(requireApiKey(keys));
 
   router.get('/models', (ctx) => {
-    ctx.body = gateway.listModels();
+    ctx.body = gateway.listModels(ctx.state['caller']);
   });
   // A call holds money from its hold to its settlement or release: a shutdown waits for it
   // (and so does the pool it needs), also once its client is gone.
