@@ -82,3 +82,33 @@ export async function outcomeOf(call: Promise<unknown>): Promise<string> {
     },
   );
 }
+
+/**
+ * The runs' seed and count: `FC_SEED` replays a run (a failure prints the seed it ran with,
+ * and `FC_PATH` the counterexample's path to skip straight to it), `FC_RUNS` runs more or
+ * fewer cases than the default 100. A value that is not an integer is refused rather than
+ * silently replaced.
+ */
+export function runParameters(
+  env: NodeJS.ProcessEnv,
+  defaultRuns = 100,
+): {
+  seed: number;
+  numRuns: number;
+  path?: string;
+} {
+  const integer = (name: string, min: number): number | undefined => {
+    const text = env[name]?.trim();
+    if (text === undefined || text === '') return undefined;
+    const value = Number(text);
+    if (!/^-?\d+$/.test(text) || !Number.isSafeInteger(value) || value < min)
+      throw new Error(`${name} must be an integer of at least ${min}, not "${env[name]}"`);
+    return value;
+  };
+  // fast-check's own default seed, drawn here so that it can be printed before the runs.
+  const seed =
+    integer('FC_SEED', Number.MIN_SAFE_INTEGER) ?? Date.now() ^ (Math.random() * 0x100000000);
+  const numRuns = integer('FC_RUNS', 1) ?? defaultRuns;
+  const path = env['FC_PATH']?.trim();
+  return { seed, numRuns, ...(path ? { path } : {}) };
+}
