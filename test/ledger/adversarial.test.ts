@@ -362,3 +362,114 @@ describe('one batch, commands that depend on each other', () => {
     await expectLedgerLaws(a, database.pool);
   });
 });
+
+describe('two processes racing on one account', () => {
+  test('holds made, posted, voided and expired by both at once, with credits and spends: each hold resolved once, as its callers were told', async () => {
+    // Two lanes each: batches of one process also race each other.
+    const racers = [
+      await openLedger(database.newPool(3), { batchConcurrency: 2 }),
+      await openLedger(database.newPool(3), { batchConcurrency: 2 }),
+    ];
+    await fund(a, 'race', '20');
+    // A fixed pseudo-random sequence (a linear congruential generator), so a failure replays.
+    let seed = 20261128;
+    const next = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    const created: Array<Promise<string | null>> = [];
+    /** Per hold, what its callers were told resolved it first (not a replay). */
+    const resolutions = new Map<string, string[]>();
+    const resolved = (holdId: string, how: string) =>
+      resolutions.set(holdId, [...(resolutions.get(holdId) ?? []), how]);
+    const calls: Array<Promise<unknown>> = [];
+    for (let i = 0; i < 240; i += 1) {
+      const ledger = racers[next(2)]!;
+      const kind = next(6);
+      const earlier = created.length > 0 ? created[next(created.length)]! : null;
+      if (kind === 0 || !earlier) {
+        const soon = next(2) === 0;
+        const made = (async () => {
+          const expiresAt = soon ? await deadlineIn(database.pool, 50 + next(200)) : undefined;
+          const result = await hold(ledger, 'race', `0.${1 + next(300)}`, expiresAt).catch(
+            (error: { code?: string }) => {
+              if (error.code === 'insufficient_funds') return null;
+              throw error;
+            },
+          );
+          return result?.holdId ?? null;
+        })();
+        created.push(made);
+        calls.push(made);
+      } else if (kind === 1 || kind === 2) {
+        const amount = `0.${next(500)}`;
+        calls.push(
+          earlier.then(async (holdId) => {
+            if (!holdId) return;
+            const result = await ledger
+              .postHold({
+                holdId,
+                amount,
+                allowOverHold: true,
+                shortfallAccount: receivable('race'),
+              })
+              .catch((error: { code?: string }) => {
+                if (error.code === 'hold_not_pending') return null;
+                throw error;
+              });
+            if (result && !result.replayed)
+              resolved(holdId, `posted ${result.postedAmount.toString()}`);
+          }),
+        );
+      } else if (kind === 3) {
+        calls.push(
+          earlier.then(async (holdId) => {
+            if (!holdId) return;
+            const result = await ledger.voidHold({ holdId }).catch((error: { code?: string }) => {
+              if (error.code === 'hold_not_pending') return null;
+              throw error;
+            });
+            if (result && !result.replayed) resolved(holdId, 'voided');
+          }),
+        );
+      } else if (kind === 4) {
+        calls.push(
+          ledger.expireHolds().then(({ expiredHoldIds }) => {
+            for (const id of expiredHoldIds) resolved(id, 'expired');
+          }),
+        );
+      } else {
+        const amount = `0.${1 + next(400)}`;
+        calls.push(
+          (next(2) === 0 ? fund(ledger, 'race', amount) : charge(ledger, 'race', amount)).catch(
+            (error: { code?: string }) => {
+              if (error.code !== 'insufficient_funds') throw error;
+            },
+          ),
+        );
+      }
+    }
+    await Promise.all(calls);
+    await Promise.all(racers.map((l) => l.close()));
+
+    const { rows } = await database.pool.query<{
+      id: string;
+      status: string;
+      posted: string | null;
+    }>(
+      `select h.id::text, h.status, h.posted_amount::text as posted from ledger_holds h
+        join ledger_accounts d on d.id = h.debit_account_id where d.code = $1`,
+      [customer('race')],
+    );
+    expect(rows.length).toBeGreaterThan(10);
+    for (const row of rows) {
+      const told = resolutions.get(row.id) ?? [];
+      const stored =
+        row.status === 'posted' ? `posted ${new Decimal(row.posted!).toString()}` : row.status;
+      expect(told.length, row.id).toBeLessThanOrEqual(1);
+      if (told.length === 1) expect(told[0], row.id).toBe(stored);
+      else expect(row.status, row.id).toBe('pending');
+    }
+    await expectLedgerLaws(a, database.pool);
+  });
+});
