@@ -4,6 +4,7 @@ import { afterAll, beforeAll, expect, test } from 'vitest';
 import { Decimal, LedgerError, type PostgresLedger } from '../../ledger/index.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { openLedger } from '../support/ledger.js';
+import { runParameters } from './lawChecks.js';
 
 /**
  * Random sequences of credits (some under idempotency keys), holds, posts, voids, expiries and
@@ -90,29 +91,6 @@ interface ModelEntry {
   /** Change of the customer's receivable the entry made. */
   owedDelta: Map<number, Decimal>;
   reversed: boolean;
-}
-
-/**
- * The runs' seed and count: `FC_SEED` replays a run (a failure prints the seed it ran with,
- * and `FC_PATH` the counterexample's path to skip straight to it), `FC_RUNS` runs more or
- * fewer cases than the default 100. A value that is not an integer is refused rather than
- * silently replaced.
- */
-function runParameters(env: NodeJS.ProcessEnv): { seed: number; numRuns: number; path?: string } {
-  const integer = (name: string, min: number): number | undefined => {
-    const text = env[name]?.trim();
-    if (text === undefined || text === '') return undefined;
-    const value = Number(text);
-    if (!/^-?\d+$/.test(text) || !Number.isSafeInteger(value) || value < min)
-      throw new Error(`${name} must be an integer of at least ${min}, not "${env[name]}"`);
-    return value;
-  };
-  // fast-check's own default seed, drawn here so that it can be printed before the runs.
-  const seed =
-    integer('FC_SEED', Number.MIN_SAFE_INTEGER) ?? Date.now() ^ (Math.random() * 0x100000000);
-  const numRuns = integer('FC_RUNS', 1) ?? 100;
-  const path = env['FC_PATH']?.trim();
-  return { seed, numRuns, ...(path ? { path } : {}) };
 }
 
 const parameters = runParameters(process.env);
