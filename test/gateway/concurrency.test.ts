@@ -1,49 +1,14 @@
-import { afterAll, beforeAll, expect, test } from 'vitest';
+import { expect, test } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
-import { createTestDatabase, type TestDatabase } from '../support/db.js';
-import { startTestService, userWithKey, type TestService } from '../support/service.js';
-import {
-  countPromptTokens,
-  startUpstreamStub,
-  type UpstreamStub,
-} from '../support/upstream-stub.js';
-import { expectedCost, gatewayConfig } from './fixtures.js';
-
-const FLAT = { input: '0', cachedInput: '0', output: '1.234567890123' };
+import type { TestDatabase } from '../support/db.js';
+import { userWithKey, type TestService } from '../support/service.js';
+import { countPromptTokens } from '../support/upstream-stub.js';
+import { expectedCost, FLAT_PRICE, useSharedGateways } from './fixtures.js';
 
 let database: TestDatabase;
-let stub: UpstreamStub;
-const gateways: TestService[] = [];
+let gateways: TestService[] = [];
 
-beforeAll(async () => {
-  database = await createTestDatabase();
-  stub = await startUpstreamStub({ apiKey: 'upstream-secret' });
-  const base = gatewayConfig(stub.url);
-  const config = gatewayConfig(stub.url, {
-    // 120 calls at once on a shared machine: a slow moment must not turn into a 502.
-    providers: base.providers!.map((p) => ({ ...p, timeoutMs: 15_000 })),
-    // Output priced only, so a call's hold (max_tokens x output price) is exactly what it
-    // costs when it generates max_tokens: the budget then fits exactly N calls, in any order.
-    models: [
-      ...base.models!,
-      {
-        id: 'flat',
-        provider: 'stub',
-        upstreamModel: 'gpt-4o-mini',
-        pricePer1M: FLAT,
-        maxOutputTokensDefault: 256,
-        maxOutputTokensLimit: 4096,
-      },
-    ],
-  });
-  for (let i = 0; i < 3; i += 1)
-    gateways.push(await startTestService({ databaseUrl: database.url, config }));
-});
-afterAll(async () => {
-  for (const gateway of gateways) await gateway.stop();
-  await stub?.close();
-  await database?.drop();
-});
+useSharedGateways(3, (shared) => ({ database, gateways } = shared));
 
 test('a budget for exactly N calls, 10xN calls at once through three gateways: exactly N succeed, the rest get 402', async () => {
   const N = 12;
@@ -51,11 +16,11 @@ test('a budget for exactly N calls, 10xN calls at once through three gateways: e
   const maxTokens = 20;
   // Each call holds its maximum (max_tokens x the output price: input is free on this model)
   // and, generating max_tokens, settles for exactly that.
-  const cost = expectedCost(FLAT, {
+  const cost = expectedCost(FLAT_PRICE, {
     prompt: countPromptTokens({ messages }),
     completion: maxTokens,
   });
-  expect(cost.eq(new Decimal(maxTokens).mul(FLAT.output).div(1_000_000))).toBe(true);
+  expect(cost.eq(new Decimal(maxTokens).mul(FLAT_PRICE.output).div(1_000_000))).toBe(true);
   // Enough for N calls, not for N + 1.
   const budget = cost.mul(N).add(cost.div(2));
   const { userId, apiKey } = await userWithKey(gateways[0]!, {

@@ -124,3 +124,50 @@ export function useGatewayStack(
     await stack.database?.drop();
   });
 }
+
+/** Output priced only: a call that generates max_tokens costs exactly what it held. */
+export const FLAT_PRICE = { input: '0', cachedInput: '0', output: '1.234567890123' } as const;
+
+export interface SharedGateways {
+  database: TestDatabase;
+  stub: UpstreamStub;
+  /** `count` gateway instances on the one database, as several processes would be. */
+  gateways: TestService[];
+}
+
+/**
+ * For one test file: a fresh database, an upstream stub, and `count` gateway instances sharing
+ * them, with `gatewayConfig`'s models plus `flat` (priced FLAT_PRICE, so a budget fits exactly
+ * N calls that generate max_tokens, in any order) and upstream timeouts of 15 s (many calls at
+ * once on a shared machine: a slow moment must not turn into a 502). Torn down after it.
+ */
+export function useSharedGateways(count: number, ready: (shared: SharedGateways) => void): void {
+  const shared: Partial<SharedGateways> = { gateways: [] };
+  beforeAll(async () => {
+    const database = (shared.database = await createTestDatabase());
+    const stub = (shared.stub = await startUpstreamStub({ apiKey: 'upstream-secret' }));
+    const base = gatewayConfig(stub.url);
+    const config = gatewayConfig(stub.url, {
+      providers: base.providers!.map((p) => ({ ...p, timeoutMs: 15_000 })),
+      models: [
+        ...base.models!,
+        {
+          id: 'flat',
+          provider: 'stub',
+          upstreamModel: 'gpt-4o-mini',
+          pricePer1M: FLAT_PRICE,
+          maxOutputTokensDefault: 256,
+          maxOutputTokensLimit: 4096,
+        },
+      ],
+    });
+    for (let i = 0; i < count; i += 1)
+      shared.gateways!.push(await startTestService({ databaseUrl: database.url, config }));
+    ready(shared as SharedGateways);
+  });
+  afterAll(async () => {
+    for (const gateway of shared.gateways ?? []) await gateway.stop();
+    await shared.stub?.close();
+    await shared.database?.drop();
+  });
+}

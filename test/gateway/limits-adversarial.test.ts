@@ -1,14 +1,10 @@
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
-import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import type { TestDatabase } from '../support/db.js';
 import { admin, startTestService, userWithKey, type TestService } from '../support/service.js';
-import {
-  countPromptTokens,
-  startUpstreamStub,
-  type UpstreamStub,
-} from '../support/upstream-stub.js';
-import { expectedCost, gatewayConfig, sdk } from './fixtures.js';
+import { countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
+import { expectedCost, FLAT_PRICE, gatewayConfig, sdk, useSharedGateways } from './fixtures.js';
 
 /**
  * What a key with limits can get away with when it tries: two gateway processes on one
@@ -17,39 +13,11 @@ import { expectedCost, gatewayConfig, sdk } from './fixtures.js';
  * past a model list. The key's books (spent, reserved, its usage rows) must agree at the end.
  */
 
-const FLAT = { input: '0', cachedInput: '0', output: '1.234567890123' };
-
 let database: TestDatabase;
 let stub: UpstreamStub;
-const gateways: TestService[] = [];
+let gateways: TestService[] = [];
 
-beforeAll(async () => {
-  database = await createTestDatabase();
-  stub = await startUpstreamStub({ apiKey: 'upstream-secret' });
-  const base = gatewayConfig(stub.url);
-  const config = gatewayConfig(stub.url, {
-    providers: base.providers!.map((p) => ({ ...p, timeoutMs: 15_000 })),
-    // Output priced only: a call that generates max_tokens costs exactly what it held.
-    models: [
-      ...base.models!,
-      {
-        id: 'flat',
-        provider: 'stub',
-        upstreamModel: 'gpt-4o-mini',
-        pricePer1M: FLAT,
-        maxOutputTokensDefault: 256,
-        maxOutputTokensLimit: 4096,
-      },
-    ],
-  });
-  for (let i = 0; i < 2; i += 1)
-    gateways.push(await startTestService({ databaseUrl: database.url, config }));
-});
-afterAll(async () => {
-  for (const gateway of gateways) await gateway.stop();
-  await stub?.close();
-  await database?.drop();
-});
+useSharedGateways(2, (shared) => ({ database, stub, gateways } = shared));
 
 const drain = () => Promise.all(gateways.map((g) => g.http.services.work.drain(10_000)));
 
@@ -92,7 +60,7 @@ describe('a spend limit across two gateways', () => {
     const N = 6;
     const maxTokens = 20;
     const messages = [{ role: 'user' as const, content: 'go [[tokens=20]]' }];
-    const cost = expectedCost(FLAT, {
+    const cost = expectedCost(FLAT_PRICE, {
       prompt: countPromptTokens({ messages }),
       completion: maxTokens,
     });
