@@ -431,6 +431,30 @@ describe('failures', () => {
     expect(unknown.message).toContain('[[tokns]]');
     const outOfRange = await client.chat.completions.create(ask('hi [[fail=200]]')).catch((e) => e);
     expect(outOfRange).toBeInstanceOf(BadRequestError);
+    const noSuchShape = await client.chat.completions
+      .create(ask('hi [[sse=nope]]'))
+      .catch((e) => e);
+    expect(noSuchShape).toBeInstanceOf(BadRequestError);
+    expect(noSuchShape.message).toContain('needs one of');
+  });
+
+  it('[[sse=SHAPE]] reshapes the stream into SSE the SDK still reads as the same chunks', async () => {
+    const read = async (content: string) => {
+      const stream = await client.chat.completions.create({
+        model: 'gpt-4o-mini',
+        messages: [{ role: 'user', content }],
+        stream: true,
+        stream_options: { include_usage: true },
+      });
+      const chunks: ChatCompletionChunk[] = [];
+      for await (const chunk of stream) chunks.push(chunk);
+      return chunks;
+    };
+    const plain = await read('hi [[tokens=3]] [[prompt-tokens=7]]');
+    for (const shape of ['crlf', 'no-space', 'multiline', 'comments', 'fields', 'done-twice'])
+      expect(await read(`hi [[tokens=3]] [[prompt-tokens=7]] [[sse=${shape}]]`)).toEqual(
+        plain.map((chunk) => ({ ...chunk, id: expect.any(String) })),
+      );
   });
 
   it('requires the API key', async () => {

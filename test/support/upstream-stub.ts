@@ -67,6 +67,10 @@
  *                       headers at once, then MS before every SSE event
  *   [[project-priority]] the project's default tier is Priority: a request without
  *                       `service_tier` (or with "auto") is served, and reported, at "priority"
+ *   [[sse=SHAPE]]       streaming: the events reshaped (CRLF, multi-line data, comments,
+ *                       split UTF-8, usage twice or early, no [DONE], an error event...): the
+ *                       shapes are listed in upstream-stub/sse-shapes.ts; each of its writes
+ *                       is one socket write (and one of `chunksSent`)
  * Every answer and chunk reports `service_tier`: the request's "default", "flex", "priority"
  * or "scale" as asked; otherwise (none, "auto", anything else) the project's default tier,
  * "default" unless [[project-priority]].
@@ -102,6 +106,7 @@ import {
   modelsBody,
   type ChatIdentity,
 } from './upstream-stub/responses.js';
+import { shapeEvents } from './upstream-stub/sse-shapes.js';
 import {
   countEmbeddingTokens,
   DEFAULT_EMBEDDING_DIMENSIONS,
@@ -495,7 +500,11 @@ async function handleChat(
           !behaviour.noUsage,
           behaviour.toolCall,
         );
-  await stream(exchange, events, behaviour.stallAfterChunks, delayMs);
+  const writes =
+    behaviour.sseShape && !behaviour.malformed && !behaviour.nullEvent
+      ? shapeEvents(behaviour.sseShape, [...events])
+      : events;
+  await stream(exchange, writes, behaviour.stallAfterChunks, delayMs);
 }
 
 /** The tier OpenAI reports serving a request at: the one it asked for, else the project's default. */
@@ -625,7 +634,7 @@ async function handleEmbeddings(
  */
 async function stream(
   exchange: Exchange,
-  events: Iterable<string>,
+  events: Iterable<string | Buffer>,
   stallAfterChunks: number | undefined,
   delayMs: number,
 ): Promise<void> {

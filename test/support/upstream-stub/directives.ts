@@ -3,6 +3,7 @@
  * (`"hello [[tokens=3]] [[cached=2]]"`), so the request the gateway forwards is the one
  * the test wrote. The exact semantics are documented in ../upstream-stub.ts.
  */
+import { SSE_SHAPES, type SseShape } from './sse-shapes.js';
 
 /** What the stub does with one request; every field absent means "the default". */
 export interface StubBehaviour {
@@ -53,6 +54,8 @@ export interface StubBehaviour {
   retryAfterS?: number;
   /** The project's default service tier is Priority: a request without a tier is served at it. */
   projectPriority?: boolean;
+  /** In a stream, the events reshaped (framing, order, usage): see `SSE_SHAPES`. */
+  sseShape?: SseShape;
 }
 
 // Bounds keep a typo (`[[tokens=1000000000]]`) from turning into a hung test run.
@@ -62,6 +65,13 @@ export const MAX_DELAY_MS = 60_000;
 type DirectiveSpec =
   | { range: readonly [number, number]; set: (behaviour: StubBehaviour, value: number) => void }
   | { range?: undefined; set: (behaviour: StubBehaviour) => void };
+
+/** Directives whose value is one of a list of names: `[[sse=crlf]]`. */
+const CHOICE_DIRECTIVES: Readonly<
+  Record<string, { values: readonly string[]; set: (b: StubBehaviour, value: string) => void }>
+> = {
+  sse: { values: SSE_SHAPES, set: (b, v) => void (b.sseShape = v as SseShape) },
+};
 
 const COUNT: readonly [number, number] = [0, MAX_TOKENS_DIRECTIVE];
 
@@ -117,6 +127,17 @@ export function parseDirectives(text: string): ParseDirectivesResult {
   for (const match of text.matchAll(DIRECTIVE_PATTERN)) {
     const name = match[1] ?? '';
     const raw = match[2];
+    const choice = CHOICE_DIRECTIVES[name];
+    if (choice) {
+      if (raw === undefined || !choice.values.includes(raw))
+        return {
+          ok: false,
+          message: `Stub directive [[${name}=${raw ?? ''}]] needs one of: ${choice.values.join(', ')}.`,
+        };
+      choice.set(behaviour, raw);
+      names.push(name);
+      continue;
+    }
     const spec = DIRECTIVES[name];
     if (!spec) return { ok: false, message: `Unknown stub directive [[${name}]].` };
     if (!spec.range) {

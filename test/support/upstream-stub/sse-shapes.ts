@@ -1,0 +1,174 @@
+/**
+ * `[[sse=SHAPE]]`: a streamed answer's events (as `chatCompletionEvents` writes them: the role
+ * chunk, a chunk per visible token, the finish_reason chunk, the usage chunk when asked for,
+ * `[DONE]`) reshaped the way some provider (or proxy in front of one) sends them. Each element
+ * of the result is one write on the socket (with [[delay=MS]] before each), so a shape can
+ * cut an event where it likes.
+ *
+ *   crlf           every line ends in CRLF
+ *   no-space       `data:` with no space after the colon
+ *   multiline      each JSON chunk spread over several `data:` lines (one event still)
+ *   comments       `: keep-alive` comment lines before every event
+ *   fields         `event: message`, `id:` and `retry:` lines in every event
+ *   split-utf8     each token's text ends in "é€😀", and every event is written in two
+ *                  parts cut inside the "€" (a multi-byte UTF-8 character)
+ *   long-event     the first token's text is followed by 500 000 "é" (1 MB in one event)
+ *   usage-early    the usage chunk comes before the last token's chunk
+ *   usage-twice    a usage chunk counting 1 completion token after the first token (as a
+ *                  provider reporting usage as it goes), and the final one as usual
+ *   done-twice     `[DONE]` twice
+ *   no-done        no `[DONE]`: the stream just ends after the usage chunk
+ *   after-done     in the same write as `[DONE]`, after it: a token chunk "late " and a usage
+ *                  chunk counting 1000 more completion tokens
+ *   error-event    the role chunk and the first two tokens, then an OpenAI error object as a
+ *                  data event (`{"error":{...}}`), then the end
+ *   two-choices    every token chunk also for choice 1 (its text "alt0 alt1 …"), interleaved
+ *   usage-strings  the usage chunk's counts as strings of digits
+ *   usage-negative the usage chunk's completion_tokens is -5
+ *   usage-huge     the usage chunk's completion_tokens is 10^15 (far beyond any hold)
+ */
+export const SSE_SHAPES = [
+  'crlf',
+  'no-space',
+  'multiline',
+  'comments',
+  'fields',
+  'split-utf8',
+  'long-event',
+  'usage-early',
+  'usage-twice',
+  'done-twice',
+  'no-done',
+  'after-done',
+  'error-event',
+  'two-choices',
+  'usage-strings',
+  'usage-negative',
+  'usage-huge',
+] as const;
+
+export type SseShape = (typeof SSE_SHAPES)[number];
+
+/** The text each token of a `split-utf8` stream carries after its usual "tokK". */
+export const MULTIBYTE_SUFFIX = 'é€😀';
+/** What a `long-event` stream adds to its first token's text. */
+export const LONG_EVENT_TEXT = 'é'.repeat(500_000);
+
+const DONE = 'data: [DONE]\n\n';
+
+export function shapeEvents(shape: SseShape, events: readonly string[]): (string | Buffer)[] {
+  const usageAt = events.findIndex((event) => event.includes('"usage":{'));
+  const isToken = (event: string) => /"delta":\{"content":"tok\d+ "\}/.test(event);
+  const withUsage = (rewrite: (usage: Record<string, unknown>) => Record<string, unknown>) => {
+    const usageEvent = events[usageAt]!;
+    const chunk = JSON.parse(usageEvent.slice('data: '.length)) as Record<string, unknown>;
+    const usage = rewrite(chunk['usage'] as Record<string, unknown>);
+    return `data: ${JSON.stringify({ ...chunk, usage })}\n\n`;
+  };
+  const replaced = (index: number, event: string) =>
+    events.map((original, at) => (at === index ? event : original));
+  switch (shape) {
+    case 'crlf':
+      return events.map((event) => event.replace(/\n/g, '\r\n'));
+    case 'no-space':
+      return events.map((event) => event.replace(/^data: /gm, 'data:'));
+    case 'multiline':
+      return events.map((event) =>
+        event.startsWith('data: {') ? event.replace(/,"/g, ',\ndata: "') : event,
+      );
+    case 'comments':
+      return [
+        ': OPENROUTER PROCESSING\n\n',
+        ...events.flatMap((event) => [': keep-alive\n', event]),
+      ];
+    case 'fields':
+      return events.map((event, index) => `event: message\nid: ${index}\nretry: 3000\n${event}`);
+    case 'split-utf8':
+      return events.flatMap((event) => {
+        const bytes = Buffer.from(
+          event.replace(/"content":"(tok\d+) "/, `"content":"$1${MULTIBYTE_SUFFIX} "`),
+          'utf8',
+        );
+        const euro = bytes.indexOf(Buffer.from('€', 'utf8'));
+        return euro === -1 ? [bytes] : [bytes.subarray(0, euro + 1), bytes.subarray(euro + 1)];
+      });
+    case 'long-event': {
+      const first = events.findIndex(isToken);
+      return replaced(
+        first,
+        events[first]!.replace(/"content":"tok0 "/, `"content":"tok0 ${LONG_EVENT_TEXT}"`),
+      );
+    }
+    case 'usage-early': {
+      const lastToken = events.findLastIndex(isToken);
+      const moved = events.filter((_, index) => index !== usageAt);
+      moved.splice(lastToken, 0, events[usageAt]!);
+      return moved;
+    }
+    case 'usage-twice': {
+      const early = withUsage((usage) => ({
+        ...usage,
+        completion_tokens: 1,
+        total_tokens: (usage['prompt_tokens'] as number) + 1,
+      }));
+      const first = events.findIndex(isToken);
+      return [...events.slice(0, first + 1), early, ...events.slice(first + 1)];
+    }
+    case 'done-twice':
+      return [...events, DONE];
+    case 'no-done':
+      return events.filter((event) => event !== DONE);
+    case 'after-done': {
+      const late = events.find(isToken)!.replace(/"content":"tok\d+ "/, '"content":"late "');
+      const more = withUsage((usage) => ({
+        ...usage,
+        completion_tokens: (usage['completion_tokens'] as number) + 1000,
+        total_tokens: (usage['total_tokens'] as number) + 1000,
+      }));
+      return [...events.filter((event) => event !== DONE), DONE + late + more];
+    }
+    case 'error-event': {
+      const error = {
+        error: {
+          message: 'The server had an error while processing your request.',
+          type: 'server_error',
+          param: null,
+          code: null,
+        },
+      };
+      return [...events.slice(0, 3), `data: ${JSON.stringify(error)}\n\n`];
+    }
+    case 'two-choices':
+      return events.flatMap((event) =>
+        event.includes('"choices":[{"index":0,')
+          ? [
+              event,
+              event
+                .replace('"choices":[{"index":0,', '"choices":[{"index":1,')
+                .replace(/"content":"tok(\d+) "/, '"content":"alt$1 "'),
+            ]
+          : [event],
+      );
+    case 'usage-strings':
+      return replaced(
+        usageAt,
+        withUsage(
+          (usage) =>
+            JSON.parse(JSON.stringify(usage).replace(/:(\d+)/g, ':"$1"')) as Record<
+              string,
+              unknown
+            >,
+        ),
+      );
+    case 'usage-negative':
+      return replaced(
+        usageAt,
+        withUsage((usage) => ({ ...usage, completion_tokens: -5 })),
+      );
+    case 'usage-huge':
+      return replaced(
+        usageAt,
+        withUsage((usage) => ({ ...usage, completion_tokens: 10 ** 15 })),
+      );
+  }
+}
