@@ -684,7 +684,8 @@ export class Gateway {
       const frames: string[] = [];
       const parser = createParser({
         onEvent(event: EventSourceMessage) {
-          if (malformed) return;
+          // Nothing after [DONE] is read: not passed on, not charged, however the reads fell.
+          if (malformed || done) return;
           if (event.data === '[DONE]') {
             done = true;
             return;
@@ -722,6 +723,9 @@ export class Gateway {
             chunk['model'] = model.config.id;
             rewrite = true;
           }
+          // An event upstream spread over several `data:` lines goes out as one: its newlines,
+          // passed on in one `data:` field, would cut the chunk short for the client.
+          if (event.data.includes('\n')) rewrite = true;
           frames.push(`data: ${rewrite ? JSON.stringify(chunk) : event.data}\n\n`);
         },
       });

@@ -1,0 +1,276 @@
+import OpenAI from 'openai';
+import type { ChatCompletionChunk } from 'openai/resources/chat/completions';
+import { describe, expect, test } from 'vitest';
+import { Decimal } from '../../ledger/index.js';
+import type { TestDatabase } from '../support/db.js';
+import { admin, userWithKey, type TestService } from '../support/service.js';
+import { completionText, countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
+import { LONG_EVENT_TEXT, MULTIBYTE_SUFFIX } from '../support/upstream-stub/sse-shapes.js';
+import { expectedCost, MODELS, sdk, useGatewayStack } from './fixtures.js';
+
+/**
+ * Streams whose SSE is shaped as some providers (or the proxies in front of them) send it:
+ * other line ends and fields, events cut anywhere, usage early, twice or odd, `[DONE]` twice,
+ * missing or followed by more. Whatever the shape, the client (the official SDK) gets every
+ * chunk upstream sent before `[DONE]`, in order and intact; the call is charged once, for
+ * upstream's usage (or an estimate, marked so); and no hold is left pending.
+ */
+
+let database: TestDatabase;
+let stub: UpstreamStub;
+let service: TestService;
+let telegramId = 7100;
+
+useGatewayStack((stack) => ({ database, stub, service } = stack));
+
+const ask = (content: string) => [{ role: 'user' as const, content }];
+
+async function newUser() {
+  telegramId += 1;
+  return userWithKey(service, { telegramId, balance: '1' });
+}
+
+/** The user's money, usage rows and pending holds, once every call has ended. */
+async function state(userId: string) {
+  await stub.waitForIdle();
+  await service.http.services.work.drain(5000);
+  const { body } = await admin<{ available: string; held: string }>(
+    service,
+    'GET',
+    `/users/${userId}/balance`,
+  );
+  const { rows } = await database.pool.query(
+    `select outcome, cost_usd::text as cost, estimated,
+            prompt_tokens::text as prompt, completion_tokens::text as completion
+       from usage_records where user_id = $1 order by id`,
+    [userId],
+  );
+  const pending = await database.pool.query(
+    `select count(*)::int as n from ledger_holds h join ledger_accounts a on a.id = h.debit_account_id
+      where a.code = $1 and h.status = 'pending'`,
+    [`liabilities:customers:${userId}`],
+  );
+  return { available: body.available, held: body.held, pendingHolds: pending.rows[0].n, rows };
+}
+
+/** A streamed call through the SDK: every chunk it yielded, and the error it threw, if any. */
+async function streamed(apiKey: string, content: string, options: { includeUsage?: boolean } = {}) {
+  const chunks: ChatCompletionChunk[] = [];
+  let error: unknown = null;
+  try {
+    const stream = await sdk(service.url, apiKey).chat.completions.create({
+      model: 'gpt-4o-mini',
+      messages: ask(content),
+      stream: true,
+      ...(options.includeUsage ? { stream_options: { include_usage: true } } : {}),
+    });
+    for await (const chunk of stream) chunks.push(chunk);
+  } catch (e) {
+    error = e;
+  }
+  const text = chunks
+    .flatMap((chunk) => chunk.choices.map((choice) => choice.delta.content ?? ''))
+    .join('');
+  return { chunks, error, text };
+}
+
+/** The user's 1 USD less exactly `completion` tokens and the prompt of `content`, one row `outcome`. */
+async function expectCharged(userId: string, content: string, completion: number, outcome = 'ok') {
+  const prompt = countPromptTokens({ messages: ask(content) });
+  const cost = expectedCost(MODELS.mini, { prompt, completion });
+  expect(await state(userId)).toEqual({
+    available: new Decimal(1).sub(cost).toString(),
+    held: '0',
+    pendingHolds: 0,
+    rows: [
+      {
+        outcome,
+        cost: cost.toString(),
+        estimated: false,
+        prompt: String(prompt),
+        completion: String(completion),
+      },
+    ],
+  });
+}
+
+describe('SSE framing: the client gets every chunk intact, the call is charged its usage', () => {
+  const shapes = ['crlf', 'no-space', 'multiline', 'comments', 'fields', 'split-utf8'] as const;
+  for (const shape of shapes) {
+    for (const includeUsage of [false, true]) {
+      test(`[[sse=${shape}]], include_usage ${includeUsage}`, async () => {
+        const { userId, apiKey } = await newUser();
+        // A pause before each write, so each reaches the gateway as a read of its own.
+        const content = `framing [[tokens=3]] [[sse=${shape}]] [[delay=2]]`;
+        const { chunks, error, text } = await streamed(apiKey, content, { includeUsage });
+        expect(error).toBeNull();
+        const expected =
+          shape === 'split-utf8'
+            ? ['tok0', 'tok1', 'tok2'].map((t) => `${t}${MULTIBYTE_SUFFIX} `).join('')
+            : completionText(3);
+        expect(text).toBe(expected);
+        // role, 3 tokens, finish_reason; then the usage chunk only if asked for.
+        expect(chunks.slice(0, 5).map((c) => c.choices[0]?.finish_reason ?? null)).toEqual([
+          null,
+          null,
+          null,
+          null,
+          'stop',
+        ]);
+        const usageChunks = chunks.filter((c) => c.usage != null);
+        expect(chunks).toHaveLength(includeUsage ? 6 : 5);
+        expect(usageChunks.map((c) => c.usage?.completion_tokens)).toEqual(includeUsage ? [3] : []);
+        await expectCharged(userId, content, 3);
+      });
+    }
+  }
+});
+
+test('a 1 MB event of multi-byte text arrives whole through the stream helper, charged its usage', async () => {
+  const { userId, apiKey } = await newUser();
+  const content = 'long [[tokens=3]] [[sse=long-event]]';
+  const stream = sdk(service.url, apiKey).chat.completions.stream({
+    model: 'gpt-4o-mini',
+    messages: ask(content),
+  });
+  const completion = await stream.finalChatCompletion();
+  expect(completion.choices[0]?.message.content).toBe(`tok0 ${LONG_EVENT_TEXT}tok1 tok2 `);
+  await expectCharged(userId, content, 3);
+});
+
+describe('order and repetition', () => {
+  test('the usage chunk before the last token: every token still reaches the client, charged once', async () => {
+    const { userId, apiKey } = await newUser();
+    const content = 'early [[tokens=3]] [[sse=usage-early]]';
+    const { error, text, chunks } = await streamed(apiKey, content);
+    expect(error).toBeNull();
+    expect(text).toBe(completionText(3));
+    expect(chunks.every((c) => c.usage == null)).toBe(true);
+    await expectCharged(userId, content, 3);
+  });
+
+  test('usage reported as it goes (twice): the last report counts, and the client sees both when it asked', async () => {
+    const { userId, apiKey } = await newUser();
+    const content = 'twice [[tokens=3]] [[sse=usage-twice]]';
+    const { error, text, chunks } = await streamed(apiKey, content, { includeUsage: true });
+    expect(error).toBeNull();
+    expect(text).toBe(completionText(3));
+    expect(chunks.filter((c) => c.usage != null).map((c) => c.usage?.completion_tokens)).toEqual([
+      1, 3,
+    ]);
+    await expectCharged(userId, content, 3);
+  });
+
+  test('[DONE] twice: one [DONE] to the client, charged once', async () => {
+    const { userId, apiKey } = await newUser();
+    const content = 'done twice [[tokens=3]] [[sse=done-twice]]';
+    const { error, text } = await streamed(apiKey, content);
+    expect(error).toBeNull();
+    expect(text).toBe(completionText(3));
+    await expectCharged(userId, content, 3);
+  });
+
+  test('no [DONE] (the stream just ends): every token delivered, then the error event; charged its usage', async () => {
+    const { userId, apiKey } = await newUser();
+    const content = 'no done [[tokens=3]] [[sse=no-done]]';
+    const { error, text } = await streamed(apiKey, content);
+    expect(error).toBeInstanceOf(OpenAI.APIError);
+    expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe('upstream_error');
+    expect(text).toBe(completionText(3));
+    await expectCharged(userId, content, 3, 'upstream_error');
+  });
+
+  test('content and usage after [DONE] (in the same read): not passed on, not charged', async () => {
+    const { userId, apiKey } = await newUser();
+    const content = 'after done [[tokens=3]] [[sse=after-done]]';
+    const { error, text, chunks } = await streamed(apiKey, content, { includeUsage: true });
+    expect(error).toBeNull();
+    expect(text).toBe(completionText(3));
+    expect(chunks.filter((c) => c.usage != null).map((c) => c.usage?.completion_tokens)).toEqual([
+      3,
+    ]);
+    await expectCharged(userId, content, 3);
+  });
+
+  test('an error object mid-stream: the SDK throws upstream error, charged an estimate of what was generated', async () => {
+    const { userId, apiKey } = await newUser();
+    const content = 'error event [[tokens=3]] [[sse=error-event]]';
+    const { error, text } = await streamed(apiKey, content);
+    expect(error).toBeInstanceOf(OpenAI.APIError);
+    expect((error as Error).message).toContain(
+      'The server had an error while processing your request.',
+    );
+    expect(text).toBe('tok0 tok1 ');
+    // About four bytes a token: the prompt's text, and the 10 bytes generated.
+    const prompt = Math.ceil(Buffer.byteLength(content) / 4);
+    const cost = expectedCost(MODELS.mini, { prompt, completion: 3 });
+    expect(await state(userId)).toEqual({
+      available: new Decimal(1).sub(cost).toString(),
+      held: '0',
+      pendingHolds: 0,
+      rows: [
+        {
+          outcome: 'upstream_error',
+          cost: cost.toString(),
+          estimated: true,
+          prompt: String(prompt),
+          completion: '3',
+        },
+      ],
+    });
+  });
+
+  test('n=2 with choices interleaved, through the stream helper: both answers whole, charged the usage', async () => {
+    const { userId, apiKey } = await newUser();
+    const content = 'two [[tokens=3]] [[sse=two-choices]]';
+    const stream = sdk(service.url, apiKey).chat.completions.stream({
+      model: 'gpt-4o-mini',
+      messages: ask(content),
+      n: 2,
+      stream_options: { include_usage: true },
+    });
+    const completion = await stream.finalChatCompletion();
+    expect(completion.choices.map((c) => c.message.content)).toEqual([
+      completionText(3),
+      'alt0 alt1 alt2 ',
+    ]);
+    expect(completion.usage?.completion_tokens).toBe(3);
+    await expectCharged(userId, content, 3);
+  });
+});
+
+describe('usage shapes in streams', () => {
+  test('counts as strings of digits: read exactly, not estimated', async () => {
+    const { userId, apiKey } = await newUser();
+    const content = 'strings [[tokens=3]] [[sse=usage-strings]]';
+    const { error, text } = await streamed(apiKey, content);
+    expect(error).toBeNull();
+    expect(text).toBe(completionText(3));
+    await expectCharged(userId, content, 3);
+  });
+
+  test('a negative count: usage unreadable, charged an estimate marked estimated', async () => {
+    const { userId, apiKey } = await newUser();
+    const content = 'negative [[tokens=3]] [[sse=usage-negative]]';
+    const { error, text } = await streamed(apiKey, content);
+    expect(error).toBeNull();
+    expect(text).toBe(completionText(3));
+    const prompt = Math.ceil(Buffer.byteLength(content) / 4);
+    const completion = Math.ceil(Buffer.byteLength(completionText(3)) / 4);
+    const cost = expectedCost(MODELS.mini, { prompt, completion });
+    expect(await state(userId)).toEqual({
+      available: new Decimal(1).sub(cost).toString(),
+      held: '0',
+      pendingHolds: 0,
+      rows: [
+        {
+          outcome: 'ok',
+          cost: cost.toString(),
+          estimated: true,
+          prompt: String(prompt),
+          completion: String(completion),
+        },
+      ],
+    });
+  });
+});
