@@ -357,6 +357,11 @@ export async function reconcileNetwork(
   // A reversal is booked (reversal entry, and a receivable for what the customer had spent):
   // it needs someone only while that receivable is owed (an error); else it is reported once,
   // in the first run after it, for information. Acknowledged ones are left out by the run.
+  // Owed: what it booked, less what a credit of the transaction mined again repaid of it (at
+  // another log index that credit is another row; its metadata names the reversal it repaid),
+  // at most the customer's receivable balance (which other debts of theirs may fill: those are
+  // not this reversal's). A repaying credit that a later reorg reversed does not make this one
+  // owed again: that reversal mirrored the repayment, and is reported with it.
   const { rows: reversed } = await sql<{
     tx_hash: string;
     log_index: number;
@@ -366,12 +371,15 @@ export async function reconcileNetwork(
     reversal_entry_id: string | null;
     reversed_at: Date | null;
     receivable_booked: string;
+    receivable_repaid: string;
     receivable_owed: string;
   }>`
     select d.tx_hash, d.log_index, d.address, d.asset, d.amount_usd::text as amount_usd,
            d.reversal_entry_id, r.created_at as reversed_at,
            receivable.booked::text as receivable_booked,
-           greatest(least(receivable.booked, receivable.balance), 0)::text as receivable_owed
+           receivable.repaid::text as receivable_repaid,
+           greatest(least(receivable.booked - receivable.repaid, receivable.balance), 0)::text
+             as receivable_owed
       from deposits d
       left join ledger_entries r on r.id = d.reversal_entry_id
       cross join lateral (
@@ -382,15 +390,23 @@ export async function reconcileNetwork(
                             and a.code = 'assets:receivables:customers:' || d.user_id), 0) as booked,
                coalesce((select a.debits_posted - a.credits_posted
                            from ledger_accounts a
-                          where a.code = 'assets:receivables:customers:' || d.user_id), 0) as balance
+                          where a.code = 'assets:receivables:customers:' || d.user_id), 0) as balance,
+               coalesce((select sum((c.metadata -> 'receivableRepaid' ->> 'amount')::numeric)
+                           from deposits s
+                           join ledger_entries c on c.id = s.entry_id
+                          where s.network = d.network
+                            and s.tx_hash = d.tx_hash
+                            and s.user_id = d.user_id
+                            and c.metadata -> 'previousReversal' ->> 'entryId'
+                                = d.reversal_entry_id::text), 0) as repaid
       ) receivable
      where d.network = ${name}
        and d.status = 'reversed'
-       and (least(receivable.booked, receivable.balance) > 0
+       and (least(receivable.booked - receivable.repaid, receivable.balance) > 0
             or ${params.reportSince ?? null}::timestamptz is null
             or r.created_at >= ${params.reportSince ?? null}::timestamptz)
      order by ${acknowledged('deposit_reversed', 'd', 'address')},
-              least(receivable.booked, receivable.balance) > 0 desc, r.created_at desc, d.id desc
+              least(receivable.booked - receivable.repaid, receivable.balance) > 0 desc, r.created_at desc, d.id desc
      limit ${listed}`.execute(db);
   for (const d of reversed) {
     const owed = new Decimal(d.receivable_owed);
@@ -409,6 +425,9 @@ export async function reconcileNetwork(
         reversalEntryId: d.reversal_entry_id,
         reversedAt: d.reversed_at ? new Date(d.reversed_at).toISOString() : null,
         receivableBooked: d.receivable_booked,
+        ...(new Decimal(d.receivable_repaid).gt(0)
+          ? { receivableRepaid: d.receivable_repaid }
+          : {}),
         receivableOwed: owed.toString(),
         why: 'credited, then removed by a reorg',
       },
