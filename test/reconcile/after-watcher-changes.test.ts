@@ -15,6 +15,14 @@ import { postedOrZero, startEvmStack, type EvmStack } from '../support/evm/stack
 let devnet: Devnet;
 let stack: EvmStack;
 let usdt: Address;
+/** A token priced by a Chainlink feed (`feed`) that a test moves. */
+let usdx: Address;
+let feed: Address;
+
+async function setPrice(answer: bigint) {
+  const { timestamp } = await devnet.client.getBlock();
+  await devnet.setRound(feed, answer, timestamp);
+}
 
 async function spend(userId: string, amount: string) {
   await stack.runtime.ledger.postEntry({
@@ -45,6 +53,7 @@ async function signTransfer(
   from: DevnetAccount,
   to: Address,
   amountBaseUnits: bigint,
+  token: Address = usdt,
 ): Promise<{ raw: Hex; txHash: Hex }> {
   const signer = privateKeyToAccount(from.privateKey);
   const nonce = await devnet.client.getTransactionCount({
@@ -58,7 +67,7 @@ async function signTransfer(
     maxFeePerGas: 50_000_000_000n,
     maxPriorityFeePerGas: 1_000_000_000n,
     gas: 500_000n,
-    to: usdt,
+    to: token,
     data: encodeFunctionData({
       abi: erc20Abi,
       functionName: 'transfer',
@@ -132,8 +141,20 @@ beforeAll(async () => {
   devnet = await startDevnet();
   usdt = await devnet.deployToken(6, { symbol: 'USDT' });
   await devnet.mint(usdt, devnet.account(0).address, 10n ** 13n);
+  usdx = await devnet.deployToken(6, { symbol: 'USDC' });
+  await devnet.mint(usdx, devnet.account(0).address, 10n ** 13n);
+  feed = await devnet.deployAggregator(8, 'USDC / USD');
+  await setPrice(100_000_000n);
   stack = await startEvmStack(devnet, {
-    assets: [{ symbol: 'USDT', contract: usdt, decimals: 6, price: { fixed: '1' } }],
+    assets: [
+      { symbol: 'USDT', contract: usdt, decimals: 6, price: { fixed: '1' } },
+      {
+        symbol: 'USDC',
+        contract: usdx,
+        decimals: 6,
+        price: { chainlink: { network: 'devnet', feed } },
+      },
+    ],
     confirmations: 3,
   });
   await stack.poll();
@@ -211,4 +232,64 @@ test("the credit that repaid a reversal removed by a second reorg: the debt is t
       f.details['receivableOwed'],
     ]),
   ).toEqual([['error', 1, '70']]);
+});
+
+test('mined again at the same log index at a lower price, its credit repays only part of the receivable: the rest is still reported owed', async () => {
+  const ivy = await stack.depositAddressOf(9103);
+  const sender = devnet.account(5);
+  await devnet.transferToken(usdx, devnet.account(0), sender.address, 100_000_000n);
+  await devnet.mine(4);
+  await stack.poll();
+  const beforeTransfer = await devnet.snapshot();
+  const deposit = await signTransfer(sender, ivy.address, 100_000_000n, usdx);
+  // Alone in its block: log index 0.
+  await devnet.rpc('eth_sendRawTransaction', [deposit.raw]);
+  await devnet.mine(4);
+  await stack.poll(2);
+  expect(await rowsOf(deposit.txHash)).toMatchObject([{ log_index: 0, status: 'credited' }]);
+  expect((await postedOrZero(stack.runtime, `liabilities:customers:${ivy.id}`)).toString()).toBe(
+    '100',
+  );
+  await spend(ivy.id, '70');
+
+  // Reorged away (70 owed), and the price falls to 0.50 on the new branch.
+  await devnet.revert(beforeTransfer);
+  await setPrice(50_000_000n);
+  await devnet.mine(12, { increaseTimeS: 11 });
+  await stack.poll(3);
+  expect(await rowsOf(deposit.txHash)).toMatchObject([{ log_index: 0, status: 'reversed' }]);
+  const reversed = await stack.reconcile();
+  expect(reversalsOf(reversed.findings, deposit.txHash)).toEqual([
+    expect.objectContaining({
+      severity: 'error',
+      details: expect.objectContaining({ receivableOwed: '70' }),
+    }),
+  ]);
+
+  // Mined again alone in its block: log index 0 again, the same row. Credited at 0.50: 50
+  // repays 50 of the 70; 20 stays owed.
+  await devnet.rpc('eth_sendRawTransaction', [deposit.raw]);
+  await devnet.mine(4);
+  await stack.poll(2);
+  expect(await rowsOf(deposit.txHash)).toMatchObject([{ log_index: 0, status: 'credited' }]);
+  expect(
+    (await postedOrZero(stack.runtime, `assets:receivables:customers:${ivy.id}`)).toString(),
+  ).toBe('20');
+
+  const run = await stack.reconcile();
+  expect(run.findings.filter((f) => f.kind !== 'deposit_reversed')).toEqual([]);
+  expect(reversalsOf(run.findings, deposit.txHash)).toEqual([
+    expect.objectContaining({
+      severity: 'error',
+      address: ivy.address,
+      // The credit it reversed: 100 at 1.00.
+      difference: '-100',
+      details: expect.objectContaining({
+        logIndex: 0,
+        receivableBooked: '70',
+        receivableRepaid: '50',
+        receivableOwed: '20',
+      }),
+    }),
+  ]);
 });
