@@ -357,6 +357,15 @@ export async function reconcileNetwork(
   // A reversal is booked (reversal entry, and a receivable for what the customer had spent):
   // it needs someone only while that receivable is owed (an error); else it is reported once,
   // in the first run after it, for information. Acknowledged ones are left out by the run.
+  // Owed: what it booked, less what a credit of the transaction mined again repaid of it (at
+  // another log index that credit is another row; its metadata names the reversal it repaid),
+  // at most the customer's receivable balance (which other debts of theirs may fill: those are
+  // not this reversal's). A repaying credit that a later reorg reversed does not make this one
+  // owed again: that reversal mirrored the repayment, and is reported with it.
+  // A transfer mined again at the same log index (and address) reuses its row, which then
+  // names only its latest credit and reversal: the reversals of its earlier credits are found
+  // by their keys (`deposit:{network}:{tx}:{logIndex}`, then `:reincluded-{n}`), so that a
+  // receivable the new credit did not repay in full (credited at a lower rate) stays reported.
   const { rows: reversed } = await sql<{
     tx_hash: string;
     log_index: number;
@@ -364,15 +373,46 @@ export async function reconcileNetwork(
     asset: string | null;
     amount_usd: string | null;
     reversal_entry_id: string | null;
+    earlier_credit_id: string | null;
     reversed_at: Date | null;
     receivable_booked: string;
+    receivable_repaid: string;
     receivable_owed: string;
   }>`
+    with reversals as (
+      select d.network, d.tx_hash, d.log_index, d.address, d.asset, d.user_id, d.id,
+             d.amount_usd, d.reversal_entry_id, null::uuid as earlier_credit_id
+        from deposits d
+       where d.network = ${name}
+         and d.status = 'reversed'
+      union all
+      select d.network, d.tx_hash, d.log_index, d.address, d.asset, d.user_id, d.id,
+             (select p.amount
+                from ledger_postings p
+                join ledger_accounts a on a.id = p.account_id
+               where p.entry_id = c.id
+                 and a.code = 'equity:trading:USD'),
+             r.id, c.id
+        from deposits d
+        cross join lateral generate_series(0, d.reincluded - 1) as n(n)
+        join ledger_idempotency k
+          on k.key = 'deposit:' || d.network || ':' || d.tx_hash || ':' || d.log_index
+                     || case when n.n = 0 then '' else ':reincluded-' || n.n end
+        join ledger_entries c on c.id = (k.result ->> 'entryId')::uuid
+        join ledger_entries r on r.reverses_entry_id = c.id
+       where d.network = ${name}
+         and d.reincluded > 0
+         -- The same key on another address's row of the transfer: another user's credit.
+         and c.metadata ->> 'userId' = d.user_id::text
+         and r.id is distinct from d.reversal_entry_id
+    )
     select d.tx_hash, d.log_index, d.address, d.asset, d.amount_usd::text as amount_usd,
-           d.reversal_entry_id, r.created_at as reversed_at,
+           d.reversal_entry_id, d.earlier_credit_id, r.created_at as reversed_at,
            receivable.booked::text as receivable_booked,
-           greatest(least(receivable.booked, receivable.balance), 0)::text as receivable_owed
-      from deposits d
+           receivable.repaid::text as receivable_repaid,
+           greatest(least(receivable.booked - receivable.repaid, receivable.balance), 0)::text
+             as receivable_owed
+      from reversals d
       left join ledger_entries r on r.id = d.reversal_entry_id
       cross join lateral (
         select coalesce((select sum(p.amount)
@@ -382,15 +422,22 @@ export async function reconcileNetwork(
                             and a.code = 'assets:receivables:customers:' || d.user_id), 0) as booked,
                coalesce((select a.debits_posted - a.credits_posted
                            from ledger_accounts a
-                          where a.code = 'assets:receivables:customers:' || d.user_id), 0) as balance
+                          where a.code = 'assets:receivables:customers:' || d.user_id), 0) as balance,
+               coalesce((select sum((c.metadata -> 'receivableRepaid' ->> 'amount')::numeric)
+                           from deposits s
+                           join ledger_entries c on c.id = s.entry_id
+                          where s.network = d.network
+                            and s.tx_hash = d.tx_hash
+                            and s.user_id = d.user_id
+                            and c.metadata -> 'previousReversal' ->> 'entryId'
+                                = d.reversal_entry_id::text), 0) as repaid
       ) receivable
-     where d.network = ${name}
-       and d.status = 'reversed'
-       and (least(receivable.booked, receivable.balance) > 0
+     where (least(receivable.booked - receivable.repaid, receivable.balance) > 0
             or ${params.reportSince ?? null}::timestamptz is null
             or r.created_at >= ${params.reportSince ?? null}::timestamptz)
      order by ${acknowledged('deposit_reversed', 'd', 'address')},
-              least(receivable.booked, receivable.balance) > 0 desc, r.created_at desc, d.id desc
+              least(receivable.booked - receivable.repaid, receivable.balance) > 0 desc,
+              r.created_at desc, d.id desc
      limit ${listed}`.execute(db);
   for (const d of reversed) {
     const owed = new Decimal(d.receivable_owed);
@@ -402,13 +449,19 @@ export async function reconcileNetwork(
       address: d.address,
       expected: null,
       actual: null,
-      difference: d.amount_usd ? `-${d.amount_usd}` : null,
+      difference: d.amount_usd ? new Decimal(d.amount_usd).neg().toString() : null,
       details: {
         txHash: d.tx_hash,
         logIndex: d.log_index,
+        // An earlier credit of a row mined again since: named, so that its finding is not
+        // taken for the row's latest reversal (an acknowledgement is one finding's).
+        ...(d.earlier_credit_id ? { entryId: d.earlier_credit_id } : {}),
         reversalEntryId: d.reversal_entry_id,
         reversedAt: d.reversed_at ? new Date(d.reversed_at).toISOString() : null,
         receivableBooked: d.receivable_booked,
+        ...(new Decimal(d.receivable_repaid).gt(0)
+          ? { receivableRepaid: d.receivable_repaid }
+          : {}),
         receivableOwed: owed.toString(),
         why: 'credited, then removed by a reorg',
       },
