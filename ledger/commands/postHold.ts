@@ -21,7 +21,11 @@ export interface PostHoldParameters {
    * available balance; whatever it cannot cover is debited to `shortfallAccount`.
    */
   allowOverHold?: boolean;
-  /** Where an uncovered excess is booked (`assets:receivables:customers:42`). Required with allowOverHold. */
+  /**
+   * Where an uncovered excess is booked (`assets:receivables:customers:42`). Required with
+   * allowOverHold. Created in the hold's currency when it does not exist yet (not at all when
+   * the chart would give it another currency: a shortfall to it is then refused).
+   */
   shortfallAccount?: string;
   kind?: string;
   description?: string;

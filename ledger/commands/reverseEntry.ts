@@ -13,8 +13,9 @@ export interface ReverseEntryParameters {
   metadata?: Record<string, unknown>;
   /**
    * Per no-overdraft account of the original entry, where the part of the reversal that
-   * account cannot cover is booked instead (a customer who spent a deposit that was then
-   * reorged away: `{"liabilities:customers:42": "assets:receivables:customers:42"}`).
+   * account cannot cover (net of what the reversal's other lines give back to it) is booked
+   * instead (a customer who spent a deposit that was then reorged away:
+   * `{"liabilities:customers:42": "assets:receivables:customers:42"}`).
    * Without it such a reversal is refused with InsufficientFundsError.
    */
   shortfallAccounts?: Record<string, string>;
