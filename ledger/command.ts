@@ -69,11 +69,19 @@ function canonicalJson(value: unknown): string {
 
 /** What preparing a command may ask of the ledger: accounts and currency scales. */
 export interface PrepareContext {
-  /** Finds an account, creating it from the chart when `create` and the chart allows. */
+  /**
+   * Finds an account, creating it from the chart when `create` and the chart allows. With
+   * `strictCurrency`, an account the chart would create in another currency than `currency`
+   * is not created: CurrencyMismatchError, nothing written.
+   */
   resolveAccount(
     code: string,
-    options?: { currency?: string; create?: boolean },
+    options?: { currency?: string; create?: boolean; strictCurrency?: boolean },
   ): Promise<AccountInfo>;
+  /** The account if this process already knows it (no round trip), else undefined. */
+  knownAccount(code: string): AccountInfo | undefined;
+  /** A hold's currency (remembered, or read from the database); null when there is no such hold. */
+  holdCurrency(holdId: string): Promise<string | null>;
   /** Fractional digits of a currency; throws UnknownCurrencyError. */
   scaleOf(currency: string): number;
 }

@@ -21,7 +21,11 @@ export interface PostHoldParameters {
    * available balance; whatever it cannot cover is debited to `shortfallAccount`.
    */
   allowOverHold?: boolean;
-  /** Where an uncovered excess is booked (`assets:receivables:customers:42`). Required with allowOverHold. */
+  /**
+   * Where an uncovered excess is booked (`assets:receivables:customers:42`). Required with
+   * allowOverHold. Created in the hold's currency when it does not exist yet (not at all when
+   * the chart would give it another currency: a shortfall to it is then refused).
+   */
   shortfallAccount?: string;
   kind?: string;
   description?: string;
@@ -54,22 +58,19 @@ export async function preparePostHold(
   const kind = params.kind ?? 'hold.post';
   checkKind(kind);
   checkCommandInput({ metadata: params.metadata, description: params.description });
-  let shortfallAccount: { id: string; currency: string } | null = null;
-  if (params.allowOverHold && params.shortfallAccount) {
-    shortfallAccount = await context.resolveAccount(params.shortfallAccount, {
-      create: true,
-      currency: 'USD',
-    });
-  }
   if (params.allowOverHold && !params.shortfallAccount) {
     throw new InvalidAmountError('shortfallAccount', 'is required with allowOverHold');
   }
+  const shortfallAccount =
+    params.allowOverHold && params.shortfallAccount
+      ? await resolveShortfallAccount(context, params.shortfallAccount, params.holdId)
+      : null;
   return {
     type: 'postHold',
     idempotencyKey: null,
     // Posting a hold is idempotent by the hold itself (a repeat replays), so it needs no key.
     requestHash: null,
-    accountIds: shortfallAccount ? [shortfallAccount.id] : [],
+    accountIds: shortfallAccount?.id ? [shortfallAccount.id] : [],
     holdIds: [params.holdId],
     reverseEntryIds: [],
     plan({ state }) {
@@ -109,7 +110,7 @@ export async function preparePostHold(
       if (!shortfall.isZero()) {
         if (!shortfallAccount)
           throw new InvalidAmountError('shortfallAccount', 'is required with allowOverHold');
-        if (shortfallAccount.currency !== hold.currency) {
+        if (shortfallAccount.id === null || shortfallAccount.currency !== hold.currency) {
           throw new CurrencyMismatchError(
             params.shortfallAccount!,
             shortfallAccount.currency,
@@ -147,4 +148,28 @@ export async function preparePostHold(
     encode: (result) => result,
     replay: (stored) => stored as PostHoldResult,
   };
+}
+
+/**
+ * The account a shortfall of the hold is booked to: as this process knows it (no round trip:
+ * the gateway's every call), else as the database has it, else created in the hold's currency.
+ * One the chart would create in another currency is not created (id null, the currency it would
+ * have): a shortfall to it is refused, a posting without one goes through, and nothing is left
+ * in the chart. Null when neither the account nor the hold exists (the plan refuses the hold).
+ */
+async function resolveShortfallAccount(
+  context: PrepareContext,
+  code: string,
+  holdId: string,
+): Promise<{ id: string | null; currency: string } | null> {
+  const known = context.knownAccount(code);
+  if (known) return known;
+  const currency = await context.holdCurrency(holdId);
+  if (currency === null) return null;
+  try {
+    return await context.resolveAccount(code, { create: true, currency, strictCurrency: true });
+  } catch (error) {
+    if (!(error instanceof CurrencyMismatchError)) throw error;
+    return { id: null, currency: String(error.details['accountCurrency']) };
+  }
 }

@@ -13,8 +13,9 @@ export interface ReverseEntryParameters {
   metadata?: Record<string, unknown>;
   /**
    * Per no-overdraft account of the original entry, where the part of the reversal that
-   * account cannot cover is booked instead (a customer who spent a deposit that was then
-   * reorged away: `{"liabilities:customers:42": "assets:receivables:customers:42"}`).
+   * account cannot cover (net of what the reversal's other lines give back to it) is booked
+   * instead (a customer who spent a deposit that was then reorged away:
+   * `{"liabilities:customers:42": "assets:receivables:customers:42"}`).
    * Without it such a reversal is refused with InsufficientFundsError.
    */
   shortfallAccounts?: Record<string, string>;
@@ -66,19 +67,33 @@ export async function prepareReverseEntry(
       if (target.reversedBy) throw new AlreadyReversedError(target.entryId, target.reversedBy);
       const postings: Array<{ accountId: string; amount: Decimal }> = [];
       const shortfalls = new Map<string, Decimal>();
-      /** What earlier lines of this reversal already take from each account. */
-      const taken = new Map<string, Decimal>();
+      const reduces = (accountId: string, mirrored: Decimal) =>
+        normalSide(state.account(accountId).type) === 'credit'
+          ? mirrored.isPositive()
+          : mirrored.isNegative();
+      /**
+       * What each account with a shortfall account can give to this reversal's lines that
+       * lower it: its available balance, plus what the reversal's other lines add to it (an
+       * entry that both debited and credited the account). Only the net is short.
+       */
+      const budget = new Map<string, Decimal>();
+      for (const accountId of shortfallAccounts.keys())
+        budget.set(accountId, Decimal.max(available(state.account(accountId)), ZERO));
+      for (const original of target.postings) {
+        const mirrored = original.amount.neg();
+        const before = budget.get(original.accountId);
+        if (before && !reduces(original.accountId, mirrored))
+          budget.set(original.accountId, before.add(mirrored.abs()));
+      }
       for (const original of target.postings) {
         const mirrored = original.amount.neg();
         const account = state.account(original.accountId);
-        const reducesBalance =
-          normalSide(account.type) === 'credit' ? mirrored.isPositive() : mirrored.isNegative();
+        const reducesBalance = reduces(account.id, mirrored);
         const shortfallAccount = shortfallAccounts.get(account.id);
         if (account.noNegative && reducesBalance && shortfallAccount) {
-          const already = taken.get(account.id) ?? ZERO;
-          const canCover = Decimal.max(available(account).sub(already), ZERO);
+          const canCover = budget.get(account.id)!;
           const wanted = mirrored.abs();
-          taken.set(account.id, already.add(Decimal.min(wanted, canCover)));
+          budget.set(account.id, canCover.sub(Decimal.min(wanted, canCover)));
           if (wanted.gt(canCover)) {
             state.decidedOnTotals = true;
             const sign = mirrored.isNegative() ? -1 : 1;

@@ -73,6 +73,11 @@ export class KnownState {
     return { accounts, holds, overdueHolds: [], reversals: new Map(), idempotency: new Map() };
   }
 
+  /** The currency of a hold this process remembers (it never changes), else undefined. */
+  holdCurrency(id: string): string | undefined {
+    return this.holds.get(id)?.currency;
+  }
+
   /** Remembers what a read by a batch that started at `since` found; returns its new mark. */
   rememberRead(inputs: BatchInputs, since: number): number {
     const now = this.tick();

@@ -140,6 +140,7 @@ export class PostgresLedger {
   private readonly batcher: Batcher;
   private readonly accountsByCode = new Map<string, AccountInfo>();
   private readonly accountsById = new Map<string, AccountInfo>();
+  private readonly known = new KnownState();
   private readonly prepareContext: PrepareContext;
 
   constructor(options: PostgresLedgerOptions) {
@@ -156,7 +157,7 @@ export class PostgresLedger {
     );
     this.chart = options.chart ?? DEFAULT_CHART;
     this.batcher = new Batcher(options.pool, {
-      known: new KnownState(),
+      known: this.known,
       maxSize: options.batchMaxSize ?? 500,
       concurrency: options.batchConcurrency ?? 1,
       ...(options.onBatch ? { onBatch: options.onBatch } : {}),
@@ -164,6 +165,18 @@ export class PostgresLedger {
     this.prepareContext = {
       resolveAccount: (code, opts) => this.resolveAccount(code, opts),
       scaleOf: (currency) => this.scaleOf(currency),
+      knownAccount: (code) => this.accountsByCode.get(code),
+      holdCurrency: async (holdId) => {
+        const remembered = this.known.holdCurrency(holdId);
+        if (remembered !== undefined) return remembered;
+        if (!isUuid(holdId)) return null;
+        const row = await this.db
+          .selectFrom('ledger_holds')
+          .select('currency')
+          .where('id', '=', sql<string>`${holdId}::uuid`)
+          .executeTakeFirst();
+        return row?.currency ?? null;
+      },
     };
   }
 
@@ -189,10 +202,14 @@ export class PostgresLedger {
     return scale;
   }
 
-  /** Finds an account by code; creates it when the chart allows and `create` is set. */
+  /**
+   * Finds an account by code; creates it when the chart allows and `create` is set. With
+   * `strictCurrency`, one the chart would create in another currency than `currency` is not
+   * created (CurrencyMismatchError).
+   */
   async resolveAccount(
     code: string,
-    options: { currency?: string; create?: boolean } = {},
+    options: { currency?: string; create?: boolean; strictCurrency?: boolean } = {},
   ): Promise<AccountInfo> {
     if (typeof code !== 'string') throw new UnknownAccountError(String(code));
     const cached = this.accountsByCode.get(code);
@@ -205,6 +222,8 @@ export class PostgresLedger {
     if (!row) {
       if (!options.create) throw new UnknownAccountError(code);
       const spec = accountSpecFromChart(this.chart, code, options.currency);
+      if (options.strictCurrency && options.currency && spec.currency !== options.currency)
+        throw new CurrencyMismatchError(code, spec.currency, options.currency);
       this.scaleOf(spec.currency);
       await this.db
         .insertInto('ledger_accounts')
