@@ -1,0 +1,156 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import type { PostgresLedger } from '../../ledger/index.js';
+import type { TestDatabase } from '../support/db.js';
+import { MAINNET_USDT, TronChain } from '../support/tron-sim/chain.js';
+import { startTronSimulator, type TronSimulator } from '../support/tron-sim/server.js';
+import { startTronWatcherStack, type TronWatcherStack } from '../support/tron-sim/stack.js';
+
+/**
+ * Adversarial cases for the Tron deposit watcher, against the TronGrid simulator and
+ * PostgreSQL: hosts on other forks than the head the watcher read, deposits credited, spent,
+ * reversed and mined again at another position, the watcher stopped between scan and commit.
+ */
+
+const SOLIDITY_LAG = 19;
+
+let stack: TronWatcherStack;
+let sim: TronSimulator;
+let database: TestDatabase;
+let ledger: PostgresLedger;
+let sender: string;
+let telegramId = 870_000;
+
+const network = (overrides: Record<string, unknown> = {}) => stack.network(overrides);
+const watcher = (config = network()) => stack.watcher(config);
+const posted = (account: string) => stack.posted(account);
+const customer = (userId: string) => `liabilities:customers:${userId}`;
+const receivable = (userId: string) => `assets:receivables:customers:${userId}`;
+
+async function newUser() {
+  telegramId += 1;
+  return stack.newUser(telegramId);
+}
+
+async function rowsOf(txId: string) {
+  const { rows } = await database.pool.query<{
+    log_index: number;
+    status: string;
+    confirmations: number;
+    amount: string | null;
+  }>(
+    `select log_index, status, confirmations, amount::text from deposits
+      where tx_hash = $1 order by log_index`,
+    [txId],
+  );
+  return rows;
+}
+
+/** Spends `amount` of a customer's balance (an admin debit). */
+async function spend(userId: string, amount: string) {
+  await ledger.postEntry({
+    kind: 'adjustment',
+    postings: [
+      { account: customer(userId), amount },
+      { account: 'expenses:promotions', amount: `-${amount}` },
+    ],
+  });
+}
+
+async function expectBalancedLedger() {
+  expect(await ledger.checkBalances()).toEqual([]);
+  const totals = (await ledger.trialBalance()).totals;
+  expect(totals.map((t) => [t.currency, t.net.toString()])).toEqual(
+    totals.map((t) => [t.currency, '0']),
+  );
+}
+
+beforeAll(async () => {
+  stack = await startTronWatcherStack({
+    solidityLag: SOLIDITY_LAG,
+    senderTrx: 10n ** 15n,
+    network: () => ({
+      assets: [
+        { symbol: 'USDT', contract: MAINNET_USDT, decimals: 6, price: { fixed: '1' } },
+        { symbol: 'TRX', native: true, decimals: 6, price: { fixed: '0.25' } },
+      ],
+    }),
+  });
+  ({ sim, database, ledger, sender } = stack);
+  sim.chain.produceBlocks(3);
+});
+afterAll(async () => {
+  await stack?.close();
+});
+
+describe('Tron watcher, adversarial', () => {
+  test.each([
+    { confirmations: 'solidified' as const, label: 'solidified' },
+    { confirmations: 4, label: '4 confirmations' },
+  ])(
+    'the head from a host ahead on another fork, the scan failed over to a host whose fork has the deposit ($label): nothing is credited before the deposit is final on its own fork',
+    async ({ confirmations, label }) => {
+      // Two nodes that agree up to a block, then each follow their own fork: A (the full host)
+      // is ahead, its solidified block above the fork; B (the fallback) has the deposit, two
+      // blocks deep, nothing solidified above the fork.
+      const lag = 5;
+      const chains = [new TronChain({ solidityLag: lag }), new TronChain({ solidityLag: lag })];
+      const payer = chains[0]!.account('fork-payer');
+      for (const chain of chains) {
+        chain.mintToken(chain.usdt, payer, 10n ** 12n);
+        chain.setTrxBalance(payer, 10n ** 12n);
+        chain.produceBlocks(3);
+      }
+      const [chainA, chainB] = chains as [TronChain, TronChain];
+      expect(chainA.head.blockID).toBe(chainB.head.blockID);
+      const forkedAt = chainA.headNumber;
+      const a = await startTronSimulator({ chain: chainA });
+      const b = await startTronSimulator({ chain: chainB });
+      try {
+        const fay = await newUser();
+        const tx = chainB.transferToken({
+          token: chainB.usdt,
+          from: payer,
+          to: fay.address,
+          amount: 6_000_000n,
+        });
+        chainB.produceBlocks(3);
+        chainA.produceBlocks(15);
+        expect(chainA.solidifiedNumber).toBeGreaterThan(forkedAt + 2);
+        expect(chainB.solidifiedNumber).toBeLessThan(forkedAt + 1);
+        const w = watcher(
+          network({
+            name: `tron-fork-${label.replace(/ /g, '-')}`,
+            fullHost: a.url,
+            fallbackHosts: [b.url],
+            confirmations,
+            maxBlockRange: 2,
+            startBlock: forkedAt + 1,
+          }),
+        );
+        // A answers the head, then fails the scan once (an overloaded gateway): B scans.
+        a.failNext(1, { kind: 'status', status: 503 }, 'wallet/getblockbylimitnext');
+        const report = await w.runOnce();
+        expect(report).toMatchObject({
+          head: BigInt(forkedAt + 15),
+          scanned: { from: BigInt(forkedAt + 1), to: BigInt(forkedAt + 2) },
+          recorded: 1,
+          credited: 0,
+        });
+        // On B, the deposit is one of three blocks past the fork, not solidified.
+        expect(await rowsOf(tx)).toMatchObject([{ status: 'seen' }]);
+        expect(await posted(customer(fay.id))).toBe('0');
+
+        // A goes away: B's fork is the chain from now on. It grows: credited, once.
+        a.addFault({ fault: { kind: 'reset' } });
+        chainB.produceBlocks(lag + 4);
+        for (let i = 0; i < 3; i += 1) await w.runOnce();
+        expect(await rowsOf(tx)).toMatchObject([{ status: 'credited', amount: '6' }]);
+        expect(await posted(customer(fay.id))).toBe('6');
+        await expectBalancedLedger();
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    },
+  );
+});
