@@ -1,3 +1,5 @@
+import { createServer, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { PostgresLedger } from '../../ledger/index.js';
 import type { TestDatabase } from '../support/db.js';
@@ -62,6 +64,53 @@ async function expectBalancedLedger() {
   expect(totals.map((t) => [t.currency, t.net.toString()])).toEqual(
     totals.map((t) => [t.currency, '0']),
   );
+}
+
+/**
+ * A load balancer over two nodes: requests whose path matches `toSecond` go to `second`, the
+ * rest to `first` (as TronGrid's gateway may send two requests of one scan to two nodes).
+ */
+async function startSplitProxy(
+  first: string,
+  second: string,
+  toSecond: RegExp,
+): Promise<{ url: string; close(): Promise<void> }> {
+  const server: Server = createServer((req, res) => {
+    const target = new URL(req.url ?? '/', toSecond.test(req.url ?? '') ? second : first);
+    const forwarded = request(
+      target,
+      { method: req.method, headers: { ...req.headers, host: target.host } },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(res);
+      },
+    );
+    forwarded.on('error', () => res.destroy());
+    req.pipe(forwarded);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** Two chains that agree block for block (same operations on each), a payer funded on both. */
+function twinChains(solidityLag: number): [TronChain, TronChain, string] {
+  const chains = [new TronChain({ solidityLag }), new TronChain({ solidityLag })];
+  const payer = chains[0]!.account('fork-payer');
+  for (const chain of chains) {
+    chain.mintToken(chain.usdt, payer, 10n ** 12n);
+    chain.setTrxBalance(payer, 10n ** 12n);
+    chain.produceBlocks(3);
+  }
+  expect(chains[0]!.head.blockID).toBe(chains[1]!.head.blockID);
+  return [chains[0]!, chains[1]!, payer];
 }
 
 beforeAll(async () => {
@@ -153,4 +202,53 @@ describe('Tron watcher, adversarial', () => {
       }
     },
   );
+
+  test('a receipt from a node on another fork, where the transfer succeeded, beside the block of the fork where it reverted: not credited; the scan fails over and records it failed', async () => {
+    // Two forks at the same height hold the same transaction (the very same, broadcast to
+    // both): on A it pays Gus; on B the payer spent the tokens first, and it reverts.
+    const [chainA, chainB, payer] = twinChains(SOLIDITY_LAG);
+    const gus = await newUser();
+    const forkedAt = chainA.headNumber;
+    const both = [chainA, chainB].map((chain) =>
+      chain.transferToken({ token: chain.usdt, from: payer, to: gus.address, amount: 8_000_000n }),
+    );
+    expect(both[0]).toBe(both[1]);
+    const tx = both[0]!;
+    for (const chain of [chainA, chainB]) chain.produceBlocks(1);
+    chainB.reorg(1); // B drops that block: the transaction is no longer mined there...
+    chainB.transferToken({
+      token: chainB.usdt,
+      from: payer,
+      to: chainB.account('elsewhere'),
+      amount: 10n ** 12n,
+    });
+    chainB.rebroadcast(tx); // ...and is mined again after the payer emptied its balance
+    chainB.produceBlocks(1);
+    expect(chainB.locate(tx)?.block.number).toBe(forkedAt + 1);
+    expect(chainA.locate(tx)?.block.number).toBe(forkedAt + 1);
+    chainA.produceBlocks(SOLIDITY_LAG + 3);
+    chainB.produceBlocks(SOLIDITY_LAG + 3);
+    const a = await startTronSimulator({ chain: chainA });
+    const b = await startTronSimulator({ chain: chainB });
+    // The gateway: blocks from B's node, receipts from A's.
+    const gateway = await startSplitProxy(b.url, a.url, /gettransactioninfo/);
+    try {
+      const w = watcher(
+        network({
+          name: 'tron-split-receipts',
+          fullHost: gateway.url,
+          fallbackHosts: [b.url],
+          startBlock: forkedAt - 1,
+        }),
+      );
+      for (let i = 0; i < 3; i += 1) await w.runOnce();
+      expect(await rowsOf(tx)).toMatchObject([{ status: 'ignored' }]);
+      expect(await posted(customer(gus.id))).toBe('0');
+      await expectBalancedLedger();
+    } finally {
+      await gateway.close();
+      await a.close();
+      await b.close();
+    }
+  });
 });
