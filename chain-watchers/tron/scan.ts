@@ -400,6 +400,14 @@ function transfersOf(
   }
 
   const success = info.receiptResult === 'SUCCESS' && !info.failed;
+  // A block and a receipt from two nodes (behind one load balancer) on two forks that both
+  // mined the transaction, with two outcomes: a receipt is no proof of the block's outcome.
+  if (tx.contractRet !== null && (tx.contractRet === 'SUCCESS') !== success) {
+    throw new TronEndpointError(
+      'inconsistent',
+      `${tx.txID}: the block says ${tx.contractRet}, its receipt ${info.receiptResult}${info.failed ? ' (FAILED)' : ''}`,
+    );
+  }
   const transfers: ObservedTransfer[] = [];
   if (success) {
     info.logs.forEach((log, logIndex) => {
