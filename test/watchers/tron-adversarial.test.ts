@@ -1,11 +1,20 @@
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import type pg from 'pg';
+import { createPriceSources } from '../../chain-watchers/pipeline/createWatcher.js';
+import { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
+import { createTronAdapter } from '../../chain-watchers/tron/createTronAdapter.js';
 import type { PostgresLedger } from '../../ledger/index.js';
 import type { TestDatabase } from '../support/db.js';
-import { MAINNET_USDT, TronChain } from '../support/tron-sim/chain.js';
+import { MAINNET_USDT, PAYOUT_CONTRACT, TronChain } from '../support/tron-sim/chain.js';
 import { startTronSimulator, type TronSimulator } from '../support/tron-sim/server.js';
-import { startTronWatcherStack, type TronWatcherStack } from '../support/tron-sim/stack.js';
+import {
+  FAST_TRON_ADAPTER,
+  quiet,
+  startTronWatcherStack,
+  type TronWatcherStack,
+} from '../support/tron-sim/stack.js';
 
 /**
  * Adversarial cases for the Tron deposit watcher, against the TronGrid simulator and
@@ -125,6 +134,7 @@ beforeAll(async () => {
     }),
   });
   ({ sim, database, ledger, sender } = stack);
+  sim.chain.setTrxBalance(PAYOUT_CONTRACT, 10n ** 12n);
   sim.chain.produceBlocks(3);
 });
 afterAll(async () => {
@@ -249,6 +259,206 @@ describe('Tron watcher, adversarial', () => {
       await gateway.close();
       await a.close();
       await b.close();
+    }
+  });
+
+  test('two USDT logs of one transaction, a TRX transfer and TRX a contract paid, all to one user, credited and spent: a reorg that mines them all again keeps the credits; one that drops them reverses all four (the spent part owed); mined again, each is credited once and the receivable repaid once', async () => {
+    const w = watcher();
+    await w.runOnce();
+    const hal = await newUser();
+    const stranger = sim.chain.account('stranger');
+    const forkHeight = sim.chain.headNumber;
+    const txs = [
+      // Logs 0 and 2 pay Hal 30 and 20 USDT, log 1 someone else.
+      sim.chain.disperseToken({
+        token: sim.chain.usdt,
+        from: sender,
+        transfers: [
+          { to: hal.address, amount: 30_000_000n },
+          { to: stranger, amount: 5_000_000n },
+          { to: hal.address, amount: 20_000_000n },
+        ],
+      }),
+      // 40 TRX ($10) of its own: log index -1.
+      sim.chain.sendTrx({ from: sender, to: hal.address, amountSun: 40_000_000n }),
+      // 20 TRX ($5) a contract paid, second internal transaction: log index -3.
+      sim.chain.payoutTrx({
+        from: sender,
+        nameRecipients: true,
+        payouts: [
+          { to: stranger, amountSun: 1_000_000n },
+          { to: hal.address, amountSun: 20_000_000n },
+        ],
+      }),
+    ];
+    sim.chain.produceBlocks(SOLIDITY_LAG + 2);
+    for (let i = 0; i < 2; i += 1) await w.runOnce();
+    const statuses = async () =>
+      (await Promise.all(txs.map(rowsOf))).map((rows) =>
+        rows.map((r) => [r.log_index, r.status, r.amount]),
+      );
+    expect(await statuses()).toEqual([
+      [
+        [0, 'credited', '30'],
+        [2, 'credited', '20'],
+      ],
+      [[-1, 'credited', '40']],
+      [[-3, 'credited', '20']],
+    ]);
+    expect(await posted(customer(hal.id))).toBe('65');
+    await spend(hal.id, '60');
+
+    // A reorg deeper than the solidified block; the new branch mines all three again, later,
+    // and is solidified before the watcher looks.
+    const dropped = sim.chain.headNumber - forkHeight;
+    sim.chain.reorgTo(forkHeight);
+    sim.chain.produceBlocks(2);
+    for (const tx of txs) sim.chain.rebroadcast(tx);
+    sim.chain.produceBlocks(dropped + SOLIDITY_LAG);
+    for (let i = 0; i < 3; i += 1) await w.runOnce();
+    expect(await statuses()).toEqual([
+      [
+        [0, 'credited', '30'],
+        [2, 'credited', '20'],
+      ],
+      [[-1, 'credited', '40']],
+      [[-3, 'credited', '20']],
+    ]);
+    // The same transfers, to the same addresses, under the same log indexes: the credits stand,
+    // moved to their new blocks; nothing is booked.
+    expect(await posted(customer(hal.id))).toBe('5');
+    expect(await posted(receivable(hal.id))).toBe('0');
+    const entries = async () =>
+      (
+        await database.pool.query<{ kind: string; n: number }>(
+          `select kind, count(*)::int as n from ledger_entries
+            where metadata->'chain'->>'txHash' = any($1) group by kind order by kind`,
+          [txs],
+        )
+      ).rows;
+    expect(await entries()).toEqual([{ kind: 'deposit', n: 4 }]);
+
+    // A second reorg, whose branch has none of them: all four reversed, the 60 spent owed.
+    const secondFork = sim.chain.locate(txs[0]!)!.block.number - 1;
+    const secondDropped = sim.chain.headNumber - secondFork;
+    sim.chain.reorgTo(secondFork);
+    sim.chain.produceBlocks(secondDropped + SOLIDITY_LAG);
+    for (let i = 0; i < 3; i += 1) await w.runOnce();
+    expect((await statuses()).flat().map(([, status]) => status)).toEqual(
+      Array(4).fill('reversed'),
+    );
+    expect(await posted(customer(hal.id))).toBe('0');
+    expect(await posted(receivable(hal.id))).toBe('60');
+
+    // Mined again later: credited once each; the 60 owed is repaid, 5 left to Hal.
+    for (const tx of txs) sim.chain.rebroadcast(tx);
+    sim.chain.produceBlocks(SOLIDITY_LAG + 2);
+    for (let i = 0; i < 3; i += 1) await w.runOnce();
+    expect((await statuses()).flat().map(([, status]) => status)).toEqual(
+      Array(4).fill('credited'),
+    );
+    expect(await posted(receivable(hal.id))).toBe('0');
+    expect(await posted(customer(hal.id))).toBe('5');
+    expect(await posted(`assets:custody:tron:USDT:${hal.address}`)).toBe('50');
+    expect(await posted(`assets:custody:tron:TRX:${hal.address}`)).toBe('60');
+    // Nothing more from a fresh watcher.
+    sim.chain.produceBlocks(2);
+    await watcher().runOnce();
+    expect(await posted(customer(hal.id))).toBe('5');
+    expect(await posted(receivable(hal.id))).toBe('0');
+    await expectBalancedLedger();
+  });
+
+  test("the watcher's database connection killed after it booked the credits of a scan, before its commit: nothing kept; a restarted watcher credits each deposit once", async () => {
+    const killer = database.newPool(1);
+    let armed = false;
+    let killed = 0;
+    // The ledger as the watcher sees it: the connection of the iteration's transaction is
+    // terminated right after the credit entries are written in it.
+    const trap = new Proxy(ledger, {
+      get(target, property, receiver) {
+        if (property !== 'within') return Reflect.get(target, property, receiver) as unknown;
+        return (client: pg.PoolClient) => {
+          const inner = target.within(client);
+          return {
+            ...inner,
+            postEntries: async (entries: Parameters<typeof inner.postEntries>[0]) => {
+              const results = await inner.postEntries(entries);
+              if (armed && entries.some((e) => e.kind === 'deposit')) {
+                armed = false;
+                const { rows } = await client.query<{ pid: number }>(
+                  'select pg_backend_pid() as pid',
+                );
+                await killer.query('select pg_terminate_backend($1)', [rows[0]!.pid]);
+                killed += 1;
+              }
+              return results;
+            },
+          };
+        };
+      },
+    });
+    const config = network({ name: 'tron-kill', startBlock: undefined });
+    const start = (ledgerSeen: PostgresLedger) => {
+      const adapter = createTronAdapter(config, { ...FAST_TRON_ADAPTER, logger: quiet });
+      return {
+        adapter,
+        watcher: new DepositWatcher({
+          network: config,
+          adapter,
+          ledger: ledgerSeen,
+          pool: database.pool,
+          priceSources: createPriceSources(config, new Map([[config.name, adapter]])),
+          logger: quiet,
+        }),
+      };
+    };
+    const first = start(trap);
+    const second = start(ledger);
+    try {
+      const ivy = await newUser();
+      await first.watcher.runOnce();
+      const txs = [
+        sim.chain.transferToken({
+          token: sim.chain.usdt,
+          from: sender,
+          to: ivy.address,
+          amount: 12_000_000n,
+        }),
+        sim.chain.sendTrx({ from: sender, to: ivy.address, amountSun: 8_000_000n }),
+      ];
+      // Mined and solidified before the watcher looks: one iteration records and credits both.
+      sim.chain.produceBlocks(SOLIDITY_LAG + 2);
+      armed = true;
+      await expect(first.watcher.runOnce()).rejects.toThrow();
+      expect(killed).toBe(1);
+      expect(await posted(customer(ivy.id))).toBe('0');
+      const rows = async () =>
+        (
+          await database.pool.query<{ status: string }>(
+            `select status from deposits where network = 'tron-kill' order by log_index`,
+          )
+        ).rows.map((r) => r.status);
+      expect(await rows()).toEqual([]);
+
+      // Restarted: another watcher (another adapter) on the same database.
+      for (let i = 0; i < 2; i += 1) await second.watcher.runOnce();
+      expect(await rows()).toEqual(['credited', 'credited']);
+      expect(await posted(customer(ivy.id))).toBe('14');
+      const { rows: entries } = await database.pool.query(
+        `select count(*)::int as n from ledger_entries
+          where kind = 'deposit' and metadata->'chain'->>'txHash' = any($1)`,
+        [txs],
+      );
+      expect(entries).toEqual([{ n: 2 }]);
+      // The first watcher, back, finds nothing left to do.
+      await first.watcher.runOnce();
+      expect(await posted(customer(ivy.id))).toBe('14');
+      await expectBalancedLedger();
+    } finally {
+      await first.adapter.close();
+      await second.adapter.close();
+      await killer.end();
     }
   });
 });
