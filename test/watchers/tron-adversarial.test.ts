@@ -213,54 +213,67 @@ describe('Tron watcher, adversarial', () => {
     },
   );
 
-  test('a receipt from a node on another fork, where the transfer succeeded, beside the block of the fork where it reverted: not credited; the scan fails over and records it failed', async () => {
-    // Two forks at the same height hold the same transaction (the very same, broadcast to
-    // both): on A it pays Gus; on B the payer spent the tokens first, and it reverts.
-    const [chainA, chainB, payer] = twinChains(SOLIDITY_LAG);
-    const gus = await newUser();
-    const forkedAt = chainA.headNumber;
-    const both = [chainA, chainB].map((chain) =>
-      chain.transferToken({ token: chain.usdt, from: payer, to: gus.address, amount: 8_000_000n }),
-    );
-    expect(both[0]).toBe(both[1]);
-    const tx = both[0]!;
-    for (const chain of [chainA, chainB]) chain.produceBlocks(1);
-    chainB.reorg(1); // B drops that block: the transaction is no longer mined there...
-    chainB.transferToken({
-      token: chainB.usdt,
-      from: payer,
-      to: chainB.account('elsewhere'),
-      amount: 10n ** 12n,
-    });
-    chainB.rebroadcast(tx); // ...and is mined again after the payer emptied its balance
-    chainB.produceBlocks(1);
-    expect(chainB.locate(tx)?.block.number).toBe(forkedAt + 1);
-    expect(chainA.locate(tx)?.block.number).toBe(forkedAt + 1);
-    chainA.produceBlocks(SOLIDITY_LAG + 3);
-    chainB.produceBlocks(SOLIDITY_LAG + 3);
-    const a = await startTronSimulator({ chain: chainA });
-    const b = await startTronSimulator({ chain: chainB });
-    // The gateway: blocks from B's node, receipts from A's.
-    const gateway = await startSplitProxy(b.url, a.url, /gettransactioninfo/);
-    try {
-      const w = watcher(
-        network({
-          name: 'tron-split-receipts',
-          fullHost: gateway.url,
-          fallbackHosts: [b.url],
-          startBlock: forkedAt - 1,
+  test.each([
+    { blocksFrom: 'B', expected: { status: 'ignored', credited: '0' } },
+    { blocksFrom: 'A', expected: { status: 'credited', credited: '8' } },
+  ])(
+    'a gateway serving blocks from fork $blocksFrom and receipts from the other fork, where the same transaction had the other outcome: the receipt is refused, the scan fails over to a node of the fork of the blocks, and the deposit is $expected.status',
+    async ({ blocksFrom, expected }) => {
+      // Two forks at the same height hold the same transaction (the very same, broadcast to
+      // both): on A it pays Gus; on B the payer spent the tokens first, and it reverts.
+      const [chainA, chainB, payer] = twinChains(SOLIDITY_LAG);
+      const gus = await newUser();
+      const forkedAt = chainA.headNumber;
+      const both = [chainA, chainB].map((chain) =>
+        chain.transferToken({
+          token: chain.usdt,
+          from: payer,
+          to: gus.address,
+          amount: 8_000_000n,
         }),
       );
-      for (let i = 0; i < 3; i += 1) await w.runOnce();
-      expect(await rowsOf(tx)).toMatchObject([{ status: 'ignored' }]);
-      expect(await posted(customer(gus.id))).toBe('0');
-      await expectBalancedLedger();
-    } finally {
-      await gateway.close();
-      await a.close();
-      await b.close();
-    }
-  });
+      expect(both[0]).toBe(both[1]);
+      const tx = both[0]!;
+      for (const chain of [chainA, chainB]) chain.produceBlocks(1);
+      chainB.reorg(1); // B drops that block: the transaction is no longer mined there...
+      chainB.transferToken({
+        token: chainB.usdt,
+        from: payer,
+        to: chainB.account('elsewhere'),
+        amount: 10n ** 12n,
+      });
+      chainB.rebroadcast(tx); // ...and is mined again after the payer emptied its balance
+      chainB.produceBlocks(1);
+      expect(chainB.locate(tx)?.block.number).toBe(forkedAt + 1);
+      expect(chainA.locate(tx)?.block.number).toBe(forkedAt + 1);
+      chainA.produceBlocks(SOLIDITY_LAG + 3);
+      chainB.produceBlocks(SOLIDITY_LAG + 3);
+      const a = await startTronSimulator({ chain: chainA });
+      const b = await startTronSimulator({ chain: chainB });
+      // The gateway: blocks from one fork's node, receipts from the other's; the fallback is
+      // the node of the blocks' fork.
+      const [blocksNode, receiptsNode] = blocksFrom === 'B' ? [b, a] : [a, b];
+      const gateway = await startSplitProxy(blocksNode.url, receiptsNode.url, /gettransactioninfo/);
+      try {
+        const w = watcher(
+          network({
+            name: `tron-split-receipts-${blocksFrom.toLowerCase()}`,
+            fullHost: gateway.url,
+            fallbackHosts: [blocksNode.url],
+            startBlock: forkedAt - 1,
+          }),
+        );
+        for (let i = 0; i < 3; i += 1) await w.runOnce();
+        expect(await rowsOf(tx)).toMatchObject([{ status: expected.status }]);
+        expect(await posted(customer(gus.id))).toBe(expected.credited);
+        await expectBalancedLedger();
+      } finally {
+        await gateway.close();
+        await a.close();
+        await b.close();
+      }
+    },
+  );
 
   test('two USDT logs of one transaction, a TRX transfer and TRX a contract paid, all to one user, credited and spent: a reorg that mines them all again keeps the credits; one that drops them reverses all four (the spent part owed); mined again, each is credited once and the receivable repaid once', async () => {
     const w = watcher();
