@@ -96,6 +96,13 @@ export interface ScanResult {
    * the two. Absent where the adapter does not say (the caller's head counts).
    */
   endpointHead?: bigint;
+  /**
+   * The finalized block (Tron: latest solidified) of the endpoint that answered the scan, read
+   * with `endpointHead`: with `finalized`/`solidified` confirmations, what is final on the
+   * chain the transfers are on. The caller's `finalized` may come from another endpoint, on
+   * another fork; the lower of the two counts. Absent where the adapter does not say.
+   */
+  endpointFinalized?: bigint;
 }
 
 export interface BalanceAt {

@@ -171,6 +171,7 @@ export class DepositWatcher {
     let transfers: ObservedTransfer[] = [];
     let newCursor = cursor;
     let confirmedHead = head.latest.number;
+    let confirmedFinalized = head.finalized;
     if (from <= to) {
       const result = await adapter.scan({
         fromBlock: from,
@@ -188,9 +189,12 @@ export class DepositWatcher {
       // are blocks of the chain it was seen on, so no more than that endpoint has.
       if (result.endpointHead !== undefined)
         confirmedHead = min(confirmedHead, result.endpointHead);
+      // Likewise what is final: final on the other fork is nothing on this one.
+      if (result.endpointFinalized !== undefined)
+        confirmedFinalized = min(confirmedFinalized ?? -1n, result.endpointFinalized);
     }
     report.caughtUp = newCursor.number >= head.latest.number;
-    report.safeHeight = this.safeHeightOf(head, confirmedHead);
+    report.safeHeight = this.safeHeightOf(head, confirmedHead, confirmedFinalized);
     const creditHeight = min(report.safeHeight, newCursor.number);
     const pricing = await this.quotePrices(
       db,
@@ -248,12 +252,19 @@ export class DepositWatcher {
     return report;
   }
 
-  /** `latest`: the head confirmations are counted against (`head.latest` unless lower). */
-  private safeHeightOf(head: ChainHead, latest = head.latest.number): bigint {
+  /**
+   * `latest`: the head confirmations are counted against (`head.latest` unless lower);
+   * `finalized`: the final block credited at (`head.finalized` unless lower).
+   */
+  private safeHeightOf(
+    head: ChainHead,
+    latest = head.latest.number,
+    finalized = head.finalized,
+  ): bigint {
     const required = this.network.confirmations;
     if (typeof required === 'number') return latest - BigInt(Math.max(required, 1)) + 1n;
     // `finalized` / `solidified`: what the network says is final; nothing when it says nothing.
-    return head.finalized ?? -1n;
+    return finalized ?? -1n;
   }
 
   /** From one of the network's treasury addresses to one of our deposit addresses. */

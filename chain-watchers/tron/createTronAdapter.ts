@@ -154,9 +154,17 @@ export function createTronAdapter(
       );
     }
     safeBlockNumber(params.toBlock);
-    return rpc.call('scan', (host) =>
-      scanTronTransfers(host, { ...params, assets, blocksPerRequest, concurrency, discovery }),
-    );
+    return rpc.call('scan', async (host) => {
+      const result = await scanTronTransfers(host, {
+        ...params,
+        assets,
+        blocksPerRequest,
+        concurrency,
+        discovery,
+      });
+      if (result.endpointHead !== undefined) rpc.observeHead(host, result.endpointHead);
+      return result;
+    });
   }
 
   async function getBalance(

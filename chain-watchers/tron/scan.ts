@@ -81,8 +81,15 @@ export async function scanTronTransfers(
   }
   const watched = new Map<string, string>();
   for (const address of params.addresses) watched.set(watchedHex20(address), address);
-  const blocks = await readBlocks(host, fromBlock, toBlock, params);
+  // The host's own head and solidified block, read with the blocks: how long the chain of the
+  // transfers is and what is final on it (the caller's head may be another host's, on
+  // another fork).
+  const [blocks, endpoint] = await Promise.all([
+    readBlocks(host, fromBlock, toBlock, params),
+    readEndpointHead(host),
+  ]);
   const toBlockRef = blocks[blocks.length - 1]!.ref;
+  const { endpointHead, endpointFinalized } = endpoint;
   // The range must continue the chain the caller's cursor is on: a host on another fork
   // (behind a load balancer, or a fallback) would otherwise move the cursor onto its fork
   // without any block the caller recorded being checked again.
@@ -93,7 +100,7 @@ export async function scanTronTransfers(
       { host: host.label },
     );
   }
-  if (watched.size === 0) return { transfers: [], toBlockRef };
+  if (watched.size === 0) return { transfers: [], toBlockRef, endpointHead, endpointFinalized };
 
   const context: Context = {
     watched,
@@ -128,7 +135,29 @@ export async function scanTronTransfers(
   }
 
   found.sort((a, b) => a.position - b.position || a.transfer.logIndex - b.transfer.logIndex);
-  return { transfers: found.map((entry) => entry.transfer), toBlockRef };
+  return {
+    transfers: found.map((entry) => entry.transfer),
+    toBlockRef,
+    endpointHead,
+    endpointFinalized,
+  };
+}
+
+/** The host's head and latest solidified block (`/wallet/getnowblock`, `/walletsolidity/getnowblock`). */
+async function readEndpointHead(
+  host: TronHost,
+): Promise<{ endpointHead: bigint; endpointFinalized: bigint }> {
+  const [latest, solidified] = await Promise.all([
+    host.tronWeb.trx.getCurrentBlock(),
+    host.tronWeb.trx.getConfirmedCurrentBlock(),
+  ]);
+  const endpointHead = parseBlock(latest).ref.number;
+  const endpointFinalized = parseBlock(solidified).ref.number;
+  return { endpointHead, endpointFinalized: min(endpointFinalized, endpointHead) };
+}
+
+function min(a: bigint, b: bigint): bigint {
+  return a < b ? a : b;
 }
 
 const HEX20_CACHE_MAX = 1_000_000;
@@ -371,6 +400,14 @@ function transfersOf(
   }
 
   const success = info.receiptResult === 'SUCCESS' && !info.failed;
+  // A block and a receipt from two nodes (behind one load balancer) on two forks that both
+  // mined the transaction, with two outcomes: a receipt is no proof of the block's outcome.
+  if (tx.contractRet !== null && (tx.contractRet === 'SUCCESS') !== success) {
+    throw new TronEndpointError(
+      'inconsistent',
+      `${tx.txID}: the block says ${tx.contractRet}, its receipt ${info.receiptResult}${info.failed ? ' (FAILED)' : ''}`,
+    );
+  }
   const transfers: ObservedTransfer[] = [];
   if (success) {
     info.logs.forEach((log, logIndex) => {
