@@ -606,8 +606,45 @@ export class Gateway {
     outcome: CallOutcome,
   ): Promise<void> {
     this.finish(record, status, outcome);
-    await this.deps.meter.settle(held, cost, record);
+    const { shortfall } = await this.deps.meter.settle(held, cost, record);
     this.deps.metrics.chargedUsd.inc({ model: record.model }, cost.toNumber());
+    if (cost.gt(held.maxCost)) this.noteChargedOverHold(held, cost, shortfall, record);
+  }
+
+  /**
+   * A call charged more than its hold is charged as reported (a `file` part's prompt, which
+   * the bound cannot see, is one honest case), but never quietly: a provider reporting usage
+   * far beyond the cap it was given would otherwise book its error to the user's receivable
+   * unseen. Logged and counted for the operator.
+   */
+  private noteChargedOverHold(
+    held: HeldCall,
+    cost: Decimal,
+    shortfall: Decimal,
+    record: CallRecord,
+  ): void {
+    this.deps.metrics.chargedOverHold.inc({
+      provider: record.provider ?? 'unknown',
+      model: record.model,
+    });
+    const { usage } = record;
+    this.deps.logger.warn(
+      {
+        requestId: record.requestId,
+        model: record.model,
+        provider: record.provider,
+        heldUsd: held.maxCost.toString(),
+        costUsd: cost.toString(),
+        shortfallUsd: shortfall.toString(),
+        estimated: record.estimated,
+        promptTokens: usage.promptTokens.toString(),
+        cachedTokens: usage.cachedTokens.toString(),
+        cacheWriteTokens: usage.cacheWriteTokens.toString(),
+        completionTokens: usage.completionTokens.toString(),
+        reasoningTokens: usage.reasoningTokens.toString(),
+      },
+      'a call was charged more than its hold (usage as the provider reported it; what the balance could not cover is owed on the receivable)',
+    );
   }
 
   private finish(record: CallRecord, status: number, outcome: CallOutcome): void {
