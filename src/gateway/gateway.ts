@@ -723,7 +723,7 @@ export class Gateway {
         onEvent(event: EventSourceMessage) {
           // Nothing after [DONE] is read: not passed on, not charged, however the reads fell.
           if (malformed || done) return;
-          if (event.data === '[DONE]') {
+          if (isDoneEvent(event.data)) {
             done = true;
             return;
           }
@@ -899,6 +899,16 @@ function estimatedChatUsage(body: ChatRequest, generated: string, bounds: HoldBo
     ),
     reasoningTokens: 0n,
   };
+}
+
+/**
+ * Whether an event's data ends the stream: the openai SDK's rule (data that starts with
+ * `[DONE]`, so `[DONE] ` with a trailing space ends it too), with any whitespace around it
+ * ignored. A provider tested only against the SDK may send it so; reading it as a broken
+ * chunk would end a finished stream as malformed.
+ */
+function isDoneEvent(data: string): boolean {
+  return data.trimStart().startsWith('[DONE]');
 }
 
 /** `application/json` or any `+json` type: a provider's answer that is no event stream. */

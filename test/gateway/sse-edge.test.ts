@@ -170,6 +170,15 @@ describe('order and repetition', () => {
     await expectCharged(userId, content, 3);
   });
 
+  test('[DONE] with whitespace after it (`data: [DONE] `), as the SDK accepts it: the stream ends ok, charged its usage', async () => {
+    const { userId, apiKey } = await newUser();
+    const content = 'done spaced [[tokens=3]] [[sse=done-spaced]]';
+    const { error, text } = await streamed(apiKey, content);
+    expect(error).toBeNull();
+    expect(text).toBe(completionText(3));
+    await expectCharged(userId, content, 3);
+  });
+
   test('no [DONE] (the stream just ends): every token delivered, then the error event; charged its usage', async () => {
     const { userId, apiKey } = await newUser();
     const content = 'no done [[tokens=3]] [[sse=no-done]]';

@@ -17,6 +17,7 @@
  *   usage-twice    a usage chunk counting 1 completion token after the first token (as a
  *                  provider reporting usage as it goes), and the final one as usual
  *   done-twice     `[DONE]` twice
+ *   done-spaced    `data: [DONE] \t` (whitespace after it, which the openai SDK accepts)
  *   no-done        no `[DONE]`: the stream just ends after the usage chunk
  *   after-done     in the same write as `[DONE]`, after it: a token chunk "late " and a usage
  *                  chunk counting 1000 more completion tokens
@@ -38,6 +39,7 @@ export const SSE_SHAPES = [
   'usage-early',
   'usage-twice',
   'done-twice',
+  'done-spaced',
   'no-done',
   'after-done',
   'error-event',
@@ -116,6 +118,8 @@ export function shapeEvents(shape: SseShape, events: readonly string[]): (string
     }
     case 'done-twice':
       return [...events, DONE];
+    case 'done-spaced':
+      return events.map((event) => (event === DONE ? 'data: [DONE] \t\n\n' : event));
     case 'no-done':
       return events.filter((event) => event !== DONE);
     case 'after-done': {
