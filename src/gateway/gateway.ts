@@ -719,7 +719,15 @@ export class Gateway {
         if (!drained) leave();
       };
       const frames: string[] = [];
+      let oversized = false;
       const parser = createParser({
+        // An event that never ends would grow the parser's buffer until the call's deadline.
+        maxBufferSize: this.deps.config.gateway.maxStreamEventBytes,
+        onError(error) {
+          if (error.type !== 'max-buffer-size-exceeded') return;
+          oversized = true;
+          malformed = true;
+        },
         onEvent(event: EventSourceMessage) {
           // Nothing after [DONE] is read: not passed on, not charged, however the reads fell.
           if (malformed || done) return;
@@ -793,6 +801,16 @@ export class Gateway {
         }
         if (malformed) failure = 'upstream_malformed';
         else if (!done && !clientGone) failure = 'upstream_error';
+        if (oversized)
+          this.deps.logger.warn(
+            {
+              requestId: record.requestId,
+              model: record.model,
+              provider: record.provider,
+              maxStreamEventBytes: this.deps.config.gateway.maxStreamEventBytes,
+            },
+            'upstream sent a stream event larger than gateway.maxStreamEventBytes; the stream was cut',
+          );
       } catch {
         failure = upstream.stoppedBy === 'timeout' ? 'upstream_timeout' : 'upstream_error';
       } finally {

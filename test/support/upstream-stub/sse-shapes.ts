@@ -27,6 +27,8 @@
  *   usage-strings  the usage chunk's counts as strings of digits
  *   usage-negative the usage chunk's completion_tokens is -5
  *   usage-huge     the usage chunk's completion_tokens is 10^15 (far beyond any hold)
+ *   endless-event  the role chunk and the first token, then an event that never ends: its
+ *                  `data:` line grows by 64 KiB a write, without end, until the client leaves
  */
 export const SSE_SHAPES = [
   'crlf',
@@ -47,6 +49,7 @@ export const SSE_SHAPES = [
   'usage-strings',
   'usage-negative',
   'usage-huge',
+  'endless-event',
 ] as const;
 
 export type SseShape = (typeof SSE_SHAPES)[number];
@@ -58,7 +61,7 @@ export const LONG_EVENT_TEXT = 'é'.repeat(500_000);
 
 const DONE = 'data: [DONE]\n\n';
 
-export function shapeEvents(shape: SseShape, events: readonly string[]): (string | Buffer)[] {
+export function shapeEvents(shape: SseShape, events: readonly string[]): Iterable<string | Buffer> {
   const usageAt = events.findIndex((event) => event.includes('"usage":{'));
   const isToken = (event: string) => /"delta":\{"content":"tok\d+ "\}/.test(event);
   const withUsage = (rewrite: (usage: Record<string, unknown>) => Record<string, unknown>) => {
@@ -169,10 +172,22 @@ export function shapeEvents(shape: SseShape, events: readonly string[]): (string
         usageAt,
         withUsage((usage) => ({ ...usage, completion_tokens: -5 })),
       );
+    case 'endless-event': {
+      const first = events.findIndex(isToken);
+      return endlessEvent(events.slice(0, first + 1));
+    }
     case 'usage-huge':
       return replaced(
         usageAt,
         withUsage((usage) => ({ ...usage, completion_tokens: 10 ** 15 })),
       );
   }
+}
+
+/** `before`, then one `data:` line that never ends (the stub stops writing when the client leaves). */
+function* endlessEvent(before: readonly string[]): Generator<string | Buffer> {
+  yield* before;
+  yield 'data: {"choices":[{"index":0,"delta":{"content":"';
+  const filler = Buffer.alloc(64 * 1024, 'x');
+  for (;;) yield filler;
 }
