@@ -49,6 +49,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly chargedOverHold = new Counter({
+    name: 'lingxi_gateway_charged_over_hold_total',
+    help: 'Calls charged more than their hold (usage as reported; the part the balance could not cover is booked to the user receivable): a provider misreporting usage, or prompts the bound cannot see',
+    labelNames: ['provider', 'model'] as const,
+    registers: [this.registry],
+  });
+
   readonly ledgerBatchSize = new Histogram({
     name: 'lingxi_ledger_batch_size',
     help: 'Ledger operations per database write',

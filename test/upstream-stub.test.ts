@@ -451,7 +451,15 @@ describe('failures', () => {
       return chunks;
     };
     const plain = await read('hi [[tokens=3]] [[prompt-tokens=7]]');
-    for (const shape of ['crlf', 'no-space', 'multiline', 'comments', 'fields', 'done-twice'])
+    for (const shape of [
+      'crlf',
+      'no-space',
+      'multiline',
+      'comments',
+      'fields',
+      'done-twice',
+      'done-spaced',
+    ])
       expect(await read(`hi [[tokens=3]] [[prompt-tokens=7]] [[sse=${shape}]]`)).toEqual(
         plain.map((chunk) => ({ ...chunk, id: expect.any(String) })),
       );

@@ -105,6 +105,8 @@ const gatewaySchema = z
     clientGoneGraceMs: z.number().int().min(0).max(600_000).default(5000),
     /** Upper bound on tokens a prompt may have: used by the cost estimate. */
     bytesPerTokenMin: z.number().positive().default(1),
+    /** Largest SSE event a provider's stream may send; past it the stream is cut as malformed. */
+    maxStreamEventBytes: positiveInt.default(8_388_608),
   })
   .prefault({});
 

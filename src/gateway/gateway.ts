@@ -606,8 +606,45 @@ export class Gateway {
     outcome: CallOutcome,
   ): Promise<void> {
     this.finish(record, status, outcome);
-    await this.deps.meter.settle(held, cost, record);
+    const { shortfall } = await this.deps.meter.settle(held, cost, record);
     this.deps.metrics.chargedUsd.inc({ model: record.model }, cost.toNumber());
+    if (cost.gt(held.maxCost)) this.noteChargedOverHold(held, cost, shortfall, record);
+  }
+
+  /**
+   * A call charged more than its hold is charged as reported (a `file` part's prompt, which
+   * the bound cannot see, is one honest case), but never quietly: a provider reporting usage
+   * far beyond the cap it was given would otherwise book its error to the user's receivable
+   * unseen. Logged and counted for the operator.
+   */
+  private noteChargedOverHold(
+    held: HeldCall,
+    cost: Decimal,
+    shortfall: Decimal,
+    record: CallRecord,
+  ): void {
+    this.deps.metrics.chargedOverHold.inc({
+      provider: record.provider ?? 'unknown',
+      model: record.model,
+    });
+    const { usage } = record;
+    this.deps.logger.warn(
+      {
+        requestId: record.requestId,
+        model: record.model,
+        provider: record.provider,
+        heldUsd: held.maxCost.toString(),
+        costUsd: cost.toString(),
+        shortfallUsd: shortfall.toString(),
+        estimated: record.estimated,
+        promptTokens: usage.promptTokens.toString(),
+        cachedTokens: usage.cachedTokens.toString(),
+        cacheWriteTokens: usage.cacheWriteTokens.toString(),
+        completionTokens: usage.completionTokens.toString(),
+        reasoningTokens: usage.reasoningTokens.toString(),
+      },
+      'a call was charged more than its hold (usage as the provider reported it; what the balance could not cover is owed on the receivable)',
+    );
   }
 
   private finish(record: CallRecord, status: number, outcome: CallOutcome): void {
@@ -682,11 +719,19 @@ export class Gateway {
         if (!drained) leave();
       };
       const frames: string[] = [];
+      let oversized = false;
       const parser = createParser({
+        // An event that never ends would grow the parser's buffer until the call's deadline.
+        maxBufferSize: this.deps.config.gateway.maxStreamEventBytes,
+        onError(error) {
+          if (error.type !== 'max-buffer-size-exceeded') return;
+          oversized = true;
+          malformed = true;
+        },
         onEvent(event: EventSourceMessage) {
           // Nothing after [DONE] is read: not passed on, not charged, however the reads fell.
           if (malformed || done) return;
-          if (event.data === '[DONE]') {
+          if (isDoneEvent(event.data)) {
             done = true;
             return;
           }
@@ -756,6 +801,16 @@ export class Gateway {
         }
         if (malformed) failure = 'upstream_malformed';
         else if (!done && !clientGone) failure = 'upstream_error';
+        if (oversized)
+          this.deps.logger.warn(
+            {
+              requestId: record.requestId,
+              model: record.model,
+              provider: record.provider,
+              maxStreamEventBytes: this.deps.config.gateway.maxStreamEventBytes,
+            },
+            'upstream sent a stream event larger than gateway.maxStreamEventBytes; the stream was cut',
+          );
       } catch {
         failure = upstream.stoppedBy === 'timeout' ? 'upstream_timeout' : 'upstream_error';
       } finally {
@@ -862,6 +917,16 @@ function estimatedChatUsage(body: ChatRequest, generated: string, bounds: HoldBo
     ),
     reasoningTokens: 0n,
   };
+}
+
+/**
+ * Whether an event's data ends the stream: the openai SDK's rule (data that starts with
+ * `[DONE]`, so `[DONE] ` with a trailing space ends it too), with any whitespace around it
+ * ignored. A provider tested only against the SDK may send it so; reading it as a broken
+ * chunk would end a finished stream as malformed.
+ */
+function isDoneEvent(data: string): boolean {
+  return data.trimStart().startsWith('[DONE]');
 }
 
 /** `application/json` or any `+json` type: a provider's answer that is no event stream. */

@@ -1,4 +1,4 @@
-import { describe, expect, test } from 'vitest';
+import { describe, expect, test, vi } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
 import type { TestDatabase } from '../support/db.js';
 import { admin, userWithKey, type TestService } from '../support/service.js';
@@ -566,6 +566,105 @@ describe('an estimate never exceeds its hold', () => {
     expect(await usageRows(userId)).toMatchObject([
       { completion_tokens: '40', cost_usd: cost.toString(), estimated: true },
     ]);
+  });
+});
+
+describe('usage far above the hold', () => {
+  /** Calls charged more than their hold, as /metrics shows them. */
+  async function chargedOverHoldCount(): Promise<number> {
+    const text = await (await fetch(`${service.url}/metrics`)).text();
+    const line = text
+      .split('\n')
+      .find(
+        (l) =>
+          l.startsWith('lingxi_gateway_charged_over_hold_total{') &&
+          l.includes('model="gpt-4o-mini"') &&
+          l.includes('provider="stub"'),
+      );
+    return line === undefined ? 0 : Number(line.split(' ').at(-1));
+  }
+
+  const OVER_HOLD = /charged more than its hold/;
+
+  test('10^15 completion tokens reported for a 256-token cap: charged as reported, the shortfall owed, counted and logged', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 1801, balance: '1' });
+    const messages = [{ role: 'user' as const, content: 'absurd [[tokens=3]] [[sse=usage-huge]]' }];
+    const counted = await chargedOverHoldCount();
+    const warn = vi.spyOn(service.runtime.logger, 'warn');
+    try {
+      const { data, response } = await sdk(service.url, apiKey)
+        .chat.completions.create({ model: 'gpt-4o-mini', messages, stream: true })
+        .withResponse();
+      const requestId = response.headers.get('x-request-id');
+      let text = '';
+      for await (const chunk of data) text += chunk.choices[0]?.delta.content ?? '';
+      expect(text).toBe(completionText(3));
+      await service.http.services.work.drain(5000);
+
+      // The policy is unchanged: usage as reported, the balance to 0, the rest owed.
+      const prompt = countPromptTokens({ messages });
+      const cost = expectedCost(MODELS.mini, { prompt, completion: 10 ** 15 });
+      const [row] = await usageRows(userId);
+      expect(row).toMatchObject({
+        cost_usd: cost.toString(),
+        outcome: 'ok',
+        request_id: requestId,
+      });
+      expect(await balance(userId)).toMatchObject({ available: '0', held: '0' });
+
+      expect(await chargedOverHoldCount()).toBe(counted + 1);
+      expect(warn).toHaveBeenCalledWith(
+        expect.objectContaining({
+          requestId,
+          model: 'gpt-4o-mini',
+          provider: 'stub',
+          costUsd: cost.toString(),
+          shortfallUsd: cost.sub(1).toString(),
+          promptTokens: String(prompt),
+          completionTokens: String(10 ** 15),
+          heldUsd: expect.stringMatching(/^0\.\d+$/),
+        }),
+        expect.stringMatching(OVER_HOLD),
+      );
+    } finally {
+      warn.mockRestore();
+    }
+  });
+
+  test('a JSON answer whose prompt is far above what its bytes allow is counted too; a normal call is not', async () => {
+    const { apiKey } = await userWithKey(service, { telegramId: 1802, balance: '1' });
+    const client = sdk(service.url, apiKey);
+    const warn = vi.spyOn(service.runtime.logger, 'warn');
+    try {
+      const counted = await chargedOverHoldCount();
+      await client.chat.completions.create({
+        model: 'gpt-4o-mini',
+        messages: [{ role: 'user', content: 'normal [[tokens=3]]' }],
+      });
+      expect(await chargedOverHoldCount()).toBe(counted);
+      expect(warn).not.toHaveBeenCalledWith(expect.anything(), expect.stringMatching(OVER_HOLD));
+
+      const { response } = await client.chat.completions
+        .create({
+          model: 'gpt-4o-mini',
+          messages: [
+            { role: 'user', content: 'hidden prompt [[tokens=3]] [[prompt-tokens=100000]]' },
+          ],
+        })
+        .withResponse();
+      expect(await chargedOverHoldCount()).toBe(counted + 1);
+      expect(warn).toHaveBeenCalledWith(
+        expect.objectContaining({
+          requestId: response.headers.get('x-request-id'),
+          promptTokens: '100000',
+          completionTokens: '3',
+          shortfallUsd: '0',
+        }),
+        expect.stringMatching(OVER_HOLD),
+      );
+    } finally {
+      warn.mockRestore();
+    }
   });
 });
 

@@ -6,7 +6,7 @@ import type { TestDatabase } from '../support/db.js';
 import { admin, userWithKey, type TestService } from '../support/service.js';
 import { completionText, countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
 import { LONG_EVENT_TEXT, MULTIBYTE_SUFFIX } from '../support/upstream-stub/sse-shapes.js';
-import { expectedCost, MODELS, sdk, useGatewayStack } from './fixtures.js';
+import { expectedCost, MODELS, sdk, useGatewayStack, type GatewayStack } from './fixtures.js';
 
 /**
  * Streams whose SSE is shaped as some providers (or the proxies in front of them) send it:
@@ -170,6 +170,15 @@ describe('order and repetition', () => {
     await expectCharged(userId, content, 3);
   });
 
+  test('[DONE] with whitespace after it (`data: [DONE] `), as the SDK accepts it: the stream ends ok, charged its usage', async () => {
+    const { userId, apiKey } = await newUser();
+    const content = 'done spaced [[tokens=3]] [[sse=done-spaced]]';
+    const { error, text } = await streamed(apiKey, content);
+    expect(error).toBeNull();
+    expect(text).toBe(completionText(3));
+    await expectCharged(userId, content, 3);
+  });
+
   test('no [DONE] (the stream just ends): every token delivered, then the error event; charged its usage', async () => {
     const { userId, apiKey } = await newUser();
     const content = 'no done [[tokens=3]] [[sse=no-done]]';
@@ -272,5 +281,59 @@ describe('usage shapes in streams', () => {
         },
       ],
     });
+  });
+});
+
+describe('gateway.maxStreamEventBytes', () => {
+  // Small, so the test streams little; the call's time limit stays far above what it takes.
+  let limited: GatewayStack;
+  useGatewayStack(
+    (ready) => (limited = ready),
+    (config) => ({
+      ...config,
+      gateway: { maxStreamEventBytes: 65_536, maxCallDurationMs: 30_000 },
+    }),
+  );
+
+  test('an event that never ends is cut as malformed: what was generated is charged, no hold left', async () => {
+    const { userId, apiKey } = await userWithKey(limited.service, {
+      telegramId: 7901,
+      balance: '1',
+    });
+    const content = 'endless [[tokens=3]] [[sse=endless-event]]';
+    const chunks: ChatCompletionChunk[] = [];
+    let error: unknown = null;
+    try {
+      const stream = await sdk(limited.service.url, apiKey).chat.completions.create({
+        model: 'gpt-4o-mini',
+        messages: ask(content),
+        stream: true,
+      });
+      for await (const chunk of stream) chunks.push(chunk);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(OpenAI.APIError);
+    expect((error as InstanceType<typeof OpenAI.APIError>).code).toBe('upstream_malformed');
+    expect(chunks.map((c) => c.choices[0]?.delta.content ?? '').join('')).toBe('tok0 ');
+
+    await limited.stub.waitForIdle();
+    await limited.service.http.services.work.drain(5000);
+    // No usage came: about four bytes a token, of the prompt's text and of "tok0 ".
+    const prompt = Math.ceil(Buffer.byteLength(content) / 4);
+    const cost = expectedCost(MODELS.mini, { prompt, completion: 2 });
+    const { rows } = await limited.database.pool.query(
+      `select outcome, cost_usd::text as cost, estimated from usage_records where user_id = $1`,
+      [userId],
+    );
+    expect(rows).toEqual([
+      { outcome: 'upstream_malformed', cost: cost.toString(), estimated: true },
+    ]);
+    const { body } = await admin<{ available: string; held: string }>(
+      limited.service,
+      'GET',
+      `/users/${userId}/balance`,
+    );
+    expect(body).toMatchObject({ available: new Decimal(1).sub(cost).toString(), held: '0' });
   });
 });

@@ -17,6 +17,7 @@
  *   usage-twice    a usage chunk counting 1 completion token after the first token (as a
  *                  provider reporting usage as it goes), and the final one as usual
  *   done-twice     `[DONE]` twice
+ *   done-spaced    `data: [DONE] \t` (whitespace after it, which the openai SDK accepts)
  *   no-done        no `[DONE]`: the stream just ends after the usage chunk
  *   after-done     in the same write as `[DONE]`, after it: a token chunk "late " and a usage
  *                  chunk counting 1000 more completion tokens
@@ -26,6 +27,8 @@
  *   usage-strings  the usage chunk's counts as strings of digits
  *   usage-negative the usage chunk's completion_tokens is -5
  *   usage-huge     the usage chunk's completion_tokens is 10^15 (far beyond any hold)
+ *   endless-event  the role chunk and the first token, then an event that never ends: its
+ *                  `data:` line grows by 64 KiB a write, without end, until the client leaves
  */
 export const SSE_SHAPES = [
   'crlf',
@@ -38,6 +41,7 @@ export const SSE_SHAPES = [
   'usage-early',
   'usage-twice',
   'done-twice',
+  'done-spaced',
   'no-done',
   'after-done',
   'error-event',
@@ -45,6 +49,7 @@ export const SSE_SHAPES = [
   'usage-strings',
   'usage-negative',
   'usage-huge',
+  'endless-event',
 ] as const;
 
 export type SseShape = (typeof SSE_SHAPES)[number];
@@ -56,7 +61,7 @@ export const LONG_EVENT_TEXT = 'é'.repeat(500_000);
 
 const DONE = 'data: [DONE]\n\n';
 
-export function shapeEvents(shape: SseShape, events: readonly string[]): (string | Buffer)[] {
+export function shapeEvents(shape: SseShape, events: readonly string[]): Iterable<string | Buffer> {
   const usageAt = events.findIndex((event) => event.includes('"usage":{'));
   const isToken = (event: string) => /"delta":\{"content":"tok\d+ "\}/.test(event);
   const withUsage = (rewrite: (usage: Record<string, unknown>) => Record<string, unknown>) => {
@@ -116,6 +121,8 @@ export function shapeEvents(shape: SseShape, events: readonly string[]): (string
     }
     case 'done-twice':
       return [...events, DONE];
+    case 'done-spaced':
+      return events.map((event) => (event === DONE ? 'data: [DONE] \t\n\n' : event));
     case 'no-done':
       return events.filter((event) => event !== DONE);
     case 'after-done': {
@@ -165,10 +172,22 @@ export function shapeEvents(shape: SseShape, events: readonly string[]): (string
         usageAt,
         withUsage((usage) => ({ ...usage, completion_tokens: -5 })),
       );
+    case 'endless-event': {
+      const first = events.findIndex(isToken);
+      return endlessEvent(events.slice(0, first + 1));
+    }
     case 'usage-huge':
       return replaced(
         usageAt,
         withUsage((usage) => ({ ...usage, completion_tokens: 10 ** 15 })),
       );
   }
+}
+
+/** `before`, then one `data:` line that never ends (the stub stops writing when the client leaves). */
+function* endlessEvent(before: readonly string[]): Generator<string | Buffer> {
+  yield* before;
+  yield 'data: {"choices":[{"index":0,"delta":{"content":"';
+  const filler = Buffer.alloc(64 * 1024, 'x');
+  for (;;) yield filler;
 }
