@@ -159,8 +159,8 @@ export const FIELD_NOTES: Record<string, string> = {
   'gateway.clientGoneGraceMs':
     "How long a stream whose client left before the provider's headers came still waits for them (to learn whether the provider answers one JSON completion, which is then read and charged); then the provider's request is aborted (recorded `client_disconnected`, 499, nothing charged). Never past the provider's `timeoutMs` or the call's `maxCallDurationMs`. 0: abort at once.",
   'gateway.bytesPerTokenMin': 'Used to bound the prompt tokens of the cost estimate.',
-  'gateway.maxStreamEventBytes':
-    "The largest event a provider's stream may send (one chunk, or the unfinished line or event being read), counted in characters of the decoded text, which are never more than its bytes. Past it the stream is cut as malformed: the client gets the `upstream_malformed` error event, and the call is charged for what was generated. A stream's events are a few KB; the default (8 MiB) only stops an event that never ends from growing memory until the call's time limit.",
+  'gateway.maxStreamEventChars':
+    "The largest event a provider's stream may send (one chunk, or the unfinished line or event being read), in characters of the decoded text (a character is 1 to 4 bytes). Past it the stream is cut as malformed: the client gets the `upstream_malformed` error event, and the call is charged for what was generated. A stream's events are a few KB; the default (8,388,608) only stops an event that never ends from growing memory until the call's time limit.",
   'ledger.batchMaxSize': 'Ledger operations grouped into one database transaction at most.',
   'ledger.batchConcurrency': 'Ledger transactions in flight at once per process.',
   'cron.reconcile': 'Reconciliation: chains against custody accounts, ledger integrity.',

@@ -106,7 +106,7 @@ const gatewaySchema = z
     /** Upper bound on tokens a prompt may have: used by the cost estimate. */
     bytesPerTokenMin: z.number().positive().default(1),
     /** Largest SSE event a provider's stream may send; past it the stream is cut as malformed. */
-    maxStreamEventBytes: positiveInt.default(8_388_608),
+    maxStreamEventChars: positiveInt.default(8_388_608),
   })
   .prefault({});
 

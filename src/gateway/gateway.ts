@@ -722,7 +722,7 @@ export class Gateway {
       let oversized = false;
       const parser = createParser({
         // An event that never ends would grow the parser's buffer until the call's deadline.
-        maxBufferSize: this.deps.config.gateway.maxStreamEventBytes,
+        maxBufferSize: this.deps.config.gateway.maxStreamEventChars,
         onError(error) {
           if (error.type !== 'max-buffer-size-exceeded') return;
           oversized = true;
@@ -807,9 +807,9 @@ export class Gateway {
               requestId: record.requestId,
               model: record.model,
               provider: record.provider,
-              maxStreamEventBytes: this.deps.config.gateway.maxStreamEventBytes,
+              maxStreamEventChars: this.deps.config.gateway.maxStreamEventChars,
             },
-            'upstream sent a stream event larger than gateway.maxStreamEventBytes; the stream was cut',
+            'upstream sent a stream event larger than gateway.maxStreamEventChars; the stream was cut',
           );
       } catch {
         failure = upstream.stoppedBy === 'timeout' ? 'upstream_timeout' : 'upstream_error';

@@ -284,14 +284,14 @@ describe('usage shapes in streams', () => {
   });
 });
 
-describe('gateway.maxStreamEventBytes', () => {
+describe('gateway.maxStreamEventChars', () => {
   // Small, so the test streams little; the call's time limit stays far above what it takes.
   let limited: GatewayStack;
   useGatewayStack(
     (ready) => (limited = ready),
     (config) => ({
       ...config,
-      gateway: { maxStreamEventBytes: 65_536, maxCallDurationMs: 30_000 },
+      gateway: { maxStreamEventChars: 65_536, maxCallDurationMs: 30_000 },
     }),
   );
 
