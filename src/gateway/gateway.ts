@@ -31,6 +31,7 @@ import {
 } from './tokens.js';
 import {
   boundedWait,
+  maxUsage,
   postUpstream,
   readText,
   readUsage,
@@ -678,6 +679,8 @@ export class Gateway {
     const pump = async (sink: Writable): Promise<void> => {
       let text = '';
       let usage: TokenUsage | null = null;
+      // Every usage upstream reported so far, merged (`maxUsage`); `usage` is it read.
+      let reported: Record<string, unknown> | null = null;
       // The tier upstream reports serving the call at (every chunk repeats it).
       let servedTier: unknown = null;
       let done = false;
@@ -754,7 +757,12 @@ export class Gateway {
           text += choicesText(choices);
           let rewrite = false;
           if (chunk['usage'] != null) {
-            usage = readUsage(chunk['usage']) ?? usage;
+            // Each report counts (an unreadable one is ignored): the usage is their field-wise
+            // largest, right for reports that repeat it cumulatively and for ones that split it.
+            if (readUsage(chunk['usage']) !== null) {
+              reported = maxUsage(reported, chunk['usage'] as Record<string, unknown>);
+              usage = readUsage(reported);
+            }
             if (!clientWantsUsage) {
               if (choices.length === 0) return;
               delete chunk['usage'];

@@ -269,3 +269,36 @@ function readCount(value: unknown): bigint | null {
   if (typeof value === 'string' && /^\d{1,18}$/.test(value)) return BigInt(value);
   return null;
 }
+
+/**
+ * The usage of a stream that reported it more than once, as one usage object for `readUsage`:
+ * each count (details included) the largest any report gave. Providers repeat it in two ways:
+ * cumulative on every chunk (each report at least the one before: the largest is the last),
+ * or split (the prompt's counts early, e.g. from Anthropic's `message_start`, the completion's
+ * in the last chunk, its `prompt_tokens` 0 or absent). A count a report leaves out (or null)
+ * never lowers or clears one reported before, and a group of counts (`*_details`) is merged,
+ * never replaced by what is not one. Pass only usage `readUsage` reads (the others are
+ * ignored, as before); `seen` is the merge so far (null at first), never changed.
+ */
+export function maxUsage(
+  seen: Record<string, unknown> | null,
+  usage: Record<string, unknown>,
+): Record<string, unknown> {
+  const merged: Record<string, unknown> = { ...seen };
+  for (const [key, value] of Object.entries(usage)) {
+    const before = merged[key];
+    if (value === undefined || value === null) continue;
+    if (isRecord(before) && isRecord(value)) merged[key] = maxUsage(before, value);
+    else if (before === undefined || before === null) merged[key] = value;
+    else if (isRecord(before)) continue;
+    else {
+      const [was, now] = [readCount(before), readCount(value)];
+      merged[key] = was !== null && now !== null && was > now ? before : value;
+    }
+  }
+  return merged;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}

@@ -5,7 +5,7 @@ import { admin, userWithKey, type TestService } from '../support/service.js';
 import { choicesText, estimateTokens } from '../../src/gateway/tokens.js';
 import { connect } from '../../src/db/connect.js';
 import { syncPrices } from '../../src/gateway/pricing.js';
-import { readUsage } from '../../src/gateway/upstream.js';
+import { maxUsage, readUsage } from '../../src/gateway/upstream.js';
 import { completionText, countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
 import { expectedCost, useGatewayStack, MODELS, sdk, type GatewayStack } from './fixtures.js';
 
@@ -170,6 +170,43 @@ describe('usage counts as upstream writes them', () => {
     expect(readUsage({ prompt_tokens: 8, cache_creation_input_tokens: -3 })).toBeNull();
     expect(readUsage({ prompt_tokens: 8, prompt_cache_hit_tokens: 2.5 })).toBeNull();
     expect(readUsage({ prompt_tokens: 8, prompt_cache_miss_tokens: 'none' })).toBeNull();
+  });
+
+  test('usage reported more than once in a stream is merged count by count, each the largest', () => {
+    const merged = (...reports: Record<string, unknown>[]) =>
+      readUsage(reports.reduce<Record<string, unknown> | null>(maxUsage, null));
+    // Split: the prompt's counts first, the completion's last. Its total_tokens (the whole
+    // call's, without prompt_tokens beside it) is not read as 10 tokens generated outside
+    // completion_tokens, as reading the last report alone, then taking the largest, would.
+    expect(
+      merged(
+        { prompt_tokens: 10, prompt_tokens_details: { cached_tokens: 4 } },
+        {
+          completion_tokens: 3,
+          completion_tokens_details: { reasoning_tokens: 1 },
+          total_tokens: 13,
+        },
+      ),
+    ).toEqual({
+      promptTokens: 10n,
+      cachedTokens: 4n,
+      cacheWriteTokens: 0n,
+      completionTokens: 3n,
+      reasoningTokens: 1n,
+    });
+    // Cumulative: the last. Strings and numbers compare by value; null details clear nothing.
+    expect(
+      merged(
+        { prompt_tokens: 10, completion_tokens: 1, prompt_tokens_details: { cached_tokens: 4 } },
+        { prompt_tokens: '10', completion_tokens: '12', prompt_tokens_details: null },
+      ),
+    ).toEqual({
+      promptTokens: 10n,
+      cachedTokens: 4n,
+      cacheWriteTokens: 0n,
+      completionTokens: 12n,
+      reasoningTokens: 0n,
+    });
   });
 
   test('the usage is read as a whole: output outside completion_tokens is reasoning, cache writes are part of the prompt', () => {

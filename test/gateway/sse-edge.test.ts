@@ -149,7 +149,7 @@ describe('order and repetition', () => {
     await expectCharged(userId, content, 3);
   });
 
-  test('usage reported as it goes (twice): the last report counts, and the client sees both when it asked', async () => {
+  test('usage reported as it goes (twice, cumulative): the largest, the last, counts, and the client sees both when it asked', async () => {
     const { userId, apiKey } = await newUser();
     const content = 'twice [[tokens=3]] [[sse=usage-twice]]';
     const { error, text, chunks } = await streamed(apiKey, content, { includeUsage: true });
@@ -160,6 +160,30 @@ describe('order and repetition', () => {
     ]);
     await expectCharged(userId, content, 3);
   });
+
+  for (const includeUsage of [false, true]) {
+    test(`usage split in two reports (the prompt's first, the completion's last without prompt_tokens), include_usage ${includeUsage}: charged prompt + completion exactly`, async () => {
+      const { userId, apiKey } = await newUser();
+      const content = `split ${includeUsage} [[tokens=3]] [[sse=usage-split]]`;
+      const { error, text, chunks } = await streamed(apiKey, content, { includeUsage });
+      expect(error).toBeNull();
+      expect(text).toBe(completionText(3));
+      const prompt = countPromptTokens({ messages: ask(content) });
+      // Passed on as upstream sent them when asked for, else hidden.
+      const reports = chunks
+        .filter((c) => c.usage != null)
+        .map((c) => [c.usage?.prompt_tokens, c.usage?.completion_tokens]);
+      expect(reports).toEqual(
+        includeUsage
+          ? [
+              [prompt, 0],
+              [undefined, 3],
+            ]
+          : [],
+      );
+      await expectCharged(userId, content, 3);
+    });
+  }
 
   test('[DONE] twice: one [DONE] to the client, charged once', async () => {
     const { userId, apiKey } = await newUser();

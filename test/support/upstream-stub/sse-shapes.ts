@@ -16,6 +16,11 @@
  *   usage-early    the usage chunk comes before the last token's chunk
  *   usage-twice    a usage chunk counting 1 completion token after the first token (as a
  *                  provider reporting usage as it goes), and the final one as usual
+ *   usage-split    usage reported in two parts (as proxies mapping Anthropic's message_start
+ *                  and message_delta send it): the role chunk carries the prompt's counts
+ *                  (prompt_tokens and its details, completion_tokens 0, total_tokens the
+ *                  prompt's), the usage chunk the completion's (completion_tokens and its
+ *                  details, total_tokens the same), without prompt_tokens
  *   done-twice     `[DONE]` twice
  *   done-spaced    `data: [DONE] \t` (whitespace after it, which the openai SDK accepts)
  *   no-done        no `[DONE]`: the stream just ends after the usage chunk
@@ -40,6 +45,7 @@ export const SSE_SHAPES = [
   'long-event',
   'usage-early',
   'usage-twice',
+  'usage-split',
   'done-twice',
   'done-spaced',
   'no-done',
@@ -119,6 +125,30 @@ export function shapeEvents(shape: SseShape, events: readonly string[]): Iterabl
       const first = events.findIndex(isToken);
       return [...events.slice(0, first + 1), early, ...events.slice(first + 1)];
     }
+    case 'usage-split': {
+      const chunkOf = (event: string) =>
+        JSON.parse(event.slice('data: '.length)) as Record<string, unknown>;
+      const full = chunkOf(events[usageAt]!)['usage'] as Record<string, unknown>;
+      const prompt = full['prompt_tokens'] as number;
+      const completion = full['completion_tokens'] as number;
+      const first = {
+        ...chunkOf(events[0]!),
+        usage: {
+          prompt_tokens: prompt,
+          completion_tokens: 0,
+          total_tokens: prompt,
+          ...pick(full, 'prompt_tokens_details'),
+        },
+      };
+      const last = withUsage(() => ({
+        completion_tokens: completion,
+        total_tokens: completion,
+        ...pick(full, 'completion_tokens_details'),
+      }));
+      return replaced(usageAt, last).map((event, index) =>
+        index === 0 ? `data: ${JSON.stringify(first)}\n\n` : event,
+      );
+    }
     case 'done-twice':
       return [...events, DONE];
     case 'done-spaced':
@@ -182,6 +212,11 @@ export function shapeEvents(shape: SseShape, events: readonly string[]): Iterabl
         withUsage((usage) => ({ ...usage, completion_tokens: 10 ** 15 })),
       );
   }
+}
+
+/** `{[key]: record[key]}`, or `{}` when the record has no such key. */
+function pick(record: Record<string, unknown>, key: string): Record<string, unknown> {
+  return key in record ? { [key]: record[key] } : {};
 }
 
 /** `before`, then one `data:` line that never ends (the stub stops writing when the client leaves). */
