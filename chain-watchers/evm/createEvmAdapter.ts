@@ -96,6 +96,8 @@ export function createEvmAdapter(
     batchSize: options.batchSize ?? 100,
     logQueryConcurrency: options.logQueryConcurrency ?? 4,
     logPlanner: new TransferLogPlanner(options.transferLogQuery ?? 'auto'),
+    // What is final on the chain a scan saw, only where deposits are credited at it.
+    readFinalized: network.confirmations === 'finalized',
   };
 
   async function verify(): Promise<void> {

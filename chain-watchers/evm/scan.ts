@@ -24,6 +24,7 @@ import {
   blockRefOf,
   getBlockRef,
   getBlockWithTransactions,
+  isNodeRefusal,
   mapInChunks,
   type RpcBlockWithTransactions,
 } from './blocks.js';
@@ -40,6 +41,11 @@ export interface ScanTransfersParameters extends ScanParameters {
   /** `eth_getLogs` filters in flight at once. */
   logQueryConcurrency: number;
   logPlanner: TransferLogPlanner;
+  /**
+   * Read the endpoint's `finalized` block too, reported as `endpointFinalized` (the network
+   * credits at `finalized`); left out otherwise, to spare the request.
+   */
+  readFinalized: boolean;
 }
 
 /**
@@ -124,14 +130,18 @@ export async function scanTransfers(
 ): Promise<ScanResult> {
   const { fromBlock, toBlock } = params;
   // The first block is read with the last (one batch) when the scan must continue a cursor,
-  // and the endpoint's head with them: how long the chain of the transfers is.
-  const [toBlockRef, firstRef, endpointHead] = await Promise.all([
+  // and the endpoint's head with them: how long the chain of the transfers is; with
+  // `readFinalized`, its finalized block too: what is final on that chain.
+  const [toBlockRef, firstRef, endpointHead, finalized] = await Promise.all([
     getBlockRef(client, toBlock),
     params.parentHash === undefined || fromBlock === toBlock
       ? null
       : getBlockRef(client, fromBlock),
     client.request({ method: 'eth_blockNumber' }).then(hexToBigInt),
+    params.readFinalized ? getFinalizedNumber(client) : undefined,
   ]);
+  // No higher than the head read with it (two nodes behind one load balancer).
+  const final = finalized === undefined ? {} : { endpointFinalized: min(finalized, endpointHead) };
   if (!toBlockRef)
     throw new BlockNotServedError(`the endpoint does not serve block ${toBlock} yet`);
   if (params.parentHash !== undefined) {
@@ -141,7 +151,7 @@ export async function scanTransfers(
   }
 
   const watched = [...params.addresses].sort();
-  if (watched.length === 0) return { transfers: [], toBlockRef, endpointHead };
+  if (watched.length === 0) return { transfers: [], toBlockRef, endpointHead, ...final };
   const watchedSet = new Set(watched);
   const assetsByContract = new Map(
     params.assets.flatMap((asset) => (asset.contract ? [[asset.contract, asset] as const] : [])),
@@ -208,7 +218,7 @@ export async function scanTransfers(
         a.transfer.logIndex - b.transfer.logIndex,
     )
     .map((candidate) => candidate.transfer);
-  return { transfers, toBlockRef, endpointHead };
+  return { transfers, toBlockRef, endpointHead, ...final };
 }
 
 /** A scan's range is ordered and its addresses canonical; a caller's mistake, never retried. */
@@ -222,6 +232,21 @@ export function assertScanParameters(params: ScanParameters): void {
     if (!/^0x[0-9a-f]{40}$/.test(address)) {
       throw new TypeError(`watched address "${address}" is not canonical (use normalizeAddress)`);
     }
+  }
+}
+
+/**
+ * The endpoint's `finalized` block number. A node that refuses the tag (chains without
+ * finality, old clients) or has no finalized block yet has nothing final: -1, as the watcher
+ * reads a head without a finalized block (see `getHead`), so a transfer it saw is not credited
+ * on another endpoint's word.
+ */
+async function getFinalizedNumber(client: PublicClient): Promise<bigint> {
+  try {
+    return (await getBlockRef(client, 'finalized'))?.number ?? -1n;
+  } catch (error) {
+    if (!isNodeRefusal(error)) throw error;
+    return -1n;
   }
 }
 
@@ -580,6 +605,10 @@ function addressTopic(address: string): Hex {
 
 function topicAddress(topic: Hex): string {
   return `0x${topic.slice(26)}`.toLowerCase();
+}
+
+function min(a: bigint, b: bigint): bigint {
+  return a < b ? a : b;
 }
 
 function compareBigInt(a: bigint, b: bigint): number {

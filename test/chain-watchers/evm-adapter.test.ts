@@ -465,6 +465,39 @@ describe('blocks and balances', () => {
     expect(head.latest.number).toBe(await devnet.blockNumber());
   });
 
+  it('a scan reports its own endpoint\'s finalized block only with "finalized" confirmations; nothing final where the node refuses the tag', async () => {
+    let refuse = false;
+    let finalizedReads = 0;
+    const proxy = await startRpcProxy(devnet.url, (call) => {
+      if (call.method !== 'eth_getBlockByNumber' || call.params[0] !== 'finalized') return;
+      finalizedReads += 1;
+      return refuse
+        ? { error: { code: -32602, message: 'invalid block tag finalized' } }
+        : undefined;
+    });
+    servers.push(proxy);
+    const base = devnetNetworkConfig({ rpcUrls: [proxy.url], assets: assetInputs() });
+    const counted = createEvmAdapter(base, { logger: { warn() {} } });
+    const final = createEvmAdapter(
+      { ...base, confirmations: 'finalized' },
+      { logger: { warn() {} } },
+    );
+    const from = await devnet.mine(1);
+    const to = await devnet.blockNumber();
+
+    const plain = await scanSince(from, [alice.address.toLowerCase()], counted);
+    expect(plain.endpointFinalized).toBeUndefined();
+    expect(finalizedReads).toBe(0);
+
+    const scanned = await scanSince(from, [alice.address.toLowerCase()], final);
+    expect(scanned.endpointHead).toBe(to);
+    expect(scanned.endpointFinalized).toBe(to); // ganache finalizes instantly
+    expect(finalizedReads).toBe(1);
+
+    refuse = true;
+    expect((await scanSince(from, [], final)).endpointFinalized).toBe(-1n);
+  });
+
   it('returns null for a block the chain has not reached', async () => {
     expect(await adapter.getBlock((await devnet.blockNumber()) + 1000n)).toBeNull();
   });

@@ -589,6 +589,80 @@ describe('EVM watcher, adversarial', () => {
     }
   });
 
+  test('with "finalized" confirmations, the head endpoint has the deposit final but the endpoint that scanned it does not: not credited until the scanning endpoint finalizes it', async () => {
+    // Ganache has every block final. The primary answers the head (and its finalized block,
+    // the latest) but refuses every eth_getLogs, so each scan fails over to the fallback, whose
+    // finalized block is `fallbackFinalized`.
+    let fallbackFinalized = 0n;
+    const primary = await startRpcProxy(devnet.url, (call) =>
+      call.method === 'eth_getLogs'
+        ? { error: { code: -32603, message: 'internal error' } }
+        : undefined,
+    );
+    const fallback = await startRpcProxy(devnet.url, async (call) => {
+      if (call.method !== 'eth_getBlockByNumber' || call.params[0] !== 'finalized') return;
+      return {
+        result: await devnet.rpc('eth_getBlockByNumber', [toHex(fallbackFinalized), false]),
+      };
+    });
+    try {
+      const config = network({
+        name: 'devnet-final-scan',
+        rpcUrls: [primary.url, fallback.url],
+        confirmations: 'finalized',
+        startBlock: Number(await devnet.blockNumber()) + 1,
+      });
+      // Not demoted for its refusals: the primary stays first, so it answers every head.
+      const adapter = createEvmAdapter(config, {
+        logger: quiet,
+        rpc: { demoteMs: 0, demoteMsMax: 0 },
+      });
+      const w = new DepositWatcher({
+        network: config,
+        adapter,
+        ledger,
+        pool: database.pool,
+        priceSources: createPriceSources(config, new Map([[config.name, adapter]])),
+        logger: quiet,
+      });
+      const kim = await newUser();
+      const sent = await devnet.transferToken(usdt, devnet.account(0), kim.address, 6_000_000n);
+      fallbackFinalized = sent.blockNumber - 1n;
+      await devnet.mine(2);
+      const status = async () =>
+        (
+          await database.pool.query<{ status: string }>(
+            `select status from deposits where tx_hash = $1`,
+            [sent.txHash],
+          )
+        ).rows.map((r) => r.status);
+
+      expect((await adapter.getHead()).finalized).toBeGreaterThanOrEqual(sent.blockNumber);
+      expect(await w.runOnce()).toMatchObject({ recorded: 1, credited: 0 });
+      expect(fallback.methods).toContain('eth_getLogs');
+      expect(await status()).toEqual(['seen']);
+      expect(await balance(kim.customer)).toBe('0');
+      await devnet.mine(1);
+      expect(await w.runOnce()).toMatchObject({ credited: 0 });
+      expect(await status()).toEqual(['confirming']);
+      expect(await balance(kim.customer)).toBe('0');
+
+      // The scanning endpoint finalizes the deposit's block: credited, once.
+      fallbackFinalized = sent.blockNumber;
+      await devnet.mine(1);
+      expect(await w.runOnce()).toMatchObject({ credited: 1 });
+      expect(await status()).toEqual(['credited']);
+      expect(await balance(kim.customer)).toBe('6');
+      await devnet.mine(1);
+      expect(await w.runOnce()).toMatchObject({ credited: 0 });
+      expect(await balance(kim.customer)).toBe('6');
+      await expectBalancedLedger();
+    } finally {
+      await primary.close();
+      await fallback.close();
+    }
+  });
+
   test('two reorgs in a row while the watcher catches up a backlog range by range: each deposit ends credited once or reversed, none lost', async () => {
     const config = network({ name: 'devnet-backlog', maxBlockRange: 3, startBlock: undefined });
     const w = watcher(config);
