@@ -92,6 +92,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly watcherChainDiverged = new Gauge({
+    name: 'lingxi_watcher_chain_diverged',
+    help: 'Per network, 1 while the watcher has stopped because no checkpoint it kept is on the chain its endpoint serves (a reorg deeper than they reach, or another chain): nothing is credited until an operator acts',
+    labelNames: ['network'] as const,
+    registers: [this.registry],
+  });
+
   readonly watcherLastIteration = new Gauge({
     name: 'lingxi_watcher_last_iteration_timestamp_seconds',
     help: 'When the watcher last finished an iteration, per network (alert when it stops moving)',

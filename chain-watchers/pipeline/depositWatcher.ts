@@ -72,6 +72,36 @@ export interface IterationReport {
   caughtUp: boolean;
 }
 
+/**
+ * No checkpoint the watcher kept (4 x reorgDepthMax blocks behind its cursor) is on the chain
+ * the endpoint serves: a reorg deeper than all of them, or an endpoint on another chain. The
+ * iteration fails before it records, credits or moves anything, and so does every next one
+ * until the endpoint serves a chain with a kept checkpoint again (by itself, or another
+ * endpoint), or an operator adds a checkpoint below the fork (docs/operating.md).
+ */
+export class ChainDivergedError extends Error {
+  override name = 'ChainDivergedError';
+  constructor(
+    readonly details: {
+      network: string;
+      cursor: bigint;
+      /** The oldest checkpoint kept below the cursor; null when none is kept. */
+      oldestCheckpoint: { number: bigint; hash: string } | null;
+      /** What the endpoint has at the oldest checkpoint's height: null when nothing. */
+      endpointHash: string | null;
+    },
+  ) {
+    const oldest = details.oldestCheckpoint;
+    super(
+      `${details.network}: no checkpoint kept matches the chain (a reorg deeper than they reach, or an endpoint on another chain): ` +
+        (oldest
+          ? `the oldest, block ${oldest.number} ${oldest.hash}, is ${details.endpointHash ?? 'missing'} on the endpoint`
+          : 'none is kept below the cursor') +
+        `; the cursor stays at ${details.cursor} and nothing is credited until an operator acts`,
+    );
+  }
+}
+
 /** USD has 18 fractional digits; amount x rate is rounded half-even to them, the residue kept on the entry. */
 const USD_SCALE = 18;
 
@@ -137,6 +167,9 @@ export class DepositWatcher {
 
     const db = this.db(pool);
     let cursor = await this.loadCursor(db, head);
+    // First start: the block before the first one scanned is a checkpoint too, so that a reorg
+    // of the first range scanned finds its fork point rather than no checkpoint at all.
+    const startCheckpoint = cursor.firstStart && cursor.hash !== '' ? cursor : null;
     if (cursor.number >= 0n) {
       const canonical = await adapter.getBlock(cursor.number);
       if (!canonical) {
@@ -232,6 +265,16 @@ export class DepositWatcher {
       report.ignored = credit.ignored;
       report.awaitingPrice = credit.awaitingPrice;
       report.booked = await this.bookOutgoing(tx, client, creditHeight);
+      if (startCheckpoint)
+        await tx
+          .insertInto('watcher_checkpoints')
+          .values({
+            network,
+            block_number: startCheckpoint.number.toString(),
+            block_hash: startCheckpoint.hash,
+          })
+          .onConflict((oc) => oc.columns(['network', 'block_number']).doNothing())
+          .execute();
       await this.saveCursor(tx, newCursor, creditHeight);
       await client.query('commit');
     } catch (error) {
@@ -279,7 +322,7 @@ export class DepositWatcher {
   private async loadCursor(
     db: Kysely<WatcherTables>,
     head: ChainHead,
-  ): Promise<{ number: bigint; hash: string }> {
+  ): Promise<{ number: bigint; hash: string; firstStart?: true }> {
     const row = await db
       .selectFrom('watcher_cursors')
       .select(['block_number', 'block_hash'])
@@ -291,7 +334,7 @@ export class DepositWatcher {
       this.network.startBlock !== undefined ? BigInt(this.network.startBlock) : head.latest.number;
     const before = start - 1n;
     const block = before >= 0n ? await this.options.adapter.getBlock(before) : null;
-    return { number: before, hash: block?.hash ?? '' };
+    return { number: before, hash: block?.hash ?? '', firstStart: true };
   }
 
   /**
@@ -299,7 +342,8 @@ export class DepositWatcher {
    * checkpoint kept (`saveCursor` keeps 4 x reorgDepthMax blocks of them) is a candidate, so a
    * reorg somewhat deeper than reorgDepthMax is still rewound to where it began: the
    * checkpoints, all of the chain the watcher followed, are on the canonical chain up to the
-   * fork and off it above, so a binary search finds the newest in a few block reads.
+   * fork and off it above, so a binary search finds the newest in a few block reads. When
+   * none is on the chain, throws `ChainDivergedError`: the iteration changes nothing.
    */
   private async findForkPoint(db: Kysely<WatcherTables>, cursorNumber: bigint): Promise<bigint> {
     const checkpoints = await db
@@ -321,20 +365,19 @@ export class DepositWatcher {
       else low = middle + 1;
     }
     if (low < checkpoints.length) return BigInt(checkpoints[low]!.block_number);
-    const floor =
-      this.network.startBlock !== undefined ? BigInt(this.network.startBlock) - 1n : -1n;
-    // Below every checkpoint kept, all of them off the chain: the fork is older still.
+    // None is on the chain: a reorg deeper than every checkpoint kept, or an endpoint on
+    // another chain. Rescanning from below them would leave what the reorg removed further
+    // down credited, and on another chain would credit its transfers: stop instead.
     const oldest = checkpoints.at(-1);
-    const below = cursorNumber - BigInt(this.network.reorgDepthMax);
-    const fallback = max(
-      floor,
-      oldest !== undefined ? min(below, BigInt(oldest.block_number) - 1n) : below,
-    );
-    this.options.logger.error(
-      { network: this.network.name, fallback: String(fallback) },
-      'no checkpoint kept matches the chain (a reorg deeper than they reach); rescanning from there: transfers below it that the reorg removed are not rechecked',
-    );
-    return fallback;
+    const answer = oldest ? await this.options.adapter.getBlock(BigInt(oldest.block_number)) : null;
+    throw new ChainDivergedError({
+      network: this.network.name,
+      cursor: cursorNumber,
+      oldestCheckpoint: oldest
+        ? { number: BigInt(oldest.block_number), hash: oldest.block_hash }
+        : null,
+      endpointHash: answer?.hash ?? null,
+    });
   }
 
   /** After a reorg, every transfer above the fork point must be seen again on the new chain. */

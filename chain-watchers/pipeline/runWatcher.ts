@@ -1,5 +1,10 @@
 import type pg from 'pg';
-import type { DepositWatcher, IterationReport, WatcherLogger } from './depositWatcher.js';
+import {
+  ChainDivergedError,
+  type DepositWatcher,
+  type IterationReport,
+  type WatcherLogger,
+} from './depositWatcher.js';
 
 export interface RunWatcherOptions {
   pool: pg.Pool;
@@ -7,6 +12,8 @@ export interface RunWatcherOptions {
   logger: WatcherLogger;
   /** Called after every successful iteration (metrics, tests). */
   onIteration?: (report: IterationReport) => void;
+  /** Called after every failed iteration (metrics, tests). */
+  onFailure?: (error: unknown) => void;
   /** Longest wait between failed iterations (default 30 s). */
   maxBackoffMs?: number;
 }
@@ -38,14 +45,33 @@ export async function runWatcher(
           await sleep(pollMs, signal);
         } catch (error) {
           failures += 1;
+          options.onFailure?.(error);
           const waitMs = Math.min(
             options.maxBackoffMs ?? 30_000,
             pollMs * 2 ** Math.min(failures - 1, 6),
           );
-          logger.warn(
-            { network, err: errorSummary(error), failures, retryInMs: waitMs },
-            'watcher iteration failed; retrying from the same cursor',
-          );
+          if (error instanceof ChainDivergedError) {
+            // Not a passing failure: it repeats until an operator acts (docs/operating.md).
+            const { cursor, oldestCheckpoint, endpointHash } = error.details;
+            logger.error(
+              {
+                network,
+                cursor: String(cursor),
+                oldestCheckpoint: oldestCheckpoint && {
+                  number: String(oldestCheckpoint.number),
+                  hash: oldestCheckpoint.hash,
+                },
+                endpointHash,
+                failures,
+                retryInMs: waitMs,
+              },
+              'no checkpoint kept matches the chain: crediting on this network stopped until an operator acts',
+            );
+          } else
+            logger.warn(
+              { network, err: errorSummary(error), failures, retryInMs: waitMs },
+              'watcher iteration failed; retrying from the same cursor',
+            );
           await sleep(waitMs, signal);
         }
       }

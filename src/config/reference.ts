@@ -101,7 +101,7 @@ export const FIELD_NOTES: Record<string, string> = {
   'networks[].maxBlockRange':
     'Most blocks scanned per iteration (lower it for providers that limit eth_getLogs ranges).',
   'networks[].reorgDepthMax':
-    "Deepest reorg expected. The watcher keeps checkpoints (block hashes) for 4 x this many blocks behind its cursor and finds a reorg's fork point among them; a reorg deeper than they reach is logged at error level, and what it removed below them is not rechecked. With a count of `confirmations`, must be at least that count: a reorg that removes a credited deposit is at least that deep, and this is how far back the watcher is sure to re-check.",
+    "Deepest reorg expected. The watcher keeps checkpoints (block hashes) for 4 x this many blocks behind its cursor and finds a reorg's fork point among them; a reorg deeper than they reach stops the watcher on that network (nothing credited, the cursor kept) until an operator acts: see docs/operating.md. With a count of `confirmations`, must be at least that count: a reorg that removes a credited deposit is at least that deep, and this is how far back the watcher is sure to re-check.",
   'networks[].rpcTimeoutMs': 'Timeout of every RPC call.',
   'networks[].rpcRetries': 'Rounds over all endpoints after the first, with backoff.',
   'networks[].startBlock':

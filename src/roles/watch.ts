@@ -1,6 +1,9 @@
 import { createAdapters, createWatcher } from '../../chain-watchers/pipeline/createWatcher.js';
 import { runWatcher } from '../../chain-watchers/pipeline/runWatcher.js';
-import type { IterationReport } from '../../chain-watchers/pipeline/depositWatcher.js';
+import {
+  ChainDivergedError,
+  type IterationReport,
+} from '../../chain-watchers/pipeline/depositWatcher.js';
 import { AppError } from '../errors.js';
 import type { Runtime } from '../runtime.js';
 
@@ -55,6 +58,7 @@ export async function startWatcherRole(
         onIteration: (report) => {
           runtime.metrics.watcherHead.set({ network: network.name }, Number(report.head));
           runtime.metrics.watcherLastIteration.set({ network: network.name }, Date.now() / 1000);
+          runtime.metrics.watcherChainDiverged.set({ network: network.name }, 0);
           // An iteration that priced nothing (the endpoint is behind) leaves the count as it was.
           if (report.awaitingPrice !== null)
             runtime.metrics.depositsAwaitingPrice.set(
@@ -64,6 +68,11 @@ export async function startWatcherRole(
           if (report.credited)
             runtime.metrics.depositsCredited.inc({ network: network.name }, report.credited);
           options.onIteration?.(network.name, report);
+        },
+        onFailure: (error) => {
+          // Other failures (an RPC down) say nothing of the chain: the gauge stays as it was.
+          if (error instanceof ChainDivergedError)
+            runtime.metrics.watcherChainDiverged.set({ network: network.name }, 1);
         },
       },
     ).catch((error: unknown) =>

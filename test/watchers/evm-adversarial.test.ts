@@ -10,6 +10,7 @@ import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicT
 import { assignDepositAddress } from '../../chain-watchers/pipeline/depositAddresses.js';
 import { createPriceSources } from '../../chain-watchers/pipeline/createWatcher.js';
 import { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
+import { runWatcher } from '../../chain-watchers/pipeline/runWatcher.js';
 import type { WatcherTables } from '../../chain-watchers/pipeline/tables.js';
 import { startDevnet, type Devnet, type DevnetAccount } from '../support/evm/devnet.js';
 import { startRpcProxy } from '../support/evm/rpcServers.js';
@@ -383,6 +384,107 @@ describe('EVM watcher, adversarial', () => {
     expect(rows).toEqual([{ status: 'reversed' }]);
     expect(await balance(hal.customer)).toBe('0');
     expect(await balance(`assets:custody:devnet-deep:USDT:${hal.address}`)).toBe('0');
+    await expectBalancedLedger();
+  });
+
+  test('a reorg below every checkpoint the watcher keeps: it stops, credits and reverses nothing, keeps its cursor, says why each iteration; a checkpoint an operator adds below the fork lets it go on', async () => {
+    // reorgDepthMax 3: checkpoints for the 12 blocks behind the cursor, one per iteration.
+    const config = network({ name: 'devnet-diverged', reorgDepthMax: 3, startBlock: undefined });
+    const w = watcher(config);
+    const ida = await newUser();
+    const ivo = await newUser();
+    await w.runOnce();
+    const forkBase = await devnet.client.getBlockNumber();
+    const beforeTransfer = await devnet.snapshot();
+    await devnet.transferToken(usdt, devnet.account(0), ida.address, 9_000_000n);
+    await w.runOnce();
+    for (let i = 0; i < 19; i += 1) {
+      await devnet.mine(1);
+      await w.runOnce();
+    }
+    expect(await balance(ida.customer)).toBe('9');
+    const cursorOf = async () =>
+      (
+        await database.pool.query(
+          `select block_number, block_hash, credited_to from watcher_cursors where network = 'devnet-diverged'`,
+        )
+      ).rows;
+    const cursorBefore = await cursorOf();
+    const depositsOf = async () =>
+      (
+        await database.pool.query(
+          `select address, status from deposits where network = 'devnet-diverged' order by address`,
+        )
+      ).rows;
+
+    // The new branch replaces every block since the snapshot, 20 of them: all 13 checkpoints
+    // kept are off it. On it, ivo is paid instead.
+    await devnet.revert(beforeTransfer);
+    await devnet.mine(1, { increaseTimeS: 13 });
+    await devnet.transferToken(usdt, devnet.account(0), ivo.address, 5_000_000n);
+    await devnet.mine(23, { increaseTimeS: 13 });
+    await expect(w.runOnce()).rejects.toMatchObject({
+      name: 'ChainDivergedError',
+      message: expect.stringContaining('no checkpoint kept matches the chain') as unknown,
+    });
+
+    // The loop logs it at error level with the cursor, the oldest checkpoint and what the
+    // endpoint has there, each iteration, and reports it (the role sets the gauge from it).
+    const errors: object[] = [];
+    const failures: unknown[] = [];
+    const controller = new AbortController();
+    await runWatcher(w, {
+      pool: database.pool,
+      signal: controller.signal,
+      logger: { ...quiet, error: (details) => errors.push(details) },
+      onIteration: () => controller.abort(),
+      onFailure: (error) => {
+        failures.push(error);
+        if (failures.length === 2) controller.abort();
+      },
+    });
+    expect(failures.map((e) => (e as Error).name)).toEqual([
+      'ChainDivergedError',
+      'ChainDivergedError',
+    ]);
+    const oldest = (
+      await database.pool.query(
+        `select block_number, block_hash from watcher_checkpoints
+          where network = 'devnet-diverged' order by block_number limit 1`,
+      )
+    ).rows[0];
+    const onEndpoint = await devnet.client.getBlock({ blockNumber: BigInt(oldest.block_number) });
+    expect(errors).toEqual([
+      expect.objectContaining({
+        network: 'devnet-diverged',
+        cursor: cursorBefore[0].block_number,
+        oldestCheckpoint: { number: oldest.block_number, hash: oldest.block_hash },
+        endpointHash: onEndpoint.hash,
+      }),
+      expect.objectContaining({ cursor: cursorBefore[0].block_number }),
+    ]);
+    expect(onEndpoint.hash).not.toBe(oldest.block_hash);
+    // Nothing credited, reversed or recorded; the cursor where it was.
+    expect(await cursorOf()).toEqual(cursorBefore);
+    expect(await depositsOf()).toEqual([{ address: ida.address, status: 'credited' }]);
+    expect(await balance(ida.customer)).toBe('9');
+    expect(await balance(ivo.customer)).toBe('0');
+
+    // The way out (docs/operating.md): a block below the fork, its hash read from the chain.
+    const base = await devnet.client.getBlock({ blockNumber: forkBase });
+    await database.pool.query(
+      `insert into watcher_checkpoints (network, block_number, block_hash) values ('devnet-diverged', $1, $2)`,
+      [String(forkBase), base.hash],
+    );
+    for (let i = 0; i < 3; i += 1) await w.runOnce();
+    expect(await depositsOf()).toEqual(
+      [
+        { address: ida.address, status: 'reversed' },
+        { address: ivo.address, status: 'credited' },
+      ].sort((a, b) => a.address.localeCompare(b.address)),
+    );
+    expect(await balance(ida.customer)).toBe('0');
+    expect(await balance(ivo.customer)).toBe('5');
     await expectBalancedLedger();
   });
 
