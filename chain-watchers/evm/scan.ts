@@ -28,6 +28,7 @@ import {
   mapInChunks,
   type RpcBlockWithTransactions,
 } from './blocks.js';
+import { compareBig, minBig } from '../bigints.js';
 
 /** keccak256("Transfer(address,address,uint256)"): ERC-20 and ERC-721 share it. */
 export const TRANSFER_TOPIC = '0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef';
@@ -141,7 +142,8 @@ export async function scanTransfers(
     params.readFinalized ? getFinalizedNumber(client) : undefined,
   ]);
   // No higher than the head read with it (two nodes behind one load balancer).
-  const final = finalized === undefined ? {} : { endpointFinalized: min(finalized, endpointHead) };
+  const final =
+    finalized === undefined ? {} : { endpointFinalized: minBig(finalized, endpointHead) };
   if (!toBlockRef)
     throw new BlockNotServedError(`the endpoint does not serve block ${toBlock} yet`);
   if (params.parentHash !== undefined) {
@@ -213,7 +215,7 @@ export async function scanTransfers(
   const transfers = [...candidates.values()]
     .sort(
       (a, b) =>
-        compareBigInt(a.transfer.blockNumber, b.transfer.blockNumber) ||
+        compareBig(a.transfer.blockNumber, b.transfer.blockNumber) ||
         a.transactionIndex - b.transactionIndex ||
         a.transfer.logIndex - b.transfer.logIndex,
     )
@@ -605,12 +607,4 @@ function addressTopic(address: string): Hex {
 
 function topicAddress(topic: Hex): string {
   return `0x${topic.slice(26)}`.toLowerCase();
-}
-
-function min(a: bigint, b: bigint): bigint {
-  return a < b ? a : b;
-}
-
-function compareBigInt(a: bigint, b: bigint): number {
-  return a < b ? -1 : a > b ? 1 : 0;
 }

@@ -20,6 +20,7 @@ import {
 } from '../prices.js';
 import { watchedAddresses, type AddressFamily } from './depositAddresses.js';
 import type { WatcherTables } from './tables.js';
+import { compareBig, maxBig, minBig } from '../bigints.js';
 
 export interface WatcherLogger {
   debug(details: object, message: string): void;
@@ -200,7 +201,7 @@ export class DepositWatcher {
     // address assigned before it, so it is in this set.
     const addresses = await watchedAddresses(db, this.family);
     const from = cursor.number + 1n;
-    const to = min(head.latest.number, from + BigInt(this.network.maxBlockRange) - 1n);
+    const to = minBig(head.latest.number, from + BigInt(this.network.maxBlockRange) - 1n);
     let transfers: ObservedTransfer[] = [];
     let newCursor = cursor;
     let confirmedHead = head.latest.number;
@@ -221,14 +222,14 @@ export class DepositWatcher {
       // on another fork, whose blocks confirm nothing on this one. A deposit's confirmations
       // are blocks of the chain it was seen on, so no more than that endpoint has.
       if (result.endpointHead !== undefined)
-        confirmedHead = min(confirmedHead, result.endpointHead);
+        confirmedHead = minBig(confirmedHead, result.endpointHead);
       // Likewise what is final: final on the other fork is nothing on this one.
       if (result.endpointFinalized !== undefined)
-        confirmedFinalized = min(confirmedFinalized ?? -1n, result.endpointFinalized);
+        confirmedFinalized = minBig(confirmedFinalized ?? -1n, result.endpointFinalized);
     }
     report.caughtUp = newCursor.number >= head.latest.number;
     report.safeHeight = this.safeHeightOf(head, confirmedHead, confirmedFinalized);
-    const creditHeight = min(report.safeHeight, newCursor.number);
+    const creditHeight = minBig(report.safeHeight, newCursor.number);
     const pricing = await this.quotePrices(
       db,
       transfers,
@@ -449,7 +450,7 @@ export class DepositWatcher {
               block_hash: t.blockHash,
               block_time: new Date(Number(t.blockTimestamp) * 1000),
               status: ignoreReason ? 'ignored' : 'seen',
-              confirmations: Number(max(0n, latest - t.blockNumber + 1n)),
+              confirmations: Number(maxBig(0n, latest - t.blockNumber + 1n)),
               confirmations_required: this.confirmationsRequired(),
               ignore_reason: ignoreReason,
               // Mined again to another address after a reorg removed it from this one: a deposit
@@ -902,7 +903,7 @@ export class DepositWatcher {
     const intervalMs = this.options.priceWarningIntervalMs ?? PRICE_WARNING_INTERVAL_MS;
     for (const [asset, waiting] of this.waitingForPrice) {
       const priced = [...waiting.depositBlocks]
-        .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+        .sort(compareBig)
         .map((block) =>
           pricing.quotes.get(priceKey(asset, this.confirmingBlock(block, creditHeight))),
         )
@@ -926,7 +927,7 @@ export class DepositWatcher {
     }
     const next = new Map<string, WaitingForPrice>();
     for (const [asset, refusals] of byAsset) {
-      refusals.sort((a, b) => (a.block < b.block ? -1 : a.block > b.block ? 1 : 0));
+      refusals.sort((a, b) => compareBig(a.block, b.block));
       const depositBlocks = new Set(refusals.flatMap((r) => [...r.depositBlocks]));
       const kinds = [...new Set(refusals.map((r) => r.kind))].sort().join(',');
       const before = this.waitingForPrice.get(asset);
@@ -1588,14 +1589,6 @@ interface WaitingForPrice {
 
 function priceKey(asset: string, block: bigint): string {
   return `${asset}@${block}`;
-}
-
-function min(a: bigint, b: bigint): bigint {
-  return a < b ? a : b;
-}
-
-function max(a: bigint, b: bigint): bigint {
-  return a > b ? a : b;
 }
 
 function chunks<T>(items: T[], size: number): T[][] {

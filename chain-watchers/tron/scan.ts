@@ -17,6 +17,7 @@ import {
   type TronTransaction,
   type TronTransactionInfo,
 } from './wire.js';
+import { minBig } from '../bigints.js';
 
 /** keccak256("Transfer(address,address,uint256)"), as TronGrid writes topics (no 0x). */
 export const TRANSFER_TOPIC = 'ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef';
@@ -153,11 +154,7 @@ async function readEndpointHead(
   ]);
   const endpointHead = parseBlock(latest).ref.number;
   const endpointFinalized = parseBlock(solidified).ref.number;
-  return { endpointHead, endpointFinalized: min(endpointFinalized, endpointHead) };
-}
-
-function min(a: bigint, b: bigint): bigint {
-  return a < b ? a : b;
+  return { endpointHead, endpointFinalized: minBig(endpointFinalized, endpointHead) };
 }
 
 const HEX20_CACHE_MAX = 1_000_000;
