@@ -80,8 +80,8 @@ export function currentAccount(ctx: Context): AccountPrincipal {
   return account;
 }
 
-/** 403 for an API key whose limits would be escaped by this action. */
-export function requireUnrestricted(account: AccountPrincipal, action: string): void {
+/** 403 for an API key whose limits would be escaped by this action (every /api/me write: restrictedKeysOnlyRead). */
+function requireUnrestricted(account: AccountPrincipal, action: string): void {
   if (account.restricted)
     throw forbidden(
       `an API key with a spend limit or a model list cannot ${action}; use a session or an unrestricted key`,

@@ -7,7 +7,7 @@ import { badRequest } from '../../../errors.js';
 import { readableFromFirstChunk } from '../../../exports/sinks.js';
 import type { Services } from '../../../services.js';
 import { readJsonBody } from '../../body.js';
-import { currentAccount, requireUnrestricted } from '../../middleware/accountAuth.js';
+import { currentAccount } from '../../middleware/accountAuth.js';
 
 /** GET /api/me, /api/me/balance, /api/me/export; DELETE /api/me (erasure). */
 export function meAccountRoutes(services: Services): Router {
@@ -42,7 +42,6 @@ export function meAccountRoutes(services: Services): Router {
 
   router.delete('/', async (ctx) => {
     const account = currentAccount(ctx);
-    requireUnrestricted(account, 'erase the account');
     const body =
       ctx.request.length === 0 || !ctx.request.length
         ? {}

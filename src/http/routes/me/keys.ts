@@ -7,7 +7,7 @@ import { createApiKey, listApiKeys, revokeApiKey } from '../../../keys/apiKeys.j
 import type { Services } from '../../../services.js';
 import { objectBody } from '../../objectBody.js';
 import { recordAnswerWithin } from '../../middleware/idempotency.js';
-import { currentAccount, requireUnrestricted } from '../../middleware/accountAuth.js';
+import { currentAccount } from '../../middleware/accountAuth.js';
 
 /** Active keys a user may hold at once. */
 const ACTIVE_KEYS_MAX = 100;
@@ -39,7 +39,6 @@ export function meKeyRoutes(services: Services): Router {
 
   router.post('/', async (ctx) => {
     const account = currentAccount(ctx);
-    requireUnrestricted(account, 'create keys');
     const body = objectBody(ctx);
     const key = await createApiKey(db, {
       userId: account.userId,
@@ -61,7 +60,6 @@ export function meKeyRoutes(services: Services): Router {
 
   router.delete('/:id', async (ctx) => {
     const account = currentAccount(ctx);
-    requireUnrestricted(account, 'revoke keys');
     // Audited in the revocation's transaction, once: revoking it again writes nothing.
     const result = await revokeApiKey(db, {
       userId: account.userId,
