@@ -18,6 +18,7 @@ import { startFlakyRpcProxy } from '../support/evm/flakyRpcProxy.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { openLedger } from '../support/ledger.js';
 import { getContract } from '../support/evm/compile.js';
+import { ledgerKilledAfterCredits } from '../support/watcherFaults.js';
 
 /**
  * Adversarial cases for the EVM deposit watcher, each against ganache and PostgreSQL: reorgs
@@ -492,39 +493,13 @@ describe('EVM watcher, adversarial', () => {
     // The ledger's pool, as `lingxi watch` shares it: the ledger guards its clients' errors.
     const pool = database.pool;
     const killer = database.newPool(1);
-    let armed = false;
-    let killed = 0;
-    // The ledger as the watcher sees it: the connection of the iteration's transaction is
-    // terminated (pg_terminate_backend) right after the credit entries are written in it.
-    const trap = new Proxy(ledger, {
-      get(target, property, receiver) {
-        if (property !== 'within') return Reflect.get(target, property, receiver) as unknown;
-        return (client: pg.PoolClient) => {
-          const inner = target.within(client);
-          return {
-            ...inner,
-            postEntries: async (entries: Parameters<typeof inner.postEntries>[0]) => {
-              const results = await inner.postEntries(entries);
-              if (armed && entries.some((e) => e.kind === 'deposit')) {
-                armed = false;
-                const { rows } = await client.query<{ pid: number }>(
-                  'select pg_backend_pid() as pid',
-                );
-                await killer.query('select pg_terminate_backend($1)', [rows[0]!.pid]);
-                killed += 1;
-              }
-              return results;
-            },
-          };
-        };
-      },
-    });
+    const trap = ledgerKilledAfterCredits(ledger, killer);
     const config = network({ name: 'devnet-kill', startBlock: undefined });
     const adapter = createEvmAdapter(config, { logger: quiet });
     const w = new DepositWatcher({
       network: config,
       adapter,
-      ledger: trap,
+      ledger: trap.ledger,
       pool,
       priceSources: createPriceSources(config, new Map([[config.name, adapter]])),
       logger: quiet,
@@ -534,9 +509,9 @@ describe('EVM watcher, adversarial', () => {
       await w.runOnce();
       await devnet.transferToken(usdt, devnet.account(0), ivy.address, 12_000_000n);
       await devnet.mine(3);
-      armed = true;
+      trap.arm();
       await expect(w.runOnce()).rejects.toThrow();
-      expect(killed).toBe(1);
+      expect(trap.killed()).toBe(1);
       expect(await balance(ivy.customer)).toBe('0');
       const { rows: none } = await database.pool.query(
         `select status from deposits where network = 'devnet-kill'`,

@@ -1,7 +1,6 @@
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import type pg from 'pg';
 import { createPriceSources } from '../../chain-watchers/pipeline/createWatcher.js';
 import { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js';
 import { createTronAdapter } from '../../chain-watchers/tron/createTronAdapter.js';
@@ -15,6 +14,7 @@ import {
   startTronWatcherStack,
   type TronWatcherStack,
 } from '../support/tron-sim/stack.js';
+import { ledgerKilledAfterCredits } from '../support/watcherFaults.js';
 
 /**
  * Adversarial cases for the Tron deposit watcher, against the TronGrid simulator and
@@ -384,33 +384,7 @@ describe('Tron watcher, adversarial', () => {
 
   test("the watcher's database connection killed after it booked the credits of a scan, before its commit: nothing kept; a restarted watcher credits each deposit once", async () => {
     const killer = database.newPool(1);
-    let armed = false;
-    let killed = 0;
-    // The ledger as the watcher sees it: the connection of the iteration's transaction is
-    // terminated right after the credit entries are written in it.
-    const trap = new Proxy(ledger, {
-      get(target, property, receiver) {
-        if (property !== 'within') return Reflect.get(target, property, receiver) as unknown;
-        return (client: pg.PoolClient) => {
-          const inner = target.within(client);
-          return {
-            ...inner,
-            postEntries: async (entries: Parameters<typeof inner.postEntries>[0]) => {
-              const results = await inner.postEntries(entries);
-              if (armed && entries.some((e) => e.kind === 'deposit')) {
-                armed = false;
-                const { rows } = await client.query<{ pid: number }>(
-                  'select pg_backend_pid() as pid',
-                );
-                await killer.query('select pg_terminate_backend($1)', [rows[0]!.pid]);
-                killed += 1;
-              }
-              return results;
-            },
-          };
-        };
-      },
-    });
+    const trap = ledgerKilledAfterCredits(ledger, killer);
     const config = network({ name: 'tron-kill', startBlock: undefined });
     const start = (ledgerSeen: PostgresLedger) => {
       const adapter = createTronAdapter(config, { ...FAST_TRON_ADAPTER, logger: quiet });
@@ -426,7 +400,7 @@ describe('Tron watcher, adversarial', () => {
         }),
       };
     };
-    const first = start(trap);
+    const first = start(trap.ledger);
     const second = start(ledger);
     try {
       const ivy = await newUser();
@@ -442,9 +416,9 @@ describe('Tron watcher, adversarial', () => {
       ];
       // Mined and solidified before the watcher looks: one iteration records and credits both.
       sim.chain.produceBlocks(SOLIDITY_LAG + 2);
-      armed = true;
+      trap.arm();
       await expect(first.watcher.runOnce()).rejects.toThrow();
-      expect(killed).toBe(1);
+      expect(trap.killed()).toBe(1);
       expect(await posted(customer(ivy.id))).toBe('0');
       const rows = async () =>
         (
