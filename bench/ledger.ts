@@ -9,7 +9,7 @@
  */
 import pg from 'pg';
 import { PostgresLedger } from '../ledger/index.js';
-import { closedLoop, fmt, freshDatabase, type LoadResult } from './support.js';
+import { closedLoop, fmt, freshDatabase, measureCpu, type LoadResult } from './support.js';
 import { NaiveLedger } from './naive-ledger.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 5);
@@ -47,6 +47,13 @@ interface Row {
   case: string;
   callers: number;
   result: LoadResult;
+  /** Cores used during the run (this process, which is also the load generator; PostgreSQL). */
+  cores?: Record<string, number | null>;
+}
+
+/** Microseconds of CPU per pair from cores used over a run, or '-' where unknown. */
+function cpuPerPair(cores: number | null | undefined, result: LoadResult): string {
+  return cores == null || result.perSecond === 0 ? '-' : fmt((cores / result.perSecond) * 1e6, 0);
 }
 const rows: Row[] = [];
 
@@ -81,16 +88,21 @@ for (const scenario of ['spread', 'hot'] as const) {
     const pick = (caller: number, i: number) =>
       scenario === 'hot' ? HOT : (caller * 7919 + i * 104_729) % ACCOUNTS;
 
-    const grouped = await closedLoop(callers, SECONDS, async (caller, i) => {
-      const { holdId } = await ledger.createHold({
-        debitAccount: customer(pick(caller, i)),
-        creditAccount: 'revenue:usage',
-        amount: '0.01',
-      });
-      await ledger.postHold({ holdId, amount: '0.005' });
-    });
-    rows.push({ mode: 'group commit', case: scenario, callers, result: grouped });
-    console.error(`group commit ${scenario} x${callers}: ${fmt(grouped.perSecond, 0)} pairs/s`);
+    const { result: grouped, cores } = await measureCpu({ node: process.pid }, () =>
+      closedLoop(callers, SECONDS, async (caller, i) => {
+        const { holdId } = await ledger.createHold({
+          debitAccount: customer(pick(caller, i)),
+          creditAccount: 'revenue:usage',
+          amount: '0.01',
+        });
+        await ledger.postHold({ holdId, amount: '0.005' });
+      }),
+    );
+    rows.push({ mode: 'group commit', case: scenario, callers, result: grouped, cores });
+    console.error(
+      `group commit ${scenario} x${callers}: ${fmt(grouped.perSecond, 0)} pairs/s, ` +
+        `CPU per pair: Node ${cpuPerPair(cores['node'], grouped)} µs, PostgreSQL ${cpuPerPair(cores['postgres'], grouped)} µs`,
+    );
 
     if (!withNaive) continue;
     const naivePool = new pg.Pool({ connectionString: url, max: Math.min(callers, 64) });
@@ -112,21 +124,25 @@ await setup.close();
 await setupPool.end();
 
 console.log(
-  `| case | callers | group commit pairs/s | p50 ms | p99 ms | naive pairs/s | p50 ms | p99 ms | speed-up |`,
+  `| case | callers | group commit pairs/s | p50 ms | p99 ms | Node µs CPU / pair | PostgreSQL µs CPU / pair | naive pairs/s | p50 ms | p99 ms | speed-up |`,
 );
-console.log(`|---|---:|---:|---:|---:|---:|---:|---:|---:|`);
+console.log(`|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|`);
 for (const scenario of ['spread', 'hot']) {
   for (const callers of CONCURRENCY) {
     const find = (mode: string) =>
       rows.find((r) => r.mode === mode && r.case === scenario && r.callers === callers)?.result;
-    const g = find('group commit');
+    const grouped = rows.find(
+      (r) => r.mode === 'group commit' && r.case === scenario && r.callers === callers,
+    );
+    const g = grouped?.result;
     const n = find('naive');
     if (!g) continue;
     const naiveCells = n
       ? `${fmt(n.perSecond, 0)} | ${fmt(n.p50Ms, 2)} | ${fmt(n.p99Ms, 2)} | ${fmt(g.perSecond / n.perSecond, 1)}x`
       : '- | - | - | -';
     console.log(
-      `| ${scenario} | ${callers} | ${fmt(g.perSecond, 0)} | ${fmt(g.p50Ms, 2)} | ${fmt(g.p99Ms, 2)} | ${naiveCells} |`,
+      `| ${scenario} | ${callers} | ${fmt(g.perSecond, 0)} | ${fmt(g.p50Ms, 2)} | ${fmt(g.p99Ms, 2)} | ` +
+        `${cpuPerPair(grouped?.cores?.['node'], g)} | ${cpuPerPair(grouped?.cores?.['postgres'], g)} | ${naiveCells} |`,
     );
   }
 }
