@@ -5,7 +5,8 @@
  * Uses DATABASE_URL's server (default: the local PostgreSQL at 127.0.0.1:5432).
  * BENCH_SECONDS (default 5) sets the length of each cell; BENCH_CELLS=spread:64,hot:64 runs
  * only those cells, and BENCH_NAIVE=0 skips the naive baseline (both for profiling);
- * BENCH_LEDGER_LANES sets the ledger's batchConcurrency (default 1).
+ * BENCH_LEDGER_LANES sets the ledger's batchConcurrency (default 1); BENCH_TRACK_FUNCTIONS=1
+ * prints PostgreSQL's time in each ledger function and trigger during the measured cells.
  */
 import pg from 'pg';
 import { PostgresLedger } from '../ledger/index.js';
@@ -58,7 +59,12 @@ function cpuPerPair(cores: number | null | undefined, result: LoadResult): strin
 const rows: Row[] = [];
 
 // One long-lived ledger, as in a running gateway; warmed like one that has served every account once.
-const pool = new pg.Pool({ connectionString: url, max: 8 });
+const trackFunctions = process.env['BENCH_TRACK_FUNCTIONS'] === '1';
+const pool = new pg.Pool({
+  connectionString: url,
+  max: 8,
+  ...(trackFunctions ? { options: '-c track_functions=pl' } : {}),
+});
 const ledger = new PostgresLedger({
   pool,
   currencies: [{ code: 'USD', scale: 18 }],
@@ -80,6 +86,8 @@ for (let i = 0; i <= ACCOUNTS; i += 64) {
   );
 }
 
+// Function timings count the measured cells only, not the funding and warming above.
+if (trackFunctions) await pool.query('select pg_stat_reset()');
 const only = process.env['BENCH_CELLS']?.split(',');
 const withNaive = process.env['BENCH_NAIVE'] !== '0';
 for (const scenario of ['spread', 'hot'] as const) {
@@ -117,6 +125,15 @@ for (const scenario of ['spread', 'hot'] as const) {
   }
 }
 
+if (trackFunctions) {
+  // PostgreSQL's time inside the ledger's functions and triggers during every measured cell.
+  const { rows: timings } = await pool.query(
+    `select funcname as function, calls, round(self_time::numeric, 1) as self_ms,
+            round((self_time / calls)::numeric * 1000, 1) as us_per_call
+       from pg_stat_user_functions order by self_time desc`,
+  );
+  console.error(timings);
+}
 await ledger.close();
 await pool.end();
 const mismatches = await setup.checkBalances();

@@ -19,6 +19,7 @@ import * as depositPerAddress from './2026-11-27T0017_deposit_per_address.js';
 import * as cronTicks from './2026-11-27T0018_cron_ticks.js';
 import * as reconAlerts from './2026-11-27T0019_recon_alerts.js';
 import * as usageCacheWrites from './2026-11-27T0020_usage_cache_writes.js';
+import * as cheaperReferenceChecks from './2026-11-27T0021_cheaper_reference_checks.js';
 
 /**
  * Every migration, by name; applied in name order. A new schema step is a new dated file
@@ -46,4 +47,5 @@ export const migrations: Record<string, Migration> = {
   '2026-11-27T0018_cron_ticks': cronTicks,
   '2026-11-27T0019_recon_alerts': reconAlerts,
   '2026-11-27T0020_usage_cache_writes': usageCacheWrites,
+  '2026-11-27T0021_cheaper_reference_checks': cheaperReferenceChecks,
 };

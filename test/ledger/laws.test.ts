@@ -98,9 +98,77 @@ describe('references the database checks itself', () => {
                 ('00000000-0000-7000-8000-0000000000f1', 2, $1, $2, -1, 1000, 0)`,
         [accountId, currency],
       );
-    await expect(forged('999999999', 'USD')).rejects.toThrow(/names no entry, or no account/);
-    await expect(forged(rows[0]!.id, 'USDT')).rejects.toThrow(/names no entry, or no account/);
+    await expect(forged('999999999', 'USD')).rejects.toThrow(
+      /a posting names no account 999999999 in USD/,
+    );
+    await expect(forged(rows[0]!.id, 'USDT')).rejects.toThrow(
+      new RegExp(`a posting names no account ${rows[0]!.id} in USDT`),
+    );
     expect(await ledgerRowCounts(database.pool)).toEqual(before);
+  });
+
+  test('postings naming an entry that does not exist are refused, though they balance', async () => {
+    const { rows } = await database.pool.query<{ id: string }>(
+      `select id from ledger_accounts where code = 'liabilities:customers:refs'`,
+    );
+    const before = await ledgerRowCounts(database.pool);
+    await expect(
+      database.pool.query(
+        `insert into ledger_postings (entry_id, line, account_id, currency, amount, account_version, balance_after)
+         values ('00000000-0000-7000-8000-0000000000f2', 1, $1, 'USD', 1, 999, 0),
+                ('00000000-0000-7000-8000-0000000000f2', 2, $1, 'USD', -1, 1000, 0)`,
+        [rows[0]!.id],
+      ),
+    ).rejects.toThrow(
+      /a posting names entry 00000000-0000-7000-8000-0000000000f2, which does not exist/,
+    );
+    expect(await ledgerRowCounts(database.pool)).toEqual(before);
+  });
+
+  test('a hold naming an account that does not exist, or of another currency, is refused', async () => {
+    await fund(ledger, 'refsh', '1');
+    const { rows } = await database.pool.query<{ id: string; code: string }>(
+      `select id, code from ledger_accounts where code in ('liabilities:customers:refsh', 'expenses:promotions')`,
+    );
+    const id = (code: string) => rows.find((r) => r.code === code)!.id;
+    const before = await ledgerRowCounts(database.pool);
+    const forged = (debit: string, credit: string, currency: string) =>
+      database.pool.query(
+        `insert into ledger_holds (id, debit_account_id, credit_account_id, currency, amount)
+         values ('00000000-0000-7000-8000-0000000000f3', $1, $2, $3, 1)`,
+        [debit, credit, currency],
+      );
+    await expect(forged(id('liabilities:customers:refsh'), '999999999', 'USD')).rejects.toThrow(
+      /a hold names no account 999999999 in USD/,
+    );
+    await expect(forged('999999998', id('expenses:promotions'), 'USD')).rejects.toThrow(
+      /a hold names no account 999999998 in USD/,
+    );
+    await expect(
+      forged(id('liabilities:customers:refsh'), id('expenses:promotions'), 'USDT'),
+    ).rejects.toThrow(/a hold names no account \d+ in USDT/);
+    expect(await ledgerRowCounts(database.pool)).toEqual(before);
+  });
+
+  test('a hold resolved with an entry that does not exist is refused', async () => {
+    await fund(ledger, 'refsr', '1');
+    const { holdId } = await ledger.createHold({
+      debitAccount: 'liabilities:customers:refsr',
+      creditAccount: 'revenue:usage',
+      amount: '1',
+    });
+    await expect(
+      database.pool.query(
+        `update ledger_holds set status = 'posted', posted_amount = 1, resolved_at = now(),
+           entry_id = '00000000-0000-7000-8000-0000000000f4' where id = $1`,
+        [holdId],
+      ),
+    ).rejects.toThrow(new RegExp(`hold ${holdId} names an entry that does not exist`));
+    const { rows } = await database.pool.query<{ status: string }>(
+      `select status from ledger_holds where id = $1`,
+      [holdId],
+    );
+    expect(rows[0]!.status).toBe('pending');
   });
 
   test('accounts are never deleted', async () => {
