@@ -167,16 +167,16 @@ export class BatchState {
       );
     }
     for (const account of next.values()) {
-      const before = this.account(account.id);
-      if (!account.noNegative || !available(account).lt(available(before))) continue;
-      if (available(account).isNegative()) {
-        const required = available(before).sub(available(account));
-        throw new InsufficientFundsError(
-          account.code,
-          available(before).toString(),
-          required.toString(),
-        );
-      }
+      if (!account.noNegative) continue;
+      const after = available(account);
+      if (!after.isNegative()) continue;
+      const before = available(this.account(account.id));
+      if (!after.lt(before)) continue;
+      throw new InsufficientFundsError(
+        account.code,
+        before.toString(),
+        before.sub(after).toString(),
+      );
     }
 
     // Checked: now make it so.
@@ -188,9 +188,6 @@ export class BatchState {
       for (const [i, posting] of postings.entries()) {
         const account = this.account(posting.accountId);
         account.version += 1n;
-        if (posting.amount.isPositive())
-          account.debitsPosted = account.debitsPosted.add(posting.amount);
-        else account.creditsPosted = account.creditsPosted.sub(posting.amount);
         this.postings.push({
           entryId,
           line: i + 1,
@@ -202,12 +199,15 @@ export class BatchState {
         });
       }
     }
-    for (const adjustment of change.pending ?? []) {
-      const account = this.account(adjustment.accountId);
-      account.debitsPending = account.debitsPending.add(adjustment.debits);
-      account.creditsPending = account.creditsPending.add(adjustment.credits);
+    // The totals were worked out on the drafts above; the versions move with each posting.
+    for (const [id, draft] of next) {
+      const account = this.account(id);
+      account.debitsPosted = draft.debitsPosted;
+      account.creditsPosted = draft.creditsPosted;
+      account.debitsPending = draft.debitsPending;
+      account.creditsPending = draft.creditsPending;
+      this.touchedAccounts.add(id);
     }
-    for (const id of next.keys()) this.touchedAccounts.add(id);
 
     if (change.newHold) {
       const row: HoldRow = {

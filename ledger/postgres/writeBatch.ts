@@ -53,7 +53,7 @@ export function buildBatchWrite(
   const parts: string[] = [];
   const values: unknown[] = [];
   const param = (value: unknown, type: string): string => {
-    values.push(value);
+    values.push(Array.isArray(value) ? arrayLiteral(value, type) : value);
     return `$${values.length}::${type}`;
   };
   const column = <T>(rows: T[], type: string, pick: (row: T) => unknown) =>
@@ -158,4 +158,34 @@ export function buildBatchWrite(
       values,
     ),
   };
+}
+
+/** What an element of each array type this file writes may look like to be sent as is. */
+const PLAIN_ELEMENT: Record<string, RegExp> = {
+  'uuid[]': /^[0-9a-fA-F-]{32,36}$/,
+  'bigint[]': /^-?\d{1,19}$/,
+  'int[]': /^-?\d{1,10}$/,
+  'numeric[]': /^-?\d+(\.\d+)?$/,
+};
+
+/**
+ * An array parameter as PostgreSQL's array text (`{1,2,NULL}`), built directly for the number
+ * and uuid columns of a batch (pg's own encoder quotes and escapes every element, a
+ * noticeable part of a batch's time in Node); anything else, or an element that does not look
+ * like its type, is left to pg to encode.
+ */
+export function arrayLiteral(elements: unknown[], type: string): unknown {
+  const plain = PLAIN_ELEMENT[type];
+  if (!plain) return elements;
+  const parts: string[] = new Array<string>(elements.length);
+  for (let i = 0; i < elements.length; i += 1) {
+    const element = elements[i];
+    if (element === null || element === undefined) parts[i] = 'NULL';
+    else {
+      const text = typeof element === 'string' ? element : String(element);
+      if (!plain.test(text)) return elements;
+      parts[i] = text;
+    }
+  }
+  return `{${parts.join(',')}}`;
 }
