@@ -5,6 +5,7 @@ import {
   createPublicClient,
   HttpRequestError,
   http,
+  RpcRequestError,
   type PublicClient,
 } from 'viem';
 import { ChainConfigError, RpcUnavailableError, type EndpointError } from '../adapter.js';
@@ -353,15 +354,28 @@ class WrongChainError extends ChainConfigError {
 export function isEndpointFault(error: unknown): boolean {
   if (error instanceof WrongChainError) return true;
   if (error instanceof ChainConfigError) return false;
-  if (error instanceof BaseError) {
-    const answer = error.walk(
-      (cause) =>
-        cause instanceof ContractFunctionRevertedError ||
-        cause instanceof ContractFunctionZeroDataError,
-    );
-    if (answer) return false;
-  }
-  return true;
+  return !isContractAnswer(error);
+}
+
+/** JSON-RPC "internal error": viem reads it as a revert in a contract call. */
+const INTERNAL_ERROR_CODE = -32603;
+
+/**
+ * Whether a failed contract call is the contract's answer at that block: it reverted, or
+ * returned nothing. A JSON-RPC "internal error" (-32603) is the node's failure, which viem
+ * reports as a revert all the same; it is one only when the node says so (Hardhat answers
+ * reverts with -32603 "... reverted ...").
+ */
+export function isContractAnswer(error: unknown): boolean {
+  if (!(error instanceof BaseError)) return false;
+  if (error.walk((cause) => cause instanceof ContractFunctionZeroDataError)) return true;
+  if (!error.walk((cause) => cause instanceof ContractFunctionRevertedError)) return false;
+  const rpc = error.walk((cause) => cause instanceof RpcRequestError);
+  return !(
+    rpc instanceof RpcRequestError &&
+    rpc.code === INTERNAL_ERROR_CODE &&
+    !/revert/i.test(rpc.details)
+  );
 }
 
 /** The reason of each endpoint that has one, in configured order, named by its label. */

@@ -1,11 +1,4 @@
-import {
-  BaseError,
-  ContractFunctionRevertedError,
-  ContractFunctionZeroDataError,
-  RpcRequestError,
-  type Address,
-  type PublicClient,
-} from 'viem';
+import { BaseError, RpcRequestError, type Address, type PublicClient } from 'viem';
 import { Decimal } from '../../ledger/index.js';
 import {
   PriceUnavailableError,
@@ -14,6 +7,7 @@ import {
   type PriceUnavailableKind,
 } from '../prices.js';
 import { normalizeEvmAddress } from '../evm/assets.js';
+import { isContractAnswer } from '../evm/rpc.js';
 import type { EvmAdapter } from '../evm/createEvmAdapter.js';
 
 /** The two functions of Chainlink's AggregatorV3Interface a quote needs. */
@@ -166,9 +160,6 @@ const NO_STATE =
 
 const PASSING_HTTP_STATUSES = new Set([429, 502, 503, 504]);
 
-/** JSON-RPC "internal error": viem reads it as a revert in a contract call. */
-const INTERNAL_ERROR_CODE = -32603;
-
 /**
  * How a failed read of the feed failed. A node's JSON-RPC error saying it lacks that block's
  * state is `no-state`; a revert or an empty answer is the feed's answer at that block
@@ -181,12 +172,7 @@ function readFailureKind(error: unknown): PriceUnavailableKind {
   const rpc = chain.find((cause) => cause instanceof RpcRequestError);
   if (rpc && !PASSING_HTTP_STATUSES.has(rpc.status ?? 200) && NO_STATE.test(rpc.details))
     return 'no-state';
-  if (chain.some((cause) => cause instanceof ContractFunctionZeroDataError)) return 'refused';
-  if (chain.some((cause) => cause instanceof ContractFunctionRevertedError)) {
-    const internal = rpc?.code === INTERNAL_ERROR_CODE && !/revert/i.test(rpc.details);
-    return internal ? 'unreachable' : 'refused';
-  }
-  return 'unreachable';
+  return isContractAnswer(error) ? 'refused' : 'unreachable';
 }
 
 /** The error and its causes, outermost first. */
