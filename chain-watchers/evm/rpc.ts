@@ -136,6 +136,8 @@ export class EvmRpc {
     let lastError: unknown = null;
     // Each endpoint's last reason: the operator reading the error needs all of them.
     const reasons = new Map<Endpoint, string>();
+    // And each one's last error itself, for callers that weigh how each failed.
+    const failures = new Map<Endpoint, unknown>();
     for (let round = 0; round <= this.options.retries; round++) {
       if (round > 0) await sleep(this.backoffMs(round));
       await this.checkHeadsIfDue();
@@ -155,6 +157,7 @@ export class EvmRpc {
           // A wrong-chain endpoint is already dropped: nothing to demote.
           if (error instanceof WrongChainError) continue;
           if (!isEndpointFault(error)) throw error;
+          failures.set(endpoint, error);
           this.demote(endpoint, error);
         }
       }
@@ -166,6 +169,9 @@ export class EvmRpc {
       attempts,
       lastError,
       endpointErrors(this.endpoints, (endpoint) => reasons.get(endpoint)),
+      this.endpoints.flatMap((endpoint) =>
+        failures.has(endpoint) && !endpoint.dropped ? [failures.get(endpoint)] : [],
+      ),
     );
   }
 

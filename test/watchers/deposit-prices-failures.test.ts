@@ -242,6 +242,84 @@ describe('a feed read that fails on one endpoint of two', () => {
   });
 });
 
+describe('a feed read that fails on every endpoint, each its own way', () => {
+  const noState: RpcFault = {
+    rpcError: {
+      code: -32000,
+      message:
+        'missing trie node 288259a570829264e76b2c58d4369b5a94f086018dc4409d1d0131405c5d1975 (path )',
+    },
+  };
+  const unavailable: RpcFault = { httpStatus: 503 };
+
+  test.each([
+    ['#0 answers 503 and #1 has no state', unavailable, noState],
+    ['#0 has no state and #1 answers 503', noState, unavailable],
+  ] satisfies Array<[string, RpcFault, RpcFault]>)(
+    'when %s, the deposit waits (one endpoint did not answer: it may have the state) and is credited at its confirming block’s round on the next iteration',
+    async (_, first, last) => {
+      const feed = await devnet.deployAggregator(8, 'ETH / USD');
+      await devnet.setRound(feed, 300_000_000_000n, await devnet.blockTimestamp()); // 3000
+      const w = watcher(feed, 100_000, [proxy.url, second.url]);
+      await w.runOnce();
+
+      const sent = await devnet.sendEth(devnet.account(0), dave.address, ETH / 2n); // block B
+      await devnet.setRound(feed, 310_000_000_000n, await devnet.blockTimestamp()); // B+1: 3100
+      await devnet.mine(1); // B+2: the confirming block
+      await devnet.setRound(feed, 350_000_000_000n, await devnet.blockTimestamp()); // B+3: 3500
+      proxy.failNext(ethCallTo(feed), first);
+      second.failNext(ethCallTo(feed), last);
+
+      const report = await w.runOnce();
+      expect([proxy.pendingFaults(), second.pendingFaults()]).toEqual([0, 0]);
+      const waiting = await deposit(sent.txHash);
+      expect([waiting.status, waiting.rate, report.awaitingPrice]).toEqual(['seen', null, 1]);
+      expect(priceWarnings().map((l) => l.details)).toEqual([
+        expect.objectContaining({
+          asset: 'ETH',
+          confirmingBlock: (sent.blockNumber + 2n).toString(),
+          kind: 'unreachable',
+        }),
+      ]);
+
+      expect((await w.runOnce()).awaitingPrice).toBe(0);
+      const row = await deposit(sent.txHash);
+      expect([row.status, row.rate, row.amount_usd]).toEqual(['credited', '3100', '1550']);
+      expect(row.rate_details).toMatchObject({
+        roundId: '2',
+        blockNumber: (sent.blockNumber + 2n).toString(),
+      });
+      expect(row.rate_details).not.toHaveProperty('refusedAtConfirmingBlock');
+    },
+  );
+
+  test('when no endpoint has the state of the confirming block, that is an answer: the deposit is priced at the latest block', async () => {
+    const feed = await devnet.deployAggregator(8, 'ETH / USD');
+    await devnet.setRound(feed, 300_000_000_000n, await devnet.blockTimestamp());
+    const w = watcher(feed, 100_000, [proxy.url, second.url]);
+    await w.runOnce();
+
+    const sent = await devnet.sendEth(devnet.account(0), dave.address, ETH / 4n);
+    await devnet.mine(2);
+    const latest = await devnet.setRound(feed, 360_000_000_000n, await devnet.blockTimestamp());
+    proxy.failNext(ethCallTo(feed), noState);
+    second.failNext(ethCallTo(feed), {
+      rpcError: { code: -32000, message: 'header not found' },
+    });
+
+    expect((await w.runOnce()).awaitingPrice).toBe(0);
+    expect([proxy.pendingFaults(), second.pendingFaults()]).toEqual([0, 0]);
+    const row = await deposit(sent.txHash);
+    expect([row.status, row.rate, row.amount_usd]).toEqual(['credited', '3600', '900']);
+    expect(row.rate_details).toMatchObject({
+      blockNumber: latest.blockNumber.toString(),
+      confirmingBlock: (sent.blockNumber + 2n).toString(),
+    });
+    expect(row.rate_details.refusedAtConfirmingBlock).toMatch(/header not found/);
+    expect(priceWarnings()).toEqual([]);
+  });
+});
+
 describe('the price unavailable warning', () => {
   test('is logged when a deposit starts waiting, when the cause changes, and every 5 minutes, not on every poll; one info line when the wait ends', async () => {
     const feed = await devnet.deployAggregator(8, 'ETH / USD');
