@@ -148,12 +148,21 @@ export interface EndpointError {
  */
 export class RpcUnavailableError extends Error {
   override name = 'RpcUnavailableError';
+  /**
+   * Each endpoint's last error as thrown, in configured order (endpoints dropped for serving
+   * another chain left out), for a caller that weighs how each failed; `cause` is only the
+   * last one tried. Not enumerable: a logged error does not carry them (a transport error
+   * holds the endpoint's URL).
+   */
+  declare readonly endpointFailures: ReadonlyArray<unknown>;
+
   constructor(
     readonly network: string,
     readonly method: string,
     readonly attempts: number,
     cause: unknown,
     readonly endpointErrors: ReadonlyArray<EndpointError> = [],
+    endpointFailures: ReadonlyArray<unknown> = [],
   ) {
     const reasons =
       endpointErrors.length > 0
@@ -162,6 +171,7 @@ export class RpcUnavailableError extends Error {
     super(`${network}: ${method} failed on every endpoint after ${attempts} attempts: ${reasons}`, {
       cause,
     });
+    Object.defineProperty(this, 'endpointFailures', { value: endpointFailures, enumerable: false });
   }
 }
 

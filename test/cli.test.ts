@@ -28,6 +28,9 @@ afterAll(async () => {
 
 const lingxi = (...args: string[]) => runLingxi(configFile, args);
 
+/** Tether's USDT on Ethereum mainnet. */
+const USDT_ETHEREUM = '0xdac17f958d2ee523a2206206994597c13d831ec7';
+
 test('users, credits, balances and the trial balance, with the contract --json shapes and exit codes', async () => {
   const user = await lingxi(
     'users',
@@ -426,6 +429,49 @@ test('deposits list: a cursor that is not one is bad usage (exit 2), like a bad 
     });
     expect(result.stderr).toMatch(/^lingxi: --after \S*: not a cursor this command printed/);
   }
+});
+
+test('deposits list --network: a name neither in the config nor on any deposit is bad usage (exit 2), not an empty list', async () => {
+  const file = join(mkdtempSync(join(tmpdir(), 'lingxi-cli-')), 'lingxi.config.json');
+  writeFileSync(
+    file,
+    JSON.stringify({
+      database: { url: database.url },
+      networks: [
+        {
+          kind: 'evm',
+          name: 'ethereum',
+          chainId: 1,
+          rpcUrls: ['http://127.0.0.1:9'],
+          confirmations: 12,
+          assets: [{ symbol: 'USDT', contract: USDT_ETHEREUM, decimals: 6, price: { fixed: '1' } }],
+        },
+      ],
+    }),
+  );
+  const unknown = await runLingxi(file, ['deposits', 'list', '--network', 'etherum', '--json']);
+  expect({ code: unknown.code, stdout: unknown.stdout, stderr: unknown.stderr }).toEqual({
+    code: 2,
+    stdout: '',
+    stderr:
+      'lingxi: --network etherum: no network of that name in the config (ethereum), nor any deposit on one\n',
+  });
+  // A configured network with no deposits yet lists nothing, as before.
+  const configured = await runLingxi(file, ['deposits', 'list', '--network', 'ethereum', '--json']);
+  expect(configured.code).toBe(0);
+  // A network taken out of the config still lists the deposits it had.
+  const user = (await lingxi('users', 'create', '--telegram-id', '7020', '--json')).json()[
+    'id'
+  ] as string;
+  await database.pool.query(
+    `insert into deposits (network, tx_hash, log_index, user_id, address, from_address,
+       amount_base_units, amount, asset, block_number, block_hash, status, confirmations_required)
+     values ('bsc-old', $1, 0, $2, '0xaddr', '0xfrom', 1000000, 1, 'USDT', 1, '0xblock', 'credited', '12')`,
+    [`0x${'b'.repeat(64)}`, user],
+  );
+  const removed = await runLingxi(file, ['deposits', 'list', '--network', 'bsc-old', '--json']);
+  expect(removed.code).toBe(0);
+  expect(removed.json()).toMatchObject({ data: [{ network: 'bsc-old', asset: 'USDT' }] });
 });
 
 test('users create --idempotency-key after a run that failed, or died before it committed, does the work once', async () => {

@@ -5,6 +5,7 @@ import {
   createPublicClient,
   HttpRequestError,
   http,
+  RpcRequestError,
   type PublicClient,
 } from 'viem';
 import { ChainConfigError, RpcUnavailableError, type EndpointError } from '../adapter.js';
@@ -135,6 +136,8 @@ export class EvmRpc {
     let lastError: unknown = null;
     // Each endpoint's last reason: the operator reading the error needs all of them.
     const reasons = new Map<Endpoint, string>();
+    // And each one's last error itself, for callers that weigh how each failed.
+    const failures = new Map<Endpoint, unknown>();
     for (let round = 0; round <= this.options.retries; round++) {
       if (round > 0) await sleep(this.backoffMs(round));
       await this.checkHeadsIfDue();
@@ -154,6 +157,7 @@ export class EvmRpc {
           // A wrong-chain endpoint is already dropped: nothing to demote.
           if (error instanceof WrongChainError) continue;
           if (!isEndpointFault(error)) throw error;
+          failures.set(endpoint, error);
           this.demote(endpoint, error);
         }
       }
@@ -165,6 +169,9 @@ export class EvmRpc {
       attempts,
       lastError,
       endpointErrors(this.endpoints, (endpoint) => reasons.get(endpoint)),
+      this.endpoints.flatMap((endpoint) =>
+        failures.has(endpoint) && !endpoint.dropped ? [failures.get(endpoint)] : [],
+      ),
     );
   }
 
@@ -353,15 +360,28 @@ class WrongChainError extends ChainConfigError {
 export function isEndpointFault(error: unknown): boolean {
   if (error instanceof WrongChainError) return true;
   if (error instanceof ChainConfigError) return false;
-  if (error instanceof BaseError) {
-    const answer = error.walk(
-      (cause) =>
-        cause instanceof ContractFunctionRevertedError ||
-        cause instanceof ContractFunctionZeroDataError,
-    );
-    if (answer) return false;
-  }
-  return true;
+  return !isContractAnswer(error);
+}
+
+/** JSON-RPC "internal error": viem reads it as a revert in a contract call. */
+const INTERNAL_ERROR_CODE = -32603;
+
+/**
+ * Whether a failed contract call is the contract's answer at that block: it reverted, or
+ * returned nothing. A JSON-RPC "internal error" (-32603) is the node's failure, which viem
+ * reports as a revert all the same; it is one only when the node says so (Hardhat answers
+ * reverts with -32603 "... reverted ...").
+ */
+export function isContractAnswer(error: unknown): boolean {
+  if (!(error instanceof BaseError)) return false;
+  if (error.walk((cause) => cause instanceof ContractFunctionZeroDataError)) return true;
+  if (!error.walk((cause) => cause instanceof ContractFunctionRevertedError)) return false;
+  const rpc = error.walk((cause) => cause instanceof RpcRequestError);
+  return !(
+    rpc instanceof RpcRequestError &&
+    rpc.code === INTERNAL_ERROR_CODE &&
+    !/revert/i.test(rpc.details)
+  );
 }
 
 /** The reason of each endpoint that has one, in configured order, named by its label. */

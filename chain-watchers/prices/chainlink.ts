@@ -1,11 +1,4 @@
-import {
-  BaseError,
-  ContractFunctionRevertedError,
-  ContractFunctionZeroDataError,
-  RpcRequestError,
-  type Address,
-  type PublicClient,
-} from 'viem';
+import { BaseError, RpcRequestError, type Address, type PublicClient } from 'viem';
 import { Decimal } from '../../ledger/index.js';
 import {
   PriceUnavailableError,
@@ -14,6 +7,8 @@ import {
   type PriceUnavailableKind,
 } from '../prices.js';
 import { normalizeEvmAddress } from '../evm/assets.js';
+import { isContractAnswer } from '../evm/rpc.js';
+import { RpcUnavailableError } from '../adapter.js';
 import type { EvmAdapter } from '../evm/createEvmAdapter.js';
 
 /** The two functions of Chainlink's AggregatorV3Interface a quote needs. */
@@ -166,27 +161,35 @@ const NO_STATE =
 
 const PASSING_HTTP_STATUSES = new Set([429, 502, 503, 504]);
 
-/** JSON-RPC "internal error": viem reads it as a revert in a contract call. */
-const INTERNAL_ERROR_CODE = -32603;
-
 /**
- * How a failed read of the feed failed. A node's JSON-RPC error saying it lacks that block's
- * state is `no-state`; a revert or an empty answer is the feed's answer at that block
- * (`refused`), except an "internal error" that viem takes for a revert but that says nothing
- * of one; anything else (timeouts, HTTP statuses, dropped connections, rate limits, other
- * JSON-RPC errors) is `unreachable`, and says nothing about the round at that block.
+ * How a failed read of the feed failed. When it failed on every endpoint of the feed's network,
+ * it is an answer about the block only if every endpoint asked gave one: one endpoint that
+ * failed in passing (`unreachable`) may have the state another lacked, so the read is
+ * `unreachable` whatever the others said, and whichever endpoint was tried last; else
+ * `no-state` if any endpoint lacked the state, else `refused`.
  */
 function readFailureKind(error: unknown): PriceUnavailableKind {
+  const unavailable = errorChain(error).find((cause) => cause instanceof RpcUnavailableError);
+  const failures = unavailable?.endpointFailures ?? [];
+  if (failures.length === 0) return endpointFailureKind(error);
+  const kinds = new Set(failures.map(endpointFailureKind));
+  if (kinds.has('unreachable')) return 'unreachable';
+  return kinds.has('no-state') ? 'no-state' : 'refused';
+}
+
+/**
+ * How one endpoint's read failed. A node's JSON-RPC error saying it lacks that block's state
+ * is `no-state`; a revert or an empty answer is the feed's answer at that block (`refused`),
+ * except an "internal error" that viem takes for a revert but that says nothing of one;
+ * anything else (timeouts, HTTP statuses, dropped connections, rate limits, other JSON-RPC
+ * errors) is `unreachable`, and says nothing about the round at that block.
+ */
+function endpointFailureKind(error: unknown): PriceUnavailableKind {
   const chain = errorChain(error);
   const rpc = chain.find((cause) => cause instanceof RpcRequestError);
   if (rpc && !PASSING_HTTP_STATUSES.has(rpc.status ?? 200) && NO_STATE.test(rpc.details))
     return 'no-state';
-  if (chain.some((cause) => cause instanceof ContractFunctionZeroDataError)) return 'refused';
-  if (chain.some((cause) => cause instanceof ContractFunctionRevertedError)) {
-    const internal = rpc?.code === INTERNAL_ERROR_CODE && !/revert/i.test(rpc.details);
-    return internal ? 'unreachable' : 'refused';
-  }
-  return 'unreachable';
+  return isContractAnswer(error) ? 'refused' : 'unreachable';
 }
 
 /** The error and its causes, outermost first. */

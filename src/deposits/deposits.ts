@@ -123,6 +123,25 @@ export function isDepositCursor(cursor: string): boolean {
 }
 
 /**
+ * Whether a network name means anything to a deposit listing: one in the config, or one that
+ * some deposit is on (a network taken out of the config keeps its deposits).
+ */
+export async function isDepositNetwork(
+  db: Kysely<Database>,
+  config: Pick<Config, 'networks'>,
+  network: string,
+): Promise<boolean> {
+  if (config.networks.some((n) => n.name === network)) return true;
+  const row = await db
+    .selectFrom('deposits')
+    .select('id')
+    .where('network', '=', network)
+    .limit(1)
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+/**
  * Deposits, newest first by id (unique, given out in insert order), `limit`
  * a page; `cursor` is the previous page's `nextCursor`, null after the last page. Paging on
  * from a cursor never repeats or skips a row: deposits that arrive meanwhile sort before it.

@@ -20,7 +20,12 @@ export interface WatcherRole {
 export async function startWatcherRole(
   runtime: Runtime,
   which: 'all' | string[],
-  options: { onIteration?: (network: string, report: IterationReport) => void } = {},
+  options: {
+    /** After each successful iteration, once the metrics are set (tests). */
+    onIteration?: (network: string, report: IterationReport) => void;
+    /** After each failed iteration, once the metrics are set (tests). */
+    onFailure?: (network: string, error: unknown) => void;
+  } = {},
 ): Promise<WatcherRole> {
   const { config, logger } = runtime;
   const networks =
@@ -73,6 +78,7 @@ export async function startWatcherRole(
           // Other failures (an RPC down) say nothing of the chain: the gauge stays as it was.
           if (error instanceof ChainDivergedError)
             runtime.metrics.watcherChainDiverged.set({ network: network.name }, 1);
+          options.onFailure?.(network.name, error);
         },
       },
     ).catch((error: unknown) =>

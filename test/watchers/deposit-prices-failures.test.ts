@@ -27,6 +27,8 @@ const MINUTE_MS = 60_000;
 
 let devnet: Devnet;
 let proxy: FlakyRpcProxy;
+/** A second endpoint of the same devnet, for failover. */
+let second: FlakyRpcProxy;
 let database: TestDatabase;
 let ledger: PostgresLedger;
 let db: Kysely<WatcherTables>;
@@ -50,15 +52,16 @@ const pricedLines = () => logged.filter((l) => l.message.startsWith('price avail
 let clockMs = 0;
 
 /**
- * A watcher of the devnet through the flaky proxy. No retries: one failed request is one
- * failed read, as when every endpoint of a network hiccups at once.
+ * A watcher of the devnet through the flaky proxy (or the proxies given, in that order). No
+ * retries: one failed request is one failed read on that endpoint, as when every endpoint of a
+ * network hiccups at once.
  */
-function watcher(feed: Address, maxAgeS = 100_000) {
+function watcher(feed: Address, maxAgeS = 100_000, rpcUrls = [proxy.url]) {
   const config = networkSchema.parse({
     kind: 'evm',
     name: 'devnet',
     chainId: 1337,
-    rpcUrls: [proxy.url],
+    rpcUrls,
     confirmations: 3,
     pollIntervalMs: 100,
     rpcTimeoutMs: 2000,
@@ -96,6 +99,7 @@ async function deposit(txHash: string) {
 beforeAll(async () => {
   devnet = await startDevnet({ accounts: 2 });
   proxy = await startFlakyRpcProxy(devnet.url);
+  second = await startFlakyRpcProxy(devnet.url);
   database = await createTestDatabase();
   ledger = await openLedger(database.pool, {});
   await ledger.init();
@@ -117,6 +121,7 @@ afterAll(async () => {
   await ledger?.close();
   await database?.drop();
   await proxy?.close();
+  await second?.close();
   await devnet?.close();
 });
 
@@ -199,6 +204,118 @@ describe('an RPC hiccup while reading the feed at the confirming block', () => {
       confirmingBlock: (sent.blockNumber + 2n).toString(),
     });
     expect(row.rate_details.refusedAtConfirmingBlock).toMatch(/missing trie node/);
+    expect(priceWarnings()).toEqual([]);
+  });
+});
+
+describe('a feed read that fails on one endpoint of two', () => {
+  test('a JSON-RPC "internal error" (-32603) is that endpoint failing, not the feed reverting: the second endpoint prices the deposit at its confirming block', async () => {
+    const feed = await devnet.deployAggregator(8, 'ETH / USD');
+    await devnet.setRound(feed, 300_000_000_000n, await devnet.blockTimestamp()); // 3000
+    const w = watcher(feed, 100_000, [proxy.url, second.url]);
+    await w.runOnce();
+
+    const sent = await devnet.sendEth(devnet.account(0), dave.address, ETH / 2n); // block B
+    await devnet.setRound(feed, 310_000_000_000n, await devnet.blockTimestamp()); // B+1: 3100
+    await devnet.mine(1); // B+2: the confirming block
+    await devnet.setRound(feed, 350_000_000_000n, await devnet.blockTimestamp()); // B+3: 3500
+    proxy.failNext(ethCallTo(feed), { rpcError: { code: -32603, message: 'Internal error' } });
+
+    const report = await w.runOnce();
+    expect(proxy.pendingFaults()).toBe(0);
+    expect(report.awaitingPrice).toBe(0);
+    const row = await deposit(sent.txHash);
+    expect([row.status, row.rate, row.amount_usd]).toEqual(['credited', '3100', '1550']);
+    expect(row.rate_details).toMatchObject({
+      roundId: '2',
+      blockNumber: (sent.blockNumber + 2n).toString(),
+    });
+    expect(row.rate_details).not.toHaveProperty('refusedAtConfirmingBlock');
+    expect(priceWarnings()).toEqual([]);
+    expect(logged.filter((l) => l.message.startsWith('RPC endpoint failed'))).toEqual([
+      expect.objectContaining({
+        level: 'warn',
+        details: expect.objectContaining({ endpoint: expect.stringMatching(/^#0 /) }),
+      }),
+    ]);
+    expect(await ledger.checkBalances()).toEqual([]);
+  });
+});
+
+describe('a feed read that fails on every endpoint, each its own way', () => {
+  const noState: RpcFault = {
+    rpcError: {
+      code: -32000,
+      message:
+        'missing trie node 288259a570829264e76b2c58d4369b5a94f086018dc4409d1d0131405c5d1975 (path )',
+    },
+  };
+  const unavailable: RpcFault = { httpStatus: 503 };
+
+  test.each([
+    ['#0 answers 503 and #1 has no state', unavailable, noState],
+    ['#0 has no state and #1 answers 503', noState, unavailable],
+  ] satisfies Array<[string, RpcFault, RpcFault]>)(
+    'when %s, the deposit waits (one endpoint did not answer: it may have the state) and is credited at its confirming block’s round on the next iteration',
+    async (_, first, last) => {
+      const feed = await devnet.deployAggregator(8, 'ETH / USD');
+      await devnet.setRound(feed, 300_000_000_000n, await devnet.blockTimestamp()); // 3000
+      const w = watcher(feed, 100_000, [proxy.url, second.url]);
+      await w.runOnce();
+
+      const sent = await devnet.sendEth(devnet.account(0), dave.address, ETH / 2n); // block B
+      await devnet.setRound(feed, 310_000_000_000n, await devnet.blockTimestamp()); // B+1: 3100
+      await devnet.mine(1); // B+2: the confirming block
+      await devnet.setRound(feed, 350_000_000_000n, await devnet.blockTimestamp()); // B+3: 3500
+      proxy.failNext(ethCallTo(feed), first);
+      second.failNext(ethCallTo(feed), last);
+
+      const report = await w.runOnce();
+      expect([proxy.pendingFaults(), second.pendingFaults()]).toEqual([0, 0]);
+      const waiting = await deposit(sent.txHash);
+      expect([waiting.status, waiting.rate, report.awaitingPrice]).toEqual(['seen', null, 1]);
+      expect(priceWarnings().map((l) => l.details)).toEqual([
+        expect.objectContaining({
+          asset: 'ETH',
+          confirmingBlock: (sent.blockNumber + 2n).toString(),
+          kind: 'unreachable',
+        }),
+      ]);
+
+      expect((await w.runOnce()).awaitingPrice).toBe(0);
+      const row = await deposit(sent.txHash);
+      expect([row.status, row.rate, row.amount_usd]).toEqual(['credited', '3100', '1550']);
+      expect(row.rate_details).toMatchObject({
+        roundId: '2',
+        blockNumber: (sent.blockNumber + 2n).toString(),
+      });
+      expect(row.rate_details).not.toHaveProperty('refusedAtConfirmingBlock');
+    },
+  );
+
+  test('when no endpoint has the state of the confirming block, that is an answer: the deposit is priced at the latest block', async () => {
+    const feed = await devnet.deployAggregator(8, 'ETH / USD');
+    await devnet.setRound(feed, 300_000_000_000n, await devnet.blockTimestamp());
+    const w = watcher(feed, 100_000, [proxy.url, second.url]);
+    await w.runOnce();
+
+    const sent = await devnet.sendEth(devnet.account(0), dave.address, ETH / 4n);
+    await devnet.mine(2);
+    const latest = await devnet.setRound(feed, 360_000_000_000n, await devnet.blockTimestamp());
+    proxy.failNext(ethCallTo(feed), noState);
+    second.failNext(ethCallTo(feed), {
+      rpcError: { code: -32000, message: 'header not found' },
+    });
+
+    expect((await w.runOnce()).awaitingPrice).toBe(0);
+    expect([proxy.pendingFaults(), second.pendingFaults()]).toEqual([0, 0]);
+    const row = await deposit(sent.txHash);
+    expect([row.status, row.rate, row.amount_usd]).toEqual(['credited', '3600', '900']);
+    expect(row.rate_details).toMatchObject({
+      blockNumber: latest.blockNumber.toString(),
+      confirmingBlock: (sent.blockNumber + 2n).toString(),
+    });
+    expect(row.rate_details.refusedAtConfirmingBlock).toMatch(/header not found/);
     expect(priceWarnings()).toEqual([]);
   });
 });

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { isDepositCursor, listDeposits } from '../../deposits/deposits.js';
+import { isDepositCursor, isDepositNetwork, listDeposits } from '../../deposits/deposits.js';
 import { AppError } from '../../errors.js';
 import { isUserId } from '../../users/userId.js';
 import type { CliContext } from '../context.js';
@@ -22,7 +22,10 @@ export function registerDepositCommands(program: Command, cli: CliContext): void
         'page on with --after <nextCursor> (printed last, or in --json)',
     )
     .option('--user <id>', 'only this user')
-    .option('--network <name>', 'only this network')
+    .option(
+      '--network <name>',
+      'only this network (one in the config, or one that deposits are on)',
+    )
     .option('--limit <n>', `how many per page (1 to ${MAX_LIMIT})`, String(DEFAULT_LIMIT))
     .option(
       '--after <cursor>',
@@ -48,14 +51,27 @@ export function registerDepositCommands(program: Command, cli: CliContext): void
             `--after ${options.after.slice(0, 40)}: not a cursor this command printed ` +
               '(use the nextCursor of the previous page)',
           );
-        const page = await cli.withRuntime(command, (runtime) =>
-          listDeposits(runtime.database.db, {
+        const page = await cli.withRuntime(command, async (runtime) => {
+          const { network } = options;
+          // A misspelt name would list nothing, as a network without deposits does.
+          if (
+            network !== undefined &&
+            !(await isDepositNetwork(runtime.database.db, runtime.config, network))
+          ) {
+            const known = runtime.config.networks.map((n) => n.name).join(', ') || 'none';
+            throw new AppError(
+              'unknown_network',
+              `--network ${network}: no network of that name in the config (${known}), ` +
+                'nor any deposit on one',
+            );
+          }
+          return listDeposits(runtime.database.db, {
             ...(options.user ? { userId: options.user } : {}),
-            ...(options.network ? { network: options.network } : {}),
+            ...(network ? { network } : {}),
             limit,
             cursor: options.after ?? null,
-          }),
-        );
+          });
+        });
         const human = formatTable(
           ['id', 'network', 'asset', 'amount', 'status', 'confirmations', 'usd', 'tx'],
           page.data.map((d) => [
