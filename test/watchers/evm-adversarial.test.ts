@@ -359,6 +359,69 @@ describe('EVM watcher, adversarial', () => {
     await expectBalancedLedger();
   });
 
+  test('a deposit a reorg moves to another block and log index, and a second reorg moves back: credited once per chain it is on, each receivable repaid, custody as on the chain', async () => {
+    const w = watcher();
+    const jo = await newUser();
+    const sender = devnet.account(8);
+    await devnet.transferToken(usdt, devnet.account(0), sender.address, 100_000_000n);
+    await devnet.mine(4);
+    await w.runOnce();
+    const base = await devnet.snapshot();
+    const deposit = await signTransfer(sender, jo.address, 100_000_000n);
+    // Chain 1: alone in its block, log index 0.
+    await devnet.rpc('eth_sendRawTransaction', [deposit.raw]);
+    await devnet.mine(4);
+    await w.runOnce();
+    await w.runOnce();
+    expect(await rowsOf(deposit.txHash)).toMatchObject([{ log_index: 0, status: 'credited' }]);
+    await spend(jo.id, '70');
+
+    // Chain 2: one block later, behind another transfer: log index 1.
+    await devnet.revert(base);
+    const again = await devnet.snapshot();
+    await devnet.mine(1, { increaseTimeS: 3 });
+    const other = await signTransfer(devnet.account(0), devnet.account(7).address, 1_000_000n);
+    await mineTogether([other.raw, deposit.raw]);
+    await devnet.mine(10);
+    for (let i = 0; i < 3; i += 1) await w.runOnce();
+    expect(await rowsOf(deposit.txHash)).toMatchObject([
+      { log_index: 0, status: 'reversed', reincluded: 0 },
+      { log_index: 1, status: 'credited', reincluded: 0 },
+    ]);
+    expect(await balance(jo.receivable)).toBe('0');
+    expect(await balance(jo.customer)).toBe('30');
+    await spend(jo.id, '30');
+
+    // Chain 3: back where it was first, alone in its block at log index 0.
+    await devnet.revert(again);
+    await devnet.rpc('eth_sendRawTransaction', [deposit.raw]);
+    await devnet.mine(16, { increaseTimeS: 5 });
+    for (let i = 0; i < 3; i += 1) await w.runOnce();
+    expect(await rowsOf(deposit.txHash)).toMatchObject([
+      { log_index: 0, status: 'credited', reincluded: 1 },
+      { log_index: 1, status: 'reversed', reincluded: 0 },
+    ]);
+    // The second reversal booked the whole 100 (all spent); the third credit repays all of it.
+    expect(await balance(jo.receivable)).toBe('0');
+    expect(await balance(jo.customer)).toBe('0');
+    expect(await balance(`assets:custody:devnet:USDT:${jo.address}`)).toBe('100');
+    // A fresh watcher, further blocks: nothing credited twice.
+    await devnet.mine(2);
+    await watcher().runOnce();
+    await w.runOnce();
+    const { rows: entries } = await database.pool.query(
+      `select kind, count(*)::int as n from ledger_entries
+        where metadata -> 'chain' ->> 'txHash' = $1 group by kind order by kind`,
+      [deposit.txHash],
+    );
+    expect(entries).toEqual([
+      { kind: 'deposit', n: 3 },
+      { kind: 'deposit.reversal', n: 2 },
+    ]);
+    expect(await balance(jo.customer)).toBe('0');
+    await expectBalancedLedger();
+  });
+
   test('a reorg deeper than reorgDepthMax, within the checkpoints the watcher keeps, reverses a credited deposit it removed', async () => {
     // One block per iteration: a checkpoint per block, kept for 4 x reorgDepthMax blocks.
     const config = network({ name: 'devnet-deep', reorgDepthMax: 4, startBlock: undefined });
