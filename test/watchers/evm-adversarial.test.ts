@@ -13,7 +13,7 @@ import { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js'
 import { runWatcher } from '../../chain-watchers/pipeline/runWatcher.js';
 import type { WatcherTables } from '../../chain-watchers/pipeline/tables.js';
 import { startDevnet, type Devnet, type DevnetAccount } from '../support/evm/devnet.js';
-import { startRpcProxy } from '../support/evm/rpcServers.js';
+import { startLoadBalancer, startRpcProxy } from '../support/evm/rpcServers.js';
 import { startFlakyRpcProxy } from '../support/evm/flakyRpcProxy.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { openLedger } from '../support/ledger.js';
@@ -925,4 +925,55 @@ describe('EVM watcher, adversarial', () => {
       }
     },
   );
+
+  test('behind a load balancer, a stale node on a losing fork answers the logs and the header of their block, the other node the rest: the range is refused, the deposit only the losing fork has is never recorded nor credited', async () => {
+    // Two nodes that agree up to `forkedAt`, then each mine their own blocks. The balancer
+    // sends each request (a whole batch) to one node: to the losing one `eth_getLogs` and any
+    // request reading the deposit's block, to the winning one everything else.
+    const forkedAt = await devnet.blockNumber();
+    const winner = await startDevnet({ forkUrl: devnet.url });
+    await devnet.mine(2); // the loser's own blocks at forkedAt + 1 and + 2, no logs
+    const kay = await newUser();
+    const sent = await devnet.transferToken(usdt, devnet.account(0), kay.address, 9_000_000n);
+    expect(sent.blockNumber).toBe(forkedAt + 3n);
+    const depositBlock = toHex(sent.blockNumber);
+    const balancer = await startLoadBalancer([winner.url, devnet.url], (calls) =>
+      calls.some(
+        (call) =>
+          call.method === 'eth_getLogs' ||
+          (call.method === 'eth_getBlockByNumber' && call.params[0] === depositBlock),
+      )
+        ? 1
+        : 0,
+    );
+    try {
+      const config = network({
+        name: 'devnet-balanced',
+        rpcUrls: [balancer.url],
+        startBlock: Number(forkedAt) + 1,
+      });
+      const w = watcher(config);
+      await w.runOnce(); // the cursor: the winner's forkedAt + 1
+      await winner.mine(8);
+      const onWinner = await winner.client.getBlock({ blockNumber: sent.blockNumber });
+      expect(onWinner.hash).not.toBe(sent.blockHash);
+      const outcomes: string[] = [];
+      for (let i = 0; i < 3; i += 1)
+        outcomes.push(
+          await w.runOnce().then(
+            () => 'ok',
+            (error: Error) => error.message,
+          ),
+        );
+      const { rows } = await database.pool.query(`select status from deposits where network = $1`, [
+        config.name,
+      ]);
+      expect(rows).toEqual([]);
+      expect(await balance(kay.customer)).toBe('0');
+      for (const outcome of outcomes) expect(outcome).toMatch(/changed during the scan/);
+    } finally {
+      await balancer.close();
+      await winner.close();
+    }
+  });
 });
