@@ -198,7 +198,16 @@ export async function scanTransfers(
     }
   }
 
-  await fillBlocks(client, [...candidates.values()], blocks, params.batchSize);
+  // Without the chain of bodies, each header is read with `toBlock` in one batch (one request,
+  // which a load balancer sends to one node): a header of the logs' fork on a node whose
+  // `toBlock` is still `toBlockRef` is of the chain the cursor moves onto.
+  await fillBlocks(
+    client,
+    [...candidates.values()],
+    blocks,
+    params.batchSize,
+    nativeAsset ? null : toBlockRef,
+  );
   await fillReceipts(client, [...candidates.values()], watchedSet, params.batchSize);
   for (const [key, candidate] of candidates)
     if (candidate.onlyIfFailed && candidate.transfer.success) candidates.delete(key);
@@ -517,12 +526,19 @@ function assertChainOfBlocks(bodies: RpcBlockWithTransactions[], toBlockRef: Blo
   }
 }
 
-/** Block hash and timestamp for every log-based candidate; the header must match the log. */
+/**
+ * Block hash and timestamp for every log-based candidate; the header must match the log. With
+ * `sameChainAs`, every batch of headers also reads that block again, which must be unchanged:
+ * the headers are of the chain that block is on (the node that answered the batch has both).
+ * Logs and a header from a stale node on another fork, behind one load balancer with a node
+ * on the chain `toBlockRef` came from, were otherwise taken as that chain's.
+ */
 async function fillBlocks(
   client: PublicClient,
   candidates: Candidate[],
   blocks: Map<bigint, BlockRef>,
   batchSize: number,
+  sameChainAs: BlockRef | null,
 ): Promise<void> {
   const waiting = candidates.filter((candidate) => candidate.needsBlock);
   const missing = [
@@ -532,7 +548,19 @@ async function fillBlocks(
         .filter((number) => !blocks.has(number)),
     ),
   ];
-  const fetched = await mapInChunks(missing, batchSize, (number) => getBlockRef(client, number));
+  const fetched: Array<BlockRef | null> = [];
+  const perBatch = sameChainAs ? Math.max(1, batchSize - 1) : batchSize;
+  for (let start = 0; start < missing.length; start += perBatch) {
+    const numbers = missing.slice(start, start + perBatch);
+    const [anchor, ...refs] = await Promise.all([
+      sameChainAs ? getBlockRef(client, sameChainAs.number) : null,
+      ...numbers.map((number) => getBlockRef(client, number)),
+    ]);
+    if (sameChainAs && anchor?.hash !== sameChainAs.hash) {
+      throw new InconsistentScanError(`block ${sameChainAs.number} changed during the scan`);
+    }
+    fetched.push(...refs);
+  }
   for (const [index, ref] of fetched.entries()) {
     if (!ref) throw new BlockNotServedError(`the endpoint does not serve block ${missing[index]}`);
     blocks.set(ref.number, ref);

@@ -1216,10 +1216,14 @@ export class DepositWatcher {
    *
    * Its earlier credits are those of every row of the transaction for this user (`rows`, this
    * one included): an EVM log index is the log's position in its block, so the transfer mined
-   * again in another block is often another row. The latest credit's reversal is taken, unless
-   * a later credit already repaid it (two transfers of one transaction to one address), or a
-   * credit of this iteration did (`claimed`). Read through the iteration's transaction: a
-   * reversal it has just booked counts.
+   * again in another block is often another row. When the transaction paid this user more than
+   * once (a TRX payout and a USDT transfer, two Transfer logs), the credit of this very transfer
+   * is the one whose reversal it repays: first one of the same asset and amount (at the same
+   * log index before another), then one at the same log index, then the latest; never one a
+   * later credit already repaid, nor one a credit of this iteration did (`claimed`). Taking the
+   * latest alone let a 10 USD credit claim a 100 USD reversal and the 100 USD credit the 10 USD
+   * one: 20 repaid of 110 owed. Read through the iteration's transaction: a reversal it has
+   * just booked counts.
    */
   private async previousReversal(
     ledger: LedgerTransaction,
@@ -1227,8 +1231,11 @@ export class DepositWatcher {
       id: string;
       network: string;
       tx_hash: string;
+      log_index: number;
       reincluded: number;
       user_id: string | null;
+      asset: string | null;
+      amount: string | null;
     },
     rows: ReadonlyArray<{ id: string; log_index: number; reincluded: number }>,
     receivable: string,
@@ -1252,8 +1259,20 @@ export class DepositWatcher {
         return previous?.entryId ? [previous.entryId] : [];
       }),
     );
-    // Newest first.
-    credits.sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime());
+    // This transfer's own credit first (see above), then newest first.
+    const amount = deposit.amount === null ? null : new Decimal(deposit.amount);
+    const likeness = (entry: (typeof credits)[number]): number => {
+      const sameTransfer =
+        entry.metadata['asset'] === deposit.asset &&
+        amount !== null &&
+        typeof entry.metadata['amount'] === 'string' &&
+        amount.eq(entry.metadata['amount']);
+      const chain = entry.metadata['chain'] as { logIndex?: unknown } | undefined;
+      return (sameTransfer ? 2 : 0) + (chain?.logIndex === deposit.log_index ? 1 : 0);
+    };
+    credits.sort(
+      (a, b) => likeness(b) - likeness(a) || b.createdAt.getTime() - a.createdAt.getTime(),
+    );
     for (const credit of credits) {
       const reversal = await ledger.getReversalOf(credit.id);
       if (!reversal || repaid.has(reversal.id) || claimed.has(reversal.id)) continue;

@@ -13,7 +13,7 @@ import { DepositWatcher } from '../../chain-watchers/pipeline/depositWatcher.js'
 import { runWatcher } from '../../chain-watchers/pipeline/runWatcher.js';
 import type { WatcherTables } from '../../chain-watchers/pipeline/tables.js';
 import { startDevnet, type Devnet, type DevnetAccount } from '../support/evm/devnet.js';
-import { startRpcProxy } from '../support/evm/rpcServers.js';
+import { startLoadBalancer, startRpcProxy } from '../support/evm/rpcServers.js';
 import { startFlakyRpcProxy } from '../support/evm/flakyRpcProxy.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { openLedger } from '../support/ledger.js';
@@ -356,6 +356,69 @@ describe('EVM watcher, adversarial', () => {
       [fakeUsdt, fay.address],
     );
     expect(fake).toEqual([{ status: 'ignored' }]);
+    await expectBalancedLedger();
+  });
+
+  test('a deposit a reorg moves to another block and log index, and a second reorg moves back: credited once per chain it is on, each receivable repaid, custody as on the chain', async () => {
+    const w = watcher();
+    const jo = await newUser();
+    const sender = devnet.account(8);
+    await devnet.transferToken(usdt, devnet.account(0), sender.address, 100_000_000n);
+    await devnet.mine(4);
+    await w.runOnce();
+    const base = await devnet.snapshot();
+    const deposit = await signTransfer(sender, jo.address, 100_000_000n);
+    // Chain 1: alone in its block, log index 0.
+    await devnet.rpc('eth_sendRawTransaction', [deposit.raw]);
+    await devnet.mine(4);
+    await w.runOnce();
+    await w.runOnce();
+    expect(await rowsOf(deposit.txHash)).toMatchObject([{ log_index: 0, status: 'credited' }]);
+    await spend(jo.id, '70');
+
+    // Chain 2: one block later, behind another transfer: log index 1.
+    await devnet.revert(base);
+    const again = await devnet.snapshot();
+    await devnet.mine(1, { increaseTimeS: 3 });
+    const other = await signTransfer(devnet.account(0), devnet.account(7).address, 1_000_000n);
+    await mineTogether([other.raw, deposit.raw]);
+    await devnet.mine(10);
+    for (let i = 0; i < 3; i += 1) await w.runOnce();
+    expect(await rowsOf(deposit.txHash)).toMatchObject([
+      { log_index: 0, status: 'reversed', reincluded: 0 },
+      { log_index: 1, status: 'credited', reincluded: 0 },
+    ]);
+    expect(await balance(jo.receivable)).toBe('0');
+    expect(await balance(jo.customer)).toBe('30');
+    await spend(jo.id, '30');
+
+    // Chain 3: back where it was first, alone in its block at log index 0.
+    await devnet.revert(again);
+    await devnet.rpc('eth_sendRawTransaction', [deposit.raw]);
+    await devnet.mine(16, { increaseTimeS: 5 });
+    for (let i = 0; i < 3; i += 1) await w.runOnce();
+    expect(await rowsOf(deposit.txHash)).toMatchObject([
+      { log_index: 0, status: 'credited', reincluded: 1 },
+      { log_index: 1, status: 'reversed', reincluded: 0 },
+    ]);
+    // The second reversal booked the whole 100 (all spent); the third credit repays all of it.
+    expect(await balance(jo.receivable)).toBe('0');
+    expect(await balance(jo.customer)).toBe('0');
+    expect(await balance(`assets:custody:devnet:USDT:${jo.address}`)).toBe('100');
+    // A fresh watcher, further blocks: nothing credited twice.
+    await devnet.mine(2);
+    await watcher().runOnce();
+    await w.runOnce();
+    const { rows: entries } = await database.pool.query(
+      `select kind, count(*)::int as n from ledger_entries
+        where metadata -> 'chain' ->> 'txHash' = $1 group by kind order by kind`,
+      [deposit.txHash],
+    );
+    expect(entries).toEqual([
+      { kind: 'deposit', n: 3 },
+      { kind: 'deposit.reversal', n: 2 },
+    ]);
+    expect(await balance(jo.customer)).toBe('0');
     await expectBalancedLedger();
   });
 
@@ -862,4 +925,55 @@ describe('EVM watcher, adversarial', () => {
       }
     },
   );
+
+  test('behind a load balancer, a stale node on a losing fork answers the logs and the header of their block, the other node the rest: the range is refused, the deposit only the losing fork has is never recorded nor credited', async () => {
+    // Two nodes that agree up to `forkedAt`, then each mine their own blocks. The balancer
+    // sends each request (a whole batch) to one node: to the losing one `eth_getLogs` and any
+    // request reading the deposit's block, to the winning one everything else.
+    const forkedAt = await devnet.blockNumber();
+    const winner = await startDevnet({ forkUrl: devnet.url });
+    await devnet.mine(2); // the loser's own blocks at forkedAt + 1 and + 2, no logs
+    const kay = await newUser();
+    const sent = await devnet.transferToken(usdt, devnet.account(0), kay.address, 9_000_000n);
+    expect(sent.blockNumber).toBe(forkedAt + 3n);
+    const depositBlock = toHex(sent.blockNumber);
+    const balancer = await startLoadBalancer([winner.url, devnet.url], (calls) =>
+      calls.some(
+        (call) =>
+          call.method === 'eth_getLogs' ||
+          (call.method === 'eth_getBlockByNumber' && call.params[0] === depositBlock),
+      )
+        ? 1
+        : 0,
+    );
+    try {
+      const config = network({
+        name: 'devnet-balanced',
+        rpcUrls: [balancer.url],
+        startBlock: Number(forkedAt) + 1,
+      });
+      const w = watcher(config);
+      await w.runOnce(); // the cursor: the winner's forkedAt + 1
+      await winner.mine(8);
+      const onWinner = await winner.client.getBlock({ blockNumber: sent.blockNumber });
+      expect(onWinner.hash).not.toBe(sent.blockHash);
+      const outcomes: string[] = [];
+      for (let i = 0; i < 3; i += 1)
+        outcomes.push(
+          await w.runOnce().then(
+            () => 'ok',
+            (error: Error) => error.message,
+          ),
+        );
+      const { rows } = await database.pool.query(`select status from deposits where network = $1`, [
+        config.name,
+      ]);
+      expect(rows).toEqual([]);
+      expect(await balance(kay.customer)).toBe('0');
+      for (const outcome of outcomes) expect(outcome).toMatch(/changed during the scan/);
+    } finally {
+      await balancer.close();
+      await winner.close();
+    }
+  });
 });

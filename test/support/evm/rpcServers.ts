@@ -96,6 +96,39 @@ export async function startRpcProxy(
   return listen(server, methods);
 }
 
+/**
+ * A load balancer in front of several nodes: each HTTP request (a single call or a whole batch)
+ * goes to the one node `choose` picks from its calls, as a real balancer routes requests, never
+ * the calls of one batch to different nodes.
+ */
+export async function startLoadBalancer(
+  targetUrls: ReadonlyArray<string>,
+  choose: (calls: ReadonlyArray<JsonRpcCall>) => number | Promise<number>,
+): Promise<TestRpcServer> {
+  const methods: string[] = [];
+  const server = createServer((request, response) => {
+    void (async () => {
+      const chunks: Buffer[] = [];
+      for await (const chunk of request) chunks.push(chunk as Buffer);
+      const body = Buffer.concat(chunks).toString('utf8');
+      const parsed = JSON.parse(body) as JsonRpcCall | JsonRpcCall[];
+      const calls = Array.isArray(parsed) ? parsed : [parsed];
+      methods.push(...calls.map((call) => call.method));
+      const upstream = await fetch(targetUrls[await choose(calls)]!, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body,
+      });
+      response.writeHead(upstream.status, { 'content-type': 'application/json' });
+      response.end(await upstream.text());
+    })().catch((error: unknown) => {
+      response.writeHead(502, { 'content-type': 'text/plain' });
+      response.end(String(error));
+    });
+  });
+  return listen(server, methods);
+}
+
 async function readBody(
   request: IncomingMessage,
 ): Promise<{ calls: JsonRpcCall[]; batch: boolean }> {

@@ -105,6 +105,11 @@ export interface PayoutTrxParameters {
   nameRecipients?: boolean;
   /** The whole call reverts: nothing moves, every internal transaction is `rejected`. */
   fail?: boolean;
+  /**
+   * TRC-20 tokens the contract pays in the same call, out of its own token balance (mint them
+   * to `PAYOUT_CONTRACT`): one Transfer log each, after the TRX payouts (a swap paying both).
+   */
+  tokenPayouts?: ReadonlyArray<{ token: TokenContract | string; to: string; amount: bigint }>;
 }
 
 export interface SendTrxParameters {
@@ -227,6 +232,7 @@ type PendingAction =
       kind: 'payout';
       from: string;
       payouts: Array<{ to: string; amountSun: bigint; tokenId: string | null; rejected: boolean }>;
+      tokenPayouts: Array<{ token: TokenContract; to: string; amount: bigint }>;
       fail: boolean;
     }
   | { kind: 'trx'; from: string; to: string; amountSun: bigint };
@@ -504,6 +510,11 @@ export class TronChain {
         amountSun: p.amountSun,
         tokenId: p.tokenId ?? null,
         rejected: p.rejected ?? false,
+      })),
+      tokenPayouts: (params.tokenPayouts ?? []).map((p) => ({
+        token: this.resolveToken(p.token),
+        to: toHex41(p.to),
+        amount: p.amount,
       })),
       fail: params.fail ?? false,
     });
@@ -931,7 +942,13 @@ export class TronChain {
     const contract = toHex41(PAYOUT_CONTRACT);
     const paid = action.payouts.filter((p) => p.tokenId === null && !p.rejected);
     const total = paid.reduce((sum, p) => sum + p.amountSun, 0n);
-    const success = !action.fail && state.trx(contract) >= total;
+    const tokensNeeded = new Map<string, bigint>();
+    for (const p of action.tokenPayouts)
+      tokensNeeded.set(p.token.hex41, (tokensNeeded.get(p.token.hex41) ?? 0n) + p.amount);
+    const success =
+      !action.fail &&
+      state.trx(contract) >= total &&
+      [...tokensNeeded].every(([token, amount]) => state.token(token, contract) >= amount);
     const feeSun = success ? this.trc20FeeSun : this.revertFeeSun;
     if (state.hasTrxAccount(action.from)) {
       const balance = state.trx(action.from);
@@ -940,6 +957,11 @@ export class TronChain {
     if (success) {
       state.setTrx(contract, state.trx(contract) - total);
       for (const p of paid) state.setTrx(p.to, state.trx(p.to) + p.amountSun);
+      for (const p of action.tokenPayouts) {
+        const token = p.token.hex41;
+        state.setToken(token, contract, state.token(token, contract) - p.amount);
+        state.setToken(token, p.to, state.token(token, p.to) + p.amount);
+      }
     }
     // java-tron: protobuf JSON leaves out a zero callValue and a false `rejected`; the TRX value
     // comes first, then each TRC-10 token; a revert rejects every internal transaction.
@@ -970,6 +992,15 @@ export class TronChain {
         contract_address: contract,
         receipt: { ...receipt, result: success ? 'SUCCESS' : 'REVERT' },
         ...(success ? {} : { result: 'FAILED', resMessage: utf8Hex('REVERT opcode executed') }),
+        ...(success && action.tokenPayouts.length > 0
+          ? {
+              log: action.tokenPayouts.map((p) => ({
+                address: toHex20(p.token.hex41),
+                topics: [TRANSFER_TOPIC, addressWord(contract), addressWord(p.to)],
+                data: word(p.amount),
+              })),
+            }
+          : {}),
         internal_transactions: internalTransactions,
       },
     };
