@@ -247,9 +247,9 @@ export class Gateway {
             call.clientSignal,
           );
         }
-        const live = upstream;
-        call.clientSignal.addEventListener('abort', () => live.abort('aborted'), { once: true });
-        return this.streamed(body, model, held, record, upstream, this.deadlineAt(call), bounds);
+        return this.streamed(body, model, held, record, upstream, this.deadlineAt(call), bounds, {
+          clientSignal: call.clientSignal,
+        });
       }
       try {
         json = await this.readJson(upstream, model.provider.timeoutMs, this.deadlineAt(call));
@@ -673,9 +673,27 @@ export class Gateway {
     upstream: UpstreamCall,
     deadlineAt: number,
     bounds: HoldBounds,
+    { clientSignal }: { clientSignal: AbortSignal },
   ): GatewayResponse {
     const clientWantsUsage = body.stream_options?.include_usage === true;
     const idleMs = model.provider.timeoutMs;
+    // Once every choice has its `finish_reason` the answer is generated, and the provider bills
+    // it whole: a client that leaves then, before the usage chunk (the SDK's reader breaking
+    // out at the finish), must not make it free but for the words it saw. Its stream is read
+    // on for that usage, at most `gateway.clientGoneGraceMs`; before that, it stops at once.
+    const finishedChoices = new Set<unknown>();
+    let usageAfterFinish = false;
+    const awaitingUsage = () => finishedChoices.size >= (body.n ?? 1) && !usageAfterFinish;
+    let usageGrace: NodeJS.Timeout | undefined;
+    const stopUpstream = () => {
+      if (!awaitingUsage()) upstream.abort('aborted');
+      else
+        usageGrace ??= setTimeout(
+          () => upstream.abort('aborted'),
+          this.deps.config.gateway.clientGoneGraceMs,
+        );
+    };
+    clientSignal.addEventListener('abort', stopUpstream, { once: true });
     const pump = async (sink: Writable): Promise<void> => {
       let text = '';
       let usage: TokenUsage | null = null;
@@ -694,7 +712,7 @@ export class Gateway {
         if (clientGone) return;
         clientGone = true;
         stopWaiting?.();
-        upstream.abort('aborted');
+        stopUpstream();
         if (!sink.destroyed) sink.destroy();
       };
       sink.on('close', () => {
@@ -755,6 +773,8 @@ export class Gateway {
           servedTier ??= chunk['service_tier'];
           const choices = Array.isArray(chunk['choices']) ? (chunk['choices'] as unknown[]) : [];
           text += choicesText(choices);
+          for (const choice of choices as Record<string, unknown>[])
+            if (choice?.['finish_reason'] != null) finishedChoices.add(choice['index'] ?? 0);
           let rewrite = false;
           if (chunk['usage'] != null) {
             // Each report counts (an unreadable one is ignored): the usage is their field-wise
@@ -762,6 +782,7 @@ export class Gateway {
             if (readUsage(chunk['usage']) !== null) {
               reported = maxUsage(reported, chunk['usage'] as Record<string, unknown>);
               usage = readUsage(reported);
+              if (finishedChoices.size >= (body.n ?? 1)) usageAfterFinish = true;
             }
             if (!clientWantsUsage) {
               if (choices.length === 0) return;
@@ -804,7 +825,7 @@ export class Gateway {
           clearTimeout(idle);
           parser.feed(decoder.decode(bytes, { stream: true }));
           for (const frame of frames.splice(0)) await write(frame);
-          if (malformed || done || clientGone) break;
+          if (malformed || done || (clientGone && !awaitingUsage())) break;
           armIdle();
         }
         if (malformed) failure = 'upstream_malformed';
@@ -824,15 +845,31 @@ export class Gateway {
       } finally {
         clearTimeout(idle);
         clearTimeout(deadline);
+        clearTimeout(usageGrace);
       }
       // The deadline ended the call, whoever it was waiting for (a client cut while it did
       // not read is not one that left, nor did upstream stop sending).
       if (deadlinePassed) failure = 'deadline_exceeded';
       else if (clientGone) failure = null;
       this.noteServedTier(servedTier, model, record);
-      const finalUsage: TokenUsage = usage ?? estimatedChatUsage(body, text, bounds);
+      const estimate = estimatedChatUsage(body, text, bounds);
+      // A usage reported before the answer was over (a running count, the prompt's alone)
+      // does not count what came after it: a stream cut before its last report is charged
+      // at least the estimate of what was generated.
+      const read = usage as TokenUsage | null;
+      const cutShort =
+        read !== null &&
+        !(done as boolean) &&
+        !usageAfterFinish &&
+        estimate.completionTokens > read.completionTokens;
+      const finalUsage: TokenUsage =
+        read === null
+          ? estimate
+          : cutShort
+            ? { ...read, completionTokens: estimate.completionTokens }
+            : read;
       record.usage = finalUsage;
-      record.estimated = usage === null;
+      record.estimated = read === null || cutShort;
       const outcome: CallOutcome =
         failure === 'deadline_exceeded'
           ? failure
