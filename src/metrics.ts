@@ -56,6 +56,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly lostHolds = new Counter({
+    name: 'lingxi_gateway_lost_holds_total',
+    help: 'Holds whose creation lost its answer (the database went away; the call answered 503, never forwarded), by what their background release found: released (it had been created), never_created, expired, gave_up (the database stayed away until its expiry), stopped (shutdown), failed',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
   readonly ledgerBatchSize = new Histogram({
     name: 'lingxi_ledger_batch_size',
     help: 'Ledger operations per database write',

@@ -12,7 +12,7 @@ export interface Services {
   keys: KeyAuthenticator;
   meter: Meter;
   gateway: Gateway;
-  /** Work that outlives its request (stream settlements); drained on shutdown. */
+  /** Work that outlives its request (stream settlements, lost holds' releases); drained on shutdown. */
   work: WorkTracker;
   close(): Promise<void>;
 }
@@ -22,8 +22,8 @@ export async function createServices(runtime: Runtime): Promise<Services> {
   const prices = await syncPrices(database.db, config.models);
   const keys = new KeyAuthenticator(database.db, database.url, logger);
   await keys.start();
-  const meter = new Meter(ledger, database.db, logger);
   const work = new WorkTracker();
+  const meter = new Meter(ledger, database.db, logger, undefined, { work, metrics });
   const gateway = new Gateway({
     config,
     prices,
@@ -40,7 +40,11 @@ export async function createServices(runtime: Runtime): Promise<Services> {
     gateway,
     work,
     async close() {
-      const drained = await work.drain(15_000);
+      let drained = await work.drain(15_000);
+      // Releases of lost holds still waiting for the database give up now (their holds
+      // expire), before the ledger and the pool close under them.
+      meter.stopReleases();
+      if (!drained) drained = await work.drain(5_000);
       if (!drained)
         logger.warn(
           { pending: work.size },

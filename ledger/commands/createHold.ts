@@ -1,6 +1,7 @@
 import { v7 as uuidv7 } from 'uuid';
 import { hashRequest, type PrepareContext, type PreparedCommand } from '../command.js';
 import { CurrencyMismatchError, InvalidEntryError } from '../errors.js';
+import { isUuid } from '../ids.js';
 import { checkCommandInput } from '../input.js';
 import { parseAmount, type AmountInput } from '../money.js';
 
@@ -14,6 +15,13 @@ export interface CreateHoldParameters {
   expiresAt?: Date;
   metadata?: Record<string, unknown>;
   idempotencyKey?: string;
+  /**
+   * The id the hold is created with: a new UUID the caller chose (a UUIDv7 keeps the index
+   * ordered), so that it can name the hold even when the answer never comes (see
+   * `PostgresLedger.settleLostWrite`), and void it. Default: a new UUIDv7. An id already in
+   * use fails the write (never reuse one).
+   */
+  holdId?: string;
 }
 
 export interface CreateHoldResult {
@@ -37,6 +45,8 @@ export async function prepareCreateHold(
     idempotencyKey: params.idempotencyKey,
     dates: { expiresAt: params.expiresAt },
   });
+  if (params.holdId !== undefined && !isUuid(params.holdId))
+    throw new InvalidEntryError('holdId must be a UUID', { param: 'holdId' });
   const debit = await context.resolveAccount(params.debitAccount, { create: true });
   const credit = await context.resolveAccount(params.creditAccount, {
     currency: debit.currency,
@@ -58,6 +68,7 @@ export async function prepareCreateHold(
         amount,
         expiresAt: params.expiresAt,
         metadata: params.metadata ?? {},
+        holdId: params.holdId,
       })
     : null;
   return {
@@ -69,7 +80,11 @@ export async function prepareCreateHold(
     holdIds: [],
     reverseEntryIds: [],
     plan({ state }) {
-      const id = uuidv7();
+      const id = params.holdId ?? uuidv7();
+      if (state.newHolds.has(id))
+        throw new InvalidEntryError(`hold ${id} is already created in this batch`, {
+          param: 'holdId',
+        });
       state.apply({
         pending: [
           { accountId: debit.id, debits: amount, credits: amount.mul(0) },

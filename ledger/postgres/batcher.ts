@@ -9,6 +9,7 @@ import {
   type CommandOutcome,
 } from './executeBatch.js';
 import { ignoreConnectionErrors } from './connectionErrors.js';
+import { markLostWrite } from './lostWrites.js';
 import type { KnownState } from './knownState.js';
 
 export interface BatcherOptions {
@@ -161,8 +162,9 @@ export class Batcher {
             );
           } catch {
             // Out of reach for too long: the callers get what broke. Whether the batch
-            // committed is then unknown to them too; a keyed or hold-bound command replays.
-            for (const waiting of batch) waiting.reject(error.cause);
+            // committed is then unknown to them too; a keyed or hold-bound command replays,
+            // and `settleLostWrite` tells later (the error names the batch).
+            for (const waiting of batch) waiting.reject(markLostWrite(error.cause, error.batchId));
             return;
           }
           if (outcome === 'committed') {

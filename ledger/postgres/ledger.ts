@@ -54,7 +54,8 @@ import {
   type HoldStatus,
 } from '../types.js';
 import { Batcher, type BatchInfo } from './batcher.js';
-import { executeBatch } from './executeBatch.js';
+import { executeBatch, settleUnknownOutcome } from './executeBatch.js';
+import { lostBatchOf } from './lostWrites.js';
 import { KnownState } from './knownState.js';
 import { isUuid } from '../ids.js';
 import type { LedgerTables } from './tables.js';
@@ -339,6 +340,30 @@ export class PostgresLedger {
       [olderThanSeconds],
     );
     return rowCount ?? 0;
+  }
+
+  /**
+   * Whether `error`, thrown by a write of this ledger, says that the write's answer was lost
+   * and the ledger could not find out in time whether it committed (the database stayed out of
+   * reach): see settleLostWrite. Any other error of a write means nothing of it was written.
+   */
+  isLostWrite(error: unknown): boolean {
+    return lostBatchOf(error) !== null;
+  }
+
+  /**
+   * For a write that failed with a lost answer (isLostWrite): finds out whether it committed,
+   * and makes sure that it never commits later if it has not (its batch's fence row, see
+   * ledger_batch_fences; a batch still running on a connection the ledger lost then fails).
+   * 'committed': what the write did is in the books (a hold it created, with the id the caller
+   * gave it, exists); 'fenced': nothing of it is, nor ever will be. Null for any other error:
+   * nothing was written. One try: throws while the database cannot be reached (call it again;
+   * a repeat answers the same). Fence rows are pruned after an hour: call it before.
+   */
+  async settleLostWrite(error: unknown): Promise<'committed' | 'fenced' | null> {
+    const batchId = lostBatchOf(error);
+    if (batchId === null) return null;
+    return settleUnknownOutcome(this.pool, batchId, 0);
   }
 
   /** Waits for queued writes, then stops taking new ones' connections. */

@@ -1,17 +1,22 @@
 import { randomUUID } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
+import { v7 as uuidv7 } from 'uuid';
 import {
   Decimal,
+  HoldNotFoundError,
+  HoldNotPendingError,
   InsufficientFundsError,
   type Attachment,
   type PostgresLedger,
 } from '../../ledger/index.js';
 import { accounts } from '../billing/accounts.js';
 import type { Database } from '../db/schema.js';
-import { retryWhileUnavailable } from '../db/unavailable.js';
+import { isDatabaseUnavailable, retryWhileUnavailable } from '../db/unavailable.js';
 import { AppError } from '../errors.js';
 import type { ApiCaller } from '../keys/keyAuthenticator.js';
+import type { WorkTracker } from '../lifecycle.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import type { TokenUsage } from './pricing.js';
 
 /** How a call ended, as recorded on its usage record. */
@@ -46,6 +51,19 @@ export interface CallRecord {
   clientIp: string | null;
   userAgent: string | null;
 }
+
+/** A hold whose creation's answer was lost: the call failed (503); it is released later. */
+interface LostHold {
+  holdId: string;
+  reservationId: string | null;
+  requestId: string;
+  expiresAt: Date;
+  /** What `createHold` threw (it names the lost write). */
+  error: unknown;
+}
+
+/** What a background release of a lost hold found (the `result` label of its metric). */
+type LostHoldResult = 'released' | 'never_created' | 'expired' | 'gave_up' | 'stopped';
 
 export interface HeldCall {
   holdId: string;
@@ -93,11 +111,16 @@ const USAGE_COLUMNS = {
  * are safe to repeat, since a hold resolves once and a repeat replays the first result.
  */
 export class Meter {
+  /** Aborted by `stopReleases`: the background releases of lost holds give up. */
+  private readonly stopping = new AbortController();
+
   constructor(
     private readonly ledger: PostgresLedger,
     private readonly db: Kysely<Database>,
     private readonly logger: Logger,
     private readonly retryMs = 60_000,
+    /** Where background releases of lost holds are tracked (a shutdown waits) and counted. */
+    private readonly background: { work?: WorkTracker; metrics?: Metrics } = {},
   ) {}
 
   /** Holds `maxCost` on the caller's balance; 402 when the balance or the key's spend limit cannot cover it. */
@@ -111,8 +134,11 @@ export class Meter {
     const { caller, maxCost } = params;
     const reservationId =
       caller.spendLimitUsd === null ? null : await this.reserve(caller, maxCost, params.expiresAt);
+    // Chosen here, so the hold can be named (and voided) even if the ledger's answer is lost.
+    const holdId = uuidv7();
     try {
-      const { holdId } = await this.ledger.createHold({
+      await this.ledger.createHold({
+        holdId,
         debitAccount: accounts.customer(caller.userId),
         creditAccount: accounts.usageRevenue,
         amount: maxCost,
@@ -121,6 +147,19 @@ export class Meter {
       });
       return { holdId, maxCost, reservationId };
     } catch (error) {
+      if (this.ledger.isLostWrite(error)) {
+        // The database went away before answering, for longer than the ledger waits to find
+        // out: the hold may have been created. The call fails (503, never forwarded); the hold
+        // and the reservation are released in the background once the database is back.
+        this.releaseLostHold({
+          holdId,
+          reservationId,
+          requestId: params.requestId,
+          expiresAt: params.expiresAt,
+          error,
+        });
+        throw error;
+      }
       await this.releaseReservation(reservationId, new Decimal(0));
       if (error instanceof InsufficientFundsError) {
         const available = String(error.details['available'] ?? '0');
@@ -202,6 +241,82 @@ export class Meter {
       .insertInto('usage_records')
       .values(row as never)
       .execute();
+  }
+
+  /**
+   * Stops the background releases of lost holds (a shutdown, once its grace is over): each
+   * gives up before its next try, logging its hold, which then expires.
+   */
+  stopReleases(): void {
+    this.stopping.abort();
+  }
+
+  /**
+   * Releases, in the background, a hold whose creation's answer was lost (see hold): once
+   * the database answers, settles the lost write (so it can no longer commit late), then
+   * voids the hold by its id: released if it had been created, "not found" if not (nothing
+   * to do), and the spend-limit reservation with it. Tried again with backoff while the
+   * database cannot be reached, until the hold's expiry (which releases it anyway) or
+   * `stopReleases`. Never for a call that was forwarded: a call whose hold failed ends there.
+   */
+  private releaseLostHold(lost: LostHold): void {
+    const job = this.releaseLost(lost).catch((error: unknown) => {
+      this.countLost('failed');
+      this.logger.error(
+        { err: error, requestId: lost.requestId, holdId: lost.holdId },
+        'could not release a hold whose creation was lost; it will expire',
+      );
+    });
+    this.background.work?.track(job);
+  }
+
+  private async releaseLost(lost: LostHold): Promise<void> {
+    const log = { requestId: lost.requestId, holdId: lost.holdId };
+    const giveUpAt = lost.expiresAt.getTime();
+    for (let attempt = 1; ; attempt += 1) {
+      if (this.stopping.signal.aborted) {
+        this.countLost('stopped');
+        this.logger.warn(log, 'shutdown: a hold whose creation was lost is left to expire');
+        return;
+      }
+      try {
+        const write = await this.ledger.settleLostWrite(lost.error);
+        let result: LostHoldResult;
+        try {
+          await this.ledger.voidHold({ holdId: lost.holdId });
+          result = 'released';
+        } catch (error) {
+          if (error instanceof HoldNotFoundError) result = 'never_created';
+          else if (error instanceof HoldNotPendingError) result = 'expired';
+          else throw error;
+        }
+        await this.releaseReservation(lost.reservationId, new Decimal(0));
+        this.countLost(result);
+        this.logger.info(
+          { ...log, write, result, attempts: attempt },
+          result === 'released'
+            ? 'released a hold whose creation was lost (the call had answered 503)'
+            : 'a hold whose creation was lost needs no release',
+        );
+        return;
+      } catch (error) {
+        if (!isDatabaseUnavailable(error)) throw error;
+        const delayMs = Math.min(5000, 100 * 2 ** (attempt - 1));
+        if (Date.now() + delayMs > giveUpAt) {
+          this.countLost('gave_up');
+          this.logger.warn(
+            { ...log, err: error, attempts: attempt },
+            'the database stayed unreachable until a lost hold expired; the expiry releases it',
+          );
+          return;
+        }
+        await abortableSleep(delayMs, this.stopping.signal);
+      }
+    }
+  }
+
+  private countLost(result: LostHoldResult | 'failed'): void {
+    this.background.metrics?.lostHolds.inc({ result });
   }
 
   /** Runs a hold's resolution, again while the database is unreachable (it replays if it had committed). */
@@ -329,4 +444,17 @@ function usageAttachment(
       user_agent: record.userAgent?.slice(0, 512) ?? null,
     },
   };
+}
+
+/** Waits `ms`, or less if `signal` aborts. */
+function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
 }

@@ -25,7 +25,7 @@ afterAll(async () => {
   await database.drop();
 });
 
-const hold = (user: string, amount: string, extra: { expiresAt?: Date } = {}) =>
+const hold = (user: string, amount: string, extra: { expiresAt?: Date; holdId?: string } = {}) =>
   ledger.createHold({
     debitAccount: `liabilities:customers:${user}`,
     creditAccount: 'revenue:usage',
@@ -172,6 +172,25 @@ describe('two-phase holds', () => {
   test('a hold larger than the available balance is refused', async () => {
     await fund(ledger, 'h11', '1');
     await expect(hold('h11', '1.000000000000000001')).rejects.toThrow(InsufficientFundsError);
+  });
+
+  test('a hold takes the id its caller chose; a void by that id before it exists is "not found" and writes nothing', async () => {
+    await fund(ledger, 'h12', '3');
+    const holdId = '01966b6e-7d2a-7c3b-9a4e-5f6a7b8c9d0e';
+    const before = await ledgerRowCounts(database.pool);
+    const refused = ledger.voidHold({ holdId }).catch((e: unknown) => e);
+    expect(await refused).toBeInstanceOf(HoldNotFoundError);
+    // Not a lost write: nothing to settle.
+    expect(ledger.isLostWrite(await refused)).toBe(false);
+    expect(await ledger.settleLostWrite(await refused)).toBeNull();
+    expect(await ledgerRowCounts(database.pool)).toEqual(before);
+    expect(await hold('h12', '2', { holdId })).toEqual({ holdId, replayed: false });
+    expect((await ledger.getHold(holdId))?.status).toBe('pending');
+    await ledger.voidHold({ holdId });
+    expect(await balanceOf('h12')).toEqual({ posted: '3', held: '0', available: '3' });
+    await expect(hold('h12', '1', { holdId: 'not-a-uuid' })).rejects.toThrow(
+      /holdId must be a UUID/,
+    );
   });
 
   test('an unknown hold id is a clear error', async () => {
