@@ -4,9 +4,16 @@ import { describe, expect, test } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
 import { retryAfterSeconds } from '../../src/gateway/upstream.js';
 import type { TestDatabase } from '../support/db.js';
-import { admin, userWithKey, type TestService } from '../support/service.js';
+import { userWithKey, type TestService } from '../support/service.js';
 import { completionText, countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
-import { expectedCost, useGatewayStack, MODELS, sdk, type GatewayStack } from './fixtures.js';
+import {
+  callState,
+  expectedCost,
+  useGatewayStack,
+  MODELS,
+  sdk,
+  type GatewayStack,
+} from './fixtures.js';
 
 let database: TestDatabase;
 let stub: UpstreamStub;
@@ -14,32 +21,12 @@ let service: TestService;
 
 useGatewayStack((stack) => ({ database, stub, service } = stack));
 
-async function state(userId: string, on: GatewayStack = { database, stub, service }) {
-  const { database, stub, service } = on;
-  await stub.waitForIdle();
-  await service.http.services.work.drain(5000);
-  const { body } = await admin<{ available: string; held: string }>(
-    service,
-    'GET',
-    `/users/${userId}/balance`,
+const state = (userId: string, on: GatewayStack = { database, stub, service }) =>
+  callState(
+    on,
+    userId,
+    `outcome, http_status, cost_usd::text as cost, estimated, completion_tokens::text as completion`,
   );
-  const { rows } = await database.pool.query(
-    `select outcome, http_status, cost_usd::text as cost, estimated, completion_tokens::text as completion
-       from usage_records where user_id = $1 order by id`,
-    [userId],
-  );
-  const pending = await database.pool.query(
-    `select count(*)::int as n from ledger_holds h join ledger_accounts a on a.id = h.debit_account_id
-      where a.code = $1 and h.status = 'pending'`,
-    [`liabilities:customers:${userId}`],
-  );
-  return {
-    available: body.available,
-    held: body.held,
-    pendingHolds: pending.rows[0].n as number,
-    rows,
-  };
-}
 
 const ask = (content: string) => [{ role: 'user' as const, content }];
 

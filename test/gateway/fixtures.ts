@@ -3,7 +3,7 @@ import { afterAll, beforeAll } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
 import type { ConfigInput } from '../../src/config/load.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
-import { startTestService, type TestService } from '../support/service.js';
+import { admin, startTestService, type TestService } from '../support/service.js';
 import { startUpstreamStub, type UpstreamStub } from '../support/upstream-stub.js';
 
 /** Prices with up to 12 decimals, so the arithmetic is checked where rounding would show. */
@@ -170,4 +170,35 @@ export function useSharedGateways(count: number, ready: (shared: SharedGateways)
     await shared.stub?.close();
     await shared.database?.drop();
   });
+}
+
+/**
+ * A user's money (available and held), usage rows (`columns` of usage_records, in order) and
+ * pending holds, once every call of the stack has ended (the stub idle, the service's
+ * settlements drained within `drainMs`).
+ */
+export async function callState(
+  stack: GatewayStack,
+  userId: string,
+  columns: string,
+  drainMs = 5000,
+) {
+  const { database, stub, service } = stack;
+  await stub.waitForIdle();
+  await service.http.services.work.drain(drainMs);
+  const { body } = await admin<{ available: string; held: string }>(
+    service,
+    'GET',
+    `/users/${userId}/balance`,
+  );
+  const { rows } = await database.pool.query(
+    `select ${columns} from usage_records where user_id = $1 order by id`,
+    [userId],
+  );
+  const pending = await database.pool.query<{ n: number }>(
+    `select count(*)::int as n from ledger_holds h join ledger_accounts a on a.id = h.debit_account_id
+      where a.code = $1 and h.status = 'pending'`,
+    [`liabilities:customers:${userId}`],
+  );
+  return { available: body.available, held: body.held, pendingHolds: pending.rows[0]!.n, rows };
 }

@@ -6,7 +6,14 @@ import type { TestDatabase } from '../support/db.js';
 import { admin, userWithKey, type TestService } from '../support/service.js';
 import { completionText, countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
 import { LONG_EVENT_TEXT, MULTIBYTE_SUFFIX } from '../support/upstream-stub/sse-shapes.js';
-import { expectedCost, MODELS, sdk, useGatewayStack, type GatewayStack } from './fixtures.js';
+import {
+  callState,
+  expectedCost,
+  MODELS,
+  sdk,
+  useGatewayStack,
+  type GatewayStack,
+} from './fixtures.js';
 
 /**
  * Streams whose SSE is shaped as some providers (or the proxies in front of them) send it:
@@ -31,27 +38,13 @@ async function newUser() {
 }
 
 /** The user's money, usage rows and pending holds, once every call has ended. */
-async function state(userId: string) {
-  await stub.waitForIdle();
-  await service.http.services.work.drain(5000);
-  const { body } = await admin<{ available: string; held: string }>(
-    service,
-    'GET',
-    `/users/${userId}/balance`,
+const state = (userId: string) =>
+  callState(
+    { database, stub, service },
+    userId,
+    `outcome, cost_usd::text as cost, estimated,
+            prompt_tokens::text as prompt, completion_tokens::text as completion`,
   );
-  const { rows } = await database.pool.query(
-    `select outcome, cost_usd::text as cost, estimated,
-            prompt_tokens::text as prompt, completion_tokens::text as completion
-       from usage_records where user_id = $1 order by id`,
-    [userId],
-  );
-  const pending = await database.pool.query(
-    `select count(*)::int as n from ledger_holds h join ledger_accounts a on a.id = h.debit_account_id
-      where a.code = $1 and h.status = 'pending'`,
-    [`liabilities:customers:${userId}`],
-  );
-  return { available: body.available, held: body.held, pendingHolds: pending.rows[0].n, rows };
-}
 
 /** A streamed call through the SDK: every chunk it yielded, and the error it threw, if any. */
 async function streamed(apiKey: string, content: string, options: { includeUsage?: boolean } = {}) {

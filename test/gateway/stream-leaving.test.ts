@@ -1,9 +1,9 @@
 import { describe, expect, test } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
 import type { TestDatabase } from '../support/db.js';
-import { admin, userWithKey, type TestService } from '../support/service.js';
+import { userWithKey, type TestService } from '../support/service.js';
 import { completionText, countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
-import { expectedCost, MODELS, sdk, useGatewayStack } from './fixtures.js';
+import { callState, expectedCost, MODELS, sdk, useGatewayStack } from './fixtures.js';
 
 /**
  * A streaming client that wants its answer for less leaves the stream early: once it has
@@ -28,27 +28,14 @@ async function newUser() {
 }
 
 /** The user's money, usage rows and pending holds, once every call has ended. */
-async function state(userId: string) {
-  await stub.waitForIdle();
-  await service.http.services.work.drain(10_000);
-  const { body } = await admin<{ available: string; held: string }>(
-    service,
-    'GET',
-    `/users/${userId}/balance`,
+const state = (userId: string) =>
+  callState(
+    { database, stub, service },
+    userId,
+    `outcome, cost_usd::text as cost, estimated,
+            prompt_tokens::text as prompt, completion_tokens::text as completion`,
+    10_000,
   );
-  const { rows } = await database.pool.query(
-    `select outcome, cost_usd::text as cost, estimated,
-            prompt_tokens::text as prompt, completion_tokens::text as completion
-       from usage_records where user_id = $1 order by id`,
-    [userId],
-  );
-  const pending = await database.pool.query(
-    `select count(*)::int as n from ledger_holds h join ledger_accounts a on a.id = h.debit_account_id
-      where a.code = $1 and h.status = 'pending'`,
-    [`liabilities:customers:${userId}`],
-  );
-  return { available: body.available, held: body.held, pendingHolds: pending.rows[0].n, rows };
-}
 
 /**
  * Streams `content` through the SDK and leaves (the SDK aborts its request) after the chunk
