@@ -699,8 +699,9 @@ export class Gateway {
       let usage: TokenUsage | null = null;
       // Every usage upstream reported so far, merged (`maxUsage`); `usage` is it read.
       let reported: Record<string, unknown> | null = null;
-      // The tier upstream reports serving the call at (every chunk repeats it).
-      let servedTier: unknown = null;
+      // The first tier above the table's prices that any chunk reports (each chunk repeats the
+      // tier, and a later one may say otherwise than the first): noted once, after the stream.
+      let unpricedTier: unknown = null;
       let done = false;
       let malformed = false;
       let clientGone = false;
@@ -770,7 +771,8 @@ export class Gateway {
             return;
           }
           const chunk = parsed as Record<string, unknown>;
-          servedTier ??= chunk['service_tier'];
+          if (unpricedTier === null && unpricedServedTier(chunk['service_tier']) !== null)
+            unpricedTier = chunk['service_tier'];
           const choices = Array.isArray(chunk['choices']) ? (chunk['choices'] as unknown[]) : [];
           text += choicesText(choices);
           for (const choice of choices as Record<string, unknown>[])
@@ -851,7 +853,7 @@ export class Gateway {
       // not read is not one that left, nor did upstream stop sending).
       if (deadlinePassed) failure = 'deadline_exceeded';
       else if (clientGone) failure = null;
-      this.noteServedTier(servedTier, model, record);
+      this.noteServedTier(unpricedTier, model, record);
       const estimate = estimatedChatUsage(body, text, bounds);
       // A usage reported before the answer was over (a running count, the prompt's alone)
       // does not count what came after it: a stream cut before its last report is charged

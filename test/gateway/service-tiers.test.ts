@@ -217,3 +217,48 @@ describe('an answer served at priority although none was asked for (project defa
     },
   );
 });
+
+describe('a stream whose later chunks report a dearer tier than its first', () => {
+  test('counted and logged once, with the dearer tier; charged at table prices', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 9003, balance: '2' });
+    const client = sdk(service.url, apiKey);
+    const messages = [{ role: 'user' as const, content: 'hello [[tokens=4]] [[sse=tier-late]]' }];
+    const counted = await unpricedTierCount('priority');
+    const warn = vi.spyOn(service.runtime.logger, 'warn');
+    try {
+      const { data, response } = await client.chat.completions
+        .create({
+          model: 'gpt-4o-mini',
+          messages,
+          stream: true,
+          stream_options: { include_usage: true },
+        })
+        .withResponse();
+      const requestId = response.headers.get('x-request-id');
+      const tiers = [];
+      for await (const chunk of data) tiers.push(chunk.service_tier);
+      // The role chunk says `default`; the tokens, the finish and the usage chunk `priority`.
+      expect(tiers).toEqual(['default', ...tiers.slice(1).map(() => 'priority')]);
+      expect(tiers.length).toBeGreaterThan(2);
+      await service.http.services.work.drain(5000);
+      expect(await unpricedTierCount('priority')).toBe(counted + 1);
+      const noted = warn.mock.calls.filter(([fields]) => {
+        const { requestId: id } = fields as unknown as Record<string, unknown>;
+        return id === requestId;
+      });
+      expect(noted).toEqual([
+        [
+          expect.objectContaining({ requestId, serviceTier: 'priority' }),
+          expect.stringMatching(/service tier the price table does not cover/),
+        ],
+      ]);
+    } finally {
+      warn.mockRestore();
+    }
+    const cost = expectedCost(MODELS.mini, {
+      prompt: countPromptTokens({ messages }),
+      completion: 4,
+    });
+    expect((await balance(userId)).posted).toBe(new Decimal(2).sub(cost).toString());
+  });
+});
