@@ -15,6 +15,7 @@ import {
   embeddingRequestSchema,
   parseRequest,
   unpricedFeature,
+  unpricedRequestTier,
   unpricedServedTier,
   type ChatRequest,
 } from './requests.js';
@@ -159,13 +160,7 @@ export class Gateway {
   async chatCompletion(call: GatewayCall): Promise<GatewayResponse> {
     const body = parseRequest(chatRequestSchema, call.body);
     const model = this.modelFor(body.model, call.caller, 'chat');
-    const unpriced = unpricedFeature(body);
-    if (unpriced)
-      throw new AppError(
-        'feature_not_priced',
-        `${unpriced.param}: ${unpriced.feature} has no price on \`${model.config.id}\`, so it is not served; nothing was charged`,
-        { param: unpriced.param },
-      );
+    refuseUnpriced(unpricedFeature(body), model);
     // Both caps go upstream, and a provider may honour either: hold for the larger.
     const caps = (['max_completion_tokens', 'max_tokens'] as const).filter(
       (param) => body[param] != null,
@@ -313,6 +308,8 @@ export class Gateway {
   async embedding(call: GatewayCall): Promise<GatewayResponse> {
     const body = parseRequest(embeddingRequestSchema, call.body);
     const model = this.modelFor(body.model, call.caller, 'embedding');
+    // Refused as a chat request's is: an embedding at a dearer tier is billed above the table.
+    refuseUnpriced(unpricedRequestTier(body), model);
     const promptTokensMax = embeddingTokensUpperBound(
       body.input,
       this.deps.config.gateway.bytesPerTokenMin,
@@ -1071,6 +1068,16 @@ function untilGraceAfterClientGone(
       clearTimeout(grace);
     },
   };
+}
+
+/** A request asking for a feature the price table does not price: 400 `feature_not_priced`. */
+function refuseUnpriced(unpriced: { param: string; feature: string } | null, model: Model): void {
+  if (unpriced)
+    throw new AppError(
+      'feature_not_priced',
+      `${unpriced.param}: ${unpriced.feature} has no price on \`${model.config.id}\`, so it is not served; nothing was charged`,
+      { param: unpriced.param },
+    );
 }
 
 /** OpenAI's reasoning models: they refuse `max_tokens` (400) and take `max_completion_tokens`. */
