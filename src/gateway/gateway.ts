@@ -15,6 +15,7 @@ import {
   embeddingRequestSchema,
   parseRequest,
   unpricedFeature,
+  unpricedRequestTier,
   unpricedServedTier,
   type ChatRequest,
 } from './requests.js';
@@ -159,13 +160,7 @@ export class Gateway {
   async chatCompletion(call: GatewayCall): Promise<GatewayResponse> {
     const body = parseRequest(chatRequestSchema, call.body);
     const model = this.modelFor(body.model, call.caller, 'chat');
-    const unpriced = unpricedFeature(body);
-    if (unpriced)
-      throw new AppError(
-        'feature_not_priced',
-        `${unpriced.param}: ${unpriced.feature} has no price on \`${model.config.id}\`, so it is not served; nothing was charged`,
-        { param: unpriced.param },
-      );
+    refuseUnpriced(unpricedFeature(body), model);
     // Both caps go upstream, and a provider may honour either: hold for the larger.
     const caps = (['max_completion_tokens', 'max_tokens'] as const).filter(
       (param) => body[param] != null,
@@ -313,6 +308,8 @@ export class Gateway {
   async embedding(call: GatewayCall): Promise<GatewayResponse> {
     const body = parseRequest(embeddingRequestSchema, call.body);
     const model = this.modelFor(body.model, call.caller, 'embedding');
+    // Refused as a chat request's is: an embedding at a dearer tier is billed above the table.
+    refuseUnpriced(unpricedRequestTier(body), model);
     const promptTokensMax = embeddingTokensUpperBound(
       body.input,
       this.deps.config.gateway.bytesPerTokenMin,
@@ -699,8 +696,9 @@ export class Gateway {
       let usage: TokenUsage | null = null;
       // Every usage upstream reported so far, merged (`maxUsage`); `usage` is it read.
       let reported: Record<string, unknown> | null = null;
-      // The tier upstream reports serving the call at (every chunk repeats it).
-      let servedTier: unknown = null;
+      // The first tier above the table's prices that any chunk reports (each chunk repeats the
+      // tier, and a later one may say otherwise than the first): noted once, after the stream.
+      let unpricedTier: unknown = null;
       let done = false;
       let malformed = false;
       let clientGone = false;
@@ -770,7 +768,8 @@ export class Gateway {
             return;
           }
           const chunk = parsed as Record<string, unknown>;
-          servedTier ??= chunk['service_tier'];
+          if (unpricedTier === null && unpricedServedTier(chunk['service_tier']) !== null)
+            unpricedTier = chunk['service_tier'];
           const choices = Array.isArray(chunk['choices']) ? (chunk['choices'] as unknown[]) : [];
           text += choicesText(choices);
           for (const choice of choices as Record<string, unknown>[])
@@ -851,7 +850,7 @@ export class Gateway {
       // not read is not one that left, nor did upstream stop sending).
       if (deadlinePassed) failure = 'deadline_exceeded';
       else if (clientGone) failure = null;
-      this.noteServedTier(servedTier, model, record);
+      this.noteServedTier(unpricedTier, model, record);
       const estimate = estimatedChatUsage(body, text, bounds);
       // A usage reported before the answer was over (a running count, the prompt's alone)
       // does not count what came after it: a stream cut before its last report is charged
@@ -1069,6 +1068,16 @@ function untilGraceAfterClientGone(
       clearTimeout(grace);
     },
   };
+}
+
+/** A request asking for a feature the price table does not price: 400 `feature_not_priced`. */
+function refuseUnpriced(unpriced: { param: string; feature: string } | null, model: Model): void {
+  if (unpriced)
+    throw new AppError(
+      'feature_not_priced',
+      `${unpriced.param}: ${unpriced.feature} has no price on \`${model.config.id}\`, so it is not served; nothing was charged`,
+      { param: unpriced.param },
+    );
 }
 
 /** OpenAI's reasoning models: they refuse `max_tokens` (400) and take `max_completion_tokens`. */

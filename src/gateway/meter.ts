@@ -446,8 +446,12 @@ function usageAttachment(
   };
 }
 
-/** Waits `ms`, or less if `signal` aborts. */
-function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
+/**
+ * Waits `ms`, or less if `signal` aborts; not at all if it already has (a stop that came
+ * while a try was under way: an abort event does not fire again for a late listener).
+ */
+export function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
       clearTimeout(timer);

@@ -84,6 +84,17 @@ export function unpricedFeature(body: ChatRequest): { param: string; feature: st
   const plugins = body['plugins'];
   if (plugins != null && !(Array.isArray(plugins) && plugins.length === 0))
     return { param: 'plugins', feature: 'a provider plugin (web search, file parsing)' };
+  return unpricedRequestTier(body);
+}
+
+/**
+ * A request's `service_tier` when the price table does not price it (see
+ * PRICED_REQUEST_TIERS), with its field; null when there is none or it is priced. The same
+ * rule for every endpoint: no route may buy a dearer tier at standard prices.
+ */
+export function unpricedRequestTier(
+  body: Record<string, unknown>,
+): { param: string; feature: string } | null {
   const tier = body['service_tier'];
   if (tier != null && !(typeof tier === 'string' && PRICED_REQUEST_TIERS.has(tier)))
     return {

@@ -217,3 +217,113 @@ describe('an answer served at priority although none was asked for (project defa
     },
   );
 });
+
+describe('a stream whose later chunks report a dearer tier than its first', () => {
+  test('counted and logged once, with the dearer tier; charged at table prices', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 9003, balance: '2' });
+    const client = sdk(service.url, apiKey);
+    const messages = [{ role: 'user' as const, content: 'hello [[tokens=4]] [[sse=tier-late]]' }];
+    const counted = await unpricedTierCount('priority');
+    const warn = vi.spyOn(service.runtime.logger, 'warn');
+    try {
+      const { data, response } = await client.chat.completions
+        .create({
+          model: 'gpt-4o-mini',
+          messages,
+          stream: true,
+          stream_options: { include_usage: true },
+        })
+        .withResponse();
+      const requestId = response.headers.get('x-request-id');
+      const tiers = [];
+      for await (const chunk of data) tiers.push(chunk.service_tier);
+      // The role chunk says `default`; the tokens, the finish and the usage chunk `priority`.
+      expect(tiers).toEqual(['default', ...tiers.slice(1).map(() => 'priority')]);
+      expect(tiers.length).toBeGreaterThan(2);
+      await service.http.services.work.drain(5000);
+      expect(await unpricedTierCount('priority')).toBe(counted + 1);
+      const noted = warn.mock.calls.filter(([fields]) => {
+        const { requestId: id } = fields as unknown as Record<string, unknown>;
+        return id === requestId;
+      });
+      expect(noted).toEqual([
+        [
+          expect.objectContaining({ requestId, serviceTier: 'priority' }),
+          expect.stringMatching(/service tier the price table does not cover/),
+        ],
+      ]);
+    } finally {
+      warn.mockRestore();
+    }
+    const cost = expectedCost(MODELS.mini, {
+      prompt: countPromptTokens({ messages }),
+      completion: 4,
+    });
+    expect((await balance(userId)).posted).toBe(new Decimal(2).sub(cost).toString());
+  });
+});
+
+describe('an embeddings request with a service tier: the same rule as a chat request', () => {
+  test.each([['priority'], ['scale'], ['Default'], [['default']]])(
+    'service_tier %j: 400 feature_not_priced, nothing held, sent or charged',
+    async (tier) => {
+      const { userId, apiKey } = await userWithKey(service, {
+        telegramId: nextTelegramId++,
+        balance: '2',
+      });
+      const ledgerBefore = await ledgerRowCounts(database.pool);
+      const upstreamBefore = stub.requests.length;
+      const refused = await sdk(service.url, apiKey)
+        .embeddings.create({
+          model: 'text-embedding-3-small',
+          input: 'hello',
+          // @ts-expect-error: the SDK's embeddings type has no service_tier; a client can send it
+          service_tier: tier,
+        })
+        .then(
+          () => null,
+          (error: unknown) => error,
+        );
+      expect(refused).toBeInstanceOf(BadRequestError);
+      const error = refused as BadRequestError;
+      expect([error.status, error.code, error.param, error.type]).toEqual([
+        400,
+        'feature_not_priced',
+        'service_tier',
+        'invalid_request_error',
+      ]);
+      expect(error.message).toContain(
+        `service_tier: the service tier ${JSON.stringify(tier)} (only \`auto\`, \`default\`, \`flex\` and \`on_demand\` are priced) has no price on \`text-embedding-3-small\`, so it is not served; nothing was charged`,
+      );
+      expect(await balance(userId)).toEqual({
+        currency: 'USD',
+        available: '2',
+        posted: '2',
+        held: '0',
+      });
+      expect(await ledgerRowCounts(database.pool)).toEqual(ledgerBefore);
+      expect(await usageCount(userId)).toBe(0);
+      expect(stub.requests.length).toBe(upstreamBefore);
+    },
+  );
+
+  test.each([['default'], ['flex'], ['auto'], [null]])(
+    'service_tier %j: served and sent upstream as written',
+    async (tier) => {
+      const { userId, apiKey } = await userWithKey(service, {
+        telegramId: nextTelegramId++,
+        balance: '2',
+      });
+      const answer = await sdk(service.url, apiKey).embeddings.create({
+        model: 'text-embedding-3-small',
+        input: 'hello',
+        // @ts-expect-error: the SDK's embeddings type has no service_tier; a client can send it
+        service_tier: tier,
+      });
+      expect(answer.data).toHaveLength(1);
+      const sent = stub.requests.at(-1)!.body as Record<string, unknown>;
+      expect(sent['service_tier']).toBe(tier);
+      expect(await usageCount(userId)).toBe(1);
+    },
+  );
+});

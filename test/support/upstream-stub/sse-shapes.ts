@@ -34,6 +34,8 @@
  *   usage-huge     the usage chunk's completion_tokens is 10^15 (far beyond any hold)
  *   endless-event  the role chunk and the first token, then an event that never ends: its
  *                  `data:` line grows by 64 KiB a write, without end, until the client leaves
+ *   tier-late      the role chunk reports the tier served as usual ("default" unless asked
+ *                  otherwise); every later chunk (the usage chunk too) reports "priority"
  */
 export const SSE_SHAPES = [
   'crlf',
@@ -56,6 +58,7 @@ export const SSE_SHAPES = [
   'usage-negative',
   'usage-huge',
   'endless-event',
+  'tier-late',
 ] as const;
 
 export type SseShape = (typeof SSE_SHAPES)[number];
@@ -210,6 +213,10 @@ export function shapeEvents(shape: SseShape, events: readonly string[]): Iterabl
       return replaced(
         usageAt,
         withUsage((usage) => ({ ...usage, completion_tokens: 10 ** 15 })),
+      );
+    case 'tier-late':
+      return events.map((event, index) =>
+        index === 0 ? event : event.replace(/"service_tier":"[^"]*"/, '"service_tier":"priority"'),
       );
   }
 }
