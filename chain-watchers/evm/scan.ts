@@ -114,14 +114,17 @@ interface Candidate {
 }
 
 /**
- * All transfers in [fromBlock, toBlock] to or from a watched address, on one endpoint:
- * ERC-20 `Transfer` logs of any contract (see TransferLogQueryMode for how they are asked
- * for), and when a native asset is configured, the value of every transaction in the range. The block at
+ * All transfers in [fromBlock, toBlock] to or from a watched address, on one endpoint: ERC-20
+ * `Transfer` logs of any contract (see TransferLogQueryMode for how they are asked for), and when
+ * a native asset is configured, the value of every transaction in the range. The block at
  * `toBlock` is read before and checked after, from the same endpoint, so the transfers and
- * `toBlockRef` describe one chain. With `parentHash` (the caller's cursor), the first block
- * of the range must have it as its parent, else the range is refused (InconsistentScanError,
- * an endpoint fault: the next endpoint is tried). The caller checks the range and the addresses first
- * (`assertScanParameters`): anything thrown in here is blamed on the endpoint.
+ * `toBlockRef` describe one chain; every `eth_getLogs` goes in one JSON-RPC batch with that
+ * block's header, which must be `toBlockRef` (behind a load balancer, the node that answers the
+ * logs has the whole range: see `getLogsAnchored`). With `parentHash` (the caller's cursor), the
+ * first block of the range must have it as its parent, else the range is refused
+ * (InconsistentScanError, an endpoint fault: the next endpoint is tried). The caller checks the
+ * range and the addresses first (`assertScanParameters`): anything thrown in here is blamed on the
+ * endpoint.
  *
  * @example await scanTransfers(client, { fromBlock: 100n, toBlock: 199n, addresses, assets, ... })
  */
@@ -160,7 +163,7 @@ export async function scanTransfers(
   );
   const nativeAsset = params.assets.find((asset) => asset.native) ?? null;
 
-  const logs = await getTransferLogs(client, params, watched);
+  const logs = await getTransferLogs(client, params, watched, toBlockRef);
   const candidates = new Map<string, Candidate>();
   for (const log of logs) {
     const candidate = candidateFromLog(log, watchedSet, assetsByContract);
@@ -261,23 +264,35 @@ async function getFinalizedNumber(client: PublicClient): Promise<bigint> {
   }
 }
 
+/** One `eth_getLogs` filter over a block range. */
+interface LogQuery {
+  topics: Array<Hex | Hex[] | null>;
+  fromBlock: bigint;
+  toBlock: bigint;
+}
+
 async function getTransferLogs(
   client: PublicClient,
   params: ScanTransfersParameters,
   watched: string[],
+  toBlockRef: BlockRef,
 ): Promise<RpcLog[]> {
   const { fromBlock, toBlock, logPlanner } = params;
+  const query = (queries: LogQuery[], split: boolean) =>
+    getLogsAnchored(client, queries, {
+      anchor: params.batchSize > 1 ? toBlockRef : null,
+      perRequest:
+        params.batchSize > 1
+          ? Math.max(1, Math.min(params.logQueryConcurrency, params.batchSize - 1))
+          : params.logQueryConcurrency,
+      split,
+    });
   if (logPlanner.mode === 'all-transfers') {
-    return getLogsSplitting(client, [TRANSFER_TOPIC], fromBlock, toBlock);
+    return query([{ topics: [TRANSFER_TOPIC], fromBlock, toBlock }], true);
   }
   if (logPlanner.shouldTryAllTransfers(watched.length > params.addressChunkSize)) {
     try {
-      const logs = await client.request({
-        method: 'eth_getLogs',
-        params: [
-          { fromBlock: toHex(fromBlock), toBlock: toHex(toBlock), topics: [TRANSFER_TOPIC] },
-        ],
-      });
+      const logs = await query([{ topics: [TRANSFER_TOPIC], fromBlock, toBlock }], false);
       logPlanner.recordAllTransfers(logs.length);
       return logs;
     } catch (error) {
@@ -285,50 +300,82 @@ async function getTransferLogs(
       logPlanner.recordAllTransfers(null);
     }
   }
-  const filters: Array<Array<Hex | Hex[] | null>> = [];
+  const queries: LogQuery[] = [];
   for (let start = 0; start < watched.length; start += params.addressChunkSize) {
     const topics = watched.slice(start, start + params.addressChunkSize).map(addressTopic);
-    filters.push([TRANSFER_TOPIC, null, topics]); // to a watched address
-    filters.push([TRANSFER_TOPIC, topics]); // from a watched address
+    queries.push({ topics: [TRANSFER_TOPIC, null, topics], fromBlock, toBlock }); // to a watched address
+    queries.push({ topics: [TRANSFER_TOPIC, topics], fromBlock, toBlock }); // from a watched address
   }
-  const results: RpcLog[][] = [];
-  for (let start = 0; start < filters.length; start += params.logQueryConcurrency) {
-    const group = filters.slice(start, start + params.logQueryConcurrency);
-    results.push(
-      ...(await Promise.all(
-        group.map((topics) => getLogsSplitting(client, topics, fromBlock, toBlock)),
-      )),
-    );
-  }
-  return results.flat();
+  return query(queries, true);
 }
 
 /**
- * `eth_getLogs`, halving the block range (or using the range the provider suggests) while
- * the provider refuses it as too large or too many results.
+ * `eth_getLogs` for each query, `perRequest` at a time. With `anchor` (the scan's last block,
+ * batching on), each group is one JSON-RPC batch with that block's header, which must be
+ * `anchor`: one request, so behind a load balancer one node answers the logs and the header,
+ * and that node has the whole range on the chain the cursor moves onto. A node that lags
+ * answers a range past its head with the logs up to its head, or none (ganache, older geth,
+ * Erigon and Besu did; current clients refuse it), which no log gives away: without the
+ * anchor its transfers in the blocks it lacks were never seen, and the cursor moved past them.
+ * With `split`, a query the provider refuses as too large is halved (or cut where the
+ * provider suggests) and its halves asked again, each in a batch with the anchor too.
+ * Without batching (`batchSize` 1) there is no anchor: a header read in a request of its own
+ * may come from another node and proves nothing of the logs' node, so none is read, and a
+ * node that lags behind a load balancer can still answer a short range unnoticed.
  */
-async function getLogsSplitting(
+async function getLogsAnchored(
   client: PublicClient,
-  topics: Array<Hex | Hex[] | null>,
-  fromBlock: bigint,
-  toBlock: bigint,
+  queries: LogQuery[],
+  options: { anchor: BlockRef | null; perRequest: number; split: boolean },
 ): Promise<RpcLog[]> {
-  try {
-    return await client.request({
-      method: 'eth_getLogs',
-      params: [{ fromBlock: toHex(fromBlock), toBlock: toHex(toBlock), topics }],
-    });
-  } catch (error) {
-    if (fromBlock === toBlock || !isRangeRefusal(error)) throw error;
-    const suggested = suggestedRangeEnd(error);
-    const middle =
-      suggested !== null && suggested >= fromBlock && suggested < toBlock
-        ? suggested
-        : fromBlock + (toBlock - fromBlock) / 2n;
-    const first = await getLogsSplitting(client, topics, fromBlock, middle);
-    const second = await getLogsSplitting(client, topics, middle + 1n, toBlock);
-    return [...first, ...second];
+  const { anchor } = options;
+  const pending = [...queries];
+  const logs: RpcLog[] = [];
+  while (pending.length > 0) {
+    const group = pending.splice(0, options.perRequest);
+    // Both in the same tick: viem's HTTP batching sends them as one batch, the anchor first.
+    const [answered, ...settled] = await Promise.allSettled([
+      anchor ? getBlockRef(client, anchor.number) : Promise.resolve(null),
+      ...group.map(({ topics, fromBlock, toBlock }) =>
+        client.request({
+          method: 'eth_getLogs',
+          params: [{ fromBlock: toHex(fromBlock), toBlock: toHex(toBlock), topics }],
+        }),
+      ),
+    ]);
+    if (answered.status === 'rejected') throw answered.reason;
+    if (anchor) {
+      if (!answered.value) {
+        throw new BlockNotServedError(
+          `the endpoint that answered eth_getLogs does not serve block ${anchor.number} yet (it lags)`,
+        );
+      }
+      if (answered.value.hash !== anchor.hash) {
+        throw new InconsistentScanError(
+          `block ${anchor.number} changed during the scan (the endpoint that answered eth_getLogs has ${answered.value.hash}, not ${anchor.hash})`,
+        );
+      }
+    }
+    for (const [index, outcome] of settled.entries()) {
+      if (outcome.status === 'fulfilled') {
+        logs.push(...outcome.value);
+        continue;
+      }
+      const { topics, fromBlock, toBlock } = group[index]!;
+      const error: unknown = outcome.reason;
+      if (!options.split || fromBlock === toBlock || !isRangeRefusal(error)) throw error;
+      const suggested = suggestedRangeEnd(error);
+      const middle =
+        suggested !== null && suggested >= fromBlock && suggested < toBlock
+          ? suggested
+          : fromBlock + (toBlock - fromBlock) / 2n;
+      pending.push(
+        { topics, fromBlock, toBlock: middle },
+        { topics, fromBlock: middle + 1n, toBlock },
+      );
+    }
   }
+  return logs;
 }
 
 const RANGE_REFUSAL =

@@ -953,27 +953,89 @@ describe('EVM watcher, adversarial', () => {
         startBlock: Number(forkedAt) + 1,
       });
       const w = watcher(config);
-      await w.runOnce(); // the cursor: the winner's forkedAt + 1
+      const run = () =>
+        w.runOnce().then(
+          () => 'ok',
+          (error: Error) => error.message,
+        );
+      // [forkedAt + 1, forkedAt + 1]: the loser answers its logs, and with them the range's last
+      // block (read in the same batch), which is its own, not the winner's: refused already.
+      const outcomes = [await run()];
       await winner.mine(8);
       const onWinner = await winner.client.getBlock({ blockNumber: sent.blockNumber });
       expect(onWinner.hash).not.toBe(sent.blockHash);
+      for (let i = 0; i < 3; i += 1) outcomes.push(await run());
+      const { rows } = await database.pool.query(`select status from deposits where network = $1`, [
+        config.name,
+      ]);
+      expect(rows).toEqual([]);
+      expect(await balance(kay.customer)).toBe('0');
+      expect(outcomes[0]).toMatch(/changed during the scan/);
+      // Then the winner is longer: the loser, asked for the logs, has no block at its head.
+      for (const outcome of outcomes.slice(1)) expect(outcome).toMatch(/does not serve block/);
+    } finally {
+      await balancer.close();
+      await winner.close();
+    }
+  });
+
+  test('behind a load balancer, eth_getLogs answered by a node that lags (its head below the range, ganache clamps the range to it) while the other node gave the range: the range is refused, the cursor stays, the deposit is credited once an up-to-date node answers', async () => {
+    // `devnet` is the lagging node: `leader` starts on its chain as it is now and mines on, so
+    // `devnet` has the leader's blocks up to `lagHead` and none after (the same chain, shorter).
+    // Like geth before the clients agreed to refuse such ranges (ethereum/go-ethereum#24078),
+    // ganache answers `eth_getLogs` for a range past its head with the logs up to its head:
+    // here none, for the range starts after it. The balancer sends every request holding an
+    // `eth_getLogs` to the lagging node, everything else to the leader.
+    await devnet.mine(1); // the block both share at the top: no logs in it
+    const lagHead = await devnet.blockNumber();
+    const leader = await startDevnet({ forkUrl: devnet.url }); // mines lagHead + 1 at once
+    const lee = await newUser();
+    const sent = await leader.transferToken(usdt, leader.account(0), lee.address, 9_000_000n);
+    expect(sent.blockNumber).toBe(lagHead + 2n);
+    await leader.mine(4);
+    const ganacheLogs = await devnet.rpc<unknown[]>('eth_getLogs', [
+      { fromBlock: toHex(lagHead + 1n), toBlock: toHex(await leader.blockNumber()) },
+    ]);
+    expect(ganacheLogs).toEqual([]); // not an error: the deposit's block is just not there
+    let lagging = true;
+    const balancer = await startLoadBalancer([leader.url, devnet.url], (calls) =>
+      lagging && calls.some((call) => call.method === 'eth_getLogs') ? 1 : 0,
+    );
+    const cursor = async () =>
+      (
+        await database.pool.query<{ block_number: string }>(
+          `select block_number from watcher_cursors where network = 'devnet-lagging-logs'`,
+        )
+      ).rows[0]?.block_number ?? null;
+    try {
+      const config = network({
+        name: 'devnet-lagging-logs',
+        rpcUrls: [balancer.url],
+        startBlock: Number(lagHead) + 1,
+      });
+      const w = watcher(config);
       const outcomes: string[] = [];
-      for (let i = 0; i < 3; i += 1)
+      for (let i = 0; i < 2; i += 1)
         outcomes.push(
           await w.runOnce().then(
             () => 'ok',
             (error: Error) => error.message,
           ),
         );
-      const { rows } = await database.pool.query(`select status from deposits where network = $1`, [
-        config.name,
-      ]);
-      expect(rows).toEqual([]);
-      expect(await balance(kay.customer)).toBe('0');
-      for (const outcome of outcomes) expect(outcome).toMatch(/changed during the scan/);
+      const cursorWhileLagging = await cursor();
+
+      lagging = false; // the lagging node is taken out of the balancer (or catches up)
+      await w.runOnce();
+      await w.runOnce();
+      expect((await rowsOf(sent.txHash)).map((row) => row.status)).toEqual(['credited']);
+      expect(await balance(lee.customer)).toBe('9');
+      // Refused while the lagging node answered the logs: the cursor never passed the deposit.
+      for (const outcome of outcomes) expect(outcome).toMatch(/does not serve block/);
+      expect(BigInt(cursorWhileLagging ?? '-1')).toBeLessThan(sent.blockNumber);
+      await expectBalancedLedger();
     } finally {
       await balancer.close();
-      await winner.close();
+      await leader.close();
     }
   });
 });
