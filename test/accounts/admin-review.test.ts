@@ -1,0 +1,236 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { hashIdempotentRequest } from '../../src/idempotency/idempotencyClaims.js';
+import { canonicalJson } from '../../src/integrity/canonical.js';
+import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { ADMIN_TOKEN, startTestService, type TestService } from '../support/service.js';
+import { call, devSignIn, expectErrorShape, rowCounts } from './support.js';
+
+/**
+ * The admin API and the account API against an attacker and an unlucky operator: an
+ * Idempotency-Key given up by a failed request while another with the same key reads it, the
+ * same key sent many times at once, amounts that are not plain decimals, and text PostgreSQL
+ * cannot store.
+ */
+
+let database: TestDatabase;
+let service: TestService;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  service = await startTestService({
+    databaseUrl: database.url,
+    config: { http: { idempotencyLeaseMs: 1000 }, telegram: { devSignIn: true } },
+  });
+});
+afterAll(async () => {
+  await service?.stop();
+  await database?.drop();
+});
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function until(what: string, condition: () => Promise<boolean>, timeoutMs = 20_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(25);
+  }
+}
+
+function adminCall<T = unknown>(
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+) {
+  return call<T>(service, method, `/admin${path}`, {
+    token: ADMIN_TOKEN,
+    headers,
+    ...(body === undefined ? {} : { body }),
+  });
+}
+
+async function newUser(telegramId: number): Promise<string> {
+  const created = await adminCall<{ id: string }>('POST', '/users', { telegramId });
+  expect(created.status, created.text).toBe(201);
+  return created.body.id;
+}
+
+async function adjustmentEntries(userId: string): Promise<number> {
+  const { rows } = await database.pool.query<{ n: string }>(
+    `select count(*)::text as n from ledger_entries
+      where kind = 'adjustment' and metadata->>'userId' = $1`,
+    [userId],
+  );
+  return Number(rows[0]!.n);
+}
+
+describe('an Idempotency-Key given up while another request with it looks it up', () => {
+  test('the second request claims the freed key and does the work once (not a 500)', async () => {
+    const userId = await newUser(930_001);
+    const path = `/admin/users/${userId}/adjustments`;
+    const body = { amount: '5', reason: 'goodwill' };
+    const key = 'admin:released-under-it';
+    // A claim left by a process that died an hour ago: the next request takes it over...
+    await database.pool.query(
+      `insert into http_idempotency (key, method, path, request_hash, status, response, created_at)
+       values ($1, 'POST', $2, $3, null, null, now() - interval '1 hour')`,
+      [key, path, hashIdempotentRequest('POST', path, canonicalJson(body))],
+    );
+    // ...unless another retry holds it first: that one takes it over, fails, and gives the key
+    // up (releaseIdempotencyClaim deletes the unanswered claim), all while this request, which
+    // found the key taken, is on its way to read the claim's answer.
+    const other = await database.pool.connect();
+    let retried: Promise<Awaited<ReturnType<typeof adminCall>>>;
+    try {
+      await other.query('begin');
+      await other.query('select 1 from http_idempotency where key = $1 for update', [key]);
+      retried = adminCall('POST', path.replace('/admin', ''), body, {
+        'idempotency-key': 'released-under-it',
+      });
+      await until('the request waiting to take the claim over', async () => {
+        const { rowCount } = await database.pool.query(
+          `select 1 from pg_stat_activity
+            where datname = current_database() and wait_event_type = 'Lock'
+              and query like '%http_idempotency%'`,
+        );
+        return rowCount === 1;
+      });
+      await other.query('delete from http_idempotency where key = $1', [key]);
+      await other.query('commit');
+    } finally {
+      other.release();
+    }
+    const answer = await retried;
+    expect(answer.status, answer.text).toBe(201);
+    expect(answer.headers.get('idempotent-replayed')).toBeNull();
+    expect(await adjustmentEntries(userId)).toBe(1);
+
+    const replay = await adminCall('POST', path.replace('/admin', ''), body, {
+      'idempotency-key': 'released-under-it',
+    });
+    expect(replay.status).toBe(201);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(replay.body).toEqual(answer.body);
+    expect(await adjustmentEntries(userId)).toBe(1);
+  });
+});
+
+describe('the same Idempotency-Key sent many times at once', () => {
+  test('creates one user and one key; every answer is that one, its replay or 409 in progress', async () => {
+    const send = (path: string, body: unknown, key: string) =>
+      Promise.all(
+        Array.from({ length: 8 }, () =>
+          adminCall<{ id: string }>('POST', path, body, { 'idempotency-key': key }),
+        ),
+      );
+    const users = await send('/users', { telegramId: '930002' }, 'many-users');
+    const created = users.filter((r) => r.status === 201);
+    expect(created.length).toBeGreaterThanOrEqual(1);
+    expect(new Set(created.map((r) => r.body.id)).size).toBe(1);
+    for (const r of users.filter((r) => r.status !== 201)) {
+      expect(r.status).toBe(409);
+      expectErrorShape(r.body, 'idempotency_in_progress');
+    }
+    const userId = created[0]!.body.id;
+    const { rows } = await database.pool.query(`select id from users where telegram_id = 930002`);
+    expect(rows).toEqual([{ id: userId }]);
+
+    const keys = await send(`/users/${userId}/keys`, { name: 'ci' }, 'many-keys');
+    const made = keys.filter((r) => r.status === 201);
+    expect(new Set(made.map((r) => r.body.id)).size).toBe(1);
+    for (const r of keys.filter((r) => r.status !== 201)) expect(r.status).toBe(409);
+    const stored = await database.pool.query('select id from api_keys where user_id = $1', [
+      userId,
+    ]);
+    expect(stored.rows).toEqual([{ id: made[0]!.body.id }]);
+  });
+});
+
+describe('POST /admin/users/:id/adjustments with amounts that are not plain decimals', () => {
+  test('each is a 400 invalid_amount naming amount, and nothing is written', async () => {
+    const userId = await newUser(930_003);
+    const before = await rowCounts(database.pool);
+    const amounts: unknown[] = [
+      '1e3',
+      '0x10',
+      ' 5',
+      '5 ',
+      '5.',
+      '.5',
+      '+5',
+      '-0',
+      '0',
+      '0.0000000000000000001', // 19 fractional digits; USD keeps 18
+      `1${'0'.repeat(36)}`, // 10^36
+      '1,000',
+      '١٢', // Arabic-Indic digits
+      'NaN',
+      'Infinity',
+      '',
+      5,
+      -0,
+      null,
+      ['5'],
+      { value: '5' },
+    ];
+    for (const amount of amounts) {
+      const result = await adminCall('POST', `/users/${userId}/adjustments`, {
+        amount,
+        reason: 'probe',
+      });
+      expect({ amount, status: result.status }).toEqual({ amount, status: 400 });
+      expectErrorShape(result.body, 'invalid_amount');
+      expect((result.body as { error: { param: string } }).error.param).toBe('amount');
+    }
+    expect(await rowCounts(database.pool)).toEqual(before);
+    expect(await adjustmentEntries(userId)).toBe(0);
+  });
+});
+
+describe('text PostgreSQL cannot keep as sent', () => {
+  const NUL = 'a\u0000b';
+  const HALF_PAIR = 'a\ud800b';
+
+  test('in a key name, a model id or a suspension reason: 400 naming the field, nothing written', async () => {
+    const userId = await newUser(930_004);
+    const { token } = await devSignIn(service, 930_005, 'carol');
+    const before = await rowCounts(database.pool);
+    const auditsBefore = (await database.pool.query('select count(*) from audit_log')).rows[0];
+    const cases: Array<[string, string, Record<string, unknown>, string]> = [];
+    for (const text of [NUL, HALF_PAIR]) {
+      cases.push(
+        ['admin', `/users/${userId}/keys`, { name: text }, 'name'],
+        [
+          'admin',
+          `/users/${userId}/keys`,
+          { allowedModels: ['gpt-4o-mini', text] },
+          'allowedModels',
+        ],
+        ['admin', `/users/${userId}/suspend`, { reason: text }, 'reason'],
+        ['admin', `/users/${userId}/unsuspend`, { reason: text }, 'reason'],
+        ['me', '/api/me/keys', { name: text }, 'name'],
+        ['me', '/api/me/keys', { allowedModels: [text] }, 'allowedModels'],
+      );
+    }
+    for (const [who, path, body, param] of cases) {
+      const result =
+        who === 'admin'
+          ? await adminCall('POST', path, body)
+          : await call(service, 'POST', path, { token, body });
+      expect({ path, body, status: result.status }).toEqual({ path, body, status: 400 });
+      expectErrorShape(result.body, 'invalid_request');
+      expect((result.body as { error: { param: string } }).error.param).toBe(param);
+    }
+    expect(await rowCounts(database.pool)).toEqual(before);
+    expect((await database.pool.query('select count(*) from audit_log')).rows[0]).toEqual(
+      auditsBefore,
+    );
+    // A name with a whole surrogate pair (an emoji) is kept as sent.
+    const emoji = await adminCall<{ name: string }>('POST', `/users/${userId}/keys`, {
+      name: 'laptop 💻',
+    });
+    expect(emoji.status).toBe(201);
+    expect(emoji.body.name).toBe('laptop 💻');
+  });
+});
