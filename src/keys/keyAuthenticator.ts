@@ -132,31 +132,45 @@ export class KeyAuthenticator {
       .catch((error: unknown) => this.logger.warn({ err: error }, 'could not record key use'));
   }
 
+  /**
+   * One LISTEN session at a time: a lost one (pg reports a loss as 'error' and as 'end', often
+   * both, sometimes twice) schedules exactly one new try, and so does a try that fails.
+   */
   private async listen(): Promise<void> {
     if (this.closed) return;
     const client = new pg.Client({ connectionString: this.databaseUrl });
-    const reconnect = () => {
-      if (!this.listening && this.listener !== client) return;
+    let lost = false;
+    const lose = () => {
+      if (lost) return;
+      lost = true;
+      if (this.listener === client) this.listener = null;
       this.listening = false;
       this.invalidate();
+      void client.end().catch(() => {});
       if (!this.closed) setTimeout(() => void this.listen().catch(() => {}), 1000).unref();
     };
-    client.on('error', reconnect);
-    client.on('end', reconnect);
+    client.on('error', lose);
+    client.on('end', lose);
     client.on('notification', () => this.invalidate());
     try {
       await client.connect();
       await client.query('listen lingxi_keys');
-      this.listener = client;
-      this.invalidate();
-      this.listening = true;
     } catch (error) {
       this.logger.warn(
         { err: error },
         'key cache disabled: cannot LISTEN for key changes; retrying',
       );
-      await client.end().catch(() => {});
-      if (!this.closed) setTimeout(() => void this.listen().catch(() => {}), 1000).unref();
+      lose();
+      return;
     }
+    // Lost while it was set up (lose() has scheduled the next try), or closed meanwhile.
+    if (lost) return;
+    if (this.closed) {
+      lose();
+      return;
+    }
+    this.listener = client;
+    this.invalidate();
+    this.listening = true;
   }
 }

@@ -234,3 +234,71 @@ describe('text PostgreSQL cannot keep as sent', () => {
     expect(emoji.body.name).toBe('laptop 💻');
   });
 });
+
+describe('the key cache when its LISTEN session is ended by the server', () => {
+  test('it listens again on one session, not several; a key revoked meanwhile is refused', async () => {
+    const userId = await newUser(930_006);
+    const newKey = async () => {
+      const made = await adminCall<{ id: string; key: string }>(
+        'POST',
+        `/users/${userId}/keys`,
+        {},
+      );
+      expect(made.status).toBe(201);
+      return made.body;
+    };
+    const leaked = await newKey();
+    const kept = await newKey();
+    const me = async (key: string) =>
+      (await call(service, 'GET', '/api/me', { token: key })).status;
+    const listeners = async () =>
+      (
+        await database.pool.query<{ pid: number }>(
+          `select pid from pg_stat_activity
+            where datname = current_database() and query = 'listen lingxi_keys'`,
+        )
+      ).rows.map((r) => r.pid);
+    const revokeBehindItsBack = (keyId: string) =>
+      database.pool.query('update api_keys set revoked_at = now() where id = $1', [keyId]);
+
+    for (let restart = 1; restart <= 3; restart += 1) {
+      const before = await listeners();
+      expect(before).toHaveLength(1);
+      expect(await me(kept.key)).toBe(200); // cached
+      // The session ends (a database restart, an administrator, a failover).
+      await database.pool.query('select pg_terminate_backend($1)', [before[0]]);
+      await until('a new LISTEN session', async () => {
+        const now = await listeners();
+        return now.length > 0 && !now.includes(before[0]!);
+      });
+      // It caches again once it listens (a revocation behind its back is not seen)...
+      await until('the key cached again', async () => {
+        await database.pool.query('update api_keys set revoked_at = null where id = $1', [kept.id]);
+        expect(await me(kept.key)).toBe(200);
+        await revokeBehindItsBack(kept.id);
+        return (await me(kept.key)) === 200;
+      });
+      // ...and hears NOTIFY again: a revocation whose NOTIFY reaches it is refused at once.
+      await database.pool.query(`select pg_notify('lingxi_keys', 'changed')`);
+      await expect.poll(() => me(kept.key), { timeout: 20_000, interval: 20 }).toBe(401);
+      await database.pool.query('update api_keys set revoked_at = null where id = $1', [kept.id]);
+      // One session: each loss used to open two or three, none of them ever closed.
+      expect({ restart, sessions: (await listeners()).length }).toEqual({ restart, sessions: 1 });
+    }
+
+    // A key revoked while nobody listened (its NOTIFY lost with the session): refused once the
+    // session is gone, and after it listens again.
+    expect(await me(leaked.key)).toBe(200);
+    await revokeBehindItsBack(leaked.id);
+    expect(await me(leaked.key)).toBe(200);
+    const [listener] = await listeners();
+    await database.pool.query('select pg_terminate_backend($1)', [listener]);
+    await expect.poll(() => me(leaked.key), { timeout: 20_000, interval: 20 }).toBe(401);
+    await until('a new LISTEN session', async () => {
+      const now = await listeners();
+      return now.length > 0 && !now.includes(listener!);
+    });
+    expect(await me(leaked.key)).toBe(401);
+    expect(await me(kept.key)).toBe(200);
+  });
+});
