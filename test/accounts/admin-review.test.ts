@@ -1,6 +1,10 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { hashIdempotentRequest } from '../../src/idempotency/idempotencyClaims.js';
 import { canonicalJson } from '../../src/integrity/canonical.js';
+import { runLingxi } from '../support/cli.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { ADMIN_TOKEN, startTestService, type TestService } from '../support/service.js';
 import { call, devSignIn, expectErrorShape, rowCounts } from './support.js';
@@ -14,6 +18,7 @@ import { call, devSignIn, expectErrorShape, rowCounts } from './support.js';
 
 let database: TestDatabase;
 let service: TestService;
+let dir: string | undefined;
 
 beforeAll(async () => {
   database = await createTestDatabase();
@@ -25,6 +30,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await service?.stop();
   await database?.drop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -300,5 +306,43 @@ describe('the key cache when its LISTEN session is ended by the server', () => {
     });
     expect(await me(leaked.key)).toBe(401);
     expect(await me(kept.key)).toBe(200);
+  });
+});
+
+describe('lingxi keys list, with key names their owner chose', () => {
+  test('a line break, terminal escapes or a bidi override in a name are shown escaped, never acted on', async () => {
+    const userId = await newUser(930_007);
+    const { token } = await devSignIn(service, 930_007);
+    const real = await call<{ id: string }>(service, 'POST', '/api/me/keys', {
+      token,
+      body: { name: 'laptop' },
+    });
+    expect(real.status).toBe(201);
+    // A fake row claiming the key is revoked, then the screen cleared and a hidden text.
+    const forged = `x\n${real.body.id}  laptop  lx-fake...  2026-01-01  -  2026-01-02 (revoked)`;
+    const names = [forged, 'a\u001b[2J\u001b[Hb\r', 'gpt\u202etxt.exe', 'c\u009b31md'];
+    for (const name of names) {
+      const made = await call(service, 'POST', '/api/me/keys', { token, body: { name } });
+      expect(made.status).toBe(201);
+    }
+    dir = mkdtempSync(join(tmpdir(), 'lingxi-admin-review-'));
+    const configFile = join(dir, 'lingxi.config.json');
+    writeFileSync(configFile, JSON.stringify({ database: { url: database.url } }));
+
+    const listed = await runLingxi(configFile, ['keys', 'list', '--user', userId]);
+    expect({ code: listed.code, stderr: listed.stderr }).toEqual({ code: 0, stderr: '' });
+    const lines = listed.stdout.trimEnd().split('\n');
+    expect(lines).toHaveLength(2 + 1 + names.length); // header, rule, one line per key
+    const acting = [...listed.stdout].filter(
+      (c) => c !== '\n' && /\p{Cc}|[\u202a-\u202e]/u.test(c),
+    );
+    expect(acting).toEqual([]);
+    expect(listed.stdout).toContain('x\\u000a');
+    expect(listed.stdout).toContain('a\\u001b[2J\\u001b[Hb\\u000d');
+    expect(listed.stdout).toContain('gpt\\u202etxt.exe');
+    // --json keeps the names exactly.
+    const json = await runLingxi(configFile, ['keys', 'list', '--user', userId, '--json']);
+    const data = json.json()['data'] as Array<{ name: string }>;
+    expect(data.map((k) => k.name).sort()).toEqual([...names, 'laptop'].sort());
   });
 });
