@@ -4,16 +4,20 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { hashIdempotentRequest } from '../../src/idempotency/idempotencyClaims.js';
 import { canonicalJson } from '../../src/integrity/canonical.js';
+import { KeyAuthenticator } from '../../src/keys/keyAuthenticator.js';
+import { createLogger } from '../../src/log.js';
 import { runLingxi } from '../support/cli.js';
+import { startTcpProxy } from '../support/tcpProxy.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { ADMIN_TOKEN, startTestService, type TestService } from '../support/service.js';
 import { call, devSignIn, expectErrorShape, rowCounts } from './support.js';
 
 /**
- * The admin API and the account API against an attacker and an unlucky operator: an
- * Idempotency-Key given up by a failed request while another with the same key reads it, the
- * same key sent many times at once, amounts that are not plain decimals, and text PostgreSQL
- * cannot store.
+ * The admin API, the account API, the key cache and the CLI's tables against an attacker and an
+ * unlucky operator: an Idempotency-Key given up by a failed request while another with the same
+ * key reads it, the same key sent many times at once or on another route, amounts that are not
+ * plain decimals, text PostgreSQL cannot store, the key cache's LISTEN session ended by the
+ * server or dying without a word, and key names that would drive the operator's terminal.
  */
 
 let database: TestDatabase;
@@ -150,6 +154,39 @@ describe('the same Idempotency-Key sent many times at once', () => {
       userId,
     ]);
     expect(stored.rows).toEqual([{ id: made[0]!.body.id }]);
+  });
+});
+
+describe('one Idempotency-Key on another route or for another user', () => {
+  test('is 409 idempotency_conflict and does nothing there; the first request still replays', async () => {
+    const alice = await newUser(930_008);
+    const bob = await newUser(930_009);
+    const key = { 'idempotency-key': 'reused-by-a-script' };
+    const body = { amount: '7', reason: 'refund' };
+    const first = await adminCall<{ entryId: string }>(
+      'POST',
+      `/users/${alice}/adjustments`,
+      body,
+      key,
+    );
+    expect(first.status).toBe(201);
+    const before = await rowCounts(database.pool);
+    for (const [path, sent] of [
+      [`/users/${bob}/adjustments`, body],
+      [`/users/${alice}/keys`, {}],
+      [`/users/${bob}/suspend`, { reason: 'x' }],
+      ['/users', { telegramId: 930_010 }],
+    ] as const) {
+      const other = await adminCall('POST', path, sent, key);
+      expect({ path, status: other.status }).toEqual({ path, status: 409 });
+      expectErrorShape(other.body, 'idempotency_conflict');
+    }
+    expect(await rowCounts(database.pool)).toEqual(before);
+    expect(await adjustmentEntries(bob)).toBe(0);
+    const again = await adminCall('POST', `/users/${alice}/adjustments`, body, key);
+    expect(again.status).toBe(201);
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(again.body).toEqual(first.body);
   });
 });
 
@@ -306,6 +343,61 @@ describe('the key cache when its LISTEN session is ended by the server', () => {
     });
     expect(await me(leaked.key)).toBe(401);
     expect(await me(kept.key)).toBe(200);
+  });
+});
+
+describe('the key cache when its LISTEN session dies without a word', () => {
+  test('a key revoked on another process is refused well inside the cache minute', async () => {
+    const userId = await newUser(930_011);
+    const made = await adminCall<{ id: string; key: string }>('POST', `/users/${userId}/keys`, {});
+    const other = await adminCall<{ id: string; key: string }>('POST', `/users/${userId}/keys`, {});
+    const url = new URL(database.url);
+    const link = await startTcpProxy({ host: url.hostname, port: Number(url.port || 5432) });
+    url.host = link.address;
+    // This process's key cache, its LISTEN session through a link the test can kill silently.
+    const keys = new KeyAuthenticator(
+      service.runtime.database.db,
+      url.toString(),
+      createLogger('silent'),
+      { pingMs: 200, connectTimeoutMs: 1000 },
+    );
+    await keys.start();
+    try {
+      const bearer = `Bearer ${made.body.key}`;
+      await expect(keys.authenticate(bearer)).resolves.toMatchObject({ keyId: made.body.id });
+      // The link dies without a reset (a failover, a dropped NAT entry): the session is still
+      // open as far as this process knows, and the NOTIFY of a revocation on another process
+      // never arrives.
+      link.swallowAnswers(true);
+      await database.pool.query(
+        `with revoked as (update api_keys set revoked_at = now() where id = $1 returning id)
+         select pg_notify('lingxi_keys', 'changed') from revoked`,
+        [made.body.id],
+      );
+      // Without a check of the session: accepted from the cache for the rest of its minute.
+      await expect
+        .poll(
+          () =>
+            keys.authenticate(bearer).then(
+              () => 'accepted',
+              () => 'refused',
+            ),
+          {
+            timeout: 20_000,
+            interval: 50,
+          },
+        )
+        .toBe('refused');
+      // The link back: a new session listens, and the other key still works.
+      link.swallowAnswers(false);
+      await expect(keys.authenticate(`Bearer ${other.body.key}`)).resolves.toMatchObject({
+        keyId: other.body.id,
+      });
+      await expect(keys.authenticate(bearer)).rejects.toMatchObject({ status: 401 });
+    } finally {
+      await keys.close();
+      await link.close();
+    }
   });
 });
 
