@@ -20,7 +20,9 @@ export interface Services {
 export async function createServices(runtime: Runtime): Promise<Services> {
   const { config, database, ledger, logger, metrics } = runtime;
   const prices = await syncPrices(database.db, config.models);
-  const keys = new KeyAuthenticator(database.db, database.url, logger);
+  const keys = new KeyAuthenticator(database.db, database.url, logger, {
+    connectTimeoutMs: config.database.connectTimeoutMs,
+  });
   await keys.start();
   const work = new WorkTracker();
   const meter = new Meter(ledger, database.db, logger, undefined, { work, metrics });

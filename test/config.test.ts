@@ -396,4 +396,19 @@ describe('configuration mistakes a person makes in the file', () => {
       ),
     ).toThrow(new ConfigError('duplicate currency "USDT"', 'currencies[1].code'));
   });
+  test('an admin or metrics token no client can send (a space, a line break, a letter outside ASCII) is refused, naming the field', () => {
+    const token = 'a-long-enough-admin-token';
+    for (const field of ['adminToken', 'metricsToken'] as const) {
+      // A secret file written with `echo`, read whole into the variable: its trailing newline
+      // made every request 401, since no Authorization header can carry it.
+      for (const bad of [`${token}\n`, `${token}\r\n`, `correct horse ${token}`, `${token}é`]) {
+        expect(() => parseConfig({ [field]: 'env:TOKEN' }, { TOKEN: bad }), bad).toThrow(
+          new RegExp(`^config ${field}: must be printable ASCII without spaces`),
+        );
+      }
+      expect(parseConfig({ [field]: 'env:TOKEN' }, { TOKEN: `${token}!~+/=` })[field]).toBe(
+        `${token}!~+/=`,
+      );
+    }
+  });
 });

@@ -2,6 +2,7 @@ import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.js';
 import { badRequest } from '../errors.js';
 import { forgetKeysLocally, notifyKeyChangeOnCommit } from '../keys/apiKeys.js';
+import { unstorableText } from '../text.js';
 import { userErased } from '../users/createUser.js';
 import { readUser, toAdminView, type AdminUserView } from './profile.js';
 
@@ -32,6 +33,8 @@ export async function setSuspension(
   const { reason } = params;
   if (typeof reason !== 'string' || reason.trim() === '' || reason.length > 500)
     throw badRequest('reason must be a text of 1-500 characters', 'reason');
+  const problem = unstorableText(reason);
+  if (problem !== null) throw badRequest(`reason ${problem}`, 'reason');
   const current = await readUser(db, params.userId);
   if (current.status === 'erased') throw userErased('there is nothing to suspend');
   const from = params.suspended ? 'active' : 'suspended';

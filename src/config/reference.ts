@@ -61,9 +61,10 @@ export const FIELD_NOTES: Record<string, string> = {
   'database.embedded': 'The embedded PostgreSQL, used when there is no `url`.',
   'database.embedded.dir': 'Data directory of the embedded server.',
   'database.embedded.port': 'Port of the embedded server (127.0.0.1 only).',
-  adminToken: 'At least 16 characters; use 32 or more random ones (`openssl rand -hex 32`).',
+  adminToken:
+    'At least 16 characters, printable ASCII with no space, tab or line break (a trailing newline from a secret file is refused: no client could send it); use 32 or more random ones (`openssl rand -hex 32`).',
   metricsToken:
-    'When set, `GET /metrics` needs `Authorization: Bearer <metricsToken>` (Prometheus: `authorization.credentials`); unset, it answers anyone.',
+    'When set, `GET /metrics` needs `Authorization: Bearer <metricsToken>` (Prometheus: `authorization.credentials`); unset, it answers anyone. Printable ASCII with no space, tab or line break, as `adminToken`.',
   'currencies[].code': 'Currency code, upper case.',
   'currencies[].scale': 'Fractional digits kept for amounts in this currency.',
   'providers[].name': 'Name that models refer to.',

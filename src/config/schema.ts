@@ -144,11 +144,25 @@ function isTimeZone(name: string): boolean {
   }
 }
 
+/**
+ * A token clients send as `Authorization: Bearer <token>`: printable ASCII without spaces. Any
+ * other character could never be sent and compared (a trailing newline from a secret file, a
+ * space, a letter outside ASCII that a client sends as UTF-8 bytes), so every request would be
+ * refused with no hint why.
+ */
+const bearerTokenSchema = z
+  .string()
+  .min(16, 'must be at least 16 characters')
+  .regex(
+    /^[\x21-\x7e]*$/,
+    'must be printable ASCII without spaces, tabs or line breaks (a trailing newline from a secret file counts): no client can send anything else as "Authorization: Bearer <token>"',
+  );
+
 export const configSchema = z.strictObject({
   http: httpSchema,
   database: databaseSchema,
-  adminToken: z.string().min(16, 'must be at least 16 characters').optional(),
-  metricsToken: z.string().min(16, 'must be at least 16 characters').optional(),
+  adminToken: bearerTokenSchema.optional(),
+  metricsToken: bearerTokenSchema.optional(),
   currencies: z.array(currencySchema).default([]),
   providers: z.array(providerSchema).default([]),
   models: z.array(modelSchema).default([]),

@@ -36,46 +36,63 @@ export function hashIdempotentRequest(method: string, path: string, body: string
  * `idempotency_conflict` when the key was used for another request, and 409
  * `idempotency_in_progress` while the first is still running. A claim whose heartbeat is older
  * than `leaseMs` was left by a process that died before answering: it is taken over, for the
- * same request only, by one caller when several retry at once.
+ * same request only, by one caller when several retry at once. A claim given up (its request
+ * failed) between this caller finding the key taken and reading its answer is claimed afresh.
  */
 export async function claimIdempotencyKey(
   db: Kysely<Database>,
   request: IdempotentRequest,
   options: { leaseMs: number },
 ): Promise<IdempotencyClaimResult> {
-  const inserted = await db
-    .insertInto('http_idempotency')
-    .values({
-      key: request.key,
-      method: request.method,
-      path: request.path,
-      request_hash: request.requestHashes[0],
-      status: null,
-      response: null,
-    })
-    .onConflict((oc) => oc.column('key').doNothing())
-    .returning('key')
-    .executeTakeFirst();
-  if (inserted !== undefined) return { claimed: true };
-  if (await takeOverAbandoned(db, request, options.leaseMs)) return { claimed: true };
-  const previous = await db
-    .selectFrom('http_idempotency')
-    .selectAll()
-    .where('key', '=', request.key)
-    .executeTakeFirstOrThrow();
-  if (!request.requestHashes.includes(previous.request_hash))
-    throw conflict(
-      `this ${request.param} was used for a different request`,
-      'idempotency_conflict',
-      request.param,
-    );
-  if (previous.status === null)
-    throw new AppError(
-      'idempotency_in_progress',
-      `a request with this ${request.param} is still running; retry once it has answered`,
-      { status: 409, param: request.param, headers: { 'retry-after': '1' } },
-    );
-  return { claimed: false, status: previous.status, response: previous.response };
+  for (let attempt = 1; ; attempt += 1) {
+    const inserted = await db
+      .insertInto('http_idempotency')
+      .values({
+        key: request.key,
+        method: request.method,
+        path: request.path,
+        request_hash: request.requestHashes[0],
+        status: null,
+        response: null,
+      })
+      .onConflict((oc) => oc.column('key').doNothing())
+      .returning('key')
+      .executeTakeFirst();
+    if (inserted !== undefined) return { claimed: true };
+    if (await takeOverAbandoned(db, request, options.leaseMs)) return { claimed: true };
+    const previous = await db
+      .selectFrom('http_idempotency')
+      .selectAll()
+      .where('key', '=', request.key)
+      .executeTakeFirst();
+    if (previous === undefined) {
+      // The request that held the key failed and gave it up (releaseIdempotencyClaim) after
+      // the insert above found it taken: the key is free again, so claim it afresh. Past a few
+      // rounds (others keep claiming and failing), answer as while one runs: retry.
+      if (attempt < MAX_CLAIM_ATTEMPTS) continue;
+      throw inProgress(request);
+    }
+    if (!request.requestHashes.includes(previous.request_hash))
+      throw conflict(
+        `this ${request.param} was used for a different request`,
+        'idempotency_conflict',
+        request.param,
+      );
+    if (previous.status === null) throw inProgress(request);
+    return { claimed: false, status: previous.status, response: previous.response };
+  }
+}
+
+/** Rounds of claimIdempotencyKey when the key keeps being released under it. */
+const MAX_CLAIM_ATTEMPTS = 3;
+
+/** 409 `idempotency_in_progress`: another request holds the key; retry once it has answered. */
+function inProgress(request: IdempotentRequest): AppError {
+  return new AppError(
+    'idempotency_in_progress',
+    `a request with this ${request.param} is still running; retry once it has answered`,
+    { status: 409, param: request.param, headers: { 'retry-after': '1' } },
+  );
 }
 
 /**

@@ -4,6 +4,7 @@ import { v7 as uuidv7 } from 'uuid';
 import { parseAmount } from '../../ledger/index.js';
 import type { Database } from '../db/schema.js';
 import { badRequest, conflict, notFound } from '../errors.js';
+import { unstorableText } from '../text.js';
 import { assertNotErased } from '../users/createUser.js';
 
 /** Keys look like `lx-` + 43 base64url characters (32 random bytes). */
@@ -51,6 +52,8 @@ export async function createApiKey(
   const name = params.name ?? '';
   if (typeof name !== 'string' || name.length > 100)
     throw badRequest('name must be a text of at most 100 characters', 'name');
+  const nameProblem = unstorableText(name);
+  if (nameProblem !== null) throw badRequest(`name ${nameProblem}`, 'name');
   const spendLimit =
     params.spendLimitUsd === undefined || params.spendLimitUsd === null
       ? null
@@ -64,6 +67,10 @@ export async function createApiKey(
     ) {
       throw badRequest('allowedModels must be a list of model ids', 'allowedModels');
     }
+    const modelProblem = params.allowedModels
+      .map((m) => unstorableText(m as string))
+      .find((problem) => problem !== null);
+    if (modelProblem) throw badRequest(`allowedModels ${modelProblem}`, 'allowedModels');
     allowedModels = params.allowedModels as string[];
   }
   const key = `${KEY_PREFIX}${randomBytes(32).toString('base64url')}`;

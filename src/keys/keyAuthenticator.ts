@@ -20,6 +20,19 @@ interface Cached {
 
 const CACHE_TTL_MS = 60_000;
 const CACHE_MAX = 50_000;
+/** How often the LISTEN session is asked to answer, and how long it has to. */
+const PING_MS = 5_000;
+
+export interface KeyAuthenticatorOptions {
+  /**
+   * The LISTEN session answers a query this often, within this long, or it is taken for lost
+   * (a link that died without a word, which no error reports): nothing is cached until a new
+   * session listens. Default 5 s.
+   */
+  pingMs?: number;
+  /** How long a new LISTEN session may take to connect (0: for ever). Default 10 s. */
+  connectTimeoutMs?: number;
+}
 
 /**
  * Looks up API keys by the SHA-256 of the key (one indexed lookup, never the key itself),
@@ -27,7 +40,9 @@ const CACHE_MAX = 50_000;
  * `lingxi_keys` in its own transaction (delivered exactly when it commits), which empties every
  * other process's cache, and empties this process's after the commit, before it answers; while
  * the LISTEN connection is down nothing is cached, so a revoked key never outlives its
- * revocation by more than the notification's trip.
+ * revocation by more than the notification's trip. A LISTEN connection whose link died
+ * silently is found out by a query it must answer every `pingMs` within `pingMs`: a revoked key
+ * outlives its revocation by at most twice that there.
  */
 export class KeyAuthenticator {
   private readonly cache = new Map<string, Cached>();
@@ -42,11 +57,18 @@ export class KeyAuthenticator {
   private readonly lastUsedWritten = new Map<string, number>();
   private stopLocalChanges: (() => void) | null = null;
 
+  private readonly pingMs: number;
+  private readonly connectTimeoutMs: number;
+
   constructor(
     private readonly db: Kysely<Database>,
     private readonly databaseUrl: string,
     private readonly logger: Logger,
-  ) {}
+    options: KeyAuthenticatorOptions = {},
+  ) {
+    this.pingMs = options.pingMs ?? PING_MS;
+    this.connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
+  }
 
   async start(): Promise<void> {
     this.stopLocalChanges = onLocalKeyChange(() => this.invalidate());
@@ -132,31 +154,64 @@ export class KeyAuthenticator {
       .catch((error: unknown) => this.logger.warn({ err: error }, 'could not record key use'));
   }
 
+  /**
+   * One LISTEN session at a time: a lost one (pg reports a loss as 'error' and as 'end', often
+   * both, sometimes twice) schedules exactly one new try, and so does a try that fails.
+   */
   private async listen(): Promise<void> {
     if (this.closed) return;
-    const client = new pg.Client({ connectionString: this.databaseUrl });
-    const reconnect = () => {
-      if (!this.listening && this.listener !== client) return;
+    const client = new pg.Client({
+      connectionString: this.databaseUrl,
+      connectionTimeoutMillis: this.connectTimeoutMs,
+    });
+    let lost = false;
+    const timers: { ping?: NodeJS.Timeout } = {};
+    const lose = () => {
+      if (lost) return;
+      lost = true;
+      clearInterval(timers.ping);
+      if (this.listener === client) this.listener = null;
       this.listening = false;
       this.invalidate();
+      void client.end().catch(() => {});
       if (!this.closed) setTimeout(() => void this.listen().catch(() => {}), 1000).unref();
     };
-    client.on('error', reconnect);
-    client.on('end', reconnect);
+    client.on('error', lose);
+    client.on('end', lose);
     client.on('notification', () => this.invalidate());
     try {
       await client.connect();
       await client.query('listen lingxi_keys');
-      this.listener = client;
-      this.invalidate();
-      this.listening = true;
     } catch (error) {
       this.logger.warn(
         { err: error },
         'key cache disabled: cannot LISTEN for key changes; retrying',
       );
-      await client.end().catch(() => {});
-      if (!this.closed) setTimeout(() => void this.listen().catch(() => {}), 1000).unref();
+      lose();
+      return;
     }
+    // Lost while it was set up (lose() has scheduled the next try), or closed meanwhile.
+    if (lost) return;
+    if (this.closed) {
+      lose();
+      return;
+    }
+    this.listener = client;
+    this.invalidate();
+    this.listening = true;
+    // A session whose link died silently (no reset: a failover, a dropped NAT entry) reports
+    // nothing and hears no NOTIFY: one that does not answer in time is lost.
+    timers.ping = setInterval(() => {
+      const late = setTimeout(lose, this.pingMs);
+      late.unref();
+      client.query('select 1').then(
+        () => clearTimeout(late),
+        () => {
+          clearTimeout(late);
+          lose();
+        },
+      );
+    }, this.pingMs);
+    timers.ping.unref();
   }
 }
