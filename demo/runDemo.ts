@@ -12,6 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import OpenAI from 'openai';
+import type { Kysely } from 'kysely';
 import pg from 'pg';
 import type { Address } from 'viem';
 import { mnemonicToAccountXpubs } from '../chain-watchers/addresses/mnemonicToAccountXpubs.js';
@@ -24,6 +25,7 @@ import { writeChunksToFile } from '../src/exports/sinks.js';
 import { streamJournal } from '../src/exports/streamJournal.js';
 import { createApiKey } from '../src/keys/apiKeys.js';
 import { startEmbeddedPostgres } from '../src/db/embedded.js';
+import type { Database } from '../src/db/schema.js';
 import { runReconciliation } from '../src/reconcile/runReconciliation.js';
 import { startRoles, type StartedRoles } from '../src/roles/start.js';
 import { createUser } from '../src/users/createUser.js';
@@ -210,8 +212,10 @@ export async function runDemo(
       tron.chain.produceBlocks(1);
     });
 
-    // Blocks keep coming, as on a real chain, until the demo stops.
+    // Blocks keep coming, as on a real chain, until the demo stops (paused while reconciling).
+    let producing = true;
     const producer = setInterval(() => {
+      if (!producing) return;
       void devnet.mine(1).catch(() => {});
       tron.chain.produceBlocks(1);
     }, 400);
@@ -272,15 +276,23 @@ export async function runDemo(
     const balance = await getUserBalance(runtime.ledger, user.id);
     say.detail(`balance: ${balance.available} USD`);
 
-    const run = await say.step('Reconciling the books against both chains', () =>
-      runReconciliation(runtime, { trigger: 'demo' }),
-    );
+    // Tron answers balances only at its latest solidified block: reconcile once the watcher
+    // has scanned up to it, or the run rightly warns that the watcher is behind
+    // (`watcher_behind`), which a slow machine shows while blocks keep coming.
+    producing = false;
+    const run = await say.step('Reconciling the books against both chains', async () => {
+      await waitForWatcher(db, 'tron-sim', tron.chain.solidifiedNumber);
+      return runReconciliation(runtime, { trigger: 'demo' });
+    });
+    producing = true;
     say.detail(
       run.findings.length === 0
         ? `run ${run.runId}: clean (${Object.entries(run.blocks)
             .map(([n, b]) => `${n} at block ${b}`)
             .join(', ')})`
-        : `run ${run.runId}: ${run.findings.length} findings`,
+        : `run ${run.runId}: ${run.findings.length} findings (${run.findings
+            .map((f) => `${f.kind} on ${f.network}`)
+            .join(', ')})`,
     );
 
     const file = join(dataDir, 'journal.hledger');
@@ -366,6 +378,20 @@ async function deployEvmAssets(devnet: Devnet): Promise<{ usdt: Address; feed: A
   const feed = await devnet.deployAggregator(8, 'ETH / USD');
   await devnet.setRound(feed, ETH_USD, await devnet.blockTimestamp());
   return { usdt, feed };
+}
+
+/** Waits (at most a minute) until the network's watcher has scanned up to `block`. */
+async function waitForWatcher(db: Kysely<Database>, network: string, block: number): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    const cursor = await db
+      .selectFrom('watcher_cursors')
+      .select('block_number')
+      .where('network', '=', network)
+      .executeTakeFirst();
+    if (cursor && BigInt(cursor.block_number) >= BigInt(block)) return;
+    await sleep(100);
+  }
 }
 
 function sleep(ms: number): Promise<void> {

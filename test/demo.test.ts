@@ -61,7 +61,7 @@ test('the demo runs every step non-interactively and leaves correct books', asyn
     available: new Decimal('306.1728394505').sub(spent).toString(),
     held: '0',
   });
-  expect(summary.reconciliation).toEqual({
+  expect(summary.reconciliation, stderr).toEqual({
     runId: expect.any(String),
     status: 'clean',
     findings: 0,
