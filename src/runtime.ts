@@ -57,6 +57,7 @@ export async function openRuntime(params: OpenRuntimeParameters): Promise<Runtim
       currencies: currencyTable(config),
       batchMaxSize: config.ledger.batchMaxSize,
       batchConcurrency: config.ledger.batchConcurrency,
+      writeTimeoutMs: config.ledger.writeTimeoutMs,
       onBatch: (batch) => {
         metrics.ledgerBatchSize.observe(batch.size);
         metrics.ledgerBatchDuration.observe({ mode: batch.mode }, batch.durationMs / 1000);

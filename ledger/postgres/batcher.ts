@@ -8,7 +8,7 @@ import {
   type BatchMode,
   type CommandOutcome,
 } from './executeBatch.js';
-import { ignoreConnectionErrors } from './connectionErrors.js';
+import { connectTrusted, DatabaseStalledError, StallWatch } from './connectionErrors.js';
 import { markLostWrite } from './lostWrites.js';
 import type { KnownState } from './knownState.js';
 
@@ -26,6 +26,13 @@ export interface BatcherOptions {
    * whether it committed, while the database cannot be reached (default 15 s).
    */
   unknownOutcomeDeadlineMs?: number;
+  /**
+   * How long one attempt of a batch may wait for the database's answers on its connection
+   * (0: for ever). Past it, that connection is closed: a link dead without a reset would
+   * otherwise hold the lane, and every write queued behind it, until the kernel gives up
+   * (about 15 minutes). Also bounds each try of the probe that settles a batch's outcome.
+   */
+  writeTimeoutMs?: number;
   onBatch?: (info: BatchInfo) => void;
   /** What this process knows of accounts and holds, to skip reads (see KnownState). */
   known?: KnownState;
@@ -151,6 +158,24 @@ export class Batcher {
       } catch (error) {
         // What the batch assumed may be stale: its retry reads afresh.
         this.options.known?.forget(batch.map((w) => w.command));
+        if (error instanceof DatabaseStalledError) {
+          // Its connection stalled before the batch's write was sent: nothing was written.
+          // Run again at once, it would likely stall as long: the link may be down.
+          for (const waiting of batch) waiting.reject(error);
+          return;
+        }
+        if (
+          error instanceof BatchOutcomeUnknownError &&
+          error.cause instanceof DatabaseStalledError
+        ) {
+          // The write was sent and no answer came in time: the batch may have committed, or
+          // may still commit on a server that has not noticed the link is gone. Probing now
+          // would hold every write behind this one while the link may stay dead: the callers
+          // get a lost write at once (`settleLostWrite` tells, and fences the batch if it has
+          // not committed), and the lane moves on with its next batch on another connection.
+          for (const waiting of batch) waiting.reject(markLostWrite(error.cause, error.batchId));
+          return;
+        }
         if (error instanceof BatchOutcomeUnknownError) {
           // Never run again what may have committed: find out first.
           let outcome: 'committed' | 'fenced';
@@ -159,6 +184,7 @@ export class Batcher {
               this.pool,
               error.batchId,
               this.options.unknownOutcomeDeadlineMs ?? 15_000,
+              this.options.writeTimeoutMs ?? 0,
             );
           } catch {
             // Out of reach for too long: the callers get what broke. Whether the batch
@@ -195,17 +221,23 @@ export class Batcher {
     commands: Array<PreparedCommand<unknown>>,
     mode: BatchMode,
   ): Promise<CommandOutcome[]> {
-    const client = await this.pool.connect();
-    ignoreConnectionErrors(client);
+    const client = await connectTrusted(this.pool);
+    const watch = new StallWatch(this.pool, client, this.options.writeTimeoutMs ?? 0);
     let broken = false;
     try {
       return await executeBatch(client, commands, mode, this.options.known);
     } catch (error) {
       // A connection that failed mid-way (not a refusal from the server) is not reused.
       broken = !isRefusal(error);
+      if (watch.stalled) {
+        // Closed by the watch: what the callers get says so, not "Connection terminated".
+        if (error instanceof BatchOutcomeUnknownError)
+          throw new BatchOutcomeUnknownError(error.batchId, error.outcomes, watch.stalled);
+        throw watch.stalled;
+      }
       throw error;
     } finally {
-      client.release(broken);
+      watch.release(broken);
     }
   }
 }

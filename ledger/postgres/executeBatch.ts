@@ -4,7 +4,7 @@ import type { BatchContext, PreparedCommand } from '../command.js';
 import { IdempotencyConflictError, LedgerError } from '../errors.js';
 import { BatchState, countLaterPostings } from '../state.js';
 import { readBatchInputs, type BatchInputs, type IdempotencyRecord } from './readBatchInputs.js';
-import { ignoreConnectionErrors } from './connectionErrors.js';
+import { connectTrusted, StallWatch } from './connectionErrors.js';
 import type { KnownState } from './knownState.js';
 import { buildBatchWrite, writeBatch } from './writeBatch.js';
 
@@ -134,20 +134,23 @@ function rememberCommitted(known: KnownState | undefined, remember: () => void):
  * committed; if the batch is still running with its row written, the insert waits for it to
  * end; if it has not written it yet, the batch now fails on the conflict and never commits.
  * A row found marked abandoned is this probe's own, from an attempt whose answer was lost.
- * Tries again while the database cannot be reached, until `deadlineMs` has passed.
+ * Tries again while the database cannot be reached, until `deadlineMs` has passed. A try whose
+ * connection gives no answer for `attemptTimeoutMs` (0: no bound) closes it and fails as
+ * unreachable (a pooled connection may sit on a link that died without a reset).
  */
 export async function settleUnknownOutcome(
   pool: pg.Pool,
   batchId: string,
   deadlineMs: number,
+  attemptTimeoutMs = 0,
 ): Promise<'committed' | 'fenced'> {
   const giveUpAt = Date.now() + deadlineMs;
   for (let attempt = 1; ; attempt += 1) {
-    let client: pg.PoolClient | undefined;
+    let watch: StallWatch | undefined;
     let broken = false;
     try {
-      client = await pool.connect();
-      ignoreConnectionErrors(client);
+      const client = await connectTrusted(pool);
+      watch = new StallWatch(pool, client, attemptTimeoutMs);
       const { rowCount } = await client.query(
         `insert into ledger_batch_fences (batch_id, abandoned) values ($1, true) on conflict (batch_id) do nothing`,
         [batchId],
@@ -160,12 +163,13 @@ export async function settleUnknownOutcome(
       );
       return rows[0]?.abandoned === false ? 'committed' : 'fenced';
     } catch (error) {
-      broken = !isRefusal(error);
+      const failure = watch?.stalled ?? error;
+      broken = !isRefusal(failure);
       const delayMs = Math.min(1000, 50 * 2 ** (attempt - 1));
-      if (isRefusal(error) || Date.now() + delayMs > giveUpAt) throw error;
+      if (isRefusal(failure) || Date.now() + delayMs > giveUpAt) throw failure;
       await new Promise((resolve) => setTimeout(resolve, delayMs));
     } finally {
-      client?.release(broken);
+      watch?.release(broken);
     }
   }
 }

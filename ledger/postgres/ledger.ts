@@ -71,6 +71,13 @@ export interface PostgresLedgerOptions {
   batchConcurrency?: number;
   /** Called after every batch (for metrics). */
   onBatch?: (info: BatchInfo) => void;
+  /**
+   * How long a write may wait for the database's answer on its connection before that
+   * connection is closed (0: for ever). Default 15 s. A write sent and not answered in time
+   * fails as a lost write (see isLostWrite); one that stalled before it was sent fails as the
+   * database being unavailable, having written nothing. Also bounds settleLostWrite.
+   */
+  writeTimeoutMs?: number;
 }
 
 /** Ledger writes that join the caller's transaction (see PostgresLedger.within). */
@@ -143,6 +150,7 @@ export class PostgresLedger {
   private readonly accountsById = new Map<string, AccountInfo>();
   private readonly known = new KnownState();
   private readonly prepareContext: PrepareContext;
+  private readonly writeTimeoutMs: number;
 
   constructor(options: PostgresLedgerOptions) {
     this.pool = options.pool;
@@ -157,8 +165,10 @@ export class PostgresLedger {
           ]),
     );
     this.chart = options.chart ?? DEFAULT_CHART;
+    this.writeTimeoutMs = options.writeTimeoutMs ?? 15_000;
     this.batcher = new Batcher(options.pool, {
       known: this.known,
+      writeTimeoutMs: this.writeTimeoutMs,
       maxSize: options.batchMaxSize ?? 500,
       concurrency: options.batchConcurrency ?? 1,
       ...(options.onBatch ? { onBatch: options.onBatch } : {}),
@@ -345,7 +355,8 @@ export class PostgresLedger {
   /**
    * Whether `error`, thrown by a write of this ledger, says that the write's answer was lost
    * and the ledger could not find out in time whether it committed (the database stayed out of
-   * reach): see settleLostWrite. Any other error of a write means nothing of it was written.
+   * reach, or the write's connection gave no answer within writeTimeoutMs): see
+   * settleLostWrite. Any other error of a write means nothing of it was written.
    */
   isLostWrite(error: unknown): boolean {
     return lostBatchOf(error) !== null;
@@ -357,13 +368,14 @@ export class PostgresLedger {
    * ledger_batch_fences; a batch still running on a connection the ledger lost then fails).
    * 'committed': what the write did is in the books (a hold it created, with the id the caller
    * gave it, exists); 'fenced': nothing of it is, nor ever will be. Null for any other error:
-   * nothing was written. One try: throws while the database cannot be reached (call it again;
-   * a repeat answers the same). Fence rows are pruned after an hour: call it before.
+   * nothing was written. One try: throws while the database cannot be reached, or gives no
+   * answer within writeTimeoutMs (call it again; a repeat answers the same). Fence rows are
+   * pruned after an hour: call it before.
    */
   async settleLostWrite(error: unknown): Promise<'committed' | 'fenced' | null> {
     const batchId = lostBatchOf(error);
     if (batchId === null) return null;
-    return settleUnknownOutcome(this.pool, batchId, 0);
+    return settleUnknownOutcome(this.pool, batchId, 0, this.writeTimeoutMs);
   }
 
   /** Waits for queued writes, then stops taking new ones' connections. */

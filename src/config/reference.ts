@@ -58,6 +58,8 @@ export const FIELD_NOTES: Record<string, string> = {
   'database.poolSize': 'Connections per process.',
   'database.connectTimeoutMs':
     'How long a query waits for a connection (a new one, or a free one of the pool) before it fails; 0 waits for ever. A database host that hangs then answers 503 instead of holding requests.',
+  'database.keepAliveMs':
+    "TCP keepalive on the pool's connections: how long a connection is idle, or waits for an answer, before the first probe (the interval and count of probes are the system's, see docs/operating.md). A link that died without a reset is then closed, and a NAT or load balancer in the way does not drop a quiet connection. 0: off.",
   'database.embedded': 'The embedded PostgreSQL, used when there is no `url`.',
   'database.embedded.dir': 'Data directory of the embedded server.',
   'database.embedded.port': 'Port of the embedded server (127.0.0.1 only).',
@@ -164,6 +166,8 @@ export const FIELD_NOTES: Record<string, string> = {
     "The largest event a provider's stream may send (one chunk, or the unfinished line or event being read), in characters of the decoded text (a character is 1 to 4 bytes). Past it the stream is cut as malformed: the client gets the `upstream_malformed` error event, and the call is charged for what was generated. A stream's events are a few KB; the default (8,388,608) only stops an event that never ends from growing memory until the call's time limit.",
   'ledger.batchMaxSize': 'Ledger operations grouped into one database transaction at most.',
   'ledger.batchConcurrency': 'Ledger transactions in flight at once per process.',
+  'ledger.writeTimeoutMs':
+    "How long a ledger write (a batch) waits for the database's answers on its connection before the connection is closed, so that a link that died without a reset (a partition, a failover behind a virtual IP) does not hold every write behind it for the kernel's 15 minutes. A write sent and not answered in time fails as lost (a hold's call answers 503, the hold is released in the background); the next writes go on new connections. Keep it above the longest a write may wait on a lock. 0: for ever.",
   'cron.reconcile': 'Reconciliation: chains against custody accounts, ledger integrity.',
   'cron.expireHolds': 'Expiry of holds past their deadline.',
   'cron.seal': 'Sealing newly committed entries into the hash chain.',

@@ -36,6 +36,8 @@ const databaseSchema = z
     url: z.string().optional(),
     poolSize: positiveInt.max(200).default(10),
     connectTimeoutMs: z.number().int().min(0).max(600_000).default(10_000),
+    /** TCP keepalive on the pool's connections: idle time before the first probe; 0 turns it off. */
+    keepAliveMs: z.number().int().min(0).max(3_600_000).default(10_000),
     embedded: z
       .strictObject({
         dir: z.string().default('./data/pg'),
@@ -116,6 +118,8 @@ const ledgerSchema = z
     batchMaxSize: positiveInt.max(10_000).default(500),
     /** Database writes in flight at once per process (1: they all meet on the revenue account, so one lane batches best). */
     batchConcurrency: positiveInt.max(64).default(1),
+    /** How long a ledger write waits for the database's answer before its connection is closed (0: for ever). */
+    writeTimeoutMs: z.number().int().min(0).max(600_000).default(15_000),
   })
   .prefault({});
 

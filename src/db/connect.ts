@@ -36,6 +36,7 @@ export async function openDatabase(params: OpenDatabaseParameters): Promise<Data
   }
   const handle = connect(url, params.poolSize ?? config.database.poolSize, {
     connectTimeoutMs: config.database.connectTimeoutMs,
+    keepAliveMs: config.database.keepAliveMs,
   });
   return {
     ...handle,
@@ -53,16 +54,22 @@ export async function openDatabase(params: OpenDatabaseParameters): Promise<Data
 /**
  * A pool and a Kysely instance over one connection string. `connectTimeoutMs` bounds how
  * long a query waits for a connection (new or pooled) before it fails (0: no bound).
+ * `keepAliveMs` (0: off) is how long a connection may carry nothing before TCP keepalive
+ * probes it: a link that died without a reset is then found and closed by the kernel, instead
+ * of being kept, and handed out, for as long as the kernel keeps a silent connection.
  */
 export function connect(
   url: string,
   poolSize = 10,
-  options: { connectTimeoutMs?: number } = {},
+  options: { connectTimeoutMs?: number; keepAliveMs?: number } = {},
 ): Omit<DatabaseHandle, 'embedded'> {
+  const keepAliveMs = options.keepAliveMs ?? 10_000;
   const pool = new pg.Pool({
     connectionString: url,
     max: poolSize,
     connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
+    keepAlive: keepAliveMs > 0,
+    keepAliveInitialDelayMillis: keepAliveMs,
   });
   // A client that loses its server must not crash the process: an idle one (the pool's
   // 'error') or one checked out (its own 'error'; the query in flight rejects anyway).

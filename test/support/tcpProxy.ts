@@ -21,6 +21,15 @@ export interface TcpProxy {
   holdAnswers(on: boolean): void;
   /** How many pieces of answer are kept back now (so a test can wait for one to arrive). */
   heldAnswers(): number;
+  /**
+   * A link that dies without a reset (a network partition, a failover behind a virtual IP):
+   * while on, no byte moves either way, and neither end hears that the other closed; no socket
+   * is closed. By default on the connections open now and on new ones (a new connection gets
+   * no answer); with `openOnly`, new connections work (the failover's new server answers).
+   * Off: the link is back, as TCP would bring it: what was kept back is delivered, in order,
+   * and a close that happened meanwhile reaches the other end.
+   */
+  blackhole(on: boolean, options?: { openOnly?: boolean }): void;
   close(): Promise<void>;
 }
 
@@ -30,12 +39,22 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
   let swallowing = false;
   let holding = false;
   const held: Array<{ to: Socket; chunk: Buffer }> = [];
+  /** A connection's two sockets and, while it is blackholed, what waits to cross it. */
+  interface Link {
+    dead: boolean;
+    parked: Array<() => void>;
+  }
+  const links = new Set<Link>();
+  let blackholingNew = false;
   const server = createServer((client) => {
     if (refusing) {
       client.resetAndDestroy();
       return;
     }
     const upstream = connect(target.port, target.host);
+    const link: Link = { dead: blackholingNew, parked: [] };
+    links.add(link);
+    const across = (action: () => void) => (link.dead ? link.parked.push(action) : action());
     for (const [from, to] of [
       [client, upstream],
       [upstream, client],
@@ -43,15 +62,20 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
       open.add(from);
       if (from === upstream)
         from.on('data', (chunk: Buffer) => {
+          if (link.dead) return void link.parked.push(() => to.write(chunk));
           if (swallowing) return;
           if (holding) held.push({ to, chunk });
           else to.write(chunk);
         });
-      else from.pipe(to);
-      from.on('error', () => to.destroy());
+      else {
+        from.on('data', (chunk: Buffer) => across(() => to.write(chunk)));
+        from.on('end', () => across(() => to.end()));
+      }
+      from.on('error', () => across(() => to.destroy()));
       from.on('close', () => {
         open.delete(from);
-        to.destroy();
+        across(() => to.destroy());
+        if (!open.has(to)) links.delete(link);
       });
     }
   });
@@ -74,6 +98,18 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     },
     heldAnswers() {
       return held.length;
+    },
+    blackhole(on, options = {}) {
+      if (on) {
+        for (const link of links) link.dead = true;
+        blackholingNew = !options.openOnly;
+        return;
+      }
+      blackholingNew = false;
+      for (const link of links) {
+        link.dead = false;
+        for (const action of link.parked.splice(0)) action();
+      }
     },
     async close() {
       for (const socket of open) socket.destroy();
