@@ -41,7 +41,7 @@ export interface OperationObject {
   responses: Record<string, ResponseObject | { $ref: string }>;
 }
 
-export type HttpMethod = 'get' | 'post' | 'delete';
+export type HttpMethod = 'get' | 'post' | 'patch' | 'delete';
 export type PathItem = Partial<Record<HttpMethod, OperationObject>>;
 
 export interface OpenApiDocument {
@@ -264,6 +264,37 @@ const createKeyRequest = object(
   ['name', 'spendLimitUsd', 'allowedModels'],
 );
 
+const updateKeyRequest = {
+  ...object(
+    {
+      spendLimitUsd: {
+        ...nullable(decimal),
+        description: 'USD the key may spend in total (what it spent counts); null lifts the limit',
+      },
+      allowedModels: {
+        ...nullable({ ...list(str), maxItems: 100 }),
+        description: 'model ids; null for every model',
+      },
+    },
+    ['spendLimitUsd', 'allowedModels'],
+  ),
+  additionalProperties: false,
+  minProperties: 1,
+};
+
+const updatedKey = {
+  allOf: [
+    keyView,
+    object({
+      userId: str,
+      changed: {
+        type: 'boolean',
+        description: 'false when the key already had these values: nothing was written',
+      },
+    }),
+  ],
+};
+
 const finding = object(
   {
     severity: { type: 'string', enum: ['error', 'warning', 'info'] },
@@ -377,6 +408,8 @@ const schemas: Record<string, JsonSchema> = {
   ApiKey: keyView,
   CreatedApiKey: createdKey,
   CreateApiKeyRequest: createKeyRequest,
+  UpdateApiKeyRequest: updateKeyRequest,
+  UpdatedApiKey: updatedKey,
   SignIn: object({
     token: { type: 'string', description: 'lxs-...: a session token, shown once' },
     tokenType: { const: 'Bearer' },
@@ -1112,6 +1145,31 @@ const paths: Record<string, PathItem> = {
           ['user_not_found', 'key_not_found'],
           'No such user, or no such key of this user.',
         ),
+        ...commonErrors,
+      },
+    },
+  },
+  '/admin/keys/{id}': {
+    patch: {
+      operationId: 'updateKey',
+      summary:
+        "Change an API key's spend limit or model list (audited): every process uses them at once",
+      tags: ['admin'],
+      security: admin,
+      parameters: [pathParam('id', 'the key id')],
+      requestBody: body(ref('UpdateApiKeyRequest'), { spendLimitUsd: '5' }),
+      responses: {
+        '200': json(
+          'Changed (or already so: `changed` false, nothing written).',
+          ref('UpdatedApiKey'),
+        ),
+        '400': error(
+          ['invalid_request', 'invalid_amount'],
+          'Nothing to change, an unknown field, a bad limit or model list.',
+        ),
+        ...adminAuthErrors,
+        '404': error(['key_not_found'], 'No such key.'),
+        '409': error(['key_revoked'], 'A revoked key is not changed.'),
         ...commonErrors,
       },
     },

@@ -1,7 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { sql, type Kysely, type Transaction } from 'kysely';
+import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import { v7 as uuidv7 } from 'uuid';
-import { parseAmount } from '../../ledger/index.js';
+import { parseAmount, type Decimal } from '../../ledger/index.js';
 import type { Database } from '../db/schema.js';
 import { badRequest, conflict, notFound } from '../errors.js';
 import { unstorableText } from '../text.js';
@@ -40,6 +40,35 @@ export interface CreatedApiKey {
   createdAt: string;
 }
 
+/**
+ * A key's spend limit as given at creation or in a change: a positive decimal string of USD
+ * (at most 18 decimals), or none (`null`, `undefined`). 400 `invalid_amount` otherwise.
+ */
+export function parseSpendLimitUsd(input: unknown): Decimal | null {
+  if (input === undefined || input === null) return null;
+  return parseAmount(input, { scale: 18, currency: 'USD', field: 'spendLimitUsd' });
+}
+
+/**
+ * A key's model list as given at creation or in a change: up to 100 model ids of 1-200
+ * characters the database can keep, or every model (`null`, `undefined`). 400 otherwise.
+ */
+export function parseAllowedModels(input: unknown): string[] | null {
+  if (input === undefined || input === null) return null;
+  if (
+    !Array.isArray(input) ||
+    input.length > 100 ||
+    !input.every((m) => typeof m === 'string' && m.length > 0 && m.length <= 200)
+  ) {
+    throw badRequest('allowedModels must be a list of model ids', 'allowedModels');
+  }
+  const modelProblem = input
+    .map((m) => unstorableText(m as string))
+    .find((problem) => problem !== null);
+  if (modelProblem) throw badRequest(`allowedModels ${modelProblem}`, 'allowedModels');
+  return input as string[];
+}
+
 export function hashApiKey(key: string): string {
   return createHash('sha256').update(key).digest('hex');
 }
@@ -54,25 +83,8 @@ export async function createApiKey(
     throw badRequest('name must be a text of at most 100 characters', 'name');
   const nameProblem = unstorableText(name);
   if (nameProblem !== null) throw badRequest(`name ${nameProblem}`, 'name');
-  const spendLimit =
-    params.spendLimitUsd === undefined || params.spendLimitUsd === null
-      ? null
-      : parseAmount(params.spendLimitUsd, { scale: 18, currency: 'USD', field: 'spendLimitUsd' });
-  let allowedModels: string[] | null = null;
-  if (params.allowedModels !== undefined && params.allowedModels !== null) {
-    if (
-      !Array.isArray(params.allowedModels) ||
-      params.allowedModels.length > 100 ||
-      !params.allowedModels.every((m) => typeof m === 'string' && m.length > 0 && m.length <= 200)
-    ) {
-      throw badRequest('allowedModels must be a list of model ids', 'allowedModels');
-    }
-    const modelProblem = params.allowedModels
-      .map((m) => unstorableText(m as string))
-      .find((problem) => problem !== null);
-    if (modelProblem) throw badRequest(`allowedModels ${modelProblem}`, 'allowedModels');
-    allowedModels = params.allowedModels as string[];
-  }
+  const spendLimit = parseSpendLimitUsd(params.spendLimitUsd);
+  const allowedModels = parseAllowedModels(params.allowedModels);
   const key = `${KEY_PREFIX}${randomBytes(32).toString('base64url')}`;
   return db.transaction().execute(async (trx) => {
     // The row lock waits for an erasure in progress (it locks the row FOR UPDATE) and holds
@@ -145,7 +157,12 @@ export async function listApiKeys(db: Kysely<Database>, userId: string): Promise
     .where('user_id', '=', userId)
     .orderBy('created_at', 'desc')
     .execute();
-  return rows.map((row) => ({
+  return rows.map(toApiKeySummary);
+}
+
+/** A key's row as every API shows it. */
+export function toApiKeySummary(row: Selectable<Database['api_keys']>): ApiKeySummary {
+  return {
     id: row.id,
     name: row.name,
     prefix: row.prefix,
@@ -155,7 +172,7 @@ export async function listApiKeys(db: Kysely<Database>, userId: string): Promise
     createdAt: row.created_at.toISOString(),
     lastUsedAt: row.last_used_at ? new Date(row.last_used_at).toISOString() : null,
     revokedAt: row.revoked_at ? new Date(row.revoked_at).toISOString() : null,
-  }));
+  };
 }
 
 /** True when `text` can be a key id (a uuid); anything else names no key. */
@@ -250,9 +267,9 @@ export function onLocalKeyChange(listener: () => void): () => void {
 }
 
 /**
- * Sends NOTIFY lingxi_keys in the transaction `trx` that changes keys (revocation, suspension,
- * erasure): PostgreSQL delivers it to every other gateway process exactly when, and only if,
- * that transaction commits, so no crash or broken connection between the commit and a later
+ * Sends NOTIFY lingxi_keys in the transaction `trx` that changes keys (revocation, a new spend
+ * limit or model list, suspension, erasure): PostgreSQL delivers it to every other gateway
+ * process exactly when, and only if, that transaction commits, so no crash or broken connection between the commit and a later
  * statement can leave them serving a revoked key from their caches. After the commit, the
  * caller runs forgetKeysLocally for this process (before it, a request could cache the old
  * state again before the change is visible).

@@ -433,6 +433,47 @@ describe('/api/me/keys', () => {
     expect(second.headers.get('idempotent-replayed')).toBe('true');
   });
 
+  test('a key creation and its replay both answer cache-control: no-store (account and admin API)', async () => {
+    const created = [];
+    for (const [path, token] of [
+      ['/api/me/keys', session.token],
+      [`/admin/users/${session.userId}/keys`, 'test-admin-token-0123456789'],
+    ] as const) {
+      const send = () =>
+        call<{ id: string; key: string | null }>(service, 'POST', path, {
+          token,
+          body: { name: 'no-store' },
+          headers: { 'idempotency-key': `no-store-${path}` },
+        });
+      const first = await send();
+      const replay = await send();
+      created.push({
+        path,
+        first: [first.status, first.headers.get('cache-control')],
+        replay: [
+          replay.status,
+          replay.headers.get('idempotent-replayed'),
+          replay.headers.get('cache-control'),
+        ],
+        sameKey: replay.body.id === first.body.id,
+      });
+    }
+    expect(created).toEqual([
+      {
+        path: '/api/me/keys',
+        first: [201, 'no-store'],
+        replay: [201, 'true', 'no-store'],
+        sameKey: true,
+      },
+      {
+        path: `/admin/users/${session.userId}/keys`,
+        first: [201, 'no-store'],
+        replay: [201, 'true', 'no-store'],
+        sameKey: true,
+      },
+    ]);
+  });
+
   test('a key with a spend limit cannot mint keys, revoke keys or erase the account', async () => {
     const limited = await call<{ id: string; key: string }>(service, 'POST', '/api/me/keys', {
       token: session.token,

@@ -45,7 +45,7 @@ afterAll(async () => {
   await database?.drop();
 });
 
-const METHODS = ['get', 'post', 'delete'] as const satisfies readonly HttpMethod[];
+const METHODS = ['get', 'post', 'patch', 'delete'] as const satisfies readonly HttpMethod[];
 
 /** "GET /admin/users/{id}" for every route the Koa routers serve (HEAD rides along with GET). */
 function servedRoutes(): Set<string> {
@@ -283,5 +283,14 @@ test('real answers match the documented schemas and error codes', async () => {
   expect((await ack({ fingerprint: '0123456789abcdef', reason: 'seen' })).status).toBe(404);
   expect((await ack({ fingerprint: '0123456789abcdef' })).status).toBe(400);
   expect((await ack({ fingerprint: '0123456789abcdef', reason: '  ' })).status).toBe(400);
+  const patchKey = (id: string, body: unknown) =>
+    documentedCall('patch', `/admin/keys/${id}`, { token: ADMIN_TOKEN, body });
+  expect((await patchKey(keyId, { spendLimitUsd: '3', allowedModels: null })).status).toBe(200);
+  expect((await patchKey(keyId, { spendLimitUsd: '3.00' })).status).toBe(200);
+  expect((await patchKey(keyId, {})).status).toBe(400);
+  expect((await patchKey(keyId, { spendLimitUsd: '-1' })).status).toBe(400);
+  expect(
+    (await patchKey('0190b6c0-0000-7000-8000-000000000000', { allowedModels: null })).status,
+  ).toBe(404);
   expect(keyId).toBeTruthy();
 }, 60_000);

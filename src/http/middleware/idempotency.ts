@@ -31,8 +31,8 @@ export interface IdempotencyOptions {
 
 /**
  * POSTs carrying `Idempotency-Key`: the first request runs and its answer is kept; a repeat
- * with the same key and body gets that answer again (header `idempotent-replayed: true`)
- * and changes nothing; the same key with another body, or while the first still runs, is
+ * with the same key and body gets that answer again (headers `idempotent-replayed: true` and
+ * `cache-control: no-store`) and changes nothing; the same key with another body, or while the first still runs, is
  * a 409. Secrets in answers (`key`) are not kept: a replay says so instead.
  *
  * A process killed mid-request leaves its claim unanswered: once the claim's heartbeat is
@@ -68,6 +68,10 @@ export function idempotency(db: Kysely<Database>, options: IdempotencyOptions) {
       ctx.status = outcome.status;
       ctx.body = outcome.response;
       ctx.set('idempotent-replayed', 'true');
+      // Only the status and body are kept, not the first answer's headers: a key's creation
+      // answered `no-store`, and its replay must too. Every answer kept is one caller's, so
+      // none is for a shared cache.
+      ctx.set('cache-control', 'no-store');
       return;
     }
     const stopHeartbeat = keepIdempotencyClaim(db, scoped, leaseMs);

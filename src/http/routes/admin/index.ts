@@ -7,6 +7,7 @@ import { adminAccountRoutes } from './accounts.js';
 import { adminAuditLogRoutes } from './auditLog.js';
 import { adminEntryRoutes } from './entries.js';
 import { adminExportRoutes } from './exports.js';
+import { adminKeyRoutes } from './keys.js';
 import { adminLedgerRoutes } from './ledger.js';
 import { adminReconciliationRoutes } from './reconciliations.js';
 import { adminUserRoutes } from './users.js';
@@ -22,6 +23,7 @@ export function adminRoutes(services: Services): Router {
   );
   for (const child of [
     adminUserRoutes(services),
+    adminKeyRoutes(services),
     adminLedgerRoutes(services),
     adminEntryRoutes(services),
     adminAccountRoutes(services),

@@ -65,6 +65,8 @@ export function adminUserRoutes(services: Services): Router {
         await recordAnswerWithin(trx, ctx, 201, created);
       },
     });
+    // The secret: no cache may keep it (a replay of this answer says no-store too).
+    ctx.set('cache-control', 'no-store');
     ctx.status = 201;
     ctx.body = key;
   });
