@@ -11,6 +11,19 @@ import type { Logger } from '../log.js';
 /** The exact words the body's `confirm` must hold, so a stray DELETE erases nothing. */
 export const ERASURE_CONFIRMATION = 'erase my account';
 
+/**
+ * Fields of the admin's answers about a user (the profile a suspension answers with) that name
+ * the person: null in the answers kept for replays once the user is erased.
+ */
+const PERSONAL_ANSWER_FIELDS = [
+  'telegramId',
+  'username',
+  'firstName',
+  'lastName',
+  'photoUrl',
+  'suspensionReason',
+];
+
 /** Where an erased user's remaining balance goes (ledger/chart.ts, docs/privacy.md). */
 export const unclaimedAccount = accounts.unclaimed;
 
@@ -95,10 +108,15 @@ export async function eraseAccount(
       .deleteFrom('sessions')
       .where('user_id', '=', userId)
       .executeTakeFirst();
-    // Answers kept for Idempotency-Key replays can name the person (a key's name): the user's
-    // own are dropped (an erased user replays nothing), the admin's about them lose the name.
+    // Answers kept for Idempotency-Key replays can name the person (a key's name, the profile
+    // a suspension answers with): the user's own are dropped (an erased user replays nothing),
+    // the admin's about them lose the key name and keep the profile's fields as null, as the
+    // erased account now reads.
     await trx.deleteFrom('http_idempotency').where('key', 'like', `user:${userId}:%`).execute();
-    await sql`update http_idempotency set response = response - 'name'
+    await sql`update http_idempotency
+         set response = (response - 'name') || coalesce(
+           (select jsonb_object_agg(field, 'null'::jsonb) from jsonb_object_keys(response) field
+             where field = any(${PERSONAL_ANSWER_FIELDS}::text[])), '{}'::jsonb)
        where key like 'admin:%' and path like ${`/admin/users/${userId}/%`}
          and jsonb_typeof(response) = 'object'`.execute(trx);
     const usage = await trx

@@ -228,6 +228,39 @@ test('erasure leaves no key name in the answers kept for Idempotency-Key replays
   expect(JSON.stringify(after)).not.toContain('Jane Doe');
 });
 
+test("erasure leaves none of the person's profile in the admin's suspension answers kept for Idempotency-Key replays", async () => {
+  const { token, userId } = await devSignIn(service, 870_555_123, 'suspended_once');
+  const adminPost = (path: string, key: string, body: unknown) =>
+    call<Record<string, unknown>>(service, 'POST', `/admin/users/${userId}/${path}`, {
+      token: ADMIN_TOKEN,
+      body,
+      headers: { 'idempotency-key': key },
+    });
+  const suspend = { reason: 'chargeback dispute opened by Jane Q. Roe' };
+  const unsuspend = { reason: 'settled' };
+  expect((await adminPost('suspend', 'suspend-870555', suspend)).status).toBe(200);
+  expect((await adminPost('unsuspend', 'unsuspend-870555', unsuspend)).status).toBe(200);
+  const kept = async () =>
+    JSON.stringify(
+      (
+        await database.pool.query(
+          `select response from http_idempotency where key in ('admin:suspend-870555', 'admin:unsuspend-870555')`,
+        )
+      ).rows,
+    );
+  expect(await kept()).toContain('suspended_once');
+
+  expect((await call(service, 'DELETE', '/api/me', { token, body: CONFIRM })).status).toBe(200);
+  const after = await kept();
+  for (const personal of ['suspended_once', '870555123', 'Jane Q. Roe'])
+    expect(after).not.toContain(personal);
+  // A replay still answers, as the erased account is now: no identity.
+  const replay = await adminPost('suspend', 'suspend-870555', suspend);
+  expect(replay.headers.get('idempotent-replayed')).toBe('true');
+  expect(replay.body).toMatchObject({ id: userId, telegramId: null, username: null });
+  expect(JSON.stringify(replay.body)).not.toContain('Jane Q. Roe');
+});
+
 test('erasure leaves no key name in the audit log: keys made by an admin or with the CLI are audited by id', async () => {
   const { token, userId } = await devSignIn(service, 870_101, 'audited_user');
   const byAdmin = await admin(service, 'POST', `/users/${userId}/keys`, {
