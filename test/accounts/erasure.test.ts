@@ -465,6 +465,51 @@ test('an admin credit racing an erasure waits for it and is refused: no credit l
   expect(await adjustments()).toBe(before);
 });
 
+test('a call authorised just before the erasure that settles after it records no IP address or user agent of the erased person', async () => {
+  const { userId, apiKey, token } = await customerWithHistory(5501, 'racing');
+  const waitingOnLocks = async (count: number) => {
+    for (let i = 0; i < 200; i += 1) {
+      const { rows } = await database.pool.query<{ n: string }>(
+        `select count(*)::text as n from pg_stat_activity
+          where datname = current_database() and wait_event_type = 'Lock'`,
+      );
+      if (Number(rows[0]!.n) >= count) return;
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    throw new Error(`never ${count} sessions waiting on a lock`);
+  };
+  // Holds the user's row as a moment's contention would: the erasure has checked that no call
+  // is in flight and waits for the row; a call starts meanwhile and settles once it is free.
+  const blocker = await database.pool.connect();
+  try {
+    await blocker.query('begin');
+    await blocker.query('select 1 from users where id = $1 for update', [userId]);
+    const erasure = call(service, 'DELETE', '/api/me', { token, body: CONFIRM });
+    await waitingOnLocks(1);
+    const chat = call(service, 'POST', '/v1/chat/completions', {
+      token: apiKey,
+      headers: { 'user-agent': 'RacingClient/1.0 (Jane Roe laptop)' },
+      body: { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi [[tokens=3]]' }] },
+    });
+    await waitingOnLocks(2);
+    await blocker.query('commit');
+    expect((await erasure).status).toBe(200);
+    expect((await chat).status).toBe(200);
+  } finally {
+    blocker.release();
+  }
+  await service.http.services.work.drain(5000);
+  const { rows } = await database.pool.query(
+    'select cost_usd::text, client_ip, user_agent from usage_records where user_id = $1 order by id',
+    [userId],
+  );
+  expect(rows).toHaveLength(2);
+  expect(rows.map((row) => [row.client_ip, row.user_agent])).toEqual([
+    [null, null],
+    [null, null],
+  ]);
+});
+
 test('erasure waits for calls in flight: 409, nothing changed', async () => {
   const { userId, token } = await customerWithHistory(5401, 'busy');
   const hold = await service.runtime.ledger.createHold({
