@@ -65,6 +65,8 @@ export function adminUserRoutes(services: Services): Router {
         await recordAnswerWithin(trx, ctx, 201, created);
       },
     });
+    // The secret, shown once: no cache may keep it.
+    ctx.set('cache-control', 'no-store');
     ctx.status = 201;
     ctx.body = key;
   });
