@@ -380,6 +380,42 @@ test("one erased user whose move throws does not stop the retention job moving t
   expect(await ledger.checkBalances()).toEqual([]);
 });
 
+test('an erasure whose balance cannot be moved yet (500 erasure_incomplete) is still in the audit log', async () => {
+  const { userId, token } = await customerWithHistory(5601, 'half_erased');
+  await database.pool.query(`
+    create function test_refuse_erasure_entry() returns trigger language plpgsql as $$
+    begin
+      if new.kind = 'erasure' then raise exception 'injected: erasure entry refused'; end if;
+      return new;
+    end $$;
+    create trigger test_refuse_erasure_entry before insert on ledger_entries
+      for each row execute function test_refuse_erasure_entry();`);
+  try {
+    const result = await call(service, 'DELETE', '/api/me', { token, body: CONFIRM });
+    expect(result.status).toBe(500);
+    expectErrorShape(result.body, 'erasure_incomplete', 'api_error');
+  } finally {
+    await database.pool.query(
+      'drop trigger test_refuse_erasure_entry on ledger_entries; drop function test_refuse_erasure_entry()',
+    );
+  }
+  // Erased all the same (identity gone, access ended)...
+  const { rows: users } = await database.pool.query('select status from users where id = $1', [
+    userId,
+  ]);
+  expect(users[0]).toMatchObject({ status: 'erased' });
+  expect((await call(service, 'GET', '/api/me', { token })).status).toBe(401);
+  // ...and the audit log says who erased it and when.
+  const log = await admin<{ data: Array<{ action: string; actor: string }> }>(
+    service,
+    'GET',
+    `/audit-log?action=account.erase&target=user:${userId}`,
+  );
+  expect(log.body.data).toEqual([
+    expect.objectContaining({ action: 'account.erase', actor: `user:${userId}` }),
+  ]);
+});
+
 test('an erased user gets no new API keys and no admin adjustments: 409, nothing written', async () => {
   const { userId } = await customerWithHistory(5501, 'gone');
   const { token } = await devSignIn(service, 5501);
