@@ -11,6 +11,19 @@ import type { Logger } from '../log.js';
 /** The exact words the body's `confirm` must hold, so a stray DELETE erases nothing. */
 export const ERASURE_CONFIRMATION = 'erase my account';
 
+/**
+ * Fields of the admin's answers about a user (the profile a suspension answers with) that name
+ * the person: null in the answers kept for replays once the user is erased.
+ */
+const PERSONAL_ANSWER_FIELDS = [
+  'telegramId',
+  'username',
+  'firstName',
+  'lastName',
+  'photoUrl',
+  'suspensionReason',
+];
+
 /** Where an erased user's remaining balance goes (ledger/chart.ts, docs/privacy.md). */
 export const unclaimedAccount = accounts.unclaimed;
 
@@ -37,9 +50,10 @@ export interface EraseAccountResult {
  * URL are removed, the user row stays with status 'erased' (so ledger account codes still
  * resolve), every API key is revoked and its name cleared, every session is deleted, and the
  * user's usage rows lose client_ip and user_agent; its NOTIFY lingxi_keys reaches every
- * process's key cache exactly when it commits. Then the remaining available balance is moved by
- * a ledger entry from liabilities:customers:{id} to liabilities:unclaimed:{id}: still owed, no
- * longer tied to a person. Ledger tables are only appended to, never changed.
+ * process's key cache exactly when it commits, and the audit log records `account.erase`. Then
+ * the remaining available balance is moved by a ledger entry from liabilities:customers:{id}
+ * to liabilities:unclaimed:{id}: still owed, no longer tied to a person. Ledger tables are
+ * only appended to, never changed.
  *
  * Refused (409 `calls_in_flight`, nothing changed) while API calls hold part of the balance.
  */
@@ -95,10 +109,15 @@ export async function eraseAccount(
       .deleteFrom('sessions')
       .where('user_id', '=', userId)
       .executeTakeFirst();
-    // Answers kept for Idempotency-Key replays can name the person (a key's name): the user's
-    // own are dropped (an erased user replays nothing), the admin's about them lose the name.
+    // Answers kept for Idempotency-Key replays can name the person (a key's name, the profile
+    // a suspension answers with): the user's own are dropped (an erased user replays nothing),
+    // the admin's about them lose the key name and keep the profile's fields as null, as the
+    // erased account now reads.
     await trx.deleteFrom('http_idempotency').where('key', 'like', `user:${userId}:%`).execute();
-    await sql`update http_idempotency set response = response - 'name'
+    await sql`update http_idempotency
+         set response = (response - 'name') || coalesce(
+           (select jsonb_object_agg(field, 'null'::jsonb) from jsonb_object_keys(response) field
+             where field = any(${PERSONAL_ANSWER_FIELDS}::text[])), '{}'::jsonb)
        where key like 'admin:%' and path like ${`/admin/users/${userId}/%`}
          and jsonb_typeof(response) = 'object'`.execute(trx);
     const usage = await trx
@@ -107,23 +126,26 @@ export async function eraseAccount(
       .where('user_id', '=', userId)
       .where((eb) => eb.or([eb('client_ip', 'is not', null), eb('user_agent', 'is not', null)]))
       .executeTakeFirst();
-    // Delivered to every process's key cache exactly when this transaction commits.
-    await notifyKeyChangeOnCommit(trx);
-    return {
+    const counts = {
       keysRevoked: keys.filter((k) => k.now_revoked).length,
       sessionsEnded: Number(sessions.numDeletedRows),
       usageRowsScrubbed: Number(usage.numUpdatedRows),
     };
+    // Audited with the erasure, in its transaction: recorded if and only if it happened, even
+    // when the balance's move below fails (it is its own ledger entry, kind `erasure`).
+    await audit(trx, {
+      actor: `user:${userId}`,
+      action: 'account.erase',
+      target: `user:${userId}`,
+      details: counts,
+    });
+    // Delivered to every process's key cache exactly when this transaction commits.
+    await notifyKeyChangeOnCommit(trx);
+    return counts;
   });
   forgetKeysLocally();
 
   const unclaimed = await moveToUnclaimed(ledger, userId);
-  await audit(db, {
-    actor: `user:${userId}`,
-    action: 'account.erase',
-    target: `user:${userId}`,
-    details: { ...changed, unclaimedUsd: unclaimed.amount, entryId: unclaimed.entryId },
-  });
   return {
     id: userId,
     status: 'erased',

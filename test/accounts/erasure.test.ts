@@ -228,6 +228,39 @@ test('erasure leaves no key name in the answers kept for Idempotency-Key replays
   expect(JSON.stringify(after)).not.toContain('Jane Doe');
 });
 
+test("erasure leaves none of the person's profile in the admin's suspension answers kept for Idempotency-Key replays", async () => {
+  const { token, userId } = await devSignIn(service, 870_555_123, 'suspended_once');
+  const adminPost = (path: string, key: string, body: unknown) =>
+    call<Record<string, unknown>>(service, 'POST', `/admin/users/${userId}/${path}`, {
+      token: ADMIN_TOKEN,
+      body,
+      headers: { 'idempotency-key': key },
+    });
+  const suspend = { reason: 'chargeback dispute opened by Jane Q. Roe' };
+  const unsuspend = { reason: 'settled' };
+  expect((await adminPost('suspend', 'suspend-870555', suspend)).status).toBe(200);
+  expect((await adminPost('unsuspend', 'unsuspend-870555', unsuspend)).status).toBe(200);
+  const kept = async () =>
+    JSON.stringify(
+      (
+        await database.pool.query(
+          `select response from http_idempotency where key in ('admin:suspend-870555', 'admin:unsuspend-870555')`,
+        )
+      ).rows,
+    );
+  expect(await kept()).toContain('suspended_once');
+
+  expect((await call(service, 'DELETE', '/api/me', { token, body: CONFIRM })).status).toBe(200);
+  const after = await kept();
+  for (const personal of ['suspended_once', '870555123', 'Jane Q. Roe'])
+    expect(after).not.toContain(personal);
+  // A replay still answers, as the erased account is now: no identity.
+  const replay = await adminPost('suspend', 'suspend-870555', suspend);
+  expect(replay.headers.get('idempotent-replayed')).toBe('true');
+  expect(replay.body).toMatchObject({ id: userId, telegramId: null, username: null });
+  expect(JSON.stringify(replay.body)).not.toContain('Jane Q. Roe');
+});
+
 test('erasure leaves no key name in the audit log: keys made by an admin or with the CLI are audited by id', async () => {
   const { token, userId } = await devSignIn(service, 870_101, 'audited_user');
   const byAdmin = await admin(service, 'POST', `/users/${userId}/keys`, {
@@ -347,6 +380,42 @@ test("one erased user whose move throws does not stop the retention job moving t
   expect(await ledger.checkBalances()).toEqual([]);
 });
 
+test('an erasure whose balance cannot be moved yet (500 erasure_incomplete) is still in the audit log', async () => {
+  const { userId, token } = await customerWithHistory(5601, 'half_erased');
+  await database.pool.query(`
+    create function test_refuse_erasure_entry() returns trigger language plpgsql as $$
+    begin
+      if new.kind = 'erasure' then raise exception 'injected: erasure entry refused'; end if;
+      return new;
+    end $$;
+    create trigger test_refuse_erasure_entry before insert on ledger_entries
+      for each row execute function test_refuse_erasure_entry();`);
+  try {
+    const result = await call(service, 'DELETE', '/api/me', { token, body: CONFIRM });
+    expect(result.status).toBe(500);
+    expectErrorShape(result.body, 'erasure_incomplete', 'api_error');
+  } finally {
+    await database.pool.query(
+      'drop trigger test_refuse_erasure_entry on ledger_entries; drop function test_refuse_erasure_entry()',
+    );
+  }
+  // Erased all the same (identity gone, access ended)...
+  const { rows: users } = await database.pool.query('select status from users where id = $1', [
+    userId,
+  ]);
+  expect(users[0]).toMatchObject({ status: 'erased' });
+  expect((await call(service, 'GET', '/api/me', { token })).status).toBe(401);
+  // ...and the audit log says who erased it and when.
+  const log = await admin<{ data: Array<{ action: string; actor: string }> }>(
+    service,
+    'GET',
+    `/audit-log?action=account.erase&target=user:${userId}`,
+  );
+  expect(log.body.data).toEqual([
+    expect.objectContaining({ action: 'account.erase', actor: `user:${userId}` }),
+  ]);
+});
+
 test('an erased user gets no new API keys and no admin adjustments: 409, nothing written', async () => {
   const { userId } = await customerWithHistory(5501, 'gone');
   const { token } = await devSignIn(service, 5501);
@@ -430,6 +499,51 @@ test('an admin credit racing an erasure waits for it and is refused: no credit l
     erasure.release(true);
   }
   expect(await adjustments()).toBe(before);
+});
+
+test('a call authorised just before the erasure that settles after it records no IP address or user agent of the erased person', async () => {
+  const { userId, apiKey, token } = await customerWithHistory(5501, 'racing');
+  const waitingOnLocks = async (count: number) => {
+    for (let i = 0; i < 200; i += 1) {
+      const { rows } = await database.pool.query<{ n: string }>(
+        `select count(*)::text as n from pg_stat_activity
+          where datname = current_database() and wait_event_type = 'Lock'`,
+      );
+      if (Number(rows[0]!.n) >= count) return;
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    throw new Error(`never ${count} sessions waiting on a lock`);
+  };
+  // Holds the user's row as a moment's contention would: the erasure has checked that no call
+  // is in flight and waits for the row; a call starts meanwhile and settles once it is free.
+  const blocker = await database.pool.connect();
+  try {
+    await blocker.query('begin');
+    await blocker.query('select 1 from users where id = $1 for update', [userId]);
+    const erasure = call(service, 'DELETE', '/api/me', { token, body: CONFIRM });
+    await waitingOnLocks(1);
+    const chat = call(service, 'POST', '/v1/chat/completions', {
+      token: apiKey,
+      headers: { 'user-agent': 'RacingClient/1.0 (Jane Roe laptop)' },
+      body: { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi [[tokens=3]]' }] },
+    });
+    await waitingOnLocks(2);
+    await blocker.query('commit');
+    expect((await erasure).status).toBe(200);
+    expect((await chat).status).toBe(200);
+  } finally {
+    blocker.release();
+  }
+  await service.http.services.work.drain(5000);
+  const { rows } = await database.pool.query(
+    'select cost_usd::text, client_ip, user_agent from usage_records where user_id = $1 order by id',
+    [userId],
+  );
+  expect(rows).toHaveLength(2);
+  expect(rows.map((row) => [row.client_ip, row.user_agent])).toEqual([
+    [null, null],
+    [null, null],
+  ]);
 });
 
 test('erasure waits for calls in flight: 409, nothing changed', async () => {

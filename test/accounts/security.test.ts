@@ -231,6 +231,30 @@ describe('admin routes', () => {
   });
 });
 
+describe('answers that show a secret', () => {
+  test('are never stored by a cache: cache-control no-store on every route that shows one', async () => {
+    const shown: Array<[string, { status: number; headers: Headers; text: string }]> = [
+      ['dev sign-in', await call(service, 'POST', '/api/auth/dev', { body: { telegramId: 8103 } })],
+      [
+        'POST /api/me/keys',
+        await call(service, 'POST', '/api/me/keys', { token: alice.token, body: {} }),
+      ],
+      [
+        'POST /admin/users/:id/keys',
+        await call(service, 'POST', `/admin/users/${bob.userId}/keys`, {
+          token: ADMIN_TOKEN,
+          body: {},
+        }),
+      ],
+    ];
+    for (const [route, result] of shown) {
+      expect(result.status, route).toBeLessThan(300);
+      expect(result.text, route).toMatch(/"(token|key)":"lxs?-/);
+      expect(result.headers.get('cache-control'), route).toBe('no-store');
+    }
+  });
+});
+
 describe('injection strings', () => {
   const SQL = "'; drop table users; --";
 
