@@ -30,6 +30,7 @@ import {
   predictionTokensUpperBound,
   promptTokensUpperBound,
 } from './tokens.js';
+import { StreamEventBound } from './sseBound.js';
 import {
   boundedWait,
   maxUsage,
@@ -739,14 +740,10 @@ export class Gateway {
       };
       const frames: string[] = [];
       let oversized = false;
+      // An event that never ends would grow the parser's buffer until the call's deadline:
+      // the text is bounded before the parser sees it, the same however the reads fell.
+      const bound = new StreamEventBound(this.deps.config.gateway.maxStreamEventChars);
       const parser = createParser({
-        // An event that never ends would grow the parser's buffer until the call's deadline.
-        maxBufferSize: this.deps.config.gateway.maxStreamEventChars,
-        onError(error) {
-          if (error.type !== 'max-buffer-size-exceeded') return;
-          oversized = true;
-          malformed = true;
-        },
         onEvent(event: EventSourceMessage) {
           // Nothing after [DONE] is read: not passed on, not charged, however the reads fell.
           if (malformed || done) return;
@@ -822,7 +819,11 @@ export class Gateway {
         const decoder = new TextDecoder();
         for await (const bytes of upstream.body) {
           clearTimeout(idle);
-          parser.feed(decoder.decode(bytes, { stream: true }));
+          const text = decoder.decode(bytes, { stream: true });
+          const fits = bound.take(text);
+          parser.feed(fits === text.length ? text : text.slice(0, fits));
+          // What came before the event too large is read; a `[DONE]` there ends the stream.
+          if (fits < text.length && !done && !malformed) oversized = malformed = true;
           for (const frame of frames.splice(0)) await write(frame);
           if (malformed || done || (clientGone && !awaitingUsage())) break;
           armIdle();

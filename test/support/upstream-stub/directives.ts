@@ -56,6 +56,10 @@ export interface StubBehaviour {
   projectPriority?: boolean;
   /** In a stream, the events reshaped (framing, order, usage): see `SSE_SHAPES`. */
   sseShape?: SseShape;
+  /** In a stream, the first token's event padded to this many characters (its line, `data: ` included). */
+  eventChars?: number;
+  /** With `eventChars`: that event written in two writes, cut after this many bytes (0: one write). */
+  eventSplit?: number;
 }
 
 // Bounds keep a typo (`[[tokens=1000000000]]`) from turning into a hung test run.
@@ -98,6 +102,8 @@ const DIRECTIVES: Readonly<Record<string, DirectiveSpec>> = {
   delay: { range: [0, MAX_DELAY_MS], set: (b, v) => void (b.delayMs = v) },
   'retry-after': { range: [0, 86_400], set: (b, v) => void (b.retryAfterS = v) },
   'project-priority': { set: (b) => void (b.projectPriority = true) },
+  'event-chars': { range: [1, MAX_TOKENS_DIRECTIVE], set: (b, v) => void (b.eventChars = v) },
+  'event-split': { range: COUNT, set: (b, v) => void (b.eventSplit = v) },
 };
 
 /** Directives that mean something for an embeddings request. */
