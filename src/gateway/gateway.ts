@@ -336,6 +336,8 @@ export class Gateway {
     } finally {
       untilStopped.disarm();
     }
+    // As a chat answer's: a tier above the table's prices is charged at them, but noted.
+    this.noteServedTier(json['service_tier'], model, record);
     const usage = readUsage(json['usage']);
     // Never more than was held for: a larger `bytesPerTokenMin` makes the hold's bound smaller.
     const estimatedPrompt = minOf(estimateEmbeddingTokens(body.input), promptTokensMax);

@@ -66,7 +66,9 @@
  *   [[delay=MS]]        wait MS (0..60000) before answering (failures included); streaming:
  *                       headers at once, then MS before every SSE event
  *   [[project-priority]] the project's default tier is Priority: a request without
- *                       `service_tier` (or with "auto") is served, and reported, at "priority"
+ *                       `service_tier` (or with "auto") is served, and reported, at "priority";
+ *                       an embeddings answer then reports its `service_tier` too (no other
+ *                       embeddings answer has the field: OpenAI's have none)
  *   [[sse=SHAPE]]       streaming: the events reshaped (CRLF, multi-line data, comments,
  *                       split UTF-8, usage twice or early, no [DONE], an error event...): the
  *                       shapes are listed in upstream-stub/sse-shapes.ts; each of its writes
@@ -644,7 +646,17 @@ async function handleEmbeddings(
   const promptTokens =
     behaviour.promptTokens ??
     countEmbeddingTokens({ input: inputs as readonly string[] | readonly number[] });
-  sendJson(exchange, 200, embeddingsBody(model, embeddings, promptTokens, !behaviour.noUsage));
+  sendJson(
+    exchange,
+    200,
+    embeddingsBody(
+      model,
+      embeddings,
+      promptTokens,
+      !behaviour.noUsage,
+      behaviour.projectPriority ? servedTier(body['service_tier'], behaviour) : null,
+    ),
+  );
 }
 
 /**

@@ -115,6 +115,7 @@ export const EMBEDDING_DIRECTIVES: ReadonlySet<string> = new Set([
   'no-usage',
   'delay',
   'retry-after',
+  'project-priority',
 ]);
 
 const DIRECTIVE_PATTERN = /\[\[([a-z-]+)(?:=([^\]]*))?\]\]/g;
