@@ -364,7 +364,12 @@ describe('gateway.maxStreamEventChars is exact, however the event is split into 
   let bounded: GatewayStack;
   useGatewayStack(
     (ready) => (bounded = ready),
-    (config) => ({ ...config, gateway: { maxStreamEventChars: LIMIT, maxCallDurationMs: 30_000 } }),
+    // Calls go 8 at a time: a provider timeout well above what a loaded machine may take.
+    (config) => ({
+      ...config,
+      providers: config.providers!.map((provider) => ({ ...provider, timeoutMs: 10_000 })),
+      gateway: { maxStreamEventChars: LIMIT, maxCallDurationMs: 30_000 },
+    }),
   );
 
   test.each([
@@ -399,8 +404,8 @@ describe('gateway.maxStreamEventChars is exact, however the event is split into 
         }
         seen.push({ split, requestId: response.headers.get('x-request-id')!, code, text });
       };
-      for (let at = 0; at < splits.length; at += 16)
-        await Promise.all(splits.slice(at, at + 16).map(call));
+      for (let at = 0; at < splits.length; at += 8)
+        await Promise.all(splits.slice(at, at + 8).map(call));
 
       await bounded.stub.waitForIdle();
       await bounded.service.http.services.work.drain(5000);

@@ -73,6 +73,8 @@
  *                       split UTF-8, usage twice or early, no [DONE], an error event...): the
  *                       shapes are listed in upstream-stub/sse-shapes.ts; each of its writes
  *                       is one socket write (and one of `chunksSent`)
+ *   [[content-type=T]]  chat: every answer (stream, JSON, error) sent with content-type T:
+ *                       text/plain, application/octet-stream, or none (no such header)
  *   [[event-chars=N]]   streaming: the first token's event padded with `x` after "tok0 " so
  *                       that its line (`data: ` included, line breaks not) is N characters
  *                       (ASCII); 400 when N is below its own size, or with [[sse]]/[[malformed]]
@@ -195,6 +197,8 @@ interface Exchange {
   requestId: string;
   /** Set when the connection closes; cancels a pending delay. */
   closed: AbortController;
+  /** `[[content-type]]`: the content type of every answer instead of its own (null: none). */
+  contentType?: string | null;
 }
 
 /**
@@ -438,6 +442,8 @@ async function handleChat(
     return;
   }
   const behaviour: StubBehaviour = { ...defaults, ...directives.behaviour };
+  if (behaviour.contentType !== undefined)
+    exchange.contentType = behaviour.contentType === 'none' ? null : behaviour.contentType;
   const plan = planCompletion(
     {
       messages: messages.map((message) => (isRecord(message) ? message : {})),
@@ -725,8 +731,9 @@ function writeHead(
   extra: Record<string, string | number> = {},
 ): void {
   exchange.entry.status = status;
+  const type = exchange.contentType === undefined ? contentType : exchange.contentType;
   exchange.res.writeHead(status, {
-    'content-type': contentType,
+    ...(type === null ? {} : { 'content-type': type }),
     'x-request-id': exchange.requestId,
     ...extra,
   });

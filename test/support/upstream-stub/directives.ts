@@ -60,7 +60,12 @@ export interface StubBehaviour {
   eventChars?: number;
   /** With `eventChars`: that event written in two writes, cut after this many bytes (0: one write). */
   eventSplit?: number;
+  /** The `content-type` of a chat answer, whatever it is (`none`: no such header). */
+  contentType?: (typeof CONTENT_TYPES)[number];
 }
+
+/** The content types `[[content-type=...]]` may give a chat answer. */
+export const CONTENT_TYPES = ['text/plain', 'application/octet-stream', 'none'] as const;
 
 // Bounds keep a typo (`[[tokens=1000000000]]`) from turning into a hung test run.
 export const MAX_TOKENS_DIRECTIVE = 100_000;
@@ -75,6 +80,10 @@ const CHOICE_DIRECTIVES: Readonly<
   Record<string, { values: readonly string[]; set: (b: StubBehaviour, value: string) => void }>
 > = {
   sse: { values: SSE_SHAPES, set: (b, v) => void (b.sseShape = v as SseShape) },
+  'content-type': {
+    values: CONTENT_TYPES,
+    set: (b, v) => void (b.contentType = v as (typeof CONTENT_TYPES)[number]),
+  },
 };
 
 const COUNT: readonly [number, number] = [0, MAX_TOKENS_DIRECTIVE];
