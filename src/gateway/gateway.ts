@@ -30,6 +30,7 @@ import {
   predictionTokensUpperBound,
   promptTokensUpperBound,
 } from './tokens.js';
+import { StreamEventBound } from './sseBound.js';
 import {
   boundedWait,
   maxUsage,
@@ -207,6 +208,9 @@ export class Gateway {
     let upstream: UpstreamCall;
     let json: Record<string, unknown>;
     let jsonForStream: boolean;
+    // A stream request's answer that says it is neither an event stream nor JSON, and does not
+    // start as an event stream: read as the JSON answer it must be, else it is malformed.
+    let unlabelledNotStream = false;
     try {
       try {
         upstream = await postUpstream({
@@ -217,6 +221,16 @@ export class Gateway {
           headersTimeoutMs: model.provider.timeoutMs,
           deadlineAt: this.deadlineAt(call),
         });
+        if (
+          stream &&
+          !isJsonContentType(upstream.contentType) &&
+          !isEventStreamContentType(upstream.contentType)
+        )
+          unlabelledNotStream = !(await startsAsEventStream(
+            upstream,
+            model.provider.timeoutMs,
+            this.deadlineAt(call),
+          ));
       } catch (error) {
         return await this.failed(error, held, record, call.clientSignal);
       } finally {
@@ -229,8 +243,10 @@ export class Gateway {
       );
       // A provider may ignore `stream` and answer one JSON completion: it generated the answer,
       // so it is charged as one (read to the end even if the client has left, as a non-streamed
-      // call is), and the client gets it as the stream it asked for.
-      jsonForStream = stream && isJsonContentType(upstream.contentType);
+      // call is), and the client gets it as the stream it asked for. So is one that sends it
+      // as `text/plain` (or with no content type); a body that is no JSON object either is a
+      // malformed answer, as it would be without `stream`: 502, nothing charged.
+      jsonForStream = stream && (isJsonContentType(upstream.contentType) || unlabelledNotStream);
       if (stream && !jsonForStream) {
         // A real stream stops when its client leaves: what it did not generate is not billed.
         if (call.clientSignal.aborted) {
@@ -249,7 +265,14 @@ export class Gateway {
       try {
         json = await this.readJson(upstream, model.provider.timeoutMs, this.deadlineAt(call));
       } catch (error) {
-        return await this.failed(error, held, record, call.clientSignal);
+        const notStream =
+          jsonForStream && error instanceof UpstreamError && error.kind === 'malformed'
+            ? new UpstreamError(
+                'malformed',
+                `upstream answered a stream request with ${upstream.contentType ? `\`${upstream.contentType.slice(0, 100)}\`` : 'no content type'}, and neither an event stream nor a JSON object`,
+              )
+            : error;
+        return await this.failed(notStream, held, record, call.clientSignal);
       }
     } finally {
       untilStopped.disarm();
@@ -335,6 +358,8 @@ export class Gateway {
     } finally {
       untilStopped.disarm();
     }
+    // As a chat answer's: a tier above the table's prices is charged at them, but noted.
+    this.noteServedTier(json['service_tier'], model, record);
     const usage = readUsage(json['usage']);
     // Never more than was held for: a larger `bytesPerTokenMin` makes the hold's bound smaller.
     const estimatedPrompt = minOf(estimateEmbeddingTokens(body.input), promptTokensMax);
@@ -451,16 +476,7 @@ export class Gateway {
     try {
       text = await readText(upstream.body);
     } catch {
-      if (upstream.stoppedBy === 'deadline')
-        throw new UpstreamError('deadline', 'the call reached its time limit');
-      if (upstream.stoppedBy === 'timeout')
-        throw new UpstreamError(
-          'timeout',
-          `upstream did not finish its answer within ${deadlineMs} ms`,
-        );
-      if (upstream.stoppedBy === 'aborted')
-        throw new UpstreamError('aborted', 'the client went away');
-      throw new UpstreamError('unreachable', 'upstream closed the connection mid-answer');
+      throw bodyReadError(upstream, deadlineMs);
     } finally {
       clearTimeout(timer);
     }
@@ -739,14 +755,10 @@ export class Gateway {
       };
       const frames: string[] = [];
       let oversized = false;
+      // An event that never ends would grow the parser's buffer until the call's deadline:
+      // the text is bounded before the parser sees it, the same however the reads fell.
+      const bound = new StreamEventBound(this.deps.config.gateway.maxStreamEventChars);
       const parser = createParser({
-        // An event that never ends would grow the parser's buffer until the call's deadline.
-        maxBufferSize: this.deps.config.gateway.maxStreamEventChars,
-        onError(error) {
-          if (error.type !== 'max-buffer-size-exceeded') return;
-          oversized = true;
-          malformed = true;
-        },
         onEvent(event: EventSourceMessage) {
           // Nothing after [DONE] is read: not passed on, not charged, however the reads fell.
           if (malformed || done) return;
@@ -822,7 +834,11 @@ export class Gateway {
         const decoder = new TextDecoder();
         for await (const bytes of upstream.body) {
           clearTimeout(idle);
-          parser.feed(decoder.decode(bytes, { stream: true }));
+          const text = decoder.decode(bytes, { stream: true });
+          const fits = bound.take(text);
+          parser.feed(fits === text.length ? text : text.slice(0, fits));
+          // What came before the event too large is read; a `[DONE]` there ends the stream.
+          if (fits < text.length && !done && !malformed) oversized = malformed = true;
           for (const frame of frames.splice(0)) await write(frame);
           if (malformed || done || (clientGone && !awaitingUsage())) break;
           armIdle();
@@ -971,6 +987,86 @@ function estimatedChatUsage(body: ChatRequest, generated: string, bounds: HoldBo
  */
 function isDoneEvent(data: string): boolean {
   return data.trimStart().startsWith('[DONE]');
+}
+
+/** Why reading an upstream answer's body failed, from what stopped it (a timeout of `timeoutMs`). */
+function bodyReadError(upstream: UpstreamCall, timeoutMs: number): UpstreamError {
+  if (upstream.stoppedBy === 'deadline')
+    return new UpstreamError('deadline', 'the call reached its time limit');
+  if (upstream.stoppedBy === 'timeout')
+    return new UpstreamError(
+      'timeout',
+      `upstream did not finish its answer within ${timeoutMs} ms`,
+    );
+  if (upstream.stoppedBy === 'aborted') return new UpstreamError('aborted', 'the client went away');
+  return new UpstreamError('unreachable', 'upstream closed the connection mid-answer');
+}
+
+/** `text/event-stream`: an answer that says it is a stream. */
+function isEventStreamContentType(contentType: string): boolean {
+  return contentType.split(';')[0]!.trim() === 'text/event-stream';
+}
+
+/** The start of an event stream: a comment, or a field's name followed by `:` or the line's end. */
+const EVENT_STREAM_START = /^(?::|(?:data|event|id|retry)(?:[:\r\n]|$))/;
+
+/** The most of an unlabelled answer read to learn whether it is an event stream. */
+const SNIFF_MAX_BYTES = 65_536;
+
+/**
+ * Whether the answer to a stream request whose content type is neither an event stream's nor
+ * JSON (`text/plain`, none: some proxies label streams so) starts as an event stream: its
+ * first line, after any blank space, is an SSE comment or field. Reads the body until that
+ * line is in (at most 64 KiB, within `timeoutMs` and the call's deadline, as a stream's first
+ * event), and puts back what it read: `upstream.body` then yields the whole body again.
+ */
+async function startsAsEventStream(
+  upstream: UpstreamCall,
+  timeoutMs: number,
+  deadlineAt: number,
+): Promise<boolean> {
+  const rest = upstream.body[Symbol.asyncIterator]();
+  const head: Buffer[] = [];
+  let bytes = 0;
+  let ended = false;
+  let start = '';
+  const timer = boundedWait(timeoutMs, deadlineAt, upstream.abort);
+  try {
+    for (;;) {
+      const next = await rest.next();
+      if (next.done) {
+        ended = true;
+        break;
+      }
+      head.push(next.value);
+      bytes += next.value.length;
+      start = Buffer.concat(head)
+        .toString('utf8')
+        .replace(/^[\uFEFF\s]+/, '');
+      if (/[\r\n]/.test(start) || start.length >= 7 || bytes >= SNIFF_MAX_BYTES) break;
+    }
+  } catch {
+    throw bodyReadError(upstream, timeoutMs);
+  } finally {
+    clearTimeout(timer);
+  }
+  upstream.body = {
+    async *[Symbol.asyncIterator]() {
+      try {
+        yield* head;
+        if (ended) return;
+        for (;;) {
+          const next = await rest.next();
+          if (next.done) return;
+          yield next.value;
+        }
+      } finally {
+        // A reader that stops early ends the response, as it would reading it directly.
+        await rest.return?.();
+      }
+    },
+  };
+  return EVENT_STREAM_START.test(start);
 }
 
 /** `application/json` or any `+json` type: a provider's answer that is no event stream. */

@@ -1,3 +1,4 @@
+import OpenAI from 'openai';
 import { describe, expect, test, vi } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
 import type { TestDatabase } from '../support/db.js';
@@ -582,6 +583,112 @@ describe('a provider that ignores `stream: true` and answers one JSON completion
       },
     ]);
     expect((await balance(userId)).available).toBe(new Decimal(1).sub(cost).toString());
+  });
+});
+
+describe('a stream request answered with neither an event stream nor JSON as content type', () => {
+  /** A streamed call through the SDK: the text, usage chunk and error it got, and its headers. */
+  async function streamedCall(apiKey: string, content: string) {
+    let text = '';
+    let usage: unknown = null;
+    let error: unknown = null;
+    let cost: string | null = null;
+    try {
+      const { data, response } = await sdk(service.url, apiKey)
+        .chat.completions.create({
+          model: 'gpt-4o-mini',
+          messages: [{ role: 'user', content }],
+          stream: true,
+          stream_options: { include_usage: true },
+        })
+        .withResponse();
+      cost = response.headers.get('x-lingxi-cost');
+      for await (const chunk of data) {
+        text += chunk.choices[0]?.delta?.content ?? '';
+        if (chunk.usage) usage = chunk.usage;
+      }
+    } catch (e) {
+      error = e;
+    }
+    await service.http.services.work.drain(20_000);
+    return { text, usage, error, cost };
+  }
+
+  test.each([
+    ['text/plain', 1091],
+    ['none', 1092],
+    ['application/octet-stream', 1093],
+  ])(
+    'a JSON completion sent as %s: charged its usage, and the client gets it as a stream',
+    async (type, telegramId) => {
+      const { userId, apiKey } = await userWithKey(service, {
+        telegramId,
+        balance: '1',
+      });
+      const content = `count [[json-stream]] [[content-type=${type}]] [[tokens=7]]`;
+      const prompt = countPromptTokens({ messages: [{ role: 'user', content }] });
+      const cost = expectedCost(MODELS.mini, { prompt, completion: 7 });
+      expect(await streamedCall(apiKey, content)).toEqual({
+        text: completionText(7),
+        usage: expect.objectContaining({ prompt_tokens: prompt, completion_tokens: 7 }),
+        error: null,
+        cost: cost.toString(),
+      });
+      expect(await usageRows(userId)).toMatchObject([
+        { stream: true, cost_usd: cost.toString(), estimated: false, outcome: 'ok' },
+      ]);
+      expect(await balance(userId)).toMatchObject({
+        available: new Decimal(1).sub(cost).toString(),
+        held: '0',
+      });
+    },
+  );
+
+  test('an event stream sent as text/plain is streamed as one, and charged its usage', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 1094, balance: '1' });
+    const content = 'count [[content-type=text/plain]] [[tokens=5]]';
+    const prompt = countPromptTokens({ messages: [{ role: 'user', content }] });
+    const cost = expectedCost(MODELS.mini, { prompt, completion: 5 });
+    expect(await streamedCall(apiKey, content)).toEqual({
+      text: completionText(5),
+      usage: expect.objectContaining({ prompt_tokens: prompt, completion_tokens: 5 }),
+      error: null,
+      // A stream's charge is known only at its end: no header.
+      cost: null,
+    });
+    expect(await usageRows(userId)).toMatchObject([
+      { stream: true, cost_usd: cost.toString(), estimated: false, outcome: 'ok' },
+    ]);
+    expect(await balance(userId)).toMatchObject({
+      available: new Decimal(1).sub(cost).toString(),
+      held: '0',
+    });
+  });
+
+  test('a body that is neither: 502 upstream_error, the hold released, nothing charged', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 1095, balance: '1' });
+    const content = 'count [[json-stream]] [[content-type=text/plain]] [[malformed]]';
+    const { error, text } = await streamedCall(apiKey, content);
+    expect(text).toBe('');
+    expect(error).toBeInstanceOf(OpenAI.APIError);
+    const apiError = error as InstanceType<typeof OpenAI.APIError>;
+    expect([apiError.status, apiError.code, apiError.type]).toEqual([
+      502,
+      'upstream_error',
+      'api_error',
+    ]);
+    expect(apiError.message).toContain(
+      'upstream answered a stream request with `text/plain`, and neither an event stream nor a JSON object; nothing was charged',
+    );
+    expect(await usageRows(userId)).toMatchObject([
+      { stream: true, cost_usd: '0', outcome: 'upstream_malformed', http_status: 502 },
+    ]);
+    expect(await balance(userId)).toEqual({
+      currency: 'USD',
+      available: '1',
+      posted: '1',
+      held: '0',
+    });
   });
 });
 

@@ -5,7 +5,11 @@ import { Decimal } from '../../ledger/index.js';
 import type { TestDatabase } from '../support/db.js';
 import { ledgerRowCounts } from '../support/ledger.js';
 import { admin, userWithKey, type TestService } from '../support/service.js';
-import { countPromptTokens, type UpstreamStub } from '../support/upstream-stub.js';
+import {
+  countEmbeddingTokens,
+  countPromptTokens,
+  type UpstreamStub,
+} from '../support/upstream-stub.js';
 import { expectedCost, MODELS, sdk, useGatewayStack } from './fixtures.js';
 
 /**
@@ -42,14 +46,14 @@ async function usageCount(userId: string): Promise<number> {
 }
 
 /** The counter of answers served at a tier the table does not price, as /metrics shows it. */
-async function unpricedTierCount(tier: string): Promise<number> {
+async function unpricedTierCount(tier: string, model = 'gpt-4o-mini'): Promise<number> {
   const text = await (await fetch(`${service.url}/metrics`)).text();
   const line = text
     .split('\n')
     .find(
       (l) =>
         l.startsWith('lingxi_gateway_unpriced_service_tier_total{') &&
-        l.includes('model="gpt-4o-mini"') &&
+        l.includes(`model="${model}"`) &&
         l.includes('provider="stub"') &&
         l.includes(`tier="${tier}"`),
     );
@@ -326,4 +330,52 @@ describe('an embeddings request with a service tier: the same rule as a chat req
       expect(await usageCount(userId)).toBe(1);
     },
   );
+});
+
+describe('an embeddings answer served at a tier the table does not price', () => {
+  test('charged at table prices, counted in the metric and logged, as a chat answer is', async () => {
+    const { userId, apiKey } = await userWithKey(service, { telegramId: 9004, balance: '2' });
+    const input = 'embed me [[project-priority]]';
+    const counted = await unpricedTierCount('priority', 'text-embedding-3-small');
+    const warn = vi.spyOn(service.runtime.logger, 'warn');
+    try {
+      const { data, response } = await sdk(service.url, apiKey)
+        .embeddings.create({ model: 'text-embedding-3-small', input })
+        .withResponse();
+      const requestId = response.headers.get('x-request-id');
+      expect(requestId).toMatch(/^req_/);
+      // Passed on as the provider sent it.
+      expect((data as unknown as Record<string, unknown>)['service_tier']).toBe('priority');
+      expect(await unpricedTierCount('priority', 'text-embedding-3-small')).toBe(counted + 1);
+      expect(warn).toHaveBeenCalledWith(
+        expect.objectContaining({
+          requestId,
+          model: 'text-embedding-3-small',
+          provider: 'stub',
+          serviceTier: 'priority',
+        }),
+        expect.stringMatching(/service tier the price table does not cover/),
+      );
+      const cost = new Decimal(countEmbeddingTokens({ input })).mul(MODELS.embed.input).div(1e6);
+      expect(response.headers.get('x-lingxi-cost')).toBe(cost.toString());
+      expect((await balance(userId)).posted).toBe(new Decimal(2).sub(cost).toString());
+    } finally {
+      warn.mockRestore();
+    }
+  });
+
+  test('an answer reporting no tier, or the standard one, is not counted', async () => {
+    const { apiKey } = await userWithKey(service, { telegramId: 9005, balance: '2' });
+    const counted = await unpricedTierCount('priority', 'text-embedding-3-small');
+    const client = sdk(service.url, apiKey);
+    await client.embeddings.create({ model: 'text-embedding-3-small', input: 'plain' });
+    // The project's default is Priority, but the request asked for the standard tier.
+    await client.embeddings.create({
+      model: 'text-embedding-3-small',
+      input: 'standard [[project-priority]]',
+      // @ts-expect-error: the SDK's embeddings type has no service_tier; a client can send it
+      service_tier: 'default',
+    });
+    expect(await unpricedTierCount('priority', 'text-embedding-3-small')).toBe(counted);
+  });
 });

@@ -354,3 +354,106 @@ describe('gateway.maxStreamEventChars', () => {
     expect(body).toMatchObject({ available: new Decimal(1).sub(cost).toString(), held: '0' });
   });
 });
+
+describe('gateway.maxStreamEventChars is exact, however the event is split into reads', () => {
+  // What counts is the event's line, `data: ` included, line breaks not (sseBound.ts). Above
+  // the stream's other events (the usage chunk, which the gateway always asks for, is 434).
+  const LIMIT = 600;
+  const contentFor = (chars: number, split: number) =>
+    `pad [[tokens=2]] [[event-chars=${chars}]] [[event-split=${split}]]`;
+  let bounded: GatewayStack;
+  useGatewayStack(
+    (ready) => (bounded = ready),
+    // Calls go 8 at a time: a provider timeout well above what a loaded machine may take.
+    (config) => ({
+      ...config,
+      providers: config.providers!.map((provider) => ({ ...provider, timeoutMs: 10_000 })),
+      gateway: { maxStreamEventChars: LIMIT, maxCallDurationMs: 30_000 },
+    }),
+  );
+
+  test.each([
+    [LIMIT - 1, 'passes'],
+    [LIMIT, 'passes'],
+    [LIMIT + 1, 'is cut'],
+  ])(
+    'an event of %i characters %s, whole or split at many bytes',
+    async (chars, fate) => {
+      const { userId, apiKey } = await userWithKey(bounded.service, {
+        telegramId: 7950 + chars - LIMIT,
+        balance: '10',
+      });
+      const client = sdk(bounded.service.url, apiKey);
+      // The event is its line and "\n\n"; a split at 0 sends it in one write. Every cut in its
+      // first and last 24 bytes (the `data: ` prefix; the line's end, its two line breaks),
+      // and every 13th in between.
+      const splits = Array.from({ length: chars + 2 }, (_, split) => split).filter(
+        (split) => split < 24 || split >= chars + 2 - 24 || split % 13 === 0,
+      );
+      const seen: { split: number; requestId: string; code: unknown; text: string }[] = [];
+      const call = async (split: number) => {
+        const { data, response } = await client.chat.completions
+          .create({ model: 'gpt-4o-mini', messages: ask(contentFor(chars, split)), stream: true })
+          .withResponse();
+        let text = '';
+        let code: unknown = null;
+        try {
+          for await (const chunk of data) text += chunk.choices[0]?.delta.content ?? '';
+        } catch (error) {
+          code = (error as InstanceType<typeof OpenAI.APIError>).code ?? String(error);
+        }
+        seen.push({ split, requestId: response.headers.get('x-request-id')!, code, text });
+      };
+      for (let at = 0; at < splits.length; at += 8)
+        await Promise.all(splits.slice(at, at + 8).map(call));
+
+      await bounded.stub.waitForIdle();
+      await bounded.service.http.services.work.drain(5000);
+      const { rows } = await bounded.database.pool.query<{
+        request_id: string;
+        outcome: string;
+        cost: string;
+      }>(
+        `select request_id, outcome, cost_usd::text as cost from usage_records where user_id = $1`,
+        [userId],
+      );
+      const byRequest = new Map(rows.map((row) => [row.request_id, row]));
+      const outcomes = seen
+        .sort((a, b) => a.split - b.split)
+        .map(({ split, requestId, code, text }) => {
+          const prompt = countPromptTokens({ messages: ask(contentFor(chars, split)) });
+          const usageCost = expectedCost(MODELS.mini, { prompt, completion: 2 }).toString();
+          const row = byRequest.get(requestId);
+          return {
+            split,
+            code,
+            // The padding's length depends on the rest of the event (its id's digits).
+            text: text.replace(/x+/, 'x…'),
+            outcome: row?.outcome,
+            cost: row?.cost === usageCost ? 'its usage' : row?.cost,
+          };
+        });
+      expect(outcomes).toEqual(
+        splits.map((split) =>
+          fate === 'passes'
+            ? { split, code: null, text: 'tok0 x…tok1 ', outcome: 'ok', cost: 'its usage' }
+            : // Cut in the first token's event: nothing generated reached the client, nothing is charged.
+              {
+                split,
+                code: 'upstream_malformed',
+                text: '',
+                outcome: 'upstream_malformed',
+                cost: '0',
+              },
+        ),
+      );
+      const { body } = await admin<{ held: string }>(
+        bounded.service,
+        'GET',
+        `/users/${userId}/balance`,
+      );
+      expect(body.held).toBe('0');
+    },
+    120_000,
+  );
+});

@@ -66,11 +66,21 @@
  *   [[delay=MS]]        wait MS (0..60000) before answering (failures included); streaming:
  *                       headers at once, then MS before every SSE event
  *   [[project-priority]] the project's default tier is Priority: a request without
- *                       `service_tier` (or with "auto") is served, and reported, at "priority"
+ *                       `service_tier` (or with "auto") is served, and reported, at "priority";
+ *                       an embeddings answer then reports its `service_tier` too (no other
+ *                       embeddings answer has the field: OpenAI's have none)
  *   [[sse=SHAPE]]       streaming: the events reshaped (CRLF, multi-line data, comments,
  *                       split UTF-8, usage twice or early, no [DONE], an error event...): the
  *                       shapes are listed in upstream-stub/sse-shapes.ts; each of its writes
  *                       is one socket write (and one of `chunksSent`)
+ *   [[content-type=T]]  chat: every answer (stream, JSON, error) sent with content-type T:
+ *                       text/plain, application/octet-stream, or none (no such header)
+ *   [[event-chars=N]]   streaming: the first token's event padded with `x` after "tok0 " so
+ *                       that its line (`data: ` included, line breaks not) is N characters
+ *                       (ASCII); 400 when N is below its own size, or with [[sse]]/[[malformed]]
+ *   [[event-split=K]]   with [[event-chars]]: that event (its "\n\n" included) written in two
+ *                       writes cut after its K-th byte, 2 ms apart (two reads at the other
+ *                       end); 0, or K at least its length: one write
  * Every answer and chunk reports `service_tier`: the request's "default", "flex", "priority"
  * or "scale" as asked; otherwise (none, "auto", anything else) the project's default tier,
  * "default" unless [[project-priority]].
@@ -106,7 +116,7 @@ import {
   modelsBody,
   type ChatIdentity,
 } from './upstream-stub/responses.js';
-import { shapeEvents } from './upstream-stub/sse-shapes.js';
+import { PAUSE, shapeEvents, sizedEvent, type StubWrite } from './upstream-stub/sse-shapes.js';
 import {
   countEmbeddingTokens,
   DEFAULT_EMBEDDING_DIMENSIONS,
@@ -187,6 +197,8 @@ interface Exchange {
   requestId: string;
   /** Set when the connection closes; cancels a pending delay. */
   closed: AbortController;
+  /** `[[content-type]]`: the content type of every answer instead of its own (null: none). */
+  contentType?: string | null;
 }
 
 /**
@@ -430,6 +442,8 @@ async function handleChat(
     return;
   }
   const behaviour: StubBehaviour = { ...defaults, ...directives.behaviour };
+  if (behaviour.contentType !== undefined)
+    exchange.contentType = behaviour.contentType === 'none' ? null : behaviour.contentType;
   const plan = planCompletion(
     {
       messages: messages.map((message) => (isRecord(message) ? message : {})),
@@ -500,10 +514,23 @@ async function handleChat(
           !behaviour.noUsage,
           behaviour.toolCall,
         );
-  const writes =
+  let writes: Iterable<StubWrite> =
     behaviour.sseShape && !behaviour.malformed && !behaviour.nullEvent
       ? shapeEvents(behaviour.sseShape, [...events])
       : events;
+  if (behaviour.eventChars !== undefined) {
+    const sized = sizedEvent([...events], behaviour.eventChars, behaviour.eventSplit ?? 0);
+    if (sized === null || plan.contentTokens === 0 || behaviour.sseShape || behaviour.malformed) {
+      sendError(
+        exchange,
+        400,
+        `Stub directive [[event-chars=${behaviour.eventChars}]] needs a token to pad, no other shape, and at least the event's own size.`,
+        { param: 'messages' },
+      );
+      return;
+    }
+    writes = sized;
+  }
   await stream(exchange, writes, behaviour.stallAfterChunks, delayMs);
 }
 
@@ -625,7 +652,17 @@ async function handleEmbeddings(
   const promptTokens =
     behaviour.promptTokens ??
     countEmbeddingTokens({ input: inputs as readonly string[] | readonly number[] });
-  sendJson(exchange, 200, embeddingsBody(model, embeddings, promptTokens, !behaviour.noUsage));
+  sendJson(
+    exchange,
+    200,
+    embeddingsBody(
+      model,
+      embeddings,
+      promptTokens,
+      !behaviour.noUsage,
+      behaviour.projectPriority ? servedTier(body['service_tier'], behaviour) : null,
+    ),
+  );
 }
 
 /**
@@ -634,7 +671,7 @@ async function handleEmbeddings(
  */
 async function stream(
   exchange: Exchange,
-  events: Iterable<string | Buffer>,
+  events: Iterable<StubWrite>,
   stallAfterChunks: number | undefined,
   delayMs: number,
 ): Promise<void> {
@@ -642,6 +679,10 @@ async function stream(
   writeHead(exchange, 200, 'text/event-stream; charset=utf-8', { 'cache-control': 'no-cache' });
   res.flushHeaders();
   for (const event of events) {
+    if (event === PAUSE) {
+      if (!(await sleep(2, exchange))) return;
+      continue;
+    }
     if (stallAfterChunks !== undefined && entry.chunksSent >= stallAfterChunks) return;
     if (delayMs > 0 && !(await sleep(delayMs, exchange))) return;
     if (exchange.closed.signal.aborted || res.destroyed) return;
@@ -690,8 +731,9 @@ function writeHead(
   extra: Record<string, string | number> = {},
 ): void {
   exchange.entry.status = status;
+  const type = exchange.contentType === undefined ? contentType : exchange.contentType;
   exchange.res.writeHead(status, {
-    'content-type': contentType,
+    ...(type === null ? {} : { 'content-type': type }),
     'x-request-id': exchange.requestId,
     ...extra,
   });

@@ -56,7 +56,16 @@ export interface StubBehaviour {
   projectPriority?: boolean;
   /** In a stream, the events reshaped (framing, order, usage): see `SSE_SHAPES`. */
   sseShape?: SseShape;
+  /** In a stream, the first token's event padded to this many characters (its line, `data: ` included). */
+  eventChars?: number;
+  /** With `eventChars`: that event written in two writes, cut after this many bytes (0: one write). */
+  eventSplit?: number;
+  /** The `content-type` of a chat answer, whatever it is (`none`: no such header). */
+  contentType?: (typeof CONTENT_TYPES)[number];
 }
+
+/** The content types `[[content-type=...]]` may give a chat answer. */
+export const CONTENT_TYPES = ['text/plain', 'application/octet-stream', 'none'] as const;
 
 // Bounds keep a typo (`[[tokens=1000000000]]`) from turning into a hung test run.
 export const MAX_TOKENS_DIRECTIVE = 100_000;
@@ -71,6 +80,10 @@ const CHOICE_DIRECTIVES: Readonly<
   Record<string, { values: readonly string[]; set: (b: StubBehaviour, value: string) => void }>
 > = {
   sse: { values: SSE_SHAPES, set: (b, v) => void (b.sseShape = v as SseShape) },
+  'content-type': {
+    values: CONTENT_TYPES,
+    set: (b, v) => void (b.contentType = v as (typeof CONTENT_TYPES)[number]),
+  },
 };
 
 const COUNT: readonly [number, number] = [0, MAX_TOKENS_DIRECTIVE];
@@ -98,6 +111,8 @@ const DIRECTIVES: Readonly<Record<string, DirectiveSpec>> = {
   delay: { range: [0, MAX_DELAY_MS], set: (b, v) => void (b.delayMs = v) },
   'retry-after': { range: [0, 86_400], set: (b, v) => void (b.retryAfterS = v) },
   'project-priority': { set: (b) => void (b.projectPriority = true) },
+  'event-chars': { range: [1, MAX_TOKENS_DIRECTIVE], set: (b, v) => void (b.eventChars = v) },
+  'event-split': { range: COUNT, set: (b, v) => void (b.eventSplit = v) },
 };
 
 /** Directives that mean something for an embeddings request. */
@@ -109,6 +124,7 @@ export const EMBEDDING_DIRECTIVES: ReadonlySet<string> = new Set([
   'no-usage',
   'delay',
   'retry-after',
+  'project-priority',
 ]);
 
 const DIRECTIVE_PATTERN = /\[\[([a-z-]+)(?:=([^\]]*))?\]\]/g;

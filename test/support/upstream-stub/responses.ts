@@ -194,12 +194,14 @@ export function embeddingsBody(
   embeddings: readonly (readonly number[] | string)[],
   promptTokens: number,
   withUsage: boolean,
+  serviceTier: string | null = null,
 ) {
   return {
     object: 'list',
     data: embeddings.map((embedding, index) => ({ object: 'embedding', index, embedding })),
     model,
     ...(withUsage ? { usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } } : {}),
+    ...(serviceTier === null ? {} : { service_tier: serviceTier }),
   };
 }
 

@@ -70,9 +70,39 @@ export const LONG_EVENT_TEXT = 'é'.repeat(500_000);
 
 const DONE = 'data: [DONE]\n\n';
 
+/** A token's chunk event, as `chatCompletionEvents` writes it. */
+const isToken = (event: string) => /"delta":\{"content":"tok\d+ "\}/.test(event);
+
+/** Among a stream's writes: a pause (2 ms) before the next, so the writes around it arrive as two reads. */
+export const PAUSE: unique symbol = Symbol('pause');
+export type StubWrite = string | Buffer | typeof PAUSE;
+
+/**
+ * `[[event-chars=N]]`: the first token's event padded with `x` after its text, so that its
+ * line (`data: ` included, its line breaks not) is N characters (all ASCII: N bytes too);
+ * with `[[event-split=K]]` (0 < K < the event's bytes, its "\n\n" included) it is written in
+ * two writes, cut after its K-th byte, with a `PAUSE` between them; else in one. Null when N
+ * is below the event's own size.
+ */
+export function sizedEvent(
+  events: readonly string[],
+  chars: number,
+  splitAt: number,
+): StubWrite[] | null {
+  const first = events.findIndex(isToken);
+  const event = events[first]!;
+  const pad = chars - event.indexOf('\n');
+  if (pad < 0) return null;
+  const sized = event.replace(/"content":"(tok\d+ )"/, `"content":"$1${'x'.repeat(pad)}"`);
+  const writes: StubWrite[] =
+    splitAt > 0 && splitAt < sized.length
+      ? [sized.slice(0, splitAt), PAUSE, sized.slice(splitAt)]
+      : [sized];
+  return [...events.slice(0, first), ...writes, ...events.slice(first + 1)];
+}
+
 export function shapeEvents(shape: SseShape, events: readonly string[]): Iterable<string | Buffer> {
   const usageAt = events.findIndex((event) => event.includes('"usage":{'));
-  const isToken = (event: string) => /"delta":\{"content":"tok\d+ "\}/.test(event);
   const withUsage = (rewrite: (usage: Record<string, unknown>) => Record<string, unknown>) => {
     const usageEvent = events[usageAt]!;
     const chunk = JSON.parse(usageEvent.slice('data: '.length)) as Record<string, unknown>;
