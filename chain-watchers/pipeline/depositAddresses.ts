@@ -1,4 +1,5 @@
 import { sql, type Kysely } from 'kysely';
+import { parseAccountKey } from '../addresses/accountKey.js';
 import { deriveEvmAddress } from '../addresses/deriveEvmAddress.js';
 import { deriveTronAddress } from '../addresses/deriveTronAddress.js';
 import type { WatcherTables } from './tables.js';
@@ -104,24 +105,46 @@ export async function assignDepositAddress(
   const xpub = params.family === 'evm' ? params.xpubs.evmXpub : params.xpubs.tronXpub;
   if (!xpub)
     throw new Error(`no ${params.family} xpub is configured (wallets.${params.family}Xpub)`);
-  await checkDepositKey(db, params.family, xpub, params.xpubs.retiredXpubs ?? []);
-  const sequence = params.family === 'evm' ? 'deposit_index_evm' : 'deposit_index_tron';
-  const { rows } = await sql<{ index: string }>`select nextval(${sequence}) as index`.execute(db);
-  const index = Number(rows[0]!.index);
-  const derived = derive(params.family, xpub, index);
-  await db
-    .insertInto('deposit_addresses')
-    .values({
-      user_id: params.userId,
+  // A key that does not parse fails here, before it takes an index from the sequence.
+  parseAccountKey(xpub, params.family);
+  // An index taken from the sequence is never given back, even when the transaction that
+  // took it rolls back: one not assigned is a gap a wallet restored from the mnemonic may
+  // stop scanning at (BIP-44's gap limit is 20). So two first requests for the same user (two
+  // tabs, two processes) queue on the user's row, and the second finds the first's address
+  // instead of taking an index of its own.
+  return db.transaction().execute(async (trx) => {
+    await trx
+      .selectFrom('users')
+      .select('id')
+      .where('id', '=', params.userId)
+      .forNoKeyUpdate()
+      .execute();
+    const assigned = await findDepositAddress(trx, params.userId, params.family);
+    if (assigned) return assigned;
+    await checkDepositKey(trx, params.family, xpub, params.xpubs.retiredXpubs ?? []);
+    const sequence = params.family === 'evm' ? 'deposit_index_evm' : 'deposit_index_tron';
+    const { rows } = await sql<{
+      index: string;
+    }>`select nextval(${sequence}) as index`.execute(trx);
+    const index = Number(rows[0]!.index);
+    const derived = derive(params.family, xpub, index);
+    await trx
+      .insertInto('deposit_addresses')
+      .values({
+        user_id: params.userId,
+        family: params.family,
+        derivation_index: index,
+        derivation_path: derived.derivationPath,
+        address: derived.address,
+      })
+      .execute();
+    return {
       family: params.family,
-      derivation_index: index,
-      derivation_path: derived.derivationPath,
       address: derived.address,
-    })
-    // Two first requests at once: one wins, the other returns the winner's address.
-    .onConflict((oc) => oc.columns(['user_id', 'family']).doNothing())
-    .execute();
-  return (await findDepositAddress(db, params.userId, params.family))!;
+      derivationPath: derived.derivationPath,
+      derivationIndex: index,
+    };
+  });
 }
 
 export async function findDepositAddress(

@@ -132,9 +132,33 @@ test('many first requests at once, from two pools: one address per user and fami
     expect(row.address).toBe(derived);
   }
   for (const family of ['evm', 'tron']) {
-    const addresses = stored.filter((r) => r.family === family).map((r) => r.address);
-    expect(new Set(addresses).size, family).toBe(users.length);
+    const ofFamily = stored.filter((r) => r.family === family);
+    expect(new Set(ofFamily.map((r) => r.address)).size, family).toBe(users.length);
+    // No index lost to a request that lost the race: 20 users, indexes 0 to 19, no gap a
+    // wallet restored from the mnemonic would stop scanning at.
+    expect(
+      ofFamily.map((r) => r.derivation_index),
+      family,
+    ).toEqual(Array.from({ length: users.length }, (_, i) => i));
   }
+});
+
+test('a deposit xpub that does not parse takes no index: the first address after the fix is index 0', async () => {
+  const { dbs, rows, newUsers } = await freshDatabase(1);
+  const [alice] = await newUsers(1);
+  const broken = configWith({
+    evmXpub: `${xpubs.evmXpub.slice(0, -1)}x`,
+    tronXpub: xpubs.tronXpub,
+  });
+  for (let attempt = 0; attempt < 5; attempt += 1)
+    await expect(getDepositAddresses(dbs[0]!, broken, alice!)).rejects.toThrow(/checksum|xpub/i);
+  expect(await rows()).toEqual([]);
+  const views = await getDepositAddresses(dbs[0]!, config, alice!);
+  expect(views.map((v) => v.derivationPath)).toEqual([
+    "m/44'/60'/0'/0/0",
+    "m/44'/60'/0'/0/0",
+    "m/44'/195'/0'/0/0",
+  ]);
 });
 
 test('an xpub changed between restarts is caught before an address under it is handed out; listed as retired, the new key is used', async () => {
