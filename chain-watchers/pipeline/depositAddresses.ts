@@ -1,4 +1,5 @@
 import { sql, type Kysely } from 'kysely';
+import { parseAccountKey } from '../addresses/accountKey.js';
 import { deriveEvmAddress } from '../addresses/deriveEvmAddress.js';
 import { deriveTronAddress } from '../addresses/deriveTronAddress.js';
 import type { WatcherTables } from './tables.js';
@@ -16,12 +17,84 @@ export interface DepositAddress {
 export interface Xpubs {
   evmXpub?: string | undefined;
   tronXpub?: string | undefined;
+  /** Keys addresses were assigned under before a rotation (`wallets.retiredXpubs`). */
+  retiredXpubs?: readonly string[] | undefined;
+}
+
+/**
+ * The configured xpub does not derive the last address assigned in its family, and no retired
+ * xpub does either: the key changed since (a wrong xpub in the config, another wallet's, or
+ * two processes configured with different keys). No new address is assigned: it would be one
+ * the wallet behind the previous addresses may not control. The message is for operators: it
+ * names an assigned address, so it is logged, never shown to a user.
+ */
+export class DepositKeyMismatchError extends Error {
+  readonly code = 'deposit_key_mismatch';
+  constructor(
+    readonly family: AddressFamily,
+    readonly lastAssigned: { address: string; derivationPath: string; derivationIndex: number },
+  ) {
+    super(
+      `wallets.${family}Xpub does not derive the last ${family} deposit address assigned (${lastAssigned.address}, index ${lastAssigned.derivationIndex}, ${lastAssigned.derivationPath}), and no xpub in wallets.retiredXpubs does: the key changed since it was assigned. No new ${family} address is given out. Restore the xpub it was assigned under; or, if you rotated the key on purpose, add the previous xpub to wallets.retiredXpubs (docs/operating.md, rotating keys)`,
+    );
+    this.name = 'DepositKeyMismatchError';
+  }
+}
+
+function derive(family: AddressFamily, xpub: string, index: number): DerivedAddress {
+  const derived = family === 'evm' ? deriveEvmAddress(xpub, index) : deriveTronAddress(xpub, index);
+  return {
+    address: family === 'evm' ? derived.address.toLowerCase() : derived.address,
+    derivationPath: derived.derivationPath,
+  };
+}
+
+interface DerivedAddress {
+  /** Canonical form. */
+  address: string;
+  derivationPath: string;
+}
+
+/**
+ * Throws DepositKeyMismatchError unless the family's last assigned address (the highest
+ * index) derives from `xpub` or a retired xpub. Checked before each new assignment, so a
+ * changed key is caught before the first address under it is handed out.
+ */
+async function checkDepositKey(
+  db: Kysely<WatcherTables>,
+  family: AddressFamily,
+  xpub: string,
+  retired: readonly string[],
+): Promise<void> {
+  const last = await db
+    .selectFrom('deposit_addresses')
+    .select(['address', 'derivation_path', 'derivation_index'])
+    .where('family', '=', family)
+    .orderBy('derivation_index', 'desc')
+    .limit(1)
+    .executeTakeFirst();
+  if (!last) return;
+  if (derive(family, xpub, last.derivation_index).address === last.address) return;
+  for (const candidate of retired) {
+    try {
+      if (derive(family, candidate, last.derivation_index).address === last.address) return;
+    } catch {
+      // A retired entry that is not an xpub derives nothing.
+    }
+  }
+  throw new DepositKeyMismatchError(family, {
+    address: last.address,
+    derivationPath: last.derivation_path,
+    derivationIndex: last.derivation_index,
+  });
 }
 
 /**
  * The user's deposit address of a chain family, assigned on first request: the next index
  * of that family's sequence, derived from the configured xpub (no private key involved).
- * Asking again returns the same address.
+ * Asking again returns the same address. A new address is assigned only while the family's
+ * last assigned address derives from the configured xpub or a retired one
+ * (DepositKeyMismatchError otherwise).
  */
 export async function assignDepositAddress(
   db: Kysely<WatcherTables>,
@@ -32,24 +105,46 @@ export async function assignDepositAddress(
   const xpub = params.family === 'evm' ? params.xpubs.evmXpub : params.xpubs.tronXpub;
   if (!xpub)
     throw new Error(`no ${params.family} xpub is configured (wallets.${params.family}Xpub)`);
-  const sequence = params.family === 'evm' ? 'deposit_index_evm' : 'deposit_index_tron';
-  const { rows } = await sql<{ index: string }>`select nextval(${sequence}) as index`.execute(db);
-  const index = Number(rows[0]!.index);
-  const derived =
-    params.family === 'evm' ? deriveEvmAddress(xpub, index) : deriveTronAddress(xpub, index);
-  await db
-    .insertInto('deposit_addresses')
-    .values({
-      user_id: params.userId,
+  // A key that does not parse fails here, before it takes an index from the sequence.
+  parseAccountKey(xpub, params.family);
+  // An index taken from the sequence is never given back, even when the transaction that
+  // took it rolls back: one not assigned is a gap a wallet restored from the mnemonic may
+  // stop scanning at (BIP-44's gap limit is 20). So two first requests for the same user (two
+  // tabs, two processes) queue on the user's row, and the second finds the first's address
+  // instead of taking an index of its own.
+  return db.transaction().execute(async (trx) => {
+    await trx
+      .selectFrom('users')
+      .select('id')
+      .where('id', '=', params.userId)
+      .forNoKeyUpdate()
+      .execute();
+    const assigned = await findDepositAddress(trx, params.userId, params.family);
+    if (assigned) return assigned;
+    await checkDepositKey(trx, params.family, xpub, params.xpubs.retiredXpubs ?? []);
+    const sequence = params.family === 'evm' ? 'deposit_index_evm' : 'deposit_index_tron';
+    const { rows } = await sql<{
+      index: string;
+    }>`select nextval(${sequence}) as index`.execute(trx);
+    const index = Number(rows[0]!.index);
+    const derived = derive(params.family, xpub, index);
+    await trx
+      .insertInto('deposit_addresses')
+      .values({
+        user_id: params.userId,
+        family: params.family,
+        derivation_index: index,
+        derivation_path: derived.derivationPath,
+        address: derived.address,
+      })
+      .execute();
+    return {
       family: params.family,
-      derivation_index: index,
-      derivation_path: derived.derivationPath,
-      address: params.family === 'evm' ? derived.address.toLowerCase() : derived.address,
-    })
-    // Two first requests at once: one wins, the other returns the winner's address.
-    .onConflict((oc) => oc.columns(['user_id', 'family']).doNothing())
-    .execute();
-  return (await findDepositAddress(db, params.userId, params.family))!;
+      address: derived.address,
+      derivationPath: derived.derivationPath,
+      derivationIndex: index,
+    };
+  });
 }
 
 export async function findDepositAddress(

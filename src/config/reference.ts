@@ -96,6 +96,8 @@ export const FIELD_NOTES: Record<string, string> = {
   'wallets.evmXpub':
     "xpub of `m/44'/60'/0'`: one deposit address per user serves every EVM network.",
   'wallets.tronXpub': "xpub of `m/44'/195'/0'`.",
+  'wallets.retiredXpubs':
+    'Every xpub (EVM or Tron) that deposit addresses were assigned under before `evmXpub` or `tronXpub` was changed (docs/operating.md, rotating keys). The last address assigned must derive from the configured xpub or one listed here; otherwise no new address is assigned (`deposit_key_mismatch`), since the configured xpub may not be the wallet the last one came from.',
   'networks[].name': 'Lower case; what `--network` and the API use.',
   'networks[].kind': 'Which fields follow: `evm` (any EVM chain) or `tron`.',
   'networks[].confirmations':

@@ -171,7 +171,11 @@ export const configSchema = z.strictObject({
   providers: z.array(providerSchema).default([]),
   models: z.array(modelSchema).default([]),
   wallets: z
-    .strictObject({ evmXpub: z.string().optional(), tronXpub: z.string().optional() })
+    .strictObject({
+      evmXpub: z.string().optional(),
+      tronXpub: z.string().optional(),
+      retiredXpubs: z.array(z.string()).default([]),
+    })
     .prefault({}),
   networks: z.array(networkSchema).default([]),
   telegram: z

@@ -2,12 +2,14 @@ import type { Kysely } from 'kysely';
 import { getAddress } from 'viem';
 import {
   assignDepositAddress,
+  DepositKeyMismatchError,
   type AddressFamily,
 } from '../../chain-watchers/pipeline/depositAddresses.js';
 import type { WatcherTables } from '../../chain-watchers/pipeline/tables.js';
 import type { Config } from '../config/schema.js';
 import type { Database } from '../db/schema.js';
 import { AppError, badRequest } from '../errors.js';
+import type { Logger } from '../log.js';
 
 export interface DepositAddressView {
   network: string;
@@ -18,8 +20,9 @@ export interface DepositAddressView {
   confirmations: string;
   /**
    * Null when the address is served; else why not, as an error names it (`code`
-   * `deposits_not_configured`: no xpub for the network's family). The other networks are
-   * served all the same.
+   * `deposits_not_configured`: no xpub for the network's family; `deposit_key_mismatch`:
+   * the configured xpub is not the key the family's last address was assigned under). The
+   * other networks are served all the same.
    */
   unavailable: { code: string; message: string } | null;
 }
@@ -32,15 +35,21 @@ export interface DepositAddressView {
  * case), so a wallet catches a mistyped or altered character. Tron base58 is the same in both.
  * A network whose family has no xpub configured is listed with `address: null` and
  * `unavailable` saying so: one missing xpub does not hide the other networks' addresses.
+ * So is a family whose configured xpub does not derive the last address assigned in it (the
+ * key changed: DepositKeyMismatchError, logged for the operator): a user who has no address
+ * there yet is given none.
  */
 export async function getDepositAddresses(
   db: Kysely<Database>,
   config: Config,
   userId: string,
-  options: { form?: 'canonical' | 'display' } = {},
+  options: { form?: 'canonical' | 'display'; logger?: Logger } = {},
 ): Promise<DepositAddressView[]> {
   const watcherDb = db as unknown as Kysely<WatcherTables>;
-  const byFamily = new Map<AddressFamily, { address: string; derivationPath: string }>();
+  const byFamily = new Map<
+    AddressFamily,
+    { address: string; derivationPath: string } | DepositKeyMismatchError
+  >();
   const views: DepositAddressView[] = [];
   for (const network of config.networks) {
     const family: AddressFamily = network.kind === 'evm' ? 'evm' : 'tron';
@@ -68,8 +77,28 @@ export async function getDepositAddresses(
     }
     let address = byFamily.get(family);
     if (!address) {
-      address = await assignDepositAddress(watcherDb, { userId, family, xpubs: config.wallets });
+      try {
+        address = await assignDepositAddress(watcherDb, { userId, family, xpubs: config.wallets });
+      } catch (error) {
+        if (!(error instanceof DepositKeyMismatchError)) throw error;
+        options.logger?.error({ err: error, code: error.code, family }, error.message);
+        address = error;
+      }
       byFamily.set(family, address);
+    }
+    if (address instanceof DepositKeyMismatchError) {
+      views.push({
+        network: network.name,
+        address: null,
+        derivationPath: null,
+        assets,
+        confirmations,
+        unavailable: {
+          code: address.code,
+          message: `deposits on ${network.name} are unavailable at the moment: the operator has been told`,
+        },
+      });
+      continue;
     }
     views.push({
       network: network.name,

@@ -22,6 +22,7 @@ export function createHttpApp(services: Services, options: HttpAppOptions = {}):
   const app = new Koa({ proxy: runtime.config.http.trustProxy });
   app.silent = true;
   app.use(requestContext(runtime.logger, runtime.metrics));
+  app.use(securityHeaders);
   app.use(errorMiddleware);
   const routers: Router[] = [
     healthRoutes(runtime, options.isShuttingDown),
@@ -38,4 +39,15 @@ export function createHttpApp(services: Services, options: HttpAppOptions = {}):
     app.use(router.allowedMethods());
   }
   return app;
+}
+
+/**
+ * On every answer, errors included: never sniffed into another type (a JSON answer carrying a
+ * user's key name or first name is never read as a page), nothing active in it and never in
+ * a frame. The dashboard's page and QR code set their own policy over this one.
+ */
+async function securityHeaders(ctx: Koa.Context, next: Koa.Next): Promise<void> {
+  ctx.set('x-content-type-options', 'nosniff');
+  ctx.set('content-security-policy', "default-src 'none'; frame-ancestors 'none'");
+  await next();
 }

@@ -476,7 +476,11 @@ const schemas: Record<string, JsonSchema> = {
     confirmations: { type: 'string', description: 'a count, "finalized" or "solidified"' },
     unavailable: nullable(
       object({
-        code: { type: 'string', description: '`deposits_not_configured`' },
+        code: {
+          type: 'string',
+          description:
+            '`deposits_not_configured` (no xpub for the family) or `deposit_key_mismatch` (the configured xpub is not the key the last address was assigned under)',
+        },
         message: str,
       }),
     ),
@@ -1020,8 +1024,8 @@ const paths: Record<string, PathItem> = {
         '404': error(['network_not_found'], 'No such network.'),
         ...commonErrors,
         '503': error(
-          ['deposits_not_configured', 'service_unavailable'],
-          'No xpub configured for this network family, or the database cannot be reached (then with retry-after).',
+          ['deposits_not_configured', 'deposit_key_mismatch', 'service_unavailable'],
+          'No xpub configured for this network family, the configured xpub is not the key the last address was assigned under, or the database cannot be reached (then with retry-after).',
         ),
       },
     },

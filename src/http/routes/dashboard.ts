@@ -61,6 +61,7 @@ export function dashboardRoutes(services: Services): Router {
     // As GET /api/me/deposit-addresses shows it: EVM with its EIP-55 checksum.
     const addresses = await getDepositAddresses(database.db, config, currentAccount(ctx).userId, {
       form: 'display',
+      logger,
     });
     const view = addresses.find((a) => a.network === networkName);
     if (!view) throw notFound(`no network named ${networkName}`, 'network_not_found', 'network');

@@ -14,7 +14,7 @@ export function meDepositRoutes(services: Services): Router {
       runtime.database.db,
       runtime.config,
       currentAccount(ctx).userId,
-      { form: 'display' },
+      { form: 'display', logger: runtime.logger },
     );
   });
 
