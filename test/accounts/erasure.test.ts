@@ -243,6 +243,29 @@ test('a retried DELETE /api/me (its first answer lost) is told 403 account_erase
   expectErrorShape(gone.body, 'invalid_session');
 });
 
+test('an API key left unrevoked on an erased account answers 403 account_erased, as a session does', async () => {
+  const { userId, apiKey } = await userWithKey(service, { telegramId: 5207 });
+  // Erasure revokes keys in its own transaction; the state of a key left unrevoked is set
+  // directly: the account erased, its key not revoked (and never cached).
+  await database.pool.query(
+    `update users set status = 'erased', telegram_id = null, username = null, first_name = null,
+            last_name = null, photo_url = null, erased_at = now() where id = $1`,
+    [userId],
+  );
+  for (const path of ['/api/me', '/v1/models']) {
+    const result = await call(service, 'GET', path, { token: apiKey });
+    expect({ path, status: result.status }).toEqual({ path, status: 403 });
+    expectErrorShape(result.body, 'account_erased');
+  }
+  const refused = await sdk(service.url, apiKey)
+    .chat.completions.create({
+      model: 'gpt-4o-mini',
+      messages: [{ role: 'user', content: 'hello [[tokens=2]]' }],
+    })
+    .catch((error: unknown) => error);
+  expect(refused).toMatchObject({ status: 403, code: 'account_erased' });
+});
+
 test('erasure leaves no key name in the answers kept for Idempotency-Key replays', async () => {
   const { token, userId } = await devSignIn(service, 5205, 'replaying_user');
   const own = await call(service, 'POST', '/api/me/keys', {
