@@ -48,7 +48,7 @@ export interface EraseAccountResult {
 /**
  * Erases a user (DELETE /api/me). In one transaction: Telegram id, username, names and photo
  * URL are removed, the user row stays with status 'erased' (so ledger account codes still
- * resolve), every API key is revoked and its name cleared, every session is deleted, and the
+ * resolve), every API key and every session is revoked (the key's name cleared), and the
  * user's usage rows lose client_ip and user_agent; its NOTIFY lingxi_keys reaches every
  * process's key cache exactly when it commits, and the audit log records `account.erase`. Then
  * the remaining available balance is moved by a ledger entry from liabilities:customers:{id}
@@ -105,10 +105,20 @@ export async function eraseAccount(
       .where('user_id', '=', userId)
       .returning(sql<boolean>`revoked_at = ${now}::timestamptz`.as('now_revoked'))
       .execute();
+    // Revoked, not deleted: a client whose DELETE /api/me answer was lost retries with the same
+    // token and is told 403 `account_erased` (authenticateSession), not 401 `invalid_session`.
+    // A session row holds a token hash, a method and times, no personal data; retention deletes
+    // it `requestMetaDays` after this revocation, as any signed-out session.
     const sessions = await trx
-      .deleteFrom('sessions')
+      .updateTable('sessions')
+      .set({ revoked_at: sql`coalesce(revoked_at, ${now}::timestamptz)` })
       .where('user_id', '=', userId)
-      .executeTakeFirst();
+      .returning(
+        sql<boolean>`revoked_at = ${now}::timestamptz and expires_at > ${now}::timestamptz`.as(
+          'now_ended',
+        ),
+      )
+      .execute();
     // Answers kept for Idempotency-Key replays can name the person (a key's name, the profile
     // a suspension answers with): the user's own are dropped (an erased user replays nothing),
     // the admin's about them lose the key name and keep the profile's fields as null, as the
@@ -128,7 +138,7 @@ export async function eraseAccount(
       .executeTakeFirst();
     const counts = {
       keysRevoked: keys.filter((k) => k.now_revoked).length,
-      sessionsEnded: Number(sessions.numDeletedRows),
+      sessionsEnded: sessions.filter((row) => row.now_ended).length,
       usageRowsScrubbed: Number(usage.numUpdatedRows),
     };
     // Audited with the erasure, in its transaction: recorded if and only if it happened, even

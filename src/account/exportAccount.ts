@@ -3,7 +3,7 @@ import { listSessions } from '../auth/sessions.js';
 import { readUserBalance } from '../billing/getUserBalance.js';
 import type { Database } from '../db/schema.js';
 import { listApiKeys } from '../keys/apiKeys.js';
-import { toEntry } from './listAuditLog.js';
+import { toEntry, type AuditLogEntry } from './listAuditLog.js';
 import { usageItem } from './listUsage.js';
 import { iso } from './params.js';
 import { getAdminUserView } from './profile.js';
@@ -23,7 +23,8 @@ const OTHER_ROWS_MAX = 10_000;
  * Everything held about a user, as one JSON document (GET /api/me/export): the profile, the
  * balance, API keys and sessions (without their hashes), every ledger line of the balance,
  * every usage row (with the request metadata still kept) and daily usage aggregate, the audit
- * entries about or by the user, and the rows of any other table with a `user_id` column
+ * entries about or by the user (the operator's without the admin's IP, request id or login
+ * name), and the rows of any other table with a `user_id` column
  * (deposit addresses, deposits...). Written a page at a time: memory stays constant. Read in
  * one read-only snapshot, so a call charged or a top-up credited while it streams is in every
  * part of it (balance, ledger lines, totals, usage) or in none.
@@ -172,10 +173,19 @@ async function* auditPages(db: Kysely<Database>, userId: string): AsyncGenerator
       .orderBy('id')
       .limit(PAGE)
       .execute();
-    yield rows.map(toEntry);
+    yield rows.map((row) => (row.actor === subject ? toEntry(row) : operatorsEntry(row)));
     if (rows.length < PAGE) return;
     after = rows[rows.length - 1]!.id;
   }
+}
+
+/**
+ * An entry about the user written by the operator (the admin API, actor `admin`, or the CLI,
+ * `cli:<login name>`): the user's export says `admin` did it, and carries neither the admin's
+ * IP address nor the request id, which are the operator's, not the user's.
+ */
+function operatorsEntry(row: Parameters<typeof toEntry>[0]): AuditLogEntry {
+  return { ...toEntry(row), actor: 'admin', ip: null, requestId: null };
 }
 
 /** Other tables of ours that hold rows per user (found by their `user_id` column). */

@@ -55,7 +55,8 @@ export async function createSession(
 /**
  * The session behind a token, read from the database on every request (no cache), so a
  * logout, a suspension or an erasure takes effect at once. 401 for an unknown, expired or
- * revoked session; 403 for a suspended or erased account.
+ * revoked session; 403 for a suspended account, and for any session of an erased one (erasure
+ * revokes them all).
  */
 export async function authenticateSession(
   db: Kysely<Database>,
@@ -70,6 +71,9 @@ export async function authenticateSession(
     .where('s.token_hash', '=', hashSessionToken(token))
     .executeTakeFirst();
   if (!row) throw unauthorized('invalid session token', 'invalid_session');
+  // Erasure revokes every session of the account and keeps the rows until retention: a retried
+  // DELETE /api/me (its first answer lost) learns that the account is erased.
+  if (row.status === 'erased') assertAccountUsable(row.status);
   if (row.revoked_at) throw unauthorized('this session was signed out', 'session_revoked');
   if (new Date(row.expires_at).getTime() <= now.getTime())
     throw unauthorized('this session has expired; sign in again', 'session_expired');

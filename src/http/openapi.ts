@@ -647,7 +647,10 @@ const paths: Record<string, PathItem> = {
       responses: {
         '200': json('The models.', ref('ModelList')),
         '401': error(['invalid_api_key'], 'No, an unknown or a revoked API key.'),
-        '403': error(['account_suspended'], 'The account is suspended.'),
+        '403': error(
+          ['account_suspended', 'account_erased'],
+          'The account is suspended or erased.',
+        ),
         ...commonErrors,
       },
     },
@@ -692,8 +695,8 @@ const paths: Record<string, PathItem> = {
           "The balance (or the key's spend limit) cannot cover the most this call may cost. Type `insufficient_quota`.",
         ),
         '403': error(
-          ['model_not_allowed', 'account_suspended'],
-          'The key may not use this model, or the account is suspended.',
+          ['model_not_allowed', 'account_suspended', 'account_erased'],
+          'The key may not use this model, or the account is suspended or erased.',
         ),
         '404': error(['model_not_found'], 'No such model.'),
         '413': error(['request_too_large'], 'The body is larger than http.bodyLimitBytes.'),
@@ -737,7 +740,7 @@ const paths: Record<string, PathItem> = {
           ['insufficient_balance', 'spend_limit_exceeded'],
           'The balance cannot cover the call. Type `insufficient_quota`.',
         ),
-        '403': error(['model_not_allowed', 'account_suspended'], 'Not allowed.'),
+        '403': error(['model_not_allowed', 'account_suspended', 'account_erased'], 'Not allowed.'),
         '404': error(['model_not_found'], 'No such embedding model.'),
         '413': error(['request_too_large'], 'The body is too large.'),
         '429': { $ref: '#/components/responses/RateLimited' },
@@ -983,7 +986,10 @@ const paths: Record<string, PathItem> = {
       responses: {
         '200': json('Revoked (or already revoked: the time it was).', revokedKey),
         '401': accountAuthErrors['401'],
-        '403': error(['key_restricted', 'account_suspended'], 'A restricted key.'),
+        '403': error(
+          ['key_restricted', 'account_suspended', 'account_erased'],
+          'A restricted key, or the account is suspended or erased.',
+        ),
         '404': error(['key_not_found'], 'No such key of this user.'),
         ...commonErrors,
       },

@@ -1,7 +1,8 @@
 import type { Kysely } from 'kysely';
 import pg from 'pg';
 import type { Database } from '../db/schema.js';
-import { AppError, unauthorized } from '../errors.js';
+import { assertAccountUsable } from '../auth/sessions.js';
+import { unauthorized } from '../errors.js';
 import type { Logger } from '../log.js';
 import { hashApiKey, hashesEqual, looksLikeApiKey, onLocalKeyChange } from './apiKeys.js';
 
@@ -115,12 +116,8 @@ export class KeyAuthenticator {
       .executeTakeFirst();
     if (!row || !hashesEqual(row.key_hash, keyHash)) throw unauthorized('invalid API key');
     if (row.revoked_at) throw unauthorized('this API key was revoked', 'invalid_api_key');
-    if (row.status !== 'active') {
-      throw new AppError('account_suspended', `this account is ${row.status}`, {
-        status: 403,
-        type: 'invalid_request_error',
-      });
-    }
+    // 403 `account_suspended` or `account_erased`, as a session of the same account answers.
+    assertAccountUsable(row.status);
     const caller: ApiCaller = {
       keyId: row.id,
       userId: row.user_id,

@@ -1,9 +1,20 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
 import { exportAccount } from '../../src/account/exportAccount.js';
+import { cliActor } from '../../src/cli/context.js';
+import { runCli } from '../../src/cli/main.js';
 import { createApiKey } from '../../src/keys/apiKeys.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
-import { admin, startTestService, userWithKey, type TestService } from '../support/service.js';
+import {
+  ADMIN_TOKEN,
+  admin,
+  startTestService,
+  userWithKey,
+  type TestService,
+} from '../support/service.js';
 import { startUpstreamStub, type UpstreamStub } from '../support/upstream-stub.js';
 import { gatewayConfig, sdk } from '../gateway/fixtures.js';
 import { call, devSignIn, expectErrorShape, rowCounts } from './support.js';
@@ -554,6 +565,79 @@ describe('GET /api/me/export', () => {
       `select key_hash from api_keys union all select token_hash from sessions`,
     );
     for (const { key_hash } of rows) expect(text).not.toContain(key_hash);
+  });
+
+  test("the operator's audit entries about the user say `admin`, without the admin's IP, request id or login name", async () => {
+    // Behind a proxy the admin's address is the one X-Forwarded-For names: a known one.
+    const proxied = await startTestService({
+      databaseUrl: database.url,
+      config: { http: { trustProxy: true }, telegram: { devSignIn: true } },
+    });
+    const adminIp = '198.51.100.77';
+    try {
+      const asAdmin = async (method: string, path: string, body: unknown) => {
+        const result = await call<{ id: string }>(proxied, method, `/admin${path}`, {
+          token: ADMIN_TOKEN,
+          body,
+          headers: { 'x-forwarded-for': adminIp },
+        });
+        expect(result.status).toBeLessThan(300);
+        return result.body;
+      };
+      const { id: userId } = await asAdmin('POST', '/users', { telegramId: 7201 });
+      await asAdmin('POST', `/users/${userId}/adjustments`, { amount: '4', reason: 'welcome' });
+      await asAdmin('POST', `/users/${userId}/suspend`, { reason: 'checking a payment' });
+      await asAdmin('POST', `/users/${userId}/unsuspend`, { reason: 'payment cleared' });
+      const configFile = join(mkdtempSync(join(tmpdir(), 'lingxi-export-')), 'lingxi.json');
+      writeFileSync(configFile, JSON.stringify({ database: { url: database.url } }));
+      const cli = ['credit', '--user', userId, '--amount', '1', '--reason', 'goodwill'];
+      expect(
+        await runCli([...cli, '--config', configFile], { stdout: () => {}, stderr: () => {} }),
+      ).toBe(0);
+      const { token } = await devSignIn(proxied, 7201);
+      const own = await call(proxied, 'POST', '/api/me/keys', { token, body: { name: 'mine' } });
+      expect(own.status).toBe(201);
+
+      // The admin's view of the log keeps who did it and from where.
+      const log = await admin<{ data: Array<{ actor: string; ip: string | null }> }>(
+        service,
+        'GET',
+        `/audit-log?target=user:${userId}`,
+      );
+      expect(log.body.data.filter((e) => e.ip === adminIp).length).toBeGreaterThanOrEqual(4);
+      expect(log.body.data.map((e) => e.actor)).toContain(cliActor());
+
+      const result = await call<{
+        auditLog: Array<{
+          action: string;
+          actor: string;
+          ip: string | null;
+          requestId: string | null;
+        }>;
+      }>(service, 'GET', '/api/me/export', { token });
+      expect(result.status).toBe(200);
+      expect(result.text).not.toContain(adminIp);
+      expect(result.text).not.toContain(cliActor());
+      const entries = result.body.auditLog;
+      expect(entries.map((e) => e.action)).toEqual(
+        expect.arrayContaining([
+          'user.create',
+          'balance.adjust',
+          'user.suspend',
+          'user.unsuspend',
+          'key.create',
+        ]),
+      );
+      for (const entry of entries.filter((e) => e.action !== 'key.create'))
+        expect(entry).toMatchObject({ actor: 'admin', ip: null, requestId: null });
+      // The user's own entries stay as they are.
+      expect(entries.find((e) => e.action === 'key.create')).toMatchObject({
+        actor: `user:${userId}`,
+        requestId: expect.any(String),
+      });
+    } finally {
+      await proxied.stop();
+    }
   });
 
   test('one view of the account: money booked while the export runs is in all of it or none', async () => {

@@ -6,6 +6,7 @@ import { expect, test } from 'vitest';
 import { Decimal } from '../../ledger/index.js';
 import { moveErasedBalances } from '../../src/account/eraseAccount.js';
 import { runCli } from '../../src/cli/main.js';
+import { runRetention } from '../../src/privacy/retention.js';
 import type { TestDatabase } from '../support/db.js';
 import { ledgerRowCounts } from '../support/ledger.js';
 import { ADMIN_TOKEN, admin, userWithKey, type TestService } from '../support/service.js';
@@ -107,10 +108,12 @@ test('erasure removes personal data, revokes access at once, and keeps the books
     },
   });
 
-  // Keys and sessions stop at once.
-  for (const credential of [apiKey, token, secondSession]) {
+  // Keys and sessions stop at once; a session says why.
+  expect((await call(service, 'GET', '/api/me', { token: apiKey })).status).toBe(401);
+  for (const credential of [token, secondSession]) {
     const me = await call(service, 'GET', '/api/me', { token: credential });
-    expect(me.status).toBe(401);
+    expect(me.status).toBe(403);
+    expectErrorShape(me.body, 'account_erased');
   }
   expect((await call(service, 'GET', '/v1/models', { token: apiKey })).status).toBe(401);
 
@@ -129,11 +132,14 @@ test('erasure removes personal data, revokes access at once, and keeps the books
     [userId],
   );
   expect(keys.every((k) => k.name === '' && k.revoked_at !== null)).toBe(true);
+  // Sessions are revoked (a token hash, a method and times: no personal data); retention
+  // deletes them later, as any signed-out session.
   const { rows: sessions } = await database.pool.query(
-    'select 1 from sessions where user_id = $1',
+    'select revoked_at from sessions where user_id = $1',
     [userId],
   );
-  expect(sessions).toEqual([]);
+  expect(sessions).toHaveLength(2);
+  expect(sessions.every((s) => s.revoked_at !== null)).toBe(true);
   const { rows: usage } = await database.pool.query(
     'select id, cost_usd::text, entry_id, client_ip, user_agent from usage_records where user_id = $1 order by id',
     [userId],
@@ -196,6 +202,68 @@ test('erasure removes personal data, revokes access at once, and keeps the books
     token: fresh.token,
   });
   expect(freshBalance.body.posted).toBe('0');
+});
+
+test('a retried DELETE /api/me (its first answer lost) is told 403 account_erased, nothing changed, until retention deletes the sessions', async () => {
+  const { userId, token } = await customerWithHistory(5206, 'retrying_user');
+  const { token: signedOut } = await devSignIn(service, 5206);
+  expect((await call(service, 'POST', '/api/auth/logout', { token: signedOut })).status).toBe(200);
+  const first = await call<Record<string, unknown>>(service, 'DELETE', '/api/me', {
+    token,
+    body: CONFIRM,
+  });
+  expect(first.status).toBe(200);
+
+  const before = await rowCounts(database.pool);
+  const audited = await auditCount();
+  const retry = await call(service, 'DELETE', '/api/me', { token, body: CONFIRM });
+  expect(retry.status).toBe(403);
+  expectErrorShape(retry.body, 'account_erased');
+  // The session signed out before the erasure is not counted: it had already ended.
+  expect(first.body['sessionsEnded']).toBe(1);
+  for (const credential of [token, signedOut]) {
+    const me = await call(service, 'GET', '/api/me', { token: credential });
+    expect(me.status).toBe(403);
+    expectErrorShape(me.body, 'account_erased');
+  }
+  expect(await rowCounts(database.pool)).toEqual(before);
+  expect(await auditCount()).toBe(audited);
+
+  // The rows are kept no longer than any signed-out session's.
+  await database.pool.query(
+    `update sessions set revoked_at = now() - interval '31 days', expires_at = now() - interval '1 day',
+            created_at = now() - interval '40 days' where user_id = $1`,
+    [userId],
+  );
+  await runRetention(service.runtime.database.db, service.runtime.config, new Date());
+  const { rows } = await database.pool.query('select 1 from sessions where user_id = $1', [userId]);
+  expect(rows).toEqual([]);
+  const gone = await call(service, 'DELETE', '/api/me', { token, body: CONFIRM });
+  expect(gone.status).toBe(401);
+  expectErrorShape(gone.body, 'invalid_session');
+});
+
+test('an API key left unrevoked on an erased account answers 403 account_erased, as a session does', async () => {
+  const { userId, apiKey } = await userWithKey(service, { telegramId: 5207 });
+  // Erasure revokes keys in its own transaction; the state of a key left unrevoked is set
+  // directly: the account erased, its key not revoked (and never cached).
+  await database.pool.query(
+    `update users set status = 'erased', telegram_id = null, username = null, first_name = null,
+            last_name = null, photo_url = null, erased_at = now() where id = $1`,
+    [userId],
+  );
+  for (const path of ['/api/me', '/v1/models']) {
+    const result = await call(service, 'GET', path, { token: apiKey });
+    expect({ path, status: result.status }).toEqual({ path, status: 403 });
+    expectErrorShape(result.body, 'account_erased');
+  }
+  const refused = await sdk(service.url, apiKey)
+    .chat.completions.create({
+      model: 'gpt-4o-mini',
+      messages: [{ role: 'user', content: 'hello [[tokens=2]]' }],
+    })
+    .catch((error: unknown) => error);
+  expect(refused).toMatchObject({ status: 403, code: 'account_erased' });
 });
 
 test('erasure leaves no key name in the answers kept for Idempotency-Key replays', async () => {
@@ -404,7 +472,9 @@ test('an erasure whose balance cannot be moved yet (500 erasure_incomplete) is s
     userId,
   ]);
   expect(users[0]).toMatchObject({ status: 'erased' });
-  expect((await call(service, 'GET', '/api/me', { token })).status).toBe(401);
+  const me = await call(service, 'GET', '/api/me', { token });
+  expect(me.status).toBe(403);
+  expectErrorShape(me.body, 'account_erased');
   // ...and the audit log says who erased it and when.
   const log = await admin<{ data: Array<{ action: string; actor: string }> }>(
     service,
