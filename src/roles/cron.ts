@@ -5,7 +5,7 @@ import pg from 'pg';
 import { moveErasedBalances } from '../account/eraseAccount.js';
 import { releaseExpiredReservations } from '../gateway/meter.js';
 import { sealJournal } from '../integrity/sealJournal.js';
-import { runRetention } from '../privacy/retention.js';
+import { retentionNow, runRetention } from '../privacy/retention.js';
 import type { Database } from '../db/schema.js';
 import { serializeError } from '../log.js';
 import { runReconciliation } from '../reconcile/runReconciliation.js';
@@ -113,7 +113,9 @@ export function startCronRole(runtime: Runtime, options: CronRoleOptions = {}): 
       name: 'retention',
       schedule: config.cron.retention,
       run: async () => {
-        const retention = await runRetention(database.db, config, new Date());
+        // The earlier of this process's clock and the database's: a clock that runs ahead must
+        // not scrub or roll up rows before their time.
+        const retention = await runRetention(database.db, config, await retentionNow(database.db));
         const erased = await moveErasedBalances(database.db, ledger, { logger });
         if (erased.failed > 0) {
           logger.warn({ job: 'retention', result: retention }, 'retention purge done');
