@@ -352,3 +352,34 @@ test('a retention turn on a cron process whose clock runs 100 days ahead (wrong 
   );
   expect(daily).toEqual([]);
 });
+
+test('a turn whose lock connection died silently since the last turn (a failover behind a virtual IP) runs on a new one', async () => {
+  const { logger, lines } = capturedLogger();
+  const target = new URL(database.url);
+  proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) });
+  const url = new URL(database.url);
+  url.host = proxy.address;
+  const clock = manualClock();
+  const runtime = await startRole(
+    {
+      url: url.toString(),
+      poolSize: 3,
+      cron: { retention: '17 3 * * *', reconcile: NEVER, expireHolds: NEVER, seal: NEVER },
+    },
+    logger,
+    clock.scheduler,
+  );
+  await clock.fire('retention', new Date('2031-06-01T03:17:00Z'));
+  expect(await turns(runtime, 'retention', 'ok')).toBe(1);
+  // The pool's idle connections close after 10 s; the lock connection stays open for the
+  // next turn, a day later.
+  await waitFor('the pool to close its idle connections', async () =>
+    Promise.resolve(runtime.database.pool.totalCount === 0),
+  );
+  // The database moves behind the same address: the connections open now get no answer and
+  // hear nothing (no reset); new ones reach the new server.
+  proxy.blackhole(true, { openOnly: true });
+  await clock.fire('retention', new Date('2031-06-02T03:17:00Z'));
+  expect(lines.filter((line) => line['msg'] === 'cron job failed')).toEqual([]);
+  expect(await turns(runtime, 'retention', 'ok')).toBe(2);
+}, 60_000);
