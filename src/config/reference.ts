@@ -59,7 +59,7 @@ export const FIELD_NOTES: Record<string, string> = {
   'database.connectTimeoutMs':
     'How long a query waits for a connection (a new one, or a free one of the pool) before it fails; 0 waits for ever. A database host that hangs then answers 503 instead of holding requests.',
   'database.keepAliveMs':
-    "TCP keepalive on the pool's connections: how long a connection is idle, or waits for an answer, before the first probe (the interval and count of probes are the system's, see docs/operating.md). A link that died without a reset is then closed, and a NAT or load balancer in the way does not drop a quiet connection. 0: off.",
+    "TCP keepalive on the pool's connections (and a cron process's lock connection): how long a connection is idle, or waits for an answer, before the first probe (the interval and count of probes are the system's, see docs/operating.md). A link that died without a reset is then closed, and a NAT or load balancer in the way does not drop a quiet connection. 0: off.",
   'database.embedded': 'The embedded PostgreSQL, used when there is no `url`.',
   'database.embedded.dir': 'Data directory of the embedded server.',
   'database.embedded.port': 'Port of the embedded server (127.0.0.1 only).',

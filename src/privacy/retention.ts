@@ -35,6 +35,17 @@ const DAY_MS = 86_400_000;
 const BUCKET_IDLE_MS = 3_600_000;
 
 /**
+ * The time a retention run acts at when no one chose it: the earlier of this process's clock
+ * and the database's. What it scrubs and rolls up cannot come back, so a clock that runs ahead
+ * (a VM whose clock was wrong at boot, before NTP set it) must not make rows look older than
+ * they are. (An explicit `now`, `lingxi retention run --now`, is the operator's choice.)
+ */
+export async function retentionNow(db: Kysely<Database>): Promise<Date> {
+  const { rows } = await sql<{ now: Date }>`select clock_timestamp() as now`.execute(db);
+  return new Date(Math.min(Date.now(), rows[0]!.now.getTime()));
+}
+
+/**
  * The retention policy (docs/privacy.md), as one job:
  * 1. usage rows older than `retention.requestMetaDays` lose client_ip and user_agent;
  * 2. usage rows older than `retention.usageLogDays` are summed into `usage_daily` (per UTC day

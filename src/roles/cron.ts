@@ -5,7 +5,7 @@ import pg from 'pg';
 import { moveErasedBalances } from '../account/eraseAccount.js';
 import { releaseExpiredReservations } from '../gateway/meter.js';
 import { sealJournal } from '../integrity/sealJournal.js';
-import { runRetention } from '../privacy/retention.js';
+import { retentionNow, runRetention } from '../privacy/retention.js';
 import type { Database } from '../db/schema.js';
 import { serializeError } from '../log.js';
 import { runReconciliation } from '../reconcile/runReconciliation.js';
@@ -113,7 +113,9 @@ export function startCronRole(runtime: Runtime, options: CronRoleOptions = {}): 
       name: 'retention',
       schedule: config.cron.retention,
       run: async () => {
-        const retention = await runRetention(database.db, config, new Date());
+        // The earlier of this process's clock and the database's: a clock that runs ahead must
+        // not scrub or roll up rows before their time.
+        const retention = await runRetention(database.db, config, await retentionNow(database.db));
         const erased = await moveErasedBalances(database.db, ledger, { logger });
         if (erased.failed > 0) {
           logger.warn({ job: 'retention', result: retention }, 'retention purge done');
@@ -130,7 +132,11 @@ export function startCronRole(runtime: Runtime, options: CronRoleOptions = {}): 
       },
     },
   ];
-  const locks = new JobLocks(database.url, config.database.connectTimeoutMs);
+  const locks = new JobLocks(
+    database.url,
+    config.database.connectTimeoutMs,
+    config.database.keepAliveMs,
+  );
   const inFlight = new Set<Promise<unknown>>();
   const scheduler = options.scheduler ?? nodeCronScheduler(runtime);
   const tasks = jobs.map((job) =>
@@ -157,7 +163,11 @@ export function startCronRole(runtime: Runtime, options: CronRoleOptions = {}): 
  * Held from the pool, a lock took a connection for as long as its job ran, and jobs that fell
  * due together (reconciliation, hold expiry and sealing every tenth minute) could take every
  * connection of a small pool and then wait for one themselves until they failed. A lock dies
- * with its connection; a broken one is replaced at the next turn.
+ * with its connection; a broken one is replaced at the next turn. The connection lives from
+ * turn to turn, so it may have died without a word since the last one (a failover behind a
+ * virtual IP, a NAT that forgot it): TCP keepalive finds that while it is idle, and a lock
+ * query that fails on a connection opened before is tried once more on a new one, rather than
+ * failing the turn (a daily job then waited a day).
  */
 class JobLocks {
   private client: Promise<pg.Client> | null = null;
@@ -172,6 +182,7 @@ class JobLocks {
   constructor(
     private readonly url: string,
     private readonly connectTimeoutMs: number,
+    private readonly keepAliveMs: number,
   ) {}
 
   /** Takes the job's lock if no other process holds it; returns the release, or null. */
@@ -197,7 +208,8 @@ class JobLocks {
     }
   }
 
-  private async lockOnce(key: string): Promise<(() => Promise<void>) | null> {
+  private async lockOnce(key: string, retry = true): Promise<(() => Promise<void>) | null> {
+    const reused = this.client !== null;
     const connecting = this.connection();
     let client: pg.Client;
     try {
@@ -208,6 +220,7 @@ class JobLocks {
     }
     try {
       const { rows } = await this.query<{ ok: boolean }>(
+        connecting,
         client,
         'select pg_try_advisory_lock(hashtext($1)) as ok',
         key,
@@ -215,13 +228,16 @@ class JobLocks {
       if (!rows[0]?.ok) return null;
     } catch (error) {
       this.discard(connecting);
+      // Opened at an earlier turn, it may have died since: once more, on a new connection.
+      // (Had the lost query taken the lock, the new one is refused it: the turn is skipped.)
+      if (reused && retry) return this.lockOnce(key, false);
       throw error;
     }
     return async () => {
       // A lock whose connection broke died with it: nothing to release.
       if (this.client !== connecting) return;
       try {
-        await this.query(client, 'select pg_advisory_unlock(hashtext($1))', key);
+        await this.query(connecting, client, 'select pg_advisory_unlock(hashtext($1))', key);
       } catch {
         this.discard(connecting);
       }
@@ -243,6 +259,9 @@ class JobLocks {
       // A lock query answers at once; one that hangs (a link gone silent) must not block
       // the job's turns for ever. The connection is then replaced.
       ...(this.connectTimeoutMs > 0 ? { query_timeout: this.connectTimeoutMs } : {}),
+      // As the pool's (database.keepAliveMs): a link that died while idle is found and closed.
+      keepAlive: this.keepAliveMs > 0,
+      keepAliveInitialDelayMillis: this.keepAliveMs,
     });
     const connecting = client.connect().then(
       () => client,
@@ -258,11 +277,17 @@ class JobLocks {
   }
 
   private query<R extends pg.QueryResultRow>(
+    connecting: Promise<pg.Client>,
     client: pg.Client,
     text: string,
     key: string,
   ): Promise<pg.QueryResult<R>> {
-    const result = this.queue.then(() => client.query<R>(text, [key]));
+    // A query queued behind one that failed and closed the connection fails at once, rather
+    // than waiting for its own timeout on a connection known to be gone.
+    const result = this.queue.then(() => {
+      if (this.client !== connecting) throw new Error('the lock connection was closed');
+      return client.query<R>(text, [key]);
+    });
     this.queue = result.catch(() => {});
     return result;
   }

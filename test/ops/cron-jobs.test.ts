@@ -308,3 +308,78 @@ test('a tick dropped because a later one was due by then is counted and logged a
     }),
   );
 });
+
+test('a retention turn on a cron process whose clock runs 100 days ahead (wrong at boot, before NTP) scrubs and rolls up nothing before its time', async () => {
+  const { logger } = capturedLogger();
+  const clock = manualClock();
+  const runtime = await startRole(
+    {
+      url: database.url,
+      poolSize: 3,
+      cron: { retention: '17 3 * * *', reconcile: NEVER, expireHolds: NEVER, seal: NEVER },
+    },
+    logger,
+    clock.scheduler,
+  );
+  // A call that finished 10 days ago by the database's clock: its IP and user agent are kept
+  // 30 days (retention.requestMetaDays), its row 90 (retention.usageLogDays).
+  const { rows: users } = await database.pool.query<{ id: string }>(
+    `insert into users (telegram_id) values (7301) returning id::text`,
+  );
+  await database.pool.query(
+    `insert into usage_records (request_id, user_id, endpoint, model, started_at, finished_at,
+                                latency_ms, http_status, outcome, client_ip, user_agent)
+     values ('req_ten_days_ago', $1, 'chat.completions', 'gpt-4o-mini', now() - interval '10 days',
+             now() - interval '10 days', 10, 200, 'ok', '10.0.0.1', 'curl/8')`,
+    [users[0]!.id],
+  );
+  // This process's clock reads 100 days ahead of the database's (and the world's).
+  const ahead = new Date(Date.now() + 100 * 86_400_000);
+  vi.useFakeTimers({ toFake: ['Date'], now: ahead });
+  try {
+    await clock.fire('retention', ahead);
+  } finally {
+    vi.useRealTimers();
+  }
+  expect(await turns(runtime, 'retention', 'ok')).toBe(1);
+  const { rows } = await database.pool.query(
+    `select client_ip, user_agent from usage_records where request_id = 'req_ten_days_ago'`,
+  );
+  expect(rows).toEqual([{ client_ip: '10.0.0.1', user_agent: 'curl/8' }]);
+  const { rows: daily } = await database.pool.query(
+    `select 1 from usage_daily where user_id = $1`,
+    [users[0]!.id],
+  );
+  expect(daily).toEqual([]);
+});
+
+test('a turn whose lock connection died silently since the last turn (a failover behind a virtual IP) runs on a new one', async () => {
+  const { logger, lines } = capturedLogger();
+  const target = new URL(database.url);
+  proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) });
+  const url = new URL(database.url);
+  url.host = proxy.address;
+  const clock = manualClock();
+  const runtime = await startRole(
+    {
+      url: url.toString(),
+      poolSize: 3,
+      cron: { retention: '17 3 * * *', reconcile: NEVER, expireHolds: NEVER, seal: NEVER },
+    },
+    logger,
+    clock.scheduler,
+  );
+  await clock.fire('retention', new Date('2031-06-01T03:17:00Z'));
+  expect(await turns(runtime, 'retention', 'ok')).toBe(1);
+  // The pool's idle connections close after 10 s; the lock connection stays open for the
+  // next turn, a day later.
+  await waitFor('the pool to close its idle connections', async () =>
+    Promise.resolve(runtime.database.pool.totalCount === 0),
+  );
+  // The database moves behind the same address: the connections open now get no answer and
+  // hear nothing (no reset); new ones reach the new server.
+  proxy.blackhole(true, { openOnly: true });
+  await clock.fire('retention', new Date('2031-06-02T03:17:00Z'));
+  expect(lines.filter((line) => line['msg'] === 'cron job failed')).toEqual([]);
+  expect(await turns(runtime, 'retention', 'ok')).toBe(2);
+}, 60_000);

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { runRetention } from '../../privacy/retention.js';
+import { retentionNow, runRetention } from '../../privacy/retention.js';
 import type { CliContext } from '../context.js';
 
 /** `lingxi retention run`: the retention policy of docs/privacy.md, once. */
@@ -12,11 +12,16 @@ export function registerPrivacyCommands(program: Command, cli: CliContext): void
     )
     .option('--now <iso>', 'act as if it were this time (for catching up or testing)')
     .action(async (options: { now?: string }, command: Command) => {
-      const now = options.now === undefined ? new Date() : new Date(options.now);
-      if (Number.isNaN(now.getTime()))
+      const chosen = options.now === undefined ? null : new Date(options.now);
+      if (chosen !== null && Number.isNaN(chosen.getTime()))
         throw new Error(`--now must be an ISO 8601 time, not "${options.now}"`);
-      const result = await cli.withRuntime(command, (runtime) =>
-        runRetention(runtime.database.db, runtime.config, now),
+      // Without --now: the earlier of this machine's clock and the database's.
+      const result = await cli.withRuntime(command, async (runtime) =>
+        runRetention(
+          runtime.database.db,
+          runtime.config,
+          chosen ?? (await retentionNow(runtime.database.db)),
+        ),
       );
       cli
         .out(command)
