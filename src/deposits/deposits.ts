@@ -61,18 +61,21 @@ export async function getDepositAddresses(
       minDeposit: a.minDeposit,
     }));
     const confirmations = String(network.confirmations);
-    if (!xpub) {
+    // A network whose address cannot be given: no address, and why.
+    const unavailable = (code: string, message: string) =>
       views.push({
         network: network.name,
         address: null,
         derivationPath: null,
         assets,
         confirmations,
-        unavailable: {
-          code: 'deposits_not_configured',
-          message: `deposits on ${network.name} are not configured (no wallets.${family}Xpub)`,
-        },
+        unavailable: { code, message },
       });
+    if (!xpub) {
+      unavailable(
+        'deposits_not_configured',
+        `deposits on ${network.name} are not configured (no wallets.${family}Xpub)`,
+      );
       continue;
     }
     let address = byFamily.get(family);
@@ -87,17 +90,10 @@ export async function getDepositAddresses(
       byFamily.set(family, address);
     }
     if (address instanceof DepositKeyMismatchError) {
-      views.push({
-        network: network.name,
-        address: null,
-        derivationPath: null,
-        assets,
-        confirmations,
-        unavailable: {
-          code: address.code,
-          message: `deposits on ${network.name} are unavailable at the moment: the operator has been told`,
-        },
-      });
+      unavailable(
+        address.code,
+        `deposits on ${network.name} are unavailable at the moment: the operator has been told`,
+      );
       continue;
     }
     views.push({

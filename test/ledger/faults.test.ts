@@ -7,6 +7,7 @@ import type { PostgresLedger } from '../../ledger/index.js';
 import { settleUnknownOutcome } from '../../ledger/postgres/executeBatch.js';
 import { KnownState } from '../../ledger/postgres/knownState.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { counter, entriesTaggedWith, waitFor } from '../support/poll.js';
 import { fund, keyedCharge, openLedger } from '../support/ledger.js';
 import { startTcpProxy, type TcpProxy } from '../support/tcpProxy.js';
 
@@ -40,21 +41,8 @@ afterAll(async () => {
   await database?.drop();
 });
 
-async function waitFor(what: string, check: () => Promise<boolean>): Promise<void> {
-  const giveUpAt = Date.now() + 30_000;
-  while (!(await check())) {
-    if (Date.now() > giveUpAt) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
-async function count(sql: string, params: unknown[] = []): Promise<number> {
-  const { rows } = await database.pool.query<{ n: number }>(`select (${sql})::int as n`, params);
-  return rows[0]!.n;
-}
-
-const entriesTagged = (tag: string) =>
-  count(`select count(*) from ledger_entries where metadata->>'test' = $1`, [tag]);
+const count = (sql: string, params: unknown[] = []) => counter(database.pool)(sql, params);
+const entriesTagged = entriesTaggedWith(count);
 
 /** Available balance of a customer, straight from the database. */
 async function available(userId: string): Promise<string> {

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, expect, test } from 'vitest';
 import type { PostgresLedger } from '../../ledger/index.js';
 import { isDatabaseUnavailable } from '../../src/db/unavailable.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { counter, entriesTaggedWith, waitFor } from '../support/poll.js';
 import { fund, openLedger } from '../support/ledger.js';
 import { startTcpProxy, type TcpProxy } from '../support/tcpProxy.js';
 
@@ -41,21 +42,8 @@ afterAll(async () => {
   await database?.drop();
 });
 
-async function waitFor(what: string, check: () => Promise<boolean>): Promise<void> {
-  const giveUpAt = Date.now() + 30_000;
-  while (!(await check())) {
-    if (Date.now() > giveUpAt) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
-async function count(sql: string, params: unknown[] = []): Promise<number> {
-  const { rows } = await database.pool.query<{ n: number }>(`select (${sql})::int as n`, params);
-  return rows[0]!.n;
-}
-
-const entriesTagged = (tag: string) =>
-  count(`select count(*) from ledger_entries where metadata->>'test' = $1`, [tag]);
+const count = (sql: string, params: unknown[] = []) => counter(database.pool)(sql, params);
+const entriesTagged = entriesTaggedWith(count);
 
 const waitingOnLock = `select count(*) from pg_stat_activity
   where datname = current_database() and wait_event_type = 'Lock'`;
