@@ -63,13 +63,11 @@ export function connect(
   poolSize = 10,
   options: { connectTimeoutMs?: number; keepAliveMs?: number } = {},
 ): Omit<DatabaseHandle, 'embedded'> {
-  const keepAliveMs = options.keepAliveMs ?? 10_000;
   const pool = new pg.Pool({
     connectionString: url,
     max: poolSize,
     connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
-    keepAlive: keepAliveMs > 0,
-    keepAliveInitialDelayMillis: keepAliveMs,
+    ...tcpKeepAlive(options.keepAliveMs ?? 10_000),
   });
   // A client that loses its server must not crash the process: an idle one (the pool's
   // 'error') or one checked out (its own 'error'; the query in flight rejects anyway).
@@ -84,4 +82,12 @@ export function connect(
       await db.destroy();
     },
   };
+}
+
+/** pg's options for TCP keepalive after `keepAliveMs` of silence (`database.keepAliveMs`; 0: off). */
+export function tcpKeepAlive(keepAliveMs: number): {
+  keepAlive: boolean;
+  keepAliveInitialDelayMillis: number;
+} {
+  return { keepAlive: keepAliveMs > 0, keepAliveInitialDelayMillis: keepAliveMs };
 }

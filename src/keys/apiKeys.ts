@@ -269,8 +269,9 @@ export function onLocalKeyChange(listener: () => void): () => void {
 /**
  * Sends NOTIFY lingxi_keys in the transaction `trx` that changes keys (revocation, a new spend
  * limit or model list, suspension, erasure): PostgreSQL delivers it to every other gateway
- * process exactly when, and only if, that transaction commits, so no crash or broken connection between the commit and a later
- * statement can leave them serving a revoked key from their caches. After the commit, the
+ * process exactly when, and only if, that transaction commits, so no crash or broken
+ * connection between the commit and a later statement can leave them serving a revoked key
+ * from their caches. After the commit, the
  * caller runs forgetKeysLocally for this process (before it, a request could cache the old
  * state again before the change is visible).
  */

@@ -39,7 +39,8 @@ export interface KeyAuthenticatorOptions {
  * Looks up API keys by the SHA-256 of the key (one indexed lookup, never the key itself),
  * and caches what it found for a minute. A revocation, a key's new limit or model list, a
  * suspension or an erasure sends NOTIFY `lingxi_keys` in its own transaction (delivered exactly
- * when it commits), which empties every other process's cache, and empties this process's after the commit, before it answers; while
+ * when it commits), which empties every other process's cache, and empties this process's
+ * after the commit, before it answers; while
  * the LISTEN connection is down nothing is cached, so a revoked key never outlives its
  * revocation by more than the notification's trip. A LISTEN connection whose link died
  * silently is found out by a query it must answer every `pingMs` within `pingMs`: a revoked key

@@ -6,6 +6,7 @@ import { moveErasedBalances } from '../account/eraseAccount.js';
 import { releaseExpiredReservations } from '../gateway/meter.js';
 import { sealJournal } from '../integrity/sealJournal.js';
 import { retentionNow, runRetention } from '../privacy/retention.js';
+import { tcpKeepAlive } from '../db/connect.js';
 import type { Database } from '../db/schema.js';
 import { serializeError } from '../log.js';
 import { runReconciliation } from '../reconcile/runReconciliation.js';
@@ -260,8 +261,7 @@ class JobLocks {
       // the job's turns for ever. The connection is then replaced.
       ...(this.connectTimeoutMs > 0 ? { query_timeout: this.connectTimeoutMs } : {}),
       // As the pool's (database.keepAliveMs): a link that died while idle is found and closed.
-      keepAlive: this.keepAliveMs > 0,
-      keepAliveInitialDelayMillis: this.keepAliveMs,
+      ...tcpKeepAlive(this.keepAliveMs),
     });
     const connecting = client.connect().then(
       () => client,

@@ -32,8 +32,8 @@ export interface IdempotencyOptions {
 /**
  * POSTs carrying `Idempotency-Key`: the first request runs and its answer is kept; a repeat
  * with the same key and body gets that answer again (headers `idempotent-replayed: true` and
- * `cache-control: no-store`) and changes nothing; the same key with another body, or while the first still runs, is
- * a 409. Secrets in answers (`key`) are not kept: a replay says so instead.
+ * `cache-control: no-store`) and changes nothing; the same key with another body, or while
+ * the first still runs, is a 409. Secrets in answers (`key`) are not kept: a replay says so instead.
  *
  * A process killed mid-request leaves its claim unanswered: once the claim's heartbeat is
  * older than `leaseMs`, a retry takes the claim over and runs the request again (money
