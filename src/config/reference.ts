@@ -35,6 +35,8 @@ const SECTION_NOTES: Record<string, string> = {
   gateway: 'Limits of the OpenAI-compatible gateway.',
   ledger: 'How the ledger batches its writes.',
   cron: 'Schedules of the cron role (cron syntax: five fields, or six with seconds first), read in `cron.timezone`; a schedule that is not one stops the process at start. Each scheduled tick runs at most once across the cron processes (docs/operating.md, the roles): give every cron process the same schedules.',
+  reconcile:
+    'Reconciliation runs, however started (the cron role, `lingxi reconcile`, the admin API).',
   alerts: 'Where reconciliation findings are sent.',
   sessions: 'Account sessions (sign-in tokens).',
   log: 'Structured JSON logs on stderr.',
@@ -176,6 +178,8 @@ export const FIELD_NOTES: Record<string, string> = {
   'cron.retention': 'The retention purge.',
   'cron.timezone':
     "The IANA time zone the schedules are read in (`UTC`, `Asia/Shanghai`), not the machine's: every cron process computes the same ticks wherever it runs.",
+  'reconcile.lockWaitMs':
+    'Runs take turns: how long a run waits for one already running before it gives up with `reconciliation_running` (HTTP 409, nothing stored). 0: it gives up at once.',
   'alerts.webhookUrl':
     'Error-level reconciliation findings are POSTed here as JSON when they appear, change or are resolved, and a run that fails (an RPC down, any error) when it starts failing, fails another way, and recovers (see accounting.md).',
   'alerts.attempts':

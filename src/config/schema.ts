@@ -222,6 +222,15 @@ export const configSchema = z.strictObject({
       timeoutMs: positiveInt.max(60_000).default(5000),
     })
     .prefault({}),
+  reconcile: z
+    .strictObject({
+      /**
+       * How long a reconciliation run waits for one already running (runs take turns) before it
+       * gives up with `reconciliation_running` (0: it gives up at once).
+       */
+      lockWaitMs: z.number().int().min(0).max(3_600_000).default(300_000),
+    })
+    .prefault({}),
   sessions: z.strictObject({ ttlS: positiveInt.default(30 * 86_400) }).prefault({}),
   log: z
     .strictObject({

@@ -1508,7 +1508,10 @@ const paths: Record<string, PathItem> = {
         '201': json('The run, stored.', ref('ReconciliationRun')),
         '400': error(['invalid_request', 'unknown_network'], 'A network not in the config.'),
         ...adminAuthErrors,
-        '409': error(['idempotency_conflict', 'idempotency_in_progress'], 'Idempotency-Key.'),
+        '409': error(
+          ['reconciliation_running', 'idempotency_conflict', 'idempotency_in_progress'],
+          'Another run did not finish within `reconcile.lockWaitMs`; or Idempotency-Key.',
+        ),
         ...commonErrors,
       },
     },

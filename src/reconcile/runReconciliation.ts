@@ -1,3 +1,4 @@
+import type pg from 'pg';
 import type { ChainAdapter } from '../../chain-watchers/adapter.js';
 import { createAdapters } from '../../chain-watchers/pipeline/createWatcher.js';
 import { AppError } from '../errors.js';
@@ -51,7 +52,9 @@ const LOCK = 'lingxi:reconciliation';
  * as failed, rethrows, and is alerted too: once while it keeps failing with the same cause
  * (its message with numbers and hex ids left out: see failureCause), and as recovered when a
  * later run checks that network (or the ledger) again. Two runs started at once take turns
- * (advisory lock).
+ * (advisory lock): one that waits longer than `reconcile.lockWaitMs` for its turn fails
+ * with `reconciliation_running` (409) and stores nothing. A run still marked `running` when a
+ * run takes its turn was left by a process that stopped mid-run: it is marked failed.
  */
 export async function runReconciliation(
   runtime: Runtime,
@@ -67,12 +70,31 @@ export async function runReconciliation(
       })
     : config.networks;
   const lock = await database.pool.connect();
-  const ownAdapters = params.adapters
-    ? null
-    : createAdapters(networks, logger.child({ role: 'reconcile' }));
-  const adapters = params.adapters ?? ownAdapters!;
+  let lockBroken = false;
+  let ownAdapters: Map<string, ChainAdapter> | null = null;
   try {
-    await lock.query('select pg_advisory_lock(hashtext($1))', [LOCK]);
+    try {
+      await takeTurn(lock, config.reconcile.lockWaitMs);
+    } catch (error) {
+      lockBroken = !(error instanceof AppError);
+      throw error;
+    }
+    ownAdapters = params.adapters
+      ? null
+      : createAdapters(networks, logger.child({ role: 'reconcile' }));
+    const adapters = params.adapters ?? ownAdapters!;
+    // Runs take turns, so a run still `running` now belongs to a process that stopped mid-run.
+    const abandoned = await database.db
+      .updateTable('reconciliation_runs')
+      .set({ status: 'failed', finished_at: new Date(), error: ABANDONED })
+      .where('status', '=', 'running')
+      .returning('id')
+      .execute();
+    if (abandoned.length > 0)
+      logger.warn(
+        { runIds: abandoned.map((r) => r.id) },
+        'reconciliation runs left running by a process that stopped: marked failed',
+      );
     const run = await database.db
       .insertInto('reconciliation_runs')
       .values({ trigger: params.trigger, status: 'running', blocks: '{}', stats: '{}' })
@@ -133,6 +155,8 @@ export async function runReconciliation(
         logger.error({ runId: run.id, err: alertError }, 'reconciliation failure not alerted');
         return null;
       });
+      // What the caller gets is why the run failed, even if it cannot be stored (the database
+      // gone with the run): the row then stays `running` until the next run marks it.
       await database.db
         .updateTable('reconciliation_runs')
         .set({
@@ -150,7 +174,13 @@ export async function runReconciliation(
             : {}),
         })
         .where('id', '=', run.id)
-        .execute();
+        .execute()
+        .catch((storeError: unknown) => {
+          logger.error(
+            { runId: run.id, err: storeError, runError: message },
+            'reconciliation failure not stored',
+          );
+        });
       throw error;
     }
     const reported = await withoutAcknowledged(runtime, findings);
@@ -212,10 +242,47 @@ export async function runReconciliation(
       logger.error({ runId: run.id, errors: errors.length }, 'reconciliation found errors');
     return result;
   } finally {
-    await lock.query('select pg_advisory_unlock(hashtext($1))', [LOCK]).catch(() => {});
-    lock.release();
+    // A lock connection whose unlock failed may still hold the lock: never back to the pool.
+    if (!lockBroken)
+      await lock.query('select pg_advisory_unlock_all()').catch(() => {
+        lockBroken = true;
+      });
+    lock.release(lockBroken);
     if (ownAdapters) await Promise.all([...ownAdapters.values()].map((a) => a.close()));
   }
+}
+
+const ABANDONED = 'abandoned: the process running it stopped before it finished';
+
+/**
+ * Waits up to `waitMs` for the reconciliation lock on `lock`'s session; past it, fails with
+ * `reconciliation_running` (409). The session's lock_timeout is restored before it returns.
+ */
+async function takeTurn(lock: pg.PoolClient, waitMs: number): Promise<void> {
+  let taken: boolean;
+  if (waitMs === 0) {
+    const { rows } = await lock.query<{ ok: boolean }>(
+      'select pg_try_advisory_lock(hashtext($1)) as ok',
+      [LOCK],
+    );
+    taken = rows[0]?.ok === true;
+  } else {
+    await lock.query(`select set_config('lock_timeout', $1, false)`, [`${waitMs}ms`]);
+    try {
+      await lock.query('select pg_advisory_lock(hashtext($1))', [LOCK]);
+      taken = true;
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== '55P03') throw error;
+      taken = false;
+    }
+    await lock.query('reset lock_timeout');
+  }
+  if (!taken)
+    throw new AppError(
+      'reconciliation_running',
+      `another reconciliation run is in progress and did not finish within ${waitMs} ms: try again when it has`,
+      { status: 409 },
+    );
 }
 
 /**
