@@ -72,6 +72,8 @@ export interface Database extends LedgerTables, WatcherTables {
     created_at: Generated<Date>;
     released_at: Timestamp | null;
     charged_usd: string | null;
+    /** The call's hold (null on reservations made before migration 0023). */
+    hold_id: string | null;
   };
   model_prices: {
     id: Generated<string>;

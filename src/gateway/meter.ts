@@ -132,10 +132,13 @@ export class Meter {
     expiresAt: Date;
   }): Promise<HeldCall> {
     const { caller, maxCost } = params;
-    const reservationId =
-      caller.spendLimitUsd === null ? null : await this.reserve(caller, maxCost, params.expiresAt);
-    // Chosen here, so the hold can be named (and voided) even if the ledger's answer is lost.
+    // Chosen here, so the hold can be named (and voided) even if the ledger's answer is lost,
+    // and its reservation names it.
     const holdId = uuidv7();
+    const reservationId =
+      caller.spendLimitUsd === null
+        ? null
+        : await this.reserve(caller, maxCost, params.expiresAt, holdId);
     try {
       await this.ledger.createHold({
         holdId,
@@ -335,9 +338,14 @@ export class Meter {
    * Reserves `maxCost` of the key's spend limit, or throws 402 `spend_limit_exceeded`. One
    * conditional update of the key's running total (concurrent calls cannot both slip under the
    * limit) with the reservation's row. Reservations of calls that never settled are released
-   * first when they stand in the way.
+   * first when they stand in the way (their overdue holds expired first, as the cron job does).
    */
-  private async reserve(caller: ApiCaller, maxCost: Decimal, expiresAt: Date): Promise<string> {
+  private async reserve(
+    caller: ApiCaller,
+    maxCost: Decimal,
+    expiresAt: Date,
+    holdId: string,
+  ): Promise<string> {
     const id = randomUUID();
     const attempt = () =>
       sql<{ id: string }>`
@@ -346,10 +354,12 @@ export class Meter {
            where id = ${caller.keyId}
              and spent_usd + reserved_usd + ${maxCost.toString()}::numeric <= spend_limit_usd
           returning id)
-        insert into api_key_reservations (id, key_id, amount, expires_at)
-        select ${id}::uuid, k.id, ${maxCost.toString()}::numeric, ${expiresAt} from k
+        insert into api_key_reservations (id, key_id, amount, expires_at, hold_id)
+        select ${id}::uuid, k.id, ${maxCost.toString()}::numeric, ${expiresAt}, ${holdId}::uuid from k
         returning id`.execute(this.db);
     if ((await attempt()).rows.length === 1) return id;
+    if (await this.hasExpiredReservation(caller.keyId))
+      await this.ledger.expireHolds({ limit: 1000 });
     if (
       (await releaseExpiredReservations(this.db, caller.keyId)) > 0 &&
       (await attempt()).rows.length === 1
@@ -360,6 +370,19 @@ export class Meter {
       `this key's spend limit of ${caller.spendLimitUsd} USD does not cover this call (up to ${maxCost.toString()} USD)`,
       { status: 402, type: 'insufficient_quota' },
     );
+  }
+
+  /** Whether the key has a reservation past its deadline not released yet. */
+  private async hasExpiredReservation(keyId: string): Promise<boolean> {
+    const row = await this.db
+      .selectFrom('api_key_reservations')
+      .select('id')
+      .where('key_id', '=', keyId)
+      .where('released_at', 'is', null)
+      .where('expires_at', '<', sql<Date>`now()`)
+      .limit(1)
+      .executeTakeFirst();
+    return row !== undefined;
   }
 
   /** Releases a reservation, adding what the call cost to the key's spend; a repeat does nothing. */
@@ -378,12 +401,15 @@ export class Meter {
 }
 
 /**
- * Releases spend-limit reservations whose call's hold could have expired, for one key or all;
- * returns how many. Such a call either never settled (its process died first: nothing is
- * charged) or settled without its release getting through (the database went away after
- * the settlement committed, or the process died in between): it is charged what the usage
- * rows naming it (committed with the charge) say, so the key's spend stays true. Run by the cron job that expires holds, and by a
- * call that finds the limit taken.
+ * Releases spend-limit reservations past their deadline whose call's hold is no longer pending
+ * (posted, voided or expired), for one key or all; returns how many. Such a call either never
+ * settled (its process died first: its hold expired, nothing is charged) or settled without its
+ * release getting through (the database went away after the settlement committed, or the
+ * process died in between): it is charged what the usage rows naming it (committed with the
+ * charge) say, so the key's spend stays true. A hold still pending may be settling right now:
+ * its usage row is not visible until that commits, so its reservation waits for the hold's
+ * expiry (the settlement and the expiry meet on the hold's row: one of them wins). Run by the
+ * cron job that expires holds, after it has, and by a call that finds the limit taken.
  */
 export async function releaseExpiredReservations(
   db: Kysely<Database>,
@@ -395,6 +421,8 @@ export async function releaseExpiredReservations(
              charged_usd = coalesce((select sum(u.cost_usd) from usage_records u
                                       where u.reservation_id = r.id), 0)
        where released_at is null and expires_at < now()
+         and (r.hold_id is null or not exists (select 1 from ledger_holds h
+                                                 where h.id = r.hold_id and h.status = 'pending'))
          ${keyId === undefined ? sql`` : sql`and key_id = ${keyId}::uuid`}
       returning key_id, amount, charged_usd),
     per_key as (select key_id, sum(amount) as amount, sum(charged_usd) as charged, count(*) as n

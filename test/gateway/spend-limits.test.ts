@@ -8,6 +8,7 @@ import { Meter, releaseExpiredReservations } from '../../src/gateway/meter.js';
 import type { ApiCaller } from '../../src/keys/keyAuthenticator.js';
 import { callRecord } from '../support/book.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { waitFor } from '../support/poll.js';
 import { startTestService, userWithKey, type TestService } from '../support/service.js';
 
 /**
@@ -126,8 +127,49 @@ test('the cron job releases expired reservations of every key', async () => {
   await hold(b, '0.6', 300);
   await hold(b, '0.1');
   await new Promise((resolve) => setTimeout(resolve, 400));
+  // As the job runs: the overdue holds expire first, and their reservations go with them.
+  expect(await releaseExpiredReservations(service.runtime.database.db)).toBe(0);
+  await service.runtime.ledger.expireHolds();
   expect(await releaseExpiredReservations(service.runtime.database.db)).toBe(2);
   expect(await keyTotals(a.keyId)).toEqual({ spent: '0', reserved: '0', open: 0 });
   expect(await keyTotals(b.keyId)).toEqual({ spent: '0', reserved: '0.1', open: 1 });
   expect(await releaseExpiredReservations(service.runtime.database.db)).toBe(0);
+});
+
+test('a reservation that expires while its settlement is committing is charged what the settlement charged', async () => {
+  const caller = await limitedKey(5007, '1');
+  const expiresAt = Date.now() + 2000;
+  const held = await hold(caller, '0.9', expiresAt - Date.now());
+  // The settlement posts the hold in time, then waits to commit: its usage row waits on the
+  // user's row, which another transaction holds (what a slow commit looks like from outside).
+  const blocker = await database.pool.connect();
+  try {
+    await blocker.query('begin');
+    await blocker.query('select 1 from users where id = $1 for update', [caller.userId]);
+    const settling = meter.settle(
+      held,
+      new Decimal('0.7'),
+      callRecord(caller, 'req_settling_at_deadline', 'ok', 200),
+    );
+    settling.catch(() => {});
+    await waitFor('the settlement to wait on the lock', async () => {
+      const { rows } = await database.pool.query<{ n: number }>(
+        `select count(*)::int as n from pg_stat_activity
+          where datname = current_database() and wait_event_type = 'Lock' and pid <> pg_backend_pid()`,
+      );
+      return rows[0]!.n > 0;
+    });
+    expect(Date.now()).toBeLessThan(expiresAt);
+    await new Promise((resolve) => setTimeout(resolve, expiresAt + 200 - Date.now()));
+    // The expiry job comes by now (its hold expiry skips the hold: the settlement has it
+    // locked): the hold is still pending, the call's charge not known yet.
+    expect(await releaseExpiredReservations(service.runtime.database.db, caller.keyId)).toBe(0);
+    await blocker.query('commit');
+    await settling;
+  } finally {
+    blocker.release();
+  }
+  expect(await keyTotals(caller.keyId)).toEqual({ spent: '0.7', reserved: '0', open: 0 });
+  // Charged 0.7 of its 1: another 0.5 is refused.
+  await expect(hold(caller, '0.5')).rejects.toMatchObject({ code: 'spend_limit_exceeded' });
 });
