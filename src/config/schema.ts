@@ -123,9 +123,30 @@ const ledgerSchema = z
   })
   .prefault({});
 
-const cronSchedule = z.string().refine((schedule) => cron.validate(schedule), {
-  message: 'must be a cron schedule (five fields, or six with seconds first), e.g. "17 3 * * *"',
+const cronSchedule = z.string().superRefine((schedule, ctx) => {
+  const problem = cronScheduleProblem(schedule);
+  if (problem !== null)
+    ctx.addIssue({
+      code: 'custom',
+      message: `must be a cron schedule (five fields, or six with seconds first), e.g. "17 3 * * *": ${problem}`,
+    });
 });
+
+/**
+ * Why node-cron would not run `schedule`, or null. Read as the cron role reads it: scheduled
+ * (and at once stopped), since node-cron's own check passes expressions that never match
+ * (`0 0 31W 4 *`: April has no 31st), and scheduling those throws.
+ */
+function cronScheduleProblem(schedule: string): string | null {
+  const checked = cron.validateDetailed(schedule);
+  if (!checked.valid) return checked.errors.map((e) => e.message).join('; ');
+  try {
+    void cron.schedule(schedule, () => {}, { timezone: 'UTC' }).destroy();
+    return null;
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error);
+  }
+}
 const cronSchema = z
   .strictObject({
     reconcile: cronSchedule.default('*/10 * * * *'),

@@ -57,6 +57,17 @@ test('a schedule or a time zone that is not one is refused at start, naming the 
   expect(() => parseConfig({ cron: { reconcile: 'every ten minutes' } }, {})).toThrow(
     /config cron\.reconcile: must be a cron schedule/,
   );
+  // Schedules node-cron's own check passes but that can never run: refused at config load,
+  // not by a role that fails to start (April has no 31st).
+  expect(() => parseConfig({ cron: { seal: '0 0 31W 4 *' } }, {})).toThrow(
+    /config cron\.seal: must be a cron schedule .*: Could not find next matching date/,
+  );
+  expect(() => parseConfig({ cron: { expireHolds: '0 0 30 2 *' } }, {})).toThrow(
+    /config cron\.expireHolds: must be a cron schedule .*impossible day of month/,
+  );
+  expect(() => parseConfig({ cron: { retention: '61 * * * *' } }, {})).toThrow(
+    /config cron\.retention: must be a cron schedule .*61 is a invalid expression for minute/,
+  );
   expect(() => parseConfig({ cron: { timezone: 'Mars/Olympus' } }, {})).toThrow(
     /config cron\.timezone: must be an IANA time zone/,
   );
