@@ -6,6 +6,7 @@ import {
   type AddressFamily,
 } from '../../chain-watchers/pipeline/depositAddresses.js';
 import type { WatcherTables } from '../../chain-watchers/pipeline/tables.js';
+import { AddressDerivationError } from '../../chain-watchers/addresses/errors.js';
 import type { Config } from '../config/schema.js';
 import type { Database } from '../db/schema.js';
 import { AppError, badRequest } from '../errors.js';
@@ -21,8 +22,9 @@ export interface DepositAddressView {
   /**
    * Null when the address is served; else why not, as an error names it (`code`
    * `deposits_not_configured`: no xpub for the network's family; `deposit_key_mismatch`:
-   * the configured xpub is not the key the family's last address was assigned under). The
-   * other networks are served all the same.
+   * the configured xpub is not the key the family's last address was assigned under;
+   * `deposit_key_invalid`: the configured xpub is not a usable xpub). The other networks are
+   * served all the same.
    */
   unavailable: { code: string; message: string } | null;
 }
@@ -37,7 +39,7 @@ export interface DepositAddressView {
  * `unavailable` saying so: one missing xpub does not hide the other networks' addresses.
  * So is a family whose configured xpub does not derive the last address assigned in it (the
  * key changed: DepositKeyMismatchError, logged for the operator): a user who has no address
- * there yet is given none.
+ * there yet is given none; and a family whose configured xpub does not parse (logged too).
  */
 export async function getDepositAddresses(
   db: Kysely<Database>,
@@ -48,7 +50,7 @@ export async function getDepositAddresses(
   const watcherDb = db as unknown as Kysely<WatcherTables>;
   const byFamily = new Map<
     AddressFamily,
-    { address: string; derivationPath: string } | DepositKeyMismatchError
+    { address: string; derivationPath: string } | DepositKeyMismatchError | AddressDerivationError
   >();
   const views: DepositAddressView[] = [];
   for (const network of config.networks) {
@@ -83,15 +85,22 @@ export async function getDepositAddresses(
       try {
         address = await assignDepositAddress(watcherDb, { userId, family, xpubs: config.wallets });
       } catch (error) {
-        if (!(error instanceof DepositKeyMismatchError)) throw error;
-        options.logger?.error({ err: error, code: error.code, family }, error.message);
+        if (error instanceof DepositKeyMismatchError) {
+          options.logger?.error({ err: error, code: error.code, family }, error.message);
+        } else if (error instanceof AddressDerivationError) {
+          // The message never repeats the key: safe to log.
+          options.logger?.error(
+            { code: error.code, family, field: `wallets.${family}Xpub` },
+            `wallets.${family}Xpub cannot be used: ${error.message} (lingxi doctor checks it)`,
+          );
+        } else throw error;
         address = error;
       }
       byFamily.set(family, address);
     }
-    if (address instanceof DepositKeyMismatchError) {
+    if (address instanceof DepositKeyMismatchError || address instanceof AddressDerivationError) {
       unavailable(
-        address.code,
+        address instanceof DepositKeyMismatchError ? address.code : 'deposit_key_invalid',
         `deposits on ${network.name} are unavailable at the moment: the operator has been told`,
       );
       continue;

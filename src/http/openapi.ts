@@ -479,7 +479,7 @@ const schemas: Record<string, JsonSchema> = {
         code: {
           type: 'string',
           description:
-            '`deposits_not_configured` (no xpub for the family) or `deposit_key_mismatch` (the configured xpub is not the key the last address was assigned under)',
+            '`deposits_not_configured` (no xpub for the family), `deposit_key_mismatch` (the configured xpub is not the key the last address was assigned under) or `deposit_key_invalid` (the configured xpub does not parse)',
         },
         message: str,
       }),
@@ -1030,8 +1030,13 @@ const paths: Record<string, PathItem> = {
         '404': error(['network_not_found'], 'No such network.'),
         ...commonErrors,
         '503': error(
-          ['deposits_not_configured', 'deposit_key_mismatch', 'service_unavailable'],
-          'No xpub configured for this network family, the configured xpub is not the key the last address was assigned under, or the database cannot be reached (then with retry-after).',
+          [
+            'deposits_not_configured',
+            'deposit_key_mismatch',
+            'deposit_key_invalid',
+            'service_unavailable',
+          ],
+          'No xpub configured for this network family, the configured xpub is not the key the last address was assigned under or does not parse, or the database cannot be reached (then with retry-after).',
         ),
       },
     },
