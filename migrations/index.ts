@@ -22,6 +22,7 @@ import * as usageCacheWrites from './2026-11-27T0020_usage_cache_writes.js';
 import * as cheaperReferenceChecks from './2026-11-27T0021_cheaper_reference_checks.js';
 import * as usageOfErasedUsers from './2026-11-27T0022_usage_of_erased_users.js';
 import * as reservationHolds from './2026-11-27T0023_reservation_holds.js';
+import * as depositIndexGapless from './2026-11-27T0024_deposit_index_gapless.js';
 
 /**
  * Every migration, by name; applied in name order. A new schema step is a new dated file
@@ -52,4 +53,5 @@ export const migrations: Record<string, Migration> = {
   '2026-11-27T0021_cheaper_reference_checks': cheaperReferenceChecks,
   '2026-11-27T0022_usage_of_erased_users': usageOfErasedUsers,
   '2026-11-27T0023_reservation_holds': reservationHolds,
+  '2026-11-27T0024_deposit_index_gapless': depositIndexGapless,
 };

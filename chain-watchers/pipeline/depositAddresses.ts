@@ -90,8 +90,9 @@ async function checkDepositKey(
 }
 
 /**
- * The user's deposit address of a chain family, assigned on first request: the next index
- * of that family's sequence, derived from the configured xpub (no private key involved).
+ * The user's deposit address of a chain family, assigned on first request: the family's next
+ * index (one past the highest assigned), derived from the configured xpub (no private key
+ * involved).
  * Asking again returns the same address. A new address is assigned only while the family's
  * last assigned address derives from the configured xpub or a retired one
  * (DepositKeyMismatchError otherwise).
@@ -105,13 +106,14 @@ export async function assignDepositAddress(
   const xpub = params.family === 'evm' ? params.xpubs.evmXpub : params.xpubs.tronXpub;
   if (!xpub)
     throw new Error(`no ${params.family} xpub is configured (wallets.${params.family}Xpub)`);
-  // A key that does not parse fails here, before it takes an index from the sequence.
+  // A key that does not parse fails here, before anything is locked.
   parseAccountKey(xpub, params.family);
-  // An index taken from the sequence is never given back, even when the transaction that
-  // took it rolls back: one not assigned is a gap a wallet restored from the mnemonic may
-  // stop scanning at (BIP-44's gap limit is 20). So two first requests for the same user (two
-  // tabs, two processes) queue on the user's row, and the second finds the first's address
-  // instead of taking an index of its own.
+  // Indexes are handed out in order, without gaps: a gap a wallet restored from the mnemonic
+  // may stop scanning at (BIP-44's gap limit is 20). Two first requests for the same user (two
+  // tabs, two processes) queue on the user's row, and the second finds the first's address;
+  // first requests of different users queue on the family's lock, held to commit, and each
+  // takes one past the highest index assigned. One that fails or dies before its commit takes
+  // nothing (as a sequence would: it never gives a number back).
   return db.transaction().execute(async (trx) => {
     await trx
       .selectFrom('users')
@@ -121,12 +123,15 @@ export async function assignDepositAddress(
       .execute();
     const assigned = await findDepositAddress(trx, params.userId, params.family);
     if (assigned) return assigned;
+    await sql`select pg_advisory_xact_lock(hashtext(${`lingxi:deposit-index:${params.family}`}))`.execute(
+      trx,
+    );
+    // Under the lock: the last address assigned is the one the next index follows.
     await checkDepositKey(trx, params.family, xpub, params.xpubs.retiredXpubs ?? []);
-    const sequence = params.family === 'evm' ? 'deposit_index_evm' : 'deposit_index_tron';
-    const { rows } = await sql<{
-      index: string;
-    }>`select nextval(${sequence}) as index`.execute(trx);
-    const index = Number(rows[0]!.index);
+    const { rows } = await sql<{ index: number }>`
+      select coalesce(max(derivation_index), -1) + 1 as index
+        from deposit_addresses where family = ${params.family}`.execute(trx);
+    const index = rows[0]!.index;
     const derived = derive(params.family, xpub, index);
     await trx
       .insertInto('deposit_addresses')

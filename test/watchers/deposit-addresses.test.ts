@@ -10,6 +10,7 @@ import { parseConfig } from '../../src/config/load.js';
 import type { Database } from '../../src/db/schema.js';
 import { getDepositAddresses } from '../../src/deposits/deposits.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
+import { waitFor } from '../support/poll.js';
 
 const xpubs = mnemonicToAccountXpubs('test test test test test test test test test test test junk');
 /** Another wallet's keys: what a config pointing at the wrong wallet has. */
@@ -65,10 +66,12 @@ async function freshDatabase(pools: number): Promise<{
 }> {
   const database = await createTestDatabase();
   databases.push(database);
-  const dbs = Array.from(
-    { length: pools },
-    () => new Kysely<Database>({ dialect: new PostgresDialect({ pool: database.newPool(10) }) }),
-  );
+  const dbs = Array.from({ length: pools }, () => {
+    const pool = database.newPool(10);
+    // A connection a test terminates fails its query; it must not also crash the run.
+    pool.on('connect', (client) => client.on('error', () => {}));
+    return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  });
   let next = 0;
   return {
     dbs,
@@ -214,4 +217,50 @@ test('an xpub changed between restarts is caught before an address under it is h
   expect((await getDepositAddresses(db, config, dave!))[0]!.unavailable?.code).toBe(
     'deposit_key_mismatch',
   );
+});
+
+test('an assignment that dies before it commits leaves no gap: the next user gets the index it would have had', async () => {
+  const { dbs, rows, newUsers } = await freshDatabase(2);
+  const database = databases.at(-1)!;
+  const [alice, bob, carol] = await newUsers(3);
+  await getDepositAddresses(dbs[0]!, config, alice!); // evm 0, tron 0
+  // Another transaction is writing index 1 (uncommitted): bob's assignment waits on it...
+  const other = await database.pool.connect();
+  try {
+    await other.query('begin');
+    await other.query(
+      `insert into deposit_addresses (user_id, family, derivation_index, derivation_path, address)
+       values ($1, 'evm', 1, 'm/x', 'in-flight')`,
+      [carol],
+    );
+    const dying = getDepositAddresses(dbs[1]!, config, bob!);
+    dying.catch(() => {});
+    let pid: number | undefined;
+    await waitFor('the assignment to wait on the index', async () => {
+      const { rows: waiting } = await database.pool.query<{ pid: number }>(
+        `select pid from pg_stat_activity
+          where datname = current_database() and wait_event_type = 'Lock'
+            and query like '%deposit_addresses%'`,
+      );
+      pid = waiting[0]?.pid;
+      return pid !== undefined;
+    });
+    // ...and its process dies there (its connection goes; nothing of it commits).
+    await database.pool.query('select pg_terminate_backend($1)', [pid]);
+    await expect(dying).rejects.toThrow();
+    await other.query('rollback');
+  } finally {
+    other.release();
+  }
+  // Carol is next: she gets index 1, not 2 (a wallet stops scanning 20 unused indexes past
+  // the last used one: every gap brings that closer).
+  await getDepositAddresses(dbs[0]!, config, carol!);
+  await getDepositAddresses(dbs[0]!, config, bob!);
+  expect(
+    (await rows()).filter((r) => r.family === 'evm').map((r) => [r.user_id, r.derivation_index]),
+  ).toEqual([
+    [alice, 0],
+    [carol, 1],
+    [bob, 2],
+  ]);
 });
