@@ -962,7 +962,7 @@ const paths: Record<string, PathItem> = {
       requestBody: body(ref('CreateApiKeyRequest'), { name: 'laptop', spendLimitUsd: '20' }),
       responses: {
         '201': json('Created.', ref('CreatedApiKey')),
-        '400': error(['invalid_request'], 'A bad name, limit or model list.'),
+        '400': error(['invalid_request', 'invalid_amount'], 'A bad name, limit or model list.'),
         '401': accountAuthErrors['401'],
         '403': error(
           ['key_restricted', 'account_suspended', 'account_erased'],
@@ -1135,7 +1135,7 @@ const paths: Record<string, PathItem> = {
       requestBody: body(ref('CreateApiKeyRequest')),
       responses: {
         '201': json('Created.', ref('CreatedApiKey')),
-        '400': error(['invalid_request'], 'A bad name, limit or model list.'),
+        '400': error(['invalid_request', 'invalid_amount'], 'A bad name, limit or model list.'),
         ...adminAuthErrors,
         '404': error(['user_not_found'], 'No such user.'),
         '409': error(

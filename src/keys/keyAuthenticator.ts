@@ -116,6 +116,9 @@ export class KeyAuthenticator {
       .where('k.key_hash', '=', keyHash)
       .executeTakeFirst();
     if (!row || !hashesEqual(row.key_hash, keyHash)) throw unauthorized('invalid API key');
+    // An erasure revokes the account's keys: their holder is told why (a client retrying a
+    // DELETE /api/me whose answer was lost), 403 `account_erased`, as a session is.
+    if (row.status === 'erased') assertAccountUsable(row.status);
     if (row.revoked_at) throw unauthorized('this API key was revoked', 'invalid_api_key');
     // 403 `account_suspended` or `account_erased`, as a session of the same account answers.
     assertAccountUsable(row.status);

@@ -108,14 +108,15 @@ test('erasure removes personal data, revokes access at once, and keeps the books
     },
   });
 
-  // Keys and sessions stop at once; a session says why.
-  expect((await call(service, 'GET', '/api/me', { token: apiKey })).status).toBe(401);
-  for (const credential of [token, secondSession]) {
+  // Keys and sessions stop at once, and say why.
+  for (const credential of [apiKey, token, secondSession]) {
     const me = await call(service, 'GET', '/api/me', { token: credential });
     expect(me.status).toBe(403);
     expectErrorShape(me.body, 'account_erased');
   }
-  expect((await call(service, 'GET', '/v1/models', { token: apiKey })).status).toBe(401);
+  const models = await call(service, 'GET', '/v1/models', { token: apiKey });
+  expect(models.status).toBe(403);
+  expectErrorShape(models.body, 'account_erased');
 
   // Personal data is gone; the row stays so the account codes still resolve.
   const { rows: users } = await database.pool.query('select * from users where id = $1', [userId]);
@@ -241,6 +242,27 @@ test('a retried DELETE /api/me (its first answer lost) is told 403 account_erase
   const gone = await call(service, 'DELETE', '/api/me', { token, body: CONFIRM });
   expect(gone.status).toBe(401);
   expectErrorShape(gone.body, 'invalid_session');
+});
+
+test('a DELETE /api/me made with an API key and retried with it is told 403 account_erased, as a session is', async () => {
+  const { apiKey } = await userWithKey(service, { telegramId: 5208 });
+  const first = await call(service, 'DELETE', '/api/me', { token: apiKey, body: CONFIRM });
+  expect(first.status).toBe(200);
+  const before = await rowCounts(database.pool);
+  // The erasure revoked the key; its holder is told why it no longer works.
+  for (const [method, path] of [
+    ['DELETE', '/api/me'],
+    ['GET', '/api/me'],
+    ['GET', '/v1/models'],
+  ] as const) {
+    const retry = await call(service, method, path, {
+      token: apiKey,
+      ...(method === 'DELETE' ? { body: CONFIRM } : {}),
+    });
+    expect({ path, status: retry.status }).toEqual({ path, status: 403 });
+    expectErrorShape(retry.body, 'account_erased');
+  }
+  expect(await rowCounts(database.pool)).toEqual(before);
 });
 
 test('an API key left unrevoked on an erased account answers 403 account_erased, as a session does', async () => {

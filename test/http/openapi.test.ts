@@ -264,6 +264,23 @@ test('real answers match the documented schemas and error codes', async () => {
     token: ADMIN_TOKEN,
     body: { name: 'ops' },
   });
+  // A bad spend limit, both ways a key is created: its error code is the documented one.
+  expect(
+    (
+      await documentedCall('post', `/admin/users/${userId}/keys`, {
+        token: ADMIN_TOKEN,
+        body: { name: 'ops', spendLimitUsd: '-1' },
+      })
+    ).status,
+  ).toBe(400);
+  expect(
+    (
+      await documentedCall('post', '/api/me/keys', {
+        token: apiKey,
+        body: { name: 'limited', spendLimitUsd: '1e3' },
+      })
+    ).status,
+  ).toBe(400);
   await documentedCall('post', `/admin/users/${userId}/suspend`, {
     token: ADMIN_TOKEN,
     body: { reason: 'test' },
