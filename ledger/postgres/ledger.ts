@@ -340,13 +340,18 @@ export class PostgresLedger {
   /**
    * Deletes the fence rows of batches older than `olderThanSeconds` (default an hour; a fence
    * is read at most seconds after its batch, when that batch's answer was lost). Batch ids are
-   * UUIDv7, ordered by their time, so this is a range of the primary key. Returns how many.
+   * UUIDv7, ordered by their time, so this is a range of the primary key; a row also has to be
+   * that old by the database's clock (a process whose clock runs behind writes ids that look
+   * old). Returns how many.
    */
   async pruneBatchFences(olderThanSeconds = 3600): Promise<number> {
     const { rowCount } = await this.pool.query(
       `delete from ledger_batch_fences
         where batch_id < (lpad(to_hex((extract(epoch from now()) * 1000)::bigint - $1::bigint * 1000), 12, '0')
-                          || '00000000000000000000')::uuid`,
+                          || '00000000000000000000')::uuid
+          -- The id's time is the writing process's clock: one running behind would make a
+          -- fence written just now look old. Its row's own time is the database's.
+          and created_at < now() - $1::bigint * interval '1 second'`,
       [olderThanSeconds],
     );
     return rowCount ?? 0;

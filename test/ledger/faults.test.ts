@@ -175,6 +175,19 @@ test('fence rows of batches older than the given age are pruned; newer ones stay
   expect(await ledger.pruneBatchFences()).toBe(0); // the default keeps the last hour
 });
 
+test('a fence written just now by a process whose clock is two hours behind is not pruned', async () => {
+  // Its batch id is a UUIDv7 of that process's clock: it looks two hours old.
+  const behind = uuidv7({ msecs: Date.now() - 2 * 3600_000 });
+  await pool.query(`insert into ledger_batch_fences (batch_id, abandoned) values ($1, true)`, [
+    behind,
+  ]);
+  await ledger.pruneBatchFences();
+  // Still there: the batch it fences, if it is still running, must find it and fail.
+  expect(await count(`select count(*) from ledger_batch_fences where batch_id = '${behind}'`)).toBe(
+    1,
+  );
+});
+
 test('a writer killed mid-way leaves whole entries only; sending its charges again writes each exactly once', async () => {
   const user = 'killed-writer';
   await fund(ledger, user, '1000');
