@@ -57,7 +57,8 @@ export function registerKeyManagementCommands(keys: Command, cli: CliContext): v
         key.createdAt,
         key.lastUsedAt ?? '-',
         key.revokedAt ?? '-',
-        key.spendLimitUsd === null ? key.spentUsd : `${key.spentUsd} of ${key.spendLimitUsd}`,
+        // Spend is counted only while a key has a limit.
+        key.spendLimitUsd === null ? 'no limit' : `${key.spentUsd} of ${key.spendLimitUsd}`,
         key.allowedModels?.join(',') ?? 'all',
       ]);
       cli
