@@ -127,6 +127,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly retentionIncomplete = new Gauge({
+    name: 'lingxi_retention_incomplete',
+    help: '1 when the last retention run this process made stopped at its per-run bound with rows left for the next run, else 0',
+    registers: [this.registry],
+  });
+
   readonly reconcileFindings = new Gauge({
     name: 'lingxi_reconcile_findings',
     help: 'Findings of the last reconciliation this process ran (cron, admin or CLI), by severity',

@@ -5,7 +5,7 @@ import pg from 'pg';
 import { moveErasedBalances } from '../account/eraseAccount.js';
 import { releaseExpiredReservations } from '../gateway/meter.js';
 import { sealJournal } from '../integrity/sealJournal.js';
-import { retentionNow, runRetention } from '../privacy/retention.js';
+import { retentionNow, runRetention, type RunRetentionOptions } from '../privacy/retention.js';
 import { tcpKeepAlive } from '../db/connect.js';
 import type { Database } from '../db/schema.js';
 import { serializeError } from '../log.js';
@@ -35,6 +35,8 @@ export type Scheduler = (
 export interface CronRoleOptions {
   /** What triggers the turns (tests: a trigger per role, as if their clocks differed). */
   scheduler?: Scheduler;
+  /** The retention job's per-run bound (tests use a small one). */
+  retention?: RunRetentionOptions;
 }
 
 /**
@@ -86,7 +88,7 @@ export function nodeCronScheduler({
  * late, taking the lock after another process has run that tick, skips it.
  */
 export function startCronRole(runtime: Runtime, options: CronRoleOptions = {}): CronRole {
-  const { config, database, ledger, logger } = runtime;
+  const { config, database, ledger, logger, metrics } = runtime;
   const jobs: Job[] = [
     {
       name: 'reconcile',
@@ -116,7 +118,18 @@ export function startCronRole(runtime: Runtime, options: CronRoleOptions = {}): 
       run: async () => {
         // The earlier of this process's clock and the database's: a clock that runs ahead must
         // not scrub or roll up rows before their time.
-        const retention = await runRetention(database.db, config, await retentionNow(database.db));
+        const retention = await runRetention(
+          database.db,
+          config,
+          await retentionNow(database.db),
+          options.retention,
+        );
+        metrics.retentionIncomplete.set(retention.complete ? 0 : 1);
+        if (!retention.complete)
+          logger.warn(
+            { job: 'retention', result: retention },
+            'retention purge stopped at its per-run bound: the rest is left to the next run (if every run stops so, run it more often: cron.retention)',
+          );
         const erased = await moveErasedBalances(database.db, ledger, { logger });
         if (erased.failed > 0) {
           logger.warn({ job: 'retention', result: retention }, 'retention purge done');

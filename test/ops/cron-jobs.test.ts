@@ -4,6 +4,7 @@ import { afterAll, afterEach, beforeAll, expect, test, vi } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import type { Logger } from '../../src/log.js';
 import { startCronRole, type CronRole, type Scheduler } from '../../src/roles/cron.js';
+import type { RunRetentionOptions } from '../../src/privacy/retention.js';
 import { openRuntime, type Runtime } from '../../src/runtime.js';
 import { createTestDatabase, type TestDatabase } from '../support/db.js';
 import { startTcpProxy, type TcpProxy } from '../support/tcpProxy.js';
@@ -51,6 +52,7 @@ async function startRole(
   raw: { url: string; poolSize: number; cron: Record<string, string> },
   logger: Logger,
   scheduler?: Scheduler,
+  retention?: RunRetentionOptions,
 ) {
   const config = parseConfig({
     database: { url: raw.url, poolSize: raw.poolSize, connectTimeoutMs: 2000 },
@@ -58,7 +60,10 @@ async function startRole(
     cron: raw.cron,
   });
   const runtime = await openRuntime({ config, logger });
-  const role = startCronRole(runtime, scheduler ? { scheduler } : {});
+  const role = startCronRole(runtime, {
+    ...(scheduler ? { scheduler } : {}),
+    ...(retention ? { retention } : {}),
+  });
   started.push({ runtime, role });
   return runtime;
 }
@@ -351,6 +356,49 @@ test('a retention turn on a cron process whose clock runs 100 days ahead (wrong 
     [users[0]!.id],
   );
   expect(daily).toEqual([]);
+});
+
+test('a retention run stopped at its per-run bound says so: a warning and lingxi_retention_incomplete, until a run finishes', async () => {
+  const { logger, lines } = capturedLogger();
+  const clock = manualClock();
+  const runtime = await startRole(
+    {
+      url: database.url,
+      poolSize: 3,
+      cron: { retention: '17 3 * * *', reconcile: NEVER, expireHolds: NEVER, seal: NEVER },
+    },
+    logger,
+    clock.scheduler,
+    { batchSize: 1, maxBatches: 2 },
+  );
+  // Three calls whose IP and user agent are past their 30 days: one row a statement, two
+  // statements a run.
+  const { rows: users } = await database.pool.query<{ id: string }>(
+    `insert into users (telegram_id) values (7302) returning id::text`,
+  );
+  await database.pool.query(
+    `insert into usage_records (request_id, user_id, endpoint, model, started_at, finished_at,
+                                latency_ms, http_status, outcome, client_ip, user_agent)
+     select 'req_old_' || g, $1, 'chat.completions', 'gpt-4o-mini', now() - interval '40 days',
+            now() - interval '40 days', 10, 200, 'ok', '10.0.0.1', 'curl/8'
+       from generate_series(1, 3) g`,
+    [users[0]!.id],
+  );
+  const incomplete = async () => (await runtime.metrics.retentionIncomplete.get()).values[0]?.value;
+  const stopped = () => lines.filter((l) => String(l['msg']).startsWith('retention purge stopped'));
+  await clock.fire('retention', new Date());
+  expect(await incomplete()).toBe(1);
+  expect(stopped()).toHaveLength(1);
+  expect(stopped()[0]).toMatchObject({ level: 40, job: 'retention', result: { complete: false } });
+  // The next day's turn (each tick runs once) finishes the work.
+  await clock.fire('retention', new Date(Date.now() + 86_400_000));
+  expect(await incomplete()).toBe(0);
+  expect(stopped()).toHaveLength(1);
+  const { rows } = await database.pool.query(
+    `select count(*)::int as n from usage_records where user_id = $1 and client_ip is not null`,
+    [users[0]!.id],
+  );
+  expect(rows[0].n).toBe(0);
 });
 
 test('a turn whose lock connection died silently since the last turn (a failover behind a virtual IP) runs on a new one', async () => {
