@@ -199,12 +199,22 @@ test('a config that turns the development sign-in on is warned about; with a bot
   );
 });
 
-test('an extended private key is refused; a missing xpub for a network is a failure', async () => {
+test('an extended private key stops at the config, naming the field; a missing xpub for a network is a failure', async () => {
   const xprv =
     'xprv9s21ZrQH143K3QTDL4LXw2F7HEK3wJUD2nW2nRk4stbPy6cq3jPPqjiChkVvvNKmPGJxWUtg6LnF5kejMRNNU3TGtRBeJgk33yuGBxrMPHi';
+  const refused = await doctor(baseConfig({ wallets: { evmXpub: xprv } }), '--json');
+  expect(refused.code).toBe(1);
+  const config = JSON.parse(refused.stdout) as DoctorReport;
+  expect(config.checks).toHaveLength(1);
+  expect(config.checks[0]).toMatchObject({ area: 'config', status: 'fail' });
+  expect(config.checks[0]!.message).toMatch(
+    /^config wallets\.evmXpub: .*extended PRIVATE key.*treated as exposed/,
+  );
+  expect(config.checks[0]!.fix).toContain('(wallets.evmXpub)');
+  expect(refused.stdout).not.toContain(xprv.slice(4, 30));
+
   const { code, stdout } = await doctor(
     baseConfig({
-      wallets: { evmXpub: xprv },
       networks: [
         devnetNetwork('devnet', { rpcUrls: [devnet.url] }),
         {
@@ -221,10 +231,7 @@ test('an extended private key is refused; a missing xpub for a network is a fail
   );
   expect(code).toBe(1);
   const report = JSON.parse(stdout) as DoctorReport;
-  const refused = find(report, 'wallet evm', 'PRIVATE');
-  expect(refused.status).toBe('fail');
-  expect(refused.fix).toContain('treat the key as exposed');
-  expect(stdout).not.toContain(xprv.slice(4, 30));
+  expect(find(report, 'wallet evm', 'is an xpub').status).toBe('ok');
   expect(find(report, 'wallet tron', 'wallets.tronXpub is not set').status).toBe('fail');
   expect(find(report, 'tron', 'no answer').status).toBe('fail');
 });
