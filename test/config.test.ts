@@ -2,6 +2,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
+import { HDKey } from 'viem/accounts';
+import { mnemonicToAccountXpubs } from '../chain-watchers/addresses/mnemonicToAccountXpubs.js';
 import { ConfigError, loadConfig, parseConfig } from '../src/config/load.js';
 
 describe('configuration', () => {
@@ -409,6 +411,54 @@ describe('configuration mistakes a person makes in the file', () => {
       expect(parseConfig({ [field]: 'env:TOKEN' }, { TOKEN: `${token}!~+/=` })[field]).toBe(
         `${token}!~+/=`,
       );
+    }
+  });
+
+  test('a wallet xpub that does not parse is refused at load, naming the field (it made the deposit-address list a 500)', () => {
+    const xpubs = mnemonicToAccountXpubs(
+      'test test test test test test test test test test test junk',
+    );
+    const other = mnemonicToAccountXpubs(
+      'legal winner thank year wave sausage worth useful legal winner thank yellow',
+    );
+    const wallets = { evmXpub: xpubs.evmXpub, tronXpub: xpubs.tronXpub };
+    expect(
+      parseConfig({ wallets: { ...wallets, retiredXpubs: [other.evmXpub] } }, {}).wallets,
+    ).toEqual({ ...wallets, retiredXpubs: [other.evmXpub] });
+    // A mistyped last character (the checksum catches it), the .env placeholder, a root key.
+    const mistyped = `${xpubs.evmXpub.slice(0, -1)}${xpubs.evmXpub.endsWith('x') ? 'y' : 'x'}`;
+    const root = HDKey.fromMasterSeed(new Uint8Array(32).fill(7)).publicExtendedKey;
+    const cases: Array<[object, string, RegExp]> = [
+      [{ evmXpub: mistyped }, 'wallets.evmXpub', /EVM extended public key is not a Base58Check/],
+      [{ tronXpub: 'xpub-change-me' }, 'wallets.tronXpub', /Tron extended public key is not a/],
+      [{ evmXpub: root }, 'wallets.evmXpub', /at depth 0; expected the account level/],
+      [{ retiredXpubs: [other.tronXpub, 'x'] }, 'wallets.retiredXpubs[1]', /not a Base58Check/],
+    ];
+    for (const [bad, field, reason] of cases) {
+      let error: unknown;
+      try {
+        parseConfig({ wallets: { ...wallets, ...bad } }, { EVM_XPUB: mistyped });
+      } catch (caught) {
+        error = caught;
+      }
+      expect(error, field).toBeInstanceOf(ConfigError);
+      expect((error as ConfigError).path).toBe(field);
+      expect((error as ConfigError).message).toMatch(reason);
+    }
+    // From the environment too; and an xprv is refused without repeating it.
+    expect(() =>
+      parseConfig({ wallets: { evmXpub: 'env:EVM_XPUB' } }, { EVM_XPUB: mistyped }),
+    ).toThrow(/^config wallets\.evmXpub: the EVM extended public key is not a Base58Check/);
+    const xprv = HDKey.fromMasterSeed(new Uint8Array(32).fill(7)).derive(
+      "m/44'/60'/0'",
+    ).privateExtendedKey!;
+    expect(() => parseConfig({ wallets: { evmXpub: xprv } }, {})).toThrow(
+      /^config wallets\.evmXpub: .*extended PRIVATE key.*treated as exposed\)$/,
+    );
+    try {
+      parseConfig({ wallets: { evmXpub: xprv } }, {});
+    } catch (error) {
+      expect((error as Error).message).not.toContain(xprv.slice(4, 30));
     }
   });
 });

@@ -96,10 +96,11 @@ export const FIELD_NOTES: Record<string, string> = {
   'models[].outputCapParam':
     'How that default cap is sent upstream; absent: `max_completion_tokens` for o1/o3/o4/gpt-5 upstream models, routed names included (`openai/o3-mini`: the last path segment counts; they refuse `max_tokens`), else `max_tokens`.',
   'wallets.evmXpub':
-    "xpub of `m/44'/60'/0'`: one deposit address per user serves every EVM network.",
-  'wallets.tronXpub': "xpub of `m/44'/195'/0'`.",
+    "xpub of `m/44'/60'/0'`: one deposit address per user serves every EVM network. Checked at start as the deposit addresses are derived (parsed, its first address derived): one that does not parse (or an xprv) stops every command, naming this field.",
+  'wallets.tronXpub':
+    "xpub of `m/44'/195'/0'`. Checked at start like `evmXpub`: one that does not parse stops every command, naming this field.",
   'wallets.retiredXpubs':
-    'Every xpub (EVM or Tron) that deposit addresses were assigned under before `evmXpub` or `tronXpub` was changed (docs/operating.md, rotating keys). The last address assigned must derive from the configured xpub or one listed here; otherwise no new address is assigned (`deposit_key_mismatch`), since the configured xpub may not be the wallet the last one came from.',
+    'Every xpub (EVM or Tron) that deposit addresses were assigned under before `evmXpub` or `tronXpub` was changed (docs/operating.md, rotating keys). The last address assigned must derive from the configured xpub or one listed here; otherwise no new address is assigned (`deposit_key_mismatch`), since the configured xpub may not be the wallet the last one came from. Each entry is checked at start like `evmXpub`, naming its index.',
   'networks[].name': 'Lower case; what `--network` and the API use.',
   'networks[].kind': 'Which fields follow: `evm` (any EVM chain) or `tron`.',
   'networks[].confirmations':

@@ -1,5 +1,8 @@
 import { z } from 'zod';
 import cron from 'node-cron';
+import { parseAccountKey, type ChainFamily } from '../../chain-watchers/addresses/accountKey.js';
+import { deriveEvmAddress } from '../../chain-watchers/addresses/deriveEvmAddress.js';
+import { deriveTronAddress } from '../../chain-watchers/addresses/deriveTronAddress.js';
 import { networkSchema } from '../../chain-watchers/config.js';
 import { IMAGE_TOKENS_MAX } from '../gateway/tokens.js';
 
@@ -183,6 +186,35 @@ const bearerTokenSchema = z
     'must be printable ASCII without spaces, tabs or line breaks (a trailing newline from a secret file counts): no client can send anything else as "Authorization: Bearer <token>"',
   );
 
+/**
+ * An account-level xpub, checked with the code that derives the deposit addresses from it
+ * (parsed, and its first address derived): a key that does not parse stops the service at
+ * start, naming the field, rather than leaving its family's deposits unavailable. The message
+ * never repeats the key; an xprv is refused saying it must be treated as exposed.
+ */
+function xpubSchema(family: ChainFamily | 'any') {
+  return z.string().superRefine((xpub, ctx) => {
+    const problem = xpubProblem(xpub, family);
+    if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
+  });
+}
+
+function xpubProblem(xpub: string, family: ChainFamily | 'any'): string | null {
+  try {
+    // A retired key may be of either family: what is checked of it is the same.
+    const as = family === 'any' ? 'evm' : family;
+    parseAccountKey(xpub, as);
+    if (as === 'evm') deriveEvmAddress(xpub, 0);
+    else deriveTronAddress(xpub, 0);
+    return null;
+  } catch (error) {
+    const reason = (error as Error).message;
+    return family === 'any'
+      ? reason.replace(/^the EVM extended public key/, 'the extended public key')
+      : reason;
+  }
+}
+
 export const configSchema = z.strictObject({
   http: httpSchema,
   database: databaseSchema,
@@ -193,9 +225,9 @@ export const configSchema = z.strictObject({
   models: z.array(modelSchema).default([]),
   wallets: z
     .strictObject({
-      evmXpub: z.string().optional(),
-      tronXpub: z.string().optional(),
-      retiredXpubs: z.array(z.string()).default([]),
+      evmXpub: xpubSchema('evm').optional(),
+      tronXpub: xpubSchema('tron').optional(),
+      retiredXpubs: z.array(xpubSchema('any')).default([]),
     })
     .prefault({}),
   networks: z.array(networkSchema).default([]),

@@ -4,6 +4,7 @@ import { migrations } from '../../migrations/index.js';
 import type { Config } from '../config/schema.js';
 import { openDatabase } from '../db/connect.js';
 import { fail, ok, reasonOf, warn, withTimeout, type DoctorCheck } from './check.js';
+import { checkDepositAddresses } from './checkDepositAddresses.js';
 
 const AREA = 'database';
 /** The oldest server major the test suite runs on (CI: the machine's PostgreSQL 15; embedded: 17). */
@@ -12,7 +13,8 @@ const TESTED_MAJOR_MIN = 15;
 /**
  * Connects (DATABASE_URL / database.url, else the embedded server under database.embedded.dir,
  * started for the check and stopped after), reads the server version and compares the applied
- * migrations with this build's. Applies nothing.
+ * migrations with this build's, and checks every deposit address assigned derives from the
+ * configured xpubs. Applies nothing.
  */
 export async function checkDatabase(config: Config, timeoutMs: number): Promise<DoctorCheck[]> {
   let db: Kysely<unknown>;
@@ -46,13 +48,13 @@ export async function checkDatabase(config: Config, timeoutMs: number): Promise<
     ];
   }
   try {
-    return await inspect(db, where);
+    return await inspect(db, where, config);
   } finally {
     await close().catch(() => {});
   }
 }
 
-async function inspect(db: Kysely<unknown>, where: string): Promise<DoctorCheck[]> {
+async function inspect(db: Kysely<unknown>, where: string, config: Config): Promise<DoctorCheck[]> {
   const checks: DoctorCheck[] = [];
   let version: string;
   try {
@@ -114,6 +116,7 @@ async function inspect(db: Kysely<unknown>, where: string): Promise<DoctorCheck[
     );
   }
   checks.push(...(await checkTransactionIds(db)));
+  checks.push(...(await checkDepositAddresses(db, config)));
   return checks;
 }
 

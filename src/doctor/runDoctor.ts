@@ -21,7 +21,8 @@ export interface DoctorReport {
 }
 
 /**
- * Checks a deployment before (or while) it runs: the config, the database, every network
+ * Checks a deployment before (or while) it runs: the config, the database (and that every
+ * deposit address assigned derives from a configured or retired xpub), every network
  * endpoint, every model provider, the deposit keys and the secrets. Reads only; applies no
  * migration and writes nothing. A config that does not load is the one failure that stops
  * the rest.

@@ -1,5 +1,6 @@
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
 import { parseConfig } from '../../src/config/load.js';
 import { publicConfig } from '../../src/http/dashboard/publicConfig.js';
 import { BOT_TOKEN, call, nowS, signTelegram } from '../accounts/support.js';
@@ -8,6 +9,7 @@ import { startTestService, type TestService } from '../support/service.js';
 import { CHROMIUM_LAUNCH, waitForText } from './browser.js';
 
 const BOT = 'lingxi_test_bot';
+const xpubs = mnemonicToAccountXpubs('test test test test test test test test test test test junk');
 
 describe('publicConfig', () => {
   const networks = [
@@ -48,7 +50,7 @@ describe('publicConfig', () => {
       {
         adminToken: 'admin-secret-0123456789',
         telegram: { botToken: BOT_TOKEN, botUsername: BOT },
-        wallets: { evmXpub: 'xpub-evm-secret', tronXpub: 'xpub-tron-secret' },
+        wallets: { evmXpub: xpubs.evmXpub, tronXpub: xpubs.tronXpub },
         networks,
       },
       {},
@@ -75,7 +77,7 @@ describe('publicConfig', () => {
       ],
     });
     const text = JSON.stringify(answer);
-    for (const secret of [BOT_TOKEN, 'admin-secret', 'rpc-secret', 'trongrid-secret', 'xpub-'])
+    for (const secret of [BOT_TOKEN, 'admin-secret', 'rpc-secret', 'trongrid-secret', 'xpub'])
       expect(text).not.toContain(secret);
   });
 

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { expect, test } from 'vitest';
-import { parseConfig } from '../../src/config/load.js';
+import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
+import { ConfigError, parseConfig } from '../../src/config/load.js';
 
 /**
  * The production files agree with each other and with the code: the example config is valid
@@ -36,9 +37,21 @@ function composeCommands(): Map<string, string[]> {
   return commands;
 }
 
-test('the example config is valid with the example environment, and names no secret .env.example lacks', () => {
+test('the example config is valid with the example environment (its xpubs filled in), and names no secret .env.example lacks', () => {
   const env = envExample();
-  const config = parseConfig(exampleConfig, Object.fromEntries(env));
+  // The placeholder xpubs stop the service, naming the field, until they are replaced.
+  expect(() => parseConfig(exampleConfig, Object.fromEntries(env))).toThrow(ConfigError);
+  expect(() => parseConfig(exampleConfig, Object.fromEntries(env))).toThrow(
+    /^config wallets\.evmXpub: the EVM extended public key is not a Base58Check extended key/,
+  );
+  const xpubs = mnemonicToAccountXpubs(
+    'test test test test test test test test test test test junk',
+  );
+  const config = parseConfig(exampleConfig, {
+    ...Object.fromEntries(env),
+    EVM_XPUB: xpubs.evmXpub,
+    TRON_XPUB: xpubs.tronXpub,
+  });
   expect(config.networks.map((n) => n.name)).toEqual([
     'ethereum',
     'bsc',

@@ -3,7 +3,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Address } from 'viem';
 import { afterAll, beforeAll, expect, test } from 'vitest';
+import { Kysely, PostgresDialect } from 'kysely';
+import { deriveEvmAddress } from '../../chain-watchers/addresses/deriveEvmAddress.js';
+import { deriveTronAddress } from '../../chain-watchers/addresses/deriveTronAddress.js';
 import { mnemonicToAccountXpubs } from '../../chain-watchers/addresses/mnemonicToAccountXpubs.js';
+import {
+  assignDepositAddress,
+  type AddressFamily,
+} from '../../chain-watchers/pipeline/depositAddresses.js';
+import type { WatcherTables } from '../../chain-watchers/pipeline/tables.js';
 import { runCli } from '../../src/cli/main.js';
 import type { DoctorCheck } from '../../src/doctor/check.js';
 import type { DoctorReport } from '../../src/doctor/runDoctor.js';
@@ -199,12 +207,22 @@ test('a config that turns the development sign-in on is warned about; with a bot
   );
 });
 
-test('an extended private key is refused; a missing xpub for a network is a failure', async () => {
+test('an extended private key stops at the config, naming the field; a missing xpub for a network is a failure', async () => {
   const xprv =
     'xprv9s21ZrQH143K3QTDL4LXw2F7HEK3wJUD2nW2nRk4stbPy6cq3jPPqjiChkVvvNKmPGJxWUtg6LnF5kejMRNNU3TGtRBeJgk33yuGBxrMPHi';
+  const refused = await doctor(baseConfig({ wallets: { evmXpub: xprv } }), '--json');
+  expect(refused.code).toBe(1);
+  const config = JSON.parse(refused.stdout) as DoctorReport;
+  expect(config.checks).toHaveLength(1);
+  expect(config.checks[0]).toMatchObject({ area: 'config', status: 'fail' });
+  expect(config.checks[0]!.message).toMatch(
+    /^config wallets\.evmXpub: .*extended PRIVATE key.*treated as exposed/,
+  );
+  expect(config.checks[0]!.fix).toContain('(wallets.evmXpub)');
+  expect(refused.stdout).not.toContain(xprv.slice(4, 30));
+
   const { code, stdout } = await doctor(
     baseConfig({
-      wallets: { evmXpub: xprv },
       networks: [
         devnetNetwork('devnet', { rpcUrls: [devnet.url] }),
         {
@@ -221,10 +239,7 @@ test('an extended private key is refused; a missing xpub for a network is a fail
   );
   expect(code).toBe(1);
   const report = JSON.parse(stdout) as DoctorReport;
-  const refused = find(report, 'wallet evm', 'PRIVATE');
-  expect(refused.status).toBe('fail');
-  expect(refused.fix).toContain('treat the key as exposed');
-  expect(stdout).not.toContain(xprv.slice(4, 30));
+  expect(find(report, 'wallet evm', 'is an xpub').status).toBe('ok');
   expect(find(report, 'wallet tron', 'wallets.tronXpub is not set').status).toBe('fail');
   expect(find(report, 'tron', 'no answer').status).toBe('fail');
 });
@@ -262,5 +277,99 @@ test('a book restored onto a server whose transaction ids are behind it fails, w
     expect(stdout).toContain('pg_resetwal -e EPOCH');
   } finally {
     await restored.drop();
+  }
+});
+
+test('every deposit address assigned must derive from the configured or a retired xpub at its stored index: a changed key or a changed row fails, naming the address', async () => {
+  const own = await createTestDatabase();
+  const db = new Kysely<WatcherTables>({ dialect: new PostgresDialect({ pool: own.newPool(2) }) });
+  try {
+    const a = mnemonicToAccountXpubs(MNEMONIC);
+    const b = mnemonicToAccountXpubs(
+      'legal winner thank year wave sausage worth useful legal winner thank yellow',
+    );
+    const { rows: users } = await own.pool.query<{ id: string }>(
+      `insert into users (telegram_id) select 9300000 + g from generate_series(1, 4) g returning id::text`,
+    );
+    const ids = users.map((u) => u.id);
+    const assign = (userId: string, family: AddressFamily, xpubs: object) =>
+      assignDepositAddress(db, { userId, family, xpubs });
+    // Three users under key A (both families), then a rotation of the EVM key to B, on purpose.
+    for (const id of ids.slice(0, 3)) {
+      await assign(id, 'evm', a);
+      await assign(id, 'tron', a);
+    }
+    const rotated = { evmXpub: b.evmXpub, tronXpub: a.tronXpub, retiredXpubs: [a.evmXpub] };
+    await assign(ids[3]!, 'evm', rotated);
+    const at = (params: { wallets: object }) =>
+      doctor(baseConfig({ database: { url: own.url, poolSize: 2 }, ...params }), '--json');
+
+    const healthy = JSON.parse((await at({ wallets: rotated })).stdout) as DoctorReport;
+    expect(find(healthy, 'deposit addresses', 'evm').status).toBe('ok');
+    expect(find(healthy, 'deposit addresses', 'evm').message).toBe(
+      '4 evm deposit addresses assigned (devnet): each derives from wallets.evmXpub (1), wallets.retiredXpubs[0] (3) at its stored index',
+    );
+    expect(find(healthy, 'deposit addresses', 'tron').message).toBe(
+      '3 tron deposit addresses assigned (no network configured): each derives from wallets.tronXpub (3) at its stored index',
+    );
+    expect(healthy.ok).toBe(true);
+
+    // The previous key left out of retiredXpubs: its three addresses are named.
+    const forgotten = await at({ wallets: { evmXpub: b.evmXpub, tronXpub: a.tronXpub } });
+    expect(forgotten.code).toBe(1);
+    const evm = find(JSON.parse(forgotten.stdout) as DoctorReport, 'deposit addresses', 'evm');
+    expect(evm.status).toBe('fail');
+    expect(evm.message).toContain(
+      '3 of 4 evm deposit addresses assigned: they derive from none of wallets.evmXpub at their stored index: ',
+    );
+    for (let index = 0; index < 3; index += 1)
+      expect(evm.message).toContain(
+        `${deriveEvmAddress(a.evmXpub, index).address.toLowerCase()} (user ${ids[index]}, devnet, index ${index}, m/44'/60'/0'/0/${index})`,
+      );
+    expect(evm.fix).toContain('wallets.retiredXpubs');
+
+    // A row changed in the database: another wallet's address at index 1 of Tron.
+    const planted = deriveTronAddress(b.tronXpub, 1).address;
+    await own.pool.query(
+      `update deposit_addresses set address = $1 where family = 'tron' and derivation_index = 1`,
+      [planted],
+    );
+    const tampered = await at({ wallets: rotated });
+    expect(tampered.code).toBe(1);
+    const report = JSON.parse(tampered.stdout) as DoctorReport;
+    expect(find(report, 'deposit addresses', 'evm').status).toBe('ok');
+    const tron = find(report, 'deposit addresses', 'tron');
+    expect(tron).toMatchObject({ status: 'fail' });
+    expect(tron.message).toBe(
+      `1 of 3 tron deposit addresses assigned: they derive from none of wallets.tronXpub, wallets.retiredXpubs[0] at their stored index: ${planted} (user ${ids[1]}, no network configured, index 1, m/44'/195'/0'/0/1)`,
+    );
+    expect(report.counts.fail).toBe(1);
+    // Text: a failure line naming it, with the fix under it.
+    const text = await doctor(
+      baseConfig({ database: { url: own.url, poolSize: 2 }, wallets: rotated }),
+    );
+    expect(text.stdout).toMatch(new RegExp(`FAIL +deposit addresses +1 of 3 tron .*${planted}`));
+    expect(text.stdout).toMatch(/^ +fix: find the xpub these were assigned under/m);
+
+    // More than one page of rows (1000 a query): each is read, none twice.
+    const more = Array.from({ length: 1000 }, (_, i) => {
+      const index = 4 + i;
+      return { index, address: deriveEvmAddress(b.evmXpub, index).address.toLowerCase() };
+    });
+    await own.pool.query(
+      `with u as (insert into users (telegram_id) select 9400000 + g from generate_series(1, 1000) g returning id),
+            n as (select id, row_number() over (order by id) as k from u)
+       insert into deposit_addresses (user_id, family, derivation_index, derivation_path, address)
+       select n.id, 'evm', 3 + n.k, 'm/44''/60''/0''/0/' || (3 + n.k), ($1::text[])[n.k]
+         from n`,
+      [more.map((m) => m.address)],
+    );
+    const paged = JSON.parse((await at({ wallets: rotated })).stdout) as DoctorReport;
+    expect(find(paged, 'deposit addresses', 'evm').message).toBe(
+      '1004 evm deposit addresses assigned (devnet): each derives from wallets.evmXpub (1001), wallets.retiredXpubs[0] (3) at its stored index',
+    );
+  } finally {
+    await db.destroy();
+    await own.drop();
   }
 });

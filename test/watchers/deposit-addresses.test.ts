@@ -149,10 +149,12 @@ test('many first requests at once, from two pools: one address per user and fami
 test('a deposit xpub that does not parse takes no index: the first address after the fix is index 0', async () => {
   const { dbs, rows, newUsers } = await freshDatabase(1);
   const [alice] = await newUsers(1);
-  const broken = configWith({
-    evmXpub: `${xpubs.evmXpub.slice(0, -1)}x`,
-    tronXpub: xpubs.tronXpub,
-  });
+  const evmXpub = `${xpubs.evmXpub.slice(0, -1)}x`;
+  // Loading a config refuses it, naming the field; a config built in code can still carry it.
+  expect(() => configWith({ evmXpub, tronXpub: xpubs.tronXpub })).toThrow(
+    /^config wallets\.evmXpub: the EVM extended public key is not a Base58Check/,
+  );
+  const broken = { ...config, wallets: { ...config.wallets, evmXpub } };
   for (let attempt = 0; attempt < 5; attempt += 1) {
     // Its networks are unavailable, saying why; the other family's are served all the same.
     const views = await getDepositAddresses(dbs[0]!, broken, alice!);
