@@ -89,6 +89,24 @@ function manualClock(): { scheduler: Scheduler; fire(job: string, at: Date): Pro
   };
 }
 
+/** A role on the test database whose only job is `job`, its turns fired by the test. */
+async function manualRole(
+  job: 'reconcile' | 'expireHolds' | 'seal' | 'retention',
+  schedule: string,
+  retention?: RunRetentionOptions,
+) {
+  const { logger, lines } = capturedLogger();
+  const clock = manualClock();
+  const cron = { reconcile: NEVER, expireHolds: NEVER, seal: NEVER, retention: NEVER };
+  const runtime = await startRole(
+    { url: database.url, poolSize: 3, cron: { ...cron, [job]: schedule } },
+    logger,
+    clock.scheduler,
+    retention,
+  );
+  return { runtime, clock, lines };
+}
+
 async function waitFor(what: string, done: () => Promise<boolean>, timeoutMs = 20_000) {
   const deadline = Date.now() + timeoutMs;
   while (!(await done())) {
@@ -159,17 +177,7 @@ test('a job the database refuses is counted and logged as failed, the process li
 });
 
 test('a failed turn logs the error whole (type, message, stack and its cause), with URLs cut to their host', async () => {
-  const { logger, lines } = capturedLogger();
-  const clock = manualClock();
-  const runtime = await startRole(
-    {
-      url: database.url,
-      poolSize: 3,
-      cron: { expireHolds: '*/5 * * * *', reconcile: NEVER, seal: NEVER, retention: NEVER },
-    },
-    logger,
-    clock.scheduler,
-  );
+  const { runtime, clock, lines } = await manualRole('expireHolds', '*/5 * * * *');
   // What an operator needs lies in the cause (here an endpoint refusing, whose URL carries
   // a key); the job's own error only says what it was doing.
   const refused = new Error(
@@ -315,17 +323,7 @@ test('a tick dropped because a later one was due by then is counted and logged a
 });
 
 test('a retention turn on a cron process whose clock runs 100 days ahead (wrong at boot, before NTP) scrubs and rolls up nothing before its time', async () => {
-  const { logger } = capturedLogger();
-  const clock = manualClock();
-  const runtime = await startRole(
-    {
-      url: database.url,
-      poolSize: 3,
-      cron: { retention: '17 3 * * *', reconcile: NEVER, expireHolds: NEVER, seal: NEVER },
-    },
-    logger,
-    clock.scheduler,
-  );
+  const { runtime, clock } = await manualRole('retention', '17 3 * * *');
   // A call that finished 10 days ago by the database's clock: its IP and user agent are kept
   // 30 days (retention.requestMetaDays), its row 90 (retention.usageLogDays).
   const { rows: users } = await database.pool.query<{ id: string }>(
@@ -359,18 +357,10 @@ test('a retention turn on a cron process whose clock runs 100 days ahead (wrong 
 });
 
 test('a retention run stopped at its per-run bound says so: a warning and lingxi_retention_incomplete, until a run finishes', async () => {
-  const { logger, lines } = capturedLogger();
-  const clock = manualClock();
-  const runtime = await startRole(
-    {
-      url: database.url,
-      poolSize: 3,
-      cron: { retention: '17 3 * * *', reconcile: NEVER, expireHolds: NEVER, seal: NEVER },
-    },
-    logger,
-    clock.scheduler,
-    { batchSize: 1, maxBatches: 2 },
-  );
+  const { runtime, clock, lines } = await manualRole('retention', '17 3 * * *', {
+    batchSize: 1,
+    maxBatches: 2,
+  });
   // Three calls whose IP and user agent are past their 30 days: one row a statement, two
   // statements a run.
   const { rows: users } = await database.pool.query<{ id: string }>(
