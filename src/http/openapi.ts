@@ -555,6 +555,11 @@ const schemas: Record<string, JsonSchema> = {
     },
     findings: list(finding),
     stats: { type: 'object' },
+    error: {
+      ...nullable(str),
+      description:
+        'why a failed run failed (`abandoned: ...` for one whose process stopped midway, marked by a later run); null for one that completed',
+    },
   }),
   PublicConfig: object({
     telegramBot: nullable(str),
@@ -1518,6 +1523,10 @@ const paths: Record<string, PathItem> = {
           'Another run did not finish within `reconcile.lockWaitMs`; or Idempotency-Key.',
         ),
         ...commonErrors,
+        '503': error(
+          ['reconciliation_turn_lost', 'service_unavailable'],
+          'The run lost its turn midway (its database session ended, so another run could start): nothing of it was stored; run it again. Or the database cannot be reached.',
+        ),
       },
     },
   },

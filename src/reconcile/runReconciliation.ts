@@ -28,6 +28,11 @@ export interface ReconciliationRun {
   /** Each with its `fingerprint`: the same problem has the same one in every run. */
   findings: Array<ReportedFinding & { fingerprint: string }>;
   stats: Record<string, unknown>;
+  /**
+   * Why a failed run failed (`abandoned: ...` for one whose process stopped midway, marked by
+   * a later run); null for one that completed.
+   */
+  error: string | null;
 }
 
 export interface RunReconciliationParameters {
@@ -54,7 +59,10 @@ const LOCK = 'lingxi:reconciliation';
  * later run checks that network (or the ledger) again. Two runs started at once take turns
  * (advisory lock): one that waits longer than `reconcile.lockWaitMs` for its turn fails
  * with `reconciliation_running` (409) and stores nothing. A run still marked `running` when a
- * run takes its turn was left by a process that stopped mid-run: it is marked failed.
+ * run takes its turn was left by a process that stopped mid-run: it is marked failed. A run
+ * whose turn ended under it (its lock's database session lost midway, so another run may have
+ * taken the turn and marked it abandoned) stores no outcome and fails with
+ * `reconciliation_turn_lost`.
  */
 export async function runReconciliation(
   runtime: Runtime,
@@ -174,6 +182,8 @@ export async function runReconciliation(
             : {}),
         })
         .where('id', '=', run.id)
+        // Marked abandoned meanwhile by a run that took the turn: left as it says.
+        .where('status', '=', 'running')
         .execute()
         .catch((storeError: unknown) => {
           logger.error(
@@ -182,6 +192,11 @@ export async function runReconciliation(
           );
         });
       throw error;
+    }
+    // Nothing is stored, and nothing alerted, by a run that is no longer the one running.
+    if (!(await holdsTurn(lock, config.database.connectTimeoutMs))) {
+      lockBroken = true;
+      await turnLost(runtime, run.id);
     }
     const reported = await withoutAcknowledged(runtime, findings);
     stats['acknowledged'] = findings.length - reported.length;
@@ -223,16 +238,20 @@ export async function runReconciliation(
         alert_error: alert.error,
       })
       .where('id', '=', run.id)
+      .where('status', '=', 'running')
       .returning('finished_at')
-      .executeTakeFirstOrThrow();
+      .executeTakeFirst();
+    // Its turn ended as it stored (the window after holdsTurn): another run marked it abandoned.
+    if (!finished) await turnLost(runtime, run.id);
     const result: ReconciliationRun = {
       runId: run.id,
       status,
       startedAt: run.started_at.toISOString(),
-      finishedAt: new Date(finished.finished_at!).toISOString(),
+      finishedAt: new Date(finished!.finished_at!).toISOString(),
       blocks,
       findings: reported,
       stats,
+      error: null,
     };
     const bySeverity = { error: 0, warning: 0, info: 0 };
     for (const finding of reported) bySeverity[finding.severity] += 1;
@@ -253,6 +272,55 @@ export async function runReconciliation(
 }
 
 const ABANDONED = 'abandoned: the process running it stopped before it finished';
+
+/**
+ * Whether `lock`'s session still holds the turn. A session's advisory lock lasts as long as
+ * the session: one that ended (the database restarted, the link cut) let another run take the
+ * turn while this one went on. Bounded by `waitMs` (a silent link; 0: no bound); any error is
+ * "no".
+ */
+async function holdsTurn(lock: pg.PoolClient, waitMs: number): Promise<boolean> {
+  try {
+    const { rows } = await lock.query<{ held: boolean }>({
+      text: `select exists (
+               select 1 from pg_locks
+                where locktype = 'advisory' and granted and pid = pg_backend_pid()
+                  and database = (select oid from pg_database where datname = current_database())
+                  and objid = hashtext($1)::oid
+             ) as held`,
+      values: [LOCK],
+      ...(waitMs > 0 ? { query_timeout: waitMs } : {}),
+    } as pg.QueryConfig);
+    return rows[0]?.held === true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A run whose turn ended under it: its row is marked failed, unless the run that took the turn
+ * already marked it abandoned, and it fails with `reconciliation_turn_lost` (its result unstored).
+ */
+async function turnLost(runtime: Runtime, runId: string): Promise<never> {
+  const message =
+    'the run lost its turn midway (its database session ended, so another run could start): its result was not stored; run it again';
+  await runtime.database.db
+    .updateTable('reconciliation_runs')
+    .set({ status: 'failed', finished_at: new Date(), error: message })
+    .where('id', '=', runId)
+    .where('status', '=', 'running')
+    .execute()
+    .catch((storeError: unknown) => {
+      runtime.logger.error(
+        { runId, err: storeError, runError: message },
+        'reconciliation failure not stored',
+      );
+    });
+  // A fault (the database link), not a refusal: 503, worth retrying.
+  throw new AppError('reconciliation_turn_lost', `reconciliation run ${runId}: ${message}`, {
+    status: 503,
+  });
+}
 
 /**
  * Waits up to `waitMs` for the reconciliation lock on `lock`'s session; past it, fails with
@@ -385,6 +453,7 @@ export async function latestReconciliation(
     finishedAt: run.finished_at ? new Date(run.finished_at).toISOString() : '',
     blocks: run.blocks,
     stats: run.stats,
+    error: run.error,
     findings: rows.map((r) =>
       withFingerprint({
         severity: r.severity as Finding['severity'],
