@@ -40,7 +40,7 @@ export async function openRuntime(params: OpenRuntimeParameters): Promise<Runtim
   try {
     let migrationsApplied: string[] = [];
     if (params.migrate ?? true) {
-      ({ applied: migrationsApplied } = await migrateToLatest(database.db));
+      ({ applied: migrationsApplied } = await migrateToLatest(database.unbounded.db));
       if (migrationsApplied.length > 0)
         logger.info({ applied: migrationsApplied }, 'migrations applied');
     }

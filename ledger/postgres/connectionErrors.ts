@@ -44,6 +44,23 @@ export async function connectTrusted(pool: pg.Pool): Promise<pg.PoolClient> {
 }
 
 /**
+ * Counts a stall of one of `pool`'s connections, found by a bound other than the ledger's own
+ * (a read's `database.queryTimeoutMs`): connectTrusted then passes over the connections opened
+ * before it, as after a write's stall.
+ */
+export function noteStall(pool: pg.Pool): void {
+  stallsOf.set(pool, (stallsOf.get(pool) ?? 0) + 1);
+}
+
+/** Clients a StallWatch watches now: their work has the ledger's bound, and no other. */
+const watched = new WeakSet<pg.ClientBase>();
+
+/** Whether a StallWatch watches `client` now (a ledger write or a settling probe runs on it). */
+export function isWatched(client: pg.ClientBase): boolean {
+  return watched.has(client);
+}
+
+/**
  * A ledger write (or the probe that settles one) whose connection went `timeoutMs` without an
  * answer: the ledger closed that connection. The link may have died without a reset (a
  * network partition, a failover behind a virtual IP), which the kernel would only notice
@@ -75,11 +92,13 @@ export class StallWatch {
     private readonly client: pg.PoolClient,
     timeoutMs: number,
   ) {
+    watched.add(client);
     this.timer =
       timeoutMs > 0
         ? setTimeout(() => {
             this.stalled = new DatabaseStalledError(timeoutMs);
-            stallsOf.set(pool, (stallsOf.get(pool) ?? 0) + 1);
+            watched.delete(client);
+            noteStall(pool);
             // pg ends a client with a query in flight by destroying its socket: no goodbye
             // is waited for on a link that carries nothing.
             client.release(this.stalled);
@@ -90,6 +109,7 @@ export class StallWatch {
   /** Stops watching and gives the client back (`broken`: closes it), unless the watch closed it. */
   release(broken: boolean): void {
     if (this.timer) clearTimeout(this.timer);
+    watched.delete(this.client);
     if (!this.stalled) this.client.release(broken);
   }
 }

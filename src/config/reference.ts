@@ -62,6 +62,8 @@ export const FIELD_NOTES: Record<string, string> = {
     'How long a query waits for a connection (a new one, or a free one of the pool) before it fails; 0 waits for ever. A database host that hangs then answers 503 instead of holding requests.',
   'database.keepAliveMs':
     "TCP keepalive on the pool's connections (and a cron process's lock connection): how long a connection is idle, or waits for an answer, before the first probe (the interval and count of probes are the system's, see docs/operating.md). A link that died without a reset is then closed, and a NAT or load balancer in the way does not drop a quiet connection. 0: off.",
+  'database.queryTimeoutMs':
+    "How long a query on the pool (an API key's lookup, a balance, the rate limiter, an admin or account read) waits for the database's answer before its connection is closed, so that a link that died without a reset (a partition, a failover behind a virtual IP) fails the request with 503 `service_unavailable` in that time instead of holding it for the kernel's keepalive (about 11 minutes). The closed connection is never reused; the request's other work (a write it had sent) may or may not have committed, as on any broken connection. Not for the ledger's writes (`ledger.writeTimeoutMs`) nor for long jobs, which have no bound: exports and statements' CSV, reconciliation and the ledger-integrity checks, sealing, the retention purge, migrations. Keep it above the slowest read or the longest wait on a row lock a request may have. 0: for ever.",
   'database.embedded': 'The embedded PostgreSQL, used when there is no `url`.',
   'database.embedded.dir': 'Data directory of the embedded server.',
   'database.embedded.port': 'Port of the embedded server (127.0.0.1 only).',

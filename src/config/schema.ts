@@ -41,6 +41,8 @@ const databaseSchema = z
     connectTimeoutMs: z.number().int().min(0).max(600_000).default(10_000),
     /** TCP keepalive on the pool's connections: idle time before the first probe; 0 turns it off. */
     keepAliveMs: z.number().int().min(0).max(3_600_000).default(10_000),
+    /** How long a query on the pool waits for its answer before its connection is closed (0: for ever). */
+    queryTimeoutMs: z.number().int().min(0).max(600_000).default(30_000),
     embedded: z
       .strictObject({
         dir: z.string().default('./data/pg'),

@@ -3,11 +3,17 @@ import pg from 'pg';
 import { guardPoolClients } from '../../ledger/index.js';
 import type { Config } from '../config/schema.js';
 import { startEmbeddedPostgres, type EmbeddedServer } from './embedded.js';
+import { boundPoolQueries, unboundedPool } from './queryTimeout.js';
 import type { Database } from './schema.js';
 
 export interface DatabaseHandle {
   db: Kysely<Database>;
   pool: pg.Pool;
+  /**
+   * The same pool without `database.queryTimeoutMs`, for long jobs whose queries may run for
+   * minutes (exports, integrity checks, sealing, retention, migrations).
+   */
+  unbounded: { db: Kysely<Database>; pool: pg.Pool };
   url: string;
   /** True when this handle runs on the embedded server. */
   embedded: boolean;
@@ -37,6 +43,7 @@ export async function openDatabase(params: OpenDatabaseParameters): Promise<Data
   const handle = connect(url, params.poolSize ?? config.database.poolSize, {
     connectTimeoutMs: config.database.connectTimeoutMs,
     keepAliveMs: config.database.keepAliveMs,
+    queryTimeoutMs: config.database.queryTimeoutMs,
   });
   return {
     ...handle,
@@ -57,11 +64,13 @@ export async function openDatabase(params: OpenDatabaseParameters): Promise<Data
  * `keepAliveMs` (0: off) is how long a connection may carry nothing before TCP keepalive
  * probes it: a link that died without a reset is then found and closed by the kernel, instead
  * of being kept, and handed out, for as long as the kernel keeps a silent connection.
+ * `queryTimeoutMs` (0: none) bounds each query's wait for its answer (see boundPoolQueries):
+ * a request on a link that died silently fails in that time, on a connection then closed.
  */
 export function connect(
   url: string,
   poolSize = 10,
-  options: { connectTimeoutMs?: number; keepAliveMs?: number } = {},
+  options: { connectTimeoutMs?: number; keepAliveMs?: number; queryTimeoutMs?: number } = {},
 ): Omit<DatabaseHandle, 'embedded'> {
   const pool = new pg.Pool({
     connectionString: url,
@@ -73,10 +82,16 @@ export function connect(
   // 'error') or one checked out (its own 'error'; the query in flight rejects anyway).
   pool.on('error', () => {});
   guardPoolClients(pool);
+  boundPoolQueries(pool, options.queryTimeoutMs ?? 0);
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const longPool = unboundedPool(pool);
   return {
     db,
     pool,
+    unbounded: {
+      pool: longPool,
+      db: new Kysely<Database>({ dialect: new PostgresDialect({ pool: longPool }) }),
+    },
     url,
     async close() {
       await db.destroy();

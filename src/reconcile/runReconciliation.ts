@@ -77,7 +77,7 @@ export async function runReconciliation(
         return network;
       })
     : config.networks;
-  const lock = await database.pool.connect();
+  const lock = await database.unbounded.pool.connect();
   let lockBroken = false;
   let ownAdapters: Map<string, ChainAdapter> | null = null;
   try {
@@ -120,7 +120,7 @@ export async function runReconciliation(
     // Where the run is: a failure is alerted for that network (none: the ledger checks).
     let current: string | undefined;
     try {
-      const integrity = await runLedgerIntegrity({ pool: database.pool, ledger });
+      const integrity = await runLedgerIntegrity({ pool: database.unbounded.pool, ledger });
       findings.push(...integrity.findings);
       stats['ledger'] = integrity.stats;
       checked.ledger = true;

@@ -111,7 +111,7 @@ export function startCronRole(runtime: Runtime, options: CronRoleOptions = {}): 
         return { expired, releasedReservations, prunedBatchFences };
       },
     },
-    { name: 'seal', schedule: config.cron.seal, run: () => sealJournal(database.pool) },
+    { name: 'seal', schedule: config.cron.seal, run: () => sealJournal(database.unbounded.pool) },
     {
       name: 'retention',
       schedule: config.cron.retention,
@@ -119,7 +119,7 @@ export function startCronRole(runtime: Runtime, options: CronRoleOptions = {}): 
         // The earlier of this process's clock and the database's: a clock that runs ahead must
         // not scrub or roll up rows before their time.
         const retention = await runRetention(
-          database.db,
+          database.unbounded.db,
           config,
           await retentionNow(database.db),
           options.retention,

@@ -54,7 +54,7 @@ export function registerExportCommands(program: Command, cli: CliContext): void 
           await auditCli(runtime, 'export.journal', null, { format: options.format, ...filter });
           const progress = progressBar(options.out);
           try {
-            const chunks = streamJournal(runtime.database.pool, {
+            const chunks = streamJournal(runtime.database.unbounded.pool, {
               format: options.format,
               filter,
               ...(progress ? { onProgress: progress.update } : {}),
@@ -84,7 +84,7 @@ export function registerExportCommands(program: Command, cli: CliContext): void 
         await emit(
           cli,
           command,
-          streamTrialBalanceCsv(runtime.database.pool, {
+          streamTrialBalanceCsv(runtime.database.unbounded.pool, {
             ...(filter.to !== undefined ? { to: filter.to } : {}),
             ...(filter.basis !== undefined ? { basis: filter.basis } : {}),
           }),
@@ -112,7 +112,7 @@ export function registerExportCommands(program: Command, cli: CliContext): void 
           await emit(
             cli,
             command,
-            streamStatementCsv(runtime.database.pool, {
+            streamStatementCsv(runtime.database.unbounded.pool, {
               userId: user.id,
               ...(filter.from !== undefined ? { from: filter.from } : {}),
               ...(filter.to !== undefined ? { to: filter.to } : {}),
@@ -129,7 +129,7 @@ export function registerExportCommands(program: Command, cli: CliContext): void 
     .option('--out <file>', 'write to this file')
     .action(async (options: OutOption, command: Command) => {
       await cli.withRuntime(command, (runtime) =>
-        emit(cli, command, streamSealsJsonl(runtime.database.pool), options.out),
+        emit(cli, command, streamSealsJsonl(runtime.database.unbounded.pool), options.out),
       );
     });
 }

@@ -18,7 +18,7 @@ export function registerPrivacyCommands(program: Command, cli: CliContext): void
       // Without --now: the earlier of this machine's clock and the database's.
       const result = await cli.withRuntime(command, async (runtime) =>
         runRetention(
-          runtime.database.db,
+          runtime.database.unbounded.db,
           runtime.config,
           chosen ?? (await retentionNow(runtime.database.db)),
         ),

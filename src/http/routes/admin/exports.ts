@@ -41,7 +41,7 @@ export function adminExportRoutes(services: Services): Router {
     const media = JOURNAL_MEDIA[format as JournalFormat];
     await record(ctx, 'export.journal', { format, ...filter });
     const body = await readableFromFirstChunk(
-      streamJournal(database.pool, { format: format as JournalFormat, filter }),
+      streamJournal(database.unbounded.pool, { format: format as JournalFormat, filter }),
     );
     send(ctx, media.contentType, `lingxi-journal.${media.extension}`, body);
   });
@@ -50,7 +50,7 @@ export function adminExportRoutes(services: Services): Router {
     const filter = parseJournalFilter({ to: query(ctx, 'to'), basis: query(ctx, 'basis') });
     await record(ctx, 'export.trial_balance', { ...filter });
     const body = await readableFromFirstChunk(
-      streamTrialBalanceCsv(database.pool, {
+      streamTrialBalanceCsv(database.unbounded.pool, {
         ...(filter.to !== undefined ? { to: filter.to } : {}),
         ...(filter.basis !== undefined ? { basis: filter.basis } : {}),
       }),
@@ -65,7 +65,7 @@ export function adminExportRoutes(services: Services): Router {
     const filter = parseJournalFilter({ from: query(ctx, 'from'), to: query(ctx, 'to') });
     await record(ctx, 'export.statement', { userId: user.id, ...filter });
     const body = await readableFromFirstChunk(
-      streamStatementCsv(database.pool, {
+      streamStatementCsv(database.unbounded.pool, {
         userId: user.id,
         ...(filter.from !== undefined ? { from: filter.from } : {}),
         ...(filter.to !== undefined ? { to: filter.to } : {}),
@@ -75,7 +75,7 @@ export function adminExportRoutes(services: Services): Router {
   });
 
   router.get('/seals', async (ctx) => {
-    const body = await readableFromFirstChunk(streamSealsJsonl(database.pool));
+    const body = await readableFromFirstChunk(streamSealsJsonl(database.unbounded.pool));
     send(ctx, 'application/x-ndjson; charset=utf-8', 'lingxi-seals.jsonl', body);
   });
 

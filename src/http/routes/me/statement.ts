@@ -12,7 +12,7 @@ import { currentAccount } from '../../middleware/accountAuth.js';
  * exports' statement (src/exports/statementCsv.ts), the same file an operator exports.
  */
 export function meStatementRoutes(services: Services): Router {
-  const { db, pool } = services.runtime.database;
+  const { db, unbounded } = services.runtime.database;
   const router = new Router();
   router.get('/statement', async (ctx) => {
     const { userId } = currentAccount(ctx);
@@ -20,7 +20,7 @@ export function meStatementRoutes(services: Services): Router {
     const format = single(ctx.query['format'], 'format') ?? 'json';
     if (format === 'csv') {
       const body = await readableFromFirstChunk(
-        streamStatementCsv(pool, {
+        streamStatementCsv(unbounded.pool, {
           userId,
           ...(range.from ? { from: range.from } : {}),
           ...(range.to ? { to: range.to } : {}),
