@@ -1,4 +1,4 @@
-import { Kysely, PostgresDialect, sql } from 'kysely';
+import { Kysely, PostgresDialect, sql, type RawBuilder } from 'kysely';
 import { guardPoolClients } from './connectionErrors.js';
 import type pg from 'pg';
 import { accountSpecFromChart, DEFAULT_CHART, type AccountTemplate } from '../chart.js';
@@ -500,10 +500,12 @@ export class PostgresLedger {
 
   /**
    * Recomputes every account's cached totals from its postings and pending holds and
-   * returns each difference (law 3). An empty list means the cache is exact.
+   * returns each difference (law 3). An empty list means the cache is exact. It reads the whole
+   * book: `options.pool` runs it on connections other than the ledger's (one whose queries have
+   * no time bound, for a book that takes minutes).
    */
-  async checkBalances(): Promise<BalanceMismatch[]> {
-    const { rows } = await sql<{
+  async checkBalances(options: { pool?: pg.Pool } = {}): Promise<BalanceMismatch[]> {
+    const query = sql<{
       code: string;
       currency: string;
       debits_posted: string;
@@ -541,7 +543,10 @@ export class PostgresLedger {
        where a.debits_posted <> coalesce(p.sum_debits, 0) or a.credits_posted <> coalesce(p.sum_credits, 0)
           or a.debits_pending <> coalesce(hd.pending, 0) or a.credits_pending <> coalesce(hc.pending, 0)
           or a.version <> coalesce(p.postings, 0)
-       order by a.code`.execute(this.db);
+       order by a.code`;
+    const { rows } = options.pool
+      ? await options.pool.query<QueryRow<typeof query>>(query.compile(this.db).sql)
+      : await query.execute(this.db);
     const mismatches: BalanceMismatch[] = [];
     for (const row of rows) {
       const pairs: Array<[BalanceMismatch['field'], string, string]> = [
@@ -714,3 +719,6 @@ export function balanceFromRow(row: {
 function escapeLike(text: string): string {
   return text.replace(/[\\%_]/g, (c) => `\\${c}`);
 }
+
+/** The row type of a raw query. */
+type QueryRow<Q> = Q extends RawBuilder<infer Row> ? Row & pg.QueryResultRow : never;

@@ -99,7 +99,7 @@ export async function runLedgerIntegrity(
       stats.postings = result.postings;
       return result.findings;
     }),
-    timed('cached-balances', () => checkCachedBalances(ledger)),
+    timed('cached-balances', () => checkCachedBalances(ledger, pool)),
     timed('running-balances', () => checkRunningBalances(pool)),
     timed('overdue-holds', async () => {
       const result = await checkOverdueHolds(pool, ledger, { expire: options.expireHolds ?? true });

@@ -124,6 +124,35 @@ test('a long job is not cut by the bound: a reconciliation run waits for its tur
   }
 });
 
+test("a reconciliation's whole-book checks are not cut by the bound: they wait on the postings longer than it, then pass", async () => {
+  // Another transaction holds the postings table (as a long maintenance job would): every
+  // check that reads the whole book waits behind it.
+  const other = new pg.Client({ connectionString: database.url });
+  await other.connect();
+  try {
+    await other.query('begin');
+    await other.query('lock table ledger_postings in access exclusive mode');
+    const run = admin<{ status: string }>(service, 'POST', '/reconciliations', {});
+    await waitFor(
+      "the run's checks to wait on the postings past the bound",
+      async () =>
+        (await count(
+          `select count(*) from pg_stat_activity
+            where datname = current_database() and wait_event_type = 'Lock'
+              and query like '%ledger_postings%'
+              and clock_timestamp() - query_start > $1::int * interval '1 ms'`,
+          [2 * QUERY_TIMEOUT_MS],
+        )) >= 2,
+    );
+    await other.query('commit');
+    const done = await run;
+    expect(done.status).toBe(201);
+    expect(done.body.status).toBe('clean');
+  } finally {
+    await other.end();
+  }
+});
+
 test("the ledger's writes have the ledger's own bound, not this one: one waiting on a row lock longer than it commits", async () => {
   // The service's pool, as `database.*` makes it; the ledger's write bound is its default.
   const handle = connect(database.url, 4, { queryTimeoutMs: QUERY_TIMEOUT_MS });

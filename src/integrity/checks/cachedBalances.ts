@@ -1,3 +1,4 @@
+import type pg from 'pg';
 import { Decimal, type PostgresLedger } from '../../../ledger/index.js';
 import type { Finding } from '../findings.js';
 
@@ -6,8 +7,12 @@ import type { Finding } from '../findings.js';
  * postings and live holds. A difference means something changed the account row behind
  * the ledger's back.
  */
-export async function checkCachedBalances(ledger: PostgresLedger): Promise<Finding[]> {
-  const mismatches = await ledger.checkBalances();
+export async function checkCachedBalances(
+  ledger: PostgresLedger,
+  pool?: pg.Pool,
+): Promise<Finding[]> {
+  // It reads the whole book: on `pool` when given (the run's connections, no time bound).
+  const mismatches = await ledger.checkBalances(pool ? { pool } : {});
   return mismatches.map((m) => ({
     severity: 'error',
     kind: 'balance_mismatch',
