@@ -46,7 +46,7 @@ const hold = (caller: ApiCaller, maxCost: string, expiresInMs = 600_000) =>
     requestId: `req_${Math.random().toString(36).slice(2)}`,
     model: 'gpt-4o-mini',
     maxCost: new Decimal(maxCost),
-    expiresAt: new Date(Date.now() + expiresInMs),
+    holdMs: expiresInMs,
   });
 
 async function keyTotals(keyId: string) {
