@@ -437,7 +437,7 @@ export class Gateway {
         requestId: call.requestId,
         model: model.config.id,
         maxCost,
-        expiresAt: new Date(Date.now() + holdMs),
+        holdMs,
       });
     } catch (error) {
       if (error instanceof AppError && (error.status === 402 || error.status === 429)) {

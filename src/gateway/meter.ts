@@ -17,6 +17,7 @@ import type { ApiCaller } from '../keys/keyAuthenticator.js';
 import type { WorkTracker } from '../lifecycle.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import { DatabaseClock } from '../time/databaseClock.js';
 import type { TokenUsage } from './pricing.js';
 
 /** How a call ended, as recorded on its usage record. */
@@ -57,7 +58,8 @@ interface LostHold {
   holdId: string;
   reservationId: string | null;
   requestId: string;
-  expiresAt: Date;
+  /** When its hold expires, by this process's clock: the release gives up then. */
+  giveUpAtMs: number;
   /** What `createHold` threw (it names the lost write). */
   error: unknown;
 }
@@ -113,6 +115,8 @@ const USAGE_COLUMNS = {
 export class Meter {
   /** Aborted by `stopReleases`: the background releases of lost holds give up. */
   private readonly stopping = new AbortController();
+  /** The clock holds' deadlines are set on: the database's, which enforces them. */
+  private readonly clock: DatabaseClock;
 
   constructor(
     private readonly ledger: PostgresLedger,
@@ -121,31 +125,37 @@ export class Meter {
     private readonly retryMs = 60_000,
     /** Where background releases of lost holds are tracked (a shutdown waits) and counted. */
     private readonly background: { work?: WorkTracker; metrics?: Metrics } = {},
-  ) {}
+  ) {
+    this.clock = new DatabaseClock(db);
+  }
 
-  /** Holds `maxCost` on the caller's balance; 402 when the balance or the key's spend limit cannot cover it. */
+  /**
+   * Holds `maxCost` on the caller's balance for `holdMs`; 402 when the balance or the key's
+   * spend limit cannot cover it. The hold's deadline (and its reservation's) is `holdMs` from
+   * now by the database's clock, which enforces it: this process's clock may be off.
+   */
   async hold(params: {
     caller: ApiCaller;
     requestId: string;
     model: string;
     maxCost: Decimal;
-    expiresAt: Date;
+    holdMs: number;
   }): Promise<HeldCall> {
     const { caller, maxCost } = params;
+    const giveUpAtMs = Date.now() + params.holdMs;
+    const expiresAt = new Date((await this.clock.now()) + params.holdMs);
     // Chosen here, so the hold can be named (and voided) even if the ledger's answer is lost,
     // and its reservation names it.
     const holdId = uuidv7();
     const reservationId =
-      caller.spendLimitUsd === null
-        ? null
-        : await this.reserve(caller, maxCost, params.expiresAt, holdId);
+      caller.spendLimitUsd === null ? null : await this.reserve(caller, maxCost, expiresAt, holdId);
     try {
       await this.ledger.createHold({
         holdId,
         debitAccount: accounts.customer(caller.userId),
         creditAccount: accounts.usageRevenue,
         amount: maxCost,
-        expiresAt: params.expiresAt,
+        expiresAt,
         metadata: { requestId: params.requestId, keyId: caller.keyId, model: params.model },
       });
       return { holdId, maxCost, reservationId };
@@ -158,7 +168,7 @@ export class Meter {
           holdId,
           reservationId,
           requestId: params.requestId,
-          expiresAt: params.expiresAt,
+          giveUpAtMs,
           error,
         });
         throw error;
@@ -275,7 +285,7 @@ export class Meter {
 
   private async releaseLost(lost: LostHold): Promise<void> {
     const log = { requestId: lost.requestId, holdId: lost.holdId };
-    const giveUpAt = lost.expiresAt.getTime();
+    const giveUpAt = lost.giveUpAtMs;
     for (let attempt = 1; ; attempt += 1) {
       if (this.stopping.signal.aborted) {
         this.countLost('stopped');

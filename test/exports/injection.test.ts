@@ -112,7 +112,7 @@ beforeAll(async () => {
     requestId: 'req-evil-model',
     model: MODEL,
     maxCost: new Decimal('1'),
-    expiresAt: new Date(Date.now() + 600_000),
+    holdMs: 600_000,
   });
   const settled = await meter.settle(held, new Decimal('0.01'), {
     ...callRecord(caller, 'req-evil-model', 'ok', 200),

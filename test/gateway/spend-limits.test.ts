@@ -46,7 +46,7 @@ const hold = (caller: ApiCaller, maxCost: string, expiresInMs = 600_000) =>
     requestId: `req_${Math.random().toString(36).slice(2)}`,
     model: 'gpt-4o-mini',
     maxCost: new Decimal(maxCost),
-    expiresAt: new Date(Date.now() + expiresInMs),
+    holdMs: expiresInMs,
   });
 
 async function keyTotals(keyId: string) {
@@ -172,4 +172,62 @@ test('a reservation that expires while its settlement is committing is charged w
   expect(await keyTotals(caller.keyId)).toEqual({ spent: '0.7', reserved: '0', open: 0 });
   // Charged 0.7 of its 1: another 0.5 is refused.
   await expect(hold(caller, '0.5')).rejects.toMatchObject({ code: 'spend_limit_exceeded' });
+});
+
+test("an expiry that comes between a settlement's commit and its own release counts the charge once", async () => {
+  const caller = await limitedKey(5008, '1');
+  const held = await hold(caller, '0.9', 1500);
+  // The settlement commits (hold posted, usage row written); its own release of the
+  // reservation then waits: the key's row is held by another transaction (a lock that lets
+  // the usage row's foreign key through, but not the key's update).
+  const blocker = await database.pool.connect();
+  const lockWaits = async (table: string) => {
+    const { rows } = await database.pool.query<{ n: number }>(
+      `select count(*)::int as n from pg_stat_activity
+        where datname = current_database() and wait_event_type = 'Lock' and query like $1`,
+      [`%${table}%`],
+    );
+    return rows[0]!.n;
+  };
+  let releasing: Promise<number> | undefined;
+  try {
+    await blocker.query('begin');
+    await blocker.query('select 1 from api_keys where id = $1 for no key update', [caller.keyId]);
+    const settling = meter.settle(
+      held,
+      new Decimal('0.7'),
+      callRecord(caller, 'req_released_twice', 'ok', 200),
+    );
+    settling.catch(() => {});
+    await waitFor('the settlement to commit and its release to wait on the key', async () => {
+      const { rows } = await database.pool.query<{ status: string }>(
+        'select status from ledger_holds where id = $1',
+        [held.holdId],
+      );
+      return rows[0]?.status === 'posted' && (await lockWaits('api_key_reservations')) === 1;
+    });
+    await waitFor('the reservation to be past its deadline', async () => {
+      const { rows } = await database.pool.query<{ past: boolean }>(
+        'select expires_at < now() as past from api_key_reservations where id = $1',
+        [held.reservationId],
+      );
+      return rows[0]!.past;
+    });
+    // The expiry job comes by now, as it runs: its hold expiry finds nothing (the hold is
+    // posted), and its release sees the settlement's usage row and waits on the reservation.
+    await service.runtime.ledger.expireHolds();
+    releasing = releaseExpiredReservations(service.runtime.database.db, caller.keyId);
+    releasing.catch(() => {});
+    await waitFor('the expiry to wait on the reservation', async () => {
+      return (await lockWaits('api_key_reservations')) === 2;
+    });
+    await blocker.query('commit');
+    await settling;
+  } finally {
+    await blocker.query('rollback').catch(() => {});
+    blocker.release();
+  }
+  // The settlement's release won; the expiry found the reservation released and left it.
+  expect(await releasing).toBe(0);
+  expect(await keyTotals(caller.keyId)).toEqual({ spent: '0.7', reserved: '0', open: 0 });
 });

@@ -151,7 +151,7 @@ export async function buildBook(
       requestId,
       model: 'gpt-4o-mini',
       maxCost: new Decimal('2'),
-      expiresAt: new Date(Date.now() + 600_000),
+      holdMs: 600_000,
     });
     const settled = await meter.settle(
       held,
@@ -175,7 +175,7 @@ export async function buildBook(
       requestId,
       model: 'gpt-4o-mini',
       maxCost: new Decimal('2'),
-      expiresAt: new Date(Date.now() + 600_000),
+      holdMs: 600_000,
     });
     await meter.release(held, callRecord(caller, requestId, 'upstream_error', 502));
   }
