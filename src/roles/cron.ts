@@ -1,9 +1,9 @@
 import { hostname } from 'node:os';
 import { sql, type Kysely } from 'kysely';
-import cron from 'node-cron';
 import pg from 'pg';
 import { moveErasedBalances } from '../account/eraseAccount.js';
 import { releaseExpiredReservations } from '../gateway/meter.js';
+import { createCronTask } from '../config/cronSchedule.js';
 import { sealJournal } from '../integrity/sealJournal.js';
 import { retentionNow, runRetention, type RunRetentionOptions } from '../privacy/retention.js';
 import { tcpKeepAlive } from '../db/connect.js';
@@ -53,28 +53,39 @@ export function nodeCronScheduler({
 }: Pick<Runtime, 'logger' | 'metrics' | 'config'>): Scheduler {
   return (job, turn) => {
     const log = logger.child({ job: job.name });
-    const task = cron.schedule(job.schedule, (context) => turn(context.date), {
-      name: `lingxi-${job.name}`,
-      // Read in the configured zone (UTC by default), not the machine's: every cron process
-      // computes the same ticks wherever it runs.
-      timezone: config.cron.timezone,
-      noOverlap: true,
-      missedExecutionTolerance: Number.MAX_SAFE_INTEGER,
-      logger: {
-        info: (message) => log.info(`node-cron: ${message}`),
-        // Its warnings are about missed ticks, which are logged below with the tick.
-        warn: (message) => log.debug(`node-cron: ${message}`),
-        error: (message, err) =>
-          log.error({ err: err ?? message }, `node-cron: ${String(message)}`),
-        debug: (message) => log.debug(`node-cron: ${String(message)}`),
+    // Read in the configured zone (UTC by default), not the machine's: every cron process
+    // computes the same ticks wherever it runs. Created as the config check creates it
+    // (createCronTask), so a schedule the config accepts starts here.
+    const task = createCronTask(
+      job.schedule,
+      config.cron.timezone,
+      (context) => turn(context.date),
+      {
+        name: `lingxi-${job.name}`,
+        noOverlap: true,
+        missedExecutionTolerance: Number.MAX_SAFE_INTEGER,
+        logger: {
+          info: (message) => log.info(`node-cron: ${message}`),
+          // Its warnings are about missed ticks, which are logged below with the tick.
+          warn: (message) => log.debug(`node-cron: ${message}`),
+          error: (message, err) =>
+            log.error({ err: err ?? message }, `node-cron: ${String(message)}`),
+          debug: (message) => log.debug(`node-cron: ${String(message)}`),
+        },
       },
-    });
+    );
     const missed = (why: string) => (context: { date: Date }) => {
       metrics.cronRuns.inc({ job: job.name, outcome: 'missed' });
       log.warn({ tick: context.date.toISOString() }, `cron tick missed: ${why}`);
     };
     task.on('execution:missed', missed('a later tick was due by the time it could run'));
     task.on('execution:overlap', missed("the job's previous turn was still running"));
+    try {
+      void task.start();
+    } catch (error) {
+      void task.destroy();
+      throw error;
+    }
     return task;
   };
 }
