@@ -136,11 +136,22 @@ export function startCronRole(runtime: Runtime, options: CronRoleOptions = {}): 
           options.retention,
         );
         metrics.retentionIncomplete.set(retention.complete ? 0 : 1);
-        if (!retention.complete)
-          logger.warn(
-            { job: 'retention', result: retention },
-            'retention purge stopped at its per-run bound: the rest is left to the next run (if every run stops so, run it more often: cron.retention)',
+        for (const stop of retention.stopped)
+          metrics.retentionStopped.inc({ table: stop.table, step: stop.step });
+        if (!retention.complete) {
+          const stops = retention.stopped.map(
+            (stop) => `${stop.table} ${stop.step}: ${stop.rows} rows, at most ${stop.bound} a run`,
           );
+          logger.warn(
+            {
+              job: 'retention',
+              table: [...new Set(retention.stopped.map((stop) => stop.table))].join(', '),
+              stopped: retention.stopped,
+              result: retention,
+            },
+            `retention purge stopped at its per-run bound (${stops.join('; ')}): the rest is left to the next run (if every run stops so, run it more often: cron.retention)`,
+          );
+        }
         const erased = await moveErasedBalances(database.db, ledger, { logger });
         if (erased.failed > 0) {
           logger.warn({ job: 'retention', result: retention }, 'retention purge done');
@@ -157,6 +168,9 @@ export function startCronRole(runtime: Runtime, options: CronRoleOptions = {}): 
       },
     },
   ];
+  // At 0 from the start: an alert on its increase sees the first run that stops.
+  for (const step of ['scrub', 'roll-up'] as const)
+    metrics.retentionStopped.inc({ table: 'usage_records', step }, 0);
   const locks = new JobLocks(
     database.url,
     config.database.connectTimeoutMs,
