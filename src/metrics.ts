@@ -133,6 +133,17 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /**
+   * Summed over the cron processes, unlike the gauge above (a process that has not run
+   * retention since keeps its last value): what alerts on retention falling behind read.
+   */
+  readonly retentionStopped = new Counter({
+    name: 'lingxi_retention_runs_stopped_total',
+    help: 'Retention runs (cron) that stopped at their per-run bound with rows left for the next run, by table and step (scrub, roll-up)',
+    labelNames: ['table', 'step'] as const,
+    registers: [this.registry],
+  });
+
   readonly reconcileFindings = new Gauge({
     name: 'lingxi_reconcile_findings',
     help: 'Findings of the last reconciliation this process ran (cron, admin or CLI), by severity',

@@ -34,7 +34,7 @@ const SECTION_NOTES: Record<string, string> = {
   retention: 'How long request data is kept (docs/privacy.md).',
   gateway: 'Limits of the OpenAI-compatible gateway.',
   ledger: 'How the ledger batches its writes.',
-  cron: 'Schedules of the cron role (cron syntax: five fields, or six with seconds first), read in `cron.timezone`; a schedule that is not one stops the process at start. Each scheduled tick runs at most once across the cron processes (docs/operating.md, the roles): give every cron process the same schedules.',
+  cron: 'Schedules of the cron role (cron syntax: five fields, or six with seconds first), read in `cron.timezone`. Each is checked when the config loads (every command, `lingxi doctor` too) by creating it as the cron role does: one that does not parse, or never falls due in that zone (`0 0 31W 4 *`; `30 2 * 3 0#2` in `America/New_York`, a time skipped by summer time), is refused naming its field. Each scheduled tick runs at most once across the cron processes (docs/operating.md, the roles): give every cron process the same schedules.',
   reconcile:
     'Reconciliation runs, however started (the cron role, `lingxi reconcile`, the admin API).',
   alerts: 'Where reconciliation findings are sent.',

@@ -1,10 +1,10 @@
 import { z } from 'zod';
-import cron from 'node-cron';
 import { parseAccountKey, type ChainFamily } from '../../chain-watchers/addresses/accountKey.js';
 import { deriveEvmAddress } from '../../chain-watchers/addresses/deriveEvmAddress.js';
 import { deriveTronAddress } from '../../chain-watchers/addresses/deriveTronAddress.js';
 import { networkSchema } from '../../chain-watchers/config.js';
 import { IMAGE_TOKENS_MAX } from '../gateway/tokens.js';
+import { cronScheduleNeverDue, cronScheduleSyntaxProblem } from './cronSchedule.js';
 
 /** A non-negative decimal amount written as a string: "0.15", "1", "3000.5". */
 const decimalString = z
@@ -128,30 +128,16 @@ const ledgerSchema = z
   })
   .prefault({});
 
+const CRON_SCHEDULE =
+  'must be a cron schedule (five fields, or six with seconds first), e.g. "17 3 * * *"';
+
 const cronSchedule = z.string().superRefine((schedule, ctx) => {
-  const problem = cronScheduleProblem(schedule);
-  if (problem !== null)
-    ctx.addIssue({
-      code: 'custom',
-      message: `must be a cron schedule (five fields, or six with seconds first), e.g. "17 3 * * *": ${problem}`,
-    });
+  const problem = cronScheduleSyntaxProblem(schedule);
+  if (problem !== null) ctx.addIssue({ code: 'custom', message: `${CRON_SCHEDULE}: ${problem}` });
 });
 
-/**
- * Why node-cron would not run `schedule`, or null. Read as the cron role reads it: scheduled
- * (and at once stopped), since node-cron's own check passes expressions that never match
- * (`0 0 31W 4 *`: April has no 31st), and scheduling those throws.
- */
-function cronScheduleProblem(schedule: string): string | null {
-  const checked = cron.validateDetailed(schedule);
-  if (!checked.valid) return checked.errors.map((e) => e.message).join('; ');
-  try {
-    void cron.schedule(schedule, () => {}, { timezone: 'UTC' }).destroy();
-    return null;
-  } catch (error) {
-    return error instanceof Error ? error.message : String(error);
-  }
-}
+const CRON_JOBS = ['reconcile', 'expireHolds', 'seal', 'retention'] as const;
+
 const cronSchema = z
   .strictObject({
     reconcile: cronSchedule.default('*/10 * * * *'),
@@ -162,6 +148,22 @@ const cronSchema = z
     timezone: z.string().default('UTC').refine(isTimeZone, {
       message: 'must be an IANA time zone such as "UTC" or "Asia/Shanghai"',
     }),
+  })
+  .superRefine((schedules, ctx) => {
+    // Each schedule as the cron role creates it, in the configured zone: whether one ever falls
+    // due can depend on the zone (a time its change to summer time skips). A schedule or a zone
+    // refused above is not tried.
+    if (!isTimeZone(schedules.timezone)) return;
+    for (const job of CRON_JOBS) {
+      if (cronScheduleSyntaxProblem(schedules[job]) !== null) continue;
+      const problem = cronScheduleNeverDue(schedules[job], schedules.timezone);
+      if (problem !== null)
+        ctx.addIssue({
+          code: 'custom',
+          path: [job],
+          message: `must be a cron schedule that falls due read in cron.timezone (${schedules.timezone}), e.g. "17 3 * * *": ${problem}`,
+        });
+    }
   })
   .prefault({});
 

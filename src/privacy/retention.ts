@@ -28,6 +28,18 @@ export interface RunRetentionResult {
   prunedRateLimitBuckets: number;
   /** False when a bound stopped the run early; the next run continues where it stopped. */
   complete: boolean;
+  /**
+   * The steps a bound stopped (none when `complete`): the table each left rows in, the rows it
+   * changed this run and the most it may change in one run (batch size x batches).
+   */
+  stopped: RetentionStop[];
+}
+
+export interface RetentionStop {
+  step: 'scrub' | 'roll-up';
+  table: 'usage_records';
+  rows: number;
+  bound: number;
 }
 
 const DAY_MS = 86_400_000;
@@ -82,12 +94,13 @@ export async function runRetention(
   const { rows: clock } = await sql<{ now: Date }>`select clock_timestamp() as now`.execute(db);
   const liveClock = new Date(Math.min(now.getTime(), Date.now(), clock[0]!.now.getTime()));
   const liveMetaCutoff = new Date(liveClock.getTime() - config.retention.requestMetaDays * DAY_MS);
-  let complete = true;
+  const stopped: RetentionStop[] = [];
+  const bound = batchSize * maxBatches;
 
   let scrubbedRows = 0;
   for (let batch = 0; ; batch += 1) {
     if (batch === maxBatches) {
-      complete = false;
+      stopped.push({ step: 'scrub', table: 'usage_records', rows: scrubbedRows, bound });
       break;
     }
     const { rows } = await sql<{ n: string }>`
@@ -107,7 +120,7 @@ export async function runRetention(
   let aggregatesTouched = 0;
   for (let batch = 0; ; batch += 1) {
     if (batch === maxBatches) {
-      complete = false;
+      stopped.push({ step: 'roll-up', table: 'usage_records', rows: rolledUpRows, bound });
       break;
     }
     const { rows } = await sql<{ moved: string; touched: string }>`
@@ -199,6 +212,7 @@ export async function runRetention(
     prunedIdempotencyKeys: Number(idempotencyKeys.numDeletedRows),
     prunedKeyReservations: Number(reservations.numDeletedRows),
     prunedRateLimitBuckets: Number(buckets.numAffectedRows ?? 0),
-    complete,
+    complete: stopped.length === 0,
+    stopped,
   };
 }

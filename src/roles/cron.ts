@@ -1,9 +1,9 @@
 import { hostname } from 'node:os';
 import { sql, type Kysely } from 'kysely';
-import cron from 'node-cron';
 import pg from 'pg';
 import { moveErasedBalances } from '../account/eraseAccount.js';
 import { releaseExpiredReservations } from '../gateway/meter.js';
+import { createCronTask } from '../config/cronSchedule.js';
 import { sealJournal } from '../integrity/sealJournal.js';
 import { retentionNow, runRetention, type RunRetentionOptions } from '../privacy/retention.js';
 import { tcpKeepAlive } from '../db/connect.js';
@@ -53,28 +53,39 @@ export function nodeCronScheduler({
 }: Pick<Runtime, 'logger' | 'metrics' | 'config'>): Scheduler {
   return (job, turn) => {
     const log = logger.child({ job: job.name });
-    const task = cron.schedule(job.schedule, (context) => turn(context.date), {
-      name: `lingxi-${job.name}`,
-      // Read in the configured zone (UTC by default), not the machine's: every cron process
-      // computes the same ticks wherever it runs.
-      timezone: config.cron.timezone,
-      noOverlap: true,
-      missedExecutionTolerance: Number.MAX_SAFE_INTEGER,
-      logger: {
-        info: (message) => log.info(`node-cron: ${message}`),
-        // Its warnings are about missed ticks, which are logged below with the tick.
-        warn: (message) => log.debug(`node-cron: ${message}`),
-        error: (message, err) =>
-          log.error({ err: err ?? message }, `node-cron: ${String(message)}`),
-        debug: (message) => log.debug(`node-cron: ${String(message)}`),
+    // Read in the configured zone (UTC by default), not the machine's: every cron process
+    // computes the same ticks wherever it runs. Created as the config check creates it
+    // (createCronTask), so a schedule the config accepts starts here.
+    const task = createCronTask(
+      job.schedule,
+      config.cron.timezone,
+      (context) => turn(context.date),
+      {
+        name: `lingxi-${job.name}`,
+        noOverlap: true,
+        missedExecutionTolerance: Number.MAX_SAFE_INTEGER,
+        logger: {
+          info: (message) => log.info(`node-cron: ${message}`),
+          // Its warnings are about missed ticks, which are logged below with the tick.
+          warn: (message) => log.debug(`node-cron: ${message}`),
+          error: (message, err) =>
+            log.error({ err: err ?? message }, `node-cron: ${String(message)}`),
+          debug: (message) => log.debug(`node-cron: ${String(message)}`),
+        },
       },
-    });
+    );
     const missed = (why: string) => (context: { date: Date }) => {
       metrics.cronRuns.inc({ job: job.name, outcome: 'missed' });
       log.warn({ tick: context.date.toISOString() }, `cron tick missed: ${why}`);
     };
     task.on('execution:missed', missed('a later tick was due by the time it could run'));
     task.on('execution:overlap', missed("the job's previous turn was still running"));
+    try {
+      void task.start();
+    } catch (error) {
+      void task.destroy();
+      throw error;
+    }
     return task;
   };
 }
@@ -125,11 +136,22 @@ export function startCronRole(runtime: Runtime, options: CronRoleOptions = {}): 
           options.retention,
         );
         metrics.retentionIncomplete.set(retention.complete ? 0 : 1);
-        if (!retention.complete)
-          logger.warn(
-            { job: 'retention', result: retention },
-            'retention purge stopped at its per-run bound: the rest is left to the next run (if every run stops so, run it more often: cron.retention)',
+        for (const stop of retention.stopped)
+          metrics.retentionStopped.inc({ table: stop.table, step: stop.step });
+        if (!retention.complete) {
+          const stops = retention.stopped.map(
+            (stop) => `${stop.table} ${stop.step}: ${stop.rows} rows, at most ${stop.bound} a run`,
           );
+          logger.warn(
+            {
+              job: 'retention',
+              table: [...new Set(retention.stopped.map((stop) => stop.table))].join(', '),
+              stopped: retention.stopped,
+              result: retention,
+            },
+            `retention purge stopped at its per-run bound (${stops.join('; ')}): the rest is left to the next run (if every run stops so, run it more often: cron.retention)`,
+          );
+        }
         const erased = await moveErasedBalances(database.db, ledger, { logger });
         if (erased.failed > 0) {
           logger.warn({ job: 'retention', result: retention }, 'retention purge done');
@@ -146,6 +168,9 @@ export function startCronRole(runtime: Runtime, options: CronRoleOptions = {}): 
       },
     },
   ];
+  // At 0 from the start: an alert on its increase sees the first run that stops.
+  for (const step of ['scrub', 'roll-up'] as const)
+    metrics.retentionStopped.inc({ table: 'usage_records', step }, 0);
   const locks = new JobLocks(
     database.url,
     config.database.connectTimeoutMs,

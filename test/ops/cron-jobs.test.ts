@@ -361,31 +361,56 @@ test('a retention run stopped at its per-run bound says so: a warning and lingxi
     batchSize: 1,
     maxBatches: 2,
   });
-  // Three calls whose IP and user agent are past their 30 days: one row a statement, two
-  // statements a run.
+  // Three calls past their 90 days (scrubbed, then rolled up and deleted): one row a
+  // statement, two statements a step and run.
   const { rows: users } = await database.pool.query<{ id: string }>(
     `insert into users (telegram_id) values (7302) returning id::text`,
   );
   await database.pool.query(
     `insert into usage_records (request_id, user_id, endpoint, model, started_at, finished_at,
                                 latency_ms, http_status, outcome, client_ip, user_agent)
-     select 'req_old_' || g, $1, 'chat.completions', 'gpt-4o-mini', now() - interval '40 days',
-            now() - interval '40 days', 10, 200, 'ok', '10.0.0.1', 'curl/8'
+     select 'req_old_' || g, $1, 'chat.completions', 'gpt-4o-mini', now() - interval '100 days',
+            now() - interval '100 days', 10, 200, 'ok', '10.0.0.1', 'curl/8'
        from generate_series(1, 3) g`,
     [users[0]!.id],
   );
   const incomplete = async () => (await runtime.metrics.retentionIncomplete.get()).values[0]?.value;
+  // What /metrics serves: the counter alerts sum over every cron process, there from the start.
+  const exposition = () => runtime.metrics.registry.metrics();
+  expect(await exposition()).toContain(
+    'lingxi_retention_runs_stopped_total{table="usage_records",step="scrub"} 0',
+  );
   const stopped = () => lines.filter((l) => String(l['msg']).startsWith('retention purge stopped'));
   await clock.fire('retention', new Date());
   expect(await incomplete()).toBe(1);
   expect(stopped()).toHaveLength(1);
-  expect(stopped()[0]).toMatchObject({ level: 40, job: 'retention', result: { complete: false } });
+  expect(stopped()[0]).toMatchObject({
+    level: 40,
+    job: 'retention',
+    // The table and the counts: two rows a step, the most a run may (1 row x 2 statements).
+    table: 'usage_records',
+    stopped: [
+      { table: 'usage_records', step: 'scrub', rows: 2, bound: 2 },
+      { table: 'usage_records', step: 'roll-up', rows: 2, bound: 2 },
+    ],
+    result: { complete: false, scrubbedRows: 2, rolledUpRows: 2 },
+  });
+  expect(stopped()[0]!['msg']).toContain(
+    '(usage_records scrub: 2 rows, at most 2 a run; usage_records roll-up: 2 rows, at most 2 a run)',
+  );
+  for (const step of ['scrub', 'roll-up'])
+    expect(await exposition()).toContain(
+      `lingxi_retention_runs_stopped_total{table="usage_records",step="${step}"} 1`,
+    );
   // The next day's turn (each tick runs once) finishes the work.
   await clock.fire('retention', new Date(Date.now() + 86_400_000));
   expect(await incomplete()).toBe(0);
   expect(stopped()).toHaveLength(1);
+  expect(await exposition()).toContain(
+    'lingxi_retention_runs_stopped_total{table="usage_records",step="roll-up"} 1',
+  );
   const { rows } = await database.pool.query(
-    `select count(*)::int as n from usage_records where user_id = $1 and client_ip is not null`,
+    `select count(*)::int as n from usage_records where user_id = $1`,
     [users[0]!.id],
   );
   expect(rows[0].n).toBe(0);
