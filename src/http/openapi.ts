@@ -142,6 +142,9 @@ const commonErrors = {
   '503': { $ref: '#/components/responses/ServiceUnavailable' },
 } as const;
 
+/** What every route that reads a JSON body may answer before it looks at it. */
+const bodyTooLarge = { '413': { $ref: '#/components/responses/RequestTooLarge' } } as const;
+
 function body(schema: JsonSchema, example?: unknown): RequestBodyObject {
   return {
     required: true,
@@ -515,7 +518,12 @@ const schemas: Record<string, JsonSchema> = {
       sessionsEnded: int,
       usageRowsScrubbed: int,
       unclaimedBalance: nullable(
-        object({ amount: decimal, currency: { const: 'USD' }, account: str, entryId: str }),
+        object({
+          amount: decimal,
+          currency: { const: 'USD' },
+          account: str,
+          entryId: { ...nullable(str), description: 'null when there was nothing to move' },
+        }),
       ),
     },
     ['unclaimedBalance'],
@@ -782,6 +790,7 @@ const paths: Record<string, PathItem> = {
           'The hash does not match, the payload is too old or was used before.',
         ),
         '403': error(['account_suspended'], 'The account is suspended.'),
+        ...bodyTooLarge,
         ...commonErrors,
         '503': error(
           ['telegram_not_configured', 'service_unavailable'],
@@ -805,6 +814,7 @@ const paths: Record<string, PathItem> = {
         '400': error(['invalid_request'], 'A bad telegramId or username.'),
         '403': error(['dev_sign_in_local_only'], 'The client is not on this machine.'),
         '404': error(['not_found'], 'telegram.devSignIn is off: this route does not exist.'),
+        ...bodyTooLarge,
         ...commonErrors,
       },
     },
@@ -853,14 +863,22 @@ const paths: Record<string, PathItem> = {
       }),
       responses: {
         '200': json('Erased.', ref('Erasure')),
-        '400': error(['confirmation_required'], 'The body does not confirm.'),
+        '400': error(
+          ['confirmation_required', 'invalid_request'],
+          'The body does not confirm, or is not JSON.',
+        ),
         '401': accountAuthErrors['401'],
         '403': error(
           ['key_restricted', 'account_suspended', 'account_erased'],
-          'A restricted key, or a suspended or erased account.',
+          'A restricted key, or a suspended or erased account (a retry of an erasure that went through, with its session or its API key, or one that ran at the same time).',
         ),
         '409': error(['calls_in_flight'], 'API calls are holding part of the balance; retry.'),
+        ...bodyTooLarge,
         ...commonErrors,
+        '500': error(
+          ['erasure_incomplete', 'internal_error'],
+          'The account was erased but its balance could not be moved yet (`erasure_incomplete`: it stays owed, and the retention job moves it), or an unexpected error. Type `api_error`.',
+        ),
       },
     },
   },
@@ -974,9 +992,10 @@ const paths: Record<string, PathItem> = {
           'A restricted key cannot create keys.',
         ),
         '409': error(
-          ['too_many_keys', 'idempotency_conflict', 'idempotency_in_progress'],
-          'At most 100 active keys; or the Idempotency-Key was used for another request.',
+          ['too_many_keys', 'user_erased', 'idempotency_conflict', 'idempotency_in_progress'],
+          'At most 100 active keys; the account was erased while the key was being made; or the Idempotency-Key was used for another request.',
         ),
+        ...bodyTooLarge,
         ...commonErrors,
       },
     },
@@ -1098,6 +1117,7 @@ const paths: Record<string, PathItem> = {
           ['user_exists', 'idempotency_conflict', 'idempotency_in_progress'],
           'That Telegram id has a user; or an Idempotency-Key conflict.',
         ),
+        ...bodyTooLarge,
         ...commonErrors,
       },
     },
@@ -1147,6 +1167,7 @@ const paths: Record<string, PathItem> = {
           ['user_erased', 'idempotency_conflict', 'idempotency_in_progress'],
           'An erased user (no new keys), or Idempotency-Key.',
         ),
+        ...bodyTooLarge,
         ...commonErrors,
       },
     },
@@ -1190,6 +1211,7 @@ const paths: Record<string, PathItem> = {
         ...adminAuthErrors,
         '404': error(['key_not_found'], 'No such key.'),
         '409': error(['key_revoked'], 'A revoked key is not changed.'),
+        ...bodyTooLarge,
         ...commonErrors,
       },
     },
@@ -1218,6 +1240,7 @@ const paths: Record<string, PathItem> = {
           ['user_erased', 'idempotency_conflict', 'idempotency_in_progress'],
           'An erased user (its balance is unclaimed, no adjustments), or Idempotency-Key.',
         ),
+        ...bodyTooLarge,
         ...commonErrors,
       },
     },
@@ -1252,7 +1275,11 @@ const paths: Record<string, PathItem> = {
         '400': error(['invalid_request'], 'No reason.'),
         ...adminAuthErrors,
         '404': error(['user_not_found'], 'No such user.'),
-        '409': error(['user_erased', 'idempotency_conflict'], 'An erased user.'),
+        '409': error(
+          ['user_erased', 'idempotency_conflict', 'idempotency_in_progress'],
+          'An erased user, or Idempotency-Key.',
+        ),
+        ...bodyTooLarge,
         ...commonErrors,
       },
     },
@@ -1270,7 +1297,11 @@ const paths: Record<string, PathItem> = {
         '400': error(['invalid_request'], 'No reason.'),
         ...adminAuthErrors,
         '404': error(['user_not_found'], 'No such user.'),
-        '409': error(['user_erased', 'idempotency_conflict'], 'An erased user.'),
+        '409': error(
+          ['user_erased', 'idempotency_conflict', 'idempotency_in_progress'],
+          'An erased user, or Idempotency-Key.',
+        ),
+        ...bodyTooLarge,
         ...commonErrors,
       },
     },
@@ -1344,6 +1375,7 @@ const paths: Record<string, PathItem> = {
           ['user_erased', 'idempotency_conflict', 'idempotency_in_progress'],
           'A customer account of an erased user, or Idempotency-Key.',
         ),
+        ...bodyTooLarge,
         ...commonErrors,
       },
     },
@@ -1376,6 +1408,7 @@ const paths: Record<string, PathItem> = {
           ['already_reversed', 'user_erased', 'idempotency_conflict', 'idempotency_in_progress'],
           'Already reversed, an erased user, or Idempotency-Key.',
         ),
+        ...bodyTooLarge,
         ...commonErrors,
       },
     },
@@ -1522,6 +1555,7 @@ const paths: Record<string, PathItem> = {
           ['reconciliation_running', 'idempotency_conflict', 'idempotency_in_progress'],
           'Another run did not finish within `reconcile.lockWaitMs`; or Idempotency-Key.',
         ),
+        ...bodyTooLarge,
         ...commonErrors,
         '503': error(
           ['reconciliation_turn_lost', 'service_unavailable'],
@@ -1566,6 +1600,7 @@ const paths: Record<string, PathItem> = {
           ['already_acknowledged', 'idempotency_conflict', 'idempotency_in_progress'],
           'Acknowledged before; Idempotency-Key.',
         ),
+        ...bodyTooLarge,
         ...commonErrors,
       },
     },
@@ -1613,6 +1648,12 @@ export const openApiDocument: OpenApiDocument = {
       ServiceUnavailable: retryLater(
         'The service cannot reach its database (a failover, a blip): code `service_unavailable`, type `api_error`.',
       ),
+      RequestTooLarge: {
+        description:
+          'The body is larger than http.bodyLimitBytes: code `request_too_large`, type `invalid_request_error`; nothing was read or changed.',
+        headers: { 'x-request-id': requestIdHeader },
+        content: { 'application/json': { schema: ref('Error') } },
+      },
       RateLimited: retryLater(
         'Too many requests or tokens per minute for this key: code `rate_limit_exceeded`, type `requests`.',
       ),

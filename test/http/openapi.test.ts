@@ -159,15 +159,23 @@ function operationFor(method: HttpMethod, path: string): { template: string; op:
 async function documentedCall(
   method: HttpMethod,
   path: string,
-  options: { token?: string; body?: unknown } = {},
+  options: {
+    token?: string | undefined;
+    body?: unknown;
+    rawBody?: string;
+    headers?: Record<string, string>;
+  } = {},
 ): Promise<{ status: number; body: unknown }> {
+  const sent =
+    options.rawBody ?? (options.body === undefined ? undefined : JSON.stringify(options.body));
   const response = await fetch(`${service.url}${path}`, {
     method: method.toUpperCase(),
     headers: {
       ...(options.token ? { authorization: `Bearer ${options.token}` } : {}),
-      ...(options.body === undefined ? {} : { 'content-type': 'application/json' }),
+      ...(sent === undefined ? {} : { 'content-type': 'application/json' }),
+      ...options.headers,
     },
-    ...(options.body === undefined ? {} : { body: JSON.stringify(options.body) }),
+    ...(sent === undefined ? {} : { body: sent }),
   });
   const body: unknown = await response.json();
   const { template, op } = operationFor(method, path.split('?')[0]!);
@@ -311,3 +319,284 @@ test('real answers match the documented schemas and error codes', async () => {
   ).toBe(404);
   expect(keyId).toBeTruthy();
 }, 60_000);
+
+/** A request the service must refuse: the status and code it answers with. */
+interface Refusal {
+  what: string;
+  method: HttpMethod;
+  path: string;
+  status: number;
+  code: string;
+  token?: string | undefined;
+  body?: unknown;
+  rawBody?: string;
+  headers?: Record<string, string>;
+}
+
+/** `refuse('bad limit', 'POST /api/me/keys', '400 invalid_amount', {token, body})`. */
+function refuse(
+  what: string,
+  route: string,
+  answer: string,
+  options: Pick<Refusal, 'token' | 'body' | 'rawBody' | 'headers'>,
+): Refusal {
+  const [method, path] = route.split(' ') as [string, string];
+  const [status, code] = answer.split(' ') as [string, string];
+  return {
+    what: `${route}: ${what}`,
+    method: method.toLowerCase() as HttpMethod,
+    path,
+    status: Number(status),
+    code,
+    ...options,
+  };
+}
+
+/**
+ * Sends each refusal through documentedCall (the status must be documented for the route, the
+ * code listed in that answer's description) and checks it was refused as expected; collects
+ * every mismatch, so one run names all the drift.
+ */
+async function refusalsNotDocumented(refusals: Refusal[]): Promise<string[]> {
+  const problems: string[] = [];
+  for (const { what, method, path, status, code, ...options } of refusals) {
+    try {
+      const answer = await documentedCall(method, path, options);
+      const answered = (answer.body as { error?: { code?: string } }).error?.code;
+      if (answer.status !== status || answered !== code)
+        problems.push(`${what}: answered ${answer.status} ${answered}, not ${status} ${code}`);
+    } catch (error) {
+      problems.push(`${what}: ${(error as Error).message.split('\n')[0]}`);
+    }
+  }
+  return problems;
+}
+
+async function signIn(telegramId: number): Promise<{ token: string; userId: string }> {
+  const response = await fetch(`${service.url}/api/auth/dev`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ telegramId }),
+  });
+  expect(response.status).toBe(200);
+  return (await response.json()) as { token: string; userId: string };
+}
+
+test('the key and account routes refuse bad requests with codes the document lists for them', async () => {
+  const { userId, apiKey, keyId } = await userWithKey(service, { telegramId: 9101, balance: '5' });
+  const restricted = await userWithKey(service, {
+    telegramId: 9102,
+    key: { name: 'limited', spendLimitUsd: '1' },
+  });
+  const other = await userWithKey(service, { telegramId: 9103 });
+  const { token: session } = await signIn(9104);
+  const erased = await userWithKey(service, { telegramId: 9105 });
+  const erase = { confirm: 'erase my account' };
+  const erasure = await documentedCall('delete', '/api/me', { token: erased.apiKey, body: erase });
+  expect(erasure.status).toBe(200);
+  const revoked = await documentedCall('post', `/admin/users/${userId}/keys`, {
+    token: ADMIN_TOKEN,
+    body: { name: 'to revoke' },
+  });
+  const revokedId = (revoked.body as { id: string }).id;
+  expect(
+    (
+      await documentedCall('delete', `/admin/users/${userId}/keys/${revokedId}`, {
+        token: ADMIN_TOKEN,
+      })
+    ).status,
+  ).toBe(200);
+  const conflicting = { 'idempotency-key': 'openapi-refusals-1' };
+  expect(
+    (
+      await documentedCall('post', '/api/me/keys', {
+        token: session,
+        body: { name: 'first' },
+        headers: conflicting,
+      })
+    ).status,
+  ).toBe(201);
+  const noKey = '0190b6c0-0000-7000-8000-000000000000';
+  const unknownKey = `lx-${'A'.repeat(43)}`;
+  const unknownSession = `lxs-${'A'.repeat(43)}`;
+  const revokedSecret = (revoked.body as { key: string }).key;
+  const adm = (body?: unknown) => ({ token: ADMIN_TOKEN, ...(body === undefined ? {} : { body }) });
+  const me = (body?: unknown) => ({ token: session, ...(body === undefined ? {} : { body }) });
+
+  const u = `/admin/users/${userId}`;
+  const patch = `PATCH /admin/keys/${keyId}`;
+  const refusals: Refusal[] = [
+    // POST /admin/users/:id/keys
+    refuse('name not text', `POST ${u}/keys`, '400 invalid_request', adm({ name: 5 })),
+    refuse('negative limit', `POST ${u}/keys`, '400 invalid_amount', adm({ spendLimitUsd: '-1' })),
+    refuse('limit a number', `POST ${u}/keys`, '400 invalid_amount', adm({ spendLimitUsd: 5 })),
+    refuse('models a text', `POST ${u}/keys`, '400 invalid_request', adm({ allowedModels: 'a' })),
+    refuse('body a list', `POST ${u}/keys`, '400 invalid_request', adm([])),
+    refuse('no such user', 'POST /admin/users/999999/keys', '404 user_not_found', adm({})),
+    refuse('not a user id', 'POST /admin/users/abc/keys', '404 user_not_found', adm({})),
+    refuse('erased', `POST /admin/users/${erased.userId}/keys`, '409 user_erased', adm({})),
+    refuse('wrong token', `POST ${u}/keys`, '401 invalid_admin_token', {
+      token: 'wrong',
+      body: {},
+    }),
+    // GET /admin/users/:id/keys, DELETE /admin/users/:id/keys/:keyId
+    refuse('no such user', 'GET /admin/users/999999/keys', '404 user_not_found', adm()),
+    refuse('no such user', `DELETE /admin/users/999999/keys/${keyId}`, '404 user_not_found', adm()),
+    refuse('not a key id', `DELETE ${u}/keys/nope`, '404 key_not_found', adm()),
+    refuse('not his key', `DELETE ${u}/keys/${other.keyId}`, '404 key_not_found', adm()),
+    // PATCH /admin/keys/:id
+    refuse('nothing to change', patch, '400 invalid_request', adm({})),
+    refuse('unknown field', patch, '400 invalid_request', adm({ name: 'x' })),
+    refuse('limit a word', patch, '400 invalid_amount', adm({ spendLimitUsd: 'ten' })),
+    refuse('zero limit', patch, '400 invalid_amount', adm({ spendLimitUsd: '0' })),
+    refuse('models not ids', patch, '400 invalid_request', adm({ allowedModels: [1] })),
+    refuse('body a list', patch, '400 invalid_request', adm([])),
+    refuse(
+      'no such key',
+      `PATCH /admin/keys/${noKey}`,
+      '404 key_not_found',
+      adm({ allowedModels: null }),
+    ),
+    refuse(
+      'not a key id',
+      'PATCH /admin/keys/nope',
+      '404 key_not_found',
+      adm({ allowedModels: null }),
+    ),
+    refuse(
+      'revoked',
+      `PATCH /admin/keys/${revokedId}`,
+      '409 key_revoked',
+      adm({ allowedModels: null }),
+    ),
+    // POST /api/me/keys, DELETE /api/me/keys/:id, GET /api/me/keys
+    refuse('long name', 'POST /api/me/keys', '400 invalid_request', me({ name: 'x'.repeat(101) })),
+    refuse('bad limit', 'POST /api/me/keys', '400 invalid_amount', me({ spendLimitUsd: '1e3' })),
+    refuse('restricted', 'POST /api/me/keys', '403 key_restricted', {
+      token: restricted.apiKey,
+      body: {},
+    }),
+    refuse('Idempotency-Key reused', 'POST /api/me/keys', '409 idempotency_conflict', {
+      ...me({ name: 'second' }),
+      headers: conflicting,
+    }),
+    refuse('erased', 'POST /api/me/keys', '403 account_erased', { token: erased.apiKey, body: {} }),
+    refuse('unknown key', 'POST /api/me/keys', '401 invalid_api_key', {
+      token: unknownKey,
+      body: {},
+    }),
+    refuse('not a key id', 'DELETE /api/me/keys/nope', '404 key_not_found', me()),
+    refuse('not his key', `DELETE /api/me/keys/${keyId}`, '404 key_not_found', me()),
+    refuse('restricted', `DELETE /api/me/keys/${restricted.keyId}`, '403 key_restricted', {
+      token: restricted.apiKey,
+    }),
+    refuse('no credentials', 'GET /api/me/keys', '401 missing_credentials', {}),
+    refuse('revoked key', 'GET /api/me/keys', '401 invalid_api_key', { token: revokedSecret }),
+    // Other admin reads
+    refuse('no criterion', 'GET /admin/users', '400 invalid_request', adm()),
+    refuse(
+      'two criteria',
+      'GET /admin/users?telegramId=1&username=a',
+      '400 invalid_request',
+      adm(),
+    ),
+    refuse('bad limit', 'GET /admin/audit-log?limit=0', '400 invalid_request', adm()),
+    refuse('bad cursor', 'GET /admin/audit-log?cursor=nope', '400 invalid_request', adm()),
+    refuse('no format', 'GET /admin/exports/journal', '400 invalid_request', adm()),
+    refuse(
+      'bad basis',
+      'GET /admin/exports/journal?format=csv&basis=x',
+      '400 invalid_request',
+      adm(),
+    ),
+    refuse(
+      'bad range',
+      'GET /admin/exports/journal?format=csv&from=x',
+      '400 invalid_request',
+      adm(),
+    ),
+    refuse('bad basis', 'GET /admin/exports/trial-balance?basis=x', '400 invalid_request', adm()),
+    refuse('no user', 'GET /admin/exports/statement', '400 invalid_request', adm()),
+    refuse('no such user', 'GET /admin/exports/statement?user=999999', '404 user_not_found', adm()),
+    // /api/me
+    refuse('not confirmed', 'DELETE /api/me', '400 confirmation_required', me({ confirm: 'yes' })),
+    refuse('body a list', 'DELETE /api/me', '400 confirmation_required', me([])),
+    refuse('body not JSON', 'DELETE /api/me', '400 invalid_request', {
+      token: session,
+      rawBody: '{',
+    }),
+    refuse('restricted', 'DELETE /api/me', '403 key_restricted', {
+      token: restricted.apiKey,
+      body: erase,
+    }),
+    refuse('retried with its key', 'DELETE /api/me', '403 account_erased', {
+      token: erased.apiKey,
+      body: erase,
+    }),
+    refuse('malformed', 'GET /api/me', '401 invalid_credentials', {
+      headers: { authorization: 'Basic x' },
+    }),
+    refuse('unknown session', 'GET /api/me/balance', '401 invalid_session', {
+      token: unknownSession,
+    }),
+    refuse('bad limit', 'GET /api/me/usage?limit=0', '400 invalid_request', me()),
+    refuse('bad cursor', 'GET /api/me/usage?cursor=nope', '400 invalid_request', me()),
+    refuse('bad range', 'GET /api/me/usage?from=yesterday', '400 invalid_request', me()),
+    refuse('bad format', 'GET /api/me/statement?format=xml', '400 invalid_request', me()),
+    refuse('bad cursor', 'GET /api/me/statement?cursor=nope', '400 invalid_request', me()),
+    refuse('bad limit', 'GET /api/me/statement?limit=99999', '400 invalid_request', me()),
+    refuse('bad cursor', 'GET /api/me/deposits?cursor=nope', '400 invalid_request', me()),
+    refuse('bad limit', 'GET /api/me/deposits?limit=-1', '400 invalid_request', me()),
+    refuse(
+      'no such network',
+      'GET /api/me/deposit-addresses/mars/qr.svg',
+      '404 network_not_found',
+      me(),
+    ),
+    refuse('an API key', 'POST /api/auth/logout', '400 not_a_session', { token: apiKey }),
+  ];
+  expect(await refusalsNotDocumented(refusals)).toEqual([]);
+}, 60_000);
+
+/** The credential a route's security asks for; none for the routes without one. */
+function credentialFor(op: OperationObject, tokens: { apiKey: string; session: string }) {
+  const schemes = (op.security ?? []).flatMap((entry) => Object.keys(entry));
+  if (schemes.includes('AdminToken')) return ADMIN_TOKEN;
+  if (schemes.includes('SessionToken')) return tokens.session;
+  if (schemes.includes('ApiKey')) return tokens.apiKey;
+  return undefined;
+}
+
+test('every route that reads a body or an Idempotency-Key lists what a bad one answers', async () => {
+  const { apiKey } = await userWithKey(service, { telegramId: 9201, balance: '5' });
+  const { token: session } = await signIn(9202);
+  const limit = service.runtime.config.http.bodyLimitBytes;
+  const refusals: Refusal[] = [];
+  for (const [template, item] of Object.entries(openApiDocument.paths))
+    for (const method of METHODS) {
+      const op = item[method];
+      if (!op) continue;
+      // The refusals come before any parameter is looked at: any value will do.
+      const path = template.replace(/\{[^}]+\}/g, '1');
+      const token = credentialFor(op, { apiKey, session });
+      const route = `${method.toUpperCase()} ${path}`;
+      if (op.requestBody)
+        refusals.push(
+          refuse('not JSON', route, '400 invalid_request', { token, rawBody: '{' }),
+          refuse('too large', route, '413 request_too_large', {
+            token,
+            rawBody: `"${'x'.repeat(limit)}"`,
+          }),
+        );
+      if ((op.parameters ?? []).some((p) => '$ref' in p && p.$ref.endsWith('/IdempotencyKey')))
+        refusals.push(
+          refuse('Idempotency-Key too long', route, '400 invalid_request', {
+            token,
+            body: {},
+            headers: { 'idempotency-key': 'k'.repeat(201) },
+          }),
+        );
+    }
+  expect(refusals.length).toBeGreaterThan(30);
+  expect(await refusalsNotDocumented(refusals)).toEqual([]);
+}, 120_000);
