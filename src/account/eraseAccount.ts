@@ -1,6 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 import { Decimal, InsufficientFundsError, type PostgresLedger } from '../../ledger/index.js';
 import { audit } from '../audit.js';
+import { assertAccountUsable } from '../auth/sessions.js';
 import { accounts } from '../billing/accounts.js';
 import { getUserBalance } from '../billing/getUserBalance.js';
 import type { Database } from '../db/schema.js';
@@ -55,7 +56,8 @@ export interface EraseAccountResult {
  * to liabilities:unclaimed:{id}: still owed, no longer tied to a person. Ledger tables are
  * only appended to, never changed.
  *
- * Refused (409 `calls_in_flight`, nothing changed) while API calls hold part of the balance.
+ * Refused (409 `calls_in_flight`, nothing changed) while API calls hold part of the balance;
+ * an account another erasure erased first: 403 `account_erased`.
  */
 export async function eraseAccount(
   db: Kysely<Database>,
@@ -83,7 +85,10 @@ export async function eraseAccount(
       .where('id', '=', userId)
       .forUpdate()
       .executeTakeFirstOrThrow();
-    if (user.status === 'erased') throw conflict('this account was already erased', 'user_erased');
+    // Another erasure of the account committed while this one waited for the row (a client
+    // that gave up on its DELETE and retried): 403 `account_erased`, as a retry that comes
+    // after it is told when it authenticates, never a different answer for the same retry.
+    if (user.status === 'erased') assertAccountUsable(user.status);
     await trx
       .updateTable('users')
       .set({

@@ -11,6 +11,7 @@ import type { TestDatabase } from '../support/db.js';
 import { ledgerRowCounts } from '../support/ledger.js';
 import { ADMIN_TOKEN, admin, userWithKey, type TestService } from '../support/service.js';
 import { useGatewayStack, sdk } from '../gateway/fixtures.js';
+import { waitFor } from '../support/poll.js';
 import { call, devSignIn, expectErrorShape, rowCounts } from './support.js';
 
 let database: TestDatabase;
@@ -263,6 +264,42 @@ test('a DELETE /api/me made with an API key and retried with it is told 403 acco
     expectErrorShape(retry.body, 'account_erased');
   }
   expect(await rowCounts(database.pool)).toEqual(before);
+});
+
+test('a DELETE /api/me retried while the first still runs is told 403 account_erased, not 409', async () => {
+  const { userId, apiKey } = await userWithKey(service, { telegramId: 5209 });
+  // Both requests are past authentication (the account still active) and wait for the user's
+  // row: the client gave up on the first and retried, and the first then went through.
+  const blocker = await database.pool.connect();
+  let answers: Array<{ status: number; body: unknown }>;
+  try {
+    await blocker.query('begin');
+    await blocker.query('select 1 from users where id = $1 for update', [userId]);
+    const both = Promise.all(
+      [1, 2].map(() => call(service, 'DELETE', '/api/me', { token: apiKey, body: CONFIRM })),
+    );
+    both.catch(() => {});
+    await waitFor('both erasures to wait for the user row', async () => {
+      const { rows } = await database.pool.query<{ n: number }>(
+        `select count(*)::int as n from pg_stat_activity
+          where datname = current_database() and wait_event_type = 'Lock'
+            and query ilike '%"users"%for update%' and pid <> pg_backend_pid()`,
+      );
+      return rows[0]!.n === 2;
+    });
+    await blocker.query('commit');
+    answers = await both;
+  } finally {
+    blocker.release();
+  }
+  const statuses = answers.map((answer) => answer.status).sort();
+  expect(statuses).toEqual([200, 403]);
+  expectErrorShape(answers.find((answer) => answer.status !== 200)!.body, 'account_erased');
+  const { rows } = await database.pool.query(
+    `select count(*)::int as n from audit_log where action = 'account.erase' and target = $1`,
+    [`user:${userId}`],
+  );
+  expect(rows[0].n).toBe(1);
 });
 
 test('an API key left unrevoked on an erased account answers 403 account_erased, as a session does', async () => {
