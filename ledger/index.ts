@@ -22,7 +22,12 @@ export {
   type AccountSpec,
 } from './chart.js';
 export { isUuid } from './ids.js';
-export { guardPoolClients, isWatched, noteStall } from './postgres/connectionErrors.js';
+export {
+  DatabaseStalledError,
+  guardPoolClients,
+  isWatched,
+  noteStall,
+} from './postgres/connectionErrors.js';
 export type { Attachment, AttachmentColumnType } from './attachments.js';
 export type { PostEntryParameters, PostEntryResult } from './commands/postEntry.js';
 export type { CreateHoldParameters, CreateHoldResult } from './commands/createHold.js';

@@ -61,17 +61,21 @@ export function isWatched(client: pg.ClientBase): boolean {
 }
 
 /**
- * A ledger write (or the probe that settles one) whose connection went `timeoutMs` without an
- * answer: the ledger closed that connection. The link may have died without a reset (a
- * network partition, a failover behind a virtual IP), which the kernel would only notice
+ * A connection that went `timeoutMs` without an answer, closed by whoever watched it: a ledger
+ * write or the probe that settles one (`ledger.writeTimeoutMs`), or a query on the service's
+ * pool (`database.queryTimeoutMs`, named by `setting`). The link may have died without a reset
+ * (a network partition, a failover behind a virtual IP), which the kernel would only notice
  * minutes later. `ETIMEDOUT`, as the kernel's own: the database was unavailable, nothing was
  * refused.
  */
 export class DatabaseStalledError extends Error {
   readonly code = 'ETIMEDOUT';
-  constructor(readonly timeoutMs: number) {
+  constructor(
+    readonly timeoutMs: number,
+    setting = 'ledger.writeTimeoutMs',
+  ) {
     super(
-      `the database did not answer within ${timeoutMs} ms (ledger.writeTimeoutMs): the connection was closed`,
+      `the database did not answer within ${timeoutMs} ms (${setting}): the connection was closed`,
     );
     this.name = 'DatabaseStalledError';
   }

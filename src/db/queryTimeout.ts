@@ -1,28 +1,12 @@
 import type pg from 'pg';
-import { isWatched, noteStall } from '../../ledger/index.js';
-
-/**
- * A query on the pool got no answer within `database.queryTimeoutMs`: its connection was
- * closed. The link may have died without a reset (a network partition, a failover behind a
- * virtual IP), which the kernel would only notice minutes later. `ETIMEDOUT`, as the kernel's
- * own: the database was unavailable (503), nothing was refused.
- */
-export class QueryStalledError extends Error {
-  readonly code = 'ETIMEDOUT';
-  constructor(readonly timeoutMs: number) {
-    super(
-      `the database did not answer within ${timeoutMs} ms (database.queryTimeoutMs): the connection was closed`,
-    );
-    this.name = 'QueryStalledError';
-  }
-}
+import { DatabaseStalledError, isWatched, noteStall } from '../../ledger/index.js';
 
 /** Clients checked out through an unbounded view (see unboundedPool), until they are released. */
 const unbounded = new WeakSet<pg.ClientBase>();
 
 /**
  * Bounds every query on the clients `pool` connects from now on: one with no answer after
- * `timeoutMs` (0: no bound) rejects with QueryStalledError, and its connection is closed (the
+ * `timeoutMs` (0: no bound) rejects with DatabaseStalledError (`ETIMEDOUT`: 503), and its connection is closed (the
  * pool then discards the client instead of handing it out again). The ledger's writes (their
  * clients watched by its StallWatch, with `ledger.writeTimeoutMs`) and the clients of
  * unboundedPool are left alone, as are queries that stream their rows (a Submittable).
@@ -49,7 +33,7 @@ export function boundPoolQueries(pool: pg.Pool, timeoutMs: number): void {
         const timer = setTimeout(() => {
           stalled = true;
           noteStall(pool);
-          reject(new QueryStalledError(timeoutMs));
+          reject(new DatabaseStalledError(timeoutMs, 'database.queryTimeoutMs'));
           // pg ends a client with a query in flight by destroying its socket: no goodbye is
           // waited for on a link that carries nothing. The query in flight fails (ignored
           // here), and the client, no longer queryable, is discarded on its release.
