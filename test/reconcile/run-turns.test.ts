@@ -92,24 +92,7 @@ test('a run whose database goes away as it fails reports its own error; the next
     proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) });
     const url = new URL(database.url);
     url.host = proxy.address;
-    const config = parseConfig(
-      {
-        database: { url: url.toString(), connectTimeoutMs: 1000 },
-        log: { level: 'silent' },
-        networks: [
-          {
-            kind: 'evm',
-            name: 'devnet',
-            chainId: 1337,
-            rpcUrls: ['http://127.0.0.1:9'],
-            confirmations: 2,
-            assets: [{ symbol: 'ETH', native: true, decimals: 18, price: { fixed: '3000' } }],
-          },
-        ],
-      },
-      {},
-    );
-    runtime = await openRuntime({ config, logger: createLogger('silent') });
+    runtime = await devnetRuntime(url.toString());
     const link = proxy;
     // The chain check fails, and the database host goes away at the same moment.
     const adapter = {
